@@ -1,0 +1,1 @@
+"""Matting worker: the shared worker server with the matting stage and its engines."""

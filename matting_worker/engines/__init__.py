@@ -1,0 +1,1 @@
+"""Matting engines, one module per family, found by name through `registry`."""

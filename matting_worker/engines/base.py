@@ -1,0 +1,53 @@
+"""The one interface every matting engine implements (rembg's sessions are the model).
+
+An engine gets a batch of decoded RGB images and returns one matte per image, at the image's
+own size. Everything else (decode, batching, encode, writing files) is the worker's job, so an
+engine is a pure function of pixels and easy to test and benchmark on its own.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Engine", "EngineError", "Matte", "RGBImage"]
+
+RGBImage = npt.NDArray[np.uint8]
+"""H×W×3, uint8, RGB."""
+
+
+@dataclass
+class Matte:
+    alpha: npt.NDArray[np.float32]
+    """H×W in [0, 1], the input's size."""
+    foreground: RGBImage | None = None
+    """Estimated foreground colours (H×W×3) for fringe-free RGBA; None: use the input's."""
+
+
+class EngineError(RuntimeError):
+    """The engine cannot handle this input; `retryable` says whether another try may work."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Engine(ABC):
+    name: str = ""
+    device: str = "cpu"
+    max_batch_size: int = 8
+    """The most images one `predict` call gets; the worker's batcher keeps to it."""
+
+    def load(self) -> None:  # noqa: B027 — optional hook
+        """Heavy one-time set-up (weights, sessions). Called once before the first predict."""
+
+    @abstractmethod
+    def predict(self, images: Sequence[RGBImage]) -> list[Matte]:
+        """One matte per image, same order, each at its image's size."""
+
+    def info(self) -> dict[str, object]:
+        return {"name": self.name, "device": self.device, "max_batch_size": self.max_batch_size}

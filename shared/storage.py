@@ -1,0 +1,123 @@
+"""The DATA_DIR layout of DESIGN.md, and the two rules every service keeps on it.
+
+Rule one: every path that crosses a service boundary is relative to DATA_DIR and is resolved
+through `resolve()`, which refuses absolute paths, `..` and anything that would land outside.
+Rule two: outputs are written under a temporary name and renamed, so a reader (the zip
+download, a retry) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+__all__ = [
+    "FINAL_RESULTS",
+    "INPUT",
+    "LOGS",
+    "MATTING_OUTPUT",
+    "PathOutsideDataDir",
+    "Storage",
+    "atomic_write",
+    "atomic_write_bytes",
+]
+
+INPUT = "input"
+MATTING_OUTPUT = "matting_output"
+FINAL_RESULTS = "final_results"
+LOGS = "logs"
+
+
+class PathOutsideDataDir(ValueError):
+    """A path that is absolute, climbs with `..`, or resolves outside DATA_DIR."""
+
+
+def _check_relative(rel: str) -> PurePosixPath:
+    if not rel or "\x00" in rel or "\\" in rel:
+        raise PathOutsideDataDir(f"invalid path {rel!r}")
+    p = PurePosixPath(rel)
+    if p.is_absolute() or any(part in ("..", "") for part in p.parts) or rel.startswith("/"):
+        raise PathOutsideDataDir(f"path must be relative to DATA_DIR without '..': {rel!r}")
+    return p
+
+
+class Storage:
+    """Paths under one DATA_DIR; the only way the services turn names into files."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir.resolve()
+
+    def ensure_layout(self) -> None:
+        for sub in (INPUT, MATTING_OUTPUT, FINAL_RESULTS, LOGS):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def resolve(self, rel: str) -> Path:
+        """DATA_DIR-relative name → absolute path, refusing anything that escapes."""
+        p = _check_relative(rel)
+        full = (self.root / p).resolve()
+        if full != self.root and self.root not in full.parents:
+            raise PathOutsideDataDir(f"path escapes DATA_DIR: {rel!r}")
+        return full
+
+    def relative(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()
+
+    # --- the per-job folders of DESIGN.md -------------------------------------------------
+    def job_input(self, job_id: str) -> Path:
+        return self.root / INPUT / job_id
+
+    def job_chunks(self, job_id: str) -> Path:
+        return self.job_input(job_id) / "chunks"
+
+    def job_matting(self, job_id: str) -> Path:
+        return self.root / MATTING_OUTPUT / job_id
+
+    def job_results(self, job_id: str) -> Path:
+        return self.root / FINAL_RESULTS / job_id
+
+    @staticmethod
+    def stem_path(rel_path: str) -> str:
+        """`a/b/photo.jpg` → `a/b/photo`: the output name keeps the tree, drops the extension."""
+        p = PurePosixPath(rel_path)
+        return str(p.with_suffix("")) if p.suffix else str(p)
+
+    def matting_rel(self, job_id: str, rel_path: str, suffix: str = ".png") -> str:
+        return f"{MATTING_OUTPUT}/{job_id}/{self.stem_path(rel_path)}{suffix}"
+
+    def compare_rel(self, job_id: str, rel_path: str) -> str:
+        return f"{FINAL_RESULTS}/{job_id}/{self.stem_path(rel_path)}_compare.jpg"
+
+    def metrics_rel(self, job_id: str, rel_path: str) -> str:
+        return f"{FINAL_RESULTS}/{job_id}/{self.stem_path(rel_path)}_metrics.json"
+
+    def remove_job(self, job_id: str) -> None:
+        for d in (self.job_input(job_id), self.job_matting(job_id), self.job_results(job_id)):
+            shutil.rmtree(d, ignore_errors=True)
+
+    def free_bytes(self) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(self.root).free
+
+
+@contextlib.contextmanager
+def atomic_write(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it over `target` only on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> None:
+    with atomic_write(target) as tmp:
+        tmp.write_bytes(data)

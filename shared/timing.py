@@ -1,0 +1,35 @@
+"""Every timing constant of the pipeline, in one place, so their relations stay visible."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BACKOFF_BASE_S",
+    "BACKOFF_MAX_S",
+    "BALANCER_QUEUE_WAIT_S",
+    "CALLBACK_TIMEOUT_S",
+    "HEALTH_CHECK_INTERVAL_S",
+    "HEARTBEAT_INTERVAL_S",
+    "LEASE_S",
+    "SCHEDULER_IDLE_S",
+    "STAGE_REQUEST_TIMEOUT_S",
+    "WORKER_STALE_S",
+]
+
+HEARTBEAT_INTERVAL_S = 2.0
+"""How often a worker announces itself to its balancer."""
+WORKER_STALE_S = 3 * HEARTBEAT_INTERVAL_S
+"""A heartbeat-only worker not heard from for this long is dropped by the balancer."""
+HEALTH_CHECK_INTERVAL_S = 1.0
+"""How often the balancer probes each worker's /health."""
+BALANCER_QUEUE_WAIT_S = 30.0
+"""How long a request may wait in the balancer's queue for a free worker before 503."""
+STAGE_REQUEST_TIMEOUT_S = 300.0
+"""The gateway's HTTP timeout for one stage call (batching and big images included)."""
+LEASE_S = STAGE_REQUEST_TIMEOUT_S + 60.0
+"""A dispatched task whose answer never came goes back to pending after this."""
+BACKOFF_BASE_S = 1.0
+"""First retry delay; doubles with every attempt."""
+BACKOFF_MAX_S = 60.0
+SCHEDULER_IDLE_S = 0.2
+"""How long the scheduler sleeps when there is nothing to claim."""
+CALLBACK_TIMEOUT_S = 10.0
