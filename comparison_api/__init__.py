@@ -1,0 +1,1 @@
+"""comparison api balancer: the shared balancer, configured for its stage."""

@@ -1,0 +1,1 @@
+"""Comparison worker: the shared worker server with the comparison stage."""

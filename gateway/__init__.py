@@ -1,0 +1,1 @@
+"""The public face: upload, ingest, task DB, scheduler, status, download, web page."""

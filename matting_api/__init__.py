@@ -1,0 +1,1 @@
+"""matting api balancer: the shared balancer, configured for its stage."""
