@@ -1,0 +1,128 @@
+"""Decode and encode images safely: the pixel-bomb guard lives here, before any pixel is read."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "ImageRejected",
+    "decode_alpha",
+    "decode_rgb",
+    "encode_jpeg",
+    "encode_png_alpha",
+    "encode_png_rgba",
+    "probe_image",
+]
+
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF"})
+
+# Our own limit is checked explicitly below; PIL's global guard must not fire first with a
+# warning or a different message.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageRejected(ValueError):
+    """The file is not an image we take; the message is the reason shown to the user."""
+
+
+def _open(source: Path | bytes) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except UnidentifiedImageError as exc:
+        raise ImageRejected("not a recognised image file") from exc
+    except OSError as exc:
+        raise ImageRejected(f"cannot read image: {exc}") from exc
+
+
+def probe_image(source: Path | bytes, max_pixels: int) -> tuple[int, int, str]:
+    """(width, height, format) from the header only, then a full decode check.
+
+    The size is checked before decoding so a 40000×40000 PNG of a few KB costs nothing.
+    """
+    with _open(source) as im:
+        fmt = im.format or ""
+        if fmt not in ALLOWED_FORMATS:
+            raise ImageRejected(f"unsupported image format {fmt or 'unknown'}")
+        w, h = im.size
+        if w <= 0 or h <= 0:
+            raise ImageRejected("image has no pixels")
+        if w * h > max_pixels:
+            raise ImageRejected(f"image too large: {w}x{h} pixels (limit {max_pixels})")
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageRejected(f"corrupt or truncated image: {exc}") from exc
+    return w, h, fmt
+
+
+def decode_rgb(source: Path | bytes, max_pixels: int = 200_000_000) -> npt.NDArray[np.uint8]:
+    """H×W×3 uint8, EXIF orientation applied (what the user sees is what gets matted)."""
+    with _open(source) as im:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise ImageRejected(f"image too large: {w}x{h} pixels (limit {max_pixels})")
+        try:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                # Transparent pixels composite onto white, the studio default.
+                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, rgba)
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageRejected(f"corrupt or truncated image: {exc}") from exc
+    return np.ascontiguousarray(arr)
+
+
+def decode_alpha(source: Path | bytes) -> npt.NDArray[np.float32]:
+    """A matte file → H×W float32 in [0, 1]: the alpha channel if present, else luminance."""
+    with _open(source) as im:
+        try:
+            if im.mode in ("RGBA", "LA", "PA"):
+                band = im.getchannel("A")
+            elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr16 = np.asarray(im, dtype=np.float32)
+                scaled: npt.NDArray[np.float32] = np.clip(arr16 / 65535.0, 0.0, 1.0)
+                return scaled.astype(np.float32)
+            else:
+                band = im.convert("L")
+            arr = np.asarray(band, dtype=np.float32) / 255.0
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageRejected(f"corrupt or truncated matte: {exc}") from exc
+    return arr.astype(np.float32)
+
+
+def _to_u8(alpha: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
+    out: npt.NDArray[np.uint8] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
+    return out
+
+
+def encode_png_rgba(
+    rgb: npt.NDArray[np.uint8],
+    alpha: npt.NDArray[np.floating],
+    foreground: npt.NDArray[np.uint8] | None = None,
+) -> bytes:
+    """RGBA PNG; with an estimated foreground the colour carries no background fringe."""
+    colour = rgb if foreground is None else foreground
+    rgba = np.dstack([colour, _to_u8(alpha)])
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def encode_png_alpha(alpha: npt.NDArray[np.floating]) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(_to_u8(alpha), "L").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def encode_jpeg(rgb: npt.NDArray[np.uint8], quality: int = 88) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buf, format="JPEG", quality=quality, optimize=False)
+    return buf.getvalue()
