@@ -1,0 +1,53 @@
+"""`make bench`: run every benchmark and rewrite BENCHMARKS.md from their sections.
+
+Each section is also kept as `bench/last_<name>.md`, so one benchmark can be rerun alone
+(`python -m bench quality`) without losing the others' figures.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SECTIONS = ["quality", "pipeline", "upload_memory", "status_load"]
+
+HEADER = """# Benchmarks
+
+Made by `make bench` (`python -m bench [section …]`); every figure is a ratio against a
+baseline measured side by side in the same run, on the machine named in each section.
+"""
+
+
+def main(argv: list[str]) -> int:
+    wanted = argv or SECTIONS
+    for name in wanted:
+        try:
+            mod = importlib.import_module(f"bench.{name}")
+        except ModuleNotFoundError as exc:
+            print(f"skip {name}: {exc}", file=sys.stderr)
+            continue
+        t0 = time.time()
+        print(f"== {name} ...", flush=True)
+        text = mod.run()
+        stamp = f"\n_{platform.node()} · {time.strftime('%Y-%m-%d %H:%M')} · {time.time() - t0:.0f} s_\n"
+        (HERE / f"last_{name}.md").write_text(text.rstrip() + "\n" + stamp)
+        print(text)
+    parts = [HEADER]
+    for name in SECTIONS:
+        f = HERE / f"last_{name}.md"
+        if f.exists():
+            parts.append(f.read_text())
+    extra = HERE / "gpu.md"
+    if extra.exists():
+        parts.append(extra.read_text())
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
