@@ -236,7 +236,7 @@ def render_sheet(original: RGB, rows: Sequence[SheetRow], gt: Alpha | None = Non
         for i, (line, main) in enumerate(lines):
             draw.text((GAP, y + i * line_h), line, font=font if main else small,
                       fill=TEXT if main else DIM_TEXT)
-        ty = y + len(lines) * line_h + GAP // 2
+        ty = y + len(lines) * line_h + GAP
         a_t = _resize_float(alpha, (tw, th))
         tiles = [
             orig_t,
