@@ -4,6 +4,9 @@ import csv
 import io
 import json
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -150,3 +153,35 @@ def test_gallery_data_is_compact_and_complete() -> None:
     mse_col = data["keys"].index("mse")
     assert data["items"][5][5][0][mse_col] == pytest.approx(0.05)
     assert nogt[5][0][mse_col] is None
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def test_gallery_script_sorts_filters_and_pages(tmp_path: Path) -> None:
+    rows = [
+        ReportItem(path=f"img{i:03d}.jpg", state="completed",
+                   metrics={"classical": gt_m(mse=((i * 37) % 250) / 1000)})
+        for i in range(250)
+    ]
+    rows += [ReportItem(path=f"zz{i}.jpg", state="rejected", error="bad") for i in range(5)]
+    page = tmp_path / "index.html"
+    page.write_bytes(build_report("j", rows, ["classical"]).html_bytes)
+    steps = [
+        ["sort", None, "none"],  # the initial render
+        ["page-next", None, "click"],
+        ["page-next", None, "click"],
+        ["sort", "mse-asc", "change"],
+        ["sort", "name-desc", "change"],
+        ["state", "rejected", "change"],
+    ]
+    script = Path(__file__).with_name("gallery_dom.js")
+    done = subprocess.run(["node", str(script), str(page), json.dumps(steps)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    first, second, third, asc, by_name, rejected = json.loads(done.stdout)
+    mses = [float(it["mse"]) for it in first["items"] + second["items"] + third["items"][:50]]
+    assert len(first["items"]) == 100 and first["info"] == "page 1 / 3"
+    assert mses == sorted(mses, reverse=True) and mses[0] == 0.249  # worst first by default
+    assert third["info"] == "page 3 / 3" and len(third["items"]) == 55
+    assert all(it["mse"] == "" for it in third["items"][-5:])  # no score: always last
+    assert [float(it["mse"]) for it in asc["items"][:3]] == [0.0, 0.001, 0.002]
+    assert by_name["items"][0]["path"] == "zz4.jpg"
+    assert rejected["count"].startswith("5 of 255") and len(rejected["items"]) == 5
