@@ -306,7 +306,8 @@ class _Worker:
     async def heartbeats(self, balancer_url: str, my_url: str) -> None:
         """Announce ourselves once loaded (a heartbeat means: send me work)."""
         target = balancer_url.rstrip("/") + "/workers/heartbeat"
-        async with httpx.AsyncClient(timeout=HEALTH_CHECK_TIMEOUT_S) as client:
+        client = httpx.AsyncClient(timeout=HEALTH_CHECK_TIMEOUT_S, trust_env=False)
+        async with client:
             while True:
                 if self.status == "ok":
                     hb = Heartbeat(url=my_url, worker_id=self.worker_id,

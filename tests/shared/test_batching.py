@@ -26,18 +26,19 @@ async def test_concurrent_submissions_share_batches_within_the_limit() -> None:
 
 async def test_items_arriving_during_a_batch_form_the_next_one() -> None:
     release = threading.Event()
+    started = threading.Event()
     seen: list[list[int]] = []
 
     def slow(items: list[int]) -> list[int]:
         seen.append(list(items))
+        started.set()
         if items[0] == 0:
             release.wait(10)
         return items
 
     b: Batcher[int, int] = Batcher(slow, max_batch_size=8, max_batch_delay_ms=0)
     first = asyncio.create_task(b.submit(0))
-    while not seen:  # the idle runner took the single item at once
-        await asyncio.sleep(0.005)
+    assert await asyncio.to_thread(started.wait, 10)  # the idle runner took it at once
     rest = [asyncio.create_task(b.submit(i)) for i in range(1, 6)]
     await asyncio.sleep(0.05)
     assert b.queued == 5 and b.running == 1
