@@ -17,6 +17,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
@@ -35,6 +36,7 @@ __all__ = [
     "metrics_route",
 ]
 
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter(

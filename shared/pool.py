@@ -75,6 +75,10 @@ class WorkerPool:
     def heartbeat(self, url: str, worker_id: str, capacity: int, engine: str) -> WorkerState:
         u = url.rstrip("/")
         w = self.workers.get(u)
+        if w is None and worker_id:
+            # A static worker listed under another name for the same host (localhost vs
+            # 127.0.0.1) must not count twice.
+            w = next((x for x in self.workers.values() if x.worker_id == worker_id), None)
         if w is None:
             w = self.workers[u] = WorkerState(url=u, source="heartbeat")
             log.info("worker %s (%s) registered by heartbeat", worker_id, u)

@@ -244,3 +244,11 @@ def test_heartbeat_spread_and_failover_with_real_workers(real_workers: list[Proc
         after = workers(b.url)[w0.url]
         assert after["healthy"] is False and after["failures"] >= 1
         assert (data_dir / "matting_output/j/21.png").is_file()
+
+
+async def test_a_static_worker_heartbeating_under_another_name_counts_once() -> None:
+    pool = healthy_pool(1)
+    pool.workers["http://w0"].worker_id = "w0"
+    pool.heartbeat("http://127.0.0.1:9001", "w0", 5, "classical")
+    assert list(pool.workers) == ["http://w0"]
+    assert pool.workers["http://w0"].capacity == 5
