@@ -58,7 +58,7 @@ class ComparisonStage:
         compare(rgb, [("check", alpha)], alpha)
 
     def capacity(self) -> int:
-        return 2 * max(1, self.threads)
+        return max(4, 2 * self.threads)  # decode and encode overlap the renders
 
     def info(self) -> dict[str, Any]:
         return {"engine": "compare", "concurrency": max(1, self.threads)}
