@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -98,12 +99,13 @@ def _report(console: Console, final: dict[str, Any], out: Path, facts: dict[str,
     for col in ("path", "state", "error"):
         table.add_column(col)
     for item in facts["items"]:
-        table.add_row(str(item.get("path")), str(item.get("state")), str(item.get("error") or ""))
+        table.add_row(*(escape(str(item.get(k) or "")) for k in ("path", "state", "error")))
     console.print(table)
+    index = ", index.html" if facts["has_index"] else ""
     console.print(f"{final.get('completed', 0)} completed, {final.get('failed', 0)} failed, "
                   f"{final.get('rejected', 0)} rejected of {final.get('total', 0)} · "
-                  f"{facts['mattes']} mattes, {facts['sheets']} comparison sheets"
-                  f"{', index.html' if facts['has_index'] else ''} → [bold]{out.resolve()}")
+                  f"{facts['mattes']} mattes, {facts['sheets']} comparison sheets{index} → "
+                  f"[bold]{escape(str(out.resolve()))}")
 
 
 def run_demo(settings: Settings, out: Path, model: str = "classical", timeout: float = 600.0,
@@ -117,7 +119,7 @@ def run_demo(settings: Settings, out: Path, model: str = "classical", timeout: f
             if client.health():
                 console.print(f"using the stack already running at {gateway}")
             else:
-                proc = start_stack(settings)
+                proc = start_stack(settings, quiet=True)
                 with console.status(f"starting the stack (logs in {settings.data_dir}/logs) …"):
                     wait_healthy(health_urls(settings), timeout, alive=lambda: proc.poll() is None)
             with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +139,9 @@ def run_demo(settings: Settings, out: Path, model: str = "classical", timeout: f
             ok = final.get("state") == JobState.COMPLETED and facts["sheets"] == len(names)
             return 0 if ok else 1
         except (StackError, GatewayError, TimeoutError, OSError, zipfile.BadZipFile) as exc:
-            console.print(f"[red]demo failed:[/red] {exc}")
+            console.print(f"[red]demo failed:[/red] {escape(str(exc))}")
+            if proc is not None:
+                console.print(f"the services' logs are in {settings.data_dir.resolve()}/logs")
             return 2
         finally:
             if proc is not None:

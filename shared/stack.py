@@ -242,13 +242,15 @@ def _check_ports_free(settings: Settings, programs: Sequence[Program]) -> None:
 
 
 def start_stack(settings: Settings, programs: Sequence[Program] | None = None,
-                conf: Path | None = None) -> subprocess.Popen[bytes]:
+                conf: Path | None = None, quiet: bool = False) -> subprocess.Popen[bytes]:
     """supervisord in the background, in its own session (a terminal's Ctrl-C reaches only
-    us, and we stop it in order: otherwise it might restart children the signal killed)."""
+    us, and we stop it in order: otherwise it might restart children the signal killed).
+    `quiet` keeps its messages to its log file (DATA_DIR/logs/supervisord.log)."""
     progs = stack_programs(settings) if programs is None else list(programs)
     _check_ports_free(settings, progs)
     path = write_config(settings, conf or settings.data_dir.resolve() / "supervisord.conf", progs)
-    return subprocess.Popen([supervisor_bin(), "-n", "-c", str(path)],
+    out = subprocess.DEVNULL if quiet else None
+    return subprocess.Popen([supervisor_bin(), "-n", "-c", str(path)], stdout=out, stderr=out,
                             env=stack_environment(settings), start_new_session=True)
 
 
