@@ -1,0 +1,1 @@
+"""Benchmarks behind BENCHMARKS.md; each module has `run() -> str` (a markdown section)."""
