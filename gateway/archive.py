@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import lzma
 import os
-import re
 import shutil
 import stat
 import tarfile
@@ -24,6 +23,17 @@ from shared.imaging import probe_image
 from shared.settings import Settings
 from shared.storage import atomic_write
 
+from .archive_names import (
+    ARCHIVE_SUFFIXES,
+    COMPRESSED_MAGIC,
+    ZIP_MAGIC,
+    BadName,
+    clean_name,
+    fix_encoding,
+    is_image_magic,
+    is_v7_tar,
+    looks_like_archive,
+)
 from .gt import GtIndex, gt_key, is_gt_path, match_gt
 
 __all__ = [
@@ -44,16 +54,6 @@ CHUNK = 1 << 20
 RATIO_FLOOR = 1 << 20
 """Members that unpack to less than this are never called bombs, however well they compress."""
 
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
-_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
-_OTHER_ARCHIVE_MAGIC = (b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07", b"\x28\xb5\x2f\xfd")
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
-_ARCHIVE_SUFFIXES = frozenset(
-    {".zip", ".tar", ".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".7z", ".rar", ".zst"}
-)
-_JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini"})
-_DRIVE = re.compile(r"^[A-Za-z]:")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _READ_ERRORS = (
     OSError, EOFError, zlib.error, lzma.LZMAError, tarfile.TarError, zipfile.BadZipFile,
     RuntimeError, NotImplementedError, ValueError,
@@ -106,81 +106,18 @@ class Member:
     is_gt: bool
 
 
-def _is_image_magic(head: bytes) -> bool:
-    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-
-
-def _is_v7_tar(head: bytes) -> bool:
-    """A pre-POSIX tar has no magic; its header checksum is the only tell."""
-    if len(head) < 512 or head[0] == 0:
-        return False
-    try:
-        stored = int(head[148:156].replace(b"\x00", b" ").strip() or b"-1", 8)
-    except ValueError:
-        return False
-    return stored == sum(head[:148]) + 8 * 32 + sum(head[156:512])
-
-
 def detect_kind(filename: str, head: bytes) -> Literal["zip", "tar", "image"]:
     """Magic bytes decide; the file name is only a hint for magic-less v7 tars."""
-    if head.startswith(_ZIP_MAGIC):
+    if head.startswith(ZIP_MAGIC):
         return "zip"
-    if head.startswith(_COMPRESSED_MAGIC) or head[257:262] == b"ustar":
+    if head.startswith(COMPRESSED_MAGIC) or head[257:262] == b"ustar":
         return "tar"
-    if _is_image_magic(head):
+    if is_image_magic(head):
         return "image"
     is_empty_tar = len(head) >= 512 and not any(head[:512])
-    if filename.lower().endswith(".tar") and (is_empty_tar or _is_v7_tar(head)):
+    if filename.lower().endswith(".tar") and (is_empty_tar or is_v7_tar(head)):
         return "tar"
     raise ArchiveRejected("not an archive or image (accepted: .zip, .tar, .tar.gz, an image)")
-
-
-def _looks_like_archive(head: bytes) -> bool:
-    return (
-        head.startswith(_ZIP_MAGIC + _COMPRESSED_MAGIC + _OTHER_ARCHIVE_MAGIC)
-        or head[257:262] == b"ustar"
-    )
-
-
-def _fix_encoding(name: str) -> str:
-    """Tar names that were not UTF-8 arrive with surrogate escapes; read them as cp437."""
-    try:
-        name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:
-        pass
-    try:
-        return name.encode("utf-8", "surrogateescape").decode("cp437")
-    except UnicodeEncodeError:
-        return name.encode("utf-8", "replace").decode("utf-8")
-
-
-class BadName(ValueError):
-    """A member name that cannot be made safe; the message is the reason."""
-
-
-def clean_name(raw: str) -> str | None:
-    """Archive name → safe posix relative path; None for junk that is skipped silently."""
-    name = _fix_encoding(raw)
-    if "\x00" in name:
-        raise BadName("invalid name (NUL byte)")
-    name = name.replace("\\", "/")
-    if name.startswith("/") or _DRIVE.match(name):
-        raise BadName("absolute path not allowed")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise BadName("path with '..' not allowed")
-    if not parts:
-        return None
-    if any(p == "__MACOSX" or p.startswith(".") for p in parts):
-        return None
-    if parts[-1].lower() in _JUNK_NAMES:
-        return None
-    if _CONTROL.search(name):
-        raise BadName("control characters in name")
-    if any(len(p.encode("utf-8")) > 255 for p in parts) or len(name.encode("utf-8")) > 1024:
-        raise BadName("name too long")
-    return "/".join(parts)
 
 
 def _read(src: IO[bytes], n: int) -> bytes:
@@ -216,7 +153,7 @@ class _Extractor:
         try:
             path = clean_name(raw)
         except BadName as exc:
-            shown = _fix_encoding(raw).replace("\x00", "\\0")[:1024]
+            shown = fix_encoding(raw).replace("\x00", "\\0")[:1024]
             return None, Member(shown, None, str(exc), False)
         if path is None:
             return None, None
@@ -224,7 +161,7 @@ class _Extractor:
         if path in self.seen:
             return None, Member(path, None, "duplicate name", is_gt)
         self.seen.add(path)
-        if PurePosixPath(path).suffix.lower() in _ARCHIVE_SUFFIXES:
+        if PurePosixPath(path).suffix.lower() in ARCHIVE_SUFFIXES:
             return None, Member(path, None, "nested archives are not supported", is_gt)
         return path, None
 
@@ -244,7 +181,7 @@ class _Extractor:
             with atomic_write(target) as tmp, tmp.open("wb") as out:
                 written = 0
                 while chunk := _read(src, CHUNK):
-                    if written == 0 and _looks_like_archive(chunk):
+                    if written == 0 and looks_like_archive(chunk):
                         raise _MemberError("nested archives are not supported")
                     written += len(chunk)
                     self.total += len(chunk)

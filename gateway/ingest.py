@@ -96,11 +96,16 @@ async def _insert(sf: async_sessionmaker[Any], job_id: str, rows: list[dict[str,
         return int(job.total)
 
 
+def _rel(stored: Path, storage: Storage) -> str:
+    # Pure path arithmetic (the extractor's dest is already resolved): no disk call on the loop.
+    return stored.relative_to(storage.root).as_posix()
+
+
 def _row(job_id: str, member: Member, storage: Storage) -> dict[str, Any]:
     if member.stored is None:
         state, rel = TaskState.REJECTED.value, ""
     else:
-        state, rel = TaskState.PENDING.value, storage.relative(member.stored)
+        state, rel = TaskState.PENDING.value, _rel(member.stored, storage)
     return {"job_id": job_id, "path": member.path, "input": rel, "state": state,
             "error": member.error}  # fmt: skip
 
@@ -118,7 +123,7 @@ async def _extract(
             for m in take.members:
                 if m.is_gt:
                     if m.stored is not None:
-                        progress.gt[m.path] = storage.relative(m.stored)
+                        progress.gt[m.path] = _rel(m.stored, storage)
                     continue
                 progress.images += m.stored is not None
                 rows.append(_row(job_id, m, storage))
