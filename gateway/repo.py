@@ -118,7 +118,7 @@ async def count_jobs(s: AsyncSession) -> int:
 
 async def job_counts(s: AsyncSession, job_id: str) -> dict[str, int]:
     q = select(Task.state, func.count()).where(Task.job_id == job_id).group_by(Task.state)
-    return {state: int(n) for state, n in (await s.execute(q)).tuples()}
+    return {state: int(n) for state, n in (await s.execute(q)).all()}
 
 
 async def job_counts_many(s: AsyncSession, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -129,7 +129,7 @@ async def job_counts_many(s: AsyncSession, job_ids: Sequence[str]) -> dict[str, 
             .where(Task.job_id.in_(list(job_ids)))
             .group_by(Task.job_id, Task.state)
         )
-        for job_id, state, n in (await s.execute(q)).tuples():
+        for job_id, state, n in (await s.execute(q)).all():
             out[job_id][state] = int(n)
     return out
 
@@ -138,8 +138,8 @@ async def global_counts(s: AsyncSession) -> tuple[dict[str, int], dict[str, int]
     """(tasks by state, jobs by state) over the whole database, for /metrics."""
     tq = select(Task.state, func.count()).group_by(Task.state)
     jq = select(Job.state, func.count()).group_by(Job.state)
-    tasks = {st: int(n) for st, n in (await s.execute(tq)).tuples()}
-    jobs = {st: int(n) for st, n in (await s.execute(jq)).tuples()}
+    tasks = {st: int(n) for st, n in (await s.execute(tq)).all()}
+    jobs = {st: int(n) for st, n in (await s.execute(jq)).all()}
     return tasks, jobs
 
 
@@ -160,7 +160,7 @@ async def stage_stats(s: AsyncSession, job_id: str) -> dict[str, Any]:
             .group_by(worker)
         )
         done, work_sum, wait_sum, workers = 0, 0.0, 0.0, {}
-        for w, n, work, wait in (await s.execute(q)).tuples():
+        for w, n, work, wait in (await s.execute(q)).all():
             done += int(n)
             work_sum += float(work or 0.0) * n
             wait_sum += float(wait or 0.0) * n
@@ -214,26 +214,28 @@ class Claimed:
 
 
 async def claim(s: AsyncSession, stage: str, n: int, now: float, lease_s: float) -> list[Claimed]:
-    """Lease up to `n` due tasks of running jobs for `stage`, shared fairly across jobs
-    (oldest job first when there are more jobs than slots)."""
+    """Lease up to `n` due tasks of running jobs for `stage`, shared evenly across the jobs
+    that have due work (oldest job first when there are more jobs than slots)."""
     queue, dispatched, _ = _FLOW[stage]
     jq = select(Job.id, Job.model, Job.output).where(Job.state == JobState.RUNNING.value)
-    jobs = {jid: (model, output) for jid, model, output in (await s.execute(jq.order_by(
-        Job.created_at, Job.id))).tuples()}
+    jq = jq.order_by(Job.created_at, Job.id)
+    jobs = {jid: (model, output) for jid, model, output in (await s.execute(jq)).all()}
     if n <= 0 or not jobs:
         return []
     col = _dispatched_col(stage)
     claimed: list[Claimed] = []
-    remaining = n
-    for share_pass in (max(1, n // len(jobs)), n):
-        for jid, (model, output) in jobs.items():
+    remaining, active = n, list(jobs)
+    while remaining > 0 and active:
+        share, still = max(1, remaining // len(active)), []
+        for jid in active:
             if remaining <= 0:
                 break
+            take = min(share, remaining)
             sub = (
                 select(Task.id)
                 .where(Task.job_id == jid, Task.state == queue.value, Task.next_attempt_at <= now)
                 .order_by(Task.id)
-                .limit(min(share_pass, remaining))
+                .limit(take)
                 .scalar_subquery()
             )
             stmt = (
@@ -243,10 +245,14 @@ async def claim(s: AsyncSession, stage: str, n: int, now: float, lease_s: float)
                 .returning(Task.id, Task.path, Task.input, Task.gt, Task.matting_output)
                 .execution_options(synchronize_session=False)
             )
-            rows = (await s.execute(stmt)).tuples().all()
+            rows = (await s.execute(stmt)).all()
+            model, output = jobs[jid]
             claimed += [Claimed(i, jid, p, inp, gt, mo, now, model, output)
                         for i, p, inp, gt, mo in rows]
             remaining -= len(rows)
+            if len(rows) == take:
+                still.append(jid)  # may have more due tasks
+        active = still
     if claimed:
         started = {c.job_id for c in claimed}
         await s.execute(
@@ -419,7 +425,7 @@ async def finish_jobs(s: AsyncSession, now: float) -> list[FinishedJob]:
     done: list[FinishedJob] = []
     for job_id, total in (await s.execute(
         select(Job.id, Job.total).where(Job.state == JobState.RUNNING.value)
-    )).tuples():
+    )).all():
         busy = select(Task.id).where(Task.job_id == job_id, Task.state.in_(_UNFINISHED)).limit(1)
         if (await s.execute(busy)).first() is not None:
             continue
