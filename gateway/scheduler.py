@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.schemas import StageError, StageRequest, StageResult
 from shared.settings import Settings
-from shared.states import TaskState
+from shared.states import JobState, TaskState
 from shared.storage import PathOutsideDataDir, Storage
 from shared.timing import (
     BACKOFF_BASE_S,
@@ -240,6 +240,7 @@ class Scheduler:
                 ok = await repo.record_success(s, stage, c, out.result, req.output, now)
             if not ok:
                 m.late_answers.labels(stage).inc()
+                await self._drop_if_gone(c.job_id)
                 return
             t = out.result.timings
             m.stage_seconds.labels(stage).observe(max(0.0, t.finished - t.started))
@@ -261,6 +262,14 @@ class Scheduler:
         else:
             m.retries.labels(stage).inc()
             log.info("task %s will be retried (%s): %s", c.id, stage, out.error)
+
+    async def _drop_if_gone(self, job_id: str) -> None:
+        """A late answer for a cancelled job has just written files that were already
+        removed: remove them again. (For a re-leased task the file is the retry's too.)"""
+        async with self.sessions() as s:
+            job = await repo.get_job(s, job_id)
+        if job is None or job.state == JobState.CANCELLED.value:
+            await asyncio.to_thread(self.storage.remove_job, job_id)
 
     def _pause(self, stage: str, retry_after: float) -> None:
         self._pause_streak[stage] += 1

@@ -40,7 +40,8 @@ class GatewayState:
     metrics: GatewayMetrics
     scheduler: Scheduler
     ingests: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    detail_cache: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    detail_cache: dict[str, tuple[float, str, dict[str, Any]]] = field(default_factory=dict)
+    """job id → (valid until, job state, `/status` stage aggregates)."""
 
     @classmethod
     async def open(cls, settings: Settings, **scheduler_opts: Any) -> GatewayState:

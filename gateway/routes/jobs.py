@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from matting_worker.engines.registry import list_models
 from shared.db import Task
-from shared.states import JobState, TaskState
+from shared.states import FINAL_JOB_STATES, JobState, TaskState
 from shared.timing import STATUS_DETAIL_TTL_S
 
 from .. import repo
@@ -30,19 +30,21 @@ Offset = Annotated[int, Query(ge=0)]
 @router.get("/status/{job_id}")
 async def job_status(job_id: str, db: ReadDB, gw: GW) -> dict[str, Any]:
     """Counts per task state, progress (%), throughput (images/s since the first dispatch),
-    ETA, and where the time goes per stage (`stages`: mean worker time and wait, per worker)."""
+    ETA, and where the time goes per stage (`stages`: mean worker time and wait, per worker;
+    refreshed every few seconds while the job runs, since it reads all of the job's rows)."""
     now = time.time()
     job = await job_or_404(db, job_id)
     counts = await repo.job_counts(db, job_id)
     out = job_summary(job, counts, now)
     cached = gw.detail_cache.get(job_id)
-    if cached is None or cached[0] < now:
-        stages = await repo.stage_stats(db, job_id)
-        gw.detail_cache[job_id] = (now + STATUS_DETAIL_TTL_S, stages)
-        if len(gw.detail_cache) > 1024:
-            gw.detail_cache = {k: v for k, v in gw.detail_cache.items() if v[0] >= now}
+    final = JobState(job.state) in FINAL_JOB_STATES
+    if cached and cached[1] == job.state and (final or cached[0] > now):
+        stages = cached[2]
     else:
-        stages = cached[1]
+        stages = await repo.stage_stats(db, job_id)
+        gw.detail_cache[job_id] = (now + STATUS_DETAIL_TTL_S, job.state, stages)
+        if len(gw.detail_cache) > 4096:
+            gw.detail_cache.clear()
     out["stages"] = stages
     return out
 

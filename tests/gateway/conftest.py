@@ -8,6 +8,7 @@ per-test script of failures (`StageServer.plan`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import socket
 import threading
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -25,6 +27,7 @@ from PIL import Image
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.orm import Session
 
+from gateway.app import create_app
 from shared.db import Base, Job, Task
 from shared.schemas import StageError, StageRequest, StageResult, Timings
 from shared.settings import Settings
@@ -199,3 +202,26 @@ def wait_for(cond: Callable[[], bool], timeout: float = 30.0, step: float = 0.05
         if time.time() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(step)
+
+
+@dataclass
+class Gateway:
+    url: str
+    settings: Settings
+    storage: Storage
+    client: httpx.Client
+
+
+@pytest.fixture
+def start_gateway(data_dir: Path) -> Iterator[Callable[..., Gateway]]:
+    """`start_gateway(stage_url, **settings)`: the real gateway app under uvicorn, in a thread."""
+    stack = contextlib.ExitStack()
+
+    def start(stage_url: str = "http://127.0.0.1:9", **kw: Any) -> Gateway:
+        settings = make_settings(data_dir, stage_url, **kw)
+        srv = stack.enter_context(ServerThread(create_app(settings, **FAST)))
+        client = stack.enter_context(httpx.Client(base_url=srv.url, timeout=30))
+        return Gateway(srv.url, settings, Storage(data_dir), client)
+
+    with stack:
+        yield start

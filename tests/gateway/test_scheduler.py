@@ -34,7 +34,7 @@ async def run_job(data_dir: Path, stage_server: StageServer) -> AsyncIterator[Ru
 
     async def run(paths: list[str], *, settings: Settings | None = None, job: dict[str, Any]
                   | None = None, gt: bool = False, until: Callable[[Job], bool] | None = None,
-                  timeout: float = 30.0) -> tuple[Job, list[Task]]:
+                  ) -> tuple[Job, list[Task]]:
         settings = settings or make_settings(data_dir, stage_server.url)
         engine = create_engine(settings.sqlite_url)
         engines.append(engine)
@@ -48,13 +48,13 @@ async def run_job(data_dir: Path, stage_server: StageServer) -> AsyncIterator[Ru
                 if gt:
                     row["gt"] = row["input"]
                 s.add(Task(**row))
-        sched = Scheduler(settings, sessions, storage, **FAST)
+        sched = Scheduler(settings, sessions, storage, None, **FAST)
         await sched.start()
         done = until or (
             lambda j: j.state != "running" and (j.callback_done or not j.callback_url)
         )
         try:
-            deadline = time.time() + timeout
+            deadline = time.time() + 30
             while True:
                 async with sessions() as s:
                     j = await s.get(Job, "job1")
