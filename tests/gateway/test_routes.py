@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
 
-from .conftest import Gateway, StageServer, image_tasks, seed, wait_for
+from shared.storage import Storage
+
+from .conftest import Gateway, StageServer, image_tasks, make_settings, seed, wait_for
 
 Start = Callable[..., Gateway]
 FAR = time.time() + 3600  # tasks due then are never claimed during a test
@@ -149,3 +157,54 @@ def test_a_job_runs_to_the_end_through_the_api(start_gateway: Start,
     assert s["stages"]["matting"]["workers"] == {"mw-1": 3}
     text = gw.client.get("/metrics").text
     assert 'mattepipe_stage_seconds_count{stage="comparison"} 3.0' in text
+
+
+def test_restart_drops_cut_uploads_and_resumes_leased_tasks(
+    start_gateway: Start, stage_server: StageServer, data_dir: Path
+) -> None:
+    settings = make_settings(data_dir, stage_server.url)
+    storage = Storage(data_dir)
+    cut = storage.job_input("cut") / "upload.zip"
+    cut.parent.mkdir(parents=True)
+    cut.write_bytes(b"PK half an upload")
+    rows = image_tasks(storage, "run", ["a.jpg", "b.jpg"], state="dispatched_matting",
+                       lease_expires_at=time.time() + 3600, matting_dispatched_at=1.0)
+    seed(settings, [{"id": "cut", "state": "uploading"},
+                    {"id": "run", "state": "running", "total": 2}], rows)
+    gw = start_gateway(stage_server.url)  # as if the previous process had died mid-way
+    wait_for(lambda: gw.client.get("/status/run").json()["state"] != "running")
+    s = gw.client.get("/status/run").json()
+    assert s["state"] == "completed" and s["completed"] == 2
+    tasks = gw.client.get("/jobs/run/tasks").json()["tasks"]
+    assert [t["retry_count"] for t in tasks] == [0, 0]
+    assert gw.client.get("/status/cut").status_code == 404
+    assert not storage.job_input("cut").exists()
+
+
+def test_python_m_gateway_serves(data_dir: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "DATA_DIR": str(data_dir), "API_KEY": "k",
+           "GATEWAY_PORT": str(port), "HOST": "127.0.0.1", "MATTING_API_URL": "http://127.0.0.1:9"}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                return httpx.get(f"{url}/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up)
+        assert httpx.get(f"{url}/jobs").status_code == 401
+        r = httpx.get(f"{url}/jobs", headers={"Authorization": "Bearer k"})
+        assert r.json()["jobs"] == []
+        assert (data_dir / "mattepipe.db").is_file()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
