@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from shared.storage import Storage
 
@@ -208,3 +211,41 @@ def test_python_m_gateway_serves(data_dir: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _zip_of_images(names: list[str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for n in names:
+            img = io.BytesIO()
+            Image.new("RGB", (16, 12), (120, 30, 200)).save(img, "JPEG")
+            zf.writestr(n, img.getvalue())
+    return buf.getvalue()
+
+
+def test_failed_upload_leaves_no_half_job(start_gateway: Start) -> None:
+    pytest.importorskip("gateway.upload")
+    gw = start_gateway(max_upload_size=1000)
+    r = gw.client.post("/upload?filename=big.zip", content=b"x" * 5000,
+                       headers={"Content-Type": "application/zip"})
+    assert r.status_code == 413 and r.json()["detail"]
+    assert gw.client.get("/jobs").json()["total"] == 0
+    assert list(gw.storage.job_input("x").parent.iterdir()) == []
+
+
+def test_upload_to_download(start_gateway: Start, stage_server: StageServer) -> None:
+    pytest.importorskip("gateway.upload")
+    pytest.importorskip("gateway.ingest")
+    gw = start_gateway(stage_server.url)
+    r = gw.client.post("/upload?filename=set.zip&output=rgba",
+                       content=_zip_of_images(["one.jpg", "dir/two.jpg"]),
+                       headers={"Content-Type": "application/zip"})
+    assert r.status_code == 202, r.text
+    doc = r.json()
+    assert doc["status_url"] == f"/status/{doc['job_id']}"
+    wait_for(lambda: gw.client.get(doc["status_url"]).json()["state"]
+             not in ("ingesting", "running"))
+    s = gw.client.get(doc["status_url"]).json()
+    assert s["state"] == "completed" and s["total"] == 2, s
+    zf = zipfile.ZipFile(io.BytesIO(gw.client.get(doc["download_url"]).content))
+    assert {"matting_output/one.png", "final_results/dir/two_compare.jpg"} <= set(zf.namelist())
