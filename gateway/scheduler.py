@@ -1,13 +1,11 @@
 """The stage scheduler: leases tasks from the DB, calls the two stage APIs, records answers.
 
-One loop per stage keeps at most `<stage>_concurrency` requests in flight; a maintenance loop
+One loop per stage keeps at most `<stage>_concurrency` requests in flight. Answers go to one
+writer that records them in batches (one short transaction for all answers that arrived
+meanwhile), and every write of the scheduler holds one asyncio lock: the gateway is the
+database's sole writer, so its writes never wait on SQLite's busy handler. A maintenance loop
 requeues due retries, reclaims expired leases, closes finished jobs and fires their webhooks.
-
-What counts as a failed attempt: an error answer, a timeout, a broken connection mid-request,
-a success whose output file is missing. What does not: a 503 (the balancer is saturated or has
-no healthy worker) or a refused connection (the API is down or restarting). Those give the
-lease back and pause the stage briefly, so an outage of the matting API delays a job of
-100 000 images instead of failing all of them for good.
+See `gateway.stagecall` for what counts as a failed attempt.
 """
 
 from __future__ import annotations
@@ -16,17 +14,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.schemas import StageError, StageRequest, StageResult
+from shared.schemas import StageRequest
 from shared.settings import Settings
 from shared.states import JobState, TaskState
-from shared.storage import PathOutsideDataDir, Storage
+from shared.storage import Storage
 from shared.timing import (
     BACKOFF_BASE_S,
     BACKOFF_MAX_S,
@@ -37,23 +35,26 @@ from shared.timing import (
     STAGE_REQUEST_TIMEOUT_S,
 )
 
-from . import repo
+from . import repo, transitions
 from .callbacks import send_callback
 from .metrics import GatewayMetrics
+from .stagecall import Outcome, call_stage
 from .summary import job_summary
 
 __all__ = ["Scheduler"]
 
 log = logging.getLogger("gateway.scheduler")
+WRITE_BATCH = 512
+"""Most answers recorded in one transaction."""
 
 
 @dataclass
-class _Outcome:
-    result: StageResult | None = None
-    error: str = ""
-    retryable: bool = True
-    unavailable: float | None = None
-    """Seconds to wait (Retry-After) when the stage refused or was unreachable."""
+class _Answer:
+    stage: str
+    claimed: transitions.Claimed
+    output: str
+    outcome: Outcome
+    sent_at: float
 
 
 class Scheduler:
@@ -64,6 +65,7 @@ class Scheduler:
         storage: Storage,
         metrics: GatewayMetrics | None = None,
         *,
+        read_sessions: async_sessionmaker[AsyncSession] | None = None,
         lease_s: float = LEASE_S,
         backoff_base: float = BACKOFF_BASE_S,
         backoff_max: float = BACKOFF_MAX_S,
@@ -74,6 +76,7 @@ class Scheduler:
     ) -> None:
         self.settings, self.sessions, self.storage = settings, sessions, storage
         self.metrics = metrics or GatewayMetrics()
+        self.read_sessions = read_sessions
         self.lease_s, self.backoff_base, self.backoff_max = lease_s, backoff_base, backoff_max
         self.idle_s, self.maintenance_s = idle_s, maintenance_s
         self.request_timeout, self.callback_backoff = request_timeout, callback_backoff
@@ -85,34 +88,57 @@ class Scheduler:
             "matting": settings.matting_api_url.rstrip("/") + "/matting",
             "comparison": settings.comparison_api_url.rstrip("/") + "/compare",
         }
-        self.inflight: dict[str, set[asyncio.Task[None]]] = {s: set() for s in repo.STAGES}
-        self._wake = {s: asyncio.Event() for s in repo.STAGES}
-        self._paused_until = {s: 0.0 for s in repo.STAGES}
-        self._pause_streak = {s: 0 for s in repo.STAGES}
+        self.inflight: dict[str, set[asyncio.Task[None]]] = {s: set() for s in transitions.STAGES}
+        self._wake = {s: asyncio.Event() for s in transitions.STAGES}
+        self._paused_until = {s: 0.0 for s in transitions.STAGES}
+        self._pause_streak = {s: 0 for s in transitions.STAGES}
         self._loops: list[asyncio.Task[None]] = []
         self._callbacks: dict[str, asyncio.Task[None]] = {}
         self.client: httpx.AsyncClient | None = None
+        self.write_lock = asyncio.Lock()
+        """Held by every write transaction of the scheduler (see `write()`)."""
+        self._answers: asyncio.Queue[_Answer] = asyncio.Queue()
 
     # --- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
         limits = httpx.Limits(max_connections=sum(self.concurrency.values()) + 8)
         self.client = httpx.AsyncClient(timeout=self.request_timeout, limits=limits)
         self._loops = [asyncio.create_task(self._stage_loop(s), name=f"stage-{s}")
-                       for s in repo.STAGES]
+                       for s in transitions.STAGES]
         self._loops.append(asyncio.create_task(self._maintenance_loop(), name="maintenance"))
+        self._loops.append(asyncio.create_task(self._writer_loop(), name="writer"))
 
     async def stop(self) -> None:
-        """Stop dispatching; requests in flight are abandoned (their tasks stay leased and are
-        released by the next start-up)."""
+        """Stop dispatching; answers already in are recorded, requests still in flight are
+        abandoned (their tasks stay leased and are released by the next start-up)."""
         tasks = [*self._loops, *self._callbacks.values()]
-        tasks += [t for s in repo.STAGES for t in self.inflight[s]]
+        tasks += [t for s in transitions.STAGES for t in self.inflight[s]]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loops.clear()
+        with contextlib.suppress(Exception):
+            while not self._answers.empty():
+                await self._write_batch()
         if self.client is not None:
             await self.client.aclose()
             self.client = None
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction, serialised with every other one of this process."""
+        async with self.write_lock, self.sessions.begin() as s:
+            yield s
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read snapshot: on the read-only engine when there is one, else under the lock."""
+        if self.read_sessions is not None:
+            async with self.read_sessions() as s:
+                yield s
+        else:
+            async with self.write() as s:
+                yield s
 
     @property
     def running(self) -> bool:
@@ -150,11 +176,11 @@ class Scheduler:
                 inflight.add(t)
                 t.add_done_callback(inflight.discard)
 
-    async def claim(self, stage: str, n: int) -> list[repo.Claimed]:
-        async with self.sessions.begin() as s:
-            return await repo.claim(s, stage, n, time.time(), self.lease_s)
+    async def claim(self, stage: str, n: int) -> list[transitions.Claimed]:
+        async with self.write() as s:
+            return await transitions.claim(s, stage, n, time.time(), self.lease_s)
 
-    def request_for(self, stage: str, c: repo.Claimed) -> StageRequest:
+    def request_for(self, stage: str, c: transitions.Claimed) -> StageRequest:
         st = self.storage
         if stage == "matting":
             return StageRequest(
@@ -173,100 +199,90 @@ class Scheduler:
             },
         )
 
-    async def _dispatch(self, stage: str, c: repo.Claimed) -> None:
+    async def _dispatch(self, stage: str, c: transitions.Claimed) -> None:
+        assert self.client is not None
         req = self.request_for(stage, c)
         gauge = self.metrics.inflight.labels(stage)
         gauge.inc()
         t0 = time.time()
         try:
-            out = await self._call(stage, req)
+            out = await call_stage(self.client, self.urls[stage], stage, req, self.storage,
+                                   self.request_timeout)
         finally:
             gauge.dec()
-        try:
-            await self._record(stage, c, req, out, t0)
-        except Exception:
-            log.exception("recording task %s (%s) failed; its lease will expire", c.id, stage)
-
-    async def _call(self, stage: str, req: StageRequest) -> _Outcome:
-        assert self.client is not None
-        try:
-            r = await self.client.post(self.urls[stage], json=req.model_dump(mode="json"))
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            return _Outcome(error=f"{stage} API unreachable: {exc!r}", unavailable=0.0)
-        except httpx.TimeoutException:
-            return _Outcome(error=f"{stage} stage timed out after {self.request_timeout:g} s")
-        except httpx.HTTPError as exc:
-            return _Outcome(error=f"{stage} request failed: {exc!r}")
-        if r.status_code == 200:
-            try:
-                result = StageResult.model_validate_json(r.content)
-            except ValidationError as exc:
-                return _Outcome(error=f"{stage} answer malformed: {exc.errors()[:1]}")
-            try:
-                present = self.storage.resolve(req.output).is_file()
-            except PathOutsideDataDir:
-                present = False
-            if not present:
-                return _Outcome(error=f"{stage} reported success but {req.output} is missing")
-            return _Outcome(result=result)
-        if r.status_code in (429, 503):
-            try:
-                wait = float(r.headers.get("retry-after", "0"))
-            except ValueError:
-                wait = 0.0
-            return _Outcome(error=f"{stage} API busy ({r.status_code})", unavailable=wait)
-        try:
-            err = StageError.model_validate_json(r.content)
-            detail, retryable = err.detail, err.retryable
-        except ValidationError:
-            detail = f"HTTP {r.status_code}: {r.text[:500]}"
-            retryable = r.status_code >= 500 or r.status_code == 408
-        return _Outcome(error=f"{stage}: {detail}", retryable=retryable)
-
-    async def _record(
-        self, stage: str, c: repo.Claimed, req: StageRequest, out: _Outcome, t0: float
-    ) -> None:
-        now = time.time()
-        m = self.metrics
         if out.unavailable is not None:
             self._pause(stage, out.unavailable)
-            m.unavailable.labels(stage).inc()
-            async with self.sessions.begin() as s:
-                await repo.release(s, stage, c, now + max(out.unavailable, 0.0))
-            return
-        if out.result is not None:
+        elif out.result is not None:
             self._pause_streak[stage] = 0
-            async with self.sessions.begin() as s:
-                ok = await repo.record_success(s, stage, c, out.result, req.output, now)
-            if not ok:
-                m.late_answers.labels(stage).inc()
-                await self._drop_if_gone(c.job_id)
-                return
-            t = out.result.timings
+        self._answers.put_nowait(_Answer(stage, c, req.output, out, t0))
+
+    # --- recording answers ---------------------------------------------------------------
+    async def _writer_loop(self) -> None:
+        while True:
+            first = await self._answers.get()
+            try:
+                await self._write_batch(first)
+            except Exception:
+                log.exception("recording answers failed; their leases will expire")
+
+    async def _write_batch(self, first: _Answer | None = None) -> None:
+        batch = [first or self._answers.get_nowait()]
+        while len(batch) < WRITE_BATCH and not self._answers.empty():
+            batch.append(self._answers.get_nowait())
+        async with self.write() as s:
+            now = time.time()
+            kinds = [await self._apply(s, a, now) for a in batch]
+            await transitions.touch_jobs(s, (a.claimed.job_id for a in batch), now)
+        late_jobs = set()
+        for a, kind in zip(batch, kinds, strict=True):
+            self._count(a, kind, now)
+            if kind == "late":
+                late_jobs.add(a.claimed.job_id)
+        for job_id in late_jobs:
+            await self._drop_if_gone(job_id)
+
+    async def _apply(self, s: AsyncSession, a: _Answer, now: float) -> str:
+        """Record one answer: 'done', 'released', 'retry', 'failed' or 'late'."""
+        out, c = a.outcome, a.claimed
+        if out.unavailable is not None:
+            ok = await transitions.release(s, a.stage, c, now + max(out.unavailable, 0.0))
+            return "released" if ok else "late"
+        if out.result is not None:
+            ok = await transitions.record_success(s, a.stage, c, out.result, a.output, now)
+            return "done" if ok else "late"
+        state = await transitions.record_failure(
+            s, a.stage, c, out.error, retryable=out.retryable, now=now,
+            max_retries=self.settings.max_retries,
+            backoff_base=self.backoff_base, backoff_max=self.backoff_max,
+        )
+        if state is None:
+            return "late"
+        return "failed" if state == TaskState.PERMANENTLY_FAILED else "retry"
+
+    def _count(self, a: _Answer, kind: str, now: float) -> None:
+        m, stage = self.metrics, a.stage
+        if kind == "done" and a.outcome.result is not None:
+            t = a.outcome.result.timings
             m.stage_seconds.labels(stage).observe(max(0.0, t.finished - t.started))
-            m.roundtrip_seconds.labels(stage).observe(max(0.0, now - t0))
+            m.roundtrip_seconds.labels(stage).observe(max(0.0, now - a.sent_at))
             if stage == "matting":
                 self._wake["comparison"].set()
-            return
-        async with self.sessions.begin() as s:
-            state = await repo.record_failure(
-                s, stage, c, out.error, retryable=out.retryable, now=now,
-                max_retries=self.settings.max_retries,
-                backoff_base=self.backoff_base, backoff_max=self.backoff_max,
-            )
-        if state is None:
+        elif kind == "released":
+            m.unavailable.labels(stage).inc()
+        elif kind == "late":
             m.late_answers.labels(stage).inc()
-        elif state == TaskState.PERMANENTLY_FAILED:
+        elif kind == "failed":
             m.permanent_failures.labels(stage).inc()
-            log.warning("task %s failed for good in %s: %s", c.id, stage, out.error)
-        else:
+            log.warning("task %s failed for good in %s: %s", a.claimed.id, stage,
+                        a.outcome.error)
+        elif kind == "retry":
             m.retries.labels(stage).inc()
-            log.info("task %s will be retried (%s): %s", c.id, stage, out.error)
+            log.info("task %s will be retried (%s): %s", a.claimed.id, stage, a.outcome.error)
 
     async def _drop_if_gone(self, job_id: str) -> None:
         """A late answer for a cancelled job has just written files that were already
         removed: remove them again. (For a re-leased task the file is the retry's too.)"""
-        async with self.sessions() as s:
+        async with self.read() as s:
             job = await repo.get_job(s, job_id)
         if job is None or job.state == JobState.CANCELLED.value:
             await asyncio.to_thread(self.storage.remove_job, job_id)
@@ -286,12 +302,12 @@ class Scheduler:
                 log.exception("maintenance pass failed")
             await asyncio.sleep(self.maintenance_s)
 
-    async def maintain_once(self) -> list[repo.FinishedJob]:
+    async def maintain_once(self) -> list[transitions.FinishedJob]:
         now = time.time()
-        async with self.sessions.begin() as s:
-            moved = await repo.requeue_due(s, now)
-            moved += await repo.reclaim_expired(s, now, self.settings.max_retries)
-            finished = await repo.finish_jobs(s, now)
+        async with self.write() as s:
+            moved = await transitions.requeue_due(s, now)
+            moved += await transitions.reclaim_expired(s, now, self.settings.max_retries)
+            finished = await transitions.finish_jobs(s, now)
         if moved:
             self.wake()
         for f in finished:
@@ -300,7 +316,7 @@ class Scheduler:
         return finished
 
     async def _fire_callbacks(self) -> None:
-        async with self.sessions() as s:
+        async with self.read() as s:
             jobs = await repo.jobs_needing_callback(s, self._callbacks)
             payloads: list[tuple[str, str, dict[str, Any]]] = []
             for job in jobs:
@@ -318,7 +334,7 @@ class Scheduler:
                                      backoff_base=self.callback_backoff)
             if not ok:
                 log.warning("callback for job %s to %s gave up", job_id, url)
-            async with self.sessions.begin() as s:
+            async with self.write() as s:
                 await repo.mark_callback_done(s, job_id)
         finally:
             self._callbacks.pop(job_id, None)

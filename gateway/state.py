@@ -18,7 +18,7 @@ from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import Storage
 
-from . import repo
+from . import repo, transitions
 from .metrics import GatewayMetrics
 from .scheduler import Scheduler
 
@@ -52,9 +52,11 @@ class GatewayState:
         read_engine = create_engine(settings.sqlite_url, read_only=True)
         sessions = session_factory(engine)
         metrics = GatewayMetrics()
-        scheduler = Scheduler(settings, sessions, storage, metrics, **scheduler_opts)
-        return cls(settings, storage, engine, read_engine, sessions,
-                   session_factory(read_engine), metrics, scheduler)
+        read_sessions = session_factory(read_engine)
+        scheduler = Scheduler(settings, sessions, storage, metrics, read_sessions=read_sessions,
+                              **scheduler_opts)
+        return cls(settings, storage, engine, read_engine, sessions, read_sessions, metrics,
+                   scheduler)
 
     async def start(self) -> None:
         await self.recover()
@@ -72,14 +74,14 @@ class GatewayState:
     async def recover(self) -> None:
         """Make a restart safe: uploads cut by the crash are dropped, interrupted ingests are
         redone from the stored upload, in-flight stage requests go back to their queues."""
-        async with self.sessions.begin() as s:
+        async with self.scheduler.write() as s:
             cut = await repo.jobs_in_state(s, JobState.UPLOADING)
             for job_id in cut:
                 await repo.delete_job(s, job_id)
             redo = await repo.jobs_in_state(s, JobState.INGESTING)
             for job_id in redo:
                 await repo.delete_job(s, job_id, keep_job=True)
-            released = await repo.release_dispatched(s)
+            released = await transitions.release_dispatched(s)
         for job_id in cut:
             await asyncio.to_thread(self.storage.remove_job, job_id)
         for job_id in redo:
@@ -107,7 +109,7 @@ class GatewayState:
             raise
         except Exception as exc:
             log.exception("ingest of job %s failed", job_id)
-            async with self.sessions.begin() as s:
+            async with self.scheduler.write() as s:
                 await repo.set_job(
                     s, job_id,
                     only_if=[JobState.UPLOADING.value, JobState.INGESTING.value,

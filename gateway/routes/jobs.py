@@ -129,7 +129,7 @@ async def cancel_job(job_id: str, gw: GW) -> dict[str, Any]:
         await job_or_404(s, job_id)
     await gw.cancel_ingest(job_id)
     now = time.time()
-    async with gw.sessions.begin() as s:
+    async with gw.scheduler.write() as s:
         await repo.set_job(
             s, job_id, state=JobState.CANCELLED.value, finished_at=now, updated_at=now
         )

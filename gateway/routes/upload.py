@@ -64,7 +64,7 @@ async def upload(
     the raw body; answers 202 with the job's status and download URLs."""
     model, output, callback_url = validate_job_options(gw.settings, model, output, callback_url)
     job_id = uuid.uuid4().hex
-    async with gw.sessions.begin() as s:
+    async with gw.scheduler.write() as s:
         await repo.create_job(
             s, job_id, state=JobState.UPLOADING.value, model=model, output=output,
             callback_url=callback_url, api_key_hash=key_hash(api_key),
@@ -81,7 +81,7 @@ async def upload(
         # No half job: the row and whatever reached the disk go, the error propagates.
         await asyncio.shield(_drop(gw, job_id))
         raise
-    async with gw.sessions.begin() as s:
+    async with gw.scheduler.write() as s:
         await repo.set_job(
             s, job_id, state=JobState.INGESTING.value, filename=received.filename,
             upload_path=gw.storage.relative(received.path), updated_at=time.time(),
@@ -97,6 +97,6 @@ async def upload(
 
 
 async def _drop(gw: GatewayState, job_id: str) -> None:
-    async with gw.sessions.begin() as s:
+    async with gw.scheduler.write() as s:
         await repo.delete_job(s, job_id)
     await asyncio.to_thread(gw.storage.remove_job, job_id)

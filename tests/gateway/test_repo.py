@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway import repo
+from gateway import repo, transitions
+from gateway import transitions as tr
 from shared.db import Job, Task, create_engine, init_db, session_factory
 from shared.schemas import StageResult, Timings
 from shared.states import JobState, TaskState
@@ -54,9 +55,9 @@ def ok_result() -> StageResult:
 
 
 async def claim(sessions: Sessions, stage: str, n: int, now: float | None = None,
-                lease: float = 60.0) -> list[repo.Claimed]:
+                lease: float = 60.0) -> list[transitions.Claimed]:
     async with sessions.begin() as s:
-        return await repo.claim(s, stage, n, time.time() if now is None else now, lease)
+        return await transitions.claim(s, stage, n, time.time() if now is None else now, lease)
 
 
 async def test_concurrent_claimers_never_share_a_task(db: tuple[str, Sessions]) -> None:
@@ -107,22 +108,22 @@ async def test_success_moves_on_and_keeps_timings(db: tuple[str, Sessions]) -> N
     await add_job(sessions, "j", 1)
     (c,) = await claim(sessions, "matting", 1)
     async with sessions.begin() as s:
-        assert await repo.record_success(s, "matting", c, ok_result(), "mo/x.png", time.time())
+        assert await tr.record_success(s, "matting", c, ok_result(), "mo/x.png", time.time())
     t = await task(sessions, c.id)
     assert t.state == "matting_done" and t.matting_worker == "w9" and t.matting_batch_size == 3
     assert t.matting_output == "mo/x.png" and t.lease_expires_at is None
     (c2,) = await claim(sessions, "comparison", 5)
     assert c2.matting_output == "mo/x.png"
     async with sessions.begin() as s:
-        assert await repo.record_success(s, "comparison", c2, ok_result(), "fr/x.jpg", time.time())
+        assert await tr.record_success(s, "comparison", c2, ok_result(), "fr/x.jpg", time.time())
     t = await task(sessions, c.id)
     assert t.state == "completed" and t.metrics == {"sad": 1.0} and t.completed_at is not None
 
 
-async def fail(sessions: Sessions, c: repo.Claimed, retryable: bool = True,
+async def fail(sessions: Sessions, c: transitions.Claimed, retryable: bool = True,
                now: float | None = None) -> TaskState | None:
     async with sessions.begin() as s:
-        return await repo.record_failure(
+        return await transitions.record_failure(
             s, "matting", c, "boom", retryable=retryable, now=now or time.time(), max_retries=3,
             backoff_base=1.0, backoff_max=60.0,
         )
@@ -140,9 +141,9 @@ async def test_retry_backoff_then_permanently_failed(db: tuple[str, Sessions]) -
         assert t.retry_count == attempt and t.failed_stage == "matting" and t.error == "boom"
         delays.append(t.next_attempt_at - now)
         async with sessions.begin() as s:
-            assert await repo.requeue_due(s, now) == 0  # not yet due
+            assert await transitions.requeue_due(s, now) == 0  # not yet due
             now = t.next_attempt_at
-            assert await repo.requeue_due(s, now) == 1
+            assert await transitions.requeue_due(s, now) == 1
     assert delays == [1.0, 2.0]
     (c,) = await claim(sessions, "matting", 1, now=now)
     assert await fail(sessions, c, now=now) == TaskState.PERMANENTLY_FAILED
@@ -166,19 +167,19 @@ async def test_expired_lease_returns_task_and_late_answer_is_ignored(
     now = time.time()
     (first,) = await claim(sessions, "matting", 1, now=now, lease=10.0)
     async with sessions.begin() as s:
-        assert await repo.reclaim_expired(s, now + 5, max_retries=3) == 0
-        assert await repo.reclaim_expired(s, now + 11, max_retries=3) == 1
-        assert await repo.requeue_due(s, now + 11) == 1
+        assert await transitions.reclaim_expired(s, now + 5, max_retries=3) == 0
+        assert await transitions.reclaim_expired(s, now + 11, max_retries=3) == 1
+        assert await transitions.requeue_due(s, now + 11) == 1
     t = await task(sessions, first.id)
     assert t.state == "pending" and t.retry_count == 1 and "lease" in (t.error or "")
     (second,) = await claim(sessions, "matting", 1, now=now + 12)
     async with sessions.begin() as s:
         # the first attempt answers at last: same state, but an older lease → ignored
-        assert not await repo.record_success(s, "matting", first, ok_result(), "a", now + 13)
+        assert not await transitions.record_success(s, "matting", first, ok_result(), "a", now + 13)
     assert await fail(sessions, first) is None
     assert (await task(sessions, first.id)).state == "dispatched_matting"
     async with sessions.begin() as s:
-        assert await repo.record_success(s, "matting", second, ok_result(), "b", now + 14)
+        assert await transitions.record_success(s, "matting", second, ok_result(), "b", now + 14)
     assert (await task(sessions, first.id)).matting_output == "b"
 
 
@@ -188,7 +189,7 @@ async def test_expired_leases_count_towards_max_retries(db: tuple[str, Sessions]
     now = time.time()
     (c,) = await claim(sessions, "matting", 1, now=now, lease=1.0)
     async with sessions.begin() as s:
-        await repo.reclaim_expired(s, now + 2, max_retries=3)
+        await transitions.reclaim_expired(s, now + 2, max_retries=3)
     assert (await task(sessions, c.id)).state == "permanently_failed"
 
 
@@ -198,7 +199,7 @@ async def test_answer_for_cancelled_job_is_ignored(db: tuple[str, Sessions]) -> 
     (c,) = await claim(sessions, "matting", 1)
     async with sessions.begin() as s:
         await repo.set_job(s, "j", state="cancelled")
-        assert not await repo.record_success(s, "matting", c, ok_result(), "x", time.time())
+        assert not await transitions.record_success(s, "matting", c, ok_result(), "x", time.time())
     assert await claim(sessions, "matting", 5) == []
 
 
@@ -207,7 +208,7 @@ async def test_restart_releases_in_flight_tasks_without_counting(db: tuple[str, 
     await add_job(sessions, "j", 3)
     await claim(sessions, "matting", 2)
     async with sessions.begin() as s:
-        assert await repo.release_dispatched(s) == 2
+        assert await transitions.release_dispatched(s) == 2
         counts = await repo.job_counts(s, "j")
     assert counts == {"pending": 3}
     assert len(await claim(sessions, "matting", 5)) == 3
@@ -232,7 +233,7 @@ async def test_finish_jobs(db: tuple[str, Sessions], states: list[str],
         for i, st in enumerate(states):
             s.add(Task(job_id="j", path=f"{i}.jpg", state=st))
     async with sessions.begin() as s:
-        done = await repo.finish_jobs(s, time.time())
+        done = await transitions.finish_jobs(s, time.time())
     assert [f.state for f in done] == ([expected] if expected else [])
     async with sessions() as s:
         job = await s.get(Job, "j")
@@ -249,8 +250,8 @@ async def test_finish_waits_for_all_announced_tasks(db: tuple[str, Sessions]) ->
         for t in await repo.list_tasks(s, "j", None, 10, 0):
             t.state = "completed"
     async with sessions.begin() as s:
-        assert await repo.finish_jobs(s, time.time()) == []
+        assert await transitions.finish_jobs(s, time.time()) == []
 
 
 def test_backoff_doubles_and_caps() -> None:
-    assert [repo.backoff_s(n, 1.0, 5.0) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 5, 5]
+    assert [transitions.backoff_s(n, 1.0, 5.0) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 5, 5]
