@@ -34,7 +34,8 @@ def main(argv: list[str]) -> int:
         t0 = time.time()
         print(f"== {name} ...", flush=True)
         text = mod.run()
-        stamp = f"\n_{platform.node()} · {time.strftime('%Y-%m-%d %H:%M')} · {time.time() - t0:.0f} s_\n"
+        when = time.strftime("%Y-%m-%d %H:%M")
+        stamp = f"\n_{platform.node()} · {when} · {time.time() - t0:.0f} s_\n"
         (HERE / f"last_{name}.md").write_text(text.rstrip() + "\n" + stamp)
         print(text)
     parts = [HEADER]

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     worker_threads: int = 0
     """CPU threads per worker for decode/encode and engines; 0 means cores / workers."""
 
+    balancer_queue_limit: int = 1000
+    """Requests a balancer holds waiting for a free worker; more get 503 + Retry-After."""
+
     # --- scheduler -------------------------------------------------------------------------
     matting_concurrency: int = 16
     comparison_concurrency: int = 8

@@ -6,13 +6,18 @@ __all__ = [
     "BACKOFF_BASE_S",
     "BACKOFF_MAX_S",
     "BALANCER_QUEUE_WAIT_S",
+    "BALANCER_REQUEST_TIMEOUT_S",
+    "BALANCER_RETRY_AFTER_S",
     "CALLBACK_ATTEMPTS",
     "CALLBACK_TIMEOUT_S",
+    "GRACEFUL_SHUTDOWN_S",
     "HEALTH_CHECK_INTERVAL_S",
+    "HEALTH_CHECK_TIMEOUT_S",
     "HEARTBEAT_INTERVAL_S",
     "LEASE_S",
     "MAINTENANCE_INTERVAL_S",
     "SCHEDULER_IDLE_S",
+    "STAGE_CONNECT_TIMEOUT_S",
     "STAGE_PAUSE_MAX_S",
     "STAGE_REQUEST_TIMEOUT_S",
     "STATUS_DETAIL_TTL_S",
@@ -46,3 +51,14 @@ STAGE_PAUSE_MAX_S = 10.0
 """Longest pause of a stage whose API is unreachable or saturated (503) before trying again."""
 STATUS_DETAIL_TTL_S = 2.0
 """How long `/status` reuses its per-stage timing aggregates (a full scan of the job's rows)."""
+GRACEFUL_SHUTDOWN_S = 10.0
+"""On SIGTERM a service stops accepting and gives in-flight requests this long to finish."""
+HEALTH_CHECK_TIMEOUT_S = 2.0
+"""A worker whose /health does not answer within this is marked unhealthy."""
+STAGE_CONNECT_TIMEOUT_S = 3.0
+"""Connect timeout balancer → worker; a refused or hung connect fails over to another worker."""
+BALANCER_REQUEST_TIMEOUT_S = STAGE_REQUEST_TIMEOUT_S - BALANCER_QUEUE_WAIT_S - 10.0
+"""Balancer → worker read timeout: queue wait plus this stays inside the gateway's timeout,
+so the gateway hears a clear 504 instead of timing out itself."""
+BALANCER_RETRY_AFTER_S = 2
+"""Retry-After (seconds) on a balancer's 503: no healthy worker, or its queue is full."""

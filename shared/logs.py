@@ -1,0 +1,182 @@
+"""Logging for every service: a main log, a debug log, console, and request logging.
+
+Per service, `DATA_DIR/logs/<service>.log` carries requests, answers and errors, and
+`<service>_debug.log` the noisy state (queues, concurrency, batches, health) written through
+the `mattepipe.debug` logger. Files roll over at midnight and at a size limit, whichever comes
+first, and rolled files are gzip-compressed. Each process must log to its own file name (two
+workers pass their worker ids), because rotation is not safe across processes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import time
+from logging.handlers import TimedRotatingFileHandler
+from pathlib import Path
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .metrics import IN_FLIGHT, REQUEST_SECONDS, REQUESTS
+from .settings import Settings
+
+__all__ = [
+    "DEBUG_LOGGER",
+    "RequestLoggingMiddleware",
+    "SizedTimedRotatingFileHandler",
+    "add_request_logging",
+    "debug_log",
+    "setup_logging",
+]
+
+DEBUG_LOGGER = "mattepipe.debug"
+debug_log = logging.getLogger(DEBUG_LOGGER)
+_request_log = logging.getLogger("mattepipe.requests")
+
+MAX_LOG_BYTES = 50 * 1024**2
+BACKUP_COUNT = 30
+_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+_OURS = "_mattepipe_handler"
+
+
+def _gzip_rotator(source: str, dest: str) -> None:
+    with open(source, "rb") as src, gzip.open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.remove(source)
+
+
+class SizedTimedRotatingFileHandler(TimedRotatingFileHandler):
+    """Rolls over at midnight and whenever the file would pass `max_bytes`; gzips old files.
+
+    The stock timed handler names a rolled file by date only and would overwrite the first
+    roll of the day with the second, so rolled names carry the time and a counter.
+    """
+
+    def __init__(self, filename: Path, max_bytes: int = MAX_LOG_BYTES,
+                 backup_count: int = BACKUP_COUNT) -> None:
+        filename.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(filename, when="midnight", backupCount=backup_count, encoding="utf-8")
+        self.max_bytes = max_bytes
+        self.rotator = _gzip_rotator
+        self.namer = lambda name: name + ".gz"
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if super().shouldRollover(record):
+            return True
+        if self.max_bytes <= 0:
+            return False
+        if self.stream is None:
+            self.stream = self._open()
+        size = self.stream.tell()
+        return size > 0 and size + len(self.format(record)) + 1 >= self.max_bytes
+
+    def doRollover(self) -> None:
+        if self.stream:
+            self.stream.close()
+            self.stream = None  # type: ignore[assignment]
+        stamp = time.strftime("%Y-%m-%d_%H%M%S")
+        dest = f"{self.baseFilename}.{stamp}"
+        n = 1
+        while os.path.exists(self.rotation_filename(dest)):
+            dest = f"{self.baseFilename}.{stamp}.{n}"
+            n += 1
+        if os.path.exists(self.baseFilename):
+            self.rotate(self.baseFilename, self.rotation_filename(dest))
+        self._drop_old()
+        self.stream = self._open()
+        self.rolloverAt = self.computeRollover(int(time.time()))
+
+    def _drop_old(self) -> None:
+        if self.backupCount <= 0:
+            return
+        base = Path(self.baseFilename)
+        rolled = sorted(base.parent.glob(base.name + ".*.gz"), key=lambda p: p.stat().st_mtime)
+        for old in rolled[: max(0, len(rolled) - self.backupCount)]:
+            old.unlink(missing_ok=True)
+
+
+def _file_handler(path: Path, level: int) -> logging.Handler:
+    h = SizedTimedRotatingFileHandler(path)
+    h.setLevel(level)
+    h.setFormatter(logging.Formatter(_FORMAT))
+    setattr(h, _OURS, True)
+    return h
+
+
+def setup_logging(service: str, settings: Settings) -> None:
+    """Idempotent: calling it again (tests, reloads) replaces the handlers it added before."""
+    level = logging.getLevelName(settings.log_level.upper())
+    if not isinstance(level, int):
+        level = logging.INFO
+    log_dir = Path(settings.data_dir) / "logs"
+    root = logging.getLogger()
+    dbg = logging.getLogger(DEBUG_LOGGER)
+    for lg in (root, dbg):
+        for h in [h for h in lg.handlers if getattr(h, _OURS, False)]:
+            lg.removeHandler(h)
+            h.close()
+    root.setLevel(level)
+    root.addHandler(_file_handler(log_dir / f"{service}.log", level))
+    console = logging.StreamHandler()
+    console.setLevel(level)
+    console.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
+    setattr(console, _OURS, True)
+    root.addHandler(console)
+    # The debug stream goes to its own file only, so it cannot drown the main log.
+    dbg.setLevel(logging.DEBUG)
+    dbg.propagate = False
+    dbg.addHandler(_file_handler(log_dir / f"{service}_debug.log", logging.DEBUG))
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True  # our middleware logs requests
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class RequestLoggingMiddleware:
+    """Pure ASGI (no body buffering, so 100 GB uploads and zip streams pass untouched)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        IN_FLIGHT.labels(self.service).inc()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            _request_log.exception("%s %s failed", scope["method"], scope["path"])
+            raise
+        finally:
+            IN_FLIGHT.labels(self.service).dec()
+            elapsed = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            REQUESTS.labels(self.service, route, scope["method"], str(status)).inc()
+            REQUEST_SECONDS.labels(self.service, route).observe(elapsed)
+            if route not in ("/health", "/metrics") or status >= 400:
+                level = logging.WARNING if status >= 500 else logging.INFO
+                client = scope.get("client") or ("-", 0)
+                _request_log.log(level, "%s %s %s %d %.1fms", client[0], scope["method"],
+                                 scope["path"], status, elapsed * 1000)
+
+
+def add_request_logging(app: ASGIApp, service: str) -> None:
+    """Log method, path, status and duration of every request, and count them for /metrics."""
+    add = getattr(app, "add_middleware", None)
+    if add is None:
+        raise TypeError("add_request_logging needs a Starlette/FastAPI app")
+    add(RequestLoggingMiddleware, service=service)

@@ -1,0 +1,100 @@
+"""The comparison worker (in-process server, real stage): sheet, metrics, gt handling."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from comparison_worker.app import create_app
+from shared.settings import Settings
+from tests.shared.servers import ThreadServer, wait_until
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    (d / "input/j").mkdir(parents=True)
+    (d / "matting_output/j").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(d / "input/j/p.png")
+    alpha = np.zeros((40, 60), np.uint8)
+    alpha[10:30, 15:45] = 255
+    rgba = np.dstack([np.full((40, 60, 3), 200, np.uint8), alpha])
+    Image.fromarray(rgba, "RGBA").save(d / "matting_output/j/p.png")
+    Image.fromarray(alpha, "L").save(d / "input/j/gt_same.png")
+    gt = np.zeros((40, 60), np.uint8)
+    gt[10:30, 15:30] = 255  # half the matte's area is wrong
+    Image.fromarray(gt, "L").save(d / "input/j/gt_half.png")
+    Image.fromarray(alpha, "L").resize((120, 80), Image.Resampling.NEAREST).save(
+        d / "input/j/gt_big.png")
+    return d
+
+
+@pytest.fixture(scope="module")
+def worker(data_dir: Path) -> Iterator[ThreadServer]:
+    settings = Settings(data_dir=data_dir, comparison_api_url="", worker_threads=1)
+    with ThreadServer(create_app(settings, "cmp-test", 0)) as srv:
+        wait_until(lambda: httpx.get(srv.url + "/health").status_code == 200, what="ready")
+        yield srv
+
+
+def compare(srv: ThreadServer, output: str, **params: Any) -> httpx.Response:
+    body = {"task_id": 7, "job_id": "j", "input": "input/j/p.png", "output": output,
+            "params": {"matte": "matting_output/j/p.png", "model": "classical", **params}}
+    return httpx.post(srv.url + "/compare", json=body, timeout=60)
+
+
+def test_sheet_is_written_as_jpeg(worker: ThreadServer, data_dir: Path) -> None:
+    r = compare(worker, "final_results/j/p_compare.jpg")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["output"] == "final_results/j/p_compare.jpg" and body["worker_id"] == "cmp-test"
+    with Image.open(data_dir / body["output"]) as im:
+        assert im.format == "JPEG"
+        assert im.width >= 60 and im.height >= 40
+    assert body["extra"]["has_gt"] is False
+    assert "classical" in body["extra"]["metrics"]
+
+
+def test_metrics_against_ground_truth(worker: ThreadServer, data_dir: Path) -> None:
+    same = compare(worker, "final_results/j/s.jpg", gt="input/j/gt_same.png").json()
+    assert same["extra"]["metrics"]["classical"]["sad"] == pytest.approx(0.0, abs=1e-6)
+    half = compare(worker, "final_results/j/h.jpg", gt="input/j/gt_half.png",
+                   metrics_output="final_results/j/h_metrics.json").json()
+    m = half["extra"]["metrics"]["classical"]
+    assert m["sad"] == pytest.approx(20 * 15 / 1000.0, rel=1e-3)
+    assert m["mse"] == pytest.approx(20 * 15 / (40 * 60), rel=1e-3)
+    saved = json.loads((data_dir / "final_results/j/h_metrics.json").read_text())
+    assert saved["metrics"] == half["extra"]["metrics"] and saved["task_id"] == 7
+
+
+def test_ground_truth_of_another_size_is_resized(worker: ThreadServer) -> None:
+    r = compare(worker, "final_results/j/b.jpg", gt="input/j/gt_big.png")
+    assert r.status_code == 200, r.text
+    extra = r.json()["extra"]
+    assert any("resized" in n for n in extra["notes"])
+    assert extra["metrics"]["classical"]["sad"] < 1.0  # same shape, only edges differ
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"matte": None}, "params.matte"),
+        ({"matte": "../../etc/passwd"}, "DATA_DIR"),
+        ({"gt": "/etc/shadow"}, "DATA_DIR"),
+        ({"matte": "matting_output/j/none.png"}, "not found"),
+        ({"metrics_output": 5}, "metrics_output"),
+    ],
+)
+def test_bad_parameters_are_refused(worker: ThreadServer, params: dict[str, Any],
+                                    reason: str) -> None:
+    r = compare(worker, "final_results/j/bad.jpg", **params)
+    assert r.status_code == 400, r.text
+    assert r.json()["retryable"] is False and reason in r.json()["detail"]
