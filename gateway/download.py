@@ -39,7 +39,13 @@ def _existing(storage: Storage, rel: str) -> Path | None:
 
 
 def build_zip(
-    storage: Storage, job_id: str, output: str, tasks: Sequence[Task], *, sized: bool = True
+    storage: Storage,
+    job_id: str,
+    output: str,
+    tasks: Sequence[Task],
+    *,
+    models: Sequence[str] = (),
+    sized: bool = True,
 ) -> JobZip:
     """Assemble the zip (blocking: it stats every file; call it in a thread).
 
@@ -78,7 +84,7 @@ def build_zip(
                 compare_output=compare_name,
             )
         )
-    report = build_report(job_id, items)
+    report = build_report(job_id, items, list(models))
     zs.add(report.json_bytes, "report.json")
     zs.add(report.csv_bytes, "report.csv")
     zs.add(report.html_bytes, "index.html")
@@ -91,6 +97,7 @@ def _timings(t: Task) -> dict[str, float | None]:
         return round(b - a, 4) if a is not None and b is not None else None
 
     return {
+        "queued_s": span(t.queued_at, t.matting_dispatched_at),
         "matting_s": span(t.matting_started_at, t.matting_finished_at),
         "matting_wait_s": span(t.matting_dispatched_at, t.matting_started_at),
         "comparison_s": span(t.comparison_started_at, t.comparison_finished_at),

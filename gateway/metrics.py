@@ -1,9 +1,12 @@
 """The gateway's Prometheus metrics, on a registry of its own (one per app, so tests can run
-several apps in one process)."""
+several apps in one process); `/metrics` shows them after the process-wide shared series
+(HTTP requests of `shared.logs`)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from shared.metrics import REGISTRY as SHARED_REGISTRY
 
 __all__ = ["GatewayMetrics"]
 
@@ -14,44 +17,52 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.tasks = Gauge("mattepipe_tasks", "Tasks by state", ["state"], registry=r)
-        self.jobs = Gauge("mattepipe_jobs", "Jobs by state", ["state"], registry=r)
+        self.tasks = Gauge("mattepipe_gateway_tasks", "Tasks by state", ["state"], registry=r)
+        self.jobs = Gauge("mattepipe_gateway_jobs", "Jobs by state", ["state"], registry=r)
         self.queue_depth = Gauge(
-            "mattepipe_queue_depth", "Tasks waiting for a stage", ["stage"], registry=r
+            "mattepipe_gateway_queue_depth", "Tasks waiting for a stage", ["stage"], registry=r
         )
         self.inflight = Gauge(
-            "mattepipe_inflight", "Stage requests in flight", ["stage"], registry=r
+            "mattepipe_gateway_inflight", "Stage requests in flight", ["stage"], registry=r
         )
         self.stage_seconds = Histogram(
-            "mattepipe_stage_seconds",
+            "mattepipe_gateway_stage_seconds",
             "Worker time per image (started → finished, as the worker reports it)",
             ["stage"],
             buckets=_BUCKETS,
             registry=r,
         )
         self.roundtrip_seconds = Histogram(
-            "mattepipe_stage_roundtrip_seconds",
+            "mattepipe_gateway_stage_roundtrip_seconds",
             "Gateway-side time per stage request (balancer queue and batching included)",
             ["stage"],
             buckets=_BUCKETS,
             registry=r,
         )
         self.retries = Counter(
-            "mattepipe_task_retries", "Failed attempts that will be retried", ["stage"], registry=r
+            "mattepipe_gateway_task_retries", "Failed attempts that will be retried", ["stage"],
+            registry=r,
         )
         self.permanent_failures = Counter(
-            "mattepipe_task_permanent_failures", "Tasks failed for good", ["stage"], registry=r
+            "mattepipe_gateway_task_permanent_failures", "Tasks failed for good", ["stage"],
+            registry=r,
         )
         self.unavailable = Counter(
-            "mattepipe_stage_unavailable",
+            "mattepipe_gateway_stage_unavailable",
             "Stage calls refused (503) or unreachable; the task is requeued, not counted",
             ["stage"],
             registry=r,
         )
         self.late_answers = Counter(
-            "mattepipe_late_answers", "Stage answers ignored: lease re-taken or job gone",
+            "mattepipe_gateway_late_answers", "Stage answers ignored: lease re-taken or job gone",
             ["stage"], registry=r,
         )
+
+        for stage in ("matting", "comparison"):  # every series visible from the start
+            for metric in (self.queue_depth, self.inflight, self.stage_seconds,
+                           self.roundtrip_seconds, self.retries, self.permanent_failures,
+                           self.unavailable, self.late_answers):
+                metric.labels(stage)
 
     def set_counts(self, tasks: dict[str, int], jobs: dict[str, int],
                    task_states: list[str], job_states: list[str]) -> None:
@@ -63,4 +74,4 @@ class GatewayMetrics:
         self.queue_depth.labels("comparison").set(tasks.get("matting_done", 0))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + generate_latest(SHARED_REGISTRY)

@@ -42,7 +42,10 @@ async def download(
         raise HTTPException(409, detail="job is still running; use ?partial=1")
     tasks = await repo.report_rows(db, job_id)
     # A running job's files may still be replaced by a retry, so its zip is not pre-sized.
-    job_zip = await asyncio.to_thread(build_zip, storage, job_id, job.output, tasks, sized=final)
+    models = [m for m in job.model.split(",") if m]
+    job_zip = await asyncio.to_thread(
+        build_zip, storage, job_id, job.output, tasks, models=models, sized=final
+    )
     headers = {"Content-Disposition": f'attachment; filename="{job_id}.zip"'}
     if job_zip.size is not None:
         headers["Content-Length"] = str(job_zip.size)

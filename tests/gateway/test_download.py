@@ -53,7 +53,7 @@ def test_zip_of_a_finished_job(start_gateway: Start, stage_server: StageServer) 
         "broken.jpg"]["error"]
     assert items["a/b/deep.jpg"]["metrics"] == {"sad": 0.5, "mse": 0.01}
     assert b"broken.jpg" in zf.read("report.csv")
-    assert b"final_results/a/b/deep_compare.jpg" in zf.read("index.html")
+    assert b"a/b/deep.jpg" in zf.read("index.html")
 
 
 def test_both_outputs_and_missing_files_are_skipped(

@@ -141,10 +141,10 @@ def test_models_and_metrics(start_gateway: Start) -> None:
     assert models["default"] == "classical"
     assert {"classical", "identity"} <= {m["name"] for m in models["models"]}
     text = gw.client.get("/metrics").text
-    assert 'mattepipe_tasks{state="completed"} 2.0' in text
-    assert 'mattepipe_queue_depth{stage="matting"} 2.0' in text
-    assert 'mattepipe_jobs{state="running"} 1.0' in text
-    assert "mattepipe_stage_seconds_bucket" in text or "mattepipe_stage_seconds" in text
+    assert 'mattepipe_gateway_tasks{state="completed"} 2.0' in text
+    assert 'mattepipe_gateway_queue_depth{stage="matting"} 2.0' in text
+    assert 'mattepipe_gateway_jobs{state="running"} 1.0' in text
+    assert "mattepipe_gateway_stage_seconds_bucket" in text
 
 
 def test_a_job_runs_to_the_end_through_the_api(start_gateway: Start,
@@ -159,7 +159,7 @@ def test_a_job_runs_to_the_end_through_the_api(start_gateway: Start,
     assert s["stages"]["matting"]["done"] == 3
     assert s["stages"]["matting"]["workers"] == {"mw-1": 3}
     text = gw.client.get("/metrics").text
-    assert 'mattepipe_stage_seconds_count{stage="comparison"} 3.0' in text
+    assert 'mattepipe_gateway_stage_seconds_count{stage="comparison"} 3.0' in text
 
 
 def test_restart_drops_cut_uploads_and_resumes_leased_tasks(
