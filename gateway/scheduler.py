@@ -84,6 +84,7 @@ class Scheduler:
             "matting": max(1, settings.matting_concurrency),
             "comparison": max(1, settings.comparison_concurrency),
         }
+        self._low_water = {s: max(1, n // 4) for s, n in self.concurrency.items()}
         self.urls = {
             "matting": settings.matting_api_url.rstrip("/") + "/matting",
             "comparison": settings.comparison_api_url.rstrip("/") + "/compare",
@@ -158,7 +159,8 @@ class Scheduler:
                 await asyncio.sleep(pause)
                 continue
             free = self.concurrency[stage] - len(inflight)
-            if free <= 0:
+            if free <= 0 or (inflight and free < self._low_water[stage]):
+                # claim in batches: one transaction per quarter of the slots, not per answer
                 await asyncio.wait(set(inflight), return_when=asyncio.FIRST_COMPLETED)
                 continue
             self._wake[stage].clear()

@@ -72,6 +72,8 @@ class StageServer:
     """Per route, the outcomes of the next calls, in order ('ok' once the list is empty):
     'ok', 'retryable' (500 StageError), 'fatal' (422 not retryable), 'busy' (503),
     'garbage' (500 plain text), 'nofile' (success without writing), 'slow:<s>'."""
+    by_input: dict[str, list[str]] = field(default_factory=dict)
+    """Outcomes for requests whose input file name is the key (before `plan`)."""
     calls: list[tuple[str, int]] = field(default_factory=list)
     active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
     max_active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
@@ -82,7 +84,11 @@ class StageServer:
 
         async def handle(route: str, req: StageRequest) -> Any:
             self.calls.append((route, req.task_id))
-            step = self.plan[route].pop(0) if self.plan[route] else "ok"
+            mine = self.by_input.get(Path(req.input).name)
+            if mine:
+                step = mine.pop(0)
+            else:
+                step = self.plan[route].pop(0) if self.plan[route] else "ok"
             self.active[route] += 1
             self.max_active[route] = max(self.max_active[route], self.active[route])
             try:

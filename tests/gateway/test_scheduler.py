@@ -122,7 +122,7 @@ async def test_permanently_failed_at_max_retries(
 
 
 async def test_bad_input_fails_at_once(run_job: RunJob, stage_server: StageServer) -> None:
-    stage_server.plan["matting"] = ["fatal"]
+    stage_server.by_input["bad.jpg"] = ["fatal"]
     job, (bad, good) = await run_job(["bad.jpg", "good.jpg"])
     assert bad.state == "permanently_failed" and bad.retry_count == 1
     assert "not an image" in (bad.error or "")
