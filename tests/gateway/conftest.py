@@ -84,11 +84,8 @@ class StageServer:
 
         async def handle(route: str, req: StageRequest) -> Any:
             self.calls.append((route, req.task_id))
-            mine = self.by_input.get(Path(req.input).name)
-            if mine:
-                step = mine.pop(0)
-            else:
-                step = self.plan[route].pop(0) if self.plan[route] else "ok"
+            queue = self.by_input.get(Path(req.input).name) or self.plan[route]
+            step = queue.pop(0) if queue else "ok"
             self.active[route] += 1
             self.max_active[route] = max(self.max_active[route], self.active[route])
             try:
