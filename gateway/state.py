@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from shared.states import JobState
 from shared.storage import Storage
 
 from . import repo, transitions
+from .ingest import ingest_job
 from .metrics import GatewayMetrics
 from .scheduler import Scheduler
 
@@ -73,21 +73,17 @@ class GatewayState:
 
     async def recover(self) -> None:
         """Make a restart safe: uploads cut by the crash are dropped, interrupted ingests are
-        redone from the stored upload, in-flight stage requests go back to their queues."""
+        redone from the stored upload (`ingest_job` wipes the dead attempt's rows and files),
+        in-flight stage requests go back to their queues."""
         async with self.scheduler.write() as s:
             cut = await repo.jobs_in_state(s, JobState.UPLOADING)
             for job_id in cut:
                 await repo.delete_job(s, job_id)
             redo = await repo.jobs_in_state(s, JobState.INGESTING)
-            for job_id in redo:
-                await repo.delete_job(s, job_id, keep_job=True)
             released = await transitions.release_dispatched(s)
         for job_id in cut:
             await asyncio.to_thread(self.storage.remove_job, job_id)
         for job_id in redo:
-            await asyncio.to_thread(
-                shutil.rmtree, self.storage.job_chunks(job_id), ignore_errors=True
-            )
             self.start_ingest(job_id)
         if cut or redo or released:
             log.info("recovered: %d cut uploads removed, %d ingests restarted, %d leases "
@@ -102,11 +98,7 @@ class GatewayState:
 
     async def _ingest(self, job_id: str) -> None:
         try:
-            from .ingest import ingest_job  # type: ignore[import-not-found,unused-ignore]
-
             await ingest_job(job_id, self.sessions, self.storage, self.settings)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             log.exception("ingest of job %s failed", job_id)
             async with self.scheduler.write() as s:

@@ -20,6 +20,7 @@ from ..auth import key_hash
 from ..callbacks import valid_callback_url
 from ..deps import GW, ApiKey
 from ..state import GatewayState
+from ..upload import receive_upload
 
 __all__ = ["OUTPUTS", "router", "validate_job_options"]
 
@@ -71,8 +72,6 @@ async def upload(
             filename=filename or "",
         )
     try:
-        from ..upload import receive_upload  # type: ignore[import-not-found,unused-ignore]
-
         received = await receive_upload(
             request, gw.storage.job_input(job_id), gw.settings.max_upload_size,
             gw.settings.min_free_disk,

@@ -74,7 +74,7 @@ async def test_concurrent_claimers_never_share_a_task(db: tuple[str, Sessions]) 
             if not batch:
                 return
             got[k] += [c.id for c in batch]
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.002)  # let the other one in: they must really interleave
 
     await asyncio.gather(claimer(0), claimer(1))
     for e in engines:
