@@ -18,8 +18,8 @@ F32 = npt.NDArray[np.float32]
 
 
 def _box(x: F32, r: int) -> F32:
-    out: F32 = cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
-    return out
+    k = (2 * r + 1, 2 * r + 1)
+    return np.asarray(cv2.boxFilter(x, -1, k, borderType=cv2.BORDER_REFLECT), np.float32)
 
 
 def guided_coefficients(guide: F32, src: F32, radius: int, eps: float) -> tuple[F32, F32]:
@@ -52,7 +52,7 @@ def guided_upsample(
     a, b = guided_coefficients(guide_small, src_small, radius, eps)
     h, w = guide_full.shape[:2]
     if a.shape[:2] != (h, w):
-        a = cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR)
-        b = cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR)
+        a = np.asarray(cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
+        b = np.asarray(cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
     out: F32 = np.einsum("hwc,hwc->hw", a, guide_full) + b
     return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -36,8 +36,8 @@ def default_band(height: int, width: int) -> int:
 
 
 def _disk(r: int) -> npt.NDArray[np.uint8]:
-    k: npt.NDArray[np.uint8] = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    return k
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    return np.asarray(k, np.uint8)
 
 
 def trimap_from_coarse(coarse: F32, band: int) -> F32:
@@ -64,8 +64,7 @@ def _bbox(mask: npt.NDArray[np.bool_], margin: int) -> tuple[int, int, int, int]
 
 
 def _resize(x: npt.NDArray[np.float32], size: tuple[int, int]) -> F32:
-    out: F32 = cv2.resize(x, size, interpolation=cv2.INTER_AREA)
-    return out
+    return np.asarray(cv2.resize(x, size, interpolation=cv2.INTER_AREA), np.float32)
 
 
 def solve_trimap(image: RGBImage, trimap: F32, max_side: int = DEFAULT_MAX_SIDE) -> F32:
