@@ -108,39 +108,40 @@
     };
   }
   // entries: [{name, file}] → Blob of a zip whose members are the files themselves.
-  async function packZip(entries, onProgress) {
+  // force64 writes the ZIP64 forms even where sizes are small (tests of that path).
+  async function packZip(entries, onProgress, force64) {
     const enc = new TextEncoder(), parts = [], central = [];
     const total = entries.reduce((s, e) => s + e.file.size, 0);
     let offset = 0, done = 0;
     for (const e of entries) {
       const name = enc.encode(e.name), sz = e.file.size, t = dosTime(e.file.lastModified);
       const crc = await crc32(e.file, (k) => { done += k; onProgress(done, total); });
-      const big = sz >= MAX32;
+      const big = force64 || sz >= MAX32;
       const local = writer(30 + name.length + (big ? 20 : 0));
       local.u32(0x04034b50).u16(big ? 45 : 20).u16(0x0800).u16(0).u16(t.time).u16(t.date)
         .u32(crc).u32(big ? MAX32 : sz).u32(big ? MAX32 : sz).u16(name.length).u16(big ? 20 : 0)
         .raw(name);
       if (big) { local.u16(1).u16(16).u64(sz).u64(sz); }
       parts.push(local.bytes, e.file);
-      central.push({ name, sz, crc, t, offset });
+      central.push({ name, sz, crc, t, offset, big, far: force64 || offset >= MAX32 });
       offset += local.bytes.length + sz;
     }
     const cdStart = offset;
     for (const c of central) {
       const z = [];
-      if (c.sz >= MAX32) { z.push(c.sz, c.sz); }
-      if (c.offset >= MAX32) { z.push(c.offset); }
+      if (c.big) { z.push(c.sz, c.sz); }
+      if (c.far) { z.push(c.offset); }
       const w = writer(46 + c.name.length + (z.length ? 4 + 8 * z.length : 0));
       w.u32(0x02014b50).u16(z.length ? 45 : 20).u16(z.length ? 45 : 20).u16(0x0800).u16(0)
         .u16(c.t.time).u16(c.t.date).u32(c.crc)
-        .u32(c.sz >= MAX32 ? MAX32 : c.sz).u32(c.sz >= MAX32 ? MAX32 : c.sz)
+        .u32(c.big ? MAX32 : c.sz).u32(c.big ? MAX32 : c.sz)
         .u16(c.name.length).u16(z.length ? 4 + 8 * z.length : 0).u16(0).u16(0).u16(0).u32(0)
-        .u32(c.offset >= MAX32 ? MAX32 : c.offset).raw(c.name);
+        .u32(c.far ? MAX32 : c.offset).raw(c.name);
       if (z.length) { w.u16(1).u16(8 * z.length); z.forEach((x) => w.u64(x)); }
       parts.push(w.bytes); offset += w.bytes.length;
     }
     const cdSize = offset - cdStart, count = central.length;
-    const zip64 = count >= 0xffff || cdStart >= MAX32 || cdSize >= MAX32;
+    const zip64 = force64 || count >= 0xffff || cdStart >= MAX32 || cdSize >= MAX32;
     if (zip64) {
       const r = writer(56 + 20);
       r.u32(0x06064b50).u64(44).u16(45).u16(45).u32(0).u32(0).u64(count).u64(count)
@@ -149,8 +150,9 @@
       parts.push(r.bytes);
     }
     const end = writer(22);
-    end.u32(0x06054b50).u16(0).u16(0).u16(Math.min(count, 0xffff)).u16(Math.min(count, 0xffff))
-      .u32(Math.min(cdSize, MAX32)).u32(Math.min(cdStart, MAX32)).u16(0);
+    const n16 = zip64 ? 0xffff : count;
+    end.u32(0x06054b50).u16(0).u16(0).u16(n16).u16(n16)
+      .u32(zip64 ? MAX32 : cdSize).u32(zip64 ? MAX32 : cdStart).u16(0);
     parts.push(end.bytes);
     return new Blob(parts, { type: "application/zip" });
   }
