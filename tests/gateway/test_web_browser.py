@@ -167,3 +167,8 @@ def test_with_an_api_key(tmp_path: Path, page: Any, gateway_url: str) -> None:  
     with page.expect_download() as dl:  # the link cannot carry the key: fetch + blob
         page.click(f"#jobs tr[data-job='{job_id}'] a.download")
     assert dl.value.path().read_bytes()[:2] == b"PK"
+    row = f"#jobs tr[data-job='{job_id}']"
+    page.once("dialog", lambda d: d.accept())
+    page.click(f"{row} button.cancel")  # a finished job: Delete removes its files
+    page.wait_for_selector(f"{row} .state.cancelled")
+    assert page.is_hidden(f"{row} a.download") and page.is_hidden(f"{row} button.cancel")
