@@ -97,7 +97,8 @@ _BIREFNET = Preset(
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset(),
+        # A model nobody described: ImageNet statistics, and a logit is recognised as one.
+        Preset(activation="auto"),
         _U2NET,
         _U2NET.model_copy(update={"name": "silueta"}),
         _ISNET,
