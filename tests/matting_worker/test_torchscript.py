@@ -11,7 +11,7 @@ from matting_worker.engines.learned import run_with_backoff
 from matting_worker.engines.registry import create_engine
 from matting_worker.engines.torch_model import TorchEngine, is_torch_oom
 
-from .tiny_models import TinyNet, TupleNet, export_onnx, save_script, save_trace
+from .tiny_models import ScriptRVM, TinyNet, TupleNet, export_onnx, save_script, save_trace
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -59,6 +59,16 @@ def test_tuple_output_and_modnet_sizes(tmp_path: Path) -> None:
     # the last output (the matte) was taken, not the zero maps before it
     assert all(m.alpha.shape == s for m, s in zip(mattes, [(30, 40), (40, 30)], strict=True))
     assert all(m.alpha.max() > 0.1 for m in mattes)
+
+
+def test_rvm_torchscript_gets_no_states_and_a_ratio(tmp_path: Path) -> None:
+    save_script(ScriptRVM(), tmp_path / "rvm_resnet50.torchscript")
+    engine = _torch_engine(tmp_path, "rvm_resnet50")
+    small, large = engine.predict(_images((100, 200), (1024, 768)))
+    assert small.alpha.shape == (100, 200) and large.alpha.shape == (1024, 768)
+    # the authors' rule: ratio = min(1, 512 / long side)
+    np.testing.assert_allclose(small.alpha, 1.0, atol=1e-3)
+    np.testing.assert_allclose(large.alpha, 0.5, atol=1e-2)
 
 
 def test_state_dict_is_refused_with_advice(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from torch import nn
 __all__ = [
     "FakeRVM",
     "RedChannel",
+    "ScriptRVM",
     "TinyNet",
     "TupleNet",
     "export_onnx",
@@ -80,6 +81,23 @@ class FakeRVM(nn.Module):
         keep = (r1i.mean() + r2i.mean() + r3i.mean() + r4i.mean() + downsample_ratio.sum()) * 0
         pha = self.net(src) + keep
         return src, pha, r1i, r2i, r3i, r4i
+
+
+class ScriptRVM(nn.Module):
+    """RVM's TorchScript signature: optional states, a float ratio, a list of outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TinyNet()
+
+    def forward(
+        self, src: torch.Tensor, r1: torch.Tensor | None = None, r2: torch.Tensor | None = None,
+        r3: torch.Tensor | None = None, r4: torch.Tensor | None = None,
+        downsample_ratio: float = 1.0,
+    ) -> list[torch.Tensor]:
+        assert r1 is None and r4 is None
+        pha = self.net(src) * 0.0 + downsample_ratio  # the ratio is visible in the matte
+        return [src, pha, pha, pha, pha, pha]
 
 
 def save_script(module: nn.Module, path: Path) -> Path:
