@@ -1,0 +1,299 @@
+"""Receive one uploaded file straight from the socket to disk, whatever its size.
+
+Starlette's `request.form()` spools to a temp file and then copies; at 100 GB that doubles the
+disk traffic and hides size and space problems until the end. Here the body is parsed as it
+arrives (multipart through python-multipart's low-level parser, or raw bytes), gathered into
+a few-MiB buffer and written by a thread while the next buffer fills, so memory stays flat and
+the event loop never waits on the disk. Size and free space are checked as bytes arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from fastapi import HTTPException
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+__all__ = ["Received", "receive_upload", "upload_extension"]
+
+FLUSH_BYTES = 4 << 20
+DISK_CHECK_BYTES = 64 << 20
+MULTIPART_SLACK = 1 << 20
+"""Room for boundaries and other form fields when comparing Content-Length with the limit."""
+
+_IMAGE_EXTS = {
+    ".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp",
+    ".bmp": "bmp", ".tif": "tif", ".tiff": "tif",
+}  # fmt: skip
+_DEFAULT_NAMES = {
+    "application/zip": "upload.zip",
+    "application/x-zip-compressed": "upload.zip",
+    "application/x-tar": "upload.tar",
+    "application/gzip": "upload.tar.gz",
+    "application/x-gzip": "upload.tar.gz",
+    "application/x-compressed-tar": "upload.tar.gz",
+    "image/jpeg": "image.jpg",
+    "image/png": "image.png",
+    "image/webp": "image.webp",
+    "image/bmp": "image.bmp",
+    "image/tiff": "image.tif",
+}
+_RAW_TYPES = frozenset(_DEFAULT_NAMES) | {"application/octet-stream"}
+_ACCEPTED = ".zip, .tar, .tar.gz/.tgz or an image (.jpg, .png, .webp, .bmp, .tif)"
+
+
+@dataclass
+class Received:
+    path: Path
+    filename: str
+    """The client's file name (base name only), kept for the job and for single images."""
+    size: int
+
+
+def upload_extension(filename: str) -> str:
+    """`photos.TGZ` → `tar.gz`; 400 for anything we cannot ingest."""
+    lower = filename.lower()
+    if lower.endswith((".tar.gz", ".tgz")):
+        return "tar.gz"
+    suffix = PurePosixPath(lower).suffix
+    if suffix in (".zip", ".tar"):
+        return suffix[1:]
+    if suffix in _IMAGE_EXTS:
+        return _IMAGE_EXTS[suffix]
+    raise HTTPException(400, f"unsupported file type {filename!r}: send {_ACCEPTED}")
+
+
+def _base_name(name: str) -> str:
+    return PurePosixPath(name.replace("\\", "/")).name.strip()
+
+
+class _InsufficientStorage(Exception):
+    pass
+
+
+def _write(f: BinaryIO, data: bytes | bytearray, check: Path | None, min_free: int) -> None:
+    f.write(data)
+    if check is not None and shutil.disk_usage(check).free < min_free:
+        raise _InsufficientStorage
+
+
+class _Sink:
+    """The file being written: buffers, one write in flight, limits, cleanup."""
+
+    def __init__(self, dest_dir: Path, max_size: int, min_free: int) -> None:
+        self.dest_dir = dest_dir
+        self.max_size = max_size
+        self.min_free = min_free
+        self.filename: str | None = None
+        self.path: Path | None = None
+        self.file: BinaryIO | None = None
+        self.buf = bytearray()
+        self.size = 0
+        self.unchecked = 0
+        self.pending: asyncio.Future[None] | None = None
+
+    def start(self, filename: str) -> None:
+        self.filename = filename
+        self.path = self.dest_dir / f"upload.{upload_extension(filename)}"
+
+    def feed(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.max_size:
+            raise HTTPException(413, f"upload larger than the limit of {self.max_size} bytes")
+        self.buf += data
+
+    async def flush(self, final: bool = False) -> None:
+        if len(self.buf) < FLUSH_BYTES and not (final and self.buf):
+            if final:
+                await self._settle()
+            return
+        assert self.path is not None
+        await self._settle()
+        if self.file is None:
+            self.file = await asyncio.to_thread(self.path.open, "wb")
+        data, self.buf = self.buf, bytearray()
+        self.unchecked += len(data)
+        check = None
+        if self.unchecked >= DISK_CHECK_BYTES or final:
+            check, self.unchecked = self.dest_dir, 0
+        self.pending = asyncio.ensure_future(
+            asyncio.to_thread(_write, self.file, data, check, self.min_free)
+        )
+        if final:
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Wait for the write in flight, turning a full disk into 507."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        try:
+            await pending
+        except _InsufficientStorage:
+            raise _insufficient(self.min_free) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _insufficient(self.min_free) from exc
+            raise
+
+    async def close(self) -> None:
+        await self.flush(final=True)
+        if self.file is not None:
+            await asyncio.to_thread(self.file.close)
+            self.file = None
+
+    async def discard(self) -> None:
+        with contextlib.suppress(BaseException):
+            if self.pending is not None:
+                await asyncio.wait([self.pending])
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self.file.close)
+        if self.path is not None:
+            await asyncio.to_thread(self.path.unlink, True)
+
+
+def _insufficient(min_free: int) -> HTTPException:
+    return HTTPException(507, f"not enough disk space (keeping {min_free} bytes free)")
+
+
+class _FormReader:
+    """Callbacks for python-multipart: only the part named `file` reaches the sink."""
+
+    def __init__(self, sink: _Sink, boundary: bytes) -> None:
+        self.sink = sink
+        self.headers: dict[str, str] = {}
+        self.field = b""
+        self.value = b""
+        self.in_file = False
+        self.seen_file = False
+        self.file_done = False
+        self.parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._part_begin,
+                "on_header_field": self._header_field,
+                "on_header_value": self._header_value,
+                "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished,
+                "on_part_data": self._part_data,
+                "on_part_end": self._part_end,
+            },
+        )
+
+    def _part_begin(self) -> None:
+        self.headers, self.field, self.value = {}, b"", b""
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self.field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self.value += data[start:end]
+
+    def _header_end(self) -> None:
+        self.headers[self.field.decode("latin-1").lower()] = self.value.decode("utf-8", "replace")
+        self.field, self.value = b"", b""
+
+    def _headers_finished(self) -> None:
+        _, opts = parse_options_header(self.headers.get("content-disposition", ""))
+        if opts.get(b"name") != b"file":
+            return
+        if self.seen_file:
+            raise HTTPException(400, "only one 'file' per upload")
+        self.seen_file = self.in_file = True
+        name = _base_name(opts.get(b"filename", b"").decode("utf-8", "replace"))
+        if not name:
+            ctype = parse_options_header(self.headers.get("content-type", ""))[0].decode()
+            name = _DEFAULT_NAMES.get(ctype, "")
+        if not name:
+            raise HTTPException(400, "the 'file' field has no filename")
+        self.sink.start(name)
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.in_file:
+            self.sink.feed(data[start:end])
+
+    def _part_end(self) -> None:
+        if self.in_file:
+            self.in_file, self.file_done = False, True
+
+
+def _raw_filename(request: Request, ctype: str) -> str:
+    given = _base_name(request.query_params.get("filename", ""))
+    if given:
+        return given
+    if ctype in _DEFAULT_NAMES:
+        return _DEFAULT_NAMES[ctype]
+    raise HTTPException(400, f"missing filename: pass ?filename=… with {ctype}")
+
+
+def _content_length(request: Request) -> int | None:
+    try:
+        return int(request.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+async def receive_upload(
+    request: Request, dest_dir: Path, max_size: int, min_free: int
+) -> Received:
+    """Stream the request body into `dest_dir/upload.<ext>`; HTTPException on bad input."""
+    ctype, opts = parse_options_header(request.headers.get("content-type", ""))
+    content_type = ctype.decode("latin-1")
+    multipart = content_type == "multipart/form-data"
+    if not multipart and content_type not in _RAW_TYPES and not content_type.startswith("image/"):
+        raise HTTPException(
+            415,
+            f"unsupported content type {content_type or '(none)'!r}: send multipart/form-data "
+            f"with a 'file' field, or the raw bytes of {_ACCEPTED}",
+        )
+    if multipart and not opts.get(b"boundary"):
+        raise HTTPException(400, "multipart body without a boundary")
+    length = _content_length(request)
+    if length is not None and length > max_size + (MULTIPART_SLACK if multipart else 0):
+        raise HTTPException(413, f"upload larger than the limit of {max_size} bytes")
+    await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
+    free = (await asyncio.to_thread(shutil.disk_usage, dest_dir)).free
+    if free - (length or 0) < min_free:
+        raise _insufficient(min_free)
+
+    sink = _Sink(dest_dir, max_size, min_free)
+    form = _FormReader(sink, opts[b"boundary"]) if multipart else None
+    if form is None:
+        sink.start(_raw_filename(request, content_type))
+    try:
+        async for chunk in request.stream():
+            if form is not None:
+                form.parser.write(chunk)
+            elif chunk:
+                sink.feed(chunk)
+            if sink.path is not None:
+                await sink.flush()
+        if form is not None:
+            form.parser.finalize()
+            if not form.seen_file:
+                raise HTTPException(400, "no 'file' field in the form")
+            if not form.file_done:
+                raise HTTPException(400, "incomplete multipart body")
+        if sink.size == 0:
+            raise HTTPException(400, "empty upload")
+        await sink.close()
+    except MultipartParseError as exc:
+        await sink.discard()
+        raise HTTPException(400, f"malformed multipart body: {exc}") from exc
+    except ClientDisconnect as exc:
+        await sink.discard()
+        raise HTTPException(400, "upload interrupted: the client disconnected") from exc
+    except BaseException:
+        await sink.discard()
+        raise
+    assert sink.path is not None and sink.filename is not None
+    return Received(path=sink.path, filename=sink.filename, size=sink.size)

@@ -1,0 +1,201 @@
+"""The container files agree with the code: compose services, ports, names of settings,
+images, commands, monitoring; and `.env.example` lists exactly the settings with their defaults.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = {"gateway", "matting-api", "comparison-api", "matting-worker-1", "matting-worker-2",
+        "matting-worker-3", "comparison-worker-1", "comparison-worker-2"}
+MONITORING = {"prometheus", "grafana"}
+EXTERNAL_VARS = {"GRAFANA_ADMIN_PASSWORD"}
+FIELDS = {name.upper() for name in Settings.model_fields}
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """Compose's own tags: `!reset` (drop the base file's value) and `!override`."""
+
+
+ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+ComposeLoader.add_constructor(
+    "!override", lambda loader, node: loader.construct_mapping(node)  # type: ignore[arg-type]
+    if isinstance(node, yaml.MappingNode) else loader.construct_sequence(node))  # type: ignore[arg-type]
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.load((ROOT / name).read_text(), Loader=ComposeLoader)
+    return data
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load("docker-compose.yml")
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    svcs: dict[str, dict[str, Any]] = compose["services"]
+    return svcs
+
+
+def port_of(command: list[str], default: int) -> int:
+    return int(command[command.index("--port") + 1]) if "--port" in command else default
+
+
+def test_every_service_is_there(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) == CORE | MONITORING
+    for name in MONITORING:
+        assert services[name]["profiles"] == ["monitoring"]
+
+
+def test_only_the_gateway_is_published(services: dict[str, dict[str, Any]]) -> None:
+    published = {n for n, s in services.items() if s.get("ports")}
+    assert published == {"gateway", "grafana"}
+    assert services["gateway"]["ports"] == ["8000:8000"]
+    assert all(p.startswith("127.0.0.1:") for p in services["grafana"]["ports"])
+
+
+def test_health_restart_volume_network(compose: dict[str, Any],
+                                       services: dict[str, dict[str, Any]]) -> None:
+    assert compose["networks"]["internal"]["internal"] is True
+    for name, svc in services.items():
+        assert svc["restart"] == "unless-stopped", name
+        assert svc["healthcheck"]["test"][0] == "CMD", name
+        assert "internal" in svc["networks"], name
+        assert ("public" in svc["networks"]) == (name in {"gateway", "grafana"}), name
+    for name in CORE:
+        svc = services[name]
+        assert "data:/app/data" in svc["volumes"], name
+        assert svc["environment"]["DATA_DIR"] == "/app/data"
+        # the healthcheck asks the port the service listens on
+        port = port_of(svc["command"], 8000)
+        assert f"http://127.0.0.1:{port}/health" in svc["healthcheck"]["test"][-1], name
+    assert "data" in compose["volumes"]
+
+
+def test_gpu_goes_to_the_matting_workers_only(services: dict[str, dict[str, Any]]) -> None:
+    for name in CORE:
+        devices = services[name].get("deploy", {}).get("resources", {}).get(
+            "reservations", {}).get("devices")
+        if name.startswith("matting-worker"):
+            assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+            env = services[name]["environment"]
+            assert env["CUDA_VISIBLE_DEVICES"] == "0"
+            assert 0 < float(re.sub(r"\$\{\w+:-(.*)\}", r"\1", env["GPU_MEMORY_FRACTION"])) * 3 <= 1
+        else:
+            assert devices is None, name
+
+
+def test_environment_names_are_settings(services: dict[str, dict[str, Any]]) -> None:
+    for name in CORE:
+        unknown = set(services[name]["environment"]) - FIELDS
+        assert not unknown, f"{name}: {unknown} are not fields of shared.settings.Settings"
+    for file in ("docker-compose.yml", "docker-compose.cpu.yml"):
+        used = set(re.findall(r"\$\{(\w+)", (ROOT / file).read_text()))
+        assert used - FIELDS <= EXTERNAL_VARS, file
+
+
+def test_commands_ports_and_worker_lists_agree(services: dict[str, dict[str, Any]]) -> None:
+    for name in CORE:
+        cmd = services[name]["command"]
+        assert cmd[:2] == ["python", "-m"]
+        assert importlib.util.find_spec(cmd[2]) is not None, f"{name}: no package {cmd[2]}"
+    for kind, api, api_port in (("matting", "matting-api", 8001),
+                                ("comparison", "comparison-api", 8002)):
+        workers = sorted(n for n in CORE if n.startswith(f"{kind}-worker"))
+        urls = []
+        for w in workers:
+            cmd, env = services[w]["command"], services[w]["environment"]
+            assert cmd[2] == f"{kind}_worker" and cmd[cmd.index("--worker-id") + 1] == w
+            assert env["WORKER_ID"] == w
+            url = f"http://{w}:{port_of(cmd, 0)}"
+            assert env["PUBLIC_URL"] == url
+            assert env[f"{kind.upper()}_API_URL"] == f"http://{api}:{api_port}"
+            urls.append(url)
+        assert services[api]["environment"]["WORKER_URLS"].split(",") == urls
+        assert port_of(services[api]["command"], 0) == api_port
+        assert set(services[api]["depends_on"]) == set(workers)
+    assert {s: c["condition"] for s, c in services["gateway"]["depends_on"].items()} == {
+        "matting-api": "service_healthy", "comparison-api": "service_healthy"}
+
+
+def test_dockerfiles_exist_and_build_every_package(services: dict[str, dict[str, Any]]) -> None:
+    cpu = load("docker-compose.cpu.yml")["services"]
+    assert set(cpu) == CORE
+    for name in CORE:
+        assert services[name]["build"]["dockerfile"] == "docker/Dockerfile"
+        assert cpu[name]["build"]["dockerfile"] == "docker/Dockerfile.cpu"
+        assert cpu[name]["image"] != services[name]["image"]
+        if name.startswith("matting-worker"):
+            assert "deploy" in cpu[name] and cpu[name]["deploy"] is None  # !reset
+    for file in ("docker/Dockerfile", "docker/Dockerfile.cpu"):
+        text = (ROOT / file).read_text()
+        for pkg in ("shared", "gateway", "matting_api", "matting_worker", "comparison_api",
+                    "comparison_worker"):
+            assert f"COPY {pkg} ./{pkg}" in text, (file, pkg)
+        assert re.search(r"^USER app$", text, re.M), f"{file} must not run as root"
+        assert "pip install --no-deps ." in text
+    assert "python:3.11-slim" in (ROOT / "docker/Dockerfile.cpu").read_text()
+    assert "nvidia/cuda" in (ROOT / "docker/Dockerfile").read_text()
+
+
+def test_prometheus_scrapes_every_service(services: dict[str, dict[str, Any]]) -> None:
+    prom = yaml.safe_load((ROOT / "docker/prometheus.yml").read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"]
+               for t in sc["targets"]}
+    expected = {f"{n}:{port_of(services[n]['command'], 8000)}" for n in CORE}
+    assert targets == expected
+    mounts = services["prometheus"]["volumes"]
+    assert "./docker/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+
+
+def test_grafana_dashboard_and_provisioning(services: dict[str, dict[str, Any]]) -> None:
+    dash = json.loads((ROOT / "docker/grafana/dashboard.json").read_text())
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
+    for metric in ("mattepipe_tasks", "mattepipe_stage_seconds_bucket", "mattepipe_queue_depth",
+                   "mattepipe_http_in_flight", "mattepipe_batch_size_count",
+                   "mattepipe_gpu_memory_allocated_bytes"):
+        assert metric in exprs
+    ds = yaml.safe_load((ROOT / "docker/grafana/provisioning/datasources/prometheus.yml")
+                        .read_text())["datasources"][0]
+    assert ds["url"] == "http://prometheus:9090"
+    assert {p["datasource"]["uid"] for p in dash["panels"]} == {ds["uid"]}
+    prov = yaml.safe_load((ROOT / "docker/grafana/provisioning/dashboards/mattepipe.yml")
+                          .read_text())["providers"][0]
+    mounts = services["grafana"]["volumes"]
+    assert any(m.startswith("./docker/grafana/dashboard.json:" + prov["options"]["path"])
+               for m in mounts)
+    for mount in mounts:
+        assert (ROOT / mount.split(":")[0]).exists(), mount
+
+
+def env_example_names() -> list[str]:
+    pattern = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=")
+    return [m.group(1) for line in (ROOT / ".env.example").read_text().splitlines()
+            if (m := pattern.match(line))]
+
+
+def test_env_example_lists_exactly_the_settings() -> None:
+    names = env_example_names()
+    assert len(names) == len(set(names)), "a setting is listed twice"
+    missing, extra = FIELDS - set(names), set(names) - FIELDS
+    assert not missing and not extra, f"add to .env.example: {missing}; remove: {extra}"
+
+
+def test_env_example_values_are_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in FIELDS:
+        monkeypatch.delenv(name, raising=False)
+    from_file = Settings(_env_file=ROOT / ".env.example")  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert from_file.model_dump() == defaults.model_dump()
