@@ -121,7 +121,9 @@ class Upload(Base):
     expires_at: Mapped[float] = mapped_column(Float, default=0.0)
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
+    """`read_only`: an engine for the API's reads, with plain deferred `BEGIN`, so `/status`
+    polls run beside the scheduler's writes (WAL) instead of queueing for the write lock."""
     engine = create_async_engine(url, pool_pre_ping=False)
     if url.startswith("sqlite"):
 
@@ -134,11 +136,13 @@ def create_engine(url: str) -> AsyncEngine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
+            if read_only:
+                cur.execute("PRAGMA query_only=ON")
             cur.close()
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

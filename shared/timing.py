@@ -8,15 +8,19 @@ __all__ = [
     "BALANCER_QUEUE_WAIT_S",
     "BALANCER_REQUEST_TIMEOUT_S",
     "BALANCER_RETRY_AFTER_S",
+    "CALLBACK_ATTEMPTS",
     "CALLBACK_TIMEOUT_S",
     "GRACEFUL_SHUTDOWN_S",
     "HEALTH_CHECK_INTERVAL_S",
     "HEALTH_CHECK_TIMEOUT_S",
     "HEARTBEAT_INTERVAL_S",
     "LEASE_S",
+    "MAINTENANCE_INTERVAL_S",
     "SCHEDULER_IDLE_S",
     "STAGE_CONNECT_TIMEOUT_S",
+    "STAGE_PAUSE_MAX_S",
     "STAGE_REQUEST_TIMEOUT_S",
+    "STATUS_DETAIL_TTL_S",
     "WORKER_STALE_S",
 ]
 
@@ -38,6 +42,15 @@ BACKOFF_MAX_S = 60.0
 SCHEDULER_IDLE_S = 0.2
 """How long the scheduler sleeps when there is nothing to claim."""
 CALLBACK_TIMEOUT_S = 10.0
+"""How long one webhook POST may take."""
+CALLBACK_ATTEMPTS = 5
+"""Webhook tries per job end (backoff BACKOFF_BASE_S, doubling) before giving up."""
+MAINTENANCE_INTERVAL_S = 1.0
+"""How often the scheduler requeues due retries, reclaims expired leases and closes jobs."""
+STAGE_PAUSE_MAX_S = 10.0
+"""Longest pause of a stage whose API is unreachable or saturated (503) before trying again."""
+STATUS_DETAIL_TTL_S = 2.0
+"""How long `/status` reuses its per-stage timing aggregates (a full scan of the job's rows)."""
 GRACEFUL_SHUTDOWN_S = 10.0
 """On SIGTERM a service stops accepting and gives in-flight requests this long to finish."""
 HEALTH_CHECK_TIMEOUT_S = 2.0

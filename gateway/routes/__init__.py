@@ -1,0 +1,17 @@
+"""The gateway's routers; `include_routes` mounts them, behind the API key where one is set."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+
+from ..auth import require_api_key
+from . import download, jobs, system, upload
+
+__all__ = ["include_routes"]
+
+
+def include_routes(app: FastAPI) -> None:
+    guarded = [Depends(require_api_key)]
+    app.include_router(system.open_router)
+    for module in (upload, jobs, download, system):
+        app.include_router(module.router, dependencies=guarded)

@@ -1,0 +1,101 @@
+"""`POST /upload`: one request, one job. The body is streamed to disk by `gateway.upload`;
+ingest then runs in the background while the client polls `/status`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+
+from matting_worker.engines.registry import list_models
+from shared.settings import Settings
+from shared.states import JobState
+
+from .. import repo
+from ..auth import key_hash
+from ..callbacks import valid_callback_url
+from ..deps import GW, ApiKey
+from ..state import GatewayState
+from ..upload import receive_upload
+
+__all__ = ["OUTPUTS", "router", "validate_job_options"]
+
+router = APIRouter(tags=["upload"])
+log = logging.getLogger("gateway.upload")
+
+OUTPUTS = ("rgba", "alpha", "both")
+
+
+def validate_job_options(
+    settings: Settings, model: str | None, output: str, callback_url: str | None
+) -> tuple[str, str, str | None]:
+    """The job options of an upload (also for a finished resumable upload), checked: the
+    normalised (model, output, callback_url), or a 400 that says what is wrong."""
+    names = [m.strip() for m in (model or settings.default_model).split(",")]
+    known = [m.name for m in list_models(settings.models_dir)]
+    for name in names:
+        if name not in known:
+            raise HTTPException(
+                400, detail=f"unknown model {name!r}; available: {', '.join(known)}"
+            )
+    if output not in OUTPUTS:
+        raise HTTPException(
+            400, detail=f"unknown output {output!r}; use one of: {', '.join(OUTPUTS)}"
+        )
+    if callback_url is not None and not valid_callback_url(callback_url):
+        raise HTTPException(400, detail="callback_url must be an http:// or https:// URL")
+    return ",".join(names), output, callback_url or None
+
+
+@router.post("/upload", status_code=status.HTTP_202_ACCEPTED)
+async def upload(
+    request: Request,
+    gw: GW,
+    api_key: ApiKey,
+    model: Annotated[str | None, Query(description="engine name(s), comma-separated")] = None,
+    output: Annotated[str, Query(description="rgba, alpha or both")] = "rgba",
+    callback_url: Annotated[str | None, Query(description="webhook for the job's end")] = None,
+    filename: Annotated[str | None, Query(description="name of a raw-body upload")] = None,
+) -> dict[str, Any]:
+    """Upload an archive (.zip, .tar, .tar.gz) or one image, as multipart field `file` or as
+    the raw body; answers 202 with the job's status and download URLs."""
+    model, output, callback_url = validate_job_options(gw.settings, model, output, callback_url)
+    job_id = uuid.uuid4().hex
+    async with gw.scheduler.write() as s:
+        await repo.create_job(
+            s, job_id, state=JobState.UPLOADING.value, model=model, output=output,
+            callback_url=callback_url, api_key_hash=key_hash(api_key),
+            filename=filename or "",
+        )
+    try:
+        received = await receive_upload(
+            request, gw.storage.job_input(job_id), gw.settings.max_upload_size,
+            gw.settings.min_free_disk,
+        )
+    except BaseException:
+        # No half job: the row and whatever reached the disk go, the error propagates.
+        await asyncio.shield(_drop(gw, job_id))
+        raise
+    async with gw.scheduler.write() as s:
+        await repo.set_job(
+            s, job_id, state=JobState.INGESTING.value, filename=received.filename,
+            upload_path=gw.storage.relative(received.path), updated_at=time.time(),
+        )
+    gw.start_ingest(job_id)
+    log.info("job %s: %s (%d bytes), model=%s output=%s", job_id, received.filename,
+             received.size, model, output)
+    return {
+        "job_id": job_id,
+        "status_url": f"/status/{job_id}",
+        "download_url": f"/download/{job_id}",
+    }
+
+
+async def _drop(gw: GatewayState, job_id: str) -> None:
+    async with gw.scheduler.write() as s:
+        await repo.delete_job(s, job_id)
+    await asyncio.to_thread(gw.storage.remove_job, job_id)

@@ -1,0 +1,67 @@
+"""One stage call and what its answer means for the task.
+
+A failed attempt (counted towards MAX_RETRIES): an error answer, a timeout, a connection
+broken mid-request, a malformed answer, a success whose output file is missing.
+Not an attempt: a 503/429 (the balancer is saturated or has no healthy worker) or a refused
+connection (the API is down or restarting) — the task waits, it is not the image's fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from pydantic import ValidationError
+
+from shared.schemas import StageError, StageRequest, StageResult
+from shared.storage import PathOutsideDataDir, Storage
+
+__all__ = ["Outcome", "call_stage"]
+
+
+@dataclass
+class Outcome:
+    result: StageResult | None = None
+    error: str = ""
+    retryable: bool = True
+    unavailable: float | None = None
+    """Seconds to wait (Retry-After) when the stage refused or was unreachable; None else."""
+
+
+async def call_stage(
+    client: httpx.AsyncClient, url: str, stage: str, req: StageRequest, storage: Storage,
+    request_timeout: float,
+) -> Outcome:
+    try:
+        r = await client.post(url, json=req.model_dump(mode="json"), timeout=request_timeout)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        return Outcome(error=f"{stage} API unreachable: {exc!r}", unavailable=0.0)
+    except httpx.TimeoutException:
+        return Outcome(error=f"{stage} stage timed out after {request_timeout:g} s")
+    except httpx.HTTPError as exc:
+        return Outcome(error=f"{stage} request failed: {exc!r}")
+    if r.status_code == 200:
+        try:
+            result = StageResult.model_validate_json(r.content)
+        except ValidationError as exc:
+            return Outcome(error=f"{stage} answer malformed: {exc.errors()[:1]}")
+        try:
+            present = storage.resolve(req.output).is_file()
+        except PathOutsideDataDir:
+            present = False
+        if not present:
+            return Outcome(error=f"{stage} reported success but {req.output} is missing")
+        return Outcome(result=result)
+    if r.status_code in (429, 503):
+        try:
+            wait = float(r.headers.get("retry-after", "0"))
+        except ValueError:
+            wait = 0.0
+        return Outcome(error=f"{stage} API busy ({r.status_code})", unavailable=wait)
+    try:
+        err = StageError.model_validate_json(r.content)
+        detail, retryable = err.detail, err.retryable
+    except ValidationError:
+        detail = f"HTTP {r.status_code}: {r.text[:500]}"
+        retryable = r.status_code >= 500 or r.status_code == 408
+    return Outcome(error=f"{stage}: {detail}", retryable=retryable)

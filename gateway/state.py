@@ -1,0 +1,120 @@
+"""Everything one gateway process holds: settings, storage, DB engines, scheduler, and the
+background ingests (kept by reference so they are neither garbage-collected nor orphaned)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.db import create_engine, init_db, session_factory
+from shared.settings import Settings
+from shared.states import JobState
+from shared.storage import Storage
+
+from . import repo, transitions
+from .ingest import ingest_job
+from .metrics import GatewayMetrics
+from .scheduler import Scheduler
+
+__all__ = ["GatewayState"]
+
+log = logging.getLogger("gateway")
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    storage: Storage
+    engine: AsyncEngine
+    read_engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    """Write sessions: every transaction is BEGIN IMMEDIATE."""
+    read_sessions: async_sessionmaker[AsyncSession]
+    """Read-only sessions for the API's queries (deferred BEGIN, never blocks the writer)."""
+    metrics: GatewayMetrics
+    scheduler: Scheduler
+    ingests: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    detail_cache: dict[str, tuple[float, str, dict[str, Any]]] = field(default_factory=dict)
+    """job id → (valid until, job state, `/status` stage aggregates)."""
+
+    @classmethod
+    async def open(cls, settings: Settings, **scheduler_opts: Any) -> GatewayState:
+        storage = Storage(settings.data_dir)
+        storage.ensure_layout()
+        engine = create_engine(settings.sqlite_url)
+        await init_db(engine)
+        read_engine = create_engine(settings.sqlite_url, read_only=True)
+        sessions = session_factory(engine)
+        metrics = GatewayMetrics()
+        read_sessions = session_factory(read_engine)
+        scheduler = Scheduler(settings, sessions, storage, metrics, read_sessions=read_sessions,
+                              **scheduler_opts)
+        return cls(settings, storage, engine, read_engine, sessions, read_sessions, metrics,
+                   scheduler)
+
+    async def start(self) -> None:
+        await self.recover()
+        await self.scheduler.start()
+
+    async def close(self) -> None:
+        await self.scheduler.stop()
+        tasks = list(self.ingests.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.engine.dispose()
+        await self.read_engine.dispose()
+
+    async def recover(self) -> None:
+        """Make a restart safe: uploads cut by the crash are dropped, interrupted ingests are
+        redone from the stored upload (`ingest_job` wipes the dead attempt's rows and files),
+        in-flight stage requests go back to their queues."""
+        async with self.scheduler.write() as s:
+            cut = await repo.jobs_in_state(s, JobState.UPLOADING)
+            for job_id in cut:
+                await repo.delete_job(s, job_id)
+            redo = await repo.jobs_in_state(s, JobState.INGESTING)
+            released = await transitions.release_dispatched(s)
+        for job_id in cut:
+            await asyncio.to_thread(self.storage.remove_job, job_id)
+        for job_id in redo:
+            self.start_ingest(job_id)
+        if cut or redo or released:
+            log.info("recovered: %d cut uploads removed, %d ingests restarted, %d leases "
+                     "released", len(cut), len(redo), released)
+
+    # --- ingest in the background ------------------------------------------------------------
+    def start_ingest(self, job_id: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._ingest(job_id), name=f"ingest-{job_id}")
+        self.ingests[job_id] = task
+        task.add_done_callback(lambda _t: self.ingests.pop(job_id, None))
+        return task
+
+    async def _ingest(self, job_id: str) -> None:
+        try:
+            await ingest_job(job_id, self.sessions, self.storage, self.settings)
+        except Exception as exc:
+            log.exception("ingest of job %s failed", job_id)
+            async with self.scheduler.write() as s:
+                await repo.set_job(
+                    s, job_id,
+                    only_if=[JobState.UPLOADING.value, JobState.INGESTING.value,
+                             JobState.RUNNING.value],
+                    state=JobState.FAILED.value, error=f"ingest failed: {exc}",
+                    finished_at=time.time(),
+                )
+        finally:
+            self.scheduler.wake()
+
+    async def cancel_ingest(self, job_id: str) -> None:
+        task = self.ingests.get(job_id)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
