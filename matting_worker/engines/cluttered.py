@@ -1,0 +1,85 @@
+"""The fallback when the border is not a smooth backdrop: iterative colour models (GrabCut).
+
+A textured or cluttered border still says what the background's colours are, just not as one
+surface. GrabCut learns Gaussian mixtures for background (seeded from the border) and object
+(seeded from what differs most from the border) and alternates them with a graph cut, on a
+small copy for speed. Its answer is kept only if it is a plausible object; otherwise the
+plain border-distance threshold is used, so the fallback is never worse than that.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["border_distance_mask", "cluttered_coarse"]
+
+F32 = npt.NDArray[np.float32]
+_SIDE = 320
+
+
+def border_distance_mask(image: npt.NDArray[np.uint8]) -> F32:
+    """Lab distance to the border's median colour, Otsu threshold (the plain baseline)."""
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    border = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
+    dist = np.linalg.norm(lab - np.median(border, axis=0), axis=2)
+    d8 = np.clip(dist * (255.0 / max(float(dist.max()), 1e-6)), 0, 255).astype(np.uint8)
+    _, mask = cv2.threshold(d8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return (mask > 0).astype(np.float32)
+
+
+def _border_gmm_distance(small: npt.NDArray[np.uint8]) -> F32:
+    """How unlike the border's colour clusters each pixel is (Lab, k-means centres)."""
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+    h, w = lab.shape[:2]
+    s = max(2, round(0.04 * min(h, w)))
+    strip = np.zeros((h, w), bool)
+    strip[:s], strip[-s:], strip[:, :s], strip[:, -s:] = True, True, True, True
+    samples = lab[strip]
+    k = min(8, max(1, len(samples) // 50))
+    crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    _, _, centres = cv2.kmeans(samples, k, None, crit, 2, cv2.KMEANS_PP_CENTERS)
+    d = np.min(np.linalg.norm(lab[:, :, None, :] - centres[None, None], axis=3), axis=2)
+    return np.asarray(d, np.float32)
+
+
+def cluttered_coarse(image: npt.NDArray[np.uint8]) -> F32:
+    """A coarse object mask (H×W in {0, 1}) without assuming a smooth backdrop."""
+    h, w = image.shape[:2]
+    scale = min(1.0, _SIDE / max(h, w))
+    sw, sh = max(8, round(w * scale)), max(8, round(h * scale))
+    small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+    naive = border_distance_mask(image)
+    dist = cv2.GaussianBlur(_border_gmm_distance(small), (0, 0), 1.5)
+    hi = float(np.percentile(dist, 99))
+    if hi <= 1e-3:
+        return naive
+    d8 = np.clip(dist / hi * 255, 0, 255).astype(np.uint8)
+    thr, seed = cv2.threshold(d8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    seed_b = seed > 0
+    mask = np.full((sh, sw), cv2.GC_PR_BGD, np.uint8)
+    mask[seed_b] = cv2.GC_PR_FGD
+    mask[d8 > min(254, thr + (255 - thr) * 0.5)] = cv2.GC_FGD
+    b = max(1, round(0.02 * min(sw, sh)))
+    mask[:b], mask[-b:], mask[:, :b], mask[:, -b:] = (cv2.GC_BGD,) * 4
+    if not (mask == cv2.GC_FGD).any() and not (mask == cv2.GC_PR_FGD).any():
+        return naive
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(small, mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return naive
+    fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if n <= 1:
+        return naive
+    keep = np.zeros(n, bool)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep[1:] = areas >= max(20, 0.05 * areas.max())
+    fg = keep[labels].astype(np.float32)
+    share = float(fg.mean())
+    if share < 0.002 or share > 0.9:
+        return naive
+    full = cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(full >= 0.5, np.float32)
