@@ -47,7 +47,9 @@ def _keep_components(mask: B8, min_area: int) -> B8:
     return out
 
 
-def _fill_small_holes(mask: B8, max_area: int) -> B8:
+def _fill_small_holes(mask: B8, max_area: int, background_like: B8) -> B8:
+    """Fill pinholes where the object's colour met the backdrop's; a hole that looks like the
+    backdrop (a ring's centre, gaps between strands) stays open."""
     inv = (~mask).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
     h, w = mask.shape
@@ -56,6 +58,8 @@ def _fill_small_holes(mask: B8, max_area: int) -> B8:
         x, y, bw, bh, area = stats[i]
         touches = x == 0 or y == 0 or x + bw == w or y + bh == h
         fill[i] = area <= max_area and not touches
+    bg_share = np.bincount(labels.ravel(), weights=background_like.ravel(), minlength=n)
+    fill &= bg_share < 0.5 * stats[:, cv2.CC_STAT_AREA]
     out: B8 = mask | fill[labels]
     return out
 
@@ -64,8 +68,10 @@ def _spread(values: F32, weight: F32, sigma: float) -> tuple[F32, F32]:
     """Normalised convolution: the weighted local mean of `values` and the weight's density."""
     k = (0, 0)
     num = np.asarray(cv2.GaussianBlur(values * weight[..., None], k, sigma), np.float32)
+    num = num.astype(np.float32)
     den = np.asarray(cv2.GaussianBlur(weight, k, sigma), np.float32)
-    return num / np.maximum(den, 1e-6)[..., None], den
+    mean: F32 = (num / np.maximum(den, 1e-6)[..., None]).astype(np.float32)
+    return mean, den
 
 
 def _object_colour(image: F32, solid: B8, band: int) -> F32:
@@ -81,6 +87,61 @@ def _object_colour(image: F32, solid: B8, band: int) -> F32:
     return out
 
 
+def _erode(mask: B8, r: int = 1) -> B8:
+    out: B8 = cv2.erode(mask.astype(np.uint8), _disk(r)) > 0
+    return out
+
+
+def _ratio(diff: F32, dist: F32, fg: F32, bg: F32, sigma: float) -> F32:
+    contrast = np.linalg.norm(fg - bg, axis=2)
+    out: F32 = np.clip((dist - sigma) / np.maximum(contrast - sigma, 1.0), 0.0, 1.0)
+    return out
+
+
+def _see_through(
+    img: F32, diff: F32, dist: F32, smooth: F32, coarse: B8, flat: B8, textured: B8,
+    t_hi: float, sigma: float, bg: F32, band: int,
+) -> tuple[B8, F32]:
+    """Semi-transparent parts: flat areas whose colour is an even blend of backdrop and object.
+
+    Against a part's strongest contrast, such an area sits on the line from B to F, at a
+    constant fraction across the whole area; shading and texture do not keep that constant.
+    """
+    h, w = coarse.shape
+    n, labels = cv2.connectedComponents(coarse.astype(np.uint8), connectivity=8)
+    top = np.zeros(n, np.float32)
+    for i in range(1, n):
+        top[i] = np.percentile(smooth[labels == i], 99)
+    solid = _erode(coarse & (smooth >= 0.8 * top[labels]) & (dist > t_hi) | textured)
+    fg = _object_colour(img, solid, band * 4)
+    ratio = _ratio(diff, dist, fg, bg, sigma)
+    fd = fg - bg
+    cos = np.einsum("hwc,hwc->hw", diff, fd) / np.maximum(dist * np.linalg.norm(fd, axis=2), 1e-3)
+    # A soft edge is a ramp of alpha; a see-through part is a plateau.
+    rs = np.asarray(cv2.GaussianBlur(ratio, (0, 0), 1.5), np.float32)
+    slope = np.hypot(cv2.Sobel(rs, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(rs, cv2.CV_32F, 0, 1, ksize=3))
+    plateau = slope / 8.0 < 0.015
+    cand = coarse & ~solid & flat & plateau & (cos > 0.985) & (ratio > 0.1) & (ratio < 0.9)
+    cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, _disk(2)) > 0
+    m, parts, stats, _ = cv2.connectedComponentsWithStats(cand.astype(np.uint8), connectivity=8)
+    min_area = max(4 * band * band, (h * w) // 2000)
+    keep = np.zeros(m, bool)
+    level = np.zeros(m, np.float32)
+    for j in range(1, m):
+        if stats[j, cv2.CC_STAT_AREA] >= min_area:
+            vals = ratio[parts == j]
+            med = float(np.median(vals))
+            if 1.4826 * float(np.median(np.abs(vals - med))) <= 0.05:
+                keep[j] = True
+                level[j] = med
+    glass: B8 = keep[parts]
+    # A plateau has one level; its rim (an edge, so not flat) takes the nearest level.
+    lvl = np.asarray(cv2.dilate(level[parts], _disk(3)), np.float32)
+    rim = (cv2.dilate(glass.astype(np.uint8), _disk(3)) > 0) & coarse & ~solid & ~glass
+    lvl[rim] = np.minimum(lvl[rim], ratio[rim])
+    return glass | rim, lvl
+
+
 def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) -> StudioResult:
     h, w = image.shape[:2]
     img = image.astype(np.float32)
@@ -92,22 +153,26 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     smooth = np.asarray(cv2.GaussianBlur(dist, (0, 0), 1.0), np.float32)
     coarse = (dist > t_hi) | (smooth > t_hi)
     coarse = _keep_components(coarse, max(30, (h * w) // 20000))
-    coarse = _fill_small_holes(coarse, (h * w) // 2000)
-    # Solid: near the brightest contrast around it; a blend is well below its neighbours.
+    coarse = _fill_small_holes(coarse, (h * w) // 2000, dist < t_lo)
+    # Uniform areas: a see-through part shows a flat blend, texture shows its own detail.
+    mu = np.asarray(cv2.blur(img, (5, 5)), np.float32)
+    var = np.asarray(cv2.blur(img * img, (5, 5)), np.float32) - mu * mu
+    flat = np.sqrt(np.maximum(var, 0).mean(axis=2)) < max(8.0, 2.0 * sigma)
+    # Textured areas are opaque object; thin non-flat lines are only edges between flat parts.
+    textured = cv2.morphologyEx((coarse & ~flat).astype(np.uint8), cv2.MORPH_OPEN, _disk(3)) > 0
+    textured &= dist > t_hi
+    # Solid near an edge: close to the strongest contrast around it (a blend is well below).
     local_max = np.asarray(cv2.dilate(smooth, _disk(max(2, band))), np.float32)
-    solid = coarse & (smooth >= 0.8 * local_max) & (dist > t_hi)
-    solid = cv2.erode(solid.astype(np.uint8), _disk(1)) > 0
+    solid = _erode(coarse & (smooth >= 0.8 * local_max) & (dist > t_hi) | textured)
     fg = _object_colour(img, solid, band)
-    contrast = np.linalg.norm(fg - model.surface, axis=2)
-    ratio = np.clip((dist - sigma) / np.maximum(contrast - sigma, 1.0), 0.0, 1.0)
+    ratio = _ratio(diff, dist, fg, model.surface, sigma)
     near = cv2.dilate(coarse.astype(np.uint8), _disk(band)) > 0
     interior = cv2.erode(coarse.astype(np.uint8), _disk(band)) > 0
     alpha = np.zeros((h, w), np.float32)
     alpha[near] = ratio[near]
     alpha[near & (dist < t_lo) & ~coarse] = 0.0
-    alpha[solid] = 1.0
-    # Deep inside, only a clearly semi-transparent (collinear, well-below-F) part is partial.
-    cos = np.einsum("hwc,hwc->hw", diff, fg - model.surface) / np.maximum(dist * contrast, 1e-3)
-    see_through = interior & ~solid & (cos > 0.985) & (ratio < 0.9)
-    alpha[interior & ~see_through] = 1.0
+    alpha[interior | solid] = 1.0
+    glass, ratio_g = _see_through(img, diff, dist, smooth, coarse, flat, textured, t_hi, sigma,
+                                  model.surface, band)
+    alpha[glass] = ratio_g[glass]
     return StudioResult(alpha=alpha, coarse=coarse, foreground=fg)
