@@ -92,6 +92,25 @@ def _erode(mask: B8, r: int = 1) -> B8:
     return out
 
 
+def _touching(mask: B8, seed: B8) -> B8:
+    """Components of `mask` that overlap `seed`."""
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    hit = np.zeros(n, bool)
+    hit[np.unique(labels[seed & mask])] = True
+    hit[0] = False
+    out: B8 = hit[labels]
+    return out
+
+
+def _slope(x: F32) -> F32:
+    """Gradient magnitude per pixel of a lightly smoothed map."""
+    xs = np.asarray(cv2.GaussianBlur(x.astype(np.float32), (0, 0), 1.5), np.float32)
+    gx = cv2.Sobel(xs, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(xs, cv2.CV_32F, 0, 1, ksize=3)
+    out: F32 = (np.hypot(gx, gy) / 8.0).astype(np.float32)
+    return out
+
+
 def _ratio(diff: F32, dist: F32, fg: F32, bg: F32, sigma: float) -> F32:
     contrast = np.linalg.norm(fg - bg, axis=2)
     out: F32 = np.clip((dist - sigma) / np.maximum(contrast - sigma, 1.0), 0.0, 1.0)
@@ -118,20 +137,20 @@ def _see_through(
     fd = fg - bg
     cos = np.einsum("hwc,hwc->hw", diff, fd) / np.maximum(dist * np.linalg.norm(fd, axis=2), 1e-3)
     # A soft edge is a ramp of alpha; a see-through part is a plateau.
-    rs = np.asarray(cv2.GaussianBlur(ratio, (0, 0), 1.5), np.float32)
-    slope = np.hypot(cv2.Sobel(rs, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(rs, cv2.CV_32F, 0, 1, ksize=3))
-    plateau = slope / 8.0 < 0.015
+    plateau = _slope(ratio) < 0.015
     cand = coarse & ~solid & flat & plateau & (cos > 0.985) & (ratio > 0.1) & (ratio < 0.9)
     cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, _disk(2)) > 0
     m, parts, stats, _ = cv2.connectedComponentsWithStats(cand.astype(np.uint8), connectivity=8)
-    min_area = max(4 * band * band, (h * w) // 2000)
+    # A real see-through part is a sizeable plateau; shading in a print makes small ones.
+    min_area = max(4 * band * band, (h * w) // 250)
     keep = np.zeros(m, bool)
     level = np.zeros(m, np.float32)
     for j in range(1, m):
         if stats[j, cv2.CC_STAT_AREA] >= min_area:
             vals = ratio[parts == j]
             med = float(np.median(vals))
-            if 1.4826 * float(np.median(np.abs(vals - med))) <= 0.05:
+            mad = 1.4826 * float(np.median(np.abs(vals - med)))
+            if mad <= 0.035:
                 keep[j] = True
                 level[j] = med
     glass: B8 = keep[parts]
@@ -155,15 +174,25 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     coarse = _keep_components(coarse, max(30, (h * w) // 20000))
     coarse = _fill_small_holes(coarse, (h * w) // 2000, dist < t_lo)
     # Uniform areas: a see-through part shows a flat blend, texture shows its own detail.
+    # High-pass energy, so a smooth ramp (a soft edge) counts as flat and only detail does not.
+    detail = img - np.asarray(cv2.GaussianBlur(img, (0, 0), 1.0), np.float32)
+    energy = np.asarray(cv2.blur((detail * detail).mean(axis=2), (5, 5)), np.float32)
+    smooth_ok = np.sqrt(np.maximum(energy, 0.0)) < max(6.0, 1.5 * sigma)
+    # Plain variance, so only a truly uniform area is flat (a see-through part, a plain panel).
     mu = np.asarray(cv2.blur(img, (5, 5)), np.float32)
     var = np.asarray(cv2.blur(img * img, (5, 5)), np.float32) - mu * mu
     flat = np.sqrt(np.maximum(var, 0).mean(axis=2)) < max(8.0, 2.0 * sigma)
     # Textured areas are opaque object; thin non-flat lines are only edges between flat parts.
-    textured = cv2.morphologyEx((coarse & ~flat).astype(np.uint8), cv2.MORPH_OPEN, _disk(3)) > 0
+    textured = cv2.morphologyEx((coarse & ~smooth_ok).astype(np.uint8), cv2.MORPH_OPEN, _disk(3)) > 0
     textured &= dist > t_hi
     # Solid near an edge: close to the strongest contrast around it (a blend is well below).
     local_max = np.asarray(cv2.dilate(smooth, _disk(max(2, band))), np.float32)
-    solid = _erode(coarse & (smooth >= 0.8 * local_max) & (dist > t_hi) | textured)
+    # A soft edge is a smooth ramp of contrast; it is blend, however deep it reaches inside.
+    wide_max = np.asarray(cv2.dilate(smooth, _disk(max(3, 4 * band))), np.float32)
+    ramp = smooth_ok & (_slope(smooth / np.maximum(wide_max, 1.0)) > 0.012) & coarse
+    # Only a ramp that runs out to the backdrop is an edge; shading inside the object is not.
+    ramp = _touching(ramp, cv2.dilate((~coarse).astype(np.uint8), _disk(2)) > 0)
+    solid = _erode(coarse & (smooth >= 0.8 * local_max) & (dist > t_hi) & ~ramp | textured)
     fg = _object_colour(img, solid, band)
     ratio = _ratio(diff, dist, fg, model.surface, sigma)
     near = cv2.dilate(coarse.astype(np.uint8), _disk(band)) > 0
@@ -171,7 +200,7 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     alpha = np.zeros((h, w), np.float32)
     alpha[near] = ratio[near]
     alpha[near & (dist < t_lo) & ~coarse] = 0.0
-    alpha[interior | solid] = 1.0
+    alpha[(interior | solid) & ~(ramp & (ratio < 0.98))] = 1.0
     glass, ratio_g = _see_through(img, diff, dist, smooth, coarse, flat, textured, t_hi, sigma,
                                   model.surface, band)
     alpha[glass] = ratio_g[glass]
