@@ -9,6 +9,8 @@ plain border-distance threshold is used, so the fallback is never worse than tha
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +19,7 @@ __all__ = ["border_distance_mask", "cluttered_coarse"]
 
 F32 = npt.NDArray[np.float32]
 _SIDE = 320
+_cv: Any = cv2  # OpenCV's stubs reject the documented None arguments of kmeans / grabCut
 
 
 def border_distance_mask(image: npt.NDArray[np.uint8]) -> F32:
@@ -26,7 +29,8 @@ def border_distance_mask(image: npt.NDArray[np.uint8]) -> F32:
     dist = np.linalg.norm(lab - np.median(border, axis=0), axis=2)
     d8 = np.clip(dist * (255.0 / max(float(dist.max()), 1e-6)), 0, 255).astype(np.uint8)
     _, mask = cv2.threshold(d8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return (mask > 0).astype(np.float32)
+    out: F32 = (mask > 0).astype(np.float32)
+    return out
 
 
 def _border_gmm_distance(small: npt.NDArray[np.uint8]) -> F32:
@@ -39,7 +43,7 @@ def _border_gmm_distance(small: npt.NDArray[np.uint8]) -> F32:
     samples = lab[strip]
     k = min(8, max(1, len(samples) // 50))
     crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
-    _, _, centres = cv2.kmeans(samples, k, None, crit, 2, cv2.KMEANS_PP_CENTERS)
+    _, _, centres = _cv.kmeans(samples, k, None, crit, 2, cv2.KMEANS_PP_CENTERS)
     d = np.min(np.linalg.norm(lab[:, :, None, :] - centres[None, None], axis=3), axis=2)
     return np.asarray(d, np.float32)
 
@@ -49,7 +53,7 @@ def cluttered_coarse(image: npt.NDArray[np.uint8]) -> F32:
     h, w = image.shape[:2]
     scale = min(1.0, _SIDE / max(h, w))
     sw, sh = max(8, round(w * scale)), max(8, round(h * scale))
-    small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+    small = np.asarray(cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA), np.uint8)
     naive = border_distance_mask(image)
     dist = cv2.GaussianBlur(_border_gmm_distance(small), (0, 0), 1.5)
     hi = float(np.percentile(dist, 99))
@@ -67,7 +71,7 @@ def cluttered_coarse(image: npt.NDArray[np.uint8]) -> F32:
         return naive
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
-        cv2.grabCut(small, mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
+        _cv.grabCut(small, mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
         return naive
     fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)

@@ -183,13 +183,15 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     var = np.asarray(cv2.blur(img * img, (5, 5)), np.float32) - mu * mu
     flat = np.sqrt(np.maximum(var, 0).mean(axis=2)) < max(8.0, 2.0 * sigma)
     # Textured areas are opaque object; thin non-flat lines are only edges between flat parts.
-    textured = cv2.morphologyEx((coarse & ~smooth_ok).astype(np.uint8), cv2.MORPH_OPEN, _disk(3)) > 0
+    rough = (coarse & ~smooth_ok).astype(np.uint8)
+    textured = cv2.morphologyEx(rough, cv2.MORPH_OPEN, _disk(3)) > 0
     textured &= dist > t_hi
     # Solid near an edge: close to the strongest contrast around it (a blend is well below).
     local_max = np.asarray(cv2.dilate(smooth, _disk(max(2, band))), np.float32)
     # A soft edge is a smooth ramp of contrast; it is blend, however deep it reaches inside.
     wide_max = np.asarray(cv2.dilate(smooth, _disk(max(3, 4 * band))), np.float32)
-    ramp = smooth_ok & (_slope(smooth / np.maximum(wide_max, 1.0)) > 0.012) & coarse
+    level = (smooth / np.maximum(wide_max, 1.0)).astype(np.float32)
+    ramp = smooth_ok & (_slope(level) > 0.012) & coarse
     # Only a ramp that runs out to the backdrop is an edge; shading inside the object is not.
     ramp = _touching(ramp, cv2.dilate((~coarse).astype(np.uint8), _disk(2)) > 0)
     solid = _erode(coarse & (smooth >= 0.8 * local_max) & (dist > t_hi) & ~ramp | textured)
