@@ -18,7 +18,7 @@ import numpy.typing as npt
 __all__ = ["border_distance_mask", "cluttered_coarse"]
 
 F32 = npt.NDArray[np.float32]
-_SIDE = 320
+_SIDE = 640
 _cv: Any = cv2  # OpenCV's stubs reject the documented None arguments of kmeans / grabCut
 
 
@@ -33,8 +33,9 @@ def border_distance_mask(image: npt.NDArray[np.uint8]) -> F32:
     return out
 
 
-def _border_gmm_distance(small: npt.NDArray[np.uint8]) -> F32:
-    """How unlike the border's colour clusters each pixel is (Lab, k-means centres)."""
+def _border_gmm_distance(small: npt.NDArray[np.uint8]) -> tuple[F32, float]:
+    """How unlike the border's colour clusters each pixel is (Lab, k-means centres), and the
+    99.5th percentile of that distance on the border itself (the backdrop's own spread)."""
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
     h, w = lab.shape[:2]
     s = max(2, round(0.04 * min(h, w)))
@@ -45,45 +46,80 @@ def _border_gmm_distance(small: npt.NDArray[np.uint8]) -> F32:
     crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
     _, _, centres = _cv.kmeans(samples, k, None, crit, 2, cv2.KMEANS_PP_CENTERS)
     d = np.min(np.linalg.norm(lab[:, :, None, :] - centres[None, None], axis=3), axis=2)
-    return np.asarray(d, np.float32)
+    d = np.asarray(d, np.float32)
+    return d, float(np.percentile(d[strip], 99.5))
 
 
-def cluttered_coarse(image: npt.NDArray[np.uint8]) -> F32:
-    """A coarse object mask (H×W in {0, 1}) without assuming a smooth backdrop."""
-    h, w = image.shape[:2]
-    scale = min(1.0, _SIDE / max(h, w))
-    sw, sh = max(8, round(w * scale)), max(8, round(h * scale))
-    small = np.asarray(cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA), np.uint8)
-    naive = border_distance_mask(image)
-    dist = cv2.GaussianBlur(_border_gmm_distance(small), (0, 0), 1.5)
+def _distance_mask(dist: F32, border_q: float) -> npt.NDArray[np.bool_] | None:
+    """Pixels unlike every border cluster: above both Otsu's split and the border's own spread."""
+    hi = float(np.percentile(dist, 99.5))
+    if hi <= 1e-3:
+        return None
+    d8 = np.clip(dist / hi * 255, 0, 255).astype(np.uint8)
+    otsu, _ = cv2.threshold(d8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    thr = max(float(otsu) / 255 * hi, border_q)
+    mask = (dist > thr).astype(np.uint8)
+    mask = np.asarray(cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)), np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.zeros(n, bool)
+    keep[1:] = areas >= max(20, 0.05 * areas.max())
+    out: npt.NDArray[np.bool_] = keep[labels]
+    return out
+
+
+def _grabcut(small: npt.NDArray[np.uint8], dist: F32) -> npt.NDArray[np.bool_] | None:
+    """GrabCut seeded from the border-distance map (object: clearly unlike the border)."""
+    sh, sw = dist.shape
     hi = float(np.percentile(dist, 99))
     if hi <= 1e-3:
-        return naive
+        return None
     d8 = np.clip(dist / hi * 255, 0, 255).astype(np.uint8)
     thr, seed = cv2.threshold(d8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    seed_b = seed > 0
     mask = np.full((sh, sw), cv2.GC_PR_BGD, np.uint8)
-    mask[seed_b] = cv2.GC_PR_FGD
+    mask[seed > 0] = cv2.GC_PR_FGD
     mask[d8 > min(254, thr + (255 - thr) * 0.5)] = cv2.GC_FGD
     b = max(1, round(0.02 * min(sw, sh)))
     mask[:b], mask[-b:], mask[:, :b], mask[:, -b:] = (cv2.GC_BGD,) * 4
     if not (mask == cv2.GC_FGD).any() and not (mask == cv2.GC_PR_FGD).any():
-        return naive
+        return None
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
         _cv.grabCut(small, mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
-        return naive
-    fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
-    if n <= 1:
-        return naive
-    keep = np.zeros(n, bool)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    keep[1:] = areas >= max(20, 0.05 * areas.max())
-    fg = keep[labels].astype(np.float32)
-    share = float(fg.mean())
-    if share < 0.002 or share > 0.9:
-        return naive
-    full = cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.asarray(full >= 0.5, np.float32)
+        return None
+    fg: npt.NDArray[np.bool_] = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+    return fg
+
+
+def _separation(mask: npt.NDArray[np.bool_], dist: F32) -> float:
+    """Fisher-style contrast of the border distance inside vs outside a mask (higher: cleaner)."""
+    if mask.sum() < 10 or (~mask).sum() < 10:
+        return -1.0
+    a, b = dist[mask], dist[~mask]
+    return float((a.mean() - b.mean()) / (a.std() + b.std() + 1e-6))
+
+
+def cluttered_coarse(image: npt.NDArray[np.uint8]) -> F32:
+    """A coarse object mask (H×W in {0, 1}) without assuming a smooth backdrop.
+
+    GrabCut seeded from the distance to the border's colour clusters; if it fails, the cut of
+    that distance at the border's own spread. Whatever is chosen must separate the image at
+    least as cleanly as the plain threshold does, else the plain threshold is returned.
+    """
+    h, w = image.shape[:2]
+    scale = min(1.0, _SIDE / max(h, w))
+    sw, sh = max(8, round(w * scale)), max(8, round(h * scale))
+    small = np.asarray(cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA), np.uint8)
+    raw, border_q = _border_gmm_distance(small)
+    dist = np.asarray(cv2.GaussianBlur(raw, (0, 0), 1.5), np.float32)
+    naive = border_distance_mask(image)
+    naive_small = cv2.resize(naive, (sw, sh), interpolation=cv2.INTER_AREA) >= 0.5
+    floor = _separation(naive_small, dist)
+    for fg in (_grabcut(small, dist), _distance_mask(dist, border_q)):
+        if fg is not None and 0.002 <= float(fg.mean()) <= 0.9 and _separation(fg, dist) >= floor:
+            full = cv2.resize(fg.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+            return np.asarray(full >= 0.5, np.float32)
+    return naive

@@ -65,11 +65,24 @@ def _fill_small_holes(mask: B8, max_area: int, background_like: B8) -> B8:
 
 
 def _spread(values: F32, weight: F32, sigma: float) -> tuple[F32, F32]:
-    """Normalised convolution: the weighted local mean of `values` and the weight's density."""
-    k = (0, 0)
-    num = np.asarray(cv2.GaussianBlur(values * weight[..., None], k, sigma), np.float32)
-    num = num.astype(np.float32)
-    den = np.asarray(cv2.GaussianBlur(weight, k, sigma), np.float32)
+    """Normalised convolution: the weighted local mean of `values` and the weight's density.
+
+    Wide kernels run on a proportionally smaller copy (the result is smooth at that scale
+    anyway), which keeps the cost flat in the kernel size.
+    """
+    h, w = weight.shape
+    num_in = values * weight[..., None]
+    step = max(1.0, sigma / 3.0)
+    if step > 1.5:
+        size = (max(2, round(w / step)), max(2, round(h / step)))
+        num_in = np.asarray(cv2.resize(num_in, size, interpolation=cv2.INTER_AREA), np.float32)
+        weight = np.asarray(cv2.resize(weight, size, interpolation=cv2.INTER_AREA), np.float32)
+        sigma = sigma / step
+    num = np.asarray(cv2.GaussianBlur(num_in, (0, 0), sigma), np.float32)
+    den = np.asarray(cv2.GaussianBlur(weight, (0, 0), sigma), np.float32)
+    if num.shape[:2] != (h, w):
+        num = np.asarray(cv2.resize(num, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
+        den = np.asarray(cv2.resize(den, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
     mean: F32 = (num / np.maximum(den, 1e-6)[..., None]).astype(np.float32)
     return mean, den
 
