@@ -11,15 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
+import numpy.typing as npt
 
 from .background import fit_border_model
 from .base import Engine, EngineError, Matte, RGBImage
 from .cluttered import cluttered_coarse
-from .refine import default_band, estimate_foreground, refine
+from .guided import guided_upsample
+from .refine import default_band, estimate_foreground, solve_trimap, trimap_from_coarse
 from .studio import studio_alpha
 
-__all__ = ["ClassicalEngine"]
+__all__ = ["SOLVE_SIDE", "WORK_SIDE", "ClassicalEngine"]
+
+WORK_SIDE = 1024
+"""Longest side the engine reasons at; larger images are matted there and guided back up."""
+SOLVE_SIDE = 480
+"""Longest side of the closed-form solve on the cluttered path (its band can be wide)."""
 
 
 class ClassicalEngine(Engine):
@@ -40,13 +48,35 @@ class ClassicalEngine(Engine):
         h, w = image.shape[:2]
         if h < 4 or w < 4:
             raise EngineError(f"image too small to matte: {w}x{h}")
+        scale = min(1.0, WORK_SIDE / max(h, w))
+        if scale >= 1.0:
+            alpha = self._alpha(image)
+        else:
+            # Work at bounded size; the guided filter carries the matte back along the
+            # full-resolution edges, so time stays flat in the megapixels.
+            size = (max(4, round(w * scale)), max(4, round(h * scale)))
+            small = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.uint8)
+            alpha_small = self._alpha(small)
+            alpha = guided_upsample(
+                small.astype(np.float32) / 255.0,
+                alpha_small,
+                image.astype(np.float32) / 255.0,
+                radius=1,
+                eps=1e-4,
+            )
+            alpha[alpha < 0.004] = 0.0
+            alpha[alpha > 0.996] = 1.0
+        return Matte(alpha=alpha, foreground=estimate_foreground(image, alpha))
+
+    def _alpha(self, image: RGBImage) -> npt.NDArray[np.float32]:
+        h, w = image.shape[:2]
         band = default_band(h, w)
         model = fit_border_model(image)
         if model.holds:
             self.last_paths.append("studio")
-            res = studio_alpha(image, model, band)
-            alpha = np.clip(res.alpha, 0.0, 1.0).astype(np.float32)
-            return Matte(alpha=alpha, foreground=estimate_foreground(image, alpha))
-        self.last_paths.append("cluttered")
-        coarse = cluttered_coarse(image)
-        return refine(image, coarse, band=band)
+            alpha = studio_alpha(image, model, band).alpha
+        else:
+            self.last_paths.append("cluttered")
+            coarse = cluttered_coarse(image)
+            alpha = solve_trimap(image, trimap_from_coarse(coarse, band), max_side=SOLVE_SIDE)
+        return np.clip(alpha, 0.0, 1.0).astype(np.float32)

@@ -18,7 +18,7 @@ import numpy.typing as npt
 __all__ = ["border_distance_mask", "cluttered_coarse"]
 
 F32 = npt.NDArray[np.float32]
-_SIDE = 640
+_SIDE = 400
 _cv: Any = cv2  # OpenCV's stubs reject the documented None arguments of kmeans / grabCut
 
 
@@ -118,8 +118,18 @@ def cluttered_coarse(image: npt.NDArray[np.uint8]) -> F32:
     naive = border_distance_mask(image)
     naive_small = cv2.resize(naive, (sw, sh), interpolation=cv2.INTER_AREA) >= 0.5
     floor = _separation(naive_small, dist)
+    # GrabCut first (its colour models keep low-contrast parts of a multi-coloured object);
+    # the plain distance cut only when GrabCut clearly lost the separation the colours give.
+    found: list[tuple[npt.NDArray[np.bool_], float]] = []
     for fg in (_grabcut(small, dist), _distance_mask(dist, border_q)):
-        if fg is not None and 0.002 <= float(fg.mean()) <= 0.9 and _separation(fg, dist) >= floor:
-            full = cv2.resize(fg.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-            return np.asarray(full >= 0.5, np.float32)
-    return naive
+        if fg is not None and 0.002 <= float(fg.mean()) <= 0.9:
+            score = _separation(fg, dist)
+            if score >= floor:
+                found.append((fg, score))
+    if not found:
+        return naive
+    best, score = found[0]
+    if len(found) == 2 and found[1][1] > 3.0 * score:
+        best = found[1][0]
+    full = cv2.resize(best.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(full >= 0.5, np.float32)
