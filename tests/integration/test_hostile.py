@@ -21,17 +21,16 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from shared.settings import Settings
-from shared.stack import health_urls, start_stack, stop_stack, wait_healthy
+from shared.stack import health_urls, wait_healthy
 
-from .conftest import Stack, free_port, make_zip, photo_bytes, studio_shot
+from .conftest import Stack, make_zip, photo_bytes, studio_shot
+from .stacks import running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -39,35 +38,6 @@ KEY = "hostile-test-key"
 MAX_UPLOAD = 3 << 20
 MAX_UNPACKED = 24 << 20
 FINAL = ("completed", "completed_with_errors", "failed", "cancelled")
-
-
-@contextmanager
-def running_stack(data: Path, **overrides: Any) -> Iterator[Stack]:
-    """The stack of conftest, with Settings overrides (limits, API key, quotas)."""
-    ports = {n: free_port() for n in ("gw", "mapi", "capi", "mw", "cw")}
-    fields: dict[str, Any] = {
-        "data_dir": data,
-        "gateway_port": ports["gw"],
-        "matting_api_port": ports["mapi"],
-        "comparison_api_port": ports["capi"],
-        "matting_api_url": f"http://127.0.0.1:{ports['mapi']}",
-        "comparison_api_url": f"http://127.0.0.1:{ports['capi']}",
-        "matting_worker_port": ports["mw"],
-        "comparison_worker_port": ports["cw"],
-        "matting_workers": 1,
-        "comparison_workers": 1,
-        "models_dir": data / "models",
-        **overrides,
-    }
-    settings = Settings(**fields)
-    conf = data / "supervisord.conf"
-    proc = start_stack(settings, conf=conf, quiet=True)
-    try:
-        wait_healthy(health_urls(settings), timeout=240)
-        url = f"http://127.0.0.1:{settings.gateway_port}"
-        yield Stack(url=url, data_dir=data, conf=conf, settings=settings, proc=proc)
-    finally:
-        stop_stack(proc)
 
 
 @pytest.fixture(scope="module")
