@@ -484,6 +484,14 @@ def test_stage_services_refuse_paths_outside_data_dir(stack: Stack) -> None:
                                headers={"Content-Type": "application/json"})  # fmt: skip
                     assert 400 <= r.status_code < 500, (base, raw, r.text)
                     assert r.json()["detail"], r.text
+            # The balancers' heartbeat endpoint takes only an http(s) worker URL.
+            for base in (targets[1][0], targets[3][0]):
+                for hb in ({"url": "file:///etc/passwd", "worker_id": "x"}, {"worker_id": "x"}):
+                    r = c.post(base + "/workers/heartbeat", json=hb)
+                    assert 400 <= r.status_code < 500 and r.json()["detail"], r.text
+                assert c.get(base + "/workers").json()  # the real workers are still listed
+                assert all(w["url"].startswith("http://127.0.0.1:")
+                           for w in c.get(base + "/workers").json())  # fmt: skip
         assert not Path("/tmp/evil.png").exists()
         assert not (stack.data_dir.parent / "x.png").exists()
     finally:
