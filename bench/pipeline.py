@@ -40,6 +40,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _env() -> dict[str, str]:
+    """Our processes import the checkout first, then whatever the caller's path held."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def _studio_images(folder: Path, n: int, w: int = 640, h: int = 480) -> list[Path]:
     """Objects on plain/gradient backdrops: the images bulk users have most."""
     rng = np.random.default_rng(0)
@@ -83,7 +89,7 @@ def _cpu_section() -> str:
         base = Path(tmp)
         images = base / "images"
         paths = _studio_images(images, N_CPU_IMAGES)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = _env()
         bare = _oneshot(images, "classical", base / "models", env)
 
         ports = {k: _free_port() for k in ("gw", "ma", "ca", "mw", "cw")}
@@ -171,7 +177,7 @@ def _gpu_section() -> str:
         paths = _studio_images(images, N_GPU_IMAGES)
         models = base / "models"
         models.mkdir()
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "DATA_DIR": str(data),
+        env = {**_env(), "DATA_DIR": str(data),
                "MODELS_DIR": str(models), "DEFAULT_MODEL": "bench_unet",
                "MAX_BATCH_SIZE": "16", "MAX_BATCH_DELAY_MS": "5"}
         builder = base / "build_unet.py"  # TorchScript needs the source in a file
