@@ -114,10 +114,13 @@ class UploadLocks:
         lock = self._locks.setdefault(upload_id, asyncio.Lock())
         self._users[upload_id] = self._users.get(upload_id, 0) + 1
         try:
-            try:
-                await asyncio.wait_for(lock.acquire(), wait)
-            except TimeoutError:
-                raise UploadBusy(upload_id) from None
+            if not lock.locked():
+                await lock.acquire()  # free: no wait_for, which gives up at once on wait=0
+            else:
+                try:
+                    await asyncio.wait_for(lock.acquire(), wait)
+                except TimeoutError:
+                    raise UploadBusy(upload_id) from None
             try:
                 yield
             finally:

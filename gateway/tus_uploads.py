@@ -188,7 +188,7 @@ async def reconcile_uploads(gw: GatewayState, grace: float = 0.0) -> int:
         meta = row.metadata_json or {}
         if row.completed_at is None or not _truthy(meta.get("autojob")):
             continue
-        if row.completed_at > now - grace or row.id in job_ids:
+        if (grace and row.completed_at > now - grace) or row.id in job_ids:
             continue
         try:
             await job_from_upload(
