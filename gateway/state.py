@@ -17,10 +17,11 @@ from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import Storage
 
-from . import repo, transitions
+from . import repo, transitions, tus_uploads
 from .ingest import ingest_job
 from .metrics import GatewayMetrics
 from .scheduler import Scheduler
+from .tus import UploadLocks
 
 __all__ = ["GatewayState"]
 
@@ -42,6 +43,9 @@ class GatewayState:
     ingests: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     detail_cache: dict[str, tuple[float, str, dict[str, Any]]] = field(default_factory=dict)
     """job id → (valid until, job state, `/status` stage aggregates)."""
+    tus_locks: UploadLocks = field(default_factory=UploadLocks)
+    """One lock per resumable upload: its PATCHes, `POST /jobs` and the sweeper take turns."""
+    tus_sweeper: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, settings: Settings, **scheduler_opts: Any) -> GatewayState:
@@ -61,10 +65,14 @@ class GatewayState:
     async def start(self) -> None:
         await self.recover()
         await self.scheduler.start()
+        await tus_uploads.reconcile_uploads(self)
+        self.tus_sweeper = asyncio.create_task(tus_uploads.sweep_loop(self), name="tus-sweeper")
 
     async def close(self) -> None:
         await self.scheduler.stop()
         tasks = list(self.ingests.values())
+        if self.tus_sweeper is not None:
+            tasks.append(self.tus_sweeper)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

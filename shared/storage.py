@@ -20,6 +20,7 @@ __all__ = [
     "INPUT",
     "LOGS",
     "MATTING_OUTPUT",
+    "UPLOADS",
     "PathOutsideDataDir",
     "Storage",
     "atomic_write",
@@ -30,6 +31,8 @@ INPUT = "input"
 MATTING_OUTPUT = "matting_output"
 FINAL_RESULTS = "final_results"
 LOGS = "logs"
+UPLOADS = "uploads"
+"""Resumable (tus) uploads in progress, one file per upload id."""
 
 
 class PathOutsideDataDir(ValueError):
@@ -52,7 +55,7 @@ class Storage:
         self.root = data_dir.resolve()
 
     def ensure_layout(self) -> None:
-        for sub in (INPUT, MATTING_OUTPUT, FINAL_RESULTS, LOGS):
+        for sub in (INPUT, MATTING_OUTPUT, FINAL_RESULTS, LOGS, UPLOADS):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def resolve(self, rel: str) -> Path:
@@ -93,6 +96,12 @@ class Storage:
 
     def metrics_rel(self, job_id: str, rel_path: str) -> str:
         return f"{FINAL_RESULTS}/{job_id}/{self.stem_path(rel_path)}_metrics.json"
+
+    def upload_path(self, upload_id: str) -> Path:
+        """The partial file of a resumable upload; its size is the upload's offset."""
+        if not upload_id.isalnum():
+            raise PathOutsideDataDir(f"invalid upload id {upload_id!r}")
+        return self.root / UPLOADS / upload_id
 
     def remove_job(self, job_id: str) -> None:
         for d in (self.job_input(job_id), self.job_matting(job_id), self.job_results(job_id)):

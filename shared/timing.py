@@ -22,6 +22,10 @@ __all__ = [
     "STAGE_PAUSE_MAX_S",
     "STAGE_REQUEST_TIMEOUT_S",
     "STATUS_DETAIL_TTL_S",
+    "TUS_AUTOJOB_GRACE_S",
+    "TUS_EXPIRY_S",
+    "TUS_LOCK_WAIT_S",
+    "TUS_SWEEP_INTERVAL_S",
     "WORKER_STALE_S",
 ]
 
@@ -65,3 +69,13 @@ BALANCER_RETRY_AFTER_S = 2
 """Retry-After (seconds) on a balancer's 503: no healthy worker, or its queue is full."""
 QUOTA_RETRY_AFTER_S = 30
 """Retry-After (seconds) on a 429 for too many concurrent jobs: a job's end cannot be foretold."""
+TUS_EXPIRY_S = 24 * 3600.0
+"""A resumable upload lives this long after its last PATCH (or its completion) unless it
+becomes a job; then the sweeper deletes its row and bytes."""
+TUS_SWEEP_INTERVAL_S = 300.0
+"""How often the gateway deletes expired uploads and turns finished `autojob` uploads into jobs."""
+TUS_AUTOJOB_GRACE_S = 60.0
+"""A finished `autojob` upload waits this long for its client's own `POST /jobs` before the
+sweeper creates the job from the upload's metadata."""
+TUS_LOCK_WAIT_S = 10.0
+"""How long a PATCH (or `POST /jobs`) waits for another request on the same upload before 409."""

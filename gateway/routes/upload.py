@@ -9,16 +9,14 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 
-from matting_worker.engines.registry import list_models
-from shared.settings import Settings
 from shared.states import JobState
 
 from .. import repo
 from ..auth import key_hash
-from ..callbacks import valid_callback_url
 from ..deps import GW, ApiKey
+from ..jobs import OUTPUTS, job_links, new_job, validate_job_options
 from ..quotas import enforce_quota
 from ..state import GatewayState
 from ..upload import receive_upload
@@ -27,30 +25,6 @@ __all__ = ["OUTPUTS", "router", "validate_job_options"]
 
 router = APIRouter(tags=["upload"])
 log = logging.getLogger("gateway.upload")
-
-OUTPUTS = ("rgba", "alpha", "both")
-
-
-def validate_job_options(
-    settings: Settings, model: str | None, output: str, callback_url: str | None
-) -> tuple[str, str, str | None]:
-    """The job options of an upload (also for a finished resumable upload), checked: the
-    normalised (model, output, callback_url), or a 400 that says what is wrong."""
-    names = [m.strip() for m in (model or settings.default_model).split(",")]
-    known = [m.name for m in list_models(settings.models_dir)]
-    for name in names:
-        if name not in known:
-            raise HTTPException(
-                400, detail=f"unknown model {name!r}; available: {', '.join(known)}"
-            )
-    if output not in OUTPUTS:
-        raise HTTPException(
-            400, detail=f"unknown output {output!r}; use one of: {', '.join(OUTPUTS)}"
-        )
-    if callback_url is not None and not valid_callback_url(callback_url):
-        raise HTTPException(400, detail="callback_url must be an http:// or https:// URL")
-    return ",".join(names), output, callback_url or None
-
 
 @router.post("/upload", status_code=status.HTTP_202_ACCEPTED)
 async def upload(
@@ -69,10 +43,9 @@ async def upload(
     async with gw.scheduler.write() as s:
         # Checked in the transaction that creates the job: two racing uploads cannot share a slot.
         await enforce_quota(s, key_hash(api_key), gw.settings)
-        await repo.create_job(
-            s, job_id, state=JobState.UPLOADING.value, model=model, output=output,
-            callback_url=callback_url, api_key_hash=key_hash(api_key),
-            filename=filename or "",
+        await new_job(
+            s, job_id, model=model, output=output, callback_url=callback_url,
+            api_key_hash=key_hash(api_key), filename=filename or "",
         )
     try:
         received = await receive_upload(
@@ -91,11 +64,7 @@ async def upload(
     gw.start_ingest(job_id)
     log.info("job %s: %s (%d bytes), model=%s output=%s", job_id, received.filename,
              received.size, model, output)
-    return {
-        "job_id": job_id,
-        "status_url": f"/status/{job_id}",
-        "download_url": f"/download/{job_id}",
-    }
+    return job_links(job_id)
 
 
 async def _drop(gw: GatewayState, job_id: str) -> None:

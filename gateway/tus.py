@@ -1,0 +1,205 @@
+"""The tus 1.0 server's mechanics: metadata, per-upload locks, and appending a PATCH body.
+
+The offset of an upload is the size of its file on disk, never a number kept beside it: after
+a crash or a cut connection whatever reached the disk is what the client resumes from, and no
+stored counter can disagree with the bytes. Appends run in worker threads, chunk by chunk as
+the body arrives, under a per-upload lock so two PATCHes never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import errno
+import hashlib
+import shutil
+from collections.abc import AsyncIterator
+from email.utils import formatdate
+from pathlib import Path
+from typing import BinaryIO
+
+from fastapi import HTTPException
+from starlette.requests import ClientDisconnect
+
+__all__ = [
+    "CHECKSUM_ALGORITHMS",
+    "EXTENSIONS",
+    "TUS_VERSION",
+    "UploadBusy",
+    "UploadLocks",
+    "append_body",
+    "file_size",
+    "http_date",
+    "parse_checksum",
+    "parse_metadata",
+    "tus_error",
+]
+
+TUS_VERSION = "1.0.0"
+EXTENSIONS = "creation,termination,checksum,expiration"
+CHECKSUM_ALGORITHMS = "sha1"
+WRITE_BYTES = 1 << 20
+"""Body bytes gathered before one write in a worker thread."""
+
+
+def tus_error(code: int, detail: str, **headers: str) -> HTTPException:
+    """A JSON error that still carries `Tus-Resumable`, as every tus answer must."""
+    return HTTPException(code, detail=detail, headers={"Tus-Resumable": TUS_VERSION, **headers})
+
+
+def http_date(ts: float) -> str:
+    """`Upload-Expires` is an RFC 9110 date."""
+    return formatdate(ts, usegmt=True)
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """`Upload-Metadata: key b64,key2 b64,flag` → {key: value}; 400 for anything malformed."""
+    out: dict[str, str] = {}
+    for pair in (header or "").split(","):
+        parts = pair.strip().split(" ")
+        if parts == [""]:
+            continue
+        if len(parts) > 2 or not parts[0]:
+            raise tus_error(400, f"malformed Upload-Metadata pair {pair.strip()!r}")
+        key = parts[0]
+        try:
+            value = base64.b64decode(parts[1], validate=True).decode() if len(parts) == 2 else ""
+        except (binascii.Error, UnicodeDecodeError):
+            raise tus_error(400, f"Upload-Metadata value of {key!r} is not base64 UTF-8") from None
+        if key in out:
+            raise tus_error(400, f"Upload-Metadata key {key!r} given twice")
+        out[key] = value
+    return out
+
+
+def parse_checksum(header: str | None) -> bytes | None:
+    """`Upload-Checksum: sha1 <base64>` → the 20-byte digest (None without the header)."""
+    if header is None:
+        return None
+    algo, _, value = header.strip().partition(" ")
+    if algo.lower() != "sha1":
+        raise tus_error(400, f"unsupported checksum algorithm {algo!r}; use sha1")
+    try:
+        digest = base64.b64decode(value.strip(), validate=True)
+    except binascii.Error:
+        raise tus_error(400, "Upload-Checksum value is not base64") from None
+    if len(digest) != hashlib.sha1().digest_size:
+        raise tus_error(400, "Upload-Checksum is not a sha1 digest")
+    return digest
+
+
+def file_size(path: Path) -> int | None:
+    """The upload's offset; None when its file is gone."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+class UploadBusy(Exception):
+    """Another request holds the upload for longer than we were willing to wait."""
+
+
+class UploadLocks:
+    """One asyncio.Lock per upload id, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, upload_id: str, wait: float) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(upload_id, asyncio.Lock())
+        self._users[upload_id] = self._users.get(upload_id, 0) + 1
+        try:
+            if not lock.locked():
+                await lock.acquire()  # free: no wait_for, which gives up at once on wait=0
+            else:
+                try:
+                    await asyncio.wait_for(lock.acquire(), wait)
+                except TimeoutError:
+                    raise UploadBusy(upload_id) from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            self._users[upload_id] -= 1
+            if not self._users[upload_id]:
+                del self._users[upload_id], self._locks[upload_id]
+
+
+def _open_append(path: Path) -> BinaryIO:
+    # Unbuffered: every write reaches the OS at once, so the file size is the true offset.
+    return open(path, "r+b", buffering=0)  # closed by append_body
+
+
+def _write_at(f: BinaryIO, data: bytes, root: Path, min_free: int) -> None:
+    f.write(data)
+    if shutil.disk_usage(root).free < min_free:
+        raise OSError(errno.ENOSPC, "free space below MIN_FREE_DISK")
+
+
+async def append_body(
+    chunks: AsyncIterator[bytes],
+    path: Path,
+    offset: int,
+    length: int,
+    checksum: bytes | None,
+    min_free: int,
+) -> int:
+    """Append a PATCH body at `offset` (the file's size) and return the new size.
+
+    A client that disconnects keeps every byte that arrived, unless it announced a checksum
+    (then the unverifiable part is dropped). A checksum mismatch (460), a body past
+    `Upload-Length` (413) or a full disk (507) truncate the file back to `offset`."""
+    f = await asyncio.to_thread(_open_append, path)
+    sha1 = hashlib.sha1()
+    written = offset
+    buf = bytearray()
+    keep = True
+
+    async def flush() -> None:
+        nonlocal written, buf
+        if buf:
+            data, buf = bytes(buf), bytearray()
+            await asyncio.to_thread(_write_at, f, data, path.parent, min_free)
+            written += len(data)
+
+    try:
+        await asyncio.to_thread(f.seek, offset)
+        try:
+            async for chunk in chunks:
+                if written + len(buf) + len(chunk) > length:
+                    raise tus_error(413, f"the body goes past Upload-Length ({length} bytes)")
+                sha1.update(chunk)
+                buf += chunk
+                if len(buf) >= WRITE_BYTES:
+                    await flush()
+        except ClientDisconnect:
+            if checksum is not None:
+                raise
+            await flush()
+            raise
+        await flush()
+        if checksum is not None and sha1.digest() != checksum:
+            raise tus_error(460, "checksum mismatch: the body's sha1 differs from Upload-Checksum")
+        return written
+    except OSError as exc:
+        keep = False
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise tus_error(507, f"not enough disk space (keeping {min_free} bytes free)") from exc
+        raise
+    except ClientDisconnect:
+        keep = checksum is None
+        raise
+    except BaseException:
+        keep = False
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            if not keep:
+                await asyncio.shield(asyncio.to_thread(f.truncate, offset))
+            await asyncio.to_thread(f.close)
