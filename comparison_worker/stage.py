@@ -118,8 +118,9 @@ class ComparisonStage:
         shape = (int(rgb.shape[0]), int(rgb.shape[1]))
         notes: list[str] = []
         mattes: list[tuple[str, Alpha]] = []
-        for model, rel in refs:
-            alpha = self._read_alpha(storage, rel, "matte" if len(refs) == 1 else "mattes.path")
+        for i, (model, rel) in enumerate(refs):
+            what = f"mattes[{i}].path" if p.get("mattes") is not None else "matte"
+            alpha = self._read_alpha(storage, rel, what)
             if alpha.shape != shape:
                 notes.append(f"matte of {model} {alpha.shape[1]}x{alpha.shape[0]} resized to "
                              "the image")
