@@ -1,4 +1,9 @@
-"""The comparison stage: original + matte (+ ground truth) → JPEG sheet and metrics."""
+"""The comparison stage: original + matte(s) (+ ground truth) → JPEG sheet and metrics.
+
+A request names its mattes either as `params.mattes = [{"model", "path"}, …]` (model against
+model: one sheet row and one metrics entry per model, in that order) or, for one model, as
+`params.matte` + `params.model`. `extra.metrics` is keyed by model name either way.
+"""
 
 from __future__ import annotations
 
@@ -27,9 +32,9 @@ Alpha = npt.NDArray[np.float32]
 @dataclass
 class ComparisonItem:
     rgb: npt.NDArray[np.uint8]
-    alpha: Alpha
+    mattes: list[tuple[str, Alpha]]
+    """(model, alpha at the image's size), in the request's order."""
     gt: Alpha | None
-    model: str
     output: Path
     metrics_output: Path | None
     notes: list[str] = field(default_factory=list)
@@ -77,11 +82,30 @@ class ComparisonStage:
             raise BadInput(f"{what} not found: {rel}")
         return decode_alpha(path)
 
+    def _matte_refs(self, p: dict[str, Any]) -> list[tuple[str, object]]:
+        """(model, path) per matte, from `mattes` or from `matte` + `model`; checked."""
+        if p.get("mattes") is None:
+            model = p.get("model") or self.settings.default_model
+            if not isinstance(model, str):
+                raise BadInput("params.model must be a string")
+            return [(model, p.get("matte"))]
+        raw = p["mattes"]
+        if not isinstance(raw, list) or not raw:
+            raise BadInput("params.mattes must be a non-empty list of {model, path}")
+        refs: list[tuple[str, object]] = []
+        for entry in raw:
+            if not isinstance(entry, dict) or not isinstance(entry.get("model"), str) \
+                    or not entry["model"]:
+                raise BadInput(f"params.mattes: {entry!r} is not {{model, path}}")
+            refs.append((entry["model"], entry.get("path")))
+        names = [m for m, _ in refs]
+        if len(set(names)) != len(names):
+            raise BadInput(f"params.mattes names a model twice: {names}")
+        return refs
+
     def prepare(self, req: StageRequest, storage: Storage) -> ComparisonItem:
         p = req.params
-        model = p.get("model") or self.settings.default_model
-        if not isinstance(model, str):
-            raise BadInput("params.model must be a string")
+        refs = self._matte_refs(p)
         output = storage.resolve(req.output)
         metrics_rel = p.get("metrics_output")
         if metrics_rel is not None and not isinstance(metrics_rel, str):
@@ -93,10 +117,15 @@ class ComparisonStage:
         rgb = decode_rgb(source, self.settings.max_image_pixels)
         shape = (int(rgb.shape[0]), int(rgb.shape[1]))
         notes: list[str] = []
-        alpha = self._read_alpha(storage, p.get("matte"), "matte")
-        if alpha.shape != shape:
-            notes.append(f"matte {alpha.shape[1]}x{alpha.shape[0]} resized to the image")
-            alpha = _fit(alpha, shape)
+        mattes: list[tuple[str, Alpha]] = []
+        for i, (model, rel) in enumerate(refs):
+            what = f"mattes[{i}].path" if p.get("mattes") is not None else "matte"
+            alpha = self._read_alpha(storage, rel, what)
+            if alpha.shape != shape:
+                notes.append(f"matte of {model} {alpha.shape[1]}x{alpha.shape[0]} resized to "
+                             "the image")
+                alpha = _fit(alpha, shape)
+            mattes.append((model, alpha))
         gt = None
         if p.get("gt"):
             gt = self._read_alpha(storage, p.get("gt"), "gt")
@@ -104,10 +133,10 @@ class ComparisonStage:
                 notes.append(f"ground truth {gt.shape[1]}x{gt.shape[0]} resized (bilinear) "
                              f"to the image's {shape[1]}x{shape[0]}")
                 gt = _fit(gt, shape)
-        return ComparisonItem(rgb, alpha, gt, model, output, metrics_output, notes)
+        return ComparisonItem(rgb, mattes, gt, output, metrics_output, notes)
 
     def run_batch(self, key: str, items: list[ComparisonItem]) -> list[Comparison]:
-        return [compare(it.rgb, [(it.model, it.alpha)], it.gt) for it in items]
+        return [compare(it.rgb, it.mattes, it.gt) for it in items]
 
     def finish(
         self, req: StageRequest, item: ComparisonItem, out: Comparison, storage: Storage
@@ -122,6 +151,7 @@ class ComparisonStage:
                 "job_id": req.job_id,
                 "input": req.input,
                 "matte": req.params.get("matte"),
+                "mattes": req.params.get("mattes"),
                 "gt": req.params.get("gt"),
                 "metrics": out.metrics,
                 "notes": item.notes,

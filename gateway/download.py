@@ -15,7 +15,13 @@ import zipstream
 
 from shared.db import Task
 from shared.states import TaskState
-from shared.storage import FINAL_RESULTS, MATTING_OUTPUT, PathOutsideDataDir, Storage
+from shared.storage import (
+    FINAL_RESULTS,
+    MATTING_OUTPUT,
+    PathOutsideDataDir,
+    Storage,
+    model_output_rel,
+)
 
 from .report import ReportItem, build_report
 
@@ -51,24 +57,30 @@ def build_zip(
     """Assemble the zip (blocking: it stats every file; call it in a thread).
 
     A task contributes the files that exist; a missing one (a failed image, or a partial
-    download of a running job) is simply absent, and the report says why.
+    download of a running job) is simply absent, and the report says why. With several
+    `models` every model's cut-out goes in: the first under DESIGN.md's name, the others as
+    `matting_output/<x>.<model>.png` (`shared.storage.model_output_rel`).
     """
     zs = zipstream.ZipStream(compress_type=zipstream.ZIP_STORED, sized=sized)
     items: list[ReportItem] = []
     members = 0
+    names = list(models) or [""]  # one unnamed model: DESIGN.md's names
     for t in tasks:
         stem = Storage.stem_path(t.path)
-        matte_name = compare_name = None
-        matte = _existing(storage, storage.matting_rel(job_id, t.path))
-        if matte is not None:
-            matte_name = f"{MATTING_OUTPUT}/{stem}.png"
-            zs.add_path(str(matte), matte_name)
-            members += 1
-            if output == "both":
-                alpha = _existing(storage, storage.matting_rel(job_id, t.path, ".alpha.png"))
-                if alpha is not None:
-                    zs.add_path(str(alpha), f"{MATTING_OUTPUT}/{stem}.alpha.png")
+        compare_name = None
+        first_rel = storage.matting_rel(job_id, t.path)
+        cut_names: list[str] = []
+        for i, model in enumerate(names):
+            kinds = (False, True) if output == "both" else (False,)
+            for alpha in kinds:
+                found = _existing(storage, model_output_rel(first_rel, model, i, alpha))
+                if found is not None:
+                    name = model_output_rel(f"{MATTING_OUTPUT}/{stem}.png", model, i, alpha)
+                    zs.add_path(str(found), name)
+                    cut_names.append(name)
                     members += 1
+        first_name = f"{MATTING_OUTPUT}/{stem}.png"
+        matte_name = first_name if first_name in cut_names else None
         sheet = _existing(storage, storage.compare_rel(job_id, t.path))
         if sheet is not None:
             compare_name = f"{FINAL_RESULTS}/{stem}_compare.jpg"

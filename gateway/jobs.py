@@ -22,7 +22,11 @@ def validate_job_options(
     settings: Settings, model: str | None, output: str, callback_url: str | None
 ) -> tuple[str, str, str | None]:
     """The job options of an upload (also for a finished resumable upload), checked: the
-    normalised (model, output, callback_url), or a 400 that says what is wrong."""
+    normalised (model, output, callback_url), or a 400 that says what is wrong.
+
+    `model` may name several engines, comma-separated (model against model): each must be
+    known, none twice; the first keeps DESIGN.md's output names, the others get
+    `<x>.<model>.png` (`shared.storage.model_output_rel`)."""
     names = [m.strip() for m in (model or settings.default_model).split(",")]
     known = [m.name for m in list_models(settings.models_dir)]
     for name in names:
@@ -30,9 +34,18 @@ def validate_job_options(
             raise HTTPException(
                 400, detail=f"unknown model {name!r}; available: {', '.join(known)}"
             )
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise HTTPException(400, detail=f"model names {', '.join(twice)} more than once")
     if output not in OUTPUTS:
         raise HTTPException(
             400, detail=f"unknown output {output!r}; use one of: {', '.join(OUTPUTS)}"
+        )
+    if output == "both" and "alpha" in names[1:]:
+        # `<x>.alpha.png` is the first model's alpha file; a further model's cut-out
+        # (`<x>.<model>.png`, see shared.storage.model_output_rel) would overwrite it.
+        raise HTTPException(
+            400, detail="with output=both a model called 'alpha' must come first in model="
         )
     if callback_url is not None and not valid_callback_url(callback_url):
         raise HTTPException(400, detail="callback_url must be an http:// or https:// URL")

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.schemas import StageRequest
 from shared.settings import Settings
 from shared.states import JobState, TaskState
-from shared.storage import Storage
+from shared.storage import Storage, model_output_rel
 from shared.timing import (
     BACKOFF_BASE_S,
     BACKOFF_MAX_S,
@@ -183,20 +183,27 @@ class Scheduler:
             return await transitions.claim(s, stage, n, time.time(), self.lease_s)
 
     def request_for(self, stage: str, c: transitions.Claimed) -> StageRequest:
+        """One request per image, whatever the number of models: the matting worker runs each
+        of `models` on it (batched per model list) and writes every cut-out; the comparison
+        worker gets every model's matte in `mattes` and renders one sheet row per model."""
         st = self.storage
+        models = c.models or [self.settings.default_model]
         if stage == "matting":
             return StageRequest(
                 task_id=c.id, job_id=c.job_id, input=c.input,
                 output=st.matting_rel(c.job_id, c.path),
-                params={"model": c.model, "output": c.output},
+                params={"models": models, "model": models[0], "output": c.output},
             )
+        first = c.matting_output or st.matting_rel(c.job_id, c.path)
         return StageRequest(
             task_id=c.id, job_id=c.job_id, input=c.input,
             output=st.compare_rel(c.job_id, c.path),
             params={
-                "matte": c.matting_output or st.matting_rel(c.job_id, c.path),
+                "matte": first,
+                "model": models[0],
+                "mattes": [{"model": m, "path": model_output_rel(first, m, i)}
+                           for i, m in enumerate(models)],
                 "gt": c.gt,
-                "model": c.model,
                 "metrics_output": st.metrics_rel(c.job_id, c.path),
             },
         )

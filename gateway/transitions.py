@@ -78,7 +78,13 @@ class Claimed:
     dispatched_at: float
     """The fence: the answer is recorded only while the row still carries this value."""
     model: str
+    """The job's model option: one engine name, or several separated by commas."""
     output: str
+
+    @property
+    def models(self) -> list[str]:
+        """The job's engines in the user's order (model against model when more than one)."""
+        return [m for m in self.model.split(",") if m]
 
 
 async def claim(s: AsyncSession, stage: str, n: int, now: float, lease_s: float) -> list[Claimed]:

@@ -1,4 +1,12 @@
-"""The matting stage: decode → engine (batched) → RGBA/alpha PNG at the input's size."""
+"""The matting stage: decode → engine (batched) → RGBA/alpha PNG at the input's size.
+
+Model against model: a request may name several engines (`params.models`, the job's models in
+the user's order). The image is decoded once and every engine mattes the whole batch in turn;
+the batch key is the model list, so all items of a batch share it and each engine still sees a
+full batch. The first model writes `req.output` (DESIGN.md's name), every further one
+`<x>.<model>.png` (see `shared.storage.model_output_rel`). One request per image rather than
+one per (image, model) keeps the gateway's one-task-one-answer bookkeeping and decodes once.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +18,45 @@ from typing import Any
 from shared.imaging import decode_rgb, encode_png_alpha, encode_png_rgba
 from shared.schemas import StageRequest
 from shared.settings import Settings
-from shared.storage import Storage, atomic_write_bytes
+from shared.storage import Storage, atomic_write_bytes, model_output_rel
 from shared.worker import BadInput, BatchPolicy, StageFailure, StageOutput
 
 from .engines.base import Engine, Matte, RGBImage
 from .engines.registry import UnknownModel, create_engine
 
-__all__ = ["OUTPUT_MODES", "MattingItem", "MattingStage"]
+__all__ = ["OUTPUT_MODES", "MattingItem", "MattingStage", "request_models"]
 
 OUTPUT_MODES = ("rgba", "alpha", "both")
+KEY_SEP = ","
+"""Joins the model list into a batch key (a model name is a file stem: no comma in it)."""
 
 
 @dataclass
 class MattingItem:
     rgb: RGBImage
-    output: Path
-    alpha_output: Path | None
+    outputs: list[tuple[str, Path, Path | None]]
+    """Per model, in the request's order: (model, RGBA-or-alpha path, alpha path for `both`)."""
     mode: str
+
+
+def request_models(params: dict[str, Any], default: str) -> list[str]:
+    """The engines a request names: `models` (a list) or else `model` (one name), or the
+    worker's default. BadInput for an empty list, a non-name, a duplicate, or a `model` that
+    contradicts `models[0]` (a caller that built the two from different lists)."""
+    raw = params.get("models")
+    model = params.get("model")
+    if raw is None:
+        raw = [model or default]
+    elif model is not None and (not isinstance(raw, list) or not raw or raw[0] != model):
+        raise BadInput("params.model must be the first of params.models")
+    if not isinstance(raw, list) or not raw:
+        raise BadInput("params.models must be a non-empty list of engine names")
+    for name in raw:
+        if not isinstance(name, str) or not name or KEY_SEP in name:
+            raise BadInput(f"params.models: {name!r} is not an engine name")
+    if len(set(raw)) != len(raw):
+        raise BadInput(f"params.models names a model twice: {raw}")
+    return list(raw)
 
 
 class MattingStage:
@@ -72,14 +102,12 @@ class MattingStage:
         }
 
     def batch_key(self, req: StageRequest) -> str:
-        model = req.params.get("model") or self.default_model
-        if not isinstance(model, str):
-            raise BadInput("params.model must be an engine name")
-        return model
+        return KEY_SEP.join(request_models(req.params, self.default_model))
 
     def ensure(self, key: str) -> BatchPolicy:
-        engine = self.engine(key)
-        return BatchPolicy(self._batch_size(engine), 1, self.settings.max_batch_delay_ms)
+        """Load every engine of the key; a batch is as big as the smallest engine allows."""
+        size = min(self._batch_size(self.engine(name)) for name in key.split(KEY_SEP))
+        return BatchPolicy(size, 1, self.settings.max_batch_delay_ms)
 
     def prepare(self, req: StageRequest, storage: Storage) -> MattingItem:
         mode = req.params.get("output") or "rgba"
@@ -88,41 +116,69 @@ class MattingStage:
         if not req.output.lower().endswith(".png"):
             raise BadInput(f"output must be a .png path, not {req.output!r}")
         source = storage.resolve(req.input)
-        output = storage.resolve(req.output)
-        alpha_output = None
-        if mode == "both":
-            alpha_output = storage.resolve(req.output[: -len(".png")] + ".alpha.png")
+        outputs = []
+        for i, model in enumerate(request_models(req.params, self.default_model)):
+            out = storage.resolve(model_output_rel(req.output, model, i))
+            alpha = (storage.resolve(model_output_rel(req.output, model, i, alpha=True))
+                     if mode == "both" else None)
+            outputs.append((model, out, alpha))
+        paths = [p for _, out, alpha in outputs for p in (out, alpha) if p is not None]
+        if len(set(paths)) != len(paths):  # e.g. a second model called "alpha" with `both`
+            raise BadInput("two outputs of this request would have the same name: "
+                           f"{[m for m, _, _ in outputs]} with output={mode}")
         if not source.is_file():
             raise BadInput(f"input not found: {req.input}")
         rgb = decode_rgb(source, self.settings.max_image_pixels)
-        return MattingItem(rgb=rgb, output=output, alpha_output=alpha_output, mode=mode)
+        return MattingItem(rgb=rgb, outputs=outputs, mode=mode)
 
-    def run_batch(self, key: str, items: list[MattingItem]) -> list[Matte]:
-        mattes = self.engines[key].predict([it.rgb for it in items])
-        for it, m in zip(items, mattes, strict=False):
-            h, w = it.rgb.shape[:2]
-            if m.alpha.shape != (h, w) or (
-                m.foreground is not None and m.foreground.shape != it.rgb.shape
-            ):
-                raise StageFailure(
-                    f"engine {key!r} returned a matte of shape {m.alpha.shape} for a {w}x{h} "
-                    "image", status=500, retryable=False,
-                )
-        return mattes
+    def run_batch(self, key: str, items: list[MattingItem]) -> list[list[Matte]]:
+        """Per item, one matte per model of the key (each engine runs the whole batch)."""
+        per_item: list[list[Matte]] = [[] for _ in items]
+        for name in key.split(KEY_SEP):
+            mattes = self.engines[name].predict([it.rgb for it in items])
+            if len(mattes) != len(items):
+                raise StageFailure(f"engine {name!r} returned {len(mattes)} mattes for "
+                                   f"{len(items)} images", status=500, retryable=False)
+            for it, m, acc in zip(items, mattes, per_item, strict=True):
+                h, w = it.rgb.shape[:2]
+                if m.alpha.shape != (h, w) or (
+                    m.foreground is not None and m.foreground.shape != it.rgb.shape
+                ):
+                    raise StageFailure(
+                        f"engine {name!r} returned a matte of shape {m.alpha.shape} for a "
+                        f"{w}x{h} image", status=500, retryable=False,
+                    )
+                acc.append(m)
+        return per_item
 
     def finish(
-        self, req: StageRequest, item: MattingItem, out: Matte, storage: Storage
+        self, req: StageRequest, item: MattingItem, out: list[Matte], storage: Storage
     ) -> StageOutput:
-        if item.mode == "alpha":
-            atomic_write_bytes(item.output, encode_png_alpha(out.alpha))
-        else:
-            atomic_write_bytes(item.output, encode_png_rgba(item.rgb, out.alpha, out.foreground))
+        """Write every model's files; `extra.outputs` maps model → its main output when the
+        request named several models."""
         extra: dict[str, Any] = {
-            "engine": self.batch_key(req),
+            "engine": item.outputs[0][0],
             "width": int(item.rgb.shape[1]),
             "height": int(item.rgb.shape[0]),
         }
-        if item.alpha_output is not None:
-            atomic_write_bytes(item.alpha_output, encode_png_alpha(out.alpha))
-            extra["alpha_output"] = storage.relative(item.alpha_output)
+        written: dict[str, str] = {}
+        alphas: dict[str, str] = {}
+        for (model, path, alpha_path), matte in zip(item.outputs, out, strict=True):
+            if item.mode == "alpha":
+                data = encode_png_alpha(matte.alpha)
+            else:
+                data = encode_png_rgba(item.rgb, matte.alpha, matte.foreground)
+            atomic_write_bytes(path, data)
+            written[model] = storage.relative(path)
+            if alpha_path is not None:
+                atomic_write_bytes(alpha_path, encode_png_alpha(matte.alpha))
+                alphas[model] = storage.relative(alpha_path)
+        first = item.outputs[0][0]
+        if first in alphas:
+            extra["alpha_output"] = alphas[first]
+        if len(item.outputs) > 1:
+            extra["engines"] = list(written)
+            extra["outputs"] = written
+            if alphas:
+                extra["alpha_outputs"] = alphas
         return StageOutput(output=req.output, extra=extra)

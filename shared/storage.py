@@ -25,6 +25,7 @@ __all__ = [
     "Storage",
     "atomic_write",
     "atomic_write_bytes",
+    "model_output_rel",
 ]
 
 INPUT = "input"
@@ -33,6 +34,22 @@ FINAL_RESULTS = "final_results"
 LOGS = "logs"
 UPLOADS = "uploads"
 """Resumable (tus) uploads in progress, one file per upload id."""
+
+
+def model_output_rel(first_rel: str, model: str, index: int, alpha: bool = False) -> str:
+    """The cut-out name of the `index`-th model of a job, from the first model's `<x>.png`.
+
+    Model against model (several models in one job): the first model keeps DESIGN.md's names
+    (`<x>.png`, `<x>.alpha.png`) so a single-model job is unchanged; every further model puts
+    its name before the extension (`<x>.<model>.png`, `<x>.<model>.alpha.png`), so one image's
+    cut-outs sit side by side in the tree. The gateway (request, zip) and the matting worker
+    (where it writes) both derive names here.
+    """
+    if not first_rel.lower().endswith(".png"):
+        raise ValueError(f"a cut-out name ends in .png, not {first_rel!r}")
+    base = first_rel[: -len(".png")]
+    tag = f".{model}" if index > 0 else ""
+    return f"{base}{tag}{'.alpha' if alpha else ''}.png"
 
 
 class PathOutsideDataDir(ValueError):
