@@ -21,6 +21,10 @@ __all__ = [
     "STAGE_PAUSE_MAX_S",
     "STAGE_REQUEST_TIMEOUT_S",
     "STATUS_DETAIL_TTL_S",
+    "STATUS_POLL_S",
+    "UPLOAD_RETRIES",
+    "UPLOAD_RETRY_BASE_S",
+    "UPLOAD_RETRY_MAX_S",
     "WORKER_STALE_S",
 ]
 
@@ -62,3 +66,10 @@ BALANCER_REQUEST_TIMEOUT_S = STAGE_REQUEST_TIMEOUT_S - BALANCER_QUEUE_WAIT_S - 1
 so the gateway hears a clear 504 instead of timing out itself."""
 BALANCER_RETRY_AFTER_S = 2
 """Retry-After (seconds) on a balancer's 503: no healthy worker, or its queue is full."""
+UPLOAD_RETRIES = 8
+"""CLI upload: failed chunk sends in a row (network, 5xx, conflict) before giving up."""
+UPLOAD_RETRY_BASE_S = 0.5
+"""CLI upload: first pause before resending a chunk; doubles with every failure."""
+UPLOAD_RETRY_MAX_S = 30.0
+STATUS_POLL_S = 1.0
+"""How often the CLI asks /status while it follows a job."""
