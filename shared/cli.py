@@ -199,6 +199,24 @@ def cancel(job_id: JobId, server: Server = DEFAULT_SERVER, api_key: ApiKeyOpt = 
     raise typer.Exit(cancel_cmd(_conn(server, api_key), job_id))
 
 
+@app.command()
+def matte(in_dir: Annotated[Path, typer.Argument(help="folder of images (searched below too)")],
+          out_dir: Annotated[Path, typer.Argument(help="where <relative path>.png go")],
+          model: Annotated[str | None, typer.Option(
+              "--model", help="engine name (default: DEFAULT_MODEL)", show_default=False)] = None,
+          output: Output = "rgba",
+          models_dir: Annotated[Path | None, typer.Option(
+              "--models-dir", help="user models (default: MODELS_DIR)",
+              show_default=False)] = None) -> None:
+    """Matte a folder locally in this process, without the services (like `rembg p`)."""
+    from .cli_matte import matte_cmd
+
+    if output not in OUTPUT_MODES:
+        raise typer.BadParameter(f"use one of {', '.join(OUTPUT_MODES)}", param_hint="--output")
+    s = settings_with(models_dir=models_dir)
+    raise typer.Exit(matte_cmd(in_dir, out_dir, model or s.default_model, s.models_dir, output))
+
+
 def main() -> None:
     app()
 

@@ -29,8 +29,8 @@ from .timing import STATUS_POLL_S
 from .tusclient import UPLOAD_CHUNK, TusError, UploadStopped
 from .upload_client import JobOptions, UploadEvents, UploadOutcome, upload_source
 
-__all__ = ["Conn", "ExitCode", "cancel_cmd", "download_cmd", "exit_for_state", "jobs_cmd",
-           "run_cmd", "status_cmd", "upload_cmd", "wait_cmd"]
+__all__ = ["Conn", "ExitCode", "cancel_cmd", "download_cmd", "err_console", "exit_for_state",
+           "fail", "jobs_cmd", "run_cmd", "status_cmd", "upload_cmd", "wait_cmd"]
 
 
 class ExitCode(IntEnum):
@@ -59,11 +59,11 @@ class Conn:
         return GatewayClient(self.server, self.api_key)
 
 
-def _err() -> Console:
+def err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def _fail(console: Console, code: ExitCode, msg: str) -> int:
+def fail(console: Console, code: ExitCode, msg: str) -> int:
     console.print(f"[red]error:[/red] {escape(msg)}")
     return int(code)
 
@@ -74,7 +74,7 @@ def _guarded(console: Console, resume_hint: bool, work: Any) -> int:
     try:
         return int(work())
     except (GatewayError, TusError) as exc:
-        return _fail(console, ExitCode.GATEWAY, f"{exc}{hint}")
+        return fail(console, ExitCode.GATEWAY, f"{exc}{hint}")
     except UploadStopped as exc:
         console.print(f"[yellow]{escape(str(exc))}[/yellow]{hint}")
         return int(ExitCode.INTERRUPTED)
@@ -82,7 +82,7 @@ def _guarded(console: Console, resume_hint: bool, work: Any) -> int:
         console.print(f"[yellow]interrupted[/yellow]{hint}")
         return int(ExitCode.INTERRUPTED)
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
-        return _fail(console, ExitCode.USAGE, str(exc))
+        return fail(console, ExitCode.USAGE, str(exc))
 
 
 def _upload(client: GatewayClient, console: Console, path: Path, options: JobOptions,
@@ -142,7 +142,7 @@ def run_cmd(conn: Conn, path: Path, out: Path, options: JobOptions, store: State
             chunk: int = UPLOAD_CHUNK, stop_after: int | None = None,
             poll_s: float = STATUS_POLL_S) -> int:
     """Upload (resuming), follow the job, download its zip; the state goes once it is done."""
-    console = _err()
+    console = err_console()
 
     def work() -> int:
         with conn.client() as client:
@@ -163,7 +163,7 @@ def run_cmd(conn: Conn, path: Path, out: Path, options: JobOptions, store: State
 def upload_cmd(conn: Conn, path: Path, options: JobOptions, store: StateStore,
                chunk: int = UPLOAD_CHUNK, stop_after: int | None = None) -> int:
     """Upload (resuming) and create the job; prints its id on stdout for scripts."""
-    console = _err()
+    console = err_console()
 
     def work() -> int:
         with conn.client() as client:
@@ -177,7 +177,7 @@ def upload_cmd(conn: Conn, path: Path, options: JobOptions, store: StateStore,
 
 def wait_cmd(conn: Conn, job_id: str, out: Path | None = None,
              poll_s: float = STATUS_POLL_S) -> int:
-    console = _err()
+    console = err_console()
 
     def work() -> int:
         with conn.client() as client:
@@ -192,7 +192,7 @@ def wait_cmd(conn: Conn, job_id: str, out: Path | None = None,
 
 
 def download_cmd(conn: Conn, job_id: str, out: Path, partial: bool = False) -> int:
-    console = _err()
+    console = err_console()
 
     def work() -> int:
         with conn.client() as client:
@@ -204,7 +204,7 @@ def download_cmd(conn: Conn, job_id: str, out: Path, partial: bool = False) -> i
 
 
 def status_cmd(conn: Conn, job_id: str, as_json: bool = False) -> int:
-    console = _err()
+    console = err_console()
 
     def work() -> int:
         with conn.client() as client:
@@ -220,7 +220,7 @@ def status_cmd(conn: Conn, job_id: str, as_json: bool = False) -> int:
 
 
 def jobs_cmd(conn: Conn, limit: int = 50, offset: int = 0, as_json: bool = False) -> int:
-    console = _err()
+    console = err_console()
 
     def work() -> int:
         with conn.client() as client:
@@ -236,7 +236,7 @@ def jobs_cmd(conn: Conn, limit: int = 50, offset: int = 0, as_json: bool = False
 
 
 def cancel_cmd(conn: Conn, job_id: str) -> int:
-    console = _err()
+    console = err_console()
 
     def work() -> int:
         with conn.client() as client:
@@ -245,3 +245,4 @@ def cancel_cmd(conn: Conn, job_id: str) -> int:
         return ExitCode.OK
 
     return _guarded(console, False, work)
+

@@ -295,3 +295,28 @@ def test_upload_status_jobs_wait_download_cancel(tmp_path: Path) -> None:
         after = cli(st, "wait", other.stdout.strip())
         assert after.exit_code == 1 and "cancelled" in after.output
         assert cli(st, "status", "nope").exit_code == 4
+
+
+def test_matte_a_folder_locally(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("matting_worker.oneshot") is None:
+        result = runner.invoke(app, ["matte", str(tmp_path), str(tmp_path / "o")])
+        assert result.exit_code == 2 and "local matting is not available" in result.output
+        return
+    from PIL import Image
+
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "in" / "a.jpg")
+    Image.new("RGB", (20, 20), (0, 90, 10)).save(tmp_path / "in" / "sub" / "b.png")
+    (tmp_path / "in" / "broken.jpg").write_bytes(b"not a jpeg")
+    result = runner.invoke(app, ["matte", str(tmp_path / "in"), str(tmp_path / "out"),
+                                 "--model", "identity", "--output", "both"], env=WIDE)
+    assert result.exit_code == 3, result.output
+    assert "2 matted, 1 failed" in result.output and "broken.jpg" in result.output
+    cut = Image.open(tmp_path / "out" / "sub" / "b.png")
+    assert cut.mode == "RGBA" and cut.size == (20, 20)
+    assert (tmp_path / "out" / "a.alpha.png").exists()
+    bad = runner.invoke(app, ["matte", str(tmp_path / "in"), str(tmp_path / "o2"),
+                              "--model", "nope"])
+    assert bad.exit_code == 2 and "nope" in bad.output
