@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .timing import STATE_MAX_AGE_S
+
 __all__ = ["ResumeState", "StateStore", "default_state_dir", "state_key"]
 
 
@@ -73,6 +75,19 @@ class StateStore:
 
     def drop(self, key: str) -> None:
         self._file(key).unlink(missing_ok=True)
+
+    def prune(self, older_than_s: float = STATE_MAX_AGE_S) -> int:
+        """Drop states nobody came back for (their uploads have long expired on the server);
+        answers how many went."""
+        cutoff, gone = time.time() - older_than_s, 0
+        for f in self.folder.glob("upload-*.json"):
+            try:
+                if f.stat().st_mtime < cutoff:
+                    f.unlink()
+                    gone += 1
+            except OSError:
+                continue
+        return gone
 
     def all(self) -> list[ResumeState]:
         found = []

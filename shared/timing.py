@@ -20,6 +20,7 @@ __all__ = [
     "STAGE_CONNECT_TIMEOUT_S",
     "STAGE_PAUSE_MAX_S",
     "STAGE_REQUEST_TIMEOUT_S",
+    "STATE_MAX_AGE_S",
     "STATUS_DETAIL_TTL_S",
     "STATUS_POLL_S",
     "UPLOAD_RETRIES",
@@ -73,3 +74,5 @@ UPLOAD_RETRY_BASE_S = 0.5
 UPLOAD_RETRY_MAX_S = 30.0
 STATUS_POLL_S = 1.0
 """How often the CLI asks /status while it follows a job."""
+STATE_MAX_AGE_S = 30 * 24 * 3600.0
+"""CLI: a resume state untouched for this long is removed (its upload expired long ago)."""

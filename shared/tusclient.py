@@ -19,8 +19,8 @@ import httpx
 
 from .timing import UPLOAD_RETRIES, UPLOAD_RETRY_BASE_S, UPLOAD_RETRY_MAX_S
 
-__all__ = ["TUS_HEADERS", "UPLOAD_CHUNK", "TusClient", "TusError", "TusUnsupported",
-           "UploadStopped", "encode_metadata", "rechunk"]
+__all__ = ["TUS_HEADERS", "UPLOAD_CHUNK", "SourceChanged", "TusClient", "TusError",
+           "TusUnsupported", "UploadStopped", "encode_metadata", "rechunk"]
 
 UPLOAD_CHUNK = 8 * 1024 * 1024
 TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
@@ -39,6 +39,10 @@ class TusError(RuntimeError):
 
 class TusUnsupported(TusError):
     """The server has no tus endpoint (404/405 on creation)."""
+
+
+class SourceChanged(RuntimeError):
+    """The local file or folder gave fewer bytes than announced: it changed while sending."""
 
 
 class UploadStopped(Exception):
@@ -128,8 +132,8 @@ class TusClient:
             if pending is None:
                 pending = next(blocks, b"")
                 if not pending:
-                    raise TusError(0, f"the source ended at byte {offset} of {length}; "
-                                   "did it change during the upload?")
+                    raise SourceChanged(f"the source ended at byte {offset} of {length}; "
+                                        "did it change during the upload?")
             try:
                 resp = self._patch(url, offset, pending)
                 status: int = resp.status_code

@@ -72,6 +72,7 @@ def upload_source(client: GatewayClient, source: Source, options: JobOptions,
 
     key = state_key(source.path, source.fingerprint, client.base_url, options.model,
                     options.output)
+    store.prune()
     state = store.load(key)
     if state is not None and state.job_id:
         job_id = state.job_id

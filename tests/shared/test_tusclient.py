@@ -13,7 +13,7 @@ import pytest
 from shared.client import GatewayClient
 from shared.packing import open_source
 from shared.resume import StateStore, state_key
-from shared.tusclient import TusClient, TusError, UploadStopped, encode_metadata
+from shared.tusclient import SourceChanged, TusClient, TusError, UploadStopped, encode_metadata
 from shared.upload_client import JobOptions, UploadEvents, upload_source
 
 from .standin import StandIn, serve
@@ -150,3 +150,11 @@ def test_without_tus_it_sends_one_plain_upload(tmp_path: Path) -> None:
             assert sorted(zf.namelist()) == sorted(files)
         key = state_key(src.path, src.fingerprint, st.url, None, "rgba")
         assert store.load(key) is not None  # the job id, so a rerun follows the job
+
+
+def test_a_source_that_shrinks_is_reported_as_changed(tmp_path: Path) -> None:
+    with serve(StandIn()) as st, GatewayClient(st.url) as gc:
+        tus = TusClient(gc._http, chunk=4, sleep=lambda s: None)
+        url = tus.create(10, {"filename": "x"})
+        with pytest.raises(SourceChanged, match="ended at byte 8 of 10"):
+            tus.upload(url, lambda off: iter([b"01234567"[off:]]), 0, 10)
