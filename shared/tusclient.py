@@ -113,9 +113,16 @@ class TusClient:
 
     def _patch(self, url: str, offset: int, data: bytes) -> httpx.Response:
         digest = base64.b64encode(hashlib.sha1(data, usedforsecurity=False).digest()).decode()
-        return self._send("PATCH", url, content=data, headers={
+
+        def body() -> Iterator[bytes]:
+            # A one-shot stream rather than `content=data`: httpx's response and request form
+            # a reference cycle, so a body held by the request would outlive the call until
+            # the garbage collector runs, about ten chunks later.
+            yield data
+
+        return self._send("PATCH", url, content=body(), headers={
             "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream",
-            "Upload-Checksum": f"sha1 {digest}"})
+            "Content-Length": str(len(data)), "Upload-Checksum": f"sha1 {digest}"})
 
     def upload(self, url: str, open_at: Opener, offset: int, length: int,
                progress: Callable[[int], None] | None = None,
@@ -178,12 +185,21 @@ class TusClient:
 
 
 def rechunk(blocks: Iterator[bytes], size: int) -> Iterator[bytes]:
-    """Blocks of exactly `size` bytes (the last one shorter), whatever sizes come in."""
-    buf = bytearray()
+    """Blocks of exactly `size` bytes (the last one shorter), whatever sizes come in. Each is
+    one join of views of the incoming blocks, so only the block being built is held."""
+    parts: list[memoryview] = []
+    have = 0
     for block in blocks:
-        buf += block
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    if buf:
-        yield bytes(buf)
+        view = memoryview(block)
+        while len(view):
+            take = size - have
+            if len(view) < take:
+                parts.append(view)
+                have += len(view)
+                break
+            parts.append(view[:take])
+            view = view[take:]
+            yield b"".join(parts)
+            parts, have = [], 0
+    if have:
+        yield b"".join(parts)
