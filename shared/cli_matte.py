@@ -26,7 +26,7 @@ def matte_cmd(in_dir: Path, out_dir: Path, model: str, models_dir: Path,
     0 when every image came through, 3 when some failed (listed), 2 for bad arguments."""
     console = err_console()
     try:
-        from matting_worker.oneshot import matte_folder  # type: ignore[import-not-found]
+        from matting_worker.oneshot import matte_folder
     except ImportError as exc:  # the engines' one-shot runner is not installed here
         return fail(console, ExitCode.USAGE, f"local matting is not available: {exc}")
     with Progress(TextColumn(f"[bold]matting ({escape(model)})"), BarColumn(),
