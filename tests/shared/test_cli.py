@@ -298,12 +298,6 @@ def test_upload_status_jobs_wait_download_cancel(tmp_path: Path) -> None:
 
 
 def test_matte_a_folder_locally(tmp_path: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("matting_worker.oneshot") is None:
-        result = runner.invoke(app, ["matte", str(tmp_path), str(tmp_path / "o")])
-        assert result.exit_code == 2 and "local matting is not available" in result.output
-        return
     from PIL import Image
 
     (tmp_path / "in" / "sub").mkdir(parents=True)
