@@ -16,9 +16,12 @@ from typing import Any
 from .client import GatewayClient, GatewayError
 from .packing import Source
 from .resume import ResumeState, StateStore, state_key
-from .tusclient import UPLOAD_CHUNK, TusUnsupported
+from .tusclient import UPLOAD_CHUNK, TusUnsupported, rechunk
 
-__all__ = ["JobOptions", "UploadEvents", "UploadOutcome", "job_links", "upload_source"]
+__all__ = ["PLAIN_BLOCK", "JobOptions", "UploadEvents", "UploadOutcome", "job_links",
+           "upload_source"]
+
+PLAIN_BLOCK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -126,9 +129,11 @@ def _plain(client: GatewayClient, source: Source, options: JobOptions, ev: Uploa
     if ev.started:
         ev.started(source.size, 0, False)
     progress = ev.progress
+    # 1 MiB blocks: a folder's zip ends in thousands of tiny central-directory records,
+    # which as single progress samples would drown the speed estimate.
     job = client.upload_stream(
-        source.read_from(0), source.size, source.name, source.content_type, options.model,
-        options.output, (lambda done, _total: progress(done)) if progress else None,
-        options.callback_url)
+        rechunk(source.read_from(0), PLAIN_BLOCK), source.size, source.name,
+        source.content_type, options.model, options.output,
+        (lambda done, _total: progress(done)) if progress else None, options.callback_url)
     return UploadOutcome(job=job, key=key, total=source.size, sent=source.size,
                          resumable=False)
