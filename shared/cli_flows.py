@@ -12,6 +12,7 @@ reached (its detail printed); 130 interrupted: the same command again resumes.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -25,7 +26,7 @@ from .client import GatewayClient, GatewayError
 from .packing import open_source
 from .resume import StateStore
 from .states import JobState
-from .timing import STATUS_POLL_S
+from .timing import FOLLOW_OUTAGE_S, STATUS_POLL_S
 from .tusclient import UPLOAD_CHUNK, TusError, UploadStopped
 from .upload_client import JobOptions, UploadEvents, UploadOutcome, upload_source
 
@@ -110,8 +111,32 @@ def _upload(client: GatewayClient, console: Console, path: Path, options: JobOpt
 
 def _follow(client: GatewayClient, console: Console, job_id: str,
             poll_s: float) -> dict[str, Any]:
+    """The processing bar until the job ends. A gateway that restarts or is briefly
+    unreachable (no answer, 5xx) is waited for up to FOLLOW_OUTAGE_S, so hours of following
+    do not end on one hiccup."""
+    down_since: float | None = None
+
+    def seen(st: dict[str, Any]) -> None:
+        nonlocal down_since
+        down_since = None
+        bar.update(st)
+
     with ProcessingBar(console) as bar:
-        return client.wait(job_id, bar.update, poll_s=poll_s)
+        while True:
+            try:
+                return client.wait(job_id, seen, poll_s=poll_s)
+            except GatewayError as exc:
+                if 0 < exc.status < 500:
+                    raise
+                now = time.monotonic()
+                if down_since is None:
+                    down_since = now
+                    bar.progress.console.print(
+                        f"[yellow]gateway unavailable ({escape(exc.detail)}); waiting for it"
+                        "[/yellow]")
+                elif now - down_since > FOLLOW_OUTAGE_S:
+                    raise
+                time.sleep(max(poll_s, 1.0))
 
 
 def _download(client: GatewayClient, console: Console, job_id: str, out: Path,

@@ -10,6 +10,7 @@ __all__ = [
     "BALANCER_RETRY_AFTER_S",
     "CALLBACK_ATTEMPTS",
     "CALLBACK_TIMEOUT_S",
+    "FOLLOW_OUTAGE_S",
     "GRACEFUL_SHUTDOWN_S",
     "HEALTH_CHECK_INTERVAL_S",
     "HEALTH_CHECK_TIMEOUT_S",
@@ -76,3 +77,5 @@ STATUS_POLL_S = 1.0
 """How often the CLI asks /status while it follows a job."""
 STATE_MAX_AGE_S = 30 * 24 * 3600.0
 """CLI: a resume state untouched for this long is removed (its upload expired long ago)."""
+FOLLOW_OUTAGE_S = 120.0
+"""CLI: how long `run`/`wait` keep polling a gateway that does not answer (or answers 5xx)."""

@@ -34,6 +34,8 @@ class StandIn:
     patches: list[tuple[int, int]] = field(default_factory=list)
     """(offset, length) of every PATCH that arrived."""
     plain_bodies: list[bytes] = field(default_factory=list)
+    status_outages: int = 0
+    """How many /status calls answer 503 first (a gateway restarting)."""
     url: str = ""
 
 
@@ -143,6 +145,9 @@ def build_app(st: StandIn) -> FastAPI:
 
     @api.get("/status/{job_id}")
     def status(job_id: str) -> dict[str, Any]:
+        if st.status_outages > 0:
+            st.status_outages -= 1
+            raise HTTPException(503, detail="restarting")
         if job_id not in st.jobs:
             raise HTTPException(404, detail=f"unknown job {job_id}")
         job = st.jobs[job_id]

@@ -314,3 +314,15 @@ def test_matte_a_folder_locally(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["matte", str(tmp_path / "in"), str(tmp_path / "o2"),
                               "--model", "nope"])
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def test_wait_rides_out_a_gateway_restart(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    with serve(StandIn()) as st:
+        job_id = cli(st, "upload", str(tmp_path / "a.jpg"), "--state-dir",
+                     str(tmp_path / "s")).stdout.strip()
+        st.status_outages = 2
+        result = cli(st, "wait", job_id)
+    assert result.exit_code == 0, result.output
+    assert "gateway unavailable (restarting); waiting for it" in result.output
+    assert st.status_outages == 0
