@@ -61,7 +61,8 @@ class Conn:
 
 
 def err_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    # soft_wrap: a message line stays one line (a job id is never broken), the terminal wraps
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def fail(console: Console, code: ExitCode, msg: str) -> int:
@@ -194,7 +195,7 @@ def upload_cmd(conn: Conn, path: Path, options: JobOptions, store: StateStore,
         with conn.client() as client:
             outcome = _upload(client, console, path, options, store, chunk, stop_after)
         store.drop(outcome.key)
-        Console(highlight=False).print(outcome.job["job_id"])
+        Console(highlight=False, soft_wrap=True).print(outcome.job["job_id"])
         return ExitCode.OK
 
     return _guarded(console, True, work)
