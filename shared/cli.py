@@ -1,6 +1,6 @@
 """The `mattepipe` command. Each command is a thin shell over a function of its own module
-(stack.py, demo.py, client.py), so the same work is callable from code and tests; new
-commands register on `app` the same way."""
+(stack.py, demo.py, cli_flows.py), so the same work is callable from code and tests; new
+commands register on `app` the same way. Exit codes: see `cli_flows`."""
 
 from __future__ import annotations
 
@@ -67,6 +67,154 @@ def demo(model: Annotated[str, typer.Option(help="engine for the samples")] = "c
 
     s = settings_with(matting_workers=matting_workers, data_dir=data_dir)
     raise typer.Exit(run_demo(s, out, model=model, timeout=timeout))
+
+
+Server = Annotated[str, typer.Option(
+    "--server", envvar="MATTEPIPE_SERVER", help="the gateway's URL")]
+ApiKeyOpt = Annotated[str | None, typer.Option(
+    "--api-key", envvar="MATTEPIPE_API_KEY", help="sent as Authorization: Bearer",
+    show_default=False)]
+Model = Annotated[str | None, typer.Option(
+    "--model", help="engine name(s), comma-separated (default: the server's)")]
+Output = Annotated[str, typer.Option(
+    "--output", help="rgba (cut-out), alpha (matte only) or both")]
+CallbackUrl = Annotated[str | None, typer.Option(
+    "--callback-url", help="webhook the gateway calls when the job ends")]
+StateDir = Annotated[Path | None, typer.Option(
+    "--state-dir", envvar="MATTEPIPE_STATE_DIR", show_default=False,
+    help="where resume states live (default: ~/.cache/mattepipe)")]
+ChunkSize = Annotated[int, typer.Option(
+    "--chunk-size", min=1, hidden=True, help="bytes per upload request")]
+StopAfter = Annotated[int | None, typer.Option(
+    "--stop-after-bytes", min=1, hidden=True,
+    help="testing: stop the upload once this many bytes went out, as if interrupted")]
+JobId = Annotated[str, typer.Argument(help="the job's id")]
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+OUTPUT_MODES = ("rgba", "alpha", "both")
+
+
+def _options(model: str | None, output: str, callback_url: str | None) -> Any:
+    from .upload_client import JobOptions
+
+    if output not in OUTPUT_MODES:
+        raise typer.BadParameter(f"use one of {', '.join(OUTPUT_MODES)}", param_hint="--output")
+    return JobOptions(model=model, output=output, callback_url=callback_url)
+
+
+def _conn(server: str, api_key: str | None) -> Any:
+    from .cli_flows import Conn
+
+    return Conn(server.rstrip("/"), api_key or None)
+
+
+def _store(state_dir: Path | None) -> Any:
+    from .resume import StateStore
+
+    return StateStore(state_dir)
+
+
+@app.command()
+def run(path: Annotated[Path, typer.Argument(help="a folder, an archive or an image")],
+        out: Annotated[Path | None, typer.Option(
+            "-o", "--out", help="result zip (default: <name>-matted.zip here)",
+            show_default=False)] = None,
+        server: Server = DEFAULT_SERVER, api_key: ApiKeyOpt = None, model: Model = None,
+        output: Output = "rgba", callback_url: CallbackUrl = None, state_dir: StateDir = None,
+        chunk_size: ChunkSize = 8 * 1024 * 1024, stop_after_bytes: StopAfter = None) -> None:
+    """Upload, process and download in one go: a folder is zipped on the fly. Interrupted, the
+    same command again resumes the upload (or the wait) where it stopped."""
+    from .cli_flows import run_cmd
+
+    opts = _options(model, output, callback_url)
+    target = out or Path(f"{path.expanduser().absolute().name or 'result'}-matted.zip")
+    raise typer.Exit(run_cmd(_conn(server, api_key), path, target, opts, _store(state_dir),
+                             chunk_size, stop_after_bytes))
+
+
+@app.command()
+def upload(path: Annotated[Path, typer.Argument(help="a folder, an archive or an image")],
+           server: Server = DEFAULT_SERVER, api_key: ApiKeyOpt = None, model: Model = None,
+           output: Output = "rgba", callback_url: CallbackUrl = None,
+           state_dir: StateDir = None, chunk_size: ChunkSize = 8 * 1024 * 1024,
+           stop_after_bytes: StopAfter = None) -> None:
+    """Upload (resumably) and start the job; prints the job id."""
+    from .cli_flows import upload_cmd
+
+    opts = _options(model, output, callback_url)
+    raise typer.Exit(upload_cmd(_conn(server, api_key), path, opts, _store(state_dir),
+                                chunk_size, stop_after_bytes))
+
+
+@app.command()
+def status(job_id: JobId, server: Server = DEFAULT_SERVER, api_key: ApiKeyOpt = None,
+           as_json: Annotated[bool, typer.Option("--json", help="the raw /status body")] = False
+           ) -> None:
+    """Show a job's state, counts, throughput and ETA."""
+    from .cli_flows import status_cmd
+
+    raise typer.Exit(status_cmd(_conn(server, api_key), job_id, as_json))
+
+
+@app.command()
+def wait(job_id: JobId, server: Server = DEFAULT_SERVER, api_key: ApiKeyOpt = None,
+         out: Annotated[Path | None, typer.Option(
+             "-o", "--out", help="also download the result zip here", show_default=False)] = None
+         ) -> None:
+    """Follow a job with a progress bar until it ends; the exit code says how it ended."""
+    from .cli_flows import wait_cmd
+
+    raise typer.Exit(wait_cmd(_conn(server, api_key), job_id, out))
+
+
+@app.command()
+def download(job_id: JobId, server: Server = DEFAULT_SERVER, api_key: ApiKeyOpt = None,
+             out: Annotated[Path | None, typer.Option(
+                 "-o", "--out", help="default: <job id>.zip here", show_default=False)] = None,
+             partial: Annotated[bool, typer.Option(
+                 "--partial", help="what is done so far, before the job ends")] = False) -> None:
+    """Download a job's result zip."""
+    from .cli_flows import download_cmd
+
+    raise typer.Exit(download_cmd(_conn(server, api_key), job_id, out or Path(f"{job_id}.zip"),
+                                  partial))
+
+
+@app.command()
+def jobs(server: Server = DEFAULT_SERVER, api_key: ApiKeyOpt = None,
+         limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+         offset: Annotated[int, typer.Option(min=0)] = 0,
+         as_json: Annotated[bool, typer.Option("--json", help="the raw /jobs body")] = False
+         ) -> None:
+    """List jobs, newest first."""
+    from .cli_flows import jobs_cmd
+
+    raise typer.Exit(jobs_cmd(_conn(server, api_key), limit, offset, as_json))
+
+
+@app.command()
+def cancel(job_id: JobId, server: Server = DEFAULT_SERVER, api_key: ApiKeyOpt = None) -> None:
+    """Cancel a job and remove its files on the server."""
+    from .cli_flows import cancel_cmd
+
+    raise typer.Exit(cancel_cmd(_conn(server, api_key), job_id))
+
+
+@app.command()
+def matte(in_dir: Annotated[Path, typer.Argument(help="folder of images (searched below too)")],
+          out_dir: Annotated[Path, typer.Argument(help="where <relative path>.png go")],
+          model: Annotated[str | None, typer.Option(
+              "--model", help="engine name (default: DEFAULT_MODEL)", show_default=False)] = None,
+          output: Output = "rgba",
+          models_dir: Annotated[Path | None, typer.Option(
+              "--models-dir", help="user models (default: MODELS_DIR)",
+              show_default=False)] = None) -> None:
+    """Matte a folder locally in this process, without the services (like `rembg p`)."""
+    from .cli_matte import matte_cmd
+
+    if output not in OUTPUT_MODES:
+        raise typer.BadParameter(f"use one of {', '.join(OUTPUT_MODES)}", param_hint="--output")
+    s = settings_with(models_dir=models_dir)
+    raise typer.Exit(matte_cmd(in_dir, out_dir, model or s.default_model, s.models_dir, output))
 
 
 def main() -> None:

@@ -2,19 +2,21 @@
 
 Uploads and downloads stream in chunks (archives may be 100 GB), report progress through a
 callback, and every non-2xx answer becomes a `GatewayError` carrying the server's `detail`.
+Resumable (tus) uploads go through `tus()`; `shared.upload_client` drives them.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import httpx
 
 from .states import FINAL_JOB_STATES
+from .tusclient import UPLOAD_CHUNK, TusClient
 
 __all__ = ["CHUNK", "GatewayClient", "GatewayError", "ProgressCb", "content_type_for"]
 
@@ -95,26 +97,62 @@ class GatewayClient:
                     callback_url: str | None = None) -> dict[str, Any]:
         """Stream one file as the raw request body; answers the gateway's 202 body."""
         path = Path(path)
-        total = path.stat().st_size
-        params = {"filename": path.name, "output": output}
+        with path.open("rb") as f:
+            return self.upload_stream(iter(lambda: f.read(CHUNK), b""),
+                                      path.stat().st_size, path.name,
+                                      content_type_for(path), model, output, progress_cb,
+                                      callback_url)
+
+    def upload_stream(self, blocks: Iterable[bytes], size: int, filename: str,
+                      content_type: str = "application/octet-stream",
+                      model: str | None = None, output: str = "rgba",
+                      progress_cb: ProgressCb | None = None,
+                      callback_url: str | None = None) -> dict[str, Any]:
+        """`size` bytes from `blocks` as one `POST /upload` (not resumable: for a gateway
+        without tus); answers the gateway's 202 body."""
+        params = {"filename": filename, "output": output}
         if model:
             params["model"] = model
         if callback_url:
             params["callback_url"] = callback_url
 
-        def chunks(f: BinaryIO) -> Iterator[bytes]:
+        def counted() -> Iterator[bytes]:
             sent = 0
-            while block := f.read(CHUNK):
+            for block in blocks:
                 sent += len(block)
                 yield block
                 if progress_cb:
-                    progress_cb(sent, total)
+                    progress_cb(sent, size)
 
-        with path.open("rb") as f:
-            headers = {"Content-Type": content_type_for(path), "Content-Length": str(total)}
-            resp = self._request("POST", "/upload", params=params, headers=headers,
-                                 content=chunks(f), timeout=httpx.Timeout(None, connect=10.0))
+        headers = {"Content-Type": content_type, "Content-Length": str(size)}
+        resp = self._request("POST", "/upload", params=params, headers=headers,
+                             content=counted(), timeout=httpx.Timeout(None, connect=10.0))
         body: dict[str, Any] = resp.json()
+        return body
+
+    def tus(self, chunk: int = UPLOAD_CHUNK) -> TusClient:
+        """A tus client on this connection (same base URL and API key)."""
+        return TusClient(self._http, chunk=chunk)
+
+    def create_job(self, upload_id: str, model: str | None = None, output: str = "rgba",
+                   callback_url: str | None = None) -> dict[str, Any]:
+        """Turn a finished tus upload into a job; answers the 202 body like `/upload`."""
+        payload: dict[str, Any] = {"upload_id": upload_id, "output": output}
+        if model:
+            payload["model"] = model
+        if callback_url:
+            payload["callback_url"] = callback_url
+        body: dict[str, Any] = self._request("POST", "/jobs", json=payload).json()
+        return body
+
+    def jobs(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        body: dict[str, Any] = self._request(
+            "GET", "/jobs", params={"limit": limit, "offset": offset}).json()
+        return body
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """`DELETE /jobs/{id}`: stop the job and remove its files; answers its last status."""
+        body: dict[str, Any] = self._request("DELETE", f"/jobs/{job_id}").json()
         return body
 
     def status(self, job_id: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ __all__ = [
     "BALANCER_RETRY_AFTER_S",
     "CALLBACK_ATTEMPTS",
     "CALLBACK_TIMEOUT_S",
+    "FOLLOW_OUTAGE_S",
     "GRACEFUL_SHUTDOWN_S",
     "HEALTH_CHECK_INTERVAL_S",
     "HEALTH_CHECK_TIMEOUT_S",
@@ -21,11 +22,16 @@ __all__ = [
     "STAGE_CONNECT_TIMEOUT_S",
     "STAGE_PAUSE_MAX_S",
     "STAGE_REQUEST_TIMEOUT_S",
+    "STATE_MAX_AGE_S",
     "STATUS_DETAIL_TTL_S",
     "TUS_AUTOJOB_GRACE_S",
     "TUS_EXPIRY_S",
     "TUS_LOCK_WAIT_S",
     "TUS_SWEEP_INTERVAL_S",
+    "STATUS_POLL_S",
+    "UPLOAD_RETRIES",
+    "UPLOAD_RETRY_BASE_S",
+    "UPLOAD_RETRY_MAX_S",
     "WORKER_STALE_S",
 ]
 
@@ -79,3 +85,14 @@ TUS_AUTOJOB_GRACE_S = 60.0
 sweeper creates the job from the upload's metadata."""
 TUS_LOCK_WAIT_S = 10.0
 """How long a PATCH (or `POST /jobs`) waits for another request on the same upload before 409."""
+UPLOAD_RETRIES = 8
+"""CLI upload: failed chunk sends in a row (network, 5xx, conflict) before giving up."""
+UPLOAD_RETRY_BASE_S = 0.5
+"""CLI upload: first pause before resending a chunk; doubles with every failure."""
+UPLOAD_RETRY_MAX_S = 30.0
+STATUS_POLL_S = 1.0
+"""How often the CLI asks /status while it follows a job."""
+STATE_MAX_AGE_S = 30 * 24 * 3600.0
+"""CLI: a resume state untouched for this long is removed (its upload expired long ago)."""
+FOLLOW_OUTAGE_S = 120.0
+"""CLI: how long `run`/`wait` keep polling a gateway that does not answer (or answers 5xx)."""
