@@ -20,7 +20,7 @@ from ..auth import key_hash
 from ..callbacks import valid_callback_url
 from ..deps import GW, ApiKey
 from ..state import GatewayState
-from ..upload import receive_upload
+from ..upload import check_free_space, receive_upload
 
 __all__ = ["OUTPUTS", "router", "validate_job_options"]
 
@@ -64,6 +64,9 @@ async def upload(
     """Upload an archive (.zip, .tar, .tar.gz) or one image, as multipart field `file` or as
     the raw body; answers 202 with the job's status and download URLs."""
     model, output, callback_url = validate_job_options(gw.settings, model, output, callback_url)
+    length = request.headers.get("content-length", "")
+    await asyncio.to_thread(check_free_space, gw.storage.root, gw.settings.min_free_disk,
+                            int(length) if length.isdigit() else 0)
     job_id = uuid.uuid4().hex
     async with gw.scheduler.write() as s:
         await repo.create_job(
