@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: install run demo lint test test-fast bench gpu-test clean
+.PHONY: install browser run demo lint test test-fast bench gpu-test clean
 
 install: $(STAMP)
 
@@ -27,7 +27,13 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint
+# Headless Chromium for the page tests (Debian's package; Playwright never downloads one).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium)) || \
+	  echo "warning: no chromium and no apt-get to install it: the browser tests will skip"
+
+test: lint browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 
 from ..auth import require_api_key
-from . import download, jobs, system, upload
+from . import download, jobs, system, upload, web
 
 __all__ = ["include_routes"]
 
@@ -13,5 +13,6 @@ __all__ = ["include_routes"]
 def include_routes(app: FastAPI) -> None:
     guarded = [Depends(require_api_key)]
     app.include_router(system.open_router)
+    app.include_router(web.router)  # the page is open; its file route guards itself
     for module in (upload, jobs, download, system):
         app.include_router(module.router, dependencies=guarded)

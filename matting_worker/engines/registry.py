@@ -1,7 +1,13 @@
-"""Engines by name: the built-ins, and users' model files found in MODELS_DIR."""
+"""Engines by name: the built-ins, and users' model files found in MODELS_DIR.
+
+A model's name is its file stem, so `u2netp.onnx` is `model=u2netp`; rembg's model folder
+works as MODELS_DIR as it is. Listing reads names only (the gateway validates `model=` with
+it on every upload); loading happens in the worker that runs the model.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,17 +15,51 @@ from pathlib import Path
 from .base import Engine
 from .classical import ClassicalEngine
 from .identity import IdentityEngine
+from .presets import match_preset, resolve_preset
 
-__all__ = ["BUILTIN_ENGINES", "ModelInfo", "UnknownModel", "create_engine", "list_models"]
+__all__ = [
+    "BUILTIN_ENGINES",
+    "MODEL_SUFFIXES",
+    "ModelInfo",
+    "UnknownModel",
+    "create_engine",
+    "find_model",
+    "list_models",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _portrait() -> Engine:
+    from .portrait import PortraitEngine
+
+    return PortraitEngine()
+
 
 BUILTIN_ENGINES: dict[str, Callable[[], Engine]] = {
     "classical": ClassicalEngine,
+    "portrait": _portrait,
     "identity": IdentityEngine,
 }
+
+MODEL_SUFFIXES: dict[str, str] = {
+    ".onnx": "onnx",
+    ".pt": "torchscript",
+    ".torchscript": "torchscript",
+    ".tflite": "tflite",
+}
+"""File suffix → runtime; on a name clash the first suffix here wins."""
 
 
 class UnknownModel(KeyError):
     """No built-in engine and no model file in MODELS_DIR has this name."""
+
+    def __init__(self, message: str, available: list[str]) -> None:
+        super().__init__(message)
+        self.available = available
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -28,16 +68,62 @@ class ModelInfo:
     kind: str
     """'builtin', 'onnx', 'torchscript' or 'tflite'."""
     path: str = ""
+    preset: str = ""
+    """The preset its file name implies (a JSON override may change it at load)."""
+    size: int = 0
+    """File size in bytes; 0 for built-ins."""
 
 
-def list_models(models_dir: Path) -> list[ModelInfo]:
+def list_models(models_dir: Path | None) -> list[ModelInfo]:
     """Cheap: names only, nothing loaded (the gateway calls this to validate `model=`)."""
-    return [ModelInfo(name, "builtin") for name in BUILTIN_ENGINES]
+    found = [ModelInfo(name, "builtin") for name in BUILTIN_ENGINES]
+    if models_dir is None or not models_dir.is_dir():
+        return found
+    taken = set(BUILTIN_ENGINES)
+    order = list(MODEL_SUFFIXES)
+    files = [
+        p for p in models_dir.iterdir()
+        if p.suffix.lower() in MODEL_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    ]
+    files.sort(key=lambda p: (p.stem, order.index(p.suffix.lower())))
+    for path in files:
+        if path.stem in taken:
+            log.warning("model file %s ignored: the name %r is taken", path, path.stem)
+            continue
+        taken.add(path.stem)
+        kind = MODEL_SUFFIXES[path.suffix.lower()]
+        found.append(ModelInfo(path.stem, kind, str(path), match_preset(path.stem).name,
+                               path.stat().st_size))
+    return found
 
 
-def create_engine(name: str, models_dir: Path) -> Engine:
-    factory = BUILTIN_ENGINES.get(name)
-    if factory is None:
-        known = ", ".join(m.name for m in list_models(models_dir))
-        raise UnknownModel(f"unknown model {name!r}; available: {known}")
-    return factory()
+def find_model(name: str, models_dir: Path | None) -> ModelInfo:
+    models = list_models(models_dir)
+    for info in models:
+        if info.name == name:
+            return info
+    names = [m.name for m in models]
+    raise UnknownModel(f"unknown model {name!r}; available: {', '.join(names)}", names)
+
+
+def create_engine(name: str, models_dir: Path | None) -> Engine:
+    """A new, not yet loaded engine; UnknownModel (a KeyError) when there is no such name.
+
+    A broken `<stem>.json` raises PresetError (a ValueError) naming the file and field.
+    """
+    info = find_model(name, models_dir)
+    if info.kind == "builtin":
+        return BUILTIN_ENGINES[name]()
+    path = Path(info.path)
+    preset = resolve_preset(path)
+    if info.kind == "onnx":
+        from .onnx_model import OnnxEngine
+
+        return OnnxEngine(name, path, preset)
+    if info.kind == "torchscript":
+        from .torch_model import TorchEngine
+
+        return TorchEngine(name, path, preset)
+    from .tflite_model import TFLiteEngine
+
+    return TFLiteEngine(name, path, preset)

@@ -1,0 +1,227 @@
+"""What every learned model shares: resize and normalise per preset, batch, read the output.
+
+The runtimes (onnxruntime, torch, LiteRT) differ only in how one normalised batch becomes one
+raw output array; everything around that — sizes, normalisation, activation, min-max, the
+resize back, half-the-batch on out-of-memory, the optional edge refinement — lives here once.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from .base import Engine, EngineError, Matte, RGBImage
+from .presets import Preset
+
+__all__ = ["FloatArray", "LearnedEngine", "run_with_backoff", "to_maps"]
+
+FloatArray = npt.NDArray[np.float32]
+
+
+def run_with_backoff(
+    run: Callable[[FloatArray], FloatArray],
+    batch: FloatArray,
+    is_oom: Callable[[BaseException], bool],
+    on_oom: Callable[[int], None] | None = None,
+) -> FloatArray:
+    """`run(batch)`; on out-of-memory, the two halves one after the other, down to one image.
+
+    A shared card's free memory changes with the other workers' load, so a batch that fit a
+    minute ago may not now: smaller batches finish the tasks where failing them would not.
+    """
+    try:
+        return run(batch)
+    except Exception as exc:
+        if not is_oom(exc):
+            raise
+        n = len(batch)
+        if n <= 1:
+            raise EngineError("out of GPU memory even for a single image", retryable=True) from exc
+        if on_oom is not None:
+            on_oom(n)
+        half = (n + 1) // 2
+        first = run_with_backoff(run, batch[:half], is_oom, on_oom)
+        second = run_with_backoff(run, batch[half:], is_oom, on_oom)
+        return np.concatenate([first, second])
+
+
+def to_maps(raw: npt.NDArray[Any], n: int, layout: str, channel: int) -> FloatArray:
+    """Any usual output shape (N1HW, NHW1, NCHW, NHW, HW) → N×H×W float32."""
+    arr = np.asarray(raw)
+    if arr.ndim == 2 and n == 1:
+        arr = arr[None]
+    if arr.ndim == 4:
+        channels_last = layout == "nhwc" or (arr.shape[-1] <= 4 < arr.shape[1])
+        count = arr.shape[-1] if channels_last else arr.shape[1]
+        if channel >= count:
+            raise EngineError(f"model output has {count} channels; preset wants channel {channel}")
+        arr = arr[..., channel] if channels_last else arr[:, channel]
+    if arr.ndim != 3 or arr.shape[0] != n:
+        raise EngineError(f"cannot read a matte from a model output of shape {raw.shape}")
+    out: FloatArray = arr.astype(np.float32, copy=False)
+    return out
+
+
+class LearnedEngine(Engine):
+    """A model file plus its preset; subclasses bring the runtime."""
+
+    kind = ""
+
+    def __init__(self, name: str, path: Path, preset: Preset) -> None:
+        self.name = name
+        self.path = path
+        self.preset = preset
+        self.max_batch_size = preset.max_batch_size
+        self.layout = "nchw" if preset.layout == "auto" else preset.layout
+        self.static_hw: tuple[int, int] | None = None
+        """The model's own fixed input size, when its graph has one; wins over the preset."""
+        self.fixed_batch = False
+        """The batch axis is fixed to 1: run image by image."""
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    # --- runtime hooks -----------------------------------------------------------------------
+    @abstractmethod
+    def _load(self) -> None:
+        """Open the model; set device, layout, static_hw, fixed_batch."""
+
+    @abstractmethod
+    def _run(self, batch: FloatArray) -> npt.NDArray[Any]:
+        """One normalised batch (layout as `self.layout`) → the raw matte output."""
+
+    def _is_oom(self, exc: BaseException) -> bool:
+        return False
+
+    def _after_oom(self, batch_size: int) -> None:
+        """Start below the size that failed from now on."""
+        self.max_batch_size = max(1, min(self.max_batch_size, batch_size // 2))
+
+    # --- Engine ----------------------------------------------------------------------------
+    def load(self) -> None:
+        with self._lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
+
+    def info(self) -> dict[str, object]:
+        return {
+            **super().info(),
+            "format": self.kind,
+            "file": self.path.name,
+            "preset": self.preset.name,
+            "input": list(self.static_hw) if self.static_hw else self.preset.size_policy,
+            "refine": self.preset.refine,
+        }
+
+    def predict(self, images: Sequence[RGBImage]) -> list[Matte]:
+        self.load()
+        coarse: list[FloatArray | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(self.target_size(im.shape[0], im.shape[1]), []).append(i)
+        with self._lock:
+            for hw, members in groups.items():
+                start = 0
+                while start < len(members):
+                    chunk = members[start : start + self.max_batch_size]
+                    start += len(chunk)
+                    batch = np.stack([self.preprocess(images[i], hw) for i in chunk])
+                    maps = self._forward(batch)
+                    for j, i in enumerate(chunk):
+                        h, w = images[i].shape[:2]
+                        coarse[i] = self.postprocess(maps[j], h, w)
+        return [self._matte(im, c) for im, c in zip(images, coarse, strict=True) if c is not None]
+
+    # --- steps ----------------------------------------------------------------------------
+    def target_size(self, h: int, w: int) -> tuple[int, int]:
+        """The (height, width) an h×w image is fed at."""
+        p = self.preset
+        if self.static_hw is not None:
+            return self.static_hw
+        if p.size_policy == "fixed":
+            return p.input_size
+        m = p.multiple
+        if p.size_policy == "ref":
+            # MODNet's own rule: shrink or grow to ref_size unless the image already spans it.
+            if max(h, w) < p.ref_size or min(h, w) > p.ref_size:
+                if w >= h:
+                    th, tw = p.ref_size, int(w / h * p.ref_size)
+                else:
+                    th, tw = int(h / w * p.ref_size), p.ref_size
+            else:
+                th, tw = h, w
+        else:
+            s = min(1.0, p.ref_size / max(h, w))
+            th, tw = round(h * s), round(w * s)
+        return max(m, th - th % m), max(m, tw - tw % m)
+
+    def preprocess(self, image: RGBImage, hw: tuple[int, int]) -> FloatArray:
+        th, tw = hw
+        h, w = image.shape[:2]
+        if (h, w) != (th, tw):
+            shrink = th * tw < h * w
+            interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            image = np.asarray(cv2.resize(image, (tw, th), interpolation=interp), np.uint8)
+        x: FloatArray = image.astype(np.float32)
+        p = self.preset
+        x /= max(float(x.max()), 1e-6) if p.scale == "max" else 255.0
+        if p.color == "bgr":
+            x = x[..., ::-1]
+        x = ((x - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)).astype(
+            np.float32, copy=False
+        )
+        if self.layout == "nchw":
+            x = x.transpose(2, 0, 1)
+        out: FloatArray = np.ascontiguousarray(x, dtype=np.float32)
+        return out
+
+    def _forward(self, batch: FloatArray) -> FloatArray:
+        def run(b: FloatArray) -> FloatArray:
+            if self.fixed_batch and len(b) > 1:
+                return np.concatenate([run(b[i : i + 1]) for i in range(len(b))])
+            return to_maps(self._run(b), len(b), self.layout, self.preset.channel)
+
+        try:
+            return run_with_backoff(run, batch, self._is_oom, self._after_oom)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"model {self.name!r} failed: {exc}") from exc
+
+    def postprocess(self, raw: FloatArray, h: int, w: int) -> FloatArray:
+        """One raw map → alpha in [0, 1] at the image's size."""
+        p = self.preset
+        y: FloatArray = raw.astype(np.float32)
+        if p.activation == "sigmoid" or (
+            p.activation == "auto" and (float(y.min()) < 0.0 or float(y.max()) > 1.0)
+        ):
+            y = (1.0 / (1.0 + np.exp(-np.clip(y, -60.0, 60.0)))).astype(np.float32)
+        if p.minmax:
+            lo, hi = float(y.min()), float(y.max())
+            if hi - lo > 1e-6:
+                y = ((y - lo) / (hi - lo)).astype(np.float32)
+        y = np.clip(y, 0.0, 1.0).astype(np.float32)
+        if y.shape != (h, w):
+            y = np.asarray(cv2.resize(y, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
+        out: FloatArray = np.clip(y, 0.0, 1.0).astype(np.float32)
+        return out
+
+    def _matte(self, image: RGBImage, coarse: FloatArray) -> Matte:
+        if not self.preset.refine:
+            return Matte(alpha=coarse)
+        from .refine import refine  # the band solver is heavy to import; only refining needs it
+
+        return refine(image, coarse)
+
+    def rvm_ratio(self, h: int, w: int) -> float:
+        """RVM's downsample ratio for an h×w input: the preset's, or its authors' rule."""
+        if self.preset.downsample_ratio is not None:
+            return self.preset.downsample_ratio
+        return min(1.0, 512.0 / max(h, w))

@@ -1,0 +1,205 @@
+"""One process, one folder: `mattepipe matte IN_DIR OUT_DIR [--model NAME]`, like `rembg p`.
+
+No services, no database: walk the folder, decode on a thread pool while the engine works on
+the previous batch, write `<relative path>.png`. It is what the pipeline's benchmark compares
+against, so it batches the way the workers do (engine.max_batch_size) and uses every core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.imaging import ImageRejected, decode_rgb, encode_png_alpha, encode_png_rgba
+from shared.settings import get_settings
+from shared.storage import atomic_write_bytes
+
+from .engines.base import Engine, Matte, RGBImage
+from .engines.device import set_cpu_threads
+from .engines.registry import create_engine
+
+__all__ = ["IMAGE_SUFFIXES", "OUTPUT_MODES", "OneshotResult", "find_images", "main",
+           "matte_folder"]
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+OUTPUT_MODES = ("rgba", "alpha", "both")
+
+
+@dataclass
+class OneshotResult:
+    done: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    """(path relative to IN_DIR, reason)."""
+    seconds: float = 0.0
+
+
+def find_images(in_dir: Path, exclude: Path | None = None) -> list[Path]:
+    """Image files under `in_dir`, sorted; hidden files and `exclude` (the output) skipped."""
+    skip = exclude.resolve() if exclude is not None else None
+    found: list[Path] = []
+    for root, dirs, files in os.walk(in_dir):
+        here = Path(root)
+        dirs[:] = sorted(
+            d for d in dirs
+            if not d.startswith(".") and (skip is None or (here / d).resolve() != skip)
+        )
+        found.extend(
+            here / f for f in sorted(files)
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
+        )
+    return found
+
+
+def _write(rgb: RGBImage, matte: Matte, target: Path, output: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if output == "alpha":
+        atomic_write_bytes(target, encode_png_alpha(matte.alpha))
+        return
+    atomic_write_bytes(target, encode_png_rgba(rgb, matte.alpha, matte.foreground))
+    if output == "both":
+        atomic_write_bytes(target.with_name(target.stem + ".alpha.png"),
+                           encode_png_alpha(matte.alpha))
+
+
+def _predict_each(engine: Engine, rgbs: list[RGBImage]) -> list[Matte | Exception]:
+    """The whole batch; if it fails, image by image so one bad image fails alone."""
+    try:
+        return list(engine.predict(rgbs))
+    except Exception:
+        if len(rgbs) == 1:
+            raise
+    out: list[Matte | Exception] = []
+    for rgb in rgbs:
+        try:
+            out.append(engine.predict([rgb])[0])
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def matte_folder(
+    in_dir: Path,
+    out_dir: Path,
+    model: str,
+    models_dir: Path,
+    output: str = "rgba",
+    progress: Callable[[int, int], None] | None = None,
+) -> OneshotResult:
+    """Matte every image under `in_dir` into `out_dir`, keeping relative paths.
+
+    Raises UnknownModel for a bad model name and ValueError for a bad folder or output mode;
+    an image that cannot be read or matted is listed in `failed` and the rest go on.
+    """
+    if output not in OUTPUT_MODES:
+        raise ValueError(f"output must be one of {', '.join(OUTPUT_MODES)}, not {output!r}")
+    if not in_dir.is_dir():
+        raise ValueError(f"input folder not found: {in_dir}")
+    started = time.perf_counter()
+    set_cpu_threads(os.cpu_count())  # the only process on the machine: every core is ours
+    engine = create_engine(model, models_dir)
+    engine.load()
+    max_pixels = get_settings().max_image_pixels
+    result = OneshotResult()
+    jobs: list[tuple[str, Path, Path]] = []
+    claimed: dict[Path, str] = {}
+    for src in find_images(in_dir, exclude=out_dir):
+        rel = src.relative_to(in_dir).as_posix()
+        target = out_dir / src.relative_to(in_dir).with_suffix(".png")
+        if target in claimed:
+            result.failed.append((rel, f"output name {target.name} already taken by "
+                                       f"{claimed[target]}"))
+            continue
+        claimed[target] = rel
+        jobs.append((rel, src, target))
+    total = len(jobs) + len(result.failed)
+    if progress is not None:
+        progress(len(result.failed), total)
+
+    def decode(src: Path) -> RGBImage | Exception:
+        try:
+            return decode_rgb(src, max_pixels)
+        except (ImageRejected, OSError) as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
+        decoding: list[Future[RGBImage | Exception]] = []
+        writes: list[tuple[str, Future[None]]] = []
+        i = 0
+        while i < len(jobs) or decoding:
+            if not decoding:
+                size = max(1, engine.max_batch_size)
+                decoding = [pool.submit(decode, src) for _, src, _ in jobs[i : i + size]]
+            batch, start = decoding, i
+            i += len(batch)
+            size = max(1, engine.max_batch_size)  # prefetch the next batch during inference
+            decoding = [pool.submit(decode, src) for _, src, _ in jobs[i : i + size]]
+            images = [f.result() for f in batch]
+            ok = [(j, im) for j, im in enumerate(images) if not isinstance(im, Exception)]
+            for j, im in enumerate(images):
+                if isinstance(im, Exception):
+                    result.failed.append((jobs[start + j][0], str(im)))
+            if ok:
+                try:
+                    mattes = _predict_each(engine, [im for _, im in ok])
+                except Exception as exc:
+                    mattes = [exc]
+                for (j, rgb), matte in zip(ok, mattes, strict=True):
+                    rel, _, target = jobs[start + j]
+                    if isinstance(matte, Exception):
+                        result.failed.append((rel, f"matting failed: {matte}"))
+                    else:
+                        writes.append((rel, pool.submit(_write, rgb, matte, target, output)))
+            for rel, fut in writes:
+                try:
+                    fut.result()
+                    result.done += 1
+                except OSError as exc:
+                    result.failed.append((rel, f"cannot write output: {exc}"))
+            writes = []
+            if progress is not None:
+                progress(result.done + len(result.failed), total)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m matting_worker.oneshot IN_DIR OUT_DIR [--model NAME]`, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    parser = argparse.ArgumentParser(prog="mattepipe matte", description=__doc__)
+    parser.add_argument("in_dir", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--model", default=get_settings().default_model)
+    parser.add_argument("--models-dir", type=Path, default=get_settings().models_dir)
+    parser.add_argument("--output", choices=OUTPUT_MODES, default="rgba")
+    args = parser.parse_args(argv)
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task(f"matting ({args.model})", total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            res = matte_folder(args.in_dir, args.out_dir, args.model, args.models_dir,
+                               args.output, tick)
+        except (KeyError, ValueError) as exc:
+            print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+            return 2
+    rate = res.done / res.seconds if res.seconds > 0 else 0.0
+    print(f"{res.done} matted, {len(res.failed)} failed in {res.seconds:.1f} s "
+          f"({rate:.2f} images/s)")
+    for rel, reason in res.failed[:20]:
+        print(f"  failed: {rel}: {reason}", file=sys.stderr)
+    return 0 if not res.failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The CUDA paths: memory share, half precision, and a real out-of-memory that halves the batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from matting_worker.engines import device
+from matting_worker.engines.registry import create_engine
+from matting_worker.engines.torch_model import TorchEngine
+from shared.settings import get_settings
+
+from .tiny_models import TinyNet, save_script
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+
+@pytest.fixture
+def set_fraction(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[float], None]]:
+    """GPU_MEMORY_FRACTION for one test; the card is given back whole afterwards."""
+
+    def apply(value: float) -> None:
+        monkeypatch.setenv("GPU_MEMORY_FRACTION", str(value))
+        get_settings.cache_clear()
+
+    yield apply
+    get_settings.cache_clear()
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(1.0, 0)
+
+
+def _engine(tmp_path: Path, name: str, width: int = 4, json: str = "") -> TorchEngine:
+    save_script(TinyNet(width), tmp_path / f"{name}.pt")
+    if json:
+        (tmp_path / f"{name}.json").write_text(json)
+    engine = create_engine(name, tmp_path)
+    assert isinstance(engine, TorchEngine)
+    return engine
+
+
+def _total() -> int:
+    return int(torch.cuda.get_device_properties(0).total_memory)
+
+
+def test_memory_fraction_is_enforced(
+    tmp_path: Path, set_fraction: Callable[[float], None]
+) -> None:
+    set_fraction(0.05)
+    engine = _engine(tmp_path, "tiny")
+    engine.load()
+    assert engine.device == "cuda"
+    assert device.gpu_memory_limit() == int(_total() * 0.05)
+    small = torch.empty(int(_total() * 0.01), dtype=torch.uint8, device="cuda")
+    del small
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        torch.empty(int(_total() * 0.1), dtype=torch.uint8, device="cuda")
+
+
+def test_half_precision_matches_cpu(
+    tmp_path: Path, set_fraction: Callable[[float], None]
+) -> None:
+    set_fraction(0.2)
+    engine = _engine(tmp_path, "tiny")
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(70, 90), (33, 20)]]
+    got = engine.predict(images)
+    assert engine.device == "cuda" and engine.half
+    assert next(engine.model.parameters()).dtype == torch.float16
+    cpu = TinyNet().eval()
+    for im, m in zip(images, got, strict=True):
+        x = torch.from_numpy(engine.preprocess(im, engine.target_size(*im.shape[:2])))[None]
+        with torch.no_grad():
+            ref = engine.postprocess(cpu(x)[0, 0].numpy(), *im.shape[:2])
+        assert m.alpha.shape == im.shape[:2]
+        np.testing.assert_allclose(m.alpha, ref, atol=2e-2)
+
+
+def test_real_out_of_memory_halves_the_batch(
+    tmp_path: Path, set_fraction: Callable[[float], None]
+) -> None:
+    # 64 channels at 1024² in fp16 is 128 MiB a map; eight images do not fit in ~1.5 GiB.
+    set_fraction(1.5 * 1024**3 / _total())
+    engine = _engine(tmp_path, "wide", width=64,
+                     json='{"input_size": 1024, "max_batch_size": 8}')
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (300, 400, 3), dtype=np.uint8) for _ in range(8)]
+    mattes = engine.predict(images)
+    assert len(mattes) == 8 and all(m.alpha.shape == (300, 400) for m in mattes)
+    assert 1 <= engine.max_batch_size < 8
+    one = engine.predict(images[:1])[0]
+    np.testing.assert_allclose(mattes[0].alpha, one.alpha, atol=1e-3)
