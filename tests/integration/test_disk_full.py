@@ -110,17 +110,22 @@ def worker_failures(stack: Stack) -> int:
 
 def test_disk_fills_mid_job_then_frees(dstack: Stack) -> None:
     members = png_set(40, side=96)
-    code, body = upload(dstack, members)
-    assert code == 202, body
-    job_id = str(body["job_id"])
     failed_before = worker_failures(dstack)
+    with contextlib.ExitStack() as fills:
+        # most of the disk is taken before the upload, the rest once the job runs: the job
+        # has barely started when its outputs find no room (a little is left for SQLite,
+        # the workers' outputs take it within a few images)
+        fills.enter_context(disk_filled(dstack.data_dir / "logs", leave=MIN_FREE + (2 << 20)))
+        code, body = upload(dstack, members)
+        assert code == 202, body
+        job_id = str(body["job_id"])
 
-    def started() -> bool:
-        with dstack.client() as c:
-            return bool(c.get(f"/status/{job_id}").json()["completed"] > 0)
+        def running() -> bool:
+            with dstack.client() as c:
+                return bool(c.get(f"/status/{job_id}").json()["state"] == "running")
 
-    until(started, 120, "first images completed")
-    with disk_filled(dstack.data_dir):
+        until(running, 120, "the job running", interval=0.02)
+        fills.enter_context(disk_filled(dstack.data_dir, leave=128 << 10))
         # the running tasks fail (507, retryable) on the full volume ...
         until(lambda: worker_failures(dstack) > failed_before, 120, "a write refused")
         assert db_check(dstack.data_dir).integrity == "ok"
