@@ -301,7 +301,10 @@ class Scheduler:
             await asyncio.to_thread(self.storage.remove_job, job_id)
 
     def _pause(self, stage: str, retry_after: float) -> None:
-        self._pause_streak[stage] += 1
+        # One step of backoff per round of probing, not per refused call: the 16 calls in
+        # flight when a balancer dies would otherwise jump straight to the longest pause.
+        if self._paused_until[stage] <= time.time():
+            self._pause_streak[stage] += 1
         backoff = min(STAGE_PAUSE_MAX_S, 0.25 * 2 ** (self._pause_streak[stage] - 1))
         wait = min(STAGE_PAUSE_MAX_S, max(retry_after, backoff))
         self._paused_until[stage] = max(self._paused_until[stage], time.time() + wait)
