@@ -31,11 +31,12 @@ class JobZip:
 
 
 def _existing(storage: Storage, rel: str) -> Path | None:
+    # A rejected item's name may be one no file can have (too long): that is "no file" too.
     try:
         p = storage.resolve(rel)
-    except PathOutsideDataDir:
+        return p if p.is_file() else None
+    except (PathOutsideDataDir, OSError):
         return None
-    return p if p.is_file() else None
 
 
 def build_zip(

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
 
     # --- access ------------------------------------------------------------------------------
     api_key: str | None = None
+    max_concurrent_jobs: int = Field(default=4, ge=0)
+    """Per API key (or for all callers when API_KEY is unset); 0 means no limit."""
+    max_jobs_per_hour: int = Field(default=100, ge=0)
+    max_jobs_per_day: int = Field(default=1000, ge=0)
     callback_secret: str | None = None
 
     log_level: str = "INFO"

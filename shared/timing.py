@@ -16,6 +16,7 @@ __all__ = [
     "HEARTBEAT_INTERVAL_S",
     "LEASE_S",
     "MAINTENANCE_INTERVAL_S",
+    "QUOTA_RETRY_AFTER_S",
     "SCHEDULER_IDLE_S",
     "STAGE_CONNECT_TIMEOUT_S",
     "STAGE_PAUSE_MAX_S",
@@ -62,3 +63,5 @@ BALANCER_REQUEST_TIMEOUT_S = STAGE_REQUEST_TIMEOUT_S - BALANCER_QUEUE_WAIT_S - 1
 so the gateway hears a clear 504 instead of timing out itself."""
 BALANCER_RETRY_AFTER_S = 2
 """Retry-After (seconds) on a balancer's 503: no healthy worker, or its queue is full."""
+QUOTA_RETRY_AFTER_S = 30
+"""Retry-After (seconds) on a 429 for too many concurrent jobs: a job's end cannot be foretold."""

@@ -64,6 +64,9 @@ def test_only_the_gateway_is_published(services: dict[str, dict[str, Any]]) -> N
     assert published == {"gateway", "grafana"}
     assert services["gateway"]["ports"] == ["8000:8000"]
     assert all(p.startswith("127.0.0.1:") for p in services["grafana"]["ports"])
+    # The CPU variant (an override file) publishes nothing more and keeps the networks.
+    for name, svc in load("docker-compose.cpu.yml")["services"].items():
+        assert "ports" not in svc and "networks" not in svc, name
 
 
 def test_health_restart_volume_network(compose: dict[str, Any],

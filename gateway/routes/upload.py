@@ -19,6 +19,7 @@ from .. import repo
 from ..auth import key_hash
 from ..callbacks import valid_callback_url
 from ..deps import GW, ApiKey
+from ..quotas import enforce_quota
 from ..state import GatewayState
 from ..upload import check_free_space, receive_upload
 
@@ -69,6 +70,8 @@ async def upload(
                             int(length) if length.isdigit() else 0)
     job_id = uuid.uuid4().hex
     async with gw.scheduler.write() as s:
+        # Checked in the transaction that creates the job: two racing uploads cannot share a slot.
+        await enforce_quota(s, key_hash(api_key), gw.settings)
         await repo.create_job(
             s, job_id, state=JobState.UPLOADING.value, model=model, output=output,
             callback_url=callback_url, api_key_hash=key_hash(api_key),

@@ -1,4 +1,11 @@
-"""`classical`: the weight-free default engine (first version: border model + threshold)."""
+"""`classical`: the weight-free default engine — no model, no download, CPU or GPU.
+
+Studio shots (plain, gradient or vignetted backdrops) are matted against a background model
+learnt from the border, which gives real partial alpha for soft edges, strands and glass.
+When the border does not look like a smooth backdrop (texture, clutter), the engine says so
+and segments with iterative colour models instead (`cluttered`), then solves the edge band
+with the shared band solver.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +13,70 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
-from .base import Engine, Matte, RGBImage
+from .background import fit_border_model
+from .base import Engine, EngineError, Matte, RGBImage
+from .cluttered import cluttered_coarse
+from .guided import guided_upsample
+from .refine import default_band, estimate_foreground, solve_trimap, trimap_from_coarse
+from .studio import studio_alpha
 
-__all__ = ["ClassicalEngine"]
+__all__ = ["SOLVE_SIDE", "WORK_SIDE", "ClassicalEngine"]
+
+WORK_SIDE = 1024
+"""Longest side the engine reasons at; larger images are matted there and guided back up."""
+SOLVE_SIDE = 480
+"""Longest side of the closed-form solve on the cluttered path (its band can be wide)."""
 
 
 class ClassicalEngine(Engine):
     name = "classical"
     max_batch_size = 4
 
-    def predict(self, images: Sequence[RGBImage]) -> list[Matte]:
-        return [Matte(alpha=self._one(im)) for im in images]
+    def __init__(self) -> None:
+        self.last_paths: list[str] = []
+        """Which path each image of the last batch took ('studio' or 'cluttered')."""
 
-    @staticmethod
-    def _one(image: RGBImage) -> np.ndarray:
-        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
-        border = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
-        dist = np.linalg.norm(lab - np.median(border, axis=0), axis=2)
-        d8 = np.clip(dist * (255.0 / max(float(dist.max()), 1e-6)), 0, 255).astype(np.uint8)
-        _, mask = cv2.threshold(d8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        alpha = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (5, 5), 0)
-        out: np.ndarray = np.clip(alpha, 0.0, 1.0).astype(np.float32)
-        return out
+    def predict(self, images: Sequence[RGBImage]) -> list[Matte]:
+        self.last_paths = []
+        return [self._one(im) for im in images]
+
+    def _one(self, image: RGBImage) -> Matte:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise EngineError(f"expected H×W×3 uint8 RGB, got {image.shape} {image.dtype}")
+        h, w = image.shape[:2]
+        if h < 4 or w < 4:
+            raise EngineError(f"image too small to matte: {w}x{h}")
+        scale = min(1.0, WORK_SIDE / max(h, w))
+        if scale >= 1.0:
+            alpha = self._alpha(image)
+        else:
+            # Work at bounded size; the guided filter carries the matte back along the
+            # full-resolution edges, so time stays flat in the megapixels.
+            size = (max(4, round(w * scale)), max(4, round(h * scale)))
+            small = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.uint8)
+            alpha_small = self._alpha(small)
+            alpha = guided_upsample(
+                small.astype(np.float32) / 255.0,
+                alpha_small,
+                image.astype(np.float32) / 255.0,
+                radius=1,
+                eps=1e-4,
+            )
+            alpha[alpha < 0.004] = 0.0
+            alpha[alpha > 0.996] = 1.0
+        return Matte(alpha=alpha, foreground=estimate_foreground(image, alpha))
+
+    def _alpha(self, image: RGBImage) -> npt.NDArray[np.float32]:
+        h, w = image.shape[:2]
+        band = default_band(h, w)
+        model = fit_border_model(image)
+        if model.holds:
+            self.last_paths.append("studio")
+            alpha = studio_alpha(image, model, band).alpha
+        else:
+            self.last_paths.append("cluttered")
+            coarse = cluttered_coarse(image)
+            alpha = solve_trimap(image, trimap_from_coarse(coarse, band), max_side=SOLVE_SIDE)
+        return np.clip(alpha, 0.0, 1.0).astype(np.float32)

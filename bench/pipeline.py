@@ -1,0 +1,275 @@
+"""Pipeline throughput against one bare process running the same model on the same images.
+
+CPU (always): the whole supervised stack (gateway → balancers → 2 matting workers → comparison)
+against `matte_folder` in one process. The stack does more (sheets, metrics, the DB), so the
+ratio shows what the pipeline costs on this machine.
+
+GPU (when CUDA is there): three matting workers at GPU_MEMORY_FRACTION 0.15 behind the matting
+balancer, fed concurrently, against one bare process — the question "do several workers
+keep one card busy" of the engines issue. The model is a small U-Net built here and saved as
+TorchScript (no weights can be downloaded), large enough that the GPU does real work.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from statistics import mean
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+N_CPU_IMAGES = int(os.environ.get("BENCH_PIPELINE_IMAGES", "24"))
+N_GPU_IMAGES = int(os.environ.get("BENCH_GPU_IMAGES", "480"))
+UNET_C = int(os.environ.get("BENCH_UNET_CHANNELS", "48"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    """Our processes import the checkout first, then whatever the caller's path held."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def _studio_images(folder: Path, n: int, w: int = 640, h: int = 480) -> list[Path]:
+    """Objects on plain/gradient backdrops: the images bulk users have most."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for i in range(n):
+        cx, cy, r = rng.uniform(0.35, 0.65) * w, rng.uniform(0.35, 0.65) * h, rng.uniform(60, 150)
+        alpha = np.clip(r - np.hypot(xx - cx, yy - cy), 0.0, 1.0)[..., None]
+        top, bottom = rng.uniform(180, 250, 3), rng.uniform(120, 200, 3)
+        bg = top + (bottom - top) * (yy[..., None] / h)
+        fg = rng.uniform(0, 255, 3)
+        rgb = (alpha * fg + (1 - alpha) * bg).astype(np.uint8)
+        p = folder / f"set{i % 4}" / f"img_{i:04d}.jpg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(p, quality=92)
+        out.append(p)
+    return out
+
+
+def _oneshot(images_dir: Path, model: str, models_dir: Path, env: dict[str, str]) -> float:
+    code = (
+        "import sys, time; from pathlib import Path;"
+        "from matting_worker.oneshot import matte_folder;"
+        "r = matte_folder(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]));"
+        "assert not r.failed, r.failed; print(r.done, r.seconds)"
+    )
+    out_dir = images_dir.parent / "oneshot_out"
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(images_dir), str(out_dir), model, str(models_dir)],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )
+    done, seconds = res.stdout.split()[-2:]
+    return int(done) / float(seconds)
+
+
+def _cpu_section() -> str:
+    from shared.settings import Settings
+    from shared.stack import health_urls, start_stack, stop_stack, wait_healthy
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        images = base / "images"
+        paths = _studio_images(images, N_CPU_IMAGES)
+        env = _env()
+        bare = _oneshot(images, "classical", base / "models", env)
+
+        ports = {k: _free_port() for k in ("gw", "ma", "ca", "mw", "cw")}
+        settings = Settings(
+            data_dir=base / "data", models_dir=base / "models",
+            gateway_port=ports["gw"], matting_api_port=ports["ma"],
+            comparison_api_port=ports["ca"], matting_worker_port=ports["mw"],
+            comparison_worker_port=ports["cw"],
+            matting_api_url=f"http://127.0.0.1:{ports['ma']}",
+            comparison_api_url=f"http://127.0.0.1:{ports['ca']}",
+        )
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for p in paths:
+                zf.write(p, p.relative_to(images).as_posix())
+        proc = start_stack(settings, quiet=True)
+        try:
+            wait_healthy(health_urls(settings), timeout=300)
+            url = f"http://127.0.0.1:{settings.gateway_port}"
+            with httpx.Client(base_url=url, timeout=120) as c:
+                t0 = time.perf_counter()
+                job = c.post("/upload", content=buf.getvalue(),
+                             headers={"Content-Type": "application/zip"}).json()
+                while True:
+                    st = c.get(f"/status/{job['job_id']}").json()
+                    if st["state"] not in ("uploading", "ingesting", "running"):
+                        break
+                    time.sleep(0.2)
+                elapsed = time.perf_counter() - t0
+                tasks = c.get(f"/jobs/{job['job_id']}/tasks", params={"limit": 1000}).json()
+        finally:
+            stop_stack(proc)
+        batches = [t["batch_size"] for t in tasks["tasks"] if t.get("batch_size")]
+        stack_rate = st["completed"] / elapsed
+    return (
+        f"### Pipeline against one process (CPU, this machine: {os.cpu_count()} cores)\n\n"
+        f"{N_CPU_IMAGES} studio shots 640×480, engine `classical`. The stack's figure is "
+        "upload to last comparison sheet (cut-out, sheet, metrics, DB); the baseline is "
+        "`matte_folder` in one process (cut-outs only).\n\n"
+        "| run | images/s | ratio |\n|---|---|---|\n"
+        f"| one process (`mattepipe matte`) | {bare:.2f} | 1.00 |\n"
+        f"| stack, 2 matting + 1 comparison worker | {stack_rate:.2f} "
+        f"| {stack_rate / bare:.2f} |\n\n"
+        f"State {st['state']}, mean matting batch size {mean(batches) if batches else 0:.2f}."
+        "\n"
+    )
+
+
+BENCH_UNET = '''
+import torch
+from torch import nn
+
+def block(i, o):
+    return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),
+                         nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU())
+
+class UNet(nn.Module):
+    def __init__(self, c=48):
+        super().__init__()
+        self.e1, self.e2, self.e3 = block(3, c), block(c, 2 * c), block(2 * c, 4 * c)
+        self.mid = block(4 * c, 8 * c)
+        self.d3, self.d2, self.d1 = block(12 * c, 4 * c), block(6 * c, 2 * c), block(3 * c, c)
+        self.out = nn.Conv2d(c, 1, 1)
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+
+    def forward(self, x):
+        a = self.e1(x); b = self.e2(self.pool(a)); c = self.e3(self.pool(b))
+        m = self.mid(self.pool(c))
+        c = self.d3(torch.cat([self.up(m), c], 1)); b = self.d2(torch.cat([self.up(c), b], 1))
+        a = self.d1(torch.cat([self.up(b), a], 1))
+        return torch.sigmoid(self.out(a))
+
+torch.manual_seed(0)
+import sys
+torch.jit.script(UNet(int(sys.argv[2])).eval()).save(sys.argv[1])
+'''
+
+
+def _gpu_section() -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        data = base / "data"
+        images = data / "input" / "bench"
+        paths = _studio_images(images, N_GPU_IMAGES)
+        models = base / "models"
+        models.mkdir()
+        env = {**_env(), "DATA_DIR": str(data),
+               "MODELS_DIR": str(models), "DEFAULT_MODEL": "bench_unet",
+               "MAX_BATCH_SIZE": "16", "MAX_BATCH_DELAY_MS": "5"}
+        builder = base / "build_unet.py"  # TorchScript needs the source in a file
+        builder.write_text(BENCH_UNET)
+        subprocess.run([sys.executable, str(builder), str(models / "bench_unet.pt"), str(UNET_C)],
+                       check=True, env=env)
+        (models / "bench_unet.json").write_text(
+            '{"size_policy": "fixed", "input_size": [512, 512], "max_batch_size": 16}'
+        )
+        bare = _oneshot(images, "bench_unet", models, env)
+
+        api_port = _free_port()
+        worker_ports = [_free_port() for _ in range(3)]
+        wenv = {**env, "GPU_MEMORY_FRACTION": "0.15", "MATTING_WORKERS": "3",
+                "COMPARISON_WORKERS": "0", "MATTING_API_URL": f"http://127.0.0.1:{api_port}"}
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "matting_worker", "--port", str(p),
+                              "--worker-id", f"gpu-worker-{i + 1}"], cwd=ROOT, env=wenv,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for i, p in enumerate(worker_ports)
+        ]
+        urls = ",".join(f"http://127.0.0.1:{p}" for p in worker_ports)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "matting_api", "--port", str(api_port), "--worker-urls", urls],
+            cwd=ROOT, env=wenv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        try:
+            deadline = time.time() + 300
+            for p in [*worker_ports, api_port]:
+                while True:
+                    try:
+                        if httpx.get(f"http://127.0.0.1:{p}/health", timeout=2).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.time() > deadline:
+                        raise RuntimeError(f"port {p} never became healthy")
+                    time.sleep(0.5)
+            rels = [p.relative_to(data).as_posix() for p in paths]
+
+            def one(i_rel: tuple[int, str]) -> int:
+                i, rel = i_rel
+                body = {"task_id": i, "job_id": "bench", "input": rel,
+                        "output": f"matting_output/bench/{i}.png", "params": {}}
+                r = client.post(f"http://127.0.0.1:{api_port}/matting", json=body)
+                r.raise_for_status()
+                return int(r.json()["timings"]["batch_size"])
+
+            with httpx.Client(timeout=300, limits=httpx.Limits(max_connections=64)) as client:
+                one((0, rels[0]))  # warm-up: first CUDA call of each process
+                with ThreadPoolExecutor(48) as pool:
+                    list(pool.map(one, enumerate(rels[:48])))
+                t0 = time.perf_counter()
+                with ThreadPoolExecutor(48) as pool:
+                    sizes = list(pool.map(one, enumerate(rels)))
+                shared_rate = len(rels) / (time.perf_counter() - t0)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(30)
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU stand-in"
+    return (
+        f"### Three workers sharing one GPU against one bare process ({gpu})\n\n"
+        f"{N_GPU_IMAGES} images 640×480, a {UNET_C}-channel U-Net (TorchScript, 512² input), "
+        "decode + inference + PNG encode in both runs.\n\n"
+        "| run | images/s | ratio |\n|---|---|---|\n"
+        f"| one bare process (`matte_folder`) | {bare:.1f} | 1.00 |\n"
+        f"| 3 workers at GPU_MEMORY_FRACTION 0.15 behind the balancer | {shared_rate:.1f} "
+        f"| {shared_rate / bare:.2f} |\n\n"
+        f"Mean batch size in the workers: {mean(sizes):.2f}.\n"
+    )
+
+
+def run() -> str:
+    parts = ["## Pipeline throughput\n"]
+    if os.environ.get("BENCH_SKIP_CPU") != "1":
+        parts.append(_cpu_section())
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    if cuda:
+        parts.append(_gpu_section())
+    else:
+        parts.append("_No CUDA device here: the shared-GPU run is in bench/gpu.md, "
+                     "from the last machine that had one._\n")
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(run())

@@ -1,0 +1,222 @@
+"""Alpha on a known background: the studio path of the `classical` engine.
+
+When the border model holds, every pixel's background colour B is known, and a pixel is the
+blend `I = αF + (1−α)B`. With F taken from the nearest solidly opaque pixels of the object,
+alpha follows from how far I has moved from B towards F. That gives soft edges, strands and
+semi-transparent parts their real partial values, where a threshold could only say 0 or 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from .background import BorderModel
+
+__all__ = ["StudioResult", "studio_alpha"]
+
+F32 = npt.NDArray[np.float32]
+B8 = npt.NDArray[np.bool_]
+
+
+@dataclass
+class StudioResult:
+    alpha: F32
+    coarse: B8
+    """The object's mask before matting (components of the clearly-not-background pixels)."""
+    foreground: F32
+    """H×W×3 estimated object colours (0–255)."""
+
+
+def _disk(r: int) -> npt.NDArray[np.uint8]:
+    return np.asarray(
+        cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)), np.uint8
+    )
+
+
+def _keep_components(mask: B8, min_area: int) -> B8:
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
+    if n > 1 and not keep.any():
+        keep[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))] = True
+    out: B8 = keep[labels]
+    return out
+
+
+def _fill_small_holes(mask: B8, max_area: int, background_like: B8) -> B8:
+    """Fill pinholes where the object's colour met the backdrop's; a hole that looks like the
+    backdrop (a ring's centre, gaps between strands) stays open."""
+    inv = (~mask).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
+    h, w = mask.shape
+    fill = np.zeros(n, bool)
+    for i in range(1, n):
+        x, y, bw, bh, area = stats[i]
+        touches = x == 0 or y == 0 or x + bw == w or y + bh == h
+        fill[i] = area <= max_area and not touches
+    bg_share = np.bincount(labels.ravel(), weights=background_like.ravel(), minlength=n)
+    fill &= bg_share < 0.5 * stats[:, cv2.CC_STAT_AREA]
+    out: B8 = mask | fill[labels]
+    return out
+
+
+def _spread(values: F32, weight: F32, sigma: float) -> tuple[F32, F32]:
+    """Normalised convolution: the weighted local mean of `values` and the weight's density.
+
+    Wide kernels run on a proportionally smaller copy (the result is smooth at that scale
+    anyway), which keeps the cost flat in the kernel size.
+    """
+    h, w = weight.shape
+    num_in = values * weight[..., None]
+    step = max(1.0, sigma / 3.0)
+    if step > 1.5:
+        size = (max(2, round(w / step)), max(2, round(h / step)))
+        num_in = np.asarray(cv2.resize(num_in, size, interpolation=cv2.INTER_AREA), np.float32)
+        weight = np.asarray(cv2.resize(weight, size, interpolation=cv2.INTER_AREA), np.float32)
+        sigma = sigma / step
+    num = np.asarray(cv2.GaussianBlur(num_in, (0, 0), sigma), np.float32)
+    den = np.asarray(cv2.GaussianBlur(weight, (0, 0), sigma), np.float32)
+    if num.shape[:2] != (h, w):
+        num = np.asarray(cv2.resize(num, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
+        den = np.asarray(cv2.resize(den, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
+    mean: F32 = (num / np.maximum(den, 1e-6)[..., None]).astype(np.float32)
+    return mean, den
+
+
+def _object_colour(image: F32, solid: B8, band: int) -> F32:
+    """F near every pixel: solid colours spread outwards, near scale first, then wider."""
+    w = solid.astype(np.float32)
+    f_near, d_near = _spread(image, w, max(1.5, band / 2))
+    f_far, d_far = _spread(image, w, max(4.0, band * 3))
+    mean = image[solid].mean(axis=0) if solid.any() else image.reshape(-1, 3).mean(axis=0)
+    t_near = np.clip(d_near / 0.05, 0, 1)[..., None]
+    t_far = np.clip(d_far / 0.01, 0, 1)[..., None]
+    far = t_far * f_far + (1 - t_far) * mean[None, None, :]
+    out: F32 = (t_near * f_near + (1 - t_near) * far).astype(np.float32)
+    return out
+
+
+def _erode(mask: B8, r: int = 1) -> B8:
+    out: B8 = cv2.erode(mask.astype(np.uint8), _disk(r)) > 0
+    return out
+
+
+def _touching(mask: B8, seed: B8) -> B8:
+    """Components of `mask` that overlap `seed`."""
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    hit = np.zeros(n, bool)
+    hit[np.unique(labels[seed & mask])] = True
+    hit[0] = False
+    out: B8 = hit[labels]
+    return out
+
+
+def _slope(x: F32) -> F32:
+    """Gradient magnitude per pixel of a lightly smoothed map."""
+    xs = np.asarray(cv2.GaussianBlur(x.astype(np.float32), (0, 0), 1.5), np.float32)
+    gx = cv2.Sobel(xs, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(xs, cv2.CV_32F, 0, 1, ksize=3)
+    out: F32 = (np.hypot(gx, gy) / 8.0).astype(np.float32)
+    return out
+
+
+def _ratio(diff: F32, dist: F32, fg: F32, bg: F32, sigma: float) -> F32:
+    contrast = np.linalg.norm(fg - bg, axis=2)
+    out: F32 = np.clip((dist - sigma) / np.maximum(contrast - sigma, 1.0), 0.0, 1.0)
+    return out
+
+
+def _see_through(
+    img: F32, diff: F32, dist: F32, smooth: F32, coarse: B8, flat: B8, textured: B8,
+    t_hi: float, sigma: float, bg: F32, band: int,
+) -> tuple[B8, F32]:
+    """Semi-transparent parts: flat areas whose colour is an even blend of backdrop and object.
+
+    Against a part's strongest contrast, such an area sits on the line from B to F, at a
+    constant fraction across the whole area; shading and texture do not keep that constant.
+    """
+    h, w = coarse.shape
+    n, labels = cv2.connectedComponents(coarse.astype(np.uint8), connectivity=8)
+    top = np.zeros(n, np.float32)
+    for i in range(1, n):
+        top[i] = np.percentile(smooth[labels == i], 99)
+    solid = _erode(coarse & (smooth >= 0.8 * top[labels]) & (dist > t_hi) | textured)
+    fg = _object_colour(img, solid, band * 4)
+    ratio = _ratio(diff, dist, fg, bg, sigma)
+    fd = fg - bg
+    cos = np.einsum("hwc,hwc->hw", diff, fd) / np.maximum(dist * np.linalg.norm(fd, axis=2), 1e-3)
+    # A soft edge is a ramp of alpha; a see-through part is a plateau.
+    plateau = _slope(ratio) < 0.015
+    cand = coarse & ~solid & flat & plateau & (cos > 0.985) & (ratio > 0.1) & (ratio < 0.9)
+    cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, _disk(2)) > 0
+    m, parts, stats, _ = cv2.connectedComponentsWithStats(cand.astype(np.uint8), connectivity=8)
+    # A real see-through part is a sizeable plateau; shading in a print makes small ones.
+    min_area = max(4 * band * band, (h * w) // 250)
+    keep = np.zeros(m, bool)
+    level = np.zeros(m, np.float32)
+    for j in range(1, m):
+        if stats[j, cv2.CC_STAT_AREA] >= min_area:
+            vals = ratio[parts == j]
+            med = float(np.median(vals))
+            mad = 1.4826 * float(np.median(np.abs(vals - med)))
+            if mad <= 0.035:
+                keep[j] = True
+                level[j] = med
+    glass: B8 = keep[parts]
+    # A plateau has one level; its rim (an edge, so not flat) takes the nearest level.
+    lvl = np.asarray(cv2.dilate(level[parts], _disk(3)), np.float32)
+    rim = (cv2.dilate(glass.astype(np.uint8), _disk(3)) > 0) & coarse & ~solid & ~glass
+    lvl[rim] = np.minimum(lvl[rim], ratio[rim])
+    return glass | rim, lvl
+
+
+def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) -> StudioResult:
+    h, w = image.shape[:2]
+    img = image.astype(np.float32)
+    diff = img - model.surface
+    dist = np.linalg.norm(diff, axis=2)
+    sigma = model.sigma
+    t_lo = max(2.5 * sigma, 6.0)
+    t_hi = max(5.0 * sigma, 20.0)
+    smooth = np.asarray(cv2.GaussianBlur(dist, (0, 0), 1.0), np.float32)
+    coarse = (dist > t_hi) | (smooth > t_hi)
+    coarse = _keep_components(coarse, max(30, (h * w) // 20000))
+    coarse = _fill_small_holes(coarse, (h * w) // 2000, dist < t_lo)
+    # Uniform areas: a see-through part shows a flat blend, texture shows its own detail.
+    # High-pass energy, so a smooth ramp (a soft edge) counts as flat and only detail does not.
+    detail = img - np.asarray(cv2.GaussianBlur(img, (0, 0), 1.0), np.float32)
+    energy = np.asarray(cv2.blur((detail * detail).mean(axis=2), (5, 5)), np.float32)
+    smooth_ok = np.sqrt(np.maximum(energy, 0.0)) < max(6.0, 1.5 * sigma)
+    # Plain variance, so only a truly uniform area is flat (a see-through part, a plain panel).
+    mu = np.asarray(cv2.blur(img, (5, 5)), np.float32)
+    var = np.asarray(cv2.blur(img * img, (5, 5)), np.float32) - mu * mu
+    flat = np.sqrt(np.maximum(var, 0).mean(axis=2)) < max(8.0, 2.0 * sigma)
+    # Textured areas are opaque object; thin non-flat lines are only edges between flat parts.
+    rough = (coarse & ~smooth_ok).astype(np.uint8)
+    textured = cv2.morphologyEx(rough, cv2.MORPH_OPEN, _disk(3)) > 0
+    textured &= dist > t_hi
+    # Solid near an edge: close to the strongest contrast around it (a blend is well below).
+    local_max = np.asarray(cv2.dilate(smooth, _disk(max(2, band))), np.float32)
+    # A soft edge is a smooth ramp of contrast; it is blend, however deep it reaches inside.
+    wide_max = np.asarray(cv2.dilate(smooth, _disk(max(3, 4 * band))), np.float32)
+    level = (smooth / np.maximum(wide_max, 1.0)).astype(np.float32)
+    ramp = smooth_ok & (_slope(level) > 0.012) & coarse
+    # Only a ramp that runs out to the backdrop is an edge; shading inside the object is not.
+    ramp = _touching(ramp, cv2.dilate((~coarse).astype(np.uint8), _disk(2)) > 0)
+    solid = _erode(coarse & (smooth >= 0.8 * local_max) & (dist > t_hi) & ~ramp | textured)
+    fg = _object_colour(img, solid, band)
+    ratio = _ratio(diff, dist, fg, model.surface, sigma)
+    near = cv2.dilate(coarse.astype(np.uint8), _disk(band)) > 0
+    interior = cv2.erode(coarse.astype(np.uint8), _disk(band)) > 0
+    alpha = np.zeros((h, w), np.float32)
+    alpha[near] = ratio[near]
+    alpha[near & (dist < t_lo) & ~coarse] = 0.0
+    alpha[(interior | solid) & ~(ramp & (ratio < 0.98))] = 1.0
+    glass, ratio_g = _see_through(img, diff, dist, smooth, coarse, flat, textured, t_hi, sigma,
+                                  model.surface, band)
+    alpha[glass] = ratio_g[glass]
+    return StudioResult(alpha=alpha, coarse=coarse, foreground=fg)

@@ -1,0 +1,167 @@
+"""The `classical` engine on images whose true alpha is known, against the naive threshold."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from matting_worker.engines.base import EngineError
+from matting_worker.engines.classical import ClassicalEngine
+from matting_worker.engines.cluttered import border_distance_mask
+from matting_worker.engines.refine import refine
+from shared.imaging import decode_alpha, decode_rgb
+
+F32 = npt.NDArray[np.float32]
+H, W = 150, 200
+
+
+def _soft_blob(soft: float = 3.0) -> F32:
+    """An ellipse plus a bar, with a soft (blurred) edge: alpha in [0, 1]."""
+    m = np.zeros((H, W), np.float32)
+    cv2.ellipse(m, (90, 75), (45, 32), 15, 0, 360, 1.0, -1)
+    cv2.rectangle(m, (120, 60), (160, 90), 1.0, -1)
+    return np.asarray(cv2.GaussianBlur(m, (0, 0), soft), np.float32)
+
+
+def _composite(alpha: F32, fg: F32, bg: F32, seed: int = 0) -> npt.NDArray[np.uint8]:
+    rng = np.random.default_rng(seed)
+    img = alpha[..., None] * fg + (1 - alpha[..., None]) * bg + rng.normal(0, 2.0, bg.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _plain_bg() -> F32:
+    return np.broadcast_to(np.float32([232, 236, 240]), (H, W, 3)).astype(np.float32)
+
+
+def _gradient_bg() -> F32:
+    t = np.linspace(0, 1, H, dtype=np.float32)[:, None, None]
+    top, bottom = np.float32([210, 190, 160]), np.float32([120, 160, 215])
+    bg = np.broadcast_to(top + t * (bottom - top), (H, W, 3)).astype(np.float32)
+    yy, xx = np.mgrid[0:H, 0:W]
+    vignette = 1 - 0.15 * (((xx - W / 2) / W) ** 2 + ((yy - H / 2) / H) ** 2)
+    return (bg * vignette[..., None]).astype(np.float32)
+
+
+def _object_colour() -> F32:
+    return np.broadcast_to(np.float32([40, 70, 150]), (H, W, 3)).astype(np.float32)
+
+
+def _mse(a: F32, b: F32) -> float:
+    return float(np.mean((a.astype(np.float64) - b) ** 2))
+
+
+@pytest.fixture(scope="module")
+def engine() -> ClassicalEngine:
+    e = ClassicalEngine()
+    e.load()
+    return e
+
+
+@pytest.mark.parametrize("background", ["plain", "gradient"])
+def test_studio_backgrounds_beat_the_threshold(engine: ClassicalEngine, background: str) -> None:
+    alpha = _soft_blob()
+    bg = _plain_bg() if background == "plain" else _gradient_bg()
+    image = _composite(alpha, _object_colour(), bg)
+    matte = engine.predict([image])[0]
+    assert engine.last_paths == ["studio"]
+    ours, naive = _mse(matte.alpha, alpha), _mse(border_distance_mask(image), alpha)
+    assert ours < 0.002
+    assert ours < 0.3 * naive
+
+
+def test_output_shapes_and_types(engine: ClassicalEngine) -> None:
+    image = _composite(_soft_blob(), _object_colour(), _plain_bg())
+    small = image[:40, :50].copy()
+    mattes = engine.predict([image, small])
+    assert len(mattes) == 2
+    for m, im in zip(mattes, [image, small], strict=True):
+        assert m.alpha.shape == im.shape[:2] and m.alpha.dtype == np.float32
+        assert float(m.alpha.min()) >= 0.0 and float(m.alpha.max()) <= 1.0
+        assert m.foreground is not None
+        assert m.foreground.shape == im.shape and m.foreground.dtype == np.uint8
+
+
+def test_blank_image_is_all_background(engine: ClassicalEngine) -> None:
+    matte = engine.predict([np.full((60, 80, 3), 200, np.uint8)])[0]
+    assert float(matte.alpha.max()) < 0.05
+
+
+def test_bad_input_is_rejected(engine: ClassicalEngine) -> None:
+    with pytest.raises(EngineError):
+        engine.predict([np.zeros((20, 20), np.uint8)])
+
+
+def test_semi_transparent_part_gets_partial_alpha(engine: ClassicalEngine) -> None:
+    alpha = np.zeros((H, W), np.float32)
+    cv2.circle(alpha, (80, 75), 40, 1.0, -1)
+    glass = np.zeros((H, W), np.float32)
+    cv2.circle(glass, (125, 75), 30, 1.0, -1)
+    part = (glass > 0) & (alpha == 0)
+    alpha[part] = 0.45
+    image = _composite(alpha, _object_colour(), _plain_bg())
+    got = engine.predict([image])[0].alpha
+    inner = cv2.erode(part.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    assert abs(float(np.median(got[inner])) - 0.45) < 0.1
+    assert _mse(got, alpha) < 0.3 * _mse(border_distance_mask(image), alpha)
+
+
+def test_cluttered_background_takes_the_fallback(engine: ClassicalEngine) -> None:
+    rng = np.random.default_rng(3)
+    noise = cv2.GaussianBlur(rng.uniform(0, 255, (H, W)).astype(np.float32), (0, 0), 1.2)
+    noise = (noise - noise.mean()) * 4 + 128
+    bg = np.repeat(np.clip(noise, 0, 255)[..., None], 3, axis=2).astype(np.float32)
+    alpha = (_soft_blob(0.8) > 0.5).astype(np.float32)
+    fg = np.broadcast_to(np.float32([200, 120, 40]), (H, W, 3)).astype(np.float32)
+    image = _composite(alpha, fg, bg)
+    got = engine.predict([image])[0].alpha
+    assert engine.last_paths == ["cluttered"]
+    assert _mse(got, alpha) <= _mse(border_distance_mask(image), alpha)
+    assert _mse(got, alpha) < 0.02
+
+
+def test_refine_improves_a_binary_mask() -> None:
+    alpha = _soft_blob(4.0)
+    image = _composite(alpha, _object_colour(), _gradient_bg())
+    coarse = (alpha > 0.5).astype(np.float32)
+    matte = refine(image, coarse)
+    assert matte.alpha.shape == (H, W) and matte.alpha.dtype == np.float32
+    assert matte.foreground is not None and matte.foreground.shape == image.shape
+    assert _mse(matte.alpha, alpha) < 0.5 * _mse(coarse, alpha)
+    with pytest.raises(ValueError):
+        refine(image, coarse[:10])
+
+
+def _quality_dir() -> Path:
+    env = os.environ.get("QUALITY_SET")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "shared" / "quality-set" / "manifest.csv").is_file():
+            return parent / "shared" / "quality-set"
+    return here.parents[3] / "shared" / "quality-set"
+
+
+QUALITY_PICKS = ["dev_000_plain_hard", "dev_001_plain_soft", "dev_003_gradient_hard",
+                 "dev_012_gradient_hard_glass"]
+
+
+def test_quality_set_studio_images(engine: ClassicalEngine) -> None:
+    qdir = _quality_dir()
+    if not (qdir / "manifest.csv").is_file():
+        pytest.skip(f"no quality set at {qdir}")
+    rows = {r["name"]: r for r in csv.DictReader((qdir / "manifest.csv").open())}
+    picks = [rows[n] for n in QUALITY_PICKS if n in rows]
+    if not picks:
+        pytest.skip("the quality set has none of the picked images")
+    for row in picks:
+        image = decode_rgb(qdir / row["image"])
+        gt = decode_alpha(qdir / row["gt"])
+        got = engine.predict([image])[0].alpha
+        assert _mse(got, gt) < 0.003, row["name"]
