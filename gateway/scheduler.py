@@ -232,16 +232,26 @@ class Scheduler:
             try:
                 await self._write_batch(first)
             except Exception:
-                log.exception("recording answers failed; their leases will expire")
+                log.exception("recording answers failed; trying again shortly")
+                await asyncio.sleep(self.maintenance_s)
 
     async def _write_batch(self, first: _Answer | None = None) -> None:
         batch = [first or self._answers.get_nowait()]
         while len(batch) < WRITE_BATCH and not self._answers.empty():
             batch.append(self._answers.get_nowait())
-        async with self.write() as s:
+        try:
+            async with self.write() as s:
+                now = time.time()
+                kinds = [await self._apply(s, a, now) for a in batch]
+                await transitions.touch_jobs(s, (a.claimed.job_id for a in batch), now)
+        except Exception:
+            # E.g. SQLite out of disk: the answers are kept and written once it can. One
+            # whose lease has run out meanwhile is left to `reclaim_expired`.
             now = time.time()
-            kinds = [await self._apply(s, a, now) for a in batch]
-            await transitions.touch_jobs(s, (a.claimed.job_id for a in batch), now)
+            for a in batch:
+                if a.claimed.dispatched_at + self.lease_s > now:
+                    self._answers.put_nowait(a)
+            raise
         late_jobs = set()
         for a, kind in zip(batch, kinds, strict=True):
             self._count(a, kind, now)
@@ -254,7 +264,8 @@ class Scheduler:
         """Record one answer: 'done', 'released', 'retry', 'failed' or 'late'."""
         out, c = a.outcome, a.claimed
         if out.unavailable is not None:
-            ok = await transitions.release(s, a.stage, c, now + max(out.unavailable, 0.0))
+            ok = await transitions.release(s, a.stage, c, now + max(out.unavailable, 0.0),
+                                           out.error)
             return "released" if ok else "late"
         if out.result is not None:
             ok = await transitions.record_success(s, a.stage, c, out.result, a.output, now)
@@ -297,7 +308,10 @@ class Scheduler:
             await asyncio.to_thread(self.storage.remove_job, job_id)
 
     def _pause(self, stage: str, retry_after: float) -> None:
-        self._pause_streak[stage] += 1
+        # One step of backoff per round of probing, not per refused call: the 16 calls in
+        # flight when a balancer dies would otherwise jump straight to the longest pause.
+        if self._paused_until[stage] <= time.time():
+            self._pause_streak[stage] += 1
         backoff = min(STAGE_PAUSE_MAX_S, 0.25 * 2 ** (self._pause_streak[stage] - 1))
         wait = min(STAGE_PAUSE_MAX_S, max(retry_after, backoff))
         self._paused_until[stage] = max(self._paused_until[stage], time.time() + wait)

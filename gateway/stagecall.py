@@ -2,7 +2,8 @@
 
 A failed attempt (counted towards MAX_RETRIES): an error answer, a timeout, a connection
 broken mid-request, a malformed answer, a success whose output file is missing.
-Not an attempt: a 503/429 (the balancer is saturated or has no healthy worker) or a refused
+Not an attempt: a 503/429 (the balancer is saturated or has no healthy worker), a 507 (the
+shared volume is full: every image would fail the same way until space is freed) or a refused
 connection (the API is down or restarting) — the task waits, it is not the image's fault.
 """
 
@@ -64,4 +65,6 @@ async def call_stage(
     except ValidationError:
         detail = f"HTTP {r.status_code}: {r.text[:500]}"
         retryable = r.status_code >= 500 or r.status_code == 408
+    if r.status_code == 507:
+        return Outcome(error=f"{stage}: {detail}", unavailable=0.0)
     return Outcome(error=f"{stage}: {detail}", retryable=retryable)

@@ -218,13 +218,19 @@ async def record_failure(
     return state
 
 
-async def release(s: AsyncSession, stage: str, c: Claimed, not_before: float) -> bool:
-    """Give a lease back without counting an attempt (the stage was unreachable or full)."""
+async def release(
+    s: AsyncSession, stage: str, c: Claimed, not_before: float, error: str | None = None
+) -> bool:
+    """Give a lease back without counting an attempt (the stage was unreachable, saturated or
+    out of disk); `error` says why on the waiting task, until an answer clears it."""
     queue, _, _ = _FLOW[stage]
+    values: dict[str, Any] = {
+        "state": queue.value, "lease_expires_at": None, "next_attempt_at": not_before,
+    }
+    if error:
+        values["error"] = error[:4000]
     res = await s.execute(
-        update(T)
-        .where(*_fence(stage, c.id, c.dispatched_at))
-        .values(state=queue.value, lease_expires_at=None, next_attempt_at=not_before)
+        update(T).where(*_fence(stage, c.id, c.dispatched_at)).values(**values)
     )
     return bool(getattr(res, "rowcount", 0))
 

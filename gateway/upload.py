@@ -22,7 +22,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-__all__ = ["Received", "receive_upload", "upload_extension"]
+__all__ = ["Received", "check_free_space", "receive_upload", "upload_extension"]
 
 FLUSH_BYTES = 4 << 20
 DISK_CHECK_BYTES = 64 << 20
@@ -163,6 +163,14 @@ class _Sink:
 
 def _insufficient(min_free: int) -> HTTPException:
     return HTTPException(507, f"not enough disk space (keeping {min_free} bytes free)")
+
+
+def check_free_space(where: Path, min_free: int, incoming: int = 0) -> None:
+    """507 unless `where` keeps `min_free` bytes free after `incoming` more arrive. Checked
+    before the job row is written too: on a full disk even that insert would fail (a 500)."""
+    where.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(where).free - incoming < min_free:
+        raise _insufficient(min_free)
 
 
 class _FormReader:

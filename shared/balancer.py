@@ -151,7 +151,8 @@ class _Balancer:
                                      retryable=r.status_code >= 500, worker_id=w.worker_id)
                 payload = payload.model_dump()
             retryable = isinstance(payload, dict) and payload.get("retryable", True) is not False
-            if r.status_code >= 500 and retryable:
+            # 507: the shared volume is full, so every worker would say the same; pass it on
+            if r.status_code >= 500 and retryable and r.status_code != 507:
                 w.failures += 1
                 last = f"worker {w.worker_id or w.url}: HTTP {r.status_code} {payload}"
                 if r.status_code == 503:  # loading, or its engine failed: skip it for now

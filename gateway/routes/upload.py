@@ -19,7 +19,7 @@ from ..deps import GW, ApiKey
 from ..jobs import OUTPUTS, job_links, new_job, validate_job_options
 from ..quotas import enforce_quota
 from ..state import GatewayState
-from ..upload import receive_upload
+from ..upload import check_free_space, receive_upload
 
 __all__ = ["OUTPUTS", "router", "validate_job_options"]
 
@@ -39,6 +39,9 @@ async def upload(
     """Upload an archive (.zip, .tar, .tar.gz) or one image, as multipart field `file` or as
     the raw body; answers 202 with the job's status and download URLs."""
     model, output, callback_url = validate_job_options(gw.settings, model, output, callback_url)
+    length = request.headers.get("content-length", "")
+    await asyncio.to_thread(check_free_space, gw.storage.root, gw.settings.min_free_disk,
+                            int(length) if length.isdigit() else 0)
     job_id = uuid.uuid4().hex
     async with gw.scheduler.write() as s:
         # Checked in the transaction that creates the job: two racing uploads cannot share a slot.
