@@ -29,8 +29,7 @@ import pytest
 
 from shared.stack import health_urls, wait_healthy
 
-from .conftest import Stack, make_zip, photo_bytes, studio_shot
-from .stacks import running_stack
+from .conftest import Stack, make_zip, photo_bytes, running_stack, studio_shot
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data.mkdir()
     with running_stack(
         data, api_key=KEY, max_upload_size=MAX_UPLOAD, max_uncompressed_size=MAX_UNPACKED,
-        max_concurrent_jobs=32,
+        max_concurrent_jobs=32, matting_workers=1,
     ) as s:  # fmt: skip
         yield s
 

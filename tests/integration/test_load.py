@@ -18,8 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from .conftest import Stack, make_zip
-from .stacks import running_stack
+from .conftest import Stack, make_zip, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data = tmp_path_factory.mktemp("load") / "data"
     data.mkdir()
     # Five jobs at once from one (anonymous) caller: above the default concurrent quota of 4.
-    with running_stack(data, max_concurrent_jobs=CLIENTS) as s:
+    with running_stack(data, matting_workers=1, max_concurrent_jobs=CLIENTS) as s:
         yield s
 
 
