@@ -68,7 +68,9 @@ class ProcessServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.module = module
         self.args = ["--port", str(self.port), *(args or [])]
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "HOST": "127.0.0.1",
+        # The checkout first, then the caller's path (where a GPU machine keeps carried wheels).
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        self.env = {**os.environ, "PYTHONPATH": path, "HOST": "127.0.0.1",
                     "WORKER_THREADS": "1", **env}
         self.log_path = (log_dir or Path(env.get("DATA_DIR", "."))) / f"{module}-{self.port}.out"
         self.proc: subprocess.Popen[bytes] | None = None
