@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from shared.roles import MATTING
+from shared.roles import worker_id as default_worker_id
 from shared.settings import Settings, get_settings
 from shared.worker import create_worker_app
 
@@ -17,7 +19,7 @@ def create_app(
     host: str | None = None,
 ) -> FastAPI:
     s = settings or get_settings()
-    port = port if port is not None else s.matting_worker_port
-    wid = worker_id or s.worker_id or f"matting-{port}"
-    return create_worker_app(MattingStage(s), s, wid, port, balancer_url=s.matting_api_url,
-                             host=host)
+    port = port if port is not None else MATTING.worker_port(s)
+    wid = default_worker_id(MATTING, s, port, worker_id)
+    url = MATTING.api_url(s)
+    return create_worker_app(MattingStage(s), s, wid, port, balancer_url=url, host=host)
