@@ -122,7 +122,7 @@ def _cpu_section() -> str:
                 tasks = c.get(f"/jobs/{job['job_id']}/tasks", params={"limit": 1000}).json()
         finally:
             stop_stack(proc)
-        batches = [t["batch_size"] for t in tasks["tasks"] if t.get("batch_size")]
+        batches = [t["matting"]["batch_size"] for t in tasks["tasks"] if t["matting"]["batch_size"]]
         stack_rate = st["completed"] / elapsed
     return (
         f"### Pipeline against one process (CPU, this machine: {os.cpu_count()} cores)\n\n"
