@@ -56,7 +56,8 @@ def stack(matting_workers: MattingWorkers = None, comparison_workers: Comparison
 
 
 @app.command()
-def demo(model: Annotated[str, typer.Option(help="engine for the samples")] = "classical",
+def demo(model: Annotated[str, typer.Option(help="engines for the samples, model against model")]
+         = "classical,portrait",
          out: Annotated[Path, typer.Option(help="where the result zip goes")] = Path(
              "demo-result.zip"),
          timeout: Annotated[float, typer.Option(

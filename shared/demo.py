@@ -108,7 +108,8 @@ def _report(console: Console, final: dict[str, Any], out: Path, facts: dict[str,
                   f"[bold]{escape(str(out.resolve()))}")
 
 
-def run_demo(settings: Settings, out: Path, model: str = "classical", timeout: float = 600.0,
+def run_demo(settings: Settings, out: Path, model: str = "classical,portrait",
+             timeout: float = 600.0,
              console: Console | None = None) -> int:
     """0 when every sample completed; 1 when the job ended otherwise; 2 when it could not run."""
     console = console or Console()
