@@ -234,10 +234,10 @@ def _gpu_section() -> str:
                     sizes = list(pool.map(one, enumerate(rels)))
                 shared_rate = len(rels) / (time.perf_counter() - t0)
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(30)
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(30)
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU stand-in"

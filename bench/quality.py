@@ -51,7 +51,8 @@ def naive_alpha(image: npt.NDArray[np.uint8]) -> F32:
     dist = np.linalg.norm(lab - np.median(border, axis=0), axis=2)
     d8 = np.clip(dist * (255.0 / max(float(dist.max()), 1e-6)), 0, 255).astype(np.uint8)
     _, mask = cv2.threshold(d8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return (mask > 0).astype(np.float32)
+    out: F32 = (mask > 0).astype(np.float32)
+    return out
 
 
 @dataclass
