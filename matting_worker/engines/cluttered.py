@@ -5,6 +5,12 @@ surface. GrabCut learns Gaussian mixtures for background (seeded from the border
 (seeded from what differs most from the border) and alternates them with a graph cut, on a
 small copy for speed. Its answer is kept only if it is a plausible object; otherwise the
 plain border-distance threshold is used, so the fallback is never worse than that.
+
+When the object itself touches the border (a portrait cut off at the bottom, a face filling
+the frame), the border clusters contain the object's colours and the border-seeded cut can
+collapse to a speck. Such a degenerate answer is never returned while a non-degenerate one
+exists: GrabCut seeded from a centre and saliency prior, and the plain threshold, compete by
+how well their outlines follow image edges and hold together.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["border_distance_mask", "cluttered_coarse"]
+__all__ = ["border_distance_mask", "cluttered_coarse", "is_degenerate", "spectral_saliency"]
 
 F32 = npt.NDArray[np.float32]
 _SIDE = 400
@@ -102,6 +108,87 @@ def _separation(mask: npt.NDArray[np.bool_], dist: F32) -> float:
     return float((a.mean() - b.mean()) / (a.std() + b.std() + 1e-6))
 
 
+def spectral_saliency(small: npt.NDArray[np.uint8]) -> F32:
+    """Spectral-residual saliency (Hou & Zhang 2007) in [0, 1]: what the log spectrum's smooth
+    trend does not explain stands out. Pure numpy, so headless OpenCV builds need no contrib."""
+    g = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    g = np.asarray(cv2.resize(g, (64, 64), interpolation=cv2.INTER_AREA), np.float32)
+    f = np.fft.fft2(g)
+    amp = np.log(np.abs(f) + 1e-6).astype(np.float32)
+    residual = amp - np.asarray(cv2.blur(amp, (3, 3)), np.float32)
+    sal = (np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(f)))) ** 2).astype(np.float32)
+    sal = np.asarray(cv2.GaussianBlur(sal, (0, 0), 2.5), np.float32)
+    sal = np.asarray(cv2.resize(sal, (small.shape[1], small.shape[0])), np.float32)
+    out: F32 = sal / max(float(sal.max()), 1e-9)
+    return out
+
+
+def _prior_grabcut(small: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_] | None:
+    """GrabCut that does not trust the whole border: the subject is assumed near the centre
+    (and may run off the bottom and sides), salient spots there join it; only the top strip
+    and the upper side strips are taken as sure background."""
+    sh, sw = small.shape[:2]
+    yy, xx = np.mgrid[0:sh, 0:sw].astype(np.float32)
+    centre = np.exp(-(((xx / sw - 0.5) / 0.3) ** 2 + ((yy / sh - 0.55) / 0.35) ** 2) / 2)
+    sal = spectral_saliency(small)
+    mask = np.full((sh, sw), cv2.GC_PR_BGD, np.uint8)
+    mask[(centre > 0.6) | ((sal > 0.5) & (centre > 0.3))] = cv2.GC_PR_FGD
+    b = max(1, round(0.03 * min(sh, sw)))
+    mask[:b] = cv2.GC_BGD
+    mask[: sh // 2, :b] = cv2.GC_BGD
+    mask[: sh // 2, -b:] = cv2.GC_BGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        _cv.grabCut(small, mask, None, bgd, fgd, 5, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return None
+    fg: npt.NDArray[np.bool_] = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+    return fg
+
+
+def is_degenerate(mask: npt.NDArray[np.bool_]) -> bool:
+    """Almost nothing, almost everything, or only specks: not a plausible subject."""
+    cover = float(mask.mean())
+    if cover < 0.02 or cover > 0.97:
+        return True
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    largest = int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
+    return largest < 0.01 * mask.size
+
+
+def _cut_score(small: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]) -> float:
+    """Label-free quality of a cut: how much stronger the image gradient is on its outline than
+    on average (a real object boundary follows edges), times the share of the mask in its
+    largest piece (a subject is one piece; a colour threshold scatters into many)."""
+    m8 = mask.astype(np.uint8)
+    if m8.sum() < 10 or (1 - m8).sum() < 10:
+        return 0.0
+    g = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    mag = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+    k = np.ones((3, 3), np.uint8)
+    outline = (np.asarray(cv2.dilate(m8, k)) - np.asarray(cv2.erode(m8, k))) > 0
+    align = float(mag[outline].mean()) / max(float(mag.mean()), 1e-6)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(m8, connectivity=8)
+    share = float(stats[1:, cv2.CC_STAT_AREA].max()) / float(m8.sum()) if n > 1 else 0.0
+    return align * share
+
+
+def _guard(
+    small: npt.NDArray[np.uint8],
+    chosen: npt.NDArray[np.bool_],
+    naive_small: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.bool_]:
+    """Keep the border-seeded choice unless it is degenerate; then the best-scoring
+    non-degenerate alternative (prior-seeded GrabCut or the plain threshold) wins."""
+    if not is_degenerate(chosen):
+        return chosen
+    others = [m for m in (_prior_grabcut(small), naive_small) if m is not None]
+    others = [m for m in others if not is_degenerate(m)]
+    if not others:
+        return chosen
+    return max(others, key=lambda m: _cut_score(small, m))
+
+
 def cluttered_coarse(image: npt.NDArray[np.uint8]) -> F32:
     """A coarse object mask (H×W in {0, 1}) without assuming a smooth backdrop.
 
@@ -126,10 +213,14 @@ def cluttered_coarse(image: npt.NDArray[np.uint8]) -> F32:
             score = _separation(fg, dist)
             if score >= floor:
                 found.append((fg, score))
-    if not found:
+    if found:
+        best, score = found[0]
+        if len(found) == 2 and found[1][1] > 3.0 * score:
+            best = found[1][0]
+    else:
+        best = naive_small
+    best = _guard(small, best, naive_small)
+    if best is naive_small:
         return naive
-    best, score = found[0]
-    if len(found) == 2 and found[1][1] > 3.0 * score:
-        best = found[1][0]
     full = cv2.resize(best.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return np.asarray(full >= 0.5, np.float32)

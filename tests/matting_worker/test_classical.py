@@ -36,20 +36,21 @@ def _composite(alpha: F32, fg: F32, bg: F32, seed: int = 0) -> npt.NDArray[np.ui
 
 
 def _plain_bg() -> F32:
-    return np.broadcast_to(np.float32([232, 236, 240]), (H, W, 3)).astype(np.float32)
+    return np.broadcast_to(np.array([232, 236, 240], np.float32), (H, W, 3)).astype(np.float32)
 
 
 def _gradient_bg() -> F32:
     t = np.linspace(0, 1, H, dtype=np.float32)[:, None, None]
-    top, bottom = np.float32([210, 190, 160]), np.float32([120, 160, 215])
+    top, bottom = np.array([210, 190, 160], np.float32), np.array([120, 160, 215], np.float32)
     bg = np.broadcast_to(top + t * (bottom - top), (H, W, 3)).astype(np.float32)
     yy, xx = np.mgrid[0:H, 0:W]
     vignette = 1 - 0.15 * (((xx - W / 2) / W) ** 2 + ((yy - H / 2) / H) ** 2)
-    return (bg * vignette[..., None]).astype(np.float32)
+    out: F32 = (bg * vignette[..., None]).astype(np.float32)
+    return out
 
 
 def _object_colour() -> F32:
-    return np.broadcast_to(np.float32([40, 70, 150]), (H, W, 3)).astype(np.float32)
+    return np.broadcast_to(np.array([40, 70, 150], np.float32), (H, W, 3)).astype(np.float32)
 
 
 def _mse(a: F32, b: F32) -> float:
@@ -117,7 +118,7 @@ def test_cluttered_background_takes_the_fallback(engine: ClassicalEngine) -> Non
     noise = (noise - noise.mean()) * 4 + 128
     bg = np.repeat(np.clip(noise, 0, 255)[..., None], 3, axis=2).astype(np.float32)
     alpha = (_soft_blob(0.8) > 0.5).astype(np.float32)
-    fg = np.broadcast_to(np.float32([200, 120, 40]), (H, W, 3)).astype(np.float32)
+    fg = np.broadcast_to(np.array([200, 120, 40], np.float32), (H, W, 3)).astype(np.float32)
     image = _composite(alpha, fg, bg)
     got = engine.predict([image])[0].alpha
     assert engine.last_paths == ["cluttered"]
@@ -148,8 +149,12 @@ def _quality_dir() -> Path:
     return here.parents[3] / "shared" / "quality-set"
 
 
-QUALITY_PICKS = ["dev_000_plain_hard", "dev_001_plain_soft", "dev_003_gradient_hard",
-                 "dev_012_gradient_hard_glass"]
+QUALITY_PICKS = [
+    "dev_000_plain_hard",
+    "dev_001_plain_soft",
+    "dev_003_gradient_hard",
+    "dev_012_gradient_hard_glass",
+]
 
 
 def test_quality_set_studio_images(engine: ClassicalEngine) -> None:
@@ -165,3 +170,32 @@ def test_quality_set_studio_images(engine: ClassicalEngine) -> None:
         gt = decode_alpha(qdir / row["gt"])
         got = engine.predict([image])[0].alpha
         assert _mse(got, gt) < 0.003, row["name"]
+
+
+def _sample(name: str) -> Path | None:
+    for parent in Path(__file__).resolve().parents:
+        p = parent / "shared" / "assets" / "samples" / name
+        if p.is_file():
+            return p
+    return None
+
+
+def test_cluttered_photo_with_subject_on_the_edge_is_not_empty(engine: ClassicalEngine) -> None:
+    """astronaut.jpg: the suit touches the border, so border colour clusters contain the
+    subject; the border-seeded cut collapsed to a helmet highlight (0.7 % coverage)."""
+    path = _sample("astronaut.jpg")
+    if path is None:
+        pytest.skip("no astronaut.jpg sample")
+    image = decode_rgb(path)
+    h, w = image.shape[:2]
+    s = 256 / max(h, w)
+    image = np.asarray(
+        cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA), np.uint8
+    )
+    alpha = engine.predict([image])[0].alpha
+    assert engine.last_paths == ["cluttered"]
+    sh, sw = alpha.shape
+    # Face and orange suit: rows 10–90 %, columns 10–55 % of the frame.
+    person = alpha[int(0.1 * sh) : int(0.9 * sh), int(0.1 * sw) : int(0.55 * sw)]
+    assert float(person.mean()) > 0.5
+    assert 0.15 < float(alpha.mean()) < 0.85
