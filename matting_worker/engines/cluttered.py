@@ -196,6 +196,9 @@ def cluttered_coarse(image: npt.NDArray[np.uint8]) -> F32:
     that distance at the border's own spread. Whatever is chosen must separate the image at
     least as cleanly as the plain threshold does, else the plain threshold is returned.
     """
+    # k-means and GrabCut draw from OpenCV's (per-thread) generator: seed it so the same image
+    # always gives the same matte, whatever ran before it in this worker (retries agree).
+    cv2.setRNGSeed(0)
     h, w = image.shape[:2]
     scale = min(1.0, _SIDE / max(h, w))
     sw, sh = max(8, round(w * scale)), max(8, round(h * scale))
