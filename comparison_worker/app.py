@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from shared.roles import COMPARISON
-from shared.roles import worker_id as default_worker_id
+from shared.roles import COMPARISON, create_role_worker_app
 from shared.settings import Settings, get_settings
-from shared.worker import create_worker_app
 
 from .stage import ComparisonStage
 
@@ -19,7 +17,4 @@ def create_app(
     host: str | None = None,
 ) -> FastAPI:
     s = settings or get_settings()
-    port = port if port is not None else COMPARISON.worker_port(s)
-    wid = default_worker_id(COMPARISON, s, port, worker_id)
-    url = COMPARISON.api_url(s)
-    return create_worker_app(ComparisonStage(s), s, wid, port, balancer_url=url, host=host)
+    return create_role_worker_app(COMPARISON, ComparisonStage(s), s, worker_id, port, host)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import importlib
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 
 from .balancer import BalancerConfig, create_balancer_app
 from .settings import Settings, get_settings
+from .stage import Stage
 from .timing import BALANCER_QUEUE_WAIT_S
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "api_main",
     "balancer_config",
     "create_api_app",
+    "create_role_worker_app",
     "worker_id",
     "worker_main",
 ]
@@ -103,6 +106,18 @@ def api_main(role: StageRole, argv: list[str] | None = None) -> None:
 
 def worker_id(role: StageRole, s: Settings, port: int, given: str | None = None) -> str:
     return given or s.worker_id or f"{role.name}-{port}"
+
+
+def create_role_worker_app(
+    role: StageRole, stage: Stage[Any, Any], s: Settings, given_id: str | None = None,
+    port: int | None = None, host: str | None = None,
+) -> FastAPI:
+    """The worker server for `role`: its port, its id and the balancer it reports to."""
+    from .worker import create_worker_app
+
+    port = port if port is not None else role.worker_port(s)
+    wid = worker_id(role, s, port, given_id)
+    return create_worker_app(stage, s, wid, port, balancer_url=role.api_url(s), host=host)
 
 
 def worker_main(role: StageRole, argv: list[str] | None = None) -> None:
