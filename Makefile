@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: install browser run demo lint test test-fast bench gpu-test clean
+.PHONY: install browser run demo lint test gpu-test bench clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ browser:
 
 test: lint browser
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The CUDA tests alone (they skip without a GPU; `make test` runs them too).
+gpu-test: install
+	$(PY) -m pytest -q -p no:cacheprovider -m gpu tests/matting_worker
 
 bench: install
 	$(PY) -m bench
