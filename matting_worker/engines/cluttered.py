@@ -25,6 +25,9 @@ __all__ = ["border_distance_mask", "cluttered_coarse", "is_degenerate", "spectra
 
 F32 = npt.NDArray[np.float32]
 _SIDE = 400
+RIVAL_MARGIN = 1.5
+"""How much better (edge-following × wholeness) the centre-seeded cut must score to replace
+the border-seeded one."""
 _cv: Any = cv2  # OpenCV's stubs reject the documented None arguments of kmeans / grabCut
 
 
@@ -173,6 +176,20 @@ def _cut_score(small: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]) -> flo
     return align * share
 
 
+def _rival(small: npt.NDArray[np.uint8], best: npt.NDArray[np.bool_], dist: F32
+           ) -> npt.NDArray[np.bool_]:
+    """A busy backdrop can make the border-seeded cut swallow half the background. The cut
+    seeded from the centre and saliency takes over only when it wins on both counts: its
+    colours separate more cleanly and its outline follows image edges clearly better."""
+    prior = _prior_grabcut(small)
+    if prior is None or is_degenerate(prior):
+        return best
+    if (_separation(prior, dist) > _separation(best, dist)
+            and _cut_score(small, prior) > RIVAL_MARGIN * _cut_score(small, best)):
+        return prior
+    return best
+
+
 def _guard(
     small: npt.NDArray[np.uint8],
     chosen: npt.NDArray[np.bool_],
@@ -222,6 +239,7 @@ def cluttered_coarse(image: npt.NDArray[np.uint8]) -> F32:
             best = found[1][0]
     else:
         best = naive_small
+    best = _rival(small, best, dist)
     best = _guard(small, best, naive_small)
     if best is naive_small:
         return naive

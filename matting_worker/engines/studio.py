@@ -19,6 +19,10 @@ from .background import BorderModel
 __all__ = ["StudioResult", "studio_alpha"]
 
 F32 = npt.NDArray[np.float32]
+RAMP_DEPTH = 3.0
+"""How far inside the object's mask (in edge bands) a soft edge's ramp may reach."""
+GLASS_MAD = 0.035
+"""Largest spread (robust, in alpha) of a plateau still taken for one see-through part."""
 B8 = npt.NDArray[np.bool_]
 
 
@@ -48,8 +52,10 @@ def _keep_components(mask: B8, min_area: int) -> B8:
 
 
 def _fill_small_holes(mask: B8, max_area: int, background_like: B8) -> B8:
-    """Fill pinholes where the object's colour met the backdrop's; a hole that looks like the
-    backdrop (a ring's centre, gaps between strands) stays open."""
+    """Fill holes that do not show the backdrop: pinholes where the object's colour met the
+    backdrop's, and enclosed areas of any size whose colour is not the backdrop's (a pale
+    patch of a print). A hole that looks like the backdrop (a ring's centre, gaps between
+    strands) stays open."""
     inv = (~mask).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
     h, w = mask.shape
@@ -57,9 +63,10 @@ def _fill_small_holes(mask: B8, max_area: int, background_like: B8) -> B8:
     for i in range(1, n):
         x, y, bw, bh, area = stats[i]
         touches = x == 0 or y == 0 or x + bw == w or y + bh == h
-        fill[i] = area <= max_area and not touches
+        fill[i] = not touches
     bg_share = np.bincount(labels.ravel(), weights=background_like.ravel(), minlength=n)
-    fill &= bg_share < 0.5 * stats[:, cv2.CC_STAT_AREA]
+    areas = stats[:, cv2.CC_STAT_AREA]
+    fill &= np.where(areas <= max_area, bg_share < 0.5 * areas, bg_share < 0.1 * areas)
     out: B8 = mask | fill[labels]
     return out
 
@@ -163,7 +170,7 @@ def _see_through(
             vals = ratio[parts == j]
             med = float(np.median(vals))
             mad = 1.4826 * float(np.median(np.abs(vals - med)))
-            if mad <= 0.035:
+            if mad <= GLASS_MAD:
                 keep[j] = True
                 level[j] = med
     glass: B8 = keep[parts]
@@ -207,6 +214,10 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     ramp = smooth_ok & (_slope(level) > 0.012) & coarse
     # Only a ramp that runs out to the backdrop is an edge; shading inside the object is not.
     ramp = _touching(ramp, cv2.dilate((~coarse).astype(np.uint8), _disk(2)) > 0)
+    # ... and only as deep as a soft edge reaches: smooth patches of a printed or photographic
+    # surface chain inwards along the texture, but they are the object, not its edge.
+    depth = cv2.distanceTransform(coarse.astype(np.uint8), cv2.DIST_L2, 3)
+    ramp &= depth <= RAMP_DEPTH * band
     solid = _erode(coarse & (smooth >= 0.8 * local_max) & (dist > t_hi) & ~ramp | textured)
     fg = _object_colour(img, solid, band)
     ratio = _ratio(diff, dist, fg, model.surface, sigma)
