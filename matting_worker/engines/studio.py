@@ -61,7 +61,7 @@ def _fill_small_holes(mask: B8, max_area: int, background_like: B8) -> B8:
     h, w = mask.shape
     fill = np.zeros(n, bool)
     for i in range(1, n):
-        x, y, bw, bh, area = stats[i]
+        x, y, bw, bh, _ = stats[i]
         touches = x == 0 or y == 0 or x + bw == w or y + bh == h
         fill[i] = not touches
     bg_share = np.bincount(labels.ravel(), weights=background_like.ravel(), minlength=n)

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from bench.heldout import item
 from matting_worker.engines.base import EngineError
 from matting_worker.engines.classical import ClassicalEngine
 from matting_worker.engines.cluttered import border_distance_mask
@@ -124,6 +125,47 @@ def test_cluttered_background_takes_the_fallback(engine: ClassicalEngine) -> Non
     assert engine.last_paths == ["cluttered"]
     assert _mse(got, alpha) <= _mse(border_distance_mask(image), alpha)
     assert _mse(got, alpha) < 0.02
+
+
+def test_enclosed_patch_unlike_the_backdrop_is_object(engine: ClassicalEngine) -> None:
+    """A pale print inside the object is close to the backdrop's colour but not equal to it:
+    it stays opaque, however large; a hole that shows the backdrop itself stays open."""
+    alpha = np.zeros((H, W), np.float32)
+    cv2.rectangle(alpha, (30, 30), (170, 120), 1.0, -1)
+    hole = np.zeros((H, W), bool)
+    hole[60:90, 130:155] = True
+    alpha[hole] = 0.0
+    fg = _object_colour().copy()
+    patch = np.zeros((H, W), bool)
+    patch[50:100, 50:110] = True
+    fg[patch] = np.array([220, 224, 228], np.float32)  # 21 units from the backdrop
+    image = _composite(alpha, fg, _plain_bg())
+    got = engine.predict([image])[0].alpha
+    inner = cv2.erode(patch.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert float(got[inner].mean()) > 0.95
+    open_hole = cv2.erode(hole.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert float(got[open_hole].mean()) < 0.05
+
+
+def test_printed_object_keeps_a_solid_interior_behind_its_soft_edge(
+    engine: ClassicalEngine,
+) -> None:
+    """Smooth patches of a photo print chain inwards from a soft edge; they are not edge."""
+    it = item(3, 1)  # held-out: photo-printed object, plain backdrop, soft edge
+    assert it.object == "photo" and it.edge == "soft"
+    got = engine.predict([it.image])[0].alpha
+    core = cv2.erode((it.gt == 255).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert float((got[core] < 0.9).mean()) < 0.02
+
+
+def test_busy_backdrop_is_not_taken_for_the_object(engine: ClassicalEngine) -> None:
+    """On a textured backdrop the border-seeded cut can swallow half the background; the
+    centre-seeded cut replaces it when it separates and follows edges clearly better."""
+    it = item(4, 6)  # held-out: solid object, textured backdrop, hard edge
+    assert it.background == "textured"
+    got = engine.predict([it.image])[0].alpha
+    assert engine.last_paths == ["cluttered"]
+    assert _mse(got, it.gt / 255.0) < 0.003
 
 
 def test_refine_improves_a_binary_mask() -> None:
