@@ -120,6 +120,18 @@ def _one(url: str, pid: int, kind: str, total: int) -> dict[str, float]:
             "seconds": elapsed}  # fmt: skip
 
 
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            httpx.get(f"{url}/health", timeout=1).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.2)
+
+
 def _gateway(total: int, tmp: str) -> dict[str, float]:
     """The same raw body into the real gateway (`python -m gateway`): the whole upload route,
     job row and background ingest included (the random body is then refused as no archive)."""
@@ -130,15 +142,7 @@ def _gateway(total: int, tmp: str) -> dict[str, float]:
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                httpx.get(f"{url}/health", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("gateway did not start") from None
-                time.sleep(0.3)
+        _wait_healthy(url, proc, 120, "gateway")
         before = _rss_kib(proc.pid)
         sampler = _Sampler(proc.pid)
         sampler.start()
@@ -169,15 +173,7 @@ def run() -> str:
         )  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"{url}/health", timeout=1).raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise RuntimeError("bench server did not start") from None
-                    time.sleep(0.2)
+            _wait_healthy(url, proc, 60, "bench server")
             idle = _rss_kib(proc.pid) / 1024
             results = {kind: _one(url, proc.pid, kind, total) for kind in ("raw", "multipart")}
             hwm = _rss_kib(proc.pid, "VmHWM") / 1024
