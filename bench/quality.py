@@ -147,7 +147,7 @@ def report(results: list[ItemResult], title: str, source: str) -> str:
         "<details><summary>per image</summary>",
         "",
         "| image | classical MSE | naive MSE | classical s |",
-        "|---|---:|---:|---|",
+        "|---|---:|---:|---:|",
     ]
     naive_by = {r.name: r for r in n}
     for r in c:
