@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import shutil
 import subprocess
@@ -14,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from .conftest import Stack, db_check, make_zip, png_set, running_stack, until
 
@@ -108,14 +111,25 @@ def worker_failures(stack: Stack) -> int:
                for p in ports)
 
 
+def noise_set(n: int, side: int) -> dict[str, bytes]:
+    """PNGs of noise: they do not compress, so every cut-out is bigger than the room the test
+    leaves, and the first write after the fill fails whatever else took space before it."""
+    rng = np.random.default_rng(0)
+    out: dict[str, bytes] = {}
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), np.uint8)).save(buf, "PNG")
+        out[f"noise/part{i % 3}/img{i:03d}.png"] = buf.getvalue()
+    return out
+
+
 def test_disk_fills_mid_job_then_frees(dstack: Stack) -> None:
-    members = png_set(40, side=96)
+    members = noise_set(40, side=192)  # ~110 KB in, ~150 KB out each
     failed_before = worker_failures(dstack)
     with contextlib.ExitStack() as fills:
-        # most of the disk is taken before the upload, the rest once the job runs: the job
-        # has barely started when its outputs find no room (a little is left for SQLite,
-        # the workers' outputs take it within a few images)
-        fills.enter_context(disk_filled(dstack.data_dir / "logs", leave=MIN_FREE + (2 << 20)))
+        # most of the disk is taken before the upload (room left for the archive and its
+        # extraction), the rest once the job runs: 64 KiB stay free, less than one cut-out
+        fills.enter_context(disk_filled(dstack.data_dir / "logs", leave=MIN_FREE + (16 << 20)))
         code, body = upload(dstack, members)
         assert code == 202, body
         job_id = str(body["job_id"])
@@ -125,7 +139,7 @@ def test_disk_fills_mid_job_then_frees(dstack: Stack) -> None:
                 return bool(c.get(f"/status/{job_id}").json()["state"] == "running")
 
         until(running, 120, "the job running", interval=0.02)
-        fills.enter_context(disk_filled(dstack.data_dir, leave=128 << 10))
+        fills.enter_context(disk_filled(dstack.data_dir, leave=64 << 10))
         # the running tasks fail (507, retryable) on the full volume ...
         until(lambda: worker_failures(dstack) > failed_before, 120, "a write refused")
         assert db_check(dstack.data_dir).integrity == "ok"
