@@ -34,7 +34,7 @@ browser:
 	  echo "warning: no chromium and no apt-get to install it: the browser tests will skip"
 
 test: lint browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -rs -p no:cacheprovider
 
 # The CUDA tests alone (they skip without a GPU; `make test` runs them too).
 gpu-test: install
