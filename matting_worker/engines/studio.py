@@ -51,7 +51,7 @@ def _keep_components(mask: B8, min_area: int) -> B8:
     return out
 
 
-def _fill_small_holes(mask: B8, max_area: int, background_like: B8) -> B8:
+def _fill_holes(mask: B8, max_area: int, background_like: B8) -> B8:
     """Fill holes that do not show the backdrop: pinholes where the object's colour met the
     backdrop's, and enclosed areas of any size whose colour is not the backdrop's (a pale
     patch of a print). A hole that looks like the backdrop (a ring's centre, gaps between
@@ -192,7 +192,7 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     smooth = np.asarray(cv2.GaussianBlur(dist, (0, 0), 1.0), np.float32)
     coarse = (dist > t_hi) | (smooth > t_hi)
     coarse = _keep_components(coarse, max(30, (h * w) // 20000))
-    coarse = _fill_small_holes(coarse, (h * w) // 2000, dist < t_lo)
+    coarse = _fill_holes(coarse, (h * w) // 2000, dist < t_lo)
     # Uniform areas: a see-through part shows a flat blend, texture shows its own detail.
     # High-pass energy, so a smooth ramp (a soft edge) counts as flat and only detail does not.
     detail = img - np.asarray(cv2.GaussianBlur(img, (0, 0), 1.0), np.float32)
