@@ -109,7 +109,7 @@ def test_patch_cut_mid_body_keeps_what_reached_disk_and_resumes(
 ) -> None:
     gw = start_gateway()
     src = tmp_path / "big.zip"
-    noise_zip(src, ["x.png", "y.png"], 700)
+    members = noise_zip(src, ["x.png", "y.png"], 700)
     body = src.read_bytes()
     upload_id = create(gw, len(body), filename="big.zip")
     path = gw.storage.upload_path(upload_id)
@@ -133,7 +133,12 @@ def test_patch_cut_mid_body_keeps_what_reached_disk_and_resumes(
     assert path.read_bytes() == body
     r = gw.client.post("/jobs", json={"upload_id": upload_id})
     assert r.status_code == 202, r.text
-    assert (gw.storage.job_input(upload_id) / "upload.zip").read_bytes() == body
+    # Ingest unpacks the archive and then deletes it: compare what it unpacked.
+    chunks = gw.storage.job_chunks(upload_id)
+    wait_for(lambda: all((chunks / name).is_file() for name in members)
+             and not (gw.storage.job_input(upload_id) / "upload.zip").exists())
+    for name, data in members.items():
+        assert (chunks / name).read_bytes() == data
 
 
 def test_protocol_errors(start_gateway: Start) -> None:
