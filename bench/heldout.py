@@ -3,8 +3,10 @@
 exact alpha on a plain, gradient or textured background) but with other shapes and other
 textures, so tuning on the 36 fixed files shows up as a gap between the two tables.
 
-Every image comes from one seed, so a run is repeatable and a new seed is a new set. Textures
-are procedural (cellular pebbles, fractal noise, stripes, bricks), so nothing is downloaded.
+Image `i` of a set comes from the pair (seed, i), so a run is repeatable, a new seed is a new
+set, and one image can be rebuilt alone. Backdrop textures are procedural (cellular pebbles,
+fractal clouds, stripes, bricks); printed objects take crops of the sample photos the repo
+ships; nothing is downloaded.
 """
 
 from __future__ import annotations
