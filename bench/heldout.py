@@ -103,14 +103,19 @@ def _inside(mask: F32, margin: int) -> F32:
     return np.asarray(cv2.warpAffine(mask, shift, (w, h), flags=cv2.INTER_NEAREST), np.float32)
 
 
+def _outline(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
+    """(y, x) of the pixels on a mask's boundary, where strands and glass discs start."""
+    grad = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    return np.argwhere(grad > 0)
+
+
 def _hair(base: F32, rng: np.random.Generator) -> F32:
     """Thin strands walking outward from the boundary, drawn antialiased at 4× and reduced, so
     their alpha is fractional like real hair."""
     h, w = base.shape
     s = 4
     big = np.zeros((h * s, w * s), np.uint8)
-    edge = np.argwhere(cv2.morphologyEx((base > 0).astype(np.uint8), cv2.MORPH_GRADIENT,
-                                        np.ones((3, 3), np.uint8)) > 0)
+    edge = _outline(base > 0)
     ys, xs = np.nonzero(base)
     cy, cx = ys.mean(), xs.mean()
     for _ in range(int(rng.integers(20, 40))):
@@ -156,8 +161,6 @@ def _texture(kind: str, w: int, h: int, rng: np.random.Generator) -> U8:
             for col in range(-bw, w, bw):
                 t[row:row + bh, max(col + off, 0):max(col + off + bw, 0)] = rng.uniform(90, 190)
             t[row:row + 3, :] = 60
-        for row in range(0, h, bh):
-            off = (row // bh % 2) * bw // 2
             for col in range(off, w, bw):
                 t[row:row + bh, col:col + 3] = 60
         t += rng.normal(0, 10, (h, w))
@@ -209,8 +212,7 @@ def _glass(alpha: F32, rng: np.random.Generator) -> F32:
     of its outline: alpha at a constant level inside a disc, the object's colour throughout."""
     h, w = alpha.shape
     ys, xs = np.nonzero(alpha > 0.5)
-    edge = np.argwhere(cv2.morphologyEx((alpha > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT,
-                                        np.ones((3, 3), np.uint8)) > 0)
+    edge = _outline(alpha > 0.5)
     cy, cx = edge[int(rng.integers(len(edge)))]
     r = int(min(np.ptp(ys), np.ptp(xs)) * rng.uniform(0.18, 0.3)) + 3
     m = np.zeros((h, w), np.uint8)
