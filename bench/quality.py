@@ -111,17 +111,11 @@ def _table(results: list[ItemResult], key: Callable[[ItemResult], str], title: s
     return lines
 
 
-def _targets(results: list[ItemResult]) -> tuple[float, float]:
-    c = [r for r in results if r.method == "classical"]
-    n = [r for r in results if r.method == "naive"]
-    studio = _mean(r.mse for r in c if r.background in ("plain", "gradient"))
-    return studio, _mean(r.mse for r in c) / max(_mean(r.mse for r in n), 1e-12)
-
-
 def report(results: list[ItemResult], title: str, source: str) -> str:
     c = [r for r in results if r.method == "classical"]
     n = [r for r in results if r.method == "naive"]
-    studio, ratio = _targets(results)
+    studio = _mean(r.mse for r in c if r.background in ("plain", "gradient"))
+    ratio = _mean(r.mse for r in c) / max(_mean(r.mse for r in n), 1e-12)
     ok1, ok2 = studio <= STUDIO_TARGET_MSE, ratio <= OVERALL_TARGET_RATIO
     lines = [
         f"### {title}",
