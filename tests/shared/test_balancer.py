@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -141,38 +142,40 @@ def test_no_worker_means_503_with_retry_after() -> None:
         assert httpx.post(b.url + "/matting", json={"task_id": 1}).status_code == 422
 
 
-def test_queue_full_then_served_when_a_slot_frees() -> None:
+@contextlib.contextmanager
+def one_held_worker(**balancer_kw: Any) -> Iterator[tuple[StandIn, ThreadServer]]:
+    """A balancer with one worker of capacity 1 (joined by heartbeat) that holds every
+    request until the test sets its gate."""
     slow = StandIn()
     slow.gate.clear()
-    with slow.server, balancer([], queue_limit=1) as b:
+    with slow.server, balancer([], **balancer_kw) as b:
         httpx.post(b.url + "/workers/heartbeat", json={"url": slow.server.url,
                                                         "worker_id": "slow", "capacity": 1})
-        with ThreadPoolExecutor(2) as pool:
-            first = pool.submit(httpx.post, b.url + "/matting", json=stage_body(1), timeout=30)
-            wait_until(lambda: slow.calls == 1, what="first request at the worker")
-            second = pool.submit(httpx.post, b.url + "/matting", json=stage_body(2), timeout=30)
-            wait_until(lambda: httpx.get(b.url + "/info").json()["queued"] == 1, what="queued")
-            third = httpx.post(b.url + "/matting", json=stage_body(3))
-            assert third.status_code == 503 and "Retry-After" in third.headers
-            assert "queue is full" in third.json()["detail"]
-            slow.gate.set()
-            assert first.result().status_code == 200
-            assert second.result().status_code == 200  # waited, then got the slot
+        yield slow, b
+
+
+def test_queue_full_then_served_when_a_slot_frees() -> None:
+    with one_held_worker(queue_limit=1) as (slow, b), ThreadPoolExecutor(2) as pool:
+        first = pool.submit(httpx.post, b.url + "/matting", json=stage_body(1), timeout=30)
+        wait_until(lambda: slow.calls == 1, what="first request at the worker")
+        second = pool.submit(httpx.post, b.url + "/matting", json=stage_body(2), timeout=30)
+        wait_until(lambda: httpx.get(b.url + "/info").json()["queued"] == 1, what="queued")
+        third = httpx.post(b.url + "/matting", json=stage_body(3))
+        assert third.status_code == 503 and "Retry-After" in third.headers
+        assert "queue is full" in third.json()["detail"]
+        slow.gate.set()
+        assert first.result().status_code == 200
+        assert second.result().status_code == 200  # waited, then got the slot
 
 
 def test_queue_wait_over_is_503() -> None:
-    slow = StandIn()
-    slow.gate.clear()
-    with slow.server, balancer([], queue_wait_s=0.2) as b:
-        httpx.post(b.url + "/workers/heartbeat", json={"url": slow.server.url,
-                                                        "worker_id": "slow", "capacity": 1})
-        with ThreadPoolExecutor(1) as pool:
-            first = pool.submit(httpx.post, b.url + "/matting", json=stage_body(1), timeout=30)
-            wait_until(lambda: slow.calls == 1, what="first request at the worker")
-            r = httpx.post(b.url + "/matting", json=stage_body(2))
-            assert r.status_code == 503 and "busy" in r.json()["detail"]
-            slow.gate.set()
-            assert first.result().status_code == 200
+    with one_held_worker(queue_wait_s=0.2) as (slow, b), ThreadPoolExecutor(1) as pool:
+        first = pool.submit(httpx.post, b.url + "/matting", json=stage_body(1), timeout=30)
+        wait_until(lambda: slow.calls == 1, what="first request at the worker")
+        r = httpx.post(b.url + "/matting", json=stage_body(2))
+        assert r.status_code == 503 and "busy" in r.json()["detail"]
+        slow.gate.set()
+        assert first.result().status_code == 200
 
 
 def test_retryable_errors_fail_over_and_refusals_are_relayed() -> None:
