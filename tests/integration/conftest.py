@@ -231,6 +231,19 @@ def png_set(n: int, side: int = 96) -> dict[str, bytes]:
     return out
 
 
+def noise_set(n: int, side: int) -> dict[str, bytes]:
+    """`n` PNGs of noise, named in a two-level tree. They do not compress, so every image
+    costs the workers real decode and encode time (a job stays in flight long enough to be
+    caught there) and every cut-out is as big as its input."""
+    rng = np.random.default_rng(0)
+    out: dict[str, bytes] = {}
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), np.uint8)).save(buf, "PNG")
+        out[f"noise/part{i % 3}/img{i:03d}.png"] = buf.getvalue()
+    return out
+
+
 def make_zip(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:

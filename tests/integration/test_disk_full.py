@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import os
 import shutil
 import subprocess
@@ -15,11 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
-from .conftest import Stack, db_check, make_zip, png_set, running_stack, until
+from .conftest import Stack, db_check, make_zip, noise_set, png_set, running_stack, until
 
 pytestmark = pytest.mark.integration
 
@@ -109,18 +106,6 @@ def worker_failures(stack: Stack) -> int:
     ports = [stack.settings.matting_worker_port, stack.settings.comparison_worker_port]
     return sum(int(httpx.get(f"http://127.0.0.1:{p}/info", timeout=10).json()["failed"])
                for p in ports)
-
-
-def noise_set(n: int, side: int) -> dict[str, bytes]:
-    """PNGs of noise: they do not compress, so every cut-out is bigger than the room the test
-    leaves, and the first write after the fill fails whatever else took space before it."""
-    rng = np.random.default_rng(0)
-    out: dict[str, bytes] = {}
-    for i in range(n):
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (side, side, 3), np.uint8)).save(buf, "PNG")
-        out[f"noise/part{i % 3}/img{i:03d}.png"] = buf.getvalue()
-    return out
 
 
 def test_disk_fills_mid_job_then_frees(dstack: Stack) -> None:

@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Stack, db_check, make_zip, png_set, running_stack, until
+from .conftest import Stack, db_check, make_zip, noise_set, png_set, running_stack, until
 
 pytestmark = pytest.mark.integration
 
 IMAGES = 60
-SIDE = 128
+SIDE = 256  # noise at this size keeps a worker busy for tens of ms a batch: polls see it
 DEAD_STATES = ("permanently_failed", "rejected")
 
 
@@ -130,7 +130,7 @@ def pool_entry(stack: Stack, kind: str, url: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("kind", ["matting", "comparison"])
 def test_worker_killed_mid_job(fstack: Stack, kind: str) -> None:
-    members = png_set(IMAGES, SIDE)
+    members = noise_set(IMAGES, SIDE)
     url = worker_url(fstack, kind, 1)
     program = f"{kind}-worker-1"
     job_id = start_job(fstack, members)
@@ -181,7 +181,7 @@ class SlowBody:
 
 
 def test_gateway_killed_mid_job_and_mid_upload(fstack: Stack) -> None:
-    members = png_set(IMAGES, SIDE)
+    members = noise_set(IMAGES, SIDE)
     body = SlowBody()
     answers: list[object] = []
 
@@ -240,7 +240,7 @@ def test_gateway_killed_mid_job_and_mid_upload(fstack: Stack) -> None:
 
 @pytest.mark.parametrize("kind", ["matting"])
 def test_balancer_killed_mid_job(fstack: Stack, kind: str) -> None:
-    members = png_set(IMAGES, SIDE)
+    members = noise_set(IMAGES, SIDE)
     program = f"{kind}-api"
     job_id = start_job(fstack, members)
 
