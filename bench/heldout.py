@@ -33,7 +33,7 @@ BACKGROUNDS = ["plain", "gradient", "textured"]
 EDGES = ["hard", "soft", "hair"]
 SHAPES = ["star", "rounded_rect", "heart", "crescent", "polygon", "blobs", "bottle", "leaf"]
 TEXTURES = ["pebbles", "fractal", "stripes", "bricks"]
-SAMPLES = Path(__file__).resolve().parent.parent / "shared" / "assets" / "samples"
+SAMPLES = Path(__file__).resolve().parent.parent / "mattepipe" / "assets" / "samples"
 
 
 def _fill(mask: U8) -> F32:

@@ -82,8 +82,8 @@ def _oneshot(images_dir: Path, model: str, models_dir: Path, env: dict[str, str]
 
 
 def _cpu_section() -> str:
+    from mattepipe.stack.supervisor import health_urls, start_stack, stop_stack, wait_healthy
     from shared.settings import Settings
-    from shared.stack import health_urls, start_stack, stop_stack, wait_healthy
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)

@@ -29,8 +29,14 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from mattepipe.stack.supervisor import (
+    health_urls,
+    start_stack,
+    stop_stack,
+    supervisor_bin,
+    wait_healthy,
+)
 from shared.settings import Settings
-from shared.stack import health_urls, start_stack, stop_stack, supervisor_bin, wait_healthy
 
 __all__ = ["run"]
 

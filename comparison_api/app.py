@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from shared.balancer import BalancerConfig
+from shared.balancer.app import BalancerConfig
 from shared.roles import COMPARISON, balancer_config, create_api_app
 from shared.settings import Settings
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from comparison_worker.stage import ComparisonStage
 from shared.roles import COMPARISON, create_role_worker_app
 from shared.settings import Settings, get_settings
-
-from .stage import ComparisonStage
 
 __all__ = ["create_app"]
 

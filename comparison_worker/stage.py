@@ -16,13 +16,12 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from comparison_worker.engine import Comparison, compare
 from shared.imaging import decode_alpha, decode_rgb, encode_jpeg
 from shared.schemas import StageRequest
 from shared.settings import Settings
 from shared.storage import Storage, atomic_write_bytes
-from shared.worker import BadInput, BatchPolicy, StageOutput, thread_count
-
-from .engine import Comparison, compare
+from shared.worker.server import BadInput, BatchPolicy, StageOutput, thread_count
 
 __all__ = ["ComparisonItem", "ComparisonStage"]
 

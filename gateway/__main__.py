@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from gateway.app import create_app
 from shared.logs import add_request_logging, setup_logging
 from shared.serve import serve
 from shared.settings import get_settings
-
-from .app import create_app
 
 SERVICE = "gateway"
 

@@ -11,10 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
+from gateway.api import include_routes
+from gateway.state import GatewayState
 from shared.settings import Settings, get_settings
-
-from .routes import include_routes
-from .state import GatewayState
 
 __all__ = ["app", "create_app"]
 

@@ -12,16 +12,16 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.db import create_engine, init_db, session_factory
+from gateway.db import repo, transitions
+from gateway.db.tables import create_engine, init_db, session_factory
+from gateway.intake import tus_uploads
+from gateway.intake.ingest import ingest_job
+from gateway.intake.tus_store import UploadLocks
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline.scheduler import Scheduler
 from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import Storage
-
-from . import repo, transitions, tus_uploads
-from .ingest import ingest_job
-from .metrics import GatewayMetrics
-from .scheduler import Scheduler
-from .tus import UploadLocks
 
 __all__ = ["GatewayState"]
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from matting_worker.stage import MattingStage
 from shared.roles import MATTING, create_role_worker_app
 from shared.settings import Settings, get_settings
-
-from .stage import MattingStage
 
 __all__ = ["create_app"]
 

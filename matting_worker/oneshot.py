@@ -16,13 +16,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from matting_worker.engines.base import Engine, Matte, RGBImage
+from matting_worker.engines.device import set_cpu_threads
+from matting_worker.engines.registry import create_engine
 from shared.imaging import ImageRejected, decode_rgb, encode_png_alpha, encode_png_rgba
 from shared.settings import get_settings
 from shared.storage import atomic_write_bytes
-
-from .engines.base import Engine, Matte, RGBImage
-from .engines.device import set_cpu_threads
-from .engines.registry import create_engine
 
 __all__ = ["IMAGE_SUFFIXES", "OUTPUT_MODES", "OneshotResult", "find_images", "main",
            "matte_folder"]

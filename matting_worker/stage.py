@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matting_worker.engines.base import Engine, Matte, RGBImage
+from matting_worker.engines.registry import UnknownModel, create_engine
 from shared.imaging import decode_rgb, encode_png_alpha, encode_png_rgba
 from shared.schemas import StageRequest
 from shared.settings import Settings
 from shared.storage import Storage, atomic_write_bytes, model_output_rel
-from shared.worker import BadInput, BatchPolicy, StageFailure, StageOutput
-
-from .engines.base import Engine, Matte, RGBImage
-from .engines.registry import UnknownModel, create_engine
+from shared.worker.server import BadInput, BatchPolicy, StageFailure, StageOutput
 
 __all__ = ["OUTPUT_MODES", "MattingItem", "MattingStage", "request_models"]
 

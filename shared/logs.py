@@ -19,8 +19,8 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .metrics import IN_FLIGHT, REQUEST_SECONDS, REQUESTS
-from .settings import Settings
+from shared.metrics import IN_FLIGHT, REQUEST_SECONDS, REQUESTS
+from shared.settings import Settings
 
 __all__ = [
     "DEBUG_LOGGER",

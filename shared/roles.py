@@ -11,10 +11,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from .balancer import BalancerConfig, create_balancer_app
-from .settings import Settings, get_settings
-from .stage import Stage
-from .timing import BALANCER_QUEUE_WAIT_S
+from shared.balancer.app import BalancerConfig, create_balancer_app
+from shared.settings import Settings, get_settings
+from shared.timing import BALANCER_QUEUE_WAIT_S
+from shared.worker.stage import Stage
 
 __all__ = [
     "COMPARISON",
@@ -88,8 +88,8 @@ def create_api_app(
 
 def api_main(role: StageRole, argv: list[str] | None = None) -> None:
     """`python -m <stage>_api [--port N] [--host H] [--worker-urls URL,…]`."""
-    from .logs import setup_logging
-    from .serve import serve
+    from shared.logs import setup_logging
+    from shared.serve import serve
 
     s = get_settings()
     p = argparse.ArgumentParser(prog=role.api_service, description=api_main.__doc__)
@@ -113,7 +113,7 @@ def create_role_worker_app(
     port: int | None = None, host: str | None = None,
 ) -> FastAPI:
     """The worker server for `role`: its port, its id and the balancer it reports to."""
-    from .worker import create_worker_app
+    from shared.worker.server import create_worker_app
 
     port = port if port is not None else role.worker_port(s)
     wid = worker_id(role, s, port, given_id)
@@ -122,7 +122,7 @@ def create_role_worker_app(
 
 def worker_main(role: StageRole, argv: list[str] | None = None) -> None:
     """`python -m <stage>_worker [--port N] [--worker-id ID] [--host H]`."""
-    from .stage import configure_threads
+    from shared.worker.stage import configure_threads
 
     s = get_settings()
     p = argparse.ArgumentParser(prog=role.worker_package, description=worker_main.__doc__)
@@ -132,8 +132,8 @@ def worker_main(role: StageRole, argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     configure_threads(s)  # before the engines import numpy/cv2/torch
 
-    from .logs import setup_logging
-    from .serve import serve
+    from shared.logs import setup_logging
+    from shared.serve import serve
 
     app_module = importlib.import_module(f"{role.worker_package}.app")
     wid = worker_id(role, s, args.port, args.worker_id)

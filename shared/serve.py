@@ -7,7 +7,7 @@ import logging
 import uvicorn
 from starlette.types import ASGIApp
 
-from .timing import GRACEFUL_SHUTDOWN_S
+from shared.timing import GRACEFUL_SHUTDOWN_S
 
 __all__ = ["serve"]
 

@@ -15,12 +15,17 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from .background import fit_border_model
-from .base import Engine, EngineError, Matte, RGBImage
-from .cluttered import cluttered_coarse
-from .guided import guided_upsample
-from .refine import default_band, estimate_foreground, solve_trimap, trimap_from_coarse
-from .studio import studio_alpha
+from matting_worker.engines.background import fit_border_model
+from matting_worker.engines.base import Engine, EngineError, Matte, RGBImage
+from matting_worker.engines.cluttered import cluttered_coarse
+from matting_worker.engines.guided import guided_upsample
+from matting_worker.engines.refine import (
+    default_band,
+    estimate_foreground,
+    solve_trimap,
+    trimap_from_coarse,
+)
+from matting_worker.engines.studio import studio_alpha
 
 __all__ = ["SOLVE_SIDE", "WORK_SIDE", "ClassicalEngine"]
 

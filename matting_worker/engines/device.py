@@ -15,7 +15,7 @@ import subprocess
 from typing import Any
 
 from shared.settings import Settings, get_settings
-from shared.stage import thread_count
+from shared.worker.stage import thread_count
 
 __all__ = [
     "apply_visible_devices",

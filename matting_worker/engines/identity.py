@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .base import Engine, Matte, RGBImage
+from matting_worker.engines.base import Engine, Matte, RGBImage
 
 __all__ = ["IdentityEngine"]
 

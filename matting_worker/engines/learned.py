@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from .base import Engine, EngineError, Matte, RGBImage
-from .presets import Preset
+from matting_worker.engines.base import Engine, EngineError, Matte, RGBImage
+from matting_worker.engines.presets import Preset
 
 __all__ = ["FloatArray", "LearnedEngine", "run_with_backoff", "to_maps"]
 
@@ -216,7 +216,9 @@ class LearnedEngine(Engine):
     def _matte(self, image: RGBImage, coarse: FloatArray) -> Matte:
         if not self.preset.refine:
             return Matte(alpha=coarse)
-        from .refine import refine  # the band solver is heavy to import; only refining needs it
+        from matting_worker.engines.refine import (
+            refine,  # the band solver is heavy to import; only refining needs it
+        )
 
         return refine(image, coarse)
 

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .base import EngineError
-from .device import onnx_providers
-from .learned import FloatArray, LearnedEngine
-from .presets import Preset
+from matting_worker.engines.base import EngineError
+from matting_worker.engines.device import onnx_providers
+from matting_worker.engines.learned import FloatArray, LearnedEngine
+from matting_worker.engines.presets import Preset
 
 __all__ = ["OnnxEngine"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .presets import PRESETS
-from .tflite_model import TFLiteEngine
+from matting_worker.engines.presets import PRESETS
+from matting_worker.engines.tflite_model import TFLiteEngine
 
 __all__ = ["PORTRAIT_MODEL", "PortraitEngine"]
 

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from .base import Matte, RGBImage
-from .guided import guided_upsample
+from matting_worker.engines.base import Matte, RGBImage
+from matting_worker.engines.guided import guided_upsample
 
 __all__ = [
     "DEFAULT_MAX_SIDE",

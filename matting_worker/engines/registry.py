@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import Engine
-from .classical import ClassicalEngine
-from .identity import IdentityEngine
-from .presets import match_preset, resolve_preset
+from matting_worker.engines.base import Engine
+from matting_worker.engines.classical import ClassicalEngine
+from matting_worker.engines.identity import IdentityEngine
+from matting_worker.engines.presets import match_preset, resolve_preset
 
 __all__ = [
     "BUILTIN_ENGINES",
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def _portrait() -> Engine:
-    from .portrait import PortraitEngine
+    from matting_worker.engines.portrait import PortraitEngine
 
     return PortraitEngine()
 
@@ -117,13 +117,13 @@ def create_engine(name: str, models_dir: Path | None) -> Engine:
     path = Path(info.path)
     preset = resolve_preset(path)
     if info.kind == "onnx":
-        from .onnx_model import OnnxEngine
+        from matting_worker.engines.onnx_model import OnnxEngine
 
         return OnnxEngine(name, path, preset)
     if info.kind == "torchscript":
-        from .torch_model import TorchEngine
+        from matting_worker.engines.torch_model import TorchEngine
 
         return TorchEngine(name, path, preset)
-    from .tflite_model import TFLiteEngine
+    from matting_worker.engines.tflite_model import TFLiteEngine
 
     return TFLiteEngine(name, path, preset)

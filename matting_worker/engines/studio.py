@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from .background import BorderModel
+from matting_worker.engines.background import BorderModel
 
 __all__ = ["StudioResult", "studio_alpha"]
 

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .base import EngineError
-from .device import configure_torch
-from .learned import FloatArray, LearnedEngine
-from .presets import Preset
+from matting_worker.engines.base import EngineError
+from matting_worker.engines.device import configure_torch
+from matting_worker.engines.learned import FloatArray, LearnedEngine
+from matting_worker.engines.presets import Preset
 
 __all__ = ["TorchEngine", "is_torch_oom"]
 

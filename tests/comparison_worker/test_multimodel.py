@@ -13,7 +13,7 @@ from comparison_worker.stage import ComparisonStage
 from shared.schemas import StageRequest
 from shared.settings import Settings
 from shared.storage import PathOutsideDataDir, Storage
-from shared.worker import BadInput
+from shared.worker.server import BadInput
 
 H, W = 40, 60
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from comparison_worker.app import create_app
 from shared.settings import Settings
-from tests.shared.servers import ThreadServer, wait_until
+from tests.support.servers import ThreadServer, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.orm import Session
 
 from gateway.app import create_app
-from shared.db import Base, Job, Task
+from gateway.db.tables import Base, Job, Task
 from shared.schemas import StageError, StageRequest, StageResult, Timings
 from shared.settings import Settings
 from shared.storage import Storage

@@ -26,12 +26,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mattepipe.stack.supervisor import health_urls, start_stack, stop_stack, wait_healthy
 from shared.settings import Settings
-from shared.stack import health_urls, start_stack, stop_stack, wait_healthy
 from shared.states import ACTIVE_TASK_STATES, FINAL_JOB_STATES
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "shared" / "assets" / "samples"
+SAMPLES = ROOT / "mattepipe" / "assets" / "samples"
 
 
 def free_port() -> int:

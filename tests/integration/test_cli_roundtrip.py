@@ -12,10 +12,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from shared.cli import app
-from shared.resume import StateStore
-
-from .conftest import Stack, photo_bytes
+from mattepipe.cli.main import app
+from mattepipe.client.resume import StateStore
+from tests.integration.conftest import Stack, photo_bytes
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,15 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Stack, db_check, make_zip, noise_set, png_set, running_stack, until
+from tests.integration.conftest import (
+    Stack,
+    db_check,
+    make_zip,
+    noise_set,
+    png_set,
+    running_stack,
+    until,
+)
 
 pytestmark = pytest.mark.integration
 

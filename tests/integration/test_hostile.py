@@ -27,9 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.stack import health_urls, wait_healthy
-
-from .conftest import Stack, make_zip, photo_bytes, running_stack, studio_shot
+from mattepipe.stack.supervisor import health_urls, wait_healthy
+from tests.integration.conftest import Stack, make_zip, photo_bytes, running_stack, studio_shot
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from .conftest import Stack, make_zip, running_stack
+from tests.integration.conftest import Stack, make_zip, running_stack
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import Stack, make_zip, photo_bytes
+from tests.integration.conftest import Stack, make_zip, photo_bytes
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 
 from comparison_worker.engine import compare
-
-from .conftest import Stack, make_zip, studio_shot
+from tests.integration.conftest import Stack, make_zip, studio_shot
 
 pytestmark = pytest.mark.integration
 

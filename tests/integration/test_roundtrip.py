@@ -9,7 +9,7 @@ import zipfile
 import pytest
 from PIL import Image
 
-from .conftest import Stack, make_zip, photo_bytes, studio_shot
+from tests.integration.conftest import Stack, make_zip, photo_bytes, studio_shot
 
 pytestmark = pytest.mark.integration
 

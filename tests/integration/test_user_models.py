@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.integration.conftest import Stack, make_zip, photo_bytes
 from tests.matting_worker.tiny_models import RedChannel, export_onnx, save_script
-
-from .conftest import Stack, make_zip, photo_bytes
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.gateway.browser import browser, page, screenshot  # noqa: F401  (fixtures)
-
-from .conftest import Stack, photo_bytes
+from tests.integration.conftest import Stack, photo_bytes
+from tests.support.browser import browser, page, screenshot  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from PIL import Image
 from comparison_api.app import make_config as comparison_config
 from matting_api.app import make_config
 from shared.settings import Settings
-from tests.shared.servers import ProcessServer, wait_until
+from tests.support.servers import ProcessServer, wait_until
 
 
 def test_configs_differ_only_where_they_should() -> None:

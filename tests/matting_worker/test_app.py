@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.shared.servers import ROOT, ProcessServer
+from tests.support.servers import ROOT, ProcessServer
 
-SAMPLE = ROOT / "shared" / "assets" / "samples" / "chelsea.jpg"
+SAMPLE = ROOT / "mattepipe" / "assets" / "samples" / "chelsea.jpg"
 
 
 @pytest.fixture(scope="module")

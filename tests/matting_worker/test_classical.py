@@ -216,7 +216,7 @@ def test_quality_set_studio_images(engine: ClassicalEngine) -> None:
 
 def _sample(name: str) -> Path | None:
     for parent in Path(__file__).resolve().parents:
-        p = parent / "shared" / "assets" / "samples" / name
+        p = parent / "mattepipe" / "assets" / "samples" / name
         if p.is_file():
             return p
     return None

@@ -13,8 +13,7 @@ from matting_worker.engines import device
 from matting_worker.engines.registry import create_engine
 from matting_worker.engines.torch_model import TorchEngine
 from shared.settings import get_settings
-
-from .tiny_models import TinyNet, save_script
+from tests.matting_worker.tiny_models import TinyNet, save_script
 
 pytestmark = [
     pytest.mark.gpu,

@@ -13,9 +13,9 @@ from matting_worker.stage import MattingStage, request_models
 from shared.schemas import StageRequest
 from shared.settings import Settings
 from shared.storage import Storage
-from shared.worker import BadInput
+from shared.worker.server import BadInput
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "assets" / "samples" / "chelsea.jpg"
+SAMPLE = Path(__file__).resolve().parents[2] / "mattepipe" / "assets" / "samples" / "chelsea.jpg"
 
 
 @pytest.fixture(scope="module")

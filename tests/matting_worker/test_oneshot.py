@@ -8,8 +8,7 @@ from PIL import Image
 
 from matting_worker.engines.registry import UnknownModel
 from matting_worker.oneshot import find_images, main, matte_folder
-
-from .tiny_models import TinyNet, export_onnx
+from tests.matting_worker.tiny_models import TinyNet, export_onnx
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -9,8 +9,13 @@ import pytest
 from matting_worker.engines.base import EngineError
 from matting_worker.engines.onnx_model import OnnxEngine
 from matting_worker.engines.registry import create_engine
-
-from .tiny_models import FakeRVM, RedChannel, TinyNet, export_onnx, gradient_image
+from tests.matting_worker.tiny_models import (
+    FakeRVM,
+    RedChannel,
+    TinyNet,
+    export_onnx,
+    gradient_image,
+)
 
 # torch's legacy ONNX exporter (no onnxscript needed) warns that it is legacy.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -12,8 +12,7 @@ from matting_worker.engines.portrait import PORTRAIT_MODEL, PortraitEngine
 from matting_worker.engines.registry import UnknownModel, create_engine, list_models
 from matting_worker.engines.tflite_model import TFLiteEngine
 from matting_worker.engines.torch_model import TorchEngine
-
-from .tiny_models import TinyNet, export_onnx, save_script
+from tests.matting_worker.tiny_models import TinyNet, export_onnx, save_script
 
 BUILTINS = ["classical", "portrait", "identity"]
 

@@ -11,7 +11,8 @@ from matting_worker.engines.registry import create_engine
 from matting_worker.engines.tflite_model import TFLiteEngine
 from shared.imaging import decode_rgb
 
-ASTRONAUT = Path(__file__).resolve().parents[2] / "shared" / "assets" / "samples" / "astronaut.jpg"
+SAMPLES = Path(__file__).resolve().parents[2] / "mattepipe" / "assets" / "samples"
+ASTRONAUT = SAMPLES / "astronaut.jpg"
 
 
 @pytest.fixture(scope="module")

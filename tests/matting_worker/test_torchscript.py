@@ -10,8 +10,14 @@ from matting_worker.engines.base import EngineError
 from matting_worker.engines.learned import run_with_backoff
 from matting_worker.engines.registry import create_engine
 from matting_worker.engines.torch_model import TorchEngine, is_torch_oom
-
-from .tiny_models import ScriptRVM, TinyNet, TupleNet, export_onnx, save_script, save_trace
+from tests.matting_worker.tiny_models import (
+    ScriptRVM,
+    TinyNet,
+    TupleNet,
+    export_onnx,
+    save_script,
+    save_trace,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

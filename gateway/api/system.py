@@ -1,0 +1,33 @@
+"""`/health` (open, for probes) and `/metrics` (Prometheus text)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import text
+
+from gateway.api.deps import GW, ReadDB
+from gateway.db import repo
+from shared.states import JobState, TaskState
+
+__all__ = ["open_router", "router"]
+
+open_router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"])
+
+
+@open_router.get("/health")
+async def health(db: ReadDB, gw: GW) -> dict[str, Any]:
+    """Ready when the database answers; says whether the scheduler loops are alive."""
+    await db.execute(text("SELECT 1"))
+    loops = gw.scheduler.running
+    return {"status": "ok" if loops else "degraded", "service": "gateway", "scheduler": loops}
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(db: ReadDB, gw: GW) -> Response:
+    tasks, jobs = await repo.global_counts(db)
+    gw.metrics.set_counts(tasks, jobs, [s.value for s in TaskState], [s.value for s in JobState])
+    return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,195 @@
+"""Resumable uploads: the tus 1.0 protocol under `/files/` (core, creation, termination,
+checksum with sha1, expiration). Our own subset rather than tuspyserver: see docs/tus.md."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import uuid
+
+from fastapi import APIRouter, Request, Response
+from starlette.requests import ClientDisconnect
+
+from gateway.api.auth import key_hash
+from gateway.api.deps import GW, ApiKey
+from gateway.db.tables import Upload
+from gateway.intake.jobs import validate_job_options
+from gateway.intake.receive import upload_extension
+from gateway.intake.tus_store import (
+    CHECKSUM_ALGORITHMS,
+    EXTENSIONS,
+    TUS_VERSION,
+    UploadBusy,
+    append_body,
+    file_size,
+    http_date,
+    parse_checksum,
+    parse_metadata,
+    tus_error,
+)
+from gateway.intake.tus_uploads import get_upload, mark_progress, remove_upload
+from shared.timing import TUS_EXPIRY_S, TUS_LOCK_WAIT_S
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/files", tags=["tus"])
+
+OFFSET_TYPE = "application/offset+octet-stream"
+
+
+def _base_headers(gw: GW) -> dict[str, str]:
+    return {
+        "Tus-Resumable": TUS_VERSION,
+        "Tus-Version": TUS_VERSION,
+        "Tus-Extension": EXTENSIONS,
+        "Tus-Checksum-Algorithm": CHECKSUM_ALGORITHMS,
+        "Tus-Max-Size": str(gw.settings.max_upload_size),
+    }
+
+
+def _require_tus(request: Request) -> None:
+    if request.headers.get("tus-resumable") != TUS_VERSION:
+        raise tus_error(412, f"send 'Tus-Resumable: {TUS_VERSION}'", **{"Tus-Version": TUS_VERSION})
+
+
+def _check_id(upload_id: str) -> None:
+    if len(upload_id) != 32 or not all(c in "0123456789abcdef" for c in upload_id):
+        raise tus_error(404, f"unknown or expired upload {upload_id!r}")
+
+
+def _int_header(request: Request, name: str) -> int:
+    raw = request.headers.get(name)
+    if raw is None or not raw.strip().isdigit():
+        raise tus_error(400, f"{name} must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+@router.options("/", status_code=204)
+@router.options("/{upload_id}", status_code=204)
+async def tus_options(gw: GW) -> Response:
+    """What this server speaks (no Tus-Resumable needed)."""
+    return Response(status_code=204, headers=_base_headers(gw))
+
+
+@router.post("/", status_code=201)
+async def tus_create(request: Request, gw: GW, api_key: ApiKey) -> Response:
+    """Creation: `Upload-Length` (no deferred length) and `Upload-Metadata` with `filename`;
+    `autojob 1` with `model`/`output`/`callback_url` makes the job even if the client never
+    sends `POST /jobs` (docs/tus.md)."""
+    _require_tus(request)
+    if request.headers.get("upload-defer-length") is not None:
+        raise tus_error(400, "Upload-Defer-Length is not supported: send Upload-Length")
+    length = _int_header(request, "upload-length")
+    limit = gw.settings.max_upload_size
+    if length > limit:
+        raise tus_error(413, f"upload larger than the limit of {limit} bytes")
+    if length == 0:
+        raise tus_error(400, "empty upload: Upload-Length is 0")
+    meta = parse_metadata(request.headers.get("upload-metadata"))
+    filename = meta.get("filename", "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if filename:
+        upload_extension(filename)  # 400 now rather than after the last byte
+    if meta.get("autojob", "").strip() not in ("", "0"):
+        validate_job_options(gw.settings, meta.get("model"), meta.get("output") or "rgba",
+                             meta.get("callback_url"))
+    free = (await asyncio.to_thread(shutil.disk_usage, gw.storage.root)).free
+    if free - length < gw.settings.min_free_disk:
+        raise tus_error(507, f"not enough disk space for {length} bytes "
+                        f"(keeping {gw.settings.min_free_disk} bytes free)")
+    upload_id = uuid.uuid4().hex
+    path = gw.storage.upload_path(upload_id)
+    await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(path.touch)
+    now = time.time()
+    async with gw.scheduler.write() as s:
+        s.add(Upload(
+            id=upload_id, length=length, filename=filename or "upload.bin", metadata_json=meta,
+            api_key_hash=key_hash(api_key), created_at=now, expires_at=now + TUS_EXPIRY_S,
+        ))
+    return Response(status_code=201, headers={
+        "Tus-Resumable": TUS_VERSION, "Location": f"/files/{upload_id}",
+        "Upload-Expires": http_date(now + TUS_EXPIRY_S), "Upload-Offset": "0",
+    })
+
+
+@router.head("/{upload_id}")
+async def tus_head(upload_id: str, request: Request, gw: GW) -> Response:
+    """Where to resume: `Upload-Offset` is the size of the file on disk. A PATCH in flight is
+    given a moment to settle, so a client that was just cut off reads the final offset."""
+    _require_tus(request)
+    _check_id(upload_id)
+    try:
+        async with gw.tus_locks.hold(upload_id, TUS_LOCK_WAIT_S):
+            pass
+    except UploadBusy:
+        pass
+    row = await get_upload(gw, upload_id)
+    size = await asyncio.to_thread(file_size, gw.storage.upload_path(upload_id))
+    if row.job_id is not None:
+        size = row.length
+    if size is None:
+        raise tus_error(404, f"upload {upload_id!r} has lost its data")
+    headers = {"Tus-Resumable": TUS_VERSION, "Upload-Offset": str(size),
+               "Upload-Length": str(row.length), "Cache-Control": "no-store"}
+    if row.completed_at is None:
+        headers["Upload-Expires"] = http_date(row.expires_at)
+    return Response(status_code=200, headers=headers)
+
+
+@router.patch("/{upload_id}", status_code=204)
+async def tus_patch(upload_id: str, request: Request, gw: GW) -> Response:
+    """Append the body at `Upload-Offset`, which must equal the bytes already on disk."""
+    _require_tus(request)
+    _check_id(upload_id)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != OFFSET_TYPE:
+        raise tus_error(415, f"PATCH needs 'Content-Type: {OFFSET_TYPE}'")
+    offset = _int_header(request, "upload-offset")
+    checksum = parse_checksum(request.headers.get("upload-checksum"))
+    try:
+        async with gw.tus_locks.hold(upload_id, TUS_LOCK_WAIT_S):
+            row = await get_upload(gw, upload_id)
+            if row.job_id is not None:
+                raise tus_error(409, f"upload already used by job {row.job_id}")
+            path = gw.storage.upload_path(upload_id)
+            size = await asyncio.to_thread(file_size, path)
+            if size is None:
+                raise tus_error(404, f"upload {upload_id!r} has lost its data")
+            if offset != size:
+                raise tus_error(409, f"Upload-Offset {offset} does not match the upload's "
+                                f"offset {size}", **{"Upload-Offset": str(size)})
+            length = row.length or 0
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and size + int(declared) > length:
+                raise tus_error(413, f"the body goes past Upload-Length ({length} bytes)")
+            try:
+                size = await append_body(request.stream(), path, size, length, checksum,
+                                         gw.settings.min_free_disk)
+            finally:
+                # Also after a cut: the bytes that stayed count, and the expiry moves on.
+                now_size = await asyncio.to_thread(file_size, path)
+                row = await asyncio.shield(mark_progress(gw, row, now_size or 0))
+    except UploadBusy:
+        raise tus_error(409, "another PATCH to this upload is in progress") from None
+    except ClientDisconnect:
+        raise tus_error(400, "the client disconnected; HEAD tells where to resume") from None
+    return Response(status_code=204, headers={
+        "Tus-Resumable": TUS_VERSION, "Upload-Offset": str(size),
+        "Upload-Expires": http_date(row.expires_at),
+    })
+
+
+@router.delete("/{upload_id}", status_code=204)
+async def tus_delete(upload_id: str, request: Request, gw: GW) -> Response:
+    """Termination: the upload's row and bytes go (a job made from it is not touched)."""
+    _require_tus(request)
+    _check_id(upload_id)
+    try:
+        async with gw.tus_locks.hold(upload_id, TUS_LOCK_WAIT_S):
+            await get_upload(gw, upload_id)
+            await remove_upload(gw, upload_id)
+    except UploadBusy:
+        raise tus_error(409, "another request on this upload is in progress") from None
+    return Response(status_code=204, headers={"Tus-Resumable": TUS_VERSION})
+

@@ -1,0 +1,174 @@
+"""Every query and transition of the task database, in short transactions.
+
+The callers open the session and its transaction (`async with sessions.begin() as s:`); on
+SQLite each write transaction is `BEGIN IMMEDIATE`, so a claim's read-then-update is atomic
+against any other writer. Stage answers are fenced by the dispatch timestamp the claim wrote:
+an answer for an attempt that has since been re-leased matches no row and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.db.tables import Job, Task
+from shared.states import FINAL_JOB_STATES, JobState
+
+__all__ = [
+    "count_jobs",
+    "count_tasks",
+    "create_job",
+    "delete_job",
+    "get_job",
+    "global_counts",
+    "job_counts",
+    "job_counts_many",
+    "jobs_in_state",
+    "jobs_needing_callback",
+    "list_jobs",
+    "list_tasks",
+    "mark_callback_done",
+    "report_rows",
+    "set_job",
+    "stage_stats",
+]
+
+# --- jobs ----------------------------------------------------------------------------------
+async def create_job(s: AsyncSession, job_id: str, **fields: Any) -> Job:
+    job = Job(id=job_id, **fields)
+    s.add(job)
+    await s.flush()
+    return job
+
+
+async def get_job(s: AsyncSession, job_id: str) -> Job | None:
+    return await s.get(Job, job_id)
+
+
+async def set_job(
+    s: AsyncSession, job_id: str, *, only_if: Iterable[str] | None = None, **fields: Any
+) -> bool:
+    """Update a job's columns; with `only_if`, only while it is in one of those states."""
+    q = update(Job).where(Job.id == job_id)
+    if only_if is not None:
+        q = q.where(Job.state.in_(list(only_if)))
+    res = await s.execute(q.values(**fields))
+    return bool(getattr(res, "rowcount", 0))
+
+
+async def delete_job(s: AsyncSession, job_id: str, *, keep_job: bool = False) -> None:
+    """Remove a job's tasks, and the job row itself unless `keep_job`."""
+    await s.execute(delete(Task).where(Task.job_id == job_id))
+    if not keep_job:
+        await s.execute(delete(Job).where(Job.id == job_id))
+
+
+async def jobs_in_state(s: AsyncSession, state: JobState) -> list[str]:
+    rows = await s.execute(select(Job.id).where(Job.state == state.value))
+    return list(rows.scalars())
+
+
+async def list_jobs(s: AsyncSession, limit: int, offset: int) -> list[Job]:
+    q = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    return list((await s.execute(q)).scalars())
+
+
+async def count_jobs(s: AsyncSession) -> int:
+    return int((await s.execute(select(func.count()).select_from(Job))).scalar_one())
+
+
+async def job_counts(s: AsyncSession, job_id: str) -> dict[str, int]:
+    q = select(Task.state, func.count()).where(Task.job_id == job_id).group_by(Task.state)
+    return {state: int(n) for state, n in (await s.execute(q)).all()}
+
+
+async def job_counts_many(s: AsyncSession, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {j: {} for j in job_ids}
+    if job_ids:
+        q = (
+            select(Task.job_id, Task.state, func.count())
+            .where(Task.job_id.in_(list(job_ids)))
+            .group_by(Task.job_id, Task.state)
+        )
+        for job_id, state, n in (await s.execute(q)).all():
+            out[job_id][state] = int(n)
+    return out
+
+
+async def global_counts(s: AsyncSession) -> tuple[dict[str, int], dict[str, int]]:
+    """(tasks by state, jobs by state) over the whole database, for /metrics."""
+    tq = select(Task.state, func.count()).group_by(Task.state)
+    jq = select(Job.state, func.count()).group_by(Job.state)
+    tasks = {st: int(n) for st, n in (await s.execute(tq)).all()}
+    jobs = {st: int(n) for st, n in (await s.execute(jq)).all()}
+    return tasks, jobs
+
+
+async def stage_stats(s: AsyncSession, job_id: str) -> dict[str, Any]:
+    """Where the time goes: mean worker time and mean wait (dispatch → worker start) per stage,
+    and how many images each worker did."""
+    out: dict[str, Any] = {}
+    for stage in ("matting", "comparison"):
+        disp, start, fin, worker = (
+            getattr(Task, f"{stage}_dispatched_at"),
+            getattr(Task, f"{stage}_started_at"),
+            getattr(Task, f"{stage}_finished_at"),
+            getattr(Task, f"{stage}_worker"),
+        )
+        q = (
+            select(worker, func.count(), func.avg(fin - start), func.avg(start - disp))
+            .where(Task.job_id == job_id, fin.is_not(None))
+            .group_by(worker)
+        )
+        done, work_sum, wait_sum, workers = 0, 0.0, 0.0, {}
+        for w, n, work, wait in (await s.execute(q)).all():
+            done += int(n)
+            work_sum += float(work or 0.0) * n
+            wait_sum += float(wait or 0.0) * n
+            workers[w or "?"] = int(n)
+        out[stage] = {
+            "done": done,
+            "mean_s": round(work_sum / done, 4) if done else None,
+            "mean_wait_s": round(wait_sum / done, 4) if done else None,
+            "workers": workers,
+        }
+    return out
+
+
+async def list_tasks(
+    s: AsyncSession, job_id: str, state: str | None, limit: int, offset: int
+) -> list[Task]:
+    q = select(Task).where(Task.job_id == job_id)
+    if state:
+        q = q.where(Task.state == state)
+    q = q.order_by(Task.id).limit(limit).offset(offset)
+    return list((await s.execute(q)).scalars())
+
+
+async def count_tasks(s: AsyncSession, job_id: str, state: str | None) -> int:
+    q = select(func.count()).select_from(Task).where(Task.job_id == job_id)
+    if state:
+        q = q.where(Task.state == state)
+    return int((await s.execute(q)).scalar_one())
+
+
+async def report_rows(s: AsyncSession, job_id: str) -> list[Task]:
+    q = select(Task).where(Task.job_id == job_id).order_by(Task.path)
+    return list((await s.execute(q)).scalars())
+
+
+async def jobs_needing_callback(s: AsyncSession, exclude: Iterable[str]) -> list[Job]:
+    q = select(Job).where(
+        Job.state.in_([st.value for st in FINAL_JOB_STATES]),
+        Job.callback_url.is_not(None),
+        Job.callback_done.is_(False),
+    )
+    skip = set(exclude)
+    return [j for j in (await s.execute(q)).scalars() if j.id not in skip]
+
+
+async def mark_callback_done(s: AsyncSession, job_id: str) -> None:
+    await s.execute(update(Job).where(Job.id == job_id).values(callback_done=True))

@@ -1,0 +1,156 @@
+"""The task database: SQLAlchemy 2 async on aiosqlite. Only the gateway writes it.
+
+SQLite is tuned for one writer with many readers: WAL so `/status` reads never block the
+scheduler, a busy timeout so a brief lock waits instead of failing, `BEGIN IMMEDIATE` for the
+claim transactions so two claimers can never take the same row.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    event,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.states import JobState, TaskState
+
+__all__ = ["Base", "Job", "Task", "Upload", "create_engine", "init_db", "now", "session_factory"]
+
+
+def now() -> float:
+    return time.time()
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32), default=JobState.UPLOADING.value)
+    filename: Mapped[str] = mapped_column(String(1024), default="")
+    upload_path: Mapped[str] = mapped_column(String(1024), default="")
+    """DATA_DIR-relative path of the uploaded file."""
+    model: Mapped[str] = mapped_column(String(512), default="classical")
+    """One engine name, or several separated by commas (model against model)."""
+    output: Mapped[str] = mapped_column(String(16), default="rgba")
+    callback_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    api_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    updated_at: Mapped[float] = mapped_column(Float, default=now, onupdate=now)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """When the first task was dispatched: the throughput clock starts here."""
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    callback_done: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (Index("ix_jobs_state", "state"),)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(4096))
+    """Relative path inside the archive: every output name keeps it."""
+    input: Mapped[str] = mapped_column(String(4096), default="")
+    """DATA_DIR-relative path of the extracted image ('' when rejected before extraction)."""
+    gt: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    """DATA_DIR-relative path of the ground-truth alpha, when the upload had one."""
+    state: Mapped[str] = mapped_column(String(32), default=TaskState.PENDING.value)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
+    failed_stage: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """Where a failed task resumes: 'matting' or 'comparison'."""
+
+    matting_output: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    compare_output: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+
+    queued_at: Mapped[float] = mapped_column(Float, default=now)
+    matting_dispatched_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    matting_started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    matting_finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    matting_worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    matting_batch_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    comparison_dispatched_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    comparison_started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    comparison_finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    comparison_worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    updated_at: Mapped[float] = mapped_column(Float, default=now, onupdate=now)
+
+    __table_args__ = (
+        Index("ix_tasks_job_state", "job_id", "state"),
+        Index("ix_tasks_claim", "state", "next_attempt_at"),
+        Index("ix_tasks_lease", "state", "lease_expires_at"),
+        Index("ix_tasks_job_path", "job_id", "path"),
+    )
+
+
+class Upload(Base):
+    """A resumable (tus) upload; its offset is the file's size on disk, never a stored number."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    length: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    filename: Mapped[str] = mapped_column(String(1024), default="")
+    metadata_json: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    api_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
+    """`read_only`: an engine for the API's reads, with plain deferred `BEGIN`, so `/status`
+    polls run beside the scheduler's writes (WAL) instead of queueing for the write lock."""
+    engine = create_async_engine(url, pool_pre_ping=False)
+    if url.startswith("sqlite"):
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # pysqlite's own transaction handling would defeat BEGIN IMMEDIATE.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            if read_only:
+                cur.execute("PRAGMA query_only=ON")
+            cur.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def init_db(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)

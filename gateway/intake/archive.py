@@ -1,0 +1,367 @@
+"""Safe reading of uploaded archives: every member either lands inside `dest` or gets a reason.
+
+Archives come from strangers and can be 100 GB, so nothing here trusts a header: names are
+rebuilt component by component, sizes are counted while bytes are actually copied, tars are
+read strictly forward (`r|*`, never seeked) and no member is ever held in memory whole.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import shutil
+import stat
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Literal, Self
+
+from gateway.intake.archive_names import (
+    ARCHIVE_SUFFIXES,
+    COMPRESSED_MAGIC,
+    ZIP_MAGIC,
+    BadName,
+    clean_name,
+    fix_encoding,
+    is_image_magic,
+    is_v7_tar,
+    looks_like_archive,
+)
+from gateway.intake.ground_truth import GtIndex, gt_key, is_gt_path, match_gt
+from shared.imaging import probe_image
+from shared.settings import Settings
+from shared.storage import atomic_write
+
+__all__ = [
+    "ArchiveCorrupt",
+    "ArchiveLimits",
+    "ArchiveRejected",
+    "BadName",
+    "GtIndex",
+    "Member",
+    "clean_name",
+    "detect_kind",
+    "gt_key",
+    "iter_members",
+    "match_gt",
+]
+
+CHUNK = 1 << 20
+RATIO_FLOOR = 1 << 20
+"""Members that unpack to less than this are never called bombs, however well they compress."""
+
+_READ_ERRORS = (
+    OSError, EOFError, zlib.error, lzma.LZMAError, tarfile.TarError, zipfile.BadZipFile,
+    RuntimeError, NotImplementedError, ValueError,
+)  # fmt: skip
+
+
+class ArchiveRejected(Exception):
+    """The whole upload is refused; `reason` is what the user is told."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ArchiveCorrupt(ArchiveRejected):
+    """The archive breaks off mid-way; every member yielded before this is sound."""
+
+
+class _MemberError(Exception):
+    """One member refused; the archive goes on."""
+
+
+class _SourceError(Exception):
+    """Reading the archive failed (not writing our copy): corruption, not a full disk."""
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    max_members: int
+    max_total_size: int
+    max_ratio: float
+    max_image_pixels: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ArchiveLimits:
+        return cls(
+            max_members=settings.max_archive_members,
+            max_total_size=settings.max_uncompressed_size,
+            max_ratio=settings.max_compression_ratio,
+            max_image_pixels=settings.max_image_pixels,
+        )
+
+
+@dataclass
+class Member:
+    path: str
+    """Posix path inside the archive, cleaned: every output name keeps it."""
+    stored: Path | None
+    error: str | None
+    is_gt: bool
+
+
+def detect_kind(filename: str, head: bytes) -> Literal["zip", "tar", "image"]:
+    """Magic bytes decide; the file name is only a hint for magic-less v7 tars."""
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
+    if head.startswith(COMPRESSED_MAGIC) or head[257:262] == b"ustar":
+        return "tar"
+    if is_image_magic(head):
+        return "image"
+    is_empty_tar = len(head) >= 512 and not any(head[:512])
+    if filename.lower().endswith(".tar") and (is_empty_tar or is_v7_tar(head)):
+        return "tar"
+    raise ArchiveRejected("not an archive or image (accepted: .zip, .tar, .tar.gz, an image)")
+
+
+def _read(src: IO[bytes], n: int) -> bytes:
+    try:
+        return src.read(n)
+    except _READ_ERRORS as exc:
+        raise _SourceError(str(exc) or type(exc).__name__) from exc
+
+
+class _Extractor:
+    """What every archive format shares: names, duplicates, counts, budgets, validation."""
+
+    def __init__(self, dest: Path, limits: ArchiveLimits) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        self.dest = dest.resolve()
+        self.limits = limits
+        self.seen: set[str] = set()
+        self.entries = 0
+        self.total = 0
+
+    def count_entry(self, declared: int = 0) -> None:
+        self.entries += 1
+        if self.entries > self.limits.max_members:
+            raise ArchiveRejected(f"archive has more than {self.limits.max_members} members")
+        if self.total + declared > self.limits.max_total_size:
+            raise ArchiveRejected(self._too_big())
+
+    def _too_big(self) -> str:
+        return f"archive unpacks to more than {self.limits.max_total_size} bytes"
+
+    def admit(self, raw: str) -> tuple[str | None, Member | None]:
+        """(clean path, None) to extract; (None, Member) to report; (None, None) to skip."""
+        try:
+            path = clean_name(raw)
+        except BadName as exc:
+            shown = fix_encoding(raw).replace("\x00", "\\0")[:1024]
+            return None, Member(shown, None, str(exc), False)
+        if path is None:
+            return None, None
+        is_gt = is_gt_path(path)
+        if path in self.seen:
+            return None, Member(path, None, "duplicate name", is_gt)
+        self.seen.add(path)
+        if PurePosixPath(path).suffix.lower() in ARCHIVE_SUFFIXES:
+            return None, Member(path, None, "nested archives are not supported", is_gt)
+        return path, None
+
+    def reject(self, path: str, reason: str) -> Member:
+        return Member(path, None, reason, is_gt_path(path))
+
+    def target(self, path: str) -> Path:
+        target = self.dest / path
+        if not target.resolve().is_relative_to(self.dest):
+            raise _MemberError("path escapes the archive folder")
+        return target
+
+    def extract(self, path: str, src: IO[bytes], cap: int | None) -> Member:
+        """Copy one member in chunks, counting real bytes; then check it is an image."""
+        try:
+            target = self.target(path)
+            with atomic_write(target) as tmp, tmp.open("wb") as out:
+                written = 0
+                while chunk := _read(src, CHUNK):
+                    if written == 0 and looks_like_archive(chunk):
+                        raise _MemberError("nested archives are not supported")
+                    written += len(chunk)
+                    self.total += len(chunk)
+                    if self.total > self.limits.max_total_size:
+                        raise ArchiveRejected(self._too_big())
+                    if cap is not None and written > cap:
+                        raise _MemberError("compression ratio too high (zip bomb?)")
+                    out.write(chunk)
+        except _MemberError as exc:
+            return self.reject(path, str(exc))
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            return self.reject(path, "name clashes with a folder or file of the same name")
+        return self.validate(path, target)
+
+    def validate(self, path: str, target: Path) -> Member:
+        try:
+            probe_image(target, self.limits.max_image_pixels)
+        except Exception as exc:  # PIL raises more than it documents; any failure is a reason
+            target.unlink(missing_ok=True)
+            return self.reject(path, str(exc) or f"cannot read image ({type(exc).__name__})")
+        return Member(path, target, None, is_gt_path(path))
+
+
+def _iter_zip(upload: Path, ex: _Extractor) -> Iterator[Member]:
+    try:
+        zf = zipfile.ZipFile(upload)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise ArchiveCorrupt(f"corrupt archive: {exc}") from exc
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > ex.limits.max_members:
+            raise ArchiveRejected(f"archive has more than {ex.limits.max_members} members")
+        if sum(i.file_size for i in infos) > ex.limits.max_total_size:
+            raise ArchiveRejected(ex._too_big())
+        ratio = ex.limits.max_ratio
+        for info in infos:
+            ex.count_entry()
+            if info.is_dir():
+                continue
+            path, member = ex.admit(info.filename)
+            if path is not None:
+                member = _zip_member(zf, info, path, ex, ratio)
+            if member is not None:
+                yield member
+
+
+def _zip_member(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, ex: _Extractor, ratio: float
+) -> Member:
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return ex.reject(path, "links are not supported")
+    if info.flag_bits & 0x1:
+        return ex.reject(path, "encrypted members are not supported")
+    if info.file_size > RATIO_FLOOR and info.file_size > ratio * max(info.compress_size, 1):
+        return ex.reject(path, "compression ratio too high (zip bomb?)")
+    cap = max(RATIO_FLOOR, int(ratio * max(info.compress_size, 1)))
+    try:
+        with zf.open(info) as src:
+            return ex.extract(path, src, cap)
+    except (_SourceError, *_READ_ERRORS) as exc:
+        return ex.reject(path, f"corrupt member: {exc}")
+
+
+def _end_tracking_info() -> tuple[type[tarfile.TarInfo], list[bool]]:
+    """A TarInfo class that notes the all-zero end block.
+
+    tarfile ends quietly on a short or missing header, so a tar cut off between members would
+    pass for complete; only a proper end-of-archive block says that nothing is missing.
+    """
+    seen: list[bool] = []
+
+    class _Info(tarfile.TarInfo):
+        @classmethod
+        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+            if len(buf) == tarfile.BLOCKSIZE and not any(buf):
+                seen.append(True)
+            return super().frombuf(buf, encoding, errors)
+
+    return _Info, seen
+
+
+def _check_complete(tf: tarfile.TarFile, clean_end: bool) -> None:
+    """The end block must be there, and a compressed stream must reach its own end."""
+    if not clean_end:
+        raise ArchiveCorrupt("corrupt archive: truncated (no end-of-archive block)")
+    stream = tf.fileobj
+    try:
+        while stream is not None and stream.read(CHUNK):
+            pass
+    except _READ_ERRORS as exc:
+        raise ArchiveCorrupt(f"corrupt archive: {exc}") from exc
+    decompressor = getattr(stream, "cmp", None)
+    if decompressor is not None and not getattr(decompressor, "eof", True):
+        raise ArchiveCorrupt("corrupt archive: compressed stream is truncated")
+
+
+def _iter_tar(upload: Path, ex: _Extractor) -> Iterator[Member]:
+    info_cls, clean_end = _end_tracking_info()
+    with upload.open("rb") as f:
+        try:
+            tf = tarfile.open(  # noqa: SIM115
+                fileobj=f,
+                mode="r|*",
+                encoding="utf-8",
+                errors="surrogateescape",
+                tarinfo=info_cls,
+            )
+        except _READ_ERRORS as exc:
+            raise ArchiveCorrupt(f"corrupt archive: {exc}") from exc
+        with tf:
+            while True:
+                try:
+                    ti = tf.next()
+                except _READ_ERRORS as exc:
+                    raise ArchiveCorrupt(f"corrupt archive: {exc}") from exc
+                if ti is None:
+                    _check_complete(tf, bool(clean_end))
+                    return
+                # Stream mode would otherwise keep every header in memory (a million members: GBs).
+                tf.members.clear()  # type: ignore[attr-defined]
+                ex.count_entry(ti.size if ti.isreg() else 0)
+                if ti.isdir():
+                    continue
+                path, member = ex.admit(ti.name)
+                if path is not None:
+                    member = _tar_member(tf, ti, path, ex)
+                if member is not None:
+                    yield member
+
+
+def _tar_member(tf: tarfile.TarFile, ti: tarfile.TarInfo, path: str, ex: _Extractor) -> Member:
+    if ti.issym() or ti.islnk():
+        return ex.reject(path, "links are not supported")
+    if not ti.isreg():
+        return ex.reject(path, "special files (devices, fifos) are not supported")
+    if ti.issparse():
+        return ex.reject(path, "sparse files are not supported")
+    src = tf.extractfile(ti)
+    if src is None:
+        return ex.reject(path, "not a regular file")
+    try:
+        return ex.extract(path, src, None)
+    except _SourceError as exc:
+        raise ArchiveCorrupt(f"corrupt archive: {exc}") from exc
+
+
+def _iter_image(upload: Path, ex: _Extractor, filename: str) -> Iterator[Member]:
+    """A single image: hard-linked into dest (no copy of a big file), then validated."""
+    base = PurePosixPath(filename.replace("\\", "/")).name
+    try:
+        path = clean_name(base) or ""
+    except BadName:
+        path = ""
+    if not path or "/" in path:
+        path = "image" + (PurePosixPath(base).suffix.lower()[:6] or ".jpg")
+    target = ex.dest / path
+    target.unlink(missing_ok=True)
+    try:
+        os.link(upload, target)
+    except OSError:
+        shutil.copyfile(upload, target)
+    yield ex.validate(path, target)
+
+
+def iter_members(
+    upload: Path, dest: Path, limits: ArchiveLimits, filename: str
+) -> Iterator[Member]:
+    """Extract `upload` into `dest`, one Member per file entry (junk and folders skipped).
+
+    Raises ArchiveRejected for a refusal of the whole archive (limits, not an archive), and
+    ArchiveCorrupt when it breaks off — after yielding every member read before that point.
+    """
+    with upload.open("rb") as f:
+        head = f.read(512)
+    if not head:
+        raise ArchiveRejected("empty file")
+    kind = detect_kind(filename, head)
+    ex = _Extractor(dest, limits)
+    if kind == "zip":
+        yield from _iter_zip(upload, ex)
+    elif kind == "tar":
+        yield from _iter_tar(upload, ex)
+    else:
+        yield from _iter_image(upload, ex, filename)

@@ -1,0 +1,265 @@
+"""Background ingest: an uploaded file becomes extracted images and one task row per image.
+
+Extraction runs in a worker thread, a few hundred members at a time, so the event loop keeps
+serving `/status` while a 100 GB tar unpacks; each batch of task rows is one short
+transaction, and the job's `total` grows as it goes so progress is visible during ingest.
+Ground truth can sit anywhere in the archive, so mattes are paired only once the whole archive
+has been read, by paging through the job's task rows (never holding them all).
+
+A crash mid-ingest leaves the job in `ingesting`; calling this again wipes that job's tasks
+and extracted files and starts over, so a restart never leaves duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import AsyncIterator, Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from gateway.db.tables import Job, Task, now
+from gateway.intake.archive import (
+    ArchiveCorrupt,
+    ArchiveLimits,
+    ArchiveRejected,
+    GtIndex,
+    Member,
+    iter_members,
+)
+from shared.settings import Settings
+from shared.states import JobState, TaskState
+from shared.storage import PathOutsideDataDir, Storage
+
+__all__ = ["INSERT_BATCH", "ingest_job"]
+
+log = logging.getLogger(__name__)
+
+INSERT_BATCH = 500
+"""Members per worker-thread round and per insert transaction."""
+GT_PAGE = 5000
+
+
+@dataclass
+class _Take:
+    members: list[Member]
+    error: ArchiveRejected | None = None
+    done: bool = False
+
+
+def _take(it: Iterator[Member], n: int) -> _Take:
+    """Advance the extractor by up to n members (runs in a worker thread)."""
+    out: _Take = _Take([])
+    try:
+        for member in it:
+            out.members.append(member)
+            if len(out.members) >= n:
+                return out
+    except ArchiveRejected as exc:
+        out.error = exc
+    out.done = True
+    return out
+
+
+@dataclass
+class _Progress:
+    tasks: int = 0
+    images: int = 0
+    gt: dict[str, str] = field(default_factory=dict)
+    """Archive path of each good matte → its DATA_DIR-relative path."""
+
+
+class _Stop(Exception):
+    """The job was cancelled or deleted while we worked."""
+
+
+async def _begin(job_id: str, sf: async_sessionmaker[Any]) -> tuple[str, str] | None:
+    async with sf() as s, s.begin():
+        job = await s.get(Job, job_id)
+        if job is None or job.state not in (JobState.UPLOADING, JobState.INGESTING):
+            return None
+        # A job found in `ingesting` was interrupted: its rows are from the dead attempt.
+        await s.execute(delete(Task).where(Task.job_id == job_id))
+        job.state, job.total, job.error = JobState.INGESTING.value, 0, None
+        return job.upload_path, job.filename
+
+
+async def _insert(sf: async_sessionmaker[Any], job_id: str, rows: list[dict[str, Any]]) -> int:
+    """Insert one batch and bump job.total, unless the job was cancelled meanwhile."""
+    async with sf() as s, s.begin():
+        job = await s.get(Job, job_id)
+        if job is None or job.state != JobState.INGESTING:
+            raise _Stop
+        if rows:
+            await s.execute(insert(Task), rows)
+        job.total += len(rows)
+        return int(job.total)
+
+
+def _rel(stored: Path, storage: Storage) -> str:
+    # Pure path arithmetic (the extractor's dest is already resolved): no disk call on the loop.
+    return stored.relative_to(storage.root).as_posix()
+
+
+def _row(job_id: str, member: Member, storage: Storage) -> dict[str, Any]:
+    if member.stored is None:
+        state, rel = TaskState.REJECTED.value, ""
+    else:
+        state, rel = TaskState.PENDING.value, _rel(member.stored, storage)
+    return {"job_id": job_id, "path": member.path, "input": rel, "state": state,
+            "error": member.error}  # fmt: skip
+
+
+async def _extract(
+    job_id: str, upload: Path, filename: str, sf: async_sessionmaker[Any], storage: Storage,
+    limits: ArchiveLimits,
+) -> tuple[_Progress, ArchiveRejected | None]:  # fmt: skip
+    progress = _Progress()
+    it = iter_members(upload, storage.job_chunks(job_id), limits, filename)
+    try:
+        while True:
+            take = await asyncio.to_thread(_take, it, INSERT_BATCH)
+            rows = []
+            for m in take.members:
+                if m.is_gt:
+                    if m.stored is not None:
+                        progress.gt[m.path] = _rel(m.stored, storage)
+                    continue
+                progress.images += m.stored is not None
+                rows.append(_row(job_id, m, storage))
+            progress.tasks = await _insert(sf, job_id, rows)
+            if take.done:
+                return progress, take.error
+    finally:
+        if isinstance(it, Generator):
+            with contextlib.suppress(ValueError):  # still running in a thread after cancellation
+                it.close()
+
+
+async def _pages(sf: async_sessionmaker[Any], job_id: str) -> AsyncIterator[list[tuple[int, str]]]:
+    last = 0
+    while True:
+        async with sf() as s:
+            rows = (
+                await s.execute(
+                    select(Task.id, Task.path)
+                    .where(
+                        Task.job_id == job_id, Task.id > last, Task.state == TaskState.PENDING.value
+                    )
+                    .order_by(Task.id)
+                    .limit(GT_PAGE)
+                )
+            ).all()
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield [(int(r[0]), str(r[1])) for r in rows]
+
+
+async def _pair_gt(sf: async_sessionmaker[Any], job_id: str, gt: dict[str, str]) -> int:
+    index = GtIndex(gt)
+    async for page in _pages(sf, job_id):
+        for _, path in page:
+            index.claim(path)
+    paired = 0
+    async for page in _pages(sf, job_id):
+        updates = [
+            {"id": tid, "gt": gt[g]} for tid, path in page if (g := index.resolve(path)) is not None
+        ]
+        if updates:
+            async with sf() as s, s.begin():
+                await s.execute(update(Task), updates)
+            paired += len(updates)
+    return paired
+
+
+async def _fail(sf: async_sessionmaker[Any], job_id: str, reason: str) -> None:
+    async with sf() as s, s.begin():
+        job = await s.get(Job, job_id)
+        if job is None or job.state != JobState.INGESTING:
+            return
+        await s.execute(delete(Task).where(Task.job_id == job_id))
+        job.state, job.error, job.total, job.finished_at = JobState.FAILED.value, reason, 0, now()
+
+
+async def _finish(
+    sf: async_sessionmaker[Any], job_id: str, progress: _Progress, note: str | None
+) -> bool:
+    async with sf() as s, s.begin():
+        job = await s.get(Job, job_id)
+        if job is None or job.state != JobState.INGESTING:
+            return False
+        job.total = progress.tasks
+        job.error = note
+        if progress.images:
+            job.state = JobState.RUNNING.value
+        else:
+            job.state, job.finished_at = JobState.COMPLETED_WITH_ERRORS.value, now()
+        return True
+
+
+def _remove(*paths: Path) -> None:
+    for p in paths:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+async def ingest_job(
+    job_id: str, session_factory: async_sessionmaker[Any], storage: Storage, settings: Settings
+) -> None:
+    """Unpack the job's upload into tasks; leaves the job `running`, `failed` or finished."""
+    start = await _begin(job_id, session_factory)
+    if start is None:
+        log.info("ingest: job %s is not waiting for ingest; nothing to do", job_id)
+        return
+    upload_rel, filename = start
+    chunks = storage.job_chunks(job_id)
+    await asyncio.to_thread(_remove, chunks)
+    try:
+        upload = storage.resolve(upload_rel)
+    except PathOutsideDataDir:
+        await _fail(session_factory, job_id, "uploaded file path is invalid")
+        return
+    if not await asyncio.to_thread(upload.is_file):
+        await _fail(session_factory, job_id, "uploaded file is missing")
+        return
+    limits = ArchiveLimits.from_settings(settings)
+    try:
+        progress, error = await _extract(job_id, upload, filename, session_factory, storage, limits)
+        if error is not None and (not isinstance(error, ArchiveCorrupt) or not progress.images):
+            raise error
+        if progress.tasks == 0:
+            raise ArchiveRejected("archive holds no images")
+        paired = await _pair_gt(session_factory, job_id, progress.gt) if progress.gt else 0
+        note = None
+        if error is not None:
+            note = f"{error.reason}; the {progress.tasks} files read before it are processed"
+        if not await _finish(session_factory, job_id, progress, note):
+            raise _Stop
+    except _Stop:
+        log.info("ingest: job %s was cancelled; stopping", job_id)
+        await asyncio.to_thread(_remove, storage.job_input(job_id))
+        return
+    except ArchiveRejected as exc:
+        log.info("ingest: job %s rejected: %s", job_id, exc.reason)
+        await _fail(session_factory, job_id, exc.reason)
+        await asyncio.to_thread(_remove, chunks, upload)
+        return
+    except Exception as exc:
+        log.exception("ingest: job %s failed", job_id)
+        await _fail(session_factory, job_id, f"ingest failed: {exc}")
+        await asyncio.to_thread(_remove, chunks, upload)
+        return
+    await asyncio.to_thread(_remove, upload)
+    log.info(
+        "ingest: job %s: %d tasks, %d images, %d with ground truth",
+        job_id, progress.tasks, progress.images, paired,
+    )  # fmt: skip

@@ -1,0 +1,94 @@
+"""Per-key job quotas: concurrent jobs, jobs per hour, jobs per day (429 + Retry-After).
+
+Counted from the jobs table, inside the same write transaction that creates the job, so a
+restart keeps the counts, several gateway workers would agree, and two uploads racing for
+the last slot cannot both get it. A key is the `api_key_hash` a job keeps; without API_KEY
+every caller is the one anonymous key (hash NULL) and shares the same quota. Every job a key
+created in the window counts, whatever became of it (a cancel does not give the slot back,
+or create-and-cancel would bypass the hourly limit); an upload refused before it became a
+job (413, 415, a cut connection) leaves no row and counts for nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from fastapi import HTTPException
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.db.tables import Job
+from shared.settings import Settings
+from shared.states import JobState
+from shared.timing import QUOTA_RETRY_AFTER_S
+
+__all__ = ["ACTIVE_JOB_STATES", "QuotaExceeded", "check_quota", "enforce_quota"]
+
+ACTIVE_JOB_STATES = (JobState.UPLOADING.value, JobState.INGESTING.value, JobState.RUNNING.value)
+"""A job holds one of its key's concurrent slots while it is in one of these states."""
+HOUR_S = 3600.0
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class QuotaExceeded:
+    detail: str
+    retry_after: int
+    """Whole seconds until one more job would fit (at least 1)."""
+
+
+def _owner(key_hash: str | None) -> ColumnElement[bool]:
+    return Job.api_key_hash.is_(None) if key_hash is None else Job.api_key_hash == key_hash
+
+
+async def _window(
+    s: AsyncSession, key_hash: str | None, limit: int, window: float, now: float
+) -> int | None:
+    """Seconds until the key has room in a sliding window, or None if it has room now."""
+    where = (_owner(key_hash), Job.created_at > now - window)
+    count = int(await s.scalar(select(func.count()).select_from(Job).where(*where)) or 0)
+    if count < limit:
+        return None
+    # One more fits once the (count - limit + 1) oldest jobs of the window have aged out.
+    edge = await s.scalar(
+        select(Job.created_at).where(*where).order_by(Job.created_at).offset(count - limit).limit(1)
+    )
+    return max(1, math.ceil(float(edge if edge is not None else now) + window - now))
+
+
+async def check_quota(
+    s: AsyncSession, key_hash: str | None, settings: Settings, now: float | None = None
+) -> QuotaExceeded | None:
+    """The first quota the key is at (concurrent, hourly, daily), or None. 0 means no limit."""
+    now = time.time() if now is None else now
+    if settings.max_concurrent_jobs > 0:
+        active = await s.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(_owner(key_hash), Job.state.in_(ACTIVE_JOB_STATES))
+        )
+        if int(active or 0) >= settings.max_concurrent_jobs:
+            return QuotaExceeded(
+                f"too many jobs running at once: {settings.max_concurrent_jobs} allowed per key; "
+                "wait for one to finish",
+                QUOTA_RETRY_AFTER_S,
+            )
+    for limit, window, name in (
+        (settings.max_jobs_per_hour, HOUR_S, "hour"),
+        (settings.max_jobs_per_day, DAY_S, "day"),
+    ):
+        if limit <= 0:
+            continue
+        wait = await _window(s, key_hash, limit, window, now)
+        if wait is not None:
+            return QuotaExceeded(f"job quota reached: {limit} jobs per {name} per key", wait)
+    return None
+
+
+async def enforce_quota(s: AsyncSession, key_hash: str | None, settings: Settings) -> None:
+    """`check_quota` as a 429 with `Retry-After`; call it in the transaction creating the job."""
+    over = await check_quota(s, key_hash, settings)
+    if over is not None:
+        raise HTTPException(429, detail=over.detail, headers={"Retry-After": str(over.retry_after)})

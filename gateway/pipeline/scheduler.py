@@ -1,0 +1,362 @@
+"""The stage scheduler: leases tasks from the DB, calls the two stage APIs, records answers.
+
+One loop per stage keeps at most `<stage>_concurrency` requests in flight. Answers go to one
+writer that records them in batches (one short transaction for all answers that arrived
+meanwhile), and every write of the scheduler holds one asyncio lock: the gateway is the
+database's sole writer, so its writes never wait on SQLite's busy handler. A maintenance loop
+requeues due retries, reclaims expired leases, closes finished jobs and fires their webhooks.
+See `gateway.pipeline.stage_calls` for what counts as a failed attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.db import repo, transitions
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline.callbacks import send_callback
+from gateway.pipeline.stage_calls import Outcome, call_stage
+from gateway.results.summary import job_summary
+from shared.schemas import StageRequest
+from shared.settings import Settings
+from shared.states import JobState, TaskState
+from shared.storage import Storage, model_output_rel
+from shared.timing import (
+    BACKOFF_BASE_S,
+    BACKOFF_MAX_S,
+    LEASE_S,
+    MAINTENANCE_INTERVAL_S,
+    SCHEDULER_IDLE_S,
+    STAGE_PAUSE_MAX_S,
+    STAGE_REQUEST_TIMEOUT_S,
+)
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("gateway.pipeline.scheduler")
+WRITE_BATCH = 512
+"""Most answers recorded in one transaction."""
+
+
+@dataclass
+class _Answer:
+    stage: str
+    claimed: transitions.Claimed
+    output: str
+    outcome: Outcome
+    sent_at: float
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        storage: Storage,
+        metrics: GatewayMetrics | None = None,
+        *,
+        read_sessions: async_sessionmaker[AsyncSession] | None = None,
+        lease_s: float = LEASE_S,
+        backoff_base: float = BACKOFF_BASE_S,
+        backoff_max: float = BACKOFF_MAX_S,
+        idle_s: float = SCHEDULER_IDLE_S,
+        maintenance_s: float = MAINTENANCE_INTERVAL_S,
+        request_timeout: float = STAGE_REQUEST_TIMEOUT_S,
+        callback_backoff: float = BACKOFF_BASE_S,
+    ) -> None:
+        self.settings, self.sessions, self.storage = settings, sessions, storage
+        self.metrics = metrics or GatewayMetrics()
+        self.read_sessions = read_sessions
+        self.lease_s, self.backoff_base, self.backoff_max = lease_s, backoff_base, backoff_max
+        self.idle_s, self.maintenance_s = idle_s, maintenance_s
+        self.request_timeout, self.callback_backoff = request_timeout, callback_backoff
+        self.concurrency = {
+            "matting": max(1, settings.matting_concurrency),
+            "comparison": max(1, settings.comparison_concurrency),
+        }
+        self._low_water = {s: max(1, n // 4) for s, n in self.concurrency.items()}
+        self.urls = {
+            "matting": settings.matting_api_url.rstrip("/") + "/matting",
+            "comparison": settings.comparison_api_url.rstrip("/") + "/compare",
+        }
+        self.inflight: dict[str, set[asyncio.Task[None]]] = {s: set() for s in transitions.STAGES}
+        self._wake = {s: asyncio.Event() for s in transitions.STAGES}
+        self._paused_until = {s: 0.0 for s in transitions.STAGES}
+        self._pause_streak = {s: 0 for s in transitions.STAGES}
+        self._loops: list[asyncio.Task[None]] = []
+        self._callbacks: dict[str, asyncio.Task[None]] = {}
+        self.client: httpx.AsyncClient | None = None
+        self.write_lock = asyncio.Lock()
+        """Held by every write transaction of the scheduler (see `write()`)."""
+        self._answers: asyncio.Queue[_Answer] = asyncio.Queue()
+
+    # --- life cycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        limits = httpx.Limits(max_connections=sum(self.concurrency.values()) + 8)
+        self.client = httpx.AsyncClient(timeout=self.request_timeout, limits=limits)
+        self._loops = [asyncio.create_task(self._stage_loop(s), name=f"stage-{s}")
+                       for s in transitions.STAGES]
+        self._loops.append(asyncio.create_task(self._maintenance_loop(), name="maintenance"))
+        self._loops.append(asyncio.create_task(self._writer_loop(), name="writer"))
+
+    async def stop(self) -> None:
+        """Stop dispatching; answers already in are recorded, requests still in flight are
+        abandoned (their tasks stay leased and are released by the next start-up)."""
+        tasks = [*self._loops, *self._callbacks.values()]
+        tasks += [t for s in transitions.STAGES for t in self.inflight[s]]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loops.clear()
+        with contextlib.suppress(Exception):
+            while not self._answers.empty():
+                await self._write_batch()
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction, serialised with every other one of this process."""
+        async with self.write_lock, self.sessions.begin() as s:
+            yield s
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read snapshot: on the read-only engine when there is one, else under the lock."""
+        if self.read_sessions is not None:
+            async with self.read_sessions() as s:
+                yield s
+        else:
+            async with self.write() as s:
+                yield s
+
+    @property
+    def running(self) -> bool:
+        return bool(self._loops) and not any(t.done() for t in self._loops)
+
+    def wake(self) -> None:
+        """New work may be claimable (a job started running, a task was requeued)."""
+        for ev in self._wake.values():
+            ev.set()
+
+    # --- stage loops -------------------------------------------------------------------------
+    async def _stage_loop(self, stage: str) -> None:
+        inflight = self.inflight[stage]
+        while True:
+            pause = self._paused_until[stage] - time.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
+                continue
+            free = self.concurrency[stage] - len(inflight)
+            if free <= 0 or (inflight and free < self._low_water[stage]):
+                # claim in batches: one transaction per quarter of the slots, not per answer
+                await asyncio.wait(set(inflight), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            self._wake[stage].clear()
+            try:
+                claimed = await self.claim(stage, free)
+            except Exception:
+                log.exception("claim for %s failed", stage)
+                claimed = []
+            if not claimed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake[stage].wait(), self.idle_s)
+                continue
+            for c in claimed:
+                t = asyncio.create_task(self._dispatch(stage, c))
+                inflight.add(t)
+                t.add_done_callback(inflight.discard)
+
+    async def claim(self, stage: str, n: int) -> list[transitions.Claimed]:
+        async with self.write() as s:
+            return await transitions.claim(s, stage, n, time.time(), self.lease_s)
+
+    def request_for(self, stage: str, c: transitions.Claimed) -> StageRequest:
+        """One request per image, whatever the number of models: the matting worker runs each
+        of `models` on it (batched per model list) and writes every cut-out; the comparison
+        worker gets every model's matte in `mattes` and renders one sheet row per model."""
+        st = self.storage
+        models = c.models or [self.settings.default_model]
+        if stage == "matting":
+            return StageRequest(
+                task_id=c.id, job_id=c.job_id, input=c.input,
+                output=st.matting_rel(c.job_id, c.path),
+                params={"models": models, "model": models[0], "output": c.output},
+            )
+        first = c.matting_output or st.matting_rel(c.job_id, c.path)
+        return StageRequest(
+            task_id=c.id, job_id=c.job_id, input=c.input,
+            output=st.compare_rel(c.job_id, c.path),
+            params={
+                "matte": first,
+                "model": models[0],
+                "mattes": [{"model": m, "path": model_output_rel(first, m, i)}
+                           for i, m in enumerate(models)],
+                "gt": c.gt,
+                "metrics_output": st.metrics_rel(c.job_id, c.path),
+            },
+        )
+
+    async def _dispatch(self, stage: str, c: transitions.Claimed) -> None:
+        assert self.client is not None
+        req = self.request_for(stage, c)
+        gauge = self.metrics.inflight.labels(stage)
+        gauge.inc()
+        t0 = time.time()
+        try:
+            out = await call_stage(self.client, self.urls[stage], stage, req, self.storage,
+                                   self.request_timeout)
+        finally:
+            gauge.dec()
+        if out.unavailable is not None:
+            self._pause(stage, out.unavailable)
+        elif out.result is not None:
+            self._pause_streak[stage] = 0
+        self._answers.put_nowait(_Answer(stage, c, req.output, out, t0))
+
+    # --- recording answers ---------------------------------------------------------------
+    async def _writer_loop(self) -> None:
+        while True:
+            first = await self._answers.get()
+            try:
+                await self._write_batch(first)
+            except Exception:
+                log.exception("recording answers failed; trying again shortly")
+                await asyncio.sleep(self.maintenance_s)
+
+    async def _write_batch(self, first: _Answer | None = None) -> None:
+        batch = [first or self._answers.get_nowait()]
+        while len(batch) < WRITE_BATCH and not self._answers.empty():
+            batch.append(self._answers.get_nowait())
+        try:
+            async with self.write() as s:
+                now = time.time()
+                kinds = [await self._apply(s, a, now) for a in batch]
+                await transitions.touch_jobs(s, (a.claimed.job_id for a in batch), now)
+        except Exception:
+            # E.g. SQLite out of disk: the answers are kept and written once it can. One
+            # whose lease has run out meanwhile is left to `reclaim_expired`.
+            now = time.time()
+            for a in batch:
+                if a.claimed.dispatched_at + self.lease_s > now:
+                    self._answers.put_nowait(a)
+            raise
+        late_jobs = set()
+        for a, kind in zip(batch, kinds, strict=True):
+            self._count(a, kind, now)
+            if kind == "late":
+                late_jobs.add(a.claimed.job_id)
+        for job_id in late_jobs:
+            await self._drop_if_gone(job_id)
+
+    async def _apply(self, s: AsyncSession, a: _Answer, now: float) -> str:
+        """Record one answer: 'done', 'released', 'retry', 'failed' or 'late'."""
+        out, c = a.outcome, a.claimed
+        if out.unavailable is not None:
+            ok = await transitions.release(s, a.stage, c, now + max(out.unavailable, 0.0),
+                                           out.error)
+            return "released" if ok else "late"
+        if out.result is not None:
+            ok = await transitions.record_success(s, a.stage, c, out.result, a.output, now)
+            return "done" if ok else "late"
+        state = await transitions.record_failure(
+            s, a.stage, c, out.error, retryable=out.retryable, now=now,
+            max_retries=self.settings.max_retries,
+            backoff_base=self.backoff_base, backoff_max=self.backoff_max,
+        )
+        if state is None:
+            return "late"
+        return "failed" if state == TaskState.PERMANENTLY_FAILED else "retry"
+
+    def _count(self, a: _Answer, kind: str, now: float) -> None:
+        m, stage = self.metrics, a.stage
+        if kind == "done" and a.outcome.result is not None:
+            t = a.outcome.result.timings
+            m.stage_seconds.labels(stage).observe(max(0.0, t.finished - t.started))
+            m.roundtrip_seconds.labels(stage).observe(max(0.0, now - a.sent_at))
+            if stage == "matting":
+                self._wake["comparison"].set()
+        elif kind == "released":
+            m.unavailable.labels(stage).inc()
+        elif kind == "late":
+            m.late_answers.labels(stage).inc()
+        elif kind == "failed":
+            m.permanent_failures.labels(stage).inc()
+            log.warning("task %s failed for good in %s: %s", a.claimed.id, stage,
+                        a.outcome.error)
+        elif kind == "retry":
+            m.retries.labels(stage).inc()
+            log.info("task %s will be retried (%s): %s", a.claimed.id, stage, a.outcome.error)
+
+    async def _drop_if_gone(self, job_id: str) -> None:
+        """A late answer for a cancelled job has just written files that were already
+        removed: remove them again. (For a re-leased task the file is the retry's too.)"""
+        async with self.read() as s:
+            job = await repo.get_job(s, job_id)
+        if job is None or job.state == JobState.CANCELLED.value:
+            await asyncio.to_thread(self.storage.remove_job, job_id)
+
+    def _pause(self, stage: str, retry_after: float) -> None:
+        # One step of backoff per round of probing, not per refused call: the 16 calls in
+        # flight when a balancer dies would otherwise jump straight to the longest pause.
+        if self._paused_until[stage] <= time.time():
+            self._pause_streak[stage] += 1
+        backoff = min(STAGE_PAUSE_MAX_S, 0.25 * 2 ** (self._pause_streak[stage] - 1))
+        wait = min(STAGE_PAUSE_MAX_S, max(retry_after, backoff))
+        self._paused_until[stage] = max(self._paused_until[stage], time.time() + wait)
+
+    # --- maintenance -----------------------------------------------------------------------
+    async def _maintenance_loop(self) -> None:
+        while True:
+            try:
+                await self.maintain_once()
+            except Exception:
+                log.exception("maintenance pass failed")
+            await asyncio.sleep(self.maintenance_s)
+
+    async def maintain_once(self) -> list[transitions.FinishedJob]:
+        now = time.time()
+        async with self.write() as s:
+            moved = await transitions.requeue_due(s, now)
+            moved += await transitions.reclaim_expired(s, now, self.settings.max_retries)
+            finished = await transitions.finish_jobs(s, now)
+        if moved:
+            self.wake()
+        for f in finished:
+            log.info("job %s finished: %s", f.job_id, f.state.value)
+        await self._fire_callbacks()
+        return finished
+
+    async def _fire_callbacks(self) -> None:
+        async with self.read() as s:
+            jobs = await repo.jobs_needing_callback(s, self._callbacks)
+            payloads: list[tuple[str, str, dict[str, Any]]] = []
+            for job in jobs:
+                counts = await repo.job_counts(s, job.id)
+                payloads.append((job.id, job.callback_url or "", job_summary(job, counts,
+                                                                            time.time())))
+        for job_id, url, payload in payloads:
+            t = asyncio.create_task(self._callback(job_id, url, payload))
+            self._callbacks[job_id] = t
+
+    async def _callback(self, job_id: str, url: str, payload: dict[str, Any]) -> None:
+        assert self.client is not None
+        try:
+            ok = await send_callback(self.client, url, payload, self.settings.callback_secret,
+                                     backoff_base=self.callback_backoff)
+            if not ok:
+                log.warning("callback for job %s to %s gave up", job_id, url)
+            async with self.write() as s:
+                await repo.mark_callback_done(s, job_id)
+        finally:
+            self._callbacks.pop(job_id, None)

@@ -1,0 +1,201 @@
+"""A small synchronous client of the gateway's public API, for the CLI and scripts.
+
+Uploads and downloads stream in chunks (archives may be 100 GB), report progress through a
+callback, and every non-2xx answer becomes a `GatewayError` carrying the server's `detail`.
+Resumable (tus) uploads go through `tus()`; `mattepipe.client.upload` drives them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mattepipe.client.tus import UPLOAD_CHUNK, TusClient
+from shared.states import FINAL_JOB_STATES
+
+__all__ = ["CHUNK", "GatewayClient", "GatewayError", "ProgressCb", "content_type_for"]
+
+CHUNK = 1024 * 1024
+ProgressCb = Callable[[int, int | None], None]
+"""Called with (done, total); total is None when unknown (a chunked download)."""
+
+_TYPES = {".zip": "application/zip", ".tar": "application/x-tar", ".tgz": "application/gzip",
+          ".gz": "application/gzip", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+          ".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp", ".tif": "image/tiff",
+          ".tiff": "image/tiff"}
+
+
+class GatewayError(RuntimeError):
+    """The gateway answered with an error (or could not be reached: status 0)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}" if status else detail)
+        self.status = status
+        self.detail = detail
+
+
+def content_type_for(path: Path) -> str:
+    return _TYPES.get(path.suffix.lower(), "application/octet-stream")
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text.strip()[:500] or resp.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        d = body["detail"]
+        return d if isinstance(d, str) else str(d)
+    return str(body)[:500]
+
+
+class GatewayClient:
+    """`GatewayClient("http://127.0.0.1:8000", api_key=None)`; use as a context manager."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, transport=transport,
+                                  timeout=httpx.Timeout(timeout, connect=10.0))
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _check(self, resp: httpx.Response) -> httpx.Response:
+        if resp.is_error:
+            if resp.is_stream_consumed is False:
+                resp.read()
+            raise GatewayError(resp.status_code, _detail(resp))
+        return resp
+
+    def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        try:
+            return self._check(self._http.request(method, url, **kw))
+        except httpx.TransportError as exc:
+            raise GatewayError(0, f"cannot reach the gateway at {self.base_url}: {exc}") from exc
+
+    def health(self) -> bool:
+        try:
+            return self._http.get("/health", timeout=3.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def upload_file(self, path: Path | str, model: str | None = None, output: str = "rgba",
+                    progress_cb: ProgressCb | None = None,
+                    callback_url: str | None = None) -> dict[str, Any]:
+        """Stream one file as the raw request body; answers the gateway's 202 body."""
+        path = Path(path)
+        with path.open("rb") as f:
+            return self.upload_stream(iter(lambda: f.read(CHUNK), b""),
+                                      path.stat().st_size, path.name,
+                                      content_type_for(path), model, output, progress_cb,
+                                      callback_url)
+
+    def upload_stream(self, blocks: Iterable[bytes], size: int, filename: str,
+                      content_type: str = "application/octet-stream",
+                      model: str | None = None, output: str = "rgba",
+                      progress_cb: ProgressCb | None = None,
+                      callback_url: str | None = None) -> dict[str, Any]:
+        """`size` bytes from `blocks` as one `POST /upload` (not resumable: for a gateway
+        without tus); answers the gateway's 202 body."""
+        params = {"filename": filename, "output": output}
+        if model:
+            params["model"] = model
+        if callback_url:
+            params["callback_url"] = callback_url
+
+        def counted() -> Iterator[bytes]:
+            sent = 0
+            for block in blocks:
+                sent += len(block)
+                yield block
+                if progress_cb:
+                    progress_cb(sent, size)
+
+        headers = {"Content-Type": content_type, "Content-Length": str(size)}
+        resp = self._request("POST", "/upload", params=params, headers=headers,
+                             content=counted(), timeout=httpx.Timeout(None, connect=10.0))
+        body: dict[str, Any] = resp.json()
+        return body
+
+    def tus(self, chunk: int = UPLOAD_CHUNK) -> TusClient:
+        """A tus client on this connection (same base URL and API key)."""
+        return TusClient(self._http, chunk=chunk)
+
+    def create_job(self, upload_id: str, model: str | None = None, output: str = "rgba",
+                   callback_url: str | None = None) -> dict[str, Any]:
+        """Turn a finished tus upload into a job; answers the 202 body like `/upload`."""
+        payload: dict[str, Any] = {"upload_id": upload_id, "output": output}
+        if model:
+            payload["model"] = model
+        if callback_url:
+            payload["callback_url"] = callback_url
+        body: dict[str, Any] = self._request("POST", "/jobs", json=payload).json()
+        return body
+
+    def jobs(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        body: dict[str, Any] = self._request(
+            "GET", "/jobs", params={"limit": limit, "offset": offset}).json()
+        return body
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """`DELETE /jobs/{id}`: stop the job and remove its files; answers its last status."""
+        body: dict[str, Any] = self._request("DELETE", f"/jobs/{job_id}").json()
+        return body
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self._request("GET", f"/status/{job_id}").json()
+        return body
+
+    def wait(self, job_id: str, progress_cb: Callable[[dict[str, Any]], None] | None = None,
+             poll_s: float = 0.5, timeout: float | None = None) -> dict[str, Any]:
+        """Poll /status until the job is in a final state; answers the last status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            st = self.status(job_id)
+            if progress_cb:
+                progress_cb(st)
+            if st.get("state") in FINAL_JOB_STATES:
+                return st
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {st.get('state')} after {timeout}s")
+            time.sleep(poll_s)
+
+    def download(self, job_id: str, dest: Path | str, progress_cb: ProgressCb | None = None,
+                 partial: bool = False) -> Path:
+        """Stream the result zip to `dest` (a temporary name first, so `dest` is never half)."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        params = {"partial": "1"} if partial else {}
+        try:
+            with self._http.stream("GET", f"/download/{job_id}", params=params,
+                                   timeout=httpx.Timeout(None, connect=10.0)) as resp:
+                self._check(resp)
+                length = resp.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                done = 0
+                with tmp.open("wb") as f:
+                    for block in resp.iter_bytes(CHUNK):
+                        f.write(block)
+                        done += len(block)
+                        if progress_cb:
+                            progress_cb(done, total)
+            tmp.replace(dest)
+        except httpx.TransportError as exc:
+            raise GatewayError(0, f"download of {job_id} broke off: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest

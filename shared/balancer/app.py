@@ -1,0 +1,233 @@
+"""The one balancer: the matting API and the comparison API are two configurations of it.
+
+It forwards a stage request to the healthy worker with the fewest requests in flight, waits
+in a bounded queue when all are at capacity, fails over to another worker when one dies
+mid-request, and answers 503 with Retry-After instead of piling work up without bound.
+Every error it makes up itself is a `StageError` with `retryable: true`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+
+from shared.balancer.pool import NoWorker, WorkerPool, WorkerState
+from shared.logs import add_request_logging, debug_log
+from shared.metrics import QUEUE_DEPTH, WORKERS_HEALTHY, metrics_route
+from shared.schemas import Heartbeat, StageError, StageRequest
+from shared.timing import (
+    BALANCER_REQUEST_TIMEOUT_S,
+    BALANCER_RETRY_AFTER_S,
+    HEALTH_CHECK_INTERVAL_S,
+    HEALTH_CHECK_TIMEOUT_S,
+    STAGE_CONNECT_TIMEOUT_S,
+    WORKER_STALE_S,
+)
+
+__all__ = ["BalancerConfig", "create_balancer_app"]
+
+log = logging.getLogger("mattepipe.balancer")
+
+_DEAD = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+         httpx.WriteError)
+"""Transport errors that mean the worker is gone (not merely slow)."""
+
+
+@dataclass
+class BalancerConfig:
+    service: str
+    route: str
+    port: int
+    worker_urls: list[str]
+    queue_limit: int
+    queue_wait_s: float
+    health_interval_s: float = HEALTH_CHECK_INTERVAL_S
+    stale_s: float = WORKER_STALE_S
+    max_attempts: int = 3
+    """Workers tried for one request before giving up (fail-over)."""
+    request_timeout_s: float = BALANCER_REQUEST_TIMEOUT_S
+
+
+def _error(status: int, detail: str, retry_after: bool = True) -> JSONResponse:
+    headers = {"Retry-After": str(BALANCER_RETRY_AFTER_S)} if retry_after else None
+    body = StageError(detail=detail, retryable=True).model_dump()
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class _Balancer:
+    def __init__(self, config: BalancerConfig) -> None:
+        self.config = config
+        self.pool = WorkerPool(config.worker_urls, config.queue_limit, config.queue_wait_s)
+        self.client: httpx.AsyncClient | None = None
+        self.started_at = time.time()
+
+    def _gauges(self) -> None:
+        WORKERS_HEALTHY.labels(self.config.service).set(self.pool.healthy_count())
+        QUEUE_DEPTH.labels(self.config.service).set(self.pool.waiting)
+
+    async def check(self, w: WorkerState) -> None:
+        assert self.client is not None
+        try:
+            r = await self.client.get(w.url + "/health", timeout=HEALTH_CHECK_TIMEOUT_S)
+            body = r.json()
+            ok = r.status_code == 200 and body.get("status") == "ok"
+            detail = "" if ok else f"HTTP {r.status_code}: {body.get('detail') or body}"
+            w.worker_id = str(body.get("worker_id") or w.worker_id)
+            if ok and not w.healthy and w.source == "static":
+                info = (await self.client.get(w.url + "/info",
+                                              timeout=HEALTH_CHECK_TIMEOUT_S)).json()
+                w.capacity = max(1, int(info.get("capacity") or w.capacity))
+                w.engine = str(info.get("stage", {}).get("engine", w.engine))
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
+            ok, detail = False, f"health check failed: {exc!r}"
+        self.pool.set_health(w, ok, detail)
+
+    async def check_all(self) -> None:
+        self.pool.drop_stale(self.config.stale_s)
+        await asyncio.gather(*(self.check(w) for w in list(self.pool.workers.values())))
+        self._gauges()
+        debug_log.debug("%s workers: %s", self.config.service,
+                        [(w.url, w.healthy, w.outstanding) for w in self.pool.workers.values()])
+
+    async def health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            try:
+                await self.check_all()
+            except Exception:
+                log.exception("health check round failed")
+
+    async def forward(self, req: StageRequest) -> JSONResponse:
+        assert self.client is not None
+        body = req.model_dump(mode="json")
+        tried: set[str] = set()
+        last = ""
+        for attempt in range(self.config.max_attempts):
+            try:
+                w = await self.pool.acquire(tried)
+            except NoWorker as exc:
+                self._gauges()
+                if attempt == 0:
+                    return _error(503, f"{self.config.service}: {exc}")
+                return _error(502, f"{self.config.service}: {last}; then {exc}")
+            self._gauges()
+            try:
+                r = await self.client.post(w.url + self.config.route, json=body)
+            except httpx.TimeoutException as exc:
+                if not isinstance(exc, httpx.ConnectTimeout):
+                    # The worker may still be on it; another try would double the wait.
+                    w.failures += 1
+                    return _error(504, f"worker {w.worker_id or w.url} timed out: {exc!r}")
+                last = f"worker {w.url} unreachable: {exc!r}"
+                self._lost(w, last)
+                tried.add(w.url)
+                continue
+            except _DEAD as exc:
+                last = f"worker {w.url} failed: {exc!r}"
+                self._lost(w, last)
+                tried.add(w.url)
+                continue
+            except httpx.HTTPError as exc:
+                w.failures += 1
+                last = f"worker {w.url}: {exc!r}"
+                tried.add(w.url)
+                continue
+            finally:
+                self.pool.release(w)
+            try:
+                payload: Any = r.json()
+            except ValueError:
+                payload = StageError(detail=f"worker answered HTTP {r.status_code}, not JSON",
+                                     retryable=r.status_code >= 500, worker_id=w.worker_id)
+                payload = payload.model_dump()
+            retryable = isinstance(payload, dict) and payload.get("retryable", True) is not False
+            # 507: the shared volume is full, so every worker would say the same; pass it on
+            if r.status_code >= 500 and retryable and r.status_code != 507:
+                w.failures += 1
+                last = f"worker {w.worker_id or w.url}: HTTP {r.status_code} {payload}"
+                if r.status_code == 503:  # loading, or its engine failed: skip it for now
+                    self.pool.set_health(w, False, last)
+                tried.add(w.url)
+                debug_log.info("task %s: %s; trying another worker", req.task_id, last)
+                continue
+            if r.status_code < 400:
+                w.served += 1
+            elif r.status_code >= 500:
+                w.failures += 1
+            return JSONResponse(payload, status_code=r.status_code)
+        return _error(502, f"{self.config.service}: gave up after {len(tried)} worker(s): {last}")
+
+    def _lost(self, w: WorkerState, detail: str) -> None:
+        w.failures += 1
+        self.pool.set_health(w, False, detail)
+        self._gauges()
+
+
+def create_balancer_app(config: BalancerConfig) -> FastAPI:
+    b = _Balancer(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(config.request_timeout_s, connect=STAGE_CONNECT_TIMEOUT_S)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=128)
+        b.client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+        await b.check_all()  # so the first requests find the static workers ready
+        task = asyncio.create_task(b.health_loop())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await b.client.aclose()
+
+    app = FastAPI(title=f"mattepipe {config.service}", lifespan=lifespan)
+    app.state.balancer = b
+    add_request_logging(app, config.service)
+    metrics_route(app)
+
+    async def route(req: StageRequest) -> JSONResponse:
+        return await b.forward(req)
+
+    app.add_api_route(config.route, route, methods=["POST"],
+                      responses={502: {"model": StageError}, 503: {"model": StageError}})
+
+    @app.post("/workers/heartbeat")
+    async def heartbeat(hb: Heartbeat) -> dict[str, Any]:
+        if not hb.url.startswith(("http://", "https://")):
+            raise HTTPException(400, "url must be an http(s) URL")
+        w = b.pool.heartbeat(hb.url, hb.worker_id, hb.capacity, hb.engine)
+        b._gauges()
+        return {"status": "ok", "url": w.url, "source": w.source}
+
+    @app.get("/workers")
+    async def workers() -> list[dict[str, Any]]:
+        return [w.as_dict() for w in b.pool.workers.values()]
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Always 200 while the balancer runs (liveness); `status` says whether it can serve."""
+        n = b.pool.healthy_count()
+        return {"status": "ok" if n else "degraded", "service": config.service,
+                "healthy_workers": n, "workers": len(b.pool.workers), "queued": b.pool.waiting}
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        return {
+            "service": config.service, "route": config.route, "port": config.port,
+            "static_workers": config.worker_urls, "queue_limit": config.queue_limit,
+            "queue_wait_s": config.queue_wait_s, "max_attempts": config.max_attempts,
+            "health_interval_s": config.health_interval_s, "stale_s": config.stale_s,
+            "started_at": b.started_at, "queued": b.pool.waiting,
+            "outstanding": sum(w.outstanding for w in b.pool.workers.values()),
+        }
+
+    return app

@@ -1,0 +1,159 @@
+"""The balancer's view of its workers: health, load, and the wait for a free one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from shared.logs import debug_log
+
+__all__ = ["DEFAULT_CAPACITY", "NoWorker", "WorkerPool", "WorkerState"]
+
+log = logging.getLogger("mattepipe.balancer")
+
+DEFAULT_CAPACITY = 8
+"""Concurrent requests for a static worker until it tells us its own capacity."""
+
+
+@dataclass
+class WorkerState:
+    url: str
+    source: Literal["static", "heartbeat"]
+    worker_id: str = ""
+    healthy: bool = False
+    outstanding: int = 0
+    capacity: int = DEFAULT_CAPACITY
+    last_seen: float | None = None
+    """Epoch of the last good health check or heartbeat."""
+    last_heartbeat: float | None = None
+    served: int = 0
+    failures: int = 0
+    engine: str = ""
+    detail: str = ""
+    last_pick: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("last_pick")
+        d["id"] = d.pop("worker_id")
+        return d
+
+
+class NoWorker(Exception):
+    """No worker can take the request now; answered 503 with Retry-After."""
+
+
+class WorkerPool:
+    """Least-outstanding choice among healthy workers below capacity, with a bounded queue.
+
+    Everything runs on one event loop, so state changes need no lock; waiters sleep on an
+    event that is replaced on every change (asyncio wakes them in arrival order).
+    """
+
+    def __init__(self, static_urls: list[str], queue_limit: int, queue_wait_s: float) -> None:
+        self.workers: dict[str, WorkerState] = {}
+        for url in static_urls:
+            u = url.strip().rstrip("/")
+            if u:
+                self.workers[u] = WorkerState(url=u, source="static")
+        self.queue_limit = queue_limit
+        self.queue_wait_s = queue_wait_s
+        self.waiting = 0
+        self._changed = asyncio.Event()
+        self._picks = itertools.count(1)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # --- membership and health ---------------------------------------------------------
+    def heartbeat(self, url: str, worker_id: str, capacity: int, engine: str) -> WorkerState:
+        u = url.rstrip("/")
+        w = self.workers.get(u)
+        if w is None and worker_id:
+            # A static worker listed under another name for the same host (localhost vs
+            # 127.0.0.1) must not count twice.
+            w = next((x for x in self.workers.values() if x.worker_id == worker_id), None)
+        if w is None:
+            w = self.workers[u] = WorkerState(url=u, source="heartbeat")
+            log.info("worker %s (%s) registered by heartbeat", worker_id, u)
+        now = time.time()
+        w.worker_id, w.capacity, w.engine = worker_id, max(1, capacity), engine
+        w.last_heartbeat = w.last_seen = now
+        # A worker heartbeats only once its engine is loaded, so it is ready for work.
+        self.set_health(w, True, "")
+        return w
+
+    def set_health(self, w: WorkerState, healthy: bool, detail: str) -> None:
+        if healthy:
+            w.last_seen = time.time()
+        if w.healthy != healthy:
+            level = logging.INFO if healthy else logging.WARNING
+            log.log(level, "worker %s (%s) is now %s%s", w.worker_id or "?", w.url,
+                    "healthy" if healthy else "unhealthy", f": {detail}" if detail else "")
+        w.healthy, w.detail = healthy, detail
+        self._notify()
+
+    def drop_stale(self, stale_s: float) -> None:
+        cutoff = time.time() - stale_s
+        for url, w in list(self.workers.items()):
+            if w.source == "heartbeat" and (w.last_heartbeat or 0.0) < cutoff:
+                log.warning("worker %s (%s) dropped: no heartbeat for %.0fs", w.worker_id, url,
+                            stale_s)
+                del self.workers[url]
+                self._notify()
+
+    def healthy_count(self) -> int:
+        return sum(1 for w in self.workers.values() if w.healthy)
+
+    # --- choosing ----------------------------------------------------------------------
+    def _candidates(self, exclude: set[str]) -> list[WorkerState]:
+        return [w for w in self.workers.values() if w.healthy and w.url not in exclude]
+
+    def _pick(self, exclude: set[str]) -> WorkerState | None:
+        free = [w for w in self._candidates(exclude) if w.outstanding < w.capacity]
+        if not free:
+            return None
+        w = min(free, key=lambda x: (x.outstanding, x.last_pick))
+        w.outstanding += 1
+        w.last_pick = next(self._picks)
+        return w
+
+    async def acquire(self, exclude: set[str] | None = None) -> WorkerState:
+        """A worker with a free slot; waits in the queue up to `queue_wait_s` for one."""
+        exclude = exclude or set()
+        w = self._pick(exclude)
+        if w is not None:
+            return w
+        if not self._candidates(exclude):
+            raise NoWorker("no healthy worker available")
+        if self.waiting >= self.queue_limit:
+            raise NoWorker(f"all workers busy and the queue is full ({self.queue_limit} waiting)")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.queue_wait_s
+        self.waiting += 1
+        debug_log.debug("queued: waiting=%d", self.waiting)
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise NoWorker(f"all workers busy for {self.queue_wait_s:g}s")
+                changed = self._changed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), remaining)
+                w = self._pick(exclude)
+                if w is not None:
+                    return w
+                if not self._candidates(exclude):
+                    raise NoWorker("no healthy worker available")
+        finally:
+            self.waiting -= 1
+
+    def release(self, w: WorkerState) -> None:
+        w.outstanding = max(0, w.outstanding - 1)
+        self._notify()

@@ -1,0 +1,275 @@
+"""The one worker server: a Stage (matting or comparison) behind HTTP, batched.
+
+A request goes prepare (decode, in a thread) → the stage's batcher (engine, batched, in a
+thread) → finish (encode and atomic write, in a thread), so the event loop only routes.
+Every failure becomes a `StageError` whose status and `retryable` flag tell the gateway
+whether another try can help (DESIGN.md, Internal API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from shared.logs import add_request_logging, debug_log
+from shared.metrics import BATCH_SIZE, QUEUE_DEPTH, STAGE_ERRORS, STAGE_SECONDS, metrics_route
+from shared.schemas import HealthInfo, Heartbeat, StageError, StageRequest, StageResult, Timings
+from shared.settings import Settings
+from shared.storage import Storage
+from shared.timing import HEALTH_CHECK_TIMEOUT_S, HEARTBEAT_INTERVAL_S
+from shared.worker.batching import Batched, Batcher
+from shared.worker.stage import (
+    BadInput,
+    BatchPolicy,
+    Stage,
+    StageFailure,
+    StageOutput,
+    classify_error,
+    configure_threads,
+    thread_count,
+)
+
+__all__ = [
+    "BadInput",
+    "BatchPolicy",
+    "Stage",
+    "StageFailure",
+    "StageOutput",
+    "classify_error",
+    "configure_threads",
+    "create_worker_app",
+    "thread_count",
+]
+# The stage vocabulary is re-exported: stages import everything from `shared.worker.server`.
+
+log = logging.getLogger("mattepipe.worker")
+
+
+@dataclass
+class _Failed:
+    exc: Exception
+
+
+def _advertised_url(settings: Settings, host: str, port: int) -> str:
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"http://{host}:{port}"
+
+
+class _Worker:
+    def __init__(self, stage: Stage[Any, Any], settings: Settings, worker_id: str) -> None:
+        self.stage = stage
+        self.settings = settings
+        self.worker_id = worker_id
+        self.storage = Storage(settings.data_dir)
+        self.status: Literal["loading", "ok", "error"] = "loading"
+        self.detail = ""
+        self.batchers: dict[str, Batcher[Any, Any]] = {}
+        self._ensure_lock = asyncio.Lock()
+        self.in_flight = 0
+        self.served = 0
+        self.failed = 0
+        self.started_at = time.time()
+
+    async def load(self) -> None:
+        try:
+            await asyncio.to_thread(self.stage.load)
+        except Exception as exc:
+            self.status, self.detail = "error", f"{type(exc).__name__}: {exc}"
+            log.exception("%s failed to load", self.worker_id)
+            return
+        self.status = "ok"
+        log.info("%s ready (%s)", self.worker_id, self.stage.name)
+
+    async def batcher(self, key: str) -> Batcher[Any, Any]:
+        b = self.batchers.get(key)
+        if b is not None:
+            return b
+        async with self._ensure_lock:  # one lazy model load at a time
+            b = self.batchers.get(key)
+            if b is None:
+                policy = await asyncio.to_thread(self.stage.ensure, key)
+                b = Batcher(self._isolating(key), policy.max_batch_size,
+                            policy.max_batch_delay_ms, policy.concurrency, name=key)
+                self.batchers[key] = b
+                debug_log.info("%s batcher %r: %s", self.worker_id, key, policy)
+        return b
+
+    def _isolating(self, key: str) -> Any:
+        """A failing batch is retried item by item, so one poisoned image fails alone."""
+
+        def run(items: list[Any]) -> list[Any]:
+            try:
+                return list(self.stage.run_batch(key, items))
+            except Exception as exc:
+                if len(items) == 1:
+                    return [_Failed(exc)]
+                debug_log.warning("batch of %d failed (%s); retrying one by one", len(items), exc)
+            out: list[Any] = []
+            for it in items:
+                try:
+                    out.extend(self.stage.run_batch(key, [it]))
+                except Exception as exc:
+                    out.append(_Failed(exc))
+            return out
+
+        return run
+
+    def queue_depth(self) -> int:
+        return sum(b.queued for b in self.batchers.values())
+
+    async def handle(self, req: StageRequest) -> JSONResponse:
+        queued = time.time()
+        if self.status != "ok":
+            detail = "engine still loading" if self.status == "loading" else self.detail
+            return self._error(503, True, detail, req)
+        self.in_flight += 1
+        try:
+            key = self.stage.batch_key(req)
+            batcher = await self.batcher(key)
+            batcher.announce()
+            try:
+                item = await asyncio.to_thread(self.stage.prepare, req, self.storage)
+            except BaseException:
+                batcher.withdraw()
+                raise
+            QUEUE_DEPTH.labels(self.stage.name).set(self.queue_depth() + 1)
+            res: Batched[Any] = await batcher.submit(item, announced=True)
+            if isinstance(res.value, _Failed):
+                raise res.value.exc
+            out = await asyncio.to_thread(self.stage.finish, req, item, res.value, self.storage)
+        except Exception as exc:
+            status, retryable, detail = classify_error(exc)
+            if status >= 500:
+                log.error("task %s failed: %s", req.task_id, detail, exc_info=status == 500)
+            return self._error(status, retryable, detail, req)
+        finally:
+            self.in_flight -= 1
+            QUEUE_DEPTH.labels(self.stage.name).set(self.queue_depth())
+        finished = time.time()
+        self.served += 1
+        BATCH_SIZE.labels(self.stage.name, key).observe(res.batch_size)
+        STAGE_SECONDS.labels(self.stage.name, "wait").observe(max(0.0, res.started - queued))
+        STAGE_SECONDS.labels(self.stage.name, "batch").observe(res.finished - res.started)
+        STAGE_SECONDS.labels(self.stage.name, "total").observe(finished - queued)
+        debug_log.debug("task %s key=%s batch=%d in_flight=%d queued=%d", req.task_id, key,
+                        res.batch_size, self.in_flight, self.queue_depth())
+        timings = Timings(queued=queued, started=res.started, finished=finished,
+                          batch_size=res.batch_size)
+        result = StageResult(output=out.output, worker_id=self.worker_id, timings=timings,
+                             extra=out.extra)
+        return JSONResponse(result.model_dump())
+
+    def _error(self, status: int, retryable: bool, detail: str,
+               req: StageRequest | None = None) -> JSONResponse:
+        self.failed += 1
+        STAGE_ERRORS.labels(self.stage.name, str(status)).inc()
+        if req is not None and status < 500:
+            log.info("task %s refused (%d): %s", req.task_id, status, detail)
+        body = StageError(detail=detail, retryable=retryable, worker_id=self.worker_id)
+        return JSONResponse(body.model_dump(), status_code=status)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "service": self.stage.name,
+            "worker_id": self.worker_id,
+            "status": self.status,
+            "detail": self.detail,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "capacity": self.stage.capacity() if self.status == "ok" else 0,
+            "in_flight": self.in_flight,
+            "served": self.served,
+            "failed": self.failed,
+            "batchers": {
+                k: {"max_batch_size": b.max_batch_size, "concurrency": b.concurrency,
+                    "queued": b.queued, "running": b.running, "batches": b.batches_run,
+                    "items": b.items_run}
+                for k, b in self.batchers.items()
+            },
+            "stage": self.stage.info() if self.status == "ok" else {},
+        }
+
+    async def heartbeats(self, balancer_url: str, my_url: str) -> None:
+        """Announce ourselves once loaded (a heartbeat means: send me work)."""
+        target = balancer_url.rstrip("/") + "/workers/heartbeat"
+        client = httpx.AsyncClient(timeout=HEALTH_CHECK_TIMEOUT_S, trust_env=False)
+        async with client:
+            while True:
+                if self.status == "ok":
+                    hb = Heartbeat(url=my_url, worker_id=self.worker_id,
+                                   capacity=self.stage.capacity(),
+                                   engine=str(self.stage.info().get("engine", "")))
+                    try:
+                        r = await client.post(target, json=hb.model_dump())
+                        if r.status_code >= 400:
+                            debug_log.warning("heartbeat to %s: HTTP %d", target, r.status_code)
+                    except httpx.HTTPError as exc:
+                        debug_log.info("heartbeat to %s failed: %r", target, exc)
+                await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+
+def create_worker_app(
+    stage: Stage[Any, Any],
+    settings: Settings,
+    worker_id: str,
+    port: int,
+    balancer_url: str = "",
+    host: str | None = None,
+) -> FastAPI:
+    """The worker's HTTP app; `balancer_url` empty means no heartbeats (static list only)."""
+    w = _Worker(stage, settings, worker_id)
+    my_url = _advertised_url(settings, host if host is not None else settings.host, port)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(w.load())]
+        if balancer_url:
+            tasks.append(asyncio.create_task(w.heartbeats(balancer_url, my_url)))
+        yield
+        for t in tasks:
+            t.cancel()
+        for b in w.batchers.values():
+            await b.close()
+
+    app = FastAPI(title=f"mattepipe {stage.name} worker", lifespan=lifespan)
+    app.state.worker = w
+    add_request_logging(app, stage.name + "_worker")
+    metrics_route(app)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return w._error(422, False, f"invalid request: {msg}")
+
+    async def run_stage(req: StageRequest) -> JSONResponse:
+        return await w.handle(req)
+
+    app.add_api_route(stage.route, run_stage, methods=["POST"],
+                      responses={400: {"model": StageError}, 503: {"model": StageError}})
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        body = HealthInfo(status=w.status, service=stage.name, worker_id=worker_id,
+                          detail=w.detail)
+        return JSONResponse(body.model_dump(), status_code=200 if w.status == "ok" else 503)
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        return w.info()
+
+    return app

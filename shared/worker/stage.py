@@ -1,0 +1,137 @@
+"""What a worker stage is, and how its failures become HTTP answers (DESIGN.md, Internal API).
+
+A stage (matting, comparison) supplies prepare → run_batch → finish; `shared.worker.server` serves
+it. `classify_error` is the one table from exception to (status, retryable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from shared.schemas import StageRequest
+from shared.settings import Settings
+from shared.storage import PathOutsideDataDir, Storage
+
+__all__ = [
+    "BadInput",
+    "BatchPolicy",
+    "Stage",
+    "StageFailure",
+    "StageOutput",
+    "classify_error",
+    "configure_threads",
+    "thread_count",
+]
+
+P = TypeVar("P")
+Out = TypeVar("Out")
+
+
+class StageFailure(Exception):
+    """A failure whose HTTP status and retryability the stage knows best."""
+
+    def __init__(self, detail: str, status: int = 500, retryable: bool = True) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.retryable = retryable
+
+
+class BadInput(StageFailure):
+    """The request itself is wrong (missing file, bad parameter): retrying cannot help."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, status=400, retryable=False)
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_batch_size: int
+    concurrency: int = 1
+    """Batches of this key that may run at once (1 for an engine that owns a GPU)."""
+    max_batch_delay_ms: float = 0.0
+
+
+@dataclass
+class StageOutput:
+    output: str
+    """DATA_DIR-relative path of the main output, as written."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Stage(Protocol[P, Out]):
+    """What a worker runs. All methods but `batch_key` run in threads and may block."""
+
+    name: str
+    route: str
+
+    def load(self) -> None:
+        """Heavy start-up (the default engine). /health says `loading` until it returns."""
+
+    def capacity(self) -> int:
+        """Concurrent requests this worker wants from its balancer."""
+
+    def info(self) -> dict[str, Any]: ...
+
+    def batch_key(self, req: StageRequest) -> str:
+        """Which batcher the request joins (e.g. the engine name); cheap, no I/O."""
+
+    def ensure(self, key: str) -> BatchPolicy:
+        """Make `key` usable (load a model lazily) and say how to batch it."""
+
+    def prepare(self, req: StageRequest, storage: Storage) -> P:
+        """Validate and decode the inputs."""
+
+    def run_batch(self, key: str, items: list[P]) -> list[Out]:
+        """The batched part: one output per item, same order."""
+
+    def finish(self, req: StageRequest, item: P, out: Out, storage: Storage) -> StageOutput:
+        """Encode and write the outputs atomically."""
+
+
+def classify_error(exc: BaseException) -> tuple[int, bool, str]:
+    """(HTTP status, retryable, detail) for an exception raised while serving a request."""
+    from shared.imaging import ImageRejected  # here, so configure_threads runs before numpy loads
+
+    if isinstance(exc, StageFailure):
+        return exc.status, exc.retryable, str(exc)
+    if isinstance(exc, PathOutsideDataDir | ImageRejected):
+        return 400, False, str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return 400, False, f"file not found: {exc.filename or exc}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return 507, True, f"disk full: {exc}"
+    flag = getattr(exc, "retryable", None)
+    if isinstance(flag, bool):  # EngineError and friends carry their own verdict
+        return (503, True, str(exc)) if flag else (400, False, str(exc))
+    return 500, True, f"{type(exc).__name__}: {exc}"
+
+
+def thread_count(settings: Settings) -> int:
+    """Threads per worker: WORKER_THREADS, or the cores shared among the local workers."""
+    if settings.worker_threads > 0:
+        return settings.worker_threads
+    workers = max(1, settings.matting_workers + settings.comparison_workers)
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def configure_threads(settings: Settings) -> int:
+    """Apply `thread_count` to OpenMP/BLAS, OpenCV and torch; returns it.
+
+    Call before numpy/torch/cv2 are imported for the environment variables to count.
+    """
+    n = thread_count(settings)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(n))
+    with contextlib.suppress(ImportError):
+        import cv2
+
+        cv2.setNumThreads(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+    return n

@@ -1,0 +1,257 @@
+"""The task database's transitions, on a real SQLite file with the gateway's engine setup."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.db import repo, transitions
+from gateway.db import transitions as tr
+from gateway.db.tables import Job, Task, create_engine, init_db, session_factory
+from shared.schemas import StageResult, Timings
+from shared.states import JobState, TaskState
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[tuple[str, Sessions]]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    engine = create_engine(url)
+    await init_db(engine)
+    yield url, session_factory(engine)
+    await engine.dispose()
+
+
+async def add_job(sessions: Sessions, job_id: str, n: int, state: str = "running",
+                  **kw: Any) -> None:
+    async with sessions.begin() as s:
+        s.add(Job(id=job_id, state=state, total=n, created_at=kw.pop("created_at", time.time())))
+        await s.flush()
+        for i in range(n):
+            s.add(Task(job_id=job_id, path=f"img{i:04d}.jpg", input=f"input/{job_id}/{i}.jpg",
+                       **kw))
+
+
+async def task(sessions: Sessions, task_id: int) -> Task:
+    async with sessions() as s:
+        t = await s.get(Task, task_id)
+        assert t is not None
+        return t
+
+
+def ok_result() -> StageResult:
+    now = time.time()
+    return StageResult(output="x", worker_id="w9",
+                       timings=Timings(queued=now, started=now, finished=now + 0.5, batch_size=3),
+                       extra={"metrics": {"sad": 1.0}})
+
+
+async def claim(sessions: Sessions, stage: str, n: int, now: float | None = None,
+                lease: float = 60.0) -> list[transitions.Claimed]:
+    async with sessions.begin() as s:
+        return await transitions.claim(s, stage, n, time.time() if now is None else now, lease)
+
+
+async def test_concurrent_claimers_never_share_a_task(db: tuple[str, Sessions]) -> None:
+    url, sessions = db
+    await add_job(sessions, "j1", 120)
+    # Two engines: two connections in two threads, racing for the same rows.
+    engines = [create_engine(url) for _ in range(2)]
+    makers = [session_factory(e) for e in engines]
+    got: list[list[int]] = [[], []]
+
+    async def claimer(k: int) -> None:
+        while True:
+            batch = await claim(makers[k], "matting", 7)
+            if not batch:
+                return
+            got[k] += [c.id for c in batch]
+            await asyncio.sleep(0.002)  # let the other one in: they must really interleave
+
+    await asyncio.gather(claimer(0), claimer(1))
+    for e in engines:
+        await e.dispose()
+    assert not set(got[0]) & set(got[1])
+    assert len(got[0]) + len(got[1]) == 120
+    assert got[0] and got[1]  # both really competed
+    async with sessions() as s:
+        states = set((await s.execute(select(Task.state))).scalars())
+    assert states == {TaskState.DISPATCHED_MATTING.value}
+
+
+async def test_claim_takes_only_due_tasks_of_running_jobs_fairly(db: tuple[str, Sessions]) -> None:
+    _, sessions = db
+    await add_job(sessions, "old", 10, created_at=1.0)
+    await add_job(sessions, "new", 10, created_at=2.0)
+    await add_job(sessions, "ingest", 5, state="ingesting")
+    await add_job(sessions, "later", 5, next_attempt_at=time.time() + 3600)
+    batch = await claim(sessions, "matting", 8)
+    by_job = {j: sum(c.job_id == j for c in batch) for j in ("old", "new", "ingest", "later")}
+    assert by_job == {"old": 4, "new": 4, "ingest": 0, "later": 0}
+    rest = await claim(sessions, "matting", 100)
+    assert len(rest) == 12
+    async with sessions() as s:
+        job = await s.get(Job, "old")
+        assert job is not None and job.started_at is not None
+
+
+async def test_success_moves_on_and_keeps_timings(db: tuple[str, Sessions]) -> None:
+    _, sessions = db
+    await add_job(sessions, "j", 1)
+    (c,) = await claim(sessions, "matting", 1)
+    async with sessions.begin() as s:
+        assert await tr.record_success(s, "matting", c, ok_result(), "mo/x.png", time.time())
+    t = await task(sessions, c.id)
+    assert t.state == "matting_done" and t.matting_worker == "w9" and t.matting_batch_size == 3
+    assert t.matting_output == "mo/x.png" and t.lease_expires_at is None
+    (c2,) = await claim(sessions, "comparison", 5)
+    assert c2.matting_output == "mo/x.png"
+    async with sessions.begin() as s:
+        assert await tr.record_success(s, "comparison", c2, ok_result(), "fr/x.jpg", time.time())
+    t = await task(sessions, c.id)
+    assert t.state == "completed" and t.metrics == {"sad": 1.0} and t.completed_at is not None
+
+
+async def fail(sessions: Sessions, c: transitions.Claimed, retryable: bool = True,
+               now: float | None = None) -> TaskState | None:
+    async with sessions.begin() as s:
+        return await transitions.record_failure(
+            s, "matting", c, "boom", retryable=retryable, now=now or time.time(), max_retries=3,
+            backoff_base=1.0, backoff_max=60.0,
+        )
+
+
+async def test_retry_backoff_then_permanently_failed(db: tuple[str, Sessions]) -> None:
+    _, sessions = db
+    await add_job(sessions, "j", 1)
+    now = time.time()
+    delays = []
+    for attempt in (1, 2):
+        (c,) = await claim(sessions, "matting", 1, now=now)
+        assert await fail(sessions, c, now=now) == TaskState.FAILED
+        t = await task(sessions, c.id)
+        assert t.retry_count == attempt and t.failed_stage == "matting" and t.error == "boom"
+        delays.append(t.next_attempt_at - now)
+        async with sessions.begin() as s:
+            assert await transitions.requeue_due(s, now) == 0  # not yet due
+            now = t.next_attempt_at
+            assert await transitions.requeue_due(s, now) == 1
+    assert delays == [1.0, 2.0]
+    (c,) = await claim(sessions, "matting", 1, now=now)
+    assert await fail(sessions, c, now=now) == TaskState.PERMANENTLY_FAILED
+    t = await task(sessions, c.id)
+    assert t.state == "permanently_failed" and t.retry_count == 3
+
+
+async def test_non_retryable_error_fails_at_once(db: tuple[str, Sessions]) -> None:
+    _, sessions = db
+    await add_job(sessions, "j", 1)
+    (c,) = await claim(sessions, "matting", 1)
+    assert await fail(sessions, c, retryable=False) == TaskState.PERMANENTLY_FAILED
+    assert (await task(sessions, c.id)).retry_count == 1
+
+
+async def test_expired_lease_returns_task_and_late_answer_is_ignored(
+    db: tuple[str, Sessions],
+) -> None:
+    _, sessions = db
+    await add_job(sessions, "j", 1)
+    now = time.time()
+    (first,) = await claim(sessions, "matting", 1, now=now, lease=10.0)
+    async with sessions.begin() as s:
+        assert await transitions.reclaim_expired(s, now + 5, max_retries=3) == 0
+        assert await transitions.reclaim_expired(s, now + 11, max_retries=3) == 1
+        assert await transitions.requeue_due(s, now + 11) == 1
+    t = await task(sessions, first.id)
+    assert t.state == "pending" and t.retry_count == 1 and "lease" in (t.error or "")
+    (second,) = await claim(sessions, "matting", 1, now=now + 12)
+    async with sessions.begin() as s:
+        # the first attempt answers at last: same state, but an older lease → ignored
+        assert not await transitions.record_success(s, "matting", first, ok_result(), "a", now + 13)
+    assert await fail(sessions, first) is None
+    assert (await task(sessions, first.id)).state == "dispatched_matting"
+    async with sessions.begin() as s:
+        assert await transitions.record_success(s, "matting", second, ok_result(), "b", now + 14)
+    assert (await task(sessions, first.id)).matting_output == "b"
+
+
+async def test_expired_leases_count_towards_max_retries(db: tuple[str, Sessions]) -> None:
+    _, sessions = db
+    await add_job(sessions, "j", 1, retry_count=2)
+    now = time.time()
+    (c,) = await claim(sessions, "matting", 1, now=now, lease=1.0)
+    async with sessions.begin() as s:
+        await transitions.reclaim_expired(s, now + 2, max_retries=3)
+    assert (await task(sessions, c.id)).state == "permanently_failed"
+
+
+async def test_answer_for_cancelled_job_is_ignored(db: tuple[str, Sessions]) -> None:
+    _, sessions = db
+    await add_job(sessions, "j", 1)
+    (c,) = await claim(sessions, "matting", 1)
+    async with sessions.begin() as s:
+        await repo.set_job(s, "j", state="cancelled")
+        assert not await transitions.record_success(s, "matting", c, ok_result(), "x", time.time())
+    assert await claim(sessions, "matting", 5) == []
+
+
+async def test_restart_releases_in_flight_tasks_without_counting(db: tuple[str, Sessions]) -> None:
+    _, sessions = db
+    await add_job(sessions, "j", 3)
+    await claim(sessions, "matting", 2)
+    async with sessions.begin() as s:
+        assert await transitions.release_dispatched(s) == 2
+        counts = await repo.job_counts(s, "j")
+    assert counts == {"pending": 3}
+    assert len(await claim(sessions, "matting", 5)) == 3
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        (["completed", "completed"], JobState.COMPLETED),
+        (["completed", "rejected", "permanently_failed"], JobState.COMPLETED_WITH_ERRORS),
+        (["rejected", "permanently_failed"], JobState.FAILED),
+        (["completed", "failed"], None),
+        (["completed", "matting_done"], None),
+    ],
+)
+async def test_finish_jobs(db: tuple[str, Sessions], states: list[str],
+                           expected: JobState | None) -> None:
+    _, sessions = db
+    async with sessions.begin() as s:
+        s.add(Job(id="j", state="running", total=len(states)))
+        await s.flush()
+        for i, st in enumerate(states):
+            s.add(Task(job_id="j", path=f"{i}.jpg", state=st))
+    async with sessions.begin() as s:
+        done = await transitions.finish_jobs(s, time.time())
+    assert [f.state for f in done] == ([expected] if expected else [])
+    async with sessions() as s:
+        job = await s.get(Job, "j")
+        assert job is not None
+        assert job.state == (expected.value if expected else "running")
+        assert (job.finished_at is not None) == (expected is not None)
+
+
+async def test_finish_waits_for_all_announced_tasks(db: tuple[str, Sessions]) -> None:
+    _, sessions = db
+    await add_job(sessions, "j", 2, state="running", **{})
+    async with sessions.begin() as s:
+        await repo.set_job(s, "j", total=5)
+        for t in await repo.list_tasks(s, "j", None, 10, 0):
+            t.state = "completed"
+    async with sessions.begin() as s:
+        assert await transitions.finish_jobs(s, time.time()) == []
+
+
+def test_backoff_doubles_and_caps() -> None:
+    assert [transitions.backoff_s(n, 1.0, 5.0) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 5, 5]

@@ -1,0 +1,171 @@
+"""The scheduler against a real stage server over HTTP and a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.db.tables import Job, Task, create_engine, init_db, session_factory
+from gateway.pipeline.scheduler import Scheduler
+from shared.settings import Settings
+from shared.storage import Storage
+from tests.gateway.conftest import FAST, ServerThread, StageServer, image_tasks, make_settings
+
+Sessions = async_sessionmaker[AsyncSession]
+RunJob = Callable[..., Awaitable[tuple[Job, list[Task]]]]
+
+
+@pytest.fixture
+async def run_job(data_dir: Path, stage_server: StageServer) -> AsyncIterator[RunJob]:
+    """Seed one running job, run a scheduler until the job ends, return its rows."""
+    engines = []
+
+    async def run(paths: list[str], *, settings: Settings | None = None, job: dict[str, Any]
+                  | None = None, gt: bool = False, until: Callable[[Job], bool] | None = None,
+                  ) -> tuple[Job, list[Task]]:
+        settings = settings or make_settings(data_dir, stage_server.url)
+        engine = create_engine(settings.sqlite_url)
+        engines.append(engine)
+        await init_db(engine)
+        sessions = session_factory(engine)
+        storage = Storage(data_dir)
+        async with sessions.begin() as s:
+            s.add(Job(id="job1", state="running", total=len(paths), **(job or {})))
+            await s.flush()
+            for row in image_tasks(storage, "job1", paths):
+                if gt:
+                    row["gt"] = row["input"]
+                s.add(Task(**row))
+        sched = Scheduler(settings, sessions, storage, None, **FAST)
+        await sched.start()
+        done = until or (
+            lambda j: j.state != "running" and (j.callback_done or not j.callback_url)
+        )
+        try:
+            deadline = time.time() + 30
+            while True:
+                async with sessions() as s:
+                    j = await s.get(Job, "job1")
+                    assert j is not None
+                    if done(j):
+                        tasks = list((await s.execute(select(Task).order_by(Task.id))).scalars())
+                        return j, tasks
+                assert time.time() < deadline, f"job stuck in {j.state}"
+                await asyncio.sleep(0.05)
+        finally:
+            await sched.stop()
+
+    yield run
+    for e in engines:
+        await e.dispose()
+
+
+async def test_all_images_go_through_both_stages(
+    run_job: RunJob, stage_server: StageServer, data_dir: Path
+) -> None:
+    paths = [f"a/b/img{i}.jpg" for i in range(6)]
+    job, tasks = await run_job(paths, gt=True, job={"output": "both"})
+    assert job.state == "completed" and job.finished_at and job.started_at
+    storage = Storage(data_dir)
+    for t in tasks:
+        assert t.state == "completed" and t.retry_count == 0
+        assert t.matting_worker == "mw-1" and t.comparison_worker == "cw-1"
+        assert t.matting_batch_size == 2 and t.metrics == {"sad": 0.5, "mse": 0.01}
+        assert t.matting_output == storage.matting_rel("job1", t.path)
+        assert storage.resolve(storage.compare_rel("job1", t.path)).is_file()
+        assert storage.resolve(storage.matting_rel("job1", t.path, ".alpha.png")).is_file()
+        assert t.matting_dispatched_at and t.matting_finished_at and t.completed_at
+    assert len(stage_server.calls) == 12
+
+
+async def test_in_flight_requests_stay_within_the_concurrency(
+    run_job: RunJob, stage_server: StageServer, data_dir: Path
+) -> None:
+    stage_server.plan["matting"] = ["slow:0.2"] * 8
+    settings = make_settings(data_dir, stage_server.url, matting_concurrency=3)
+    job, _ = await run_job([f"{i}.jpg" for i in range(8)], settings=settings)
+    assert job.state == "completed"
+    assert stage_server.max_active["matting"] == 3
+
+
+async def test_retries_then_success(run_job: RunJob, stage_server: StageServer) -> None:
+    # attempts are counted per task, over both stages: two failures, the third try succeeds
+    stage_server.plan["matting"] = ["garbage"]
+    stage_server.plan["compare"] = ["nofile"]
+    job, (t,) = await run_job(["x.jpg"])
+    assert job.state == "completed" and t.state == "completed"
+    assert t.retry_count == 2 and t.error is None
+    assert [c[0] for c in stage_server.calls] == ["matting"] * 2 + ["compare"] * 2
+
+
+async def test_permanently_failed_at_max_retries(
+    run_job: RunJob, stage_server: StageServer
+) -> None:
+    stage_server.plan["matting"] = ["retryable"] * 10
+    job, (t,) = await run_job(["x.jpg"])
+    assert t.state == "permanently_failed" and t.retry_count == 3
+    assert t.failed_stage == "matting" and "worker crashed" in (t.error or "")
+    assert len(stage_server.calls) == 3
+    assert job.state == "failed"
+
+
+async def test_bad_input_fails_at_once(run_job: RunJob, stage_server: StageServer) -> None:
+    stage_server.by_input["bad.jpg"] = ["fatal"]
+    job, (bad, good) = await run_job(["bad.jpg", "good.jpg"])
+    assert bad.state == "permanently_failed" and bad.retry_count == 1
+    assert "not an image" in (bad.error or "")
+    assert good.state == "completed"
+    assert job.state == "completed_with_errors"
+
+
+async def test_busy_stage_is_waited_for_not_counted(
+    run_job: RunJob, stage_server: StageServer
+) -> None:
+    stage_server.plan["matting"] = ["busy", "busy"]
+    stage_server.plan["compare"] = ["busy"]
+    job, (t,) = await run_job(["x.jpg"])
+    assert job.state == "completed" and t.retry_count == 0
+
+
+async def test_unreachable_stage_does_not_fail_tasks(run_job: RunJob, data_dir: Path) -> None:
+    settings = make_settings(data_dir, "http://127.0.0.1:9")  # nothing listens there
+    job, tasks = await run_job(
+        ["a.jpg", "b.jpg"], settings=settings, until=lambda j: j.started_at is not None
+    )
+    await asyncio.sleep(0.5)
+    assert job.state == "running"
+    assert all(t.retry_count == 0 and t.state in ("pending", "dispatched_matting") for t in tasks)
+
+
+async def test_callback_is_sent_once_and_signed(run_job: RunJob, data_dir: Path,
+                                                stage_server: StageServer) -> None:
+    got: list[tuple[bytes, str]] = []
+    hook = FastAPI()
+
+    @hook.post("/hook")
+    async def receive(request: Request) -> dict[str, str]:
+        got.append((await request.body(), request.headers.get("x-mattepipe-signature", "")))
+        return {"ok": "yes"}
+
+    with ServerThread(hook) as srv:
+        settings = make_settings(data_dir, stage_server.url, callback_secret="s3cret")
+        job, _ = await run_job(["x.jpg"], settings=settings,
+                               job={"callback_url": f"{srv.url}/hook"})
+        await asyncio.sleep(0.3)  # a few more maintenance passes: still one POST
+    assert job.callback_done
+    assert len(got) == 1
+    body, signature = got[0]
+    assert signature == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    doc = json.loads(body)
+    assert doc["job_id"] == "job1" and doc["state"] == "completed" and doc["completed"] == 1

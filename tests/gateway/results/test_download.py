@@ -1,0 +1,88 @@
+"""The result zip, read back with zipfile."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from collections.abc import Callable
+
+from tests.gateway.conftest import Gateway, StageServer, image_tasks, seed, wait_for
+
+Start = Callable[..., Gateway]
+PATHS = ["top.jpg", "a/b/deep.jpg", "a/other.jpg"]
+
+
+def finished_job(gw: Gateway, output: str = "rgba") -> None:
+    rows = image_tasks(gw.storage, "j1", PATHS)
+    rows[1]["gt"] = rows[1]["input"]
+    rows.append({"job_id": "j1", "path": "broken.jpg", "state": "rejected",
+                 "error": "not an image: cannot identify image file"})
+    seed(gw.settings, [{"id": "j1", "state": "running", "total": 4, "output": output}], rows)
+    wait_for(lambda: gw.client.get("/status/j1").json()["state"] != "running")
+
+
+def read_zip(r: object) -> zipfile.ZipFile:
+    body = r.content  # type: ignore[attr-defined]
+    zf = zipfile.ZipFile(io.BytesIO(body))
+    assert zf.testzip() is None  # every member's CRC checks out
+    return zf
+
+
+def test_zip_of_a_finished_job(start_gateway: Start, stage_server: StageServer) -> None:
+    gw = start_gateway(stage_server.url)
+    finished_job(gw)
+    r = gw.client.get("/download/j1")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/zip"
+    assert r.headers["content-disposition"] == 'attachment; filename="j1.zip"'
+    assert int(r.headers["content-length"]) == len(r.content)
+    zf = read_zip(r)
+    assert sorted(zf.namelist()) == sorted([
+        "matting_output/top.png", "matting_output/a/b/deep.png", "matting_output/a/other.png",
+        "final_results/top_compare.jpg", "final_results/a/b/deep_compare.jpg",
+        "final_results/a/other_compare.jpg", "report.json", "report.csv", "index.html",
+    ])
+    on_disk = gw.storage.resolve(gw.storage.matting_rel("j1", "a/b/deep.jpg")).read_bytes()
+    assert zf.read("matting_output/a/b/deep.png") == on_disk
+    report = json.loads(zf.read("report.json"))
+    assert report["job_id"] == "j1"
+    items = {i["path"]: i for i in report["items"]}
+    assert items["broken.jpg"]["state"] == "rejected" and "not an image" in items[
+        "broken.jpg"]["error"]
+    assert items["a/b/deep.jpg"]["metrics"] == {"sad": 0.5, "mse": 0.01}
+    assert b"broken.jpg" in zf.read("report.csv")
+    assert b"a/b/deep.jpg" in zf.read("index.html")
+
+
+def test_both_outputs_and_missing_files_are_skipped(
+    start_gateway: Start, stage_server: StageServer
+) -> None:
+    gw = start_gateway(stage_server.url)
+    finished_job(gw, output="both")
+    gw.storage.resolve(gw.storage.compare_rel("j1", "top.jpg")).unlink()
+    zf = read_zip(gw.client.get("/download/j1"))
+    names = set(zf.namelist())
+    assert "matting_output/a/other.alpha.png" in names
+    assert "final_results/top_compare.jpg" not in names
+    assert "matting_output/top.png" in names
+    assert len(json.loads(zf.read("report.json"))["items"]) == 4
+
+
+def test_running_job_needs_partial(start_gateway: Start) -> None:
+    gw = start_gateway()  # no stage listens: the job stays running
+    rows = image_tasks(gw.storage, "j1", PATHS, next_attempt_at=time.time() + 3600)
+    seed(gw.settings, [{"id": "j1", "state": "running", "total": 3}], rows)
+    done = gw.storage.resolve(gw.storage.matting_rel("j1", "top.jpg"))
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_bytes(b"\x89PNG fake but present")
+    r = gw.client.get("/download/j1")
+    assert r.status_code == 409
+    assert r.json()["detail"] == "job is still running; use ?partial=1"
+    r = gw.client.get("/download/j1?partial=1")
+    assert r.status_code == 200
+    zf = read_zip(r)
+    assert set(zf.namelist()) == {"matting_output/top.png", "report.json", "report.csv",
+                                  "index.html"}
+    assert [i["state"] for i in json.loads(zf.read("report.json"))["items"]] == ["pending"] * 3
