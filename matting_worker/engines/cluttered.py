@@ -94,9 +94,17 @@ def _grabcut(small: npt.NDArray[np.uint8], dist: F32) -> npt.NDArray[np.bool_] |
     mask[:b], mask[-b:], mask[:, :b], mask[:, -b:] = (cv2.GC_BGD,) * 4
     if not (mask == cv2.GC_FGD).any() and not (mask == cv2.GC_PR_FGD).any():
         return None
+    return _cut_from_mask(small, mask, 4)
+
+
+def _cut_from_mask(
+    small: npt.NDArray[np.uint8], mask: npt.NDArray[np.uint8], iterations: int
+) -> npt.NDArray[np.bool_] | None:
+    """GrabCut from a seeded `mask` (updated in place): the sure and probable foreground, or
+    None where OpenCV gives up (a colour model it cannot fit)."""
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
-        _cv.grabCut(small, mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
+        _cv.grabCut(small, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
         return None
     fg: npt.NDArray[np.bool_] = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
@@ -140,13 +148,7 @@ def _prior_grabcut(small: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_] | None
     mask[:b] = cv2.GC_BGD
     mask[: sh // 2, :b] = cv2.GC_BGD
     mask[: sh // 2, -b:] = cv2.GC_BGD
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    try:
-        _cv.grabCut(small, mask, None, bgd, fgd, 5, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
-        return None
-    fg: npt.NDArray[np.bool_] = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-    return fg
+    return _cut_from_mask(small, mask, 5)
 
 
 def is_degenerate(mask: npt.NDArray[np.bool_]) -> bool:
