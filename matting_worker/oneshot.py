@@ -1,4 +1,5 @@
-"""One process, one folder: `mattepipe matte IN_DIR OUT_DIR [--model NAME]`, like `rembg p`.
+"""One process, one folder: the library behind `mattepipe matte IN_DIR OUT_DIR` (its only
+command line, in mattepipe/cli/matte.py), like `rembg p`.
 
 No services, no database: walk the folder, decode on a thread pool while the engine works on
 the previous batch, write `<relative path>.png`. It is what the pipeline's benchmark compares
@@ -7,11 +8,9 @@ against, so it batches the way the workers do (engine.max_batch_size) and uses e
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,7 @@ from shared.imaging import ImageRejected, decode_rgb, encode_png_alpha, encode_p
 from shared.settings import get_settings
 from shared.storage import atomic_write_bytes
 
-__all__ = ["IMAGE_SUFFIXES", "OUTPUT_MODES", "OneshotResult", "find_images", "main",
-           "matte_folder"]
+__all__ = ["IMAGE_SUFFIXES", "OUTPUT_MODES", "OneshotResult", "find_images", "matte_folder"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 OUTPUT_MODES = ("rgba", "alpha", "both")
@@ -165,40 +163,3 @@ def matte_folder(
                 progress(result.done + len(result.failed), total)
     result.seconds = time.perf_counter() - started
     return result
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m matting_worker.oneshot IN_DIR OUT_DIR [--model NAME]`, with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    parser = argparse.ArgumentParser(prog="mattepipe matte", description=__doc__)
-    parser.add_argument("in_dir", type=Path)
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--model", default=get_settings().default_model)
-    parser.add_argument("--models-dir", type=Path, default=get_settings().models_dir)
-    parser.add_argument("--output", choices=OUTPUT_MODES, default="rgba")
-    args = parser.parse_args(argv)
-    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns) as bar:
-        task = bar.add_task(f"matting ({args.model})", total=None)
-
-        def tick(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        try:
-            res = matte_folder(args.in_dir, args.out_dir, args.model, args.models_dir,
-                               args.output, tick)
-        except (KeyError, ValueError) as exc:
-            print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-            return 2
-    rate = res.done / res.seconds if res.seconds > 0 else 0.0
-    print(f"{res.done} matted, {len(res.failed)} failed in {res.seconds:.1f} s "
-          f"({rate:.2f} images/s)")
-    for rel, reason in res.failed[:20]:
-        print(f"  failed: {rel}: {reason}", file=sys.stderr)
-    return 0 if not res.failed else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

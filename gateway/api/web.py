@@ -1,26 +1,38 @@
 """The web page at `/`: upload, live job list, per-job gallery (files in `gateway/web/`).
 
-The page and its two static files are open: they hold no data, and a browser cannot send a
-bearer token when it navigates. Everything with data (the API, and a job's output files served
-here for the gallery) stays behind API_KEY; the page sends the key it keeps in localStorage.
+The page, its static files and `/api-info` (constants: the final job states, the metric names)
+are open: they hold no data, and a browser cannot send a bearer token when it navigates.
+Everything with data (the API, a job's gallery rows and its output files served here for the
+gallery) stays behind API_KEY; the page sends the key it keeps in localStorage.
+
+The page knows no server rule of its own: `/api-info` tells it which job states are final, and
+`/jobs/{id}/gallery` rows carry the URLs of each image's sheet and cut-out, made here from the
+names the pipeline stored (`file_url`, the inverse of `job_file`).
 """
 
 from __future__ import annotations
 
 import mimetypes
 from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 
 from gateway.api.auth import require_api_key
-from gateway.api.deps import StorageDep
+from gateway.api.deps import ReadDB, StorageDep, job_or_404
+from gateway.db import repo
+from gateway.db.tables import Task
+from gateway.results.report import FREE_KEYS, GT_KEYS
+from shared.states import FINAL_JOB_STATES, FINAL_TASK_STATES, JobState, TaskState
 from shared.storage import FINAL_RESULTS, MATTING_OUTPUT, PathOutsideDataDir, Storage
 
-__all__ = ["STATIC", "WEB_DIR", "job_file", "router"]
+__all__ = ["STATIC", "WEB_DIR", "api_info", "file_url", "gallery_row", "job_file", "router"]
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+STATIC = {"app.js": "text/javascript", "gallery.js": "text/javascript",
+          "style.css": "text/css"}
 """The only names `/static/` serves: nothing else in the folder can be reached."""
 JOB_FOLDERS = (FINAL_RESULTS, MATTING_OUTPUT)
 NO_CACHE = {"Cache-Control": "no-cache"}
@@ -45,6 +57,40 @@ def job_file(storage: Storage, job_id: str, path: str) -> Path:
     return full
 
 
+def file_url(job_id: str, stored: str | None) -> str | None:
+    """A task's stored output (`final_results/J/a/b_compare.jpg`, DATA_DIR-relative) → the URL
+    `job_file` serves it at (`/jobs/J/files/final_results/a/b_compare.jpg`); None for none."""
+    if not stored:
+        return None
+    top, _, rest = stored.partition("/")
+    owner, _, inner = rest.partition("/")
+    if top not in JOB_FOLDERS or owner != job_id or not inner:
+        return None
+    return f"/jobs/{quote(job_id, safe='')}/files/{quote(f'{top}/{inner}')}"
+
+
+def gallery_row(job_id: str, t: Task) -> dict[str, Any]:
+    """What the page's gallery shows of a task, its images as ready URLs."""
+    return {
+        "id": t.id,
+        "path": t.path,
+        "state": t.state,
+        "error": t.error,
+        "metrics": t.metrics,
+        "sheet": file_url(job_id, t.compare_output),
+        "cutout": file_url(job_id, t.matting_output),
+    }
+
+
+def api_info() -> dict[str, Any]:
+    """The constants the page would otherwise repeat (public: no data in them)."""
+    return {
+        "final_job_states": [s.value for s in JobState if s in FINAL_JOB_STATES],
+        "final_task_states": [s.value for s in TaskState if s in FINAL_TASK_STATES],
+        "metrics": {"ground_truth": list(GT_KEYS), "free": list(FREE_KEYS)},
+    }
+
+
 @router.get("/", include_in_schema=False)
 async def index() -> FileResponse:
     return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers=NO_CACHE)
@@ -56,6 +102,32 @@ async def static(name: str) -> FileResponse:
     if media is None:
         raise HTTPException(404, detail=f"no static file {name!r}")
     return FileResponse(WEB_DIR / name, media_type=media, headers=NO_CACHE)
+
+
+@router.get("/api-info")
+async def info() -> dict[str, Any]:
+    """Constants for clients such as the web page: which job states are final (a job in one
+    of them changes no more), the final task states, and the metric names."""
+    return api_info()
+
+
+@router.get("/jobs/{job_id}/gallery", dependencies=[Depends(require_api_key)])
+async def job_gallery(
+    job_id: str,
+    db: ReadDB,
+    state: Annotated[str | None, Query(description="only tasks in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """One page of a job's images for the web page's gallery (by task id): path, state,
+    error, metrics, and the URLs of the comparison sheet and cut-out (null until made)."""
+    if state is not None and state not in {s.value for s in TaskState}:
+        raise HTTPException(400, detail=f"unknown task state {state!r}; use one of: "
+                            + ", ".join(s.value for s in TaskState))
+    await job_or_404(db, job_id)
+    rows = await repo.list_tasks(db, job_id, state, limit, offset)
+    return {"job_id": job_id, "total": await repo.count_tasks(db, job_id, state),
+            "tasks": [gallery_row(job_id, t) for t in rows]}
 
 
 @router.get("/jobs/{job_id}/files/{path:path}",

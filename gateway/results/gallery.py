@@ -4,9 +4,16 @@ One self-contained file (inline CSS and JS, no network): the summary is plain HT
 travel as compact JSON in a `<script type="application/json">` tag and are rendered a page at a
 time, so 100 000 items cost a few MB of text and only one page of DOM and thumbnails.
 
+The script is gateway/web/gallery.js, the live page's gallery module, inlined byte for byte in
+a `<script type="module">` (an inline module needs no server: it works from file:) and followed
+by one call, `offlineGallery(data)`. Output names are Python's: each item carries its sheet and
+cut-out name, or 1 for the usual name, which the data spells out as a prefix and suffix around
+the path's stem (`names`), so the script knows no naming rule of its own.
+
 Stable hooks for tests and users: `#sort` (values `<metric>-asc|desc`, `name-asc|desc`),
-`#state`, `#model`, `#q`, `#page-prev`, `#page-next`, `#page-info`, `#count`, and
-`#items .item` with `data-path`, `data-state` and `data-<metric>` of the selected model.
+`#state`, `#model`, `#q`, `#page-prev`, `#page-next`, `#page-info`, `#count`, `#ranking-box`
+(several models), and `#items .item` with `data-path`, `data-state` and `data-<metric>` of the
+selected model.
 """
 
 from __future__ import annotations
@@ -14,21 +21,37 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["TEMPLATE", "gallery_data", "render_gallery"]
+from shared.storage import FINAL_RESULTS, MATTING_OUTPUT
+
+__all__ = ["GALLERY_JS", "TEMPLATE", "cutout_name", "gallery_data", "render_gallery",
+           "sheet_name"]
 
 TEMPLATE = Path(__file__).with_name("report_gallery.html")
+GALLERY_JS = Path(__file__).resolve().parent.parent / "web" / "gallery.js"
+"""The gallery module shared with the live page, inlined into every index.html."""
 KEYS = ("sad", "mse", "grad", "conn", "coverage", "uncertain", "border_alpha")
+"""Fallback metric columns, for a doc whose summary does not name them."""
+DEFAULT_SORT = "mse"
+"""The ground-truth metric the gallery sorts by first (worst first), as the summary's worst ten."""
 
 
 @lru_cache(maxsize=1)
 def _template() -> str:
     return TEMPLATE.read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def _script() -> str:
+    text = GALLERY_JS.read_text(encoding="utf-8")
+    if "</script" in text.lower():
+        raise ValueError(f"{GALLERY_JS} cannot be inlined: it holds '</script'")
+    return text
 
 
 def _short(v: Any) -> float | None:
@@ -41,12 +64,32 @@ def _stem(path: str) -> str:
     return path[:dot] if dot > slash + 1 else path
 
 
-def _ref(actual: str | None, conventional: str) -> str | int:
-    """1 when the zip name is the one DESIGN.md derives from the path (the gallery derives it
-    again), 0 when there is none, else the name itself: saves two long strings per item."""
+def sheet_name(path: str) -> str:
+    """The comparison sheet's name in the zip (DESIGN.md): final_results/<stem>_compare.jpg."""
+    return f"{FINAL_RESULTS}/{_stem(path)}_compare.jpg"
+
+
+def cutout_name(path: str) -> str:
+    """The (first model's) cut-out's name in the zip: matting_output/<stem>.png."""
+    return f"{MATTING_OUTPUT}/{_stem(path)}.png"
+
+
+_MARK = "\x00"
+
+
+def _affixes(name: Callable[[str], str]) -> list[str]:
+    """[prefix, suffix] that `name` puts around a path's stem, for the script to apply."""
+    prefix, suffix = name(_MARK + ".x").split(_MARK)
+    return [prefix, suffix]
+
+
+def _ref(actual: str | None, path: str, affixes: Sequence[str]) -> str | int:
+    """1 when the zip name is the usual one (affixes around the path's stem: the gallery puts
+    it together again), 0 when there is none, else the name itself: saves two long strings per
+    item."""
     if actual is None:
         return 0
-    return 1 if actual == conventional else actual
+    return 1 if actual == f"{affixes[0]}{_stem(path)}{affixes[1]}" else actual
 
 
 def gallery_data(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,23 +99,29 @@ def gallery_data(doc: Mapping[str, Any]) -> dict[str, Any]:
     """
     models: list[str] = list(doc["models"]) or ["model"]
     multi = len(doc["models"]) > 1
+    summary: Mapping[str, Any] = doc.get("summary") or {}
+    gt_keys = list(summary.get("metrics") or KEYS[:4])
+    free_keys = list(summary.get("metrics_free") or KEYS[4:])
+    keys = gt_keys + free_keys
+    names = {"sheet": _affixes(sheet_name), "cutout": _affixes(cutout_name)}
     rows = []
     for it in doc["items"]:
         per = it.get("metrics_by_model") if multi else {models[0]: it.get("metrics")}
         vals = [
-            [_short(m.get(k)) for k in KEYS] if (m := (per or {}).get(name)) else None
+            [_short(m.get(k)) for k in keys] if (m := (per or {}).get(name)) else None
             for name in models
         ]
-        stem = _stem(it["path"])
         rows.append([
             it["path"],
             it["state"],
             it["error"],
-            _ref(it["compare_output"], f"final_results/{stem}_compare.jpg"),
-            _ref(it["matting_output"], f"matting_output/{stem}.png"),
+            _ref(it["compare_output"], it["path"], names["sheet"]),
+            _ref(it["matting_output"], it["path"], names["cutout"]),
             vals if any(vals) else None,
         ])
-    return {"job_id": doc["job_id"], "models": models, "keys": list(KEYS), "items": rows}
+    return {"job_id": doc["job_id"], "models": models, "keys": keys, "gt_keys": gt_keys,
+            "free_keys": free_keys, "default_sort": DEFAULT_SORT,
+            "ranking": summary.get("ranking"), "names": names, "items": rows}
 
 
 def _embed(data: Mapping[str, Any]) -> str:
@@ -107,10 +156,8 @@ def _summary_html(doc: Mapping[str, Any]) -> str:
         )
         parts.append(f'<table id="means"><caption>means per model</caption><tr><th></th>{head}'
                      f"</tr>{body}</table>")
-    if s.get("ranking"):
-        parts.append('<ol id="ranking">' + "".join(
-            f"<li><b>{k}</b>: {' &lt; '.join(e(n) for n in names)}</li>"
-            for k, names in s["ranking"].items()) + "</ol>")
+    if "ranking" in s:  # several models: gallery.js's rankingList() fills it from the data
+        parts.append('<div id="ranking-box"></div>')
     if s["worst"]:
         parts.append('<details id="worst" open><summary>worst ten by mse</summary><ol>' + "".join(
             f'<li><a href="{e(quote(w["compare_output"] or ""))}">{e(w["path"])}</a> '
@@ -124,7 +171,9 @@ def render_gallery(doc: Mapping[str, Any]) -> bytes:
         "TITLE": html.escape(f"mattepipe job {doc['job_id']}"),
         "SUMMARY": _summary_html(doc),
         "DATA": _embed(gallery_data(doc)),
+        "GALLERY_JS": _script(),
     }
     # One pass, so a user's file name that happens to read "__DATA__" stays a file name.
-    page = re.sub(r"__(TITLE|SUMMARY|DATA)__", lambda m: fills[m.group(1)], _template())
+    page = re.sub(r"__(TITLE|SUMMARY|DATA|GALLERY_JS)__", lambda m: fills[m.group(1)],
+                  _template())
     return page.encode("utf-8")

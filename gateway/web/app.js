@@ -1,18 +1,23 @@
 // mattepipe web page: resumable upload (tus, 8 MiB chunks), live job list, per-job gallery.
-// Plain browser JavaScript, no build step. Several files or a folder are packed here into an
-// uncompressed zip (the Blob only references the files, so packing reads each file once for its
-// CRC and holds nothing in memory); an archive or one image is sent as it is.
+// Plain browser JavaScript (an ES module), no build step. Several files or a folder are packed
+// here into an uncompressed zip (the Blob only references the files, so packing reads each file
+// once for its CRC and holds nothing in memory); an archive or one image is sent as it is.
+// The gallery's sorting, paging and cards are gallery.js, shared with the result zip's
+// index.html; which job states are final and the metric names come from GET /api-info, and
+// each image's URLs from the gallery rows: the page repeats no server rule.
+import { PAGE, card, num, pageOf, parseSort, sortIndices } from "./gallery.js";
+
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
   const CHUNK = 8 * 1024 * 1024;
   const POLL_MS = 2000;
-  const PAGE = 100;
   const SORT_CAP = 20000;
   const KEY_STORE = "mattepipe.apiKey";
   const TUS_STORE = "mattepipe.tus:";
-  const FINAL = ["completed", "completed_with_errors", "failed", "cancelled"];
-  const METRICS = ["mse", "sad", "grad", "conn", "coverage", "uncertain", "border_alpha"];
+  // From GET /api-info before the first poll (loadInfo).
+  const info = { final_job_states: [], final_task_states: [],
+                 metrics: { ground_truth: [], free: [] } };
 
   // ---- API access ---------------------------------------------------------------------------
   const apiKey = () => localStorage.getItem(KEY_STORE) || "";
@@ -57,18 +62,11 @@
     const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
     return (h ? h + "h " : "") + (h || m ? m + "m " : "") + r + "s";
   }
-  const num = (v) => (v === null || v === undefined ? "–" : Number(Number(v).toPrecision(4)).toString());
   function el(tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) { e.className = cls; }
     if (text !== undefined) { e.textContent = text; }
     return e;
-  }
-  // Output names keep the upload's tree: each segment is escaped, the slashes kept.
-  const urlPath = (p) => p.split("/").map(encodeURIComponent).join("/");
-  function stem(p) {
-    const slash = p.lastIndexOf("/"), dot = p.lastIndexOf(".");
-    return dot > slash + 1 ? p.slice(0, dot) : p;
   }
 
   // ---- STORE-only zip writer (ZIP64 where sizes, offsets or counts need it) -------------------
@@ -357,7 +355,7 @@
   }
   function updateRow(tr, j) {
     const [name, state, prog, counts, speed, actions] = tr.children;
-    const final = FINAL.includes(j.state), bad = j.failed + j.rejected;
+    const final = info.final_job_states.includes(j.state), bad = j.failed + j.rejected;
     name.children[0].textContent = j.filename || j.job_id;
     name.children[1].textContent = j.job_id + " · " + j.model + " · " + j.output;
     const badge = state.children[0]; badge.textContent = j.state.replace(/_/g, " ");
@@ -435,7 +433,7 @@
   async function fetchTasks(offset, limit) {
     const q = new URLSearchParams({ limit, offset });
     if ($("g-state").value) { q.set("state", $("g-state").value); }
-    return api("/jobs/" + encodeURIComponent(gal.job) + "/tasks?" + q);
+    return api("/jobs/" + encodeURIComponent(gal.job) + "/gallery?" + q);
   }
   async function loadGallery() {
     const job = gal.job, j = jobs.get(job) || { counts: {} }, sort = $("g-sort").value;
@@ -455,23 +453,18 @@
           gal.all = all;
         }
         if (gal.all.length >= SORT_CAP) { note = " (sorted: the first " + SORT_CAP + "; the zip's index.html sorts all)"; }
-        const [key, dir] = sort.split("-"), sign = dir === "desc" ? -1 : 1;
-        const val = (t) => { const v = flatMetrics(t.metrics, j.model)[key]; return typeof v === "number" ? v : null; };
-        const list = gal.all.slice();
-        list.sort(key === "name" ? (a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0) * sign
-          : (a, b) => {
-            const x = val(a), y = val(b);
-            if (x === null || y === null) { return x === y ? a.id - b.id : x === null ? 1 : -1; }
-            return x === y ? a.id - b.id : sign * (x - y);
-          });
-        total = list.length; tasks = list.slice(gal.page * PAGE, (gal.page + 1) * PAGE);
+        const all = gal.all, key = parseSort(sort).key;  // rows come in task id order
+        const idx = sortIndices(all.map((_, i) => i), parseSort(sort), (i) => all[i].path,
+          (i) => flatMetrics(all[i].metrics, j.model)[key]);
+        const pg = pageOf(idx.length, gal.page);
+        total = idx.length; tasks = idx.slice(pg.start, pg.end).map((i) => all[i]);
       }
       if (job !== gal.job) { return; }
-      const pages = Math.max(1, Math.ceil(total / PAGE));
+      const pg = pageOf(total, gal.page), pages = pg.pages;
       if (gal.page >= pages) { gal.page = pages - 1; return loadGallery(); }
       renderSummary(j, gal.all || tasks, gal.all ? "all loaded" : "this page");
       renderItems(tasks, j);
-      $("g-page").textContent = "page " + (gal.page + 1) + " / " + pages;
+      $("g-page").textContent = pg.text;
       $("g-count").textContent = total + " images" + note;
       $("g-prev").disabled = gal.page === 0; $("g-next").disabled = gal.page >= pages - 1;
       gal.done = j.completed + j.failed + j.rejected; gal.loadedAt = performance.now();
@@ -480,7 +473,7 @@
   function renderSummary(j, tasks, scope) {
     const box = $("g-summary"), cells = [["images", j.total], ["completed", j.completed],
       ["failed", j.failed], ["rejected", j.rejected], ["img/s", num(j.throughput_per_s)]];
-    ["mse", "sad", "grad", "conn"].forEach((k) => {
+    info.metrics.ground_truth.forEach((k) => {
       const v = tasks.map((t) => flatMetrics(t.metrics, j.model)[k]).filter((x) => typeof x === "number");
       if (v.length) { cells.push(["mean " + k + " (" + v.length + ", " + scope + ")", num(v.reduce((a, b) => a + b, 0) / v.length)]); }
     });
@@ -488,7 +481,6 @@
       const d = el("div"); d.append(el("dt", "", k), el("dd", "", String(v))); return d;
     }));
   }
-  function fileUrl(job, name) { return "/jobs/" + encodeURIComponent(job) + "/files/" + urlPath(name); }
   async function setSrc(img, url) {  // with an API key an <img> cannot send it: fetch a blob
     if (!apiKey()) { img.src = url; return; }
     try {
@@ -499,45 +491,41 @@
   }
   function renderItems(tasks, j) {
     gal.urls.forEach((u) => URL.revokeObjectURL(u)); gal.urls = [];
+    const keys = info.metrics.ground_truth.concat(info.metrics.free);
     const frag = document.createDocumentFragment();
     for (const t of tasks) {
-      const card = el("div", "item"), m = flatMetrics(t.metrics, j.model);
-      card.dataset.path = t.path; card.dataset.state = t.state;
-      METRICS.forEach((k) => { card.dataset[k.replace(/_(.)/g, (_, c) => c.toUpperCase())] = typeof m[k] === "number" ? String(m[k]) : ""; });
-      const sheet = "final_results/" + stem(t.path) + "_compare.jpg";
-      const cut = "matting_output/" + stem(t.path) + ".png";
-      if (t.state === "completed" || t.compare_output) {
-        const img = el("img"); img.loading = "lazy"; img.alt = t.path;
-        setSrc(img, fileUrl(gal.job, sheet));
-        img.addEventListener("click", () => view(img.src, t.path, cut));
-        card.append(img);
-      } else {
-        card.append(el("div", "noimg", t.state === "rejected" || t.state === "permanently_failed"
-          ? "no comparison sheet" : "not done yet"));
-      }
-      const meta = el("div", "meta"), p = el("div", "path", t.path + " ");
-      p.append(el("span", "state " + t.state, t.state.replace(/_/g, " ")));
-      meta.append(p);
-      const nums = METRICS.filter((k) => typeof m[k] === "number").map((k) => k + " " + num(m[k]));
-      if (nums.length) { meta.append(el("div", "nums", nums.join(" · "))); }
-      if (t.error) { meta.append(el("div", "err", t.error)); }
-      card.append(meta); frag.append(card);
+      const m = flatMetrics(t.metrics, j.model);
+      frag.append(card(t, keys.map((k) => [k, typeof m[k] === "number" ? m[k] : null]), {
+        setSrc, cutoutLink: false,
+        onOpen: (img) => view(img.src, t.path, t.cutout),
+        noSheet: () => (info.final_task_states.includes(t.state) ? "no comparison sheet" : "not done yet"),
+      }));
     }
     $("g-items").replaceChildren(frag);
   }
   function view(src, path, cut) {
     const v = $("viewer"), p = v.querySelector("p");
     v.querySelector("img").src = src;
-    p.replaceChildren(document.createTextNode(path + " · "));
-    const a = el("a", "", "open the cut-out"); a.href = fileUrl(gal.job, cut); a.target = "_blank";
-    a.addEventListener("click", (e) => {
-      e.stopPropagation();
-      if (apiKey()) { e.preventDefault(); const w = window.open(); setSrc({ set src(u) { w.location = u; } }, a.href); }
-    });
-    p.append(a); v.hidden = false;
+    p.replaceChildren(document.createTextNode(path + (cut ? " · " : "")));
+    if (cut) {
+      const a = el("a", "", "open the cut-out"); a.href = cut; a.target = "_blank";
+      a.addEventListener("click", (e) => {
+        e.stopPropagation();
+        if (apiKey()) { e.preventDefault(); const w = window.open(); setSrc({ set src(u) { w.location = u; } }, a.href); }
+      });
+      p.append(a);
+    }
+    v.hidden = false;
   }
 
   // ---- wiring ---------------------------------------------------------------------------------
+  async function loadInfo() {  // open, like the page: constants, no data
+    try {
+      const res = await fetch("/api-info");
+      if (!res.ok) { throw await failure(res); }
+      Object.assign(info, await res.json());
+    } catch (err) { sayError(err); }
+  }
   async function loadModels() {
     try {
       const data = await api("/models"), sel = $("model");
@@ -568,7 +556,7 @@
     $("viewer").addEventListener("click", () => { $("viewer").hidden = true; });
     document.addEventListener("keydown", (e) => { if (e.key === "Escape") { $("viewer").hidden = true; } });
     window.addEventListener("beforeunload", (e) => { if (up.busy) { e.preventDefault(); e.returnValue = ""; } });
-    loadModels(); poll();
+    loadModels(); loadInfo().then(poll);
   });
   // For tests and the curious: the zip writer on its own.
   window.mattepipe = { packZip, crc32 };

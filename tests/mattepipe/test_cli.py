@@ -315,6 +315,34 @@ def test_matte_a_folder_locally(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "nope" in bad.output
 
 
+def test_matte_keeps_the_tree_and_lists_failures(tmp_path: Path) -> None:
+    """The one-shot runner's command line (once `python -m matting_worker.oneshot`): nested
+    folders kept, hidden files and non-images skipped, a broken image listed, exit 3."""
+    import numpy as np
+    from PIL import Image
+
+    src = tmp_path / "in"
+    sizes = {"a.jpg": (40, 30), "sub/b.png": (25, 35), "sub/deeper/c.webp": (16, 20)}
+    for rel, (w, h) in sizes.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        arr = np.random.default_rng(len(rel)).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(src / rel)
+    (src / "sub" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (src / "readme.txt").write_text("not an image")
+    (src / ".hidden.png").write_bytes(b"")
+    out = tmp_path / "cli-out"
+    result = runner.invoke(app, ["matte", str(src), str(out), "--model", "identity",
+                                 "--models-dir", str(tmp_path)], env=WIDE)
+    assert result.exit_code == 3, result.output  # one image failed: completed with errors
+    assert "3 matted, 1 failed" in result.output
+    assert "sub/broken.jpg" in result.output
+    assert (out / "sub" / "deeper" / "c.png").is_file()
+    bad = runner.invoke(app, ["matte", str(src), str(out), "--model", "nope",
+                              "--models-dir", str(tmp_path)], env=WIDE)
+    assert bad.exit_code == 2
+    assert "unknown model 'nope'" in bad.output
+
+
 def test_wait_rides_out_a_gateway_restart(tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(b"x")
     with serve(StandIn()) as st:

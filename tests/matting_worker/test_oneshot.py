@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from matting_worker.engines.registry import UnknownModel
-from matting_worker.oneshot import find_images, main, matte_folder
+from matting_worker.oneshot import find_images, matte_folder
 from tests.matting_worker.tiny_models import TinyNet, export_onnx
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -91,14 +91,3 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="output must be one of"):
         matte_folder(tmp_path, tmp_path / "o", "identity", tmp_path, output="jpeg")
 
-
-def test_command_line(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "cli-out"
-    code = main([str(tree), str(out), "--model", "identity", "--models-dir", str(tmp_path)])
-    captured = capsys.readouterr()
-    assert code == 1  # one image failed
-    assert "3 matted, 1 failed" in captured.out
-    assert "sub/broken.jpg" in captured.err
-    assert (out / "sub" / "deeper" / "c.png").is_file()
-    assert main([str(tree), str(out), "--model", "nope", "--models-dir", str(tmp_path)]) == 2
-    assert "unknown model 'nope'" in capsys.readouterr().err

@@ -11,8 +11,9 @@ import pytest
 
 from gateway.api.web import STATIC, WEB_DIR
 from gateway.app import create_app
+from shared.states import FINAL_JOB_STATES, FINAL_TASK_STATES
 from shared.storage import Storage
-from tests.gateway.conftest import ServerThread, make_settings
+from tests.gateway.conftest import ServerThread, make_settings, seed
 
 JOB = "job1"
 
@@ -102,3 +103,66 @@ def test_api_key_guards_files_not_the_page(data_dir: Path, files: Storage) -> No
         assert c.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
         r = c.get(url, headers={"Authorization": "Bearer s3cret"})
         assert r.status_code == 200 and r.content == b"\xff\xd8sheet"
+
+
+def test_gallery_js_is_served_and_imported_by_the_page(client: httpx.Client) -> None:
+    assert "gallery.js" in STATIC
+    r = client.get("/static/gallery.js")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+    assert r.content == (WEB_DIR / "gallery.js").read_bytes()
+    app_js = client.get("/static/app.js").text
+    assert 'from "./gallery.js"' in app_js
+    assert '<script type="module" src="/static/app.js">' in client.get("/").text
+
+
+def test_api_info_gives_the_final_states_the_page_uses(client: httpx.Client) -> None:
+    r = client.get("/api-info")
+    assert r.status_code == 200
+    info = r.json()
+    assert set(info["final_job_states"]) == {s.value for s in FINAL_JOB_STATES}
+    assert set(info["final_task_states"]) == {s.value for s in FINAL_TASK_STATES}
+    assert "mse" in info["metrics"]["ground_truth"] and "coverage" in info["metrics"]["free"]
+    # the page no longer spells them out itself, nor the output names
+    app_js = (WEB_DIR / "app.js").read_text() + (WEB_DIR / "gallery.js").read_text()
+    for rule in ('"completed_with_errors"', "_compare.jpg", '"final_results/', '"matting_output/'):
+        assert rule not in app_js, rule
+
+
+def seed_gallery(data_dir: Path) -> None:
+    seed(make_settings(data_dir),
+         [{"id": JOB, "state": "completed_with_errors", "total": 3, "model": "classical"}],
+         [{"job_id": JOB, "path": "set/a b#1.jpg", "state": "completed",
+           "metrics": {"classical": {"mse": 0.01, "coverage": 0.4}},
+           "compare_output": f"final_results/{JOB}/set/a b#1_compare.jpg",
+           "matting_output": f"matting_output/{JOB}/set/a b#1.png"},
+          {"job_id": JOB, "path": "bad.jpg", "state": "rejected", "error": "not an image"}])
+
+
+def test_gallery_rows_carry_their_image_urls(data_dir: Path, files: Storage) -> None:
+    seed_gallery(data_dir)
+    for c in client_for(data_dir):
+        r = c.get(f"/jobs/{JOB}/gallery")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["total"] == 2
+        done, bad = body["tasks"]
+        assert done["path"] == "set/a b#1.jpg" and done["metrics"]["classical"]["mse"] == 0.01
+        assert done["sheet"] == f"/jobs/{JOB}/files/final_results/set/a%20b%231_compare.jpg"
+        assert done["cutout"] == f"/jobs/{JOB}/files/matting_output/set/a%20b%231.png"
+        assert c.get(done["sheet"]).content == b"\xff\xd8sheet"  # the URL really serves it
+        assert c.get(done["cutout"]).content == b"\x89PNGcut"
+        assert (bad["state"], bad["error"], bad["sheet"], bad["cutout"]) == (
+            "rejected", "not an image", None, None)
+        only = c.get(f"/jobs/{JOB}/gallery", params={"state": "rejected"}).json()
+        assert [t["path"] for t in only["tasks"]] == ["bad.jpg"] and only["total"] == 1
+        assert c.get(f"/jobs/{JOB}/gallery", params={"state": "nope"}).status_code == 400
+        assert c.get("/jobs/missing/gallery").status_code == 404
+
+
+def test_gallery_rows_need_the_key_the_info_does_not(data_dir: Path, files: Storage) -> None:
+    seed_gallery(data_dir)
+    for c in client_for(data_dir, api_key="s3cret"):
+        assert c.get("/api-info").status_code == 200
+        assert c.get(f"/jobs/{JOB}/gallery").status_code == 401
+        ok = c.get(f"/jobs/{JOB}/gallery", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["total"] == 2

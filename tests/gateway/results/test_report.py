@@ -185,3 +185,58 @@ def test_gallery_script_sorts_filters_and_pages(tmp_path: Path) -> None:
     assert [float(it["mse"]) for it in asc["items"][:3]] == [0.0, 0.001, 0.002]
     assert by_name["items"][0]["path"] == "zz4.jpg"
     assert rejected["count"].startswith("5 of 255") and len(rejected["items"]) == 5
+
+
+def test_html_inlines_the_live_pages_gallery_module_byte_for_byte() -> None:
+    script = (Path(__file__).resolve().parents[3] / "gateway" / "web" / "gallery.js").read_bytes()
+    page = build_report("j", items_one_model(), ["classical"]).html_bytes
+    m = re.search(rb'<script type="module">\n(.*?)</script>', page, re.S)
+    assert m is not None
+    assert m.group(1).startswith(script)  # the very file, then only the call that starts it
+    assert m.group(1)[len(script):].strip() == (
+        b'offlineGallery(JSON.parse(document.getElementById("data").textContent));')
+    assert page.count(script) == 1
+
+
+def test_gallery_data_names_come_from_python() -> None:
+    rows = items_one_model()
+    data = gallery_data(json.loads(build_report("j", rows, ["classical"]).json_bytes))
+    assert data["names"] == {"sheet": ["final_results/", "_compare.jpg"],
+                             "cutout": ["matting_output/", ".png"]}
+    sheet = data["names"]["sheet"]
+    assert f"{sheet[0]}set/a01{sheet[1]}" == rows[1].compare_output  # what the flag 1 stands for
+
+
+def two_models_without_gt() -> list[ReportItem]:
+    return [ReportItem(path=f"p{i}.jpg", state="completed",
+                       metrics={"classical": FREE, "u2netp": {**FREE, "coverage": 0.4}})
+            for i in range(3)]
+
+
+def test_no_ground_truth_shows_no_empty_ranking() -> None:
+    page = build_report("j", two_models_without_gt(), ["classical", "u2netp"]).html_bytes.decode()
+    header = page.split("<nav>")[0]  # the summary, written in Python
+    assert "<b>sad</b>:" not in header and 'id="ranking"' not in header
+    assert '<div id="ranking-box"></div>' in header  # filled by the script, see below
+    data = _embedded(page)
+    assert data["ranking"] == {"sad": [], "mse": [], "grad": [], "conn": []}
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+@pytest.mark.parametrize("with_gt", [False, True])
+def test_ranking_shown_only_with_ground_truth(tmp_path: Path, with_gt: bool) -> None:
+    rows = two_models_without_gt()
+    if with_gt:
+        for r in rows:
+            r.metrics = {"classical": gt_m(mse=0.02, sad=5.0), "u2netp": gt_m(mse=0.01, sad=6.0)}
+    page = tmp_path / "index.html"
+    page.write_bytes(build_report("j", rows, ["classical", "u2netp"]).html_bytes)
+    script = Path(__file__).with_name("gallery_dom.js")
+    done = subprocess.run(["node", str(script), str(page), json.dumps([["sort", None, "none"]])],
+                          capture_output=True, text=True, timeout=60, check=True)
+    ranking = json.loads(done.stdout)[0]["ranking"]
+    if with_gt:
+        assert "sad: classical < u2netp" in ranking and "mse: u2netp < classical" in ranking
+    else:
+        assert "sad:" not in ranking and "mse:" not in ranking
+        assert "No ground truth was given" in ranking
