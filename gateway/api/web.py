@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse
 
 from gateway.api.auth import require_api_key
 from gateway.api.deps import StorageDep
+from gateway.api.docs import BINARY, errors
 from shared.storage import FINAL_RESULTS, MATTING_OUTPUT, PathOutsideDataDir, Storage
 
 __all__ = ["STATIC", "WEB_DIR", "job_file", "router"]
@@ -60,7 +61,11 @@ async def static(name: str) -> FileResponse:
 
 @router.get("/jobs/{job_id}/files/{path:path}",
             dependencies=[Depends(require_api_key)],
-            responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
+            response_class=FileResponse,
+            responses={200: {"description": "the file",
+                             "content": {"image/jpeg": {"schema": BINARY},
+                                         "image/png": {"schema": BINARY}}},
+                       **errors(401, 404)})
 async def job_output(job_id: str, path: str, storage: StorageDep) -> FileResponse:
     """One output file of a job by its name in the zip: a comparison sheet
     (`final_results/<path>_compare.jpg`) or a cut-out (`matting_output/<path>.png`)."""
