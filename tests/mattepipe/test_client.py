@@ -55,7 +55,7 @@ def test_upload_streams_the_file_with_its_type_and_options(tmp_path: Path) -> No
     with client(fake, "k3y") as c:
         answer = c.upload_file(archive, model="portrait", output="both",
                                progress_cb=lambda done, total: seen.append((done, total)))
-    assert answer["job_id"] == "j1"
+    assert answer.job_id == "j1"
     req = fake.requests[0]
     assert req.method == "POST" and req.headers["content-type"] == "application/zip"
     assert req.headers["content-length"] == str(len(payload))
@@ -70,8 +70,8 @@ def test_upload_streams_the_file_with_its_type_and_options(tmp_path: Path) -> No
 def test_wait_polls_until_a_final_state() -> None:
     fake, seen = FakeGateway(["ingesting", "running", "running", "completed_with_errors"]), []
     with client(fake) as c:
-        final = c.wait("j1", progress_cb=lambda st: seen.append(st["state"]), poll_s=0.0)
-    assert final["state"] == "completed_with_errors"
+        final = c.wait("j1", progress_cb=lambda st: seen.append(st.state), poll_s=0.0)
+    assert final.state == "completed_with_errors"
     assert seen == ["ingesting", "running", "running", "completed_with_errors"]
 
 
