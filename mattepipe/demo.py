@@ -28,7 +28,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mattepipe.client.gateway import GatewayClient, GatewayError
+from mattepipe.client.errors import GatewayError
+from mattepipe.client.gateway import GatewayClient
 from mattepipe.stack.supervisor import (
     StackError,
     health_urls,
@@ -37,6 +38,7 @@ from mattepipe.stack.supervisor import (
     stop_stack,
     wait_healthy,
 )
+from shared.responses import JobStatus
 from shared.settings import Settings
 from shared.states import JobState
 
@@ -81,17 +83,15 @@ def summarize_zip(path: Path) -> dict[str, Any]:
     }
 
 
-def _follow(client: GatewayClient, job_id: str, console: Console, timeout: float) -> dict[str, Any]:
+def _follow(client: GatewayClient, job_id: str, console: Console, timeout: float) -> JobStatus:
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("processing", total=None, state="")
 
-        def show(st: dict[str, Any]) -> None:
-            done = int(st.get("completed", 0)) + int(st.get("failed", 0)) \
-                + int(st.get("rejected", 0))
-            bar.update(task, total=st.get("total") or None, completed=done,
-                       state=st.get("state", "?"))
+        def show(st: JobStatus) -> None:
+            done = st.completed + st.failed + st.rejected
+            bar.update(task, total=st.total or None, completed=done, state=st.state or "?")
 
         return client.wait(job_id, show, poll_s=0.5, timeout=timeout)
 
@@ -101,16 +101,16 @@ def _transfer(console: Console, what: str) -> Progress:
                     TransferSpeedColumn(), console=console)
 
 
-def _report(console: Console, final: dict[str, Any], out: Path, facts: dict[str, Any]) -> None:
-    table = Table(title=f"job {final.get('job_id')}: {final.get('state')}")
+def _report(console: Console, final: JobStatus, out: Path, facts: dict[str, Any]) -> None:
+    table = Table(title=f"job {final.job_id}: {final.state}")
     for col in ("path", "state", "error"):
         table.add_column(col)
     for item in facts["items"]:
         table.add_row(*(escape(str(item.get(k) or "")) for k in ("path", "state", "error")))
     console.print(table)
     index = ", index.html" if facts["has_index"] else ""
-    console.print(f"{final.get('completed', 0)} completed, {final.get('failed', 0)} failed, "
-                  f"{final.get('rejected', 0)} rejected of {final.get('total', 0)} · "
+    console.print(f"{final.completed} completed, {final.failed} failed, "
+                  f"{final.rejected} rejected of {final.total} · "
                   f"{facts['mattes']} mattes, {facts['sheets']} comparison sheets{index} → "
                   f"[bold]{escape(str(out.resolve()))}")
 
@@ -137,14 +137,14 @@ def run_demo(settings: Settings, out: Path, model: str = "classical,portrait",
                     t = bar.add_task("upload", total=archive.stat().st_size)
                     job = client.upload_file(archive, model=model, progress_cb=lambda d, _t:
                                              bar.update(t, completed=d))
-            final = _follow(client, job["job_id"], console, timeout)
+            final = _follow(client, job.job_id, console, timeout)
             with _transfer(console, "downloading") as bar:
                 t = bar.add_task("download", total=None)
-                client.download(job["job_id"], out, progress_cb=lambda d, tot:
+                client.download(job.job_id, out, progress_cb=lambda d, tot:
                                 bar.update(t, completed=d, total=tot))
             facts = summarize_zip(out)
             _report(console, final, out, facts)
-            ok = final.get("state") == JobState.COMPLETED and facts["sheets"] == len(names)
+            ok = final.state == JobState.COMPLETED and facts["sheets"] == len(names)
             return 0 if ok else 1
         except (StackError, GatewayError, TimeoutError, OSError, zipfile.BadZipFile) as exc:
             console.print(f"[red]demo failed:[/red] {escape(str(exc))}")

@@ -7,6 +7,7 @@ from fastapi import Depends, FastAPI
 from gateway.api import download, jobs, jobs_create, system, tus, web
 from gateway.api import uploads as upload
 from gateway.api.auth import require_api_key
+from gateway.api.docs import errors
 
 __all__ = ["include_routes"]
 
@@ -16,4 +17,4 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(system.open_router)
     app.include_router(web.router)  # the page is open; its file route guards itself
     for module in (upload, jobs, jobs_create, tus, download, system):
-        app.include_router(module.router, dependencies=guarded)
+        app.include_router(module.router, dependencies=guarded, responses=errors(401))

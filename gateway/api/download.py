@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
 from gateway.api.deps import ReadDB, StorageDep, job_or_404
+from gateway.api.docs import BINARY, errors
 from gateway.db import repo
 from gateway.results.zip_stream import build_zip, zip_chunks
 from shared.states import FINAL_JOB_STATES, JobState
@@ -22,7 +23,10 @@ router = APIRouter(tags=["download"])
 @router.get(
     "/download/{job_id}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/zip": {}}}},
+    responses={
+        200: {"description": "the result zip", "content": {"application/zip": {"schema": BINARY}}},
+        **errors(404, 409, 410),
+    },
 )
 async def download(
     job_id: str,

@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from gateway.api.auth import key_hash
 from gateway.api.deps import GW, ApiKey
+from gateway.api.docs import errors
 from gateway.intake.jobs import job_links
 from gateway.intake.tus_uploads import job_from_upload
+from shared.responses import JobLinks
 
 __all__ = ["JobFromUpload", "router"]
 
@@ -28,8 +28,13 @@ class JobFromUpload(BaseModel):
     )
 
 
-@router.post("/jobs", status_code=status.HTTP_202_ACCEPTED)
-async def create_job_from_upload(body: JobFromUpload, gw: GW, api_key: ApiKey) -> dict[str, Any]:
+@router.post(
+    "/jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobLinks,
+    responses=errors(400, 404, 409, 429),
+)
+async def create_job_from_upload(body: JobFromUpload, gw: GW, api_key: ApiKey) -> JobLinks:
     """Start a job on a finished tus upload; 409 while it is unfinished or once it has been
     used (the detail names the job it became), 404 for an unknown or expired one."""
     job_id = await job_from_upload(

@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect
 
 from gateway.api.auth import key_hash
 from gateway.api.deps import GW, ApiKey
+from gateway.api.docs import errors, headers
 from gateway.db.tables import Upload
 from gateway.intake.jobs import validate_job_options
 from gateway.intake.receive import upload_extension
@@ -33,7 +34,7 @@ from shared.timing import TUS_EXPIRY_S, TUS_LOCK_WAIT_S
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/files", tags=["tus"])
+router = APIRouter(prefix="/files", tags=["tus"], responses=errors(400, 404, 412))
 
 OFFSET_TYPE = "application/offset+octet-stream"
 
@@ -65,14 +66,23 @@ def _int_header(request: Request, name: str) -> int:
     return int(raw)
 
 
-@router.options("/", status_code=204)
-@router.options("/{upload_id}", status_code=204)
+@router.options("/", status_code=204, response_class=Response)
+@router.options("/{upload_id}", status_code=204, response_class=Response)
 async def tus_options(gw: GW) -> Response:
     """What this server speaks (no Tus-Resumable needed)."""
     return Response(status_code=204, headers=_base_headers(gw))
 
 
-@router.post("/", status_code=201)
+@router.post(
+    "/",
+    status_code=201,
+    response_class=Response,
+    responses={
+        201: headers("created; no body", Location="the upload's URL",
+                     Upload_Offset="0", Upload_Expires="when an unfinished upload goes"),
+        **errors(413, 507),
+    },
+)
 async def tus_create(request: Request, gw: GW, api_key: ApiKey) -> Response:
     """Creation: `Upload-Length` (no deferred length) and `Upload-Metadata` with `filename`;
     `autojob 1` with `model`/`output`/`callback_url` makes the job even if the client never
@@ -113,7 +123,13 @@ async def tus_create(request: Request, gw: GW, api_key: ApiKey) -> Response:
     })
 
 
-@router.head("/{upload_id}")
+@router.head(
+    "/{upload_id}",
+    response_class=Response,
+    responses={200: headers("the upload's state; no body",
+                            Upload_Offset="bytes the server holds",
+                            Upload_Length="the declared size")},
+)
 async def tus_head(upload_id: str, request: Request, gw: GW) -> Response:
     """Where to resume: `Upload-Offset` is the size of the file on disk. A PATCH in flight is
     given a moment to settle, so a client that was just cut off reads the final offset."""
@@ -137,7 +153,12 @@ async def tus_head(upload_id: str, request: Request, gw: GW) -> Response:
     return Response(status_code=200, headers=headers)
 
 
-@router.patch("/{upload_id}", status_code=204)
+@router.patch(
+    "/{upload_id}",
+    status_code=204,
+    response_class=Response,
+    responses=errors(409, 413, 415, 460, 507),
+)
 async def tus_patch(upload_id: str, request: Request, gw: GW) -> Response:
     """Append the body at `Upload-Offset`, which must equal the bytes already on disk."""
     _require_tus(request)
@@ -180,7 +201,9 @@ async def tus_patch(upload_id: str, request: Request, gw: GW) -> Response:
     })
 
 
-@router.delete("/{upload_id}", status_code=204)
+@router.delete(
+    "/{upload_id}", status_code=204, response_class=Response, responses=errors(409)
+)
 async def tus_delete(upload_id: str, request: Request, gw: GW) -> Response:
     """Termination: the upload's row and bytes go (a job made from it is not touched)."""
     _require_tus(request)

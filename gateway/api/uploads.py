@@ -7,17 +7,19 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
 from gateway.api.auth import key_hash
 from gateway.api.deps import GW, ApiKey
+from gateway.api.docs import errors
 from gateway.db import repo
 from gateway.intake.jobs import OUTPUTS, job_links, new_job, validate_job_options
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import check_free_space, receive_upload
 from gateway.state import GatewayState
+from shared.responses import JobLinks
 from shared.states import JobState
 
 __all__ = ["OUTPUTS", "router", "validate_job_options"]
@@ -25,7 +27,12 @@ __all__ = ["OUTPUTS", "router", "validate_job_options"]
 router = APIRouter(tags=["upload"])
 log = logging.getLogger("gateway.intake.receive")
 
-@router.post("/upload", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/upload",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobLinks,
+    responses=errors(400, 413, 415, 429, 507),
+)
 async def upload(
     request: Request,
     gw: GW,
@@ -34,7 +41,7 @@ async def upload(
     output: Annotated[str, Query(description="rgba, alpha or both")] = "rgba",
     callback_url: Annotated[str | None, Query(description="webhook for the job's end")] = None,
     filename: Annotated[str | None, Query(description="name of a raw-body upload")] = None,
-) -> dict[str, Any]:
+) -> JobLinks:
     """Upload an archive (.zip, .tar, .tar.gz) or one image, as multipart field `file` or as
     the raw body; answers 202 with the job's status and download URLs."""
     model, output, callback_url = validate_job_options(gw.settings, model, output, callback_url)

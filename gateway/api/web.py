@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import mimetypes
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -22,9 +22,11 @@ from fastapi.responses import FileResponse
 
 from gateway.api.auth import require_api_key
 from gateway.api.deps import ReadDB, StorageDep, job_or_404
+from gateway.api.docs import BINARY, errors
 from gateway.db import repo
 from gateway.db.tables import Task
 from gateway.results.report import FREE_KEYS, GT_KEYS
+from shared.responses import ApiInfo, GalleryPage, GalleryRow, MetricNames
 from shared.states import FINAL_JOB_STATES, FINAL_TASK_STATES, JobState, TaskState
 from shared.storage import FINAL_RESULTS, MATTING_OUTPUT, PathOutsideDataDir, Storage
 
@@ -69,26 +71,26 @@ def file_url(job_id: str, stored: str | None) -> str | None:
     return f"/jobs/{quote(job_id, safe='')}/files/{quote(f'{top}/{inner}')}"
 
 
-def gallery_row(job_id: str, t: Task) -> dict[str, Any]:
+def gallery_row(job_id: str, t: Task) -> GalleryRow:
     """What the page's gallery shows of a task, its images as ready URLs."""
-    return {
-        "id": t.id,
-        "path": t.path,
-        "state": t.state,
-        "error": t.error,
-        "metrics": t.metrics,
-        "sheet": file_url(job_id, t.compare_output),
-        "cutout": file_url(job_id, t.matting_output),
-    }
+    return GalleryRow(
+        id=t.id,
+        path=t.path,
+        state=t.state,
+        error=t.error,
+        metrics=t.metrics,
+        sheet=file_url(job_id, t.compare_output),
+        cutout=file_url(job_id, t.matting_output),
+    )
 
 
-def api_info() -> dict[str, Any]:
+def api_info() -> ApiInfo:
     """The constants the page would otherwise repeat (public: no data in them)."""
-    return {
-        "final_job_states": [s.value for s in JobState if s in FINAL_JOB_STATES],
-        "final_task_states": [s.value for s in TaskState if s in FINAL_TASK_STATES],
-        "metrics": {"ground_truth": list(GT_KEYS), "free": list(FREE_KEYS)},
-    }
+    return ApiInfo(
+        final_job_states=[s.value for s in JobState if s in FINAL_JOB_STATES],
+        final_task_states=[s.value for s in TaskState if s in FINAL_TASK_STATES],
+        metrics=MetricNames(ground_truth=list(GT_KEYS), free=list(FREE_KEYS)),
+    )
 
 
 @router.get("/", include_in_schema=False)
@@ -104,21 +106,22 @@ async def static(name: str) -> FileResponse:
     return FileResponse(WEB_DIR / name, media_type=media, headers=NO_CACHE)
 
 
-@router.get("/api-info")
-async def info() -> dict[str, Any]:
+@router.get("/api-info", response_model=ApiInfo)
+async def info() -> ApiInfo:
     """Constants for clients such as the web page: which job states are final (a job in one
     of them changes no more), the final task states, and the metric names."""
     return api_info()
 
 
-@router.get("/jobs/{job_id}/gallery", dependencies=[Depends(require_api_key)])
+@router.get("/jobs/{job_id}/gallery", dependencies=[Depends(require_api_key)],
+            response_model=GalleryPage, responses=errors(400, 401, 404))
 async def job_gallery(
     job_id: str,
     db: ReadDB,
     state: Annotated[str | None, Query(description="only tasks in this state")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
+) -> GalleryPage:
     """One page of a job's images for the web page's gallery (by task id): path, state,
     error, metrics, and the URLs of the comparison sheet and cut-out (null until made)."""
     if state is not None and state not in {s.value for s in TaskState}:
@@ -126,13 +129,17 @@ async def job_gallery(
                             + ", ".join(s.value for s in TaskState))
     await job_or_404(db, job_id)
     rows = await repo.list_tasks(db, job_id, state, limit, offset)
-    return {"job_id": job_id, "total": await repo.count_tasks(db, job_id, state),
-            "tasks": [gallery_row(job_id, t) for t in rows]}
+    return GalleryPage(job_id=job_id, total=await repo.count_tasks(db, job_id, state),
+                       tasks=[gallery_row(job_id, t) for t in rows])
 
 
 @router.get("/jobs/{job_id}/files/{path:path}",
             dependencies=[Depends(require_api_key)],
-            responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
+            response_class=FileResponse,
+            responses={200: {"description": "the file",
+                             "content": {"image/jpeg": {"schema": BINARY},
+                                         "image/png": {"schema": BINARY}}},
+                       **errors(401, 404)})
 async def job_output(job_id: str, path: str, storage: StorageDep) -> FileResponse:
     """One output file of a job by its name in the zip: a comparison sheet
     (`final_results/<path>_compare.jpg`) or a cut-out (`matting_output/<path>.png`)."""

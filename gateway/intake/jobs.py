@@ -8,7 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import repo
 from gateway.pipeline.callbacks import valid_callback_url
-from matting_worker.engines.registry import list_models
+from shared.catalogue import model_names
+from shared.responses import JobLinks
 from shared.settings import Settings
 from shared.states import JobState
 
@@ -27,7 +28,7 @@ def validate_job_options(
     known, none twice; the first keeps DESIGN.md's output names, the others get
     `<x>.<model>.png` (`shared.storage.model_output_rel`)."""
     names = [m.strip() for m in (model or settings.default_model).split(",")]
-    known = [m.name for m in list_models(settings.models_dir)]
+    known = model_names(settings.models_dir)
     for name in names:
         if name not in known:
             raise HTTPException(
@@ -71,10 +72,6 @@ async def new_job(
     )
 
 
-def job_links(job_id: str) -> dict[str, str]:
+def job_links(job_id: str) -> JobLinks:
     """The 202 answer of every job-creating route."""
-    return {
-        "job_id": job_id,
-        "status_url": f"/status/{job_id}",
-        "download_url": f"/download/{job_id}",
-    }
+    return JobLinks.of(job_id)

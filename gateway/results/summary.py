@@ -5,14 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.db.tables import Job
+from shared.responses import JobSummary
 from shared.states import FINAL_JOB_STATES, FINAL_TASK_STATES, JobState, TaskState
 
-__all__ = ["job_summary"]
+__all__ = ["job_summary", "summarize"]
 
 _PROCESSED = (TaskState.COMPLETED.value, TaskState.PERMANENTLY_FAILED.value)
 
 
 def job_summary(job: Job, counts: dict[str, int], now: float) -> dict[str, Any]:
+    """`summarize` as the JSON object the webhook posts."""
+    return summarize(job, counts, now).model_dump(mode="json")
+
+
+def summarize(job: Job, counts: dict[str, int], now: float) -> JobSummary:
     """Counts, progress, throughput and ETA of one job.
 
     Throughput counts the images that went through the stages (completed or failed for good)
@@ -38,26 +44,26 @@ def job_summary(job: Job, counts: dict[str, int], now: float) -> dict[str, Any]:
         progress = 100.0
     else:
         progress = round(100.0 * final / total, 2) if total else 0.0
-    return {
-        "job_id": job.id,
-        "state": job.state,
-        "total": total,
-        "counts": full,
-        "completed": full[TaskState.COMPLETED.value],
-        "failed": full[TaskState.PERMANENTLY_FAILED.value],
-        "rejected": full[TaskState.REJECTED.value],
-        "retrying": full[TaskState.FAILED.value],
-        "progress": progress,
-        "throughput_per_s": round(throughput, 3),
-        "eta_s": eta,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "filename": job.filename,
-        "model": job.model,
-        "output": job.output,
-        "error": job.error,
-        "status_url": f"/status/{job.id}",
-        "download_url": f"/download/{job.id}",
-    }
+    return JobSummary(
+        job_id=job.id,
+        state=job.state,
+        total=total,
+        counts=full,
+        completed=full[TaskState.COMPLETED.value],
+        failed=full[TaskState.PERMANENTLY_FAILED.value],
+        rejected=full[TaskState.REJECTED.value],
+        retrying=full[TaskState.FAILED.value],
+        progress=progress,
+        throughput_per_s=round(throughput, 3),
+        eta_s=eta,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        filename=job.filename,
+        model=job.model,
+        output=job.output,
+        error=job.error,
+        status_url=f"/status/{job.id}",
+        download_url=f"/download/{job.id}",
+    )

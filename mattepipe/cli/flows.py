@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from mattepipe.cli.views import ProcessingBar, counts_line, jobs_table, status_table, transfer_bar
-from mattepipe.client.gateway import GatewayClient, GatewayError
+from mattepipe.client.errors import GatewayError, ServerError
+from mattepipe.client.gateway import GatewayClient
 from mattepipe.client.packing import open_source
 from mattepipe.client.resume import StateStore
-from mattepipe.client.tus import UPLOAD_CHUNK, TusError, UploadStopped
+from mattepipe.client.tus import UPLOAD_CHUNK, UploadStopped
 from mattepipe.client.upload import JobOptions, UploadEvents, UploadOutcome, upload_source
+from shared.responses import JobStatus, PublicModel
 from shared.states import JobState
 from shared.timing import FOLLOW_OUTAGE_S, STATUS_POLL_S
 
@@ -70,12 +72,12 @@ def fail(console: Console, code: ExitCode, msg: str) -> int:
     return int(code)
 
 
-def _guarded(console: Console, resume_hint: bool, work: Any) -> int:
+def _guarded(console: Console, resume_hint: bool, work: Callable[[], int]) -> int:
     """Runs `work()`; turns the ways it can end into a message and an exit code."""
     hint = "; the same command again resumes" if resume_hint else ""
     try:
         return int(work())
-    except (GatewayError, TusError) as exc:
+    except ServerError as exc:
         return fail(console, ExitCode.GATEWAY, f"{exc}{hint}")
     except UploadStopped as exc:
         console.print(f"[yellow]{escape(str(exc))}[/yellow]{hint}")
@@ -106,18 +108,18 @@ def _upload(client: GatewayClient, console: Console, path: Path, options: JobOpt
     if not outcome.existing_job:
         resumed = f", resumed at byte {outcome.resumed_from}" if outcome.resumed_from else ""
         console.print(f"uploaded {outcome.total} bytes: sent {outcome.sent} bytes this time"
-                      f"{resumed} → job {outcome.job['job_id']}")
+                      f"{resumed} → job {outcome.job.job_id}")
     return outcome
 
 
 def _follow(client: GatewayClient, console: Console, job_id: str,
-            poll_s: float) -> dict[str, Any]:
+            poll_s: float) -> JobStatus:
     """The processing bar until the job ends. A gateway that restarts or is briefly
     unreachable (no answer, 5xx) is waited for up to FOLLOW_OUTAGE_S, so hours of following
     do not end on one hiccup."""
     down_since: float | None = None
 
-    def seen(st: dict[str, Any]) -> None:
+    def seen(st: JobStatus) -> None:
         nonlocal down_since
         down_since = None
         bar.update(st)
@@ -150,18 +152,23 @@ def _download(client: GatewayClient, console: Console, job_id: str, out: Path,
     return out
 
 
-def _finish(console: Console, final: dict[str, Any], out: Path | None) -> int:
+def _finish(console: Console, final: JobStatus, out: Path | None) -> int:
     """Prints how the job ended and answers its exit code."""
-    state = str(final.get("state"))
+    state = final.state
     code = exit_for_state(state)
     colour = {ExitCode.OK: "green", ExitCode.WITH_ERRORS: "yellow"}.get(code, "red")
-    console.print(f"job {final.get('job_id')}: [{colour}]{state}[/{colour}] · "
+    console.print(f"job {final.job_id}: [{colour}]{state}[/{colour}] · "
                   f"{counts_line(final)}")
-    if final.get("error"):
-        console.print(f"reason: {escape(str(final['error']))}")
+    if final.error:
+        console.print(f"reason: {escape(final.error)}")
     if out is not None:
         console.print(f"result → [bold]{escape(str(out.resolve()))}")
     return int(code)
+
+
+def _json(answer: PublicModel) -> str:
+    """The gateway's answer as it sent it (the fields it sent, unknown ones included)."""
+    return json.dumps(answer.model_dump(mode="json", exclude_unset=True), indent=2)
 
 
 def run_cmd(conn: Conn, path: Path, out: Path, options: JobOptions, store: StateStore,
@@ -173,9 +180,9 @@ def run_cmd(conn: Conn, path: Path, out: Path, options: JobOptions, store: State
     def work() -> int:
         with conn.client() as client:
             outcome = _upload(client, console, path, options, store, chunk, stop_after)
-            job_id = str(outcome.job["job_id"])
+            job_id = outcome.job.job_id
             final = _follow(client, console, job_id, poll_s)
-            state = final.get("state")
+            state = final.state
             if state in (JobState.FAILED, JobState.CANCELLED):
                 store.drop(outcome.key)
                 return _finish(console, final, None)
@@ -195,7 +202,7 @@ def upload_cmd(conn: Conn, path: Path, options: JobOptions, store: StateStore,
         with conn.client() as client:
             outcome = _upload(client, console, path, options, store, chunk, stop_after)
         store.drop(outcome.key)
-        Console(highlight=False, soft_wrap=True).print(outcome.job["job_id"])
+        Console(highlight=False, soft_wrap=True).print(outcome.job.job_id)
         return ExitCode.OK
 
     return _guarded(console, True, work)
@@ -208,7 +215,7 @@ def wait_cmd(conn: Conn, job_id: str, out: Path | None = None,
     def work() -> int:
         with conn.client() as client:
             final = _follow(client, console, job_id, poll_s)
-            if out is not None and final.get("state") not in (JobState.FAILED,
+            if out is not None and final.state not in (JobState.FAILED,
                                                               JobState.CANCELLED):
                 _download(client, console, job_id, out)
                 return _finish(console, final, out)
@@ -237,7 +244,7 @@ def status_cmd(conn: Conn, job_id: str, as_json: bool = False) -> int:
             st = client.status(job_id)
         stdout = Console(highlight=False)
         if as_json:
-            stdout.out(json.dumps(st, indent=2))
+            stdout.out(_json(st))
         else:
             stdout.print(status_table(st))
         return ExitCode.OK
@@ -253,9 +260,9 @@ def jobs_cmd(conn: Conn, limit: int = 50, offset: int = 0, as_json: bool = False
             page = client.jobs(limit, offset)
         stdout = Console(highlight=False)
         if as_json:
-            stdout.out(json.dumps(page, indent=2))
+            stdout.out(_json(page))
         else:
-            stdout.print(jobs_table(page.get("jobs", []), page.get("total")))
+            stdout.print(jobs_table(page.jobs, page.total))
         return ExitCode.OK
 
     return _guarded(console, False, work)
@@ -267,7 +274,7 @@ def cancel_cmd(conn: Conn, job_id: str) -> int:
     def work() -> int:
         with conn.client() as client:
             st = client.cancel(job_id)
-        console.print(f"job {job_id}: {st.get('state')} (its files are removed)")
+        console.print(f"job {job_id}: {st.state} (its files are removed)")
         return ExitCode.OK
 
     return _guarded(console, False, work)

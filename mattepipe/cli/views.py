@@ -5,7 +5,6 @@ without a terminal."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -22,6 +21,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+
+from shared.responses import JobStatus, JobSummary
 
 __all__ = ["ProcessingBar", "counts_line", "fmt_duration", "fmt_time", "jobs_table",
            "status_table", "transfer_bar"]
@@ -47,10 +48,9 @@ def transfer_bar(console: Console) -> Progress:
                     transient=False)
 
 
-def counts_line(st: dict[str, Any]) -> str:
-    parts = [f"{st.get('completed', 0)} completed", f"{st.get('failed', 0)} failed",
-             f"{st.get('rejected', 0)} rejected"]
-    return f"{', '.join(parts)} of {st.get('total', 0)}"
+def counts_line(st: JobSummary) -> str:
+    parts = [f"{st.completed} completed", f"{st.failed} failed", f"{st.rejected} rejected"]
+    return f"{', '.join(parts)} of {st.total}"
 
 
 class ProcessingBar:
@@ -72,24 +72,23 @@ class ProcessingBar:
         self.progress.__exit__(None, None, None)
 
     @staticmethod
-    def info(st: dict[str, Any]) -> str:
-        bits = [str(st.get("state", "?"))]
-        if st.get("throughput_per_s"):
-            bits.append(f"{float(st['throughput_per_s']):.2f} img/s")
-        bits.append(f"ETA {fmt_duration(st.get('eta_s'))}")
-        if st.get("retrying"):
-            bits.append(f"{st['retrying']} retrying")
+    def info(st: JobSummary) -> str:
+        bits = [st.state or "?"]
+        if st.throughput_per_s:
+            bits.append(f"{st.throughput_per_s:.2f} img/s")
+        bits.append(f"ETA {fmt_duration(st.eta_s)}")
+        if st.retrying:
+            bits.append(f"{st.retrying} retrying")
         return " · ".join(bits)
 
-    def update(self, st: dict[str, Any]) -> None:
+    def update(self, st: JobSummary) -> None:
         assert self.task is not None
-        done = int(st.get("completed", 0)) + int(st.get("failed", 0)) \
-            + int(st.get("rejected", 0))
-        self.progress.update(self.task, total=st.get("total") or None, completed=done,
+        done = st.completed + st.failed + st.rejected
+        self.progress.update(self.task, total=st.total or None, completed=done,
                              info=escape(self.info(st)))
 
 
-def jobs_table(jobs: list[dict[str, Any]], total: int | None = None) -> Table:
+def jobs_table(jobs: list[JobSummary], total: int | None = None) -> Table:
     title = f"jobs ({len(jobs)} of {total})" if total is not None else "jobs"
     table = Table(title=title)
     for col, kw in (("job", {"no_wrap": True}), ("state", {}), ("progress", {"justify": "right"}),
@@ -98,29 +97,26 @@ def jobs_table(jobs: list[dict[str, Any]], total: int | None = None) -> Table:
                     ("created", {})):
         table.add_column(col, **kw)  # type: ignore[arg-type]
     for j in jobs:
-        table.add_row(escape(str(j.get("job_id"))), escape(str(j.get("state"))),
-                      f"{float(j.get('progress') or 0):.1f}%",
-                      f"{j.get('completed', 0)}/{j.get('total', 0)}", str(j.get("failed", 0)),
-                      str(j.get("rejected", 0)), escape(str(j.get("model") or "")),
-                      escape(str(j.get("filename") or "")), fmt_time(j.get("created_at")))
+        table.add_row(escape(j.job_id), escape(j.state), f"{j.progress:.1f}%",
+                      f"{j.completed}/{j.total}", str(j.failed), str(j.rejected),
+                      escape(j.model), escape(j.filename), fmt_time(j.created_at))
     return table
 
 
-def status_table(st: dict[str, Any]) -> Table:
-    table = Table(title=f"job {escape(str(st.get('job_id')))}", show_header=False)
+def status_table(st: JobStatus) -> Table:
+    table = Table(title=f"job {escape(st.job_id)}", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    rows = [("state", st.get("state")), ("progress", f"{float(st.get('progress') or 0):.1f}%"),
-            ("images", counts_line(st)), ("retrying", st.get("retrying")),
-            ("throughput", f"{float(st.get('throughput_per_s') or 0):.2f} images/s"),
-            ("ETA", fmt_duration(st.get("eta_s"))), ("model", st.get("model")),
-            ("output", st.get("output")), ("file", st.get("filename")),
-            ("created", fmt_time(st.get("created_at"))),
-            ("finished", fmt_time(st.get("finished_at"))), ("error", st.get("error"))]
+    rows: list[tuple[str, object]] = [
+        ("state", st.state), ("progress", f"{st.progress:.1f}%"), ("images", counts_line(st)),
+        ("retrying", st.retrying), ("throughput", f"{st.throughput_per_s:.2f} images/s"),
+        ("ETA", fmt_duration(st.eta_s)), ("model", st.model), ("output", st.output),
+        ("file", st.filename), ("created", fmt_time(st.created_at)),
+        ("finished", fmt_time(st.finished_at)), ("error", st.error)]
     for key, value in rows:
         if value not in (None, ""):
             table.add_row(key, escape(str(value)))
-    counts = {k: v for k, v in (st.get("counts") or {}).items() if v}
+    counts = {k: v for k, v in st.counts.items() if v}
     if counts:
         table.add_row("tasks", escape(", ".join(f"{k} {v}" for k, v in counts.items())))
     return table

@@ -2,7 +2,8 @@
 
 Uploads and downloads stream in chunks (archives may be 100 GB), report progress through a
 callback, and every non-2xx answer becomes a `GatewayError` carrying the server's `detail`.
-Resumable (tus) uploads go through `tus()`; `mattepipe.client.upload` drives them.
+JSON answers are parsed into the gateway's own models (`shared.responses`). Resumable (tus)
+uploads go through `tus()`; `mattepipe.client.upload` drives them.
 """
 
 from __future__ import annotations
@@ -11,11 +12,21 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from mattepipe.client.errors import GatewayError, error_detail
 from mattepipe.client.tus import UPLOAD_CHUNK, TusClient
+from shared.responses import (
+    JobLinks,
+    JobList,
+    JobStatus,
+    JobSummary,
+    ModelList,
+    PublicModel,
+    TaskPage,
+)
 from shared.states import FINAL_JOB_STATES
 
 __all__ = ["CHUNK", "GatewayClient", "GatewayError", "ProgressCb", "content_type_for"]
@@ -30,28 +41,20 @@ _TYPES = {".zip": "application/zip", ".tar": "application/x-tar", ".tgz": "appli
           ".tiff": "image/tiff"}
 
 
-class GatewayError(RuntimeError):
-    """The gateway answered with an error (or could not be reached: status 0)."""
+M = TypeVar("M", bound=PublicModel)
 
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"HTTP {status}: {detail}" if status else detail)
-        self.status = status
-        self.detail = detail
+
+def _parse(model: type[M], resp: httpx.Response) -> M:
+    """The answer as `model`; an answer of another shape is the gateway's error."""
+    try:
+        return model.model_validate(resp.json())
+    except ValueError as exc:  # not JSON, or a pydantic ValidationError
+        raise GatewayError(resp.status_code, f"unexpected answer from {resp.request.url.path} "
+                           f"(not a {model.__name__}): {exc}") from exc
 
 
 def content_type_for(path: Path) -> str:
     return _TYPES.get(path.suffix.lower(), "application/octet-stream")
-
-
-def _detail(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.text.strip()[:500] or resp.reason_phrase
-    if isinstance(body, dict) and "detail" in body:
-        d = body["detail"]
-        return d if isinstance(d, str) else str(d)
-    return str(body)[:500]
 
 
 class GatewayClient:
@@ -77,7 +80,7 @@ class GatewayClient:
         if resp.is_error:
             if resp.is_stream_consumed is False:
                 resp.read()
-            raise GatewayError(resp.status_code, _detail(resp))
+            raise GatewayError(resp.status_code, error_detail(resp))
         return resp
 
     def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
@@ -94,7 +97,7 @@ class GatewayClient:
 
     def upload_file(self, path: Path | str, model: str | None = None, output: str = "rgba",
                     progress_cb: ProgressCb | None = None,
-                    callback_url: str | None = None) -> dict[str, Any]:
+                    callback_url: str | None = None) -> JobLinks:
         """Stream one file as the raw request body; answers the gateway's 202 body."""
         path = Path(path)
         with path.open("rb") as f:
@@ -107,7 +110,7 @@ class GatewayClient:
                       content_type: str = "application/octet-stream",
                       model: str | None = None, output: str = "rgba",
                       progress_cb: ProgressCb | None = None,
-                      callback_url: str | None = None) -> dict[str, Any]:
+                      callback_url: str | None = None) -> JobLinks:
         """`size` bytes from `blocks` as one `POST /upload` (not resumable: for a gateway
         without tus); answers the gateway's 202 body."""
         params = {"filename": filename, "output": output}
@@ -127,50 +130,58 @@ class GatewayClient:
         headers = {"Content-Type": content_type, "Content-Length": str(size)}
         resp = self._request("POST", "/upload", params=params, headers=headers,
                              content=counted(), timeout=httpx.Timeout(None, connect=10.0))
-        body: dict[str, Any] = resp.json()
-        return body
+        return _parse(JobLinks, resp)
 
     def tus(self, chunk: int = UPLOAD_CHUNK) -> TusClient:
         """A tus client on this connection (same base URL and API key)."""
         return TusClient(self._http, chunk=chunk)
 
     def create_job(self, upload_id: str, model: str | None = None, output: str = "rgba",
-                   callback_url: str | None = None) -> dict[str, Any]:
+                   callback_url: str | None = None) -> JobLinks:
         """Turn a finished tus upload into a job; answers the 202 body like `/upload`."""
         payload: dict[str, Any] = {"upload_id": upload_id, "output": output}
         if model:
             payload["model"] = model
         if callback_url:
             payload["callback_url"] = callback_url
-        body: dict[str, Any] = self._request("POST", "/jobs", json=payload).json()
-        return body
+        return _parse(JobLinks, self._request("POST", "/jobs", json=payload))
 
-    def jobs(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        body: dict[str, Any] = self._request(
-            "GET", "/jobs", params={"limit": limit, "offset": offset}).json()
-        return body
+    def jobs(self, limit: int = 50, offset: int = 0) -> JobList:
+        resp = self._request("GET", "/jobs", params={"limit": limit, "offset": offset})
+        return _parse(JobList, resp)
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str) -> JobSummary:
         """`DELETE /jobs/{id}`: stop the job and remove its files; answers its last status."""
-        body: dict[str, Any] = self._request("DELETE", f"/jobs/{job_id}").json()
-        return body
+        return _parse(JobSummary, self._request("DELETE", f"/jobs/{job_id}"))
 
-    def status(self, job_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self._request("GET", f"/status/{job_id}").json()
-        return body
+    def status(self, job_id: str) -> JobStatus:
+        return _parse(JobStatus, self._request("GET", f"/status/{job_id}"))
 
-    def wait(self, job_id: str, progress_cb: Callable[[dict[str, Any]], None] | None = None,
-             poll_s: float = 0.5, timeout: float | None = None) -> dict[str, Any]:
+    def tasks(self, job_id: str, state: str | None = None, limit: int = 100,
+              offset: int = 0) -> TaskPage:
+        """One page of a job's tasks, optionally only those in `state`."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if state is not None:
+            params["state"] = state
+        resp = self._request("GET", f"/jobs/{job_id}/tasks", params=params)
+        return _parse(TaskPage, resp)
+
+    def models(self) -> ModelList:
+        """The engines a job may name in `model=`, and the default."""
+        return _parse(ModelList, self._request("GET", "/models"))
+
+    def wait(self, job_id: str, progress_cb: Callable[[JobStatus], None] | None = None,
+             poll_s: float = 0.5, timeout: float | None = None) -> JobStatus:
         """Poll /status until the job is in a final state; answers the last status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             st = self.status(job_id)
             if progress_cb:
                 progress_cb(st)
-            if st.get("state") in FINAL_JOB_STATES:
+            if st.state in FINAL_JOB_STATES:
                 return st
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {st.get('state')} after {timeout}s")
+                raise TimeoutError(f"job {job_id} still {st.state} after {timeout}s")
             time.sleep(poll_s)
 
     def download(self, job_id: str, dest: Path | str, progress_cb: ProgressCb | None = None,

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from mattepipe.client.errors import TusError, TusUnsupported, error_detail
 from shared.timing import UPLOAD_RETRIES, UPLOAD_RETRY_BASE_S, UPLOAD_RETRY_MAX_S
 
 __all__ = ["TUS_HEADERS", "UPLOAD_CHUNK", "SourceChanged", "TusClient", "TusError",
@@ -26,19 +27,6 @@ UPLOAD_CHUNK = 8 * 1024 * 1024
 TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
 _RETRY_STATUS = frozenset({409, 460, 423})
 _GONE = frozenset({403, 404, 410})
-
-
-class TusError(RuntimeError):
-    """The server refused the upload (status 0: it could not be reached)."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"HTTP {status}: {detail}" if status else detail)
-        self.status = status
-        self.detail = detail
-
-
-class TusUnsupported(TusError):
-    """The server has no tus endpoint (404/405 on creation)."""
 
 
 class SourceChanged(RuntimeError):
@@ -55,16 +43,6 @@ class UploadStopped(Exception):
 
 def encode_metadata(meta: dict[str, str]) -> str:
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in meta.items())
-
-
-def _detail(resp: httpx.Response) -> str:
-    try:
-        body: Any = resp.json()
-    except ValueError:
-        return resp.text.strip()[:500] or resp.reason_phrase
-    if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])
-    return str(body)[:500]
 
 
 Opener = Callable[[int], Iterator[bytes]]
@@ -98,7 +76,7 @@ class TusClient:
             raise TusUnsupported(resp.status_code, "the server has no tus endpoint at "
                                  f"{self.endpoint}")
         if resp.status_code != 201 or "Location" not in resp.headers:
-            raise TusError(resp.status_code, _detail(resp))
+            raise TusError(resp.status_code, error_detail(resp))
         return str(self._http.base_url.join(resp.headers["Location"]))
 
     def offset(self, url: str) -> int | None:
@@ -107,7 +85,7 @@ class TusClient:
         if resp.status_code in _GONE:
             return None
         if resp.is_error or "Upload-Offset" not in resp.headers:
-            raise TusError(resp.status_code, _detail(resp) if resp.content else
+            raise TusError(resp.status_code, error_detail(resp) if resp.content else
                            f"HEAD {url} answered without Upload-Offset")
         return int(resp.headers["Upload-Offset"])
 
@@ -155,7 +133,7 @@ class TusClient:
                     progress(offset)
                 continue
             if resp is not None:
-                reason = _detail(resp)
+                reason = error_detail(resp)
                 if status in _GONE:
                     raise TusError(status, f"the server no longer knows this upload: {reason}")
                 if status not in _RETRY_STATUS and status < 500:

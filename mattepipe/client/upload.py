@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from mattepipe.client.gateway import GatewayClient, GatewayError
 from mattepipe.client.packing import Source
 from mattepipe.client.resume import ResumeState, StateStore, state_key
 from mattepipe.client.tus import UPLOAD_CHUNK, TusUnsupported, rechunk
+from shared.responses import JobLinks
 
-__all__ = ["PLAIN_BLOCK", "JobOptions", "UploadEvents", "UploadOutcome", "job_links",
-           "upload_source"]
+__all__ = ["PLAIN_BLOCK", "JobOptions", "UploadEvents", "UploadOutcome", "upload_source"]
 
 PLAIN_BLOCK = 1024 * 1024
 
@@ -44,7 +43,7 @@ class UploadEvents:
 
 @dataclass
 class UploadOutcome:
-    job: dict[str, Any]
+    job: JobLinks
     key: str
     total: int
     resumed_from: int = 0
@@ -55,11 +54,6 @@ class UploadOutcome:
     existing_job: bool = False
     """The job had been created by an earlier start; nothing was sent."""
     notes: list[str] = field(default_factory=list)
-
-
-def job_links(job_id: str) -> dict[str, Any]:
-    return {"job_id": job_id, "status_url": f"/status/{job_id}",
-            "download_url": f"/download/{job_id}"}
 
 
 def upload_source(client: GatewayClient, source: Source, options: JobOptions,
@@ -89,7 +83,7 @@ def upload_source(client: GatewayClient, source: Source, options: JobOptions,
             state = None
         else:
             note(f"job {job_id} was created by an earlier start; following it")
-            return UploadOutcome(job=job_links(job_id), key=key, total=source.size,
+            return UploadOutcome(job=JobLinks.of(job_id), key=key, total=source.size,
                                  resumed_from=source.size, existing_job=True)
     tus = client.tus(chunk)
     url, offset = None, 0
@@ -108,7 +102,7 @@ def upload_source(client: GatewayClient, source: Source, options: JobOptions,
             note("this server has no resumable uploads; sending one plain upload")
             outcome = _plain(client, source, options, ev, key)
             store.save(ResumeState(key=key, path=str(source.path), server=client.base_url,
-                                   size=source.size, job_id=str(outcome.job["job_id"])))
+                                   size=source.size, job_id=outcome.job.job_id))
             return outcome
         state = ResumeState(key=key, path=str(source.path), server=client.base_url,
                             size=source.size, tus_url=url)
@@ -119,7 +113,7 @@ def upload_source(client: GatewayClient, source: Source, options: JobOptions,
     sent = tus.upload(url, source.read_from, offset, source.size, ev.progress, stop_after)
     job = client.create_job(url.rstrip("/").rsplit("/", 1)[-1], options.model, options.output,
                             options.callback_url)
-    state.job_id = str(job["job_id"])
+    state.job_id = job.job_id
     store.save(state)
     return UploadOutcome(job=job, key=key, total=source.size, resumed_from=offset, sent=sent)
 

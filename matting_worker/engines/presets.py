@@ -10,11 +10,12 @@ may start from another preset with `{"preset": "modnet", ...}`.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.catalogue import PRESET_PATTERNS, preset_name
 
 __all__ = ["PRESETS", "Preset", "PresetError", "match_preset", "resolve_preset"]
 
@@ -122,28 +123,14 @@ PRESETS: dict[str, Preset] = {
     )
 }
 
-# First match wins; patterns see the lower-cased file stem.
-_PATTERNS: list[tuple[str, str]] = [
-    (r"^u2net(?!_cloth)", "u2net"),  # u2net, u2netp, u2net_human_seg; not cloth_seg
-    (r"^silueta", "silueta"),
-    (r"^(isnet|dis)([-_]|$)", "isnet"),
-    (r"^birefnet.*[-_]hr([-_]|$)", "birefnet-hr"),
-    (r"^birefnet", "birefnet"),
-    (r"^(bria[-_])?rmbg[-_]?1[._]4", "rmbg-1.4"),
-    (r"^bria[-_]rmbg|^rmbg", "bria-rmbg"),
-    (r"modnet", "modnet"),
-    (r"^rvm([-_]|$)|robust[-_]?video[-_]?matting", "rvm"),
-    (r"selfie[-_]?segmentation", "selfie"),
-]
+_unknown = {name for _, name in PRESET_PATTERNS} - set(PRESETS)
+assert not _unknown, f"shared.catalogue names presets that do not exist: {_unknown}"
 
 
 def match_preset(stem: str) -> Preset:
-    """The preset a file name implies; `generic` when nothing matches."""
-    lowered = stem.lower()
-    for pattern, name in _PATTERNS:
-        if re.search(pattern, lowered):
-            return PRESETS[name]
-    return PRESETS["generic"]
+    """The preset a file name implies (`shared.catalogue.preset_name`); `generic` when
+    nothing matches."""
+    return PRESETS[preset_name(stem)]
 
 
 def _describe(exc: ValidationError) -> str:

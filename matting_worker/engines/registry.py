@@ -1,21 +1,20 @@
 """Engines by name: the built-ins, and users' model files found in MODELS_DIR.
 
-A model's name is its file stem, so `u2netp.onnx` is `model=u2netp`; rembg's model folder
-works as MODELS_DIR as it is. Listing reads names only (the gateway validates `model=` with
-it on every upload); loading happens in the worker that runs the model.
+Names and listing are `shared.catalogue`'s (pure data, so the gateway validates `model=`
+without importing any engine); this module builds the engine a name stands for. Loading
+happens in the worker that runs the model.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from matting_worker.engines.base import Engine
 from matting_worker.engines.classical import ClassicalEngine
 from matting_worker.engines.identity import IdentityEngine
-from matting_worker.engines.presets import match_preset, resolve_preset
+from matting_worker.engines.presets import resolve_preset
+from shared.catalogue import BUILTIN_NAMES, MODEL_SUFFIXES, ModelInfo, list_models
 
 __all__ = [
     "BUILTIN_ENGINES",
@@ -26,8 +25,6 @@ __all__ = [
     "find_model",
     "list_models",
 ]
-
-log = logging.getLogger(__name__)
 
 
 def _portrait() -> Engine:
@@ -41,14 +38,7 @@ BUILTIN_ENGINES: dict[str, Callable[[], Engine]] = {
     "portrait": _portrait,
     "identity": IdentityEngine,
 }
-
-MODEL_SUFFIXES: dict[str, str] = {
-    ".onnx": "onnx",
-    ".pt": "torchscript",
-    ".torchscript": "torchscript",
-    ".tflite": "tflite",
-}
-"""File suffix → runtime; on a name clash the first suffix here wins."""
+assert tuple(BUILTIN_ENGINES) == BUILTIN_NAMES, "shared.catalogue lists the same built-ins"
 
 
 class UnknownModel(KeyError):
@@ -60,41 +50,6 @@ class UnknownModel(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    kind: str
-    """'builtin', 'onnx', 'torchscript' or 'tflite'."""
-    path: str = ""
-    preset: str = ""
-    """The preset its file name implies (a JSON override may change it at load)."""
-    size: int = 0
-    """File size in bytes; 0 for built-ins."""
-
-
-def list_models(models_dir: Path | None) -> list[ModelInfo]:
-    """Cheap: names only, nothing loaded (the gateway calls this to validate `model=`)."""
-    found = [ModelInfo(name, "builtin") for name in BUILTIN_ENGINES]
-    if models_dir is None or not models_dir.is_dir():
-        return found
-    taken = set(BUILTIN_ENGINES)
-    order = list(MODEL_SUFFIXES)
-    files = [
-        p for p in models_dir.iterdir()
-        if p.suffix.lower() in MODEL_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    ]
-    files.sort(key=lambda p: (p.stem, order.index(p.suffix.lower())))
-    for path in files:
-        if path.stem in taken:
-            log.warning("model file %s ignored: the name %r is taken", path, path.stem)
-            continue
-        taken.add(path.stem)
-        kind = MODEL_SUFFIXES[path.suffix.lower()]
-        found.append(ModelInfo(path.stem, kind, str(path), match_preset(path.stem).name,
-                               path.stat().st_size))
-    return found
 
 
 def find_model(name: str, models_dir: Path | None) -> ModelInfo:

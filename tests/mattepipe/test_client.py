@@ -55,7 +55,7 @@ def test_upload_streams_the_file_with_its_type_and_options(tmp_path: Path) -> No
     with client(fake, "k3y") as c:
         answer = c.upload_file(archive, model="portrait", output="both",
                                progress_cb=lambda done, total: seen.append((done, total)))
-    assert answer["job_id"] == "j1"
+    assert answer.job_id == "j1"
     req = fake.requests[0]
     assert req.method == "POST" and req.headers["content-type"] == "application/zip"
     assert req.headers["content-length"] == str(len(payload))
@@ -70,8 +70,8 @@ def test_upload_streams_the_file_with_its_type_and_options(tmp_path: Path) -> No
 def test_wait_polls_until_a_final_state() -> None:
     fake, seen = FakeGateway(["ingesting", "running", "running", "completed_with_errors"]), []
     with client(fake) as c:
-        final = c.wait("j1", progress_cb=lambda st: seen.append(st["state"]), poll_s=0.0)
-    assert final["state"] == "completed_with_errors"
+        final = c.wait("j1", progress_cb=lambda st: seen.append(st.state), poll_s=0.0)
+    assert final.state == "completed_with_errors"
     assert seen == ["ingesting", "running", "running", "completed_with_errors"]
 
 
@@ -122,3 +122,23 @@ def test_an_unreachable_gateway_is_a_clear_error() -> None:
     ("f.bin", "application/octet-stream")])
 def test_content_types(name: str, ctype: str) -> None:
     assert content_type_for(Path(name)) == ctype
+
+
+def test_answers_are_models_that_keep_what_the_server_sent() -> None:
+    body = {"job_id": "j1", "state": "running", "progress": 50.0, "new_field": [1, 2]}
+
+    def answer(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/status/j1":
+            return httpx.Response(200, json=body)
+        if req.url.path == "/models":
+            return httpx.Response(200, json={"default": "classical", "models": [
+                {"name": "classical", "kind": "builtin", "path": "", "preset": "", "size": 0}]})
+        return httpx.Response(200, json=["not", "a", "job"])
+
+    with GatewayClient("http://gw.test", transport=httpx.MockTransport(answer)) as c:
+        st = c.status("j1")
+        assert (st.state, st.progress, st.eta_s) == ("running", 50.0, None)
+        assert st.model_dump(mode="json", exclude_unset=True) == body
+        assert [m.name for m in c.models().models] == ["classical"]
+        with pytest.raises(GatewayError, match="not a JobList"):
+            c.jobs()

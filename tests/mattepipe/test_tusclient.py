@@ -97,11 +97,11 @@ def test_an_interrupted_folder_upload_resumes_where_it_stopped(tmp_path: Path) -
             assert {n: zf.read(n) for n in zf.namelist()} == files
         assert job["model"] == "classical" and job["output"] == "both"
         saved = store.load(again.key)
-        assert saved is not None and saved.job_id == again.job["job_id"]
+        assert saved is not None and saved.job_id == again.job.job_id
 
         # a third start finds the job and sends nothing
         third = upload_source(gc, open_source(tmp_path / "photos"), opts, store)
-        assert third.existing_job and third.job["job_id"] == again.job["job_id"]
+        assert third.existing_job and third.job.job_id == again.job.job_id
         assert len(st.uploads) == 1
 
 
