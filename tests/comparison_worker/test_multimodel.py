@@ -14,6 +14,7 @@ from shared.schemas import StageRequest
 from shared.settings import Settings
 from shared.storage import PathOutsideDataDir, Storage
 from shared.worker.server import BadInput
+from tests.support.images import stage_inputs
 
 H, W = 40, 60
 
@@ -21,12 +22,7 @@ H, W = 40, 60
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory: pytest.TempPathFactory) -> Storage:
     d = tmp_path_factory.mktemp("data")
-    (d / "input/j").mkdir(parents=True)
-    (d / "matting_output/j").mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(d / "input/j/p.png")
-    gt = np.zeros((H, W), np.uint8)
-    gt[10:30, 15:45] = 255
+    gt = stage_inputs(d, 1, H, W)
     Image.fromarray(gt, "L").save(d / "input/j/gt.png")
     Image.fromarray(np.dstack([np.full((H, W, 3), 90, np.uint8), gt]), "RGBA").save(
         d / "matting_output/j/p.png")  # the perfect model

@@ -14,18 +14,15 @@ from PIL import Image
 
 from comparison_worker.app import create_app
 from shared.settings import Settings
-from tests.support.servers import ThreadServer, wait_until
+from tests.support.images import stage_inputs
+from tests.support.servers import ThreadServer
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("data")
-    (d / "input/j").mkdir(parents=True)
-    (d / "matting_output/j").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(d / "input/j/p.png")
-    alpha = np.zeros((40, 60), np.uint8)
-    alpha[10:30, 15:45] = 255
+    alpha = stage_inputs(d, 0)
     rgba = np.dstack([np.full((40, 60, 3), 200, np.uint8), alpha])
     Image.fromarray(rgba, "RGBA").save(d / "matting_output/j/p.png")
     Image.fromarray(alpha, "L").save(d / "input/j/gt_same.png")
@@ -41,7 +38,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def worker(data_dir: Path) -> Iterator[ThreadServer]:
     settings = Settings(data_dir=data_dir, comparison_api_url="", worker_threads=1)
     with ThreadServer(create_app(settings, "cmp-test", 0)) as srv:
-        wait_until(lambda: httpx.get(srv.url + "/health").status_code == 200, what="ready")
+        wait_for(lambda: httpx.get(srv.url + "/health").status_code == 200, what="ready")
         yield srv
 
 

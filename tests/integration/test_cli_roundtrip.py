@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from mattepipe.cli.main import app
 from mattepipe.client.resume import StateStore
-from tests.integration.conftest import Stack, photo_bytes
+from tests.support.images import photo_bytes
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 

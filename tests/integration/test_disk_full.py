@@ -16,15 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import (
-    Stack,
-    db_check,
-    make_zip,
-    noise_set,
-    png_set,
-    running_stack,
-    until,
-)
+from tests.support.images import make_zip, noise_set, png_set
+from tests.support.stack import Stack, db_check, running_stack
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -131,10 +125,10 @@ def test_disk_fills_mid_job_then_frees(dstack: Stack) -> None:
             with dstack.client() as c:
                 return bool(c.get(f"/status/{job_id}").json()["state"] == "running")
 
-        until(running, 120, "the job running", interval=0.02)
+        wait_for(running, 120, "the job running", interval=0.02)
         fills.enter_context(disk_filled(dstack.data_dir, leave=64 << 10))
         # the running tasks fail (507, retryable) on the full volume ...
-        until(lambda: worker_failures(dstack) > failed_before, 120, "a write refused")
+        wait_for(lambda: worker_failures(dstack) > failed_before, 120, "a write refused")
         assert db_check(dstack.data_dir).integrity == "ok"
         with dstack.client() as c:
             st = c.get(f"/status/{job_id}").json()

@@ -19,15 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import (
-    Stack,
-    db_check,
-    make_zip,
-    noise_set,
-    png_set,
-    running_stack,
-    until,
-)
+from tests.support.images import make_zip, noise_set, png_set
+from tests.support.stack import Stack, db_check, running_stack
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -143,14 +137,14 @@ def test_worker_killed_mid_job(fstack: Stack, kind: str) -> None:
     program = f"{kind}-worker-1"
     job_id = start_job(fstack, members)
 
-    until(lambda: (get_json(url + "/info") or {}).get("in_flight", 0) > 0, 120,
-          f"{program} busy with the job", interval=0.02)
+    wait_for(lambda: (get_json(url + "/info") or {}).get("in_flight", 0) > 0, 120,
+             f"{program} busy with the job", interval=0.02)
     killed_at = time.time()
     old_pid = fstack.kill(program)
 
     # the balancer stops sending to it: it is marked unhealthy, from a failed call or probe
-    until(lambda: pool_entry(fstack, kind, url).get("healthy") is False, 60,
-          f"{program} marked unhealthy")
+    wait_for(lambda: pool_entry(fstack, kind, url).get("healthy") is False, 60,
+             f"{program} marked unhealthy")
     # its in-flight tasks went to the other worker: nothing failed, nothing was retried
     assert_each_once(fstack, job_id, members)
     recovered_s = time.time() - killed_at
@@ -158,9 +152,9 @@ def test_worker_killed_mid_job(fstack: Stack, kind: str) -> None:
 
     # Supervisor restarted it and it rejoined by heartbeat
     fstack.wait_restarted(program, old_pid, url + "/health")
-    entry = until(lambda: (e := pool_entry(fstack, kind, url)).get("healthy")
-                  and (e.get("last_heartbeat") or 0) > killed_at and e, 60,
-                  f"{program} back by heartbeat")
+    entry = wait_for(lambda: (e := pool_entry(fstack, kind, url)).get("healthy")
+                     and (e.get("last_heartbeat") or 0) > killed_at and e, 60,
+                     f"{program} back by heartbeat")
     assert entry["healthy"] is True
 
     # and it takes work again
@@ -213,7 +207,7 @@ def test_gateway_killed_mid_job_and_mid_upload(fstack: Stack) -> None:
             return ids[0] if ids and (fstack.data_dir / "input" / ids[0]).is_dir() \
                 and body.sent > 4 << 20 else None
 
-        cut_id = until(cut_upload, 60, "the slow upload under way")
+        cut_id = wait_for(cut_upload, 60, "the slow upload under way")
 
         def mid_job() -> bool:
             st = status(fstack, job_id)
@@ -221,7 +215,7 @@ def test_gateway_killed_mid_job_and_mid_upload(fstack: Stack) -> None:
             busy = counts.get("dispatched_matting", 0) + counts.get("dispatched_comparison", 0)
             return bool(busy and counts.get("pending", 0) and progressed(counts))
 
-        until(mid_job, 120, "job half done with tasks in flight", interval=0.02)
+        wait_for(mid_job, 120, "job half done with tasks in flight", interval=0.02)
         killed_at = time.time()
         old_pid = fstack.kill("gateway")
         uploader.join(60)
@@ -256,7 +250,7 @@ def test_balancer_killed_mid_job(fstack: Stack, kind: str) -> None:
         counts = status(fstack, job_id).get("counts", {})
         return bool(counts.get(f"dispatched_{kind}", 0) and progressed(counts))
 
-    until(mid_job, 120, f"job half done with {kind} calls in flight", interval=0.02)
+    wait_for(mid_job, 120, f"job half done with {kind} calls in flight", interval=0.02)
     killed_at = time.time()
     old_pid = fstack.kill(program)
     fstack.wait_restarted(program, old_pid, api_url(fstack, kind) + "/health")

@@ -28,7 +28,8 @@ import httpx
 import pytest
 
 from mattepipe.stack.supervisor import health_urls, wait_healthy
-from tests.integration.conftest import Stack, make_zip, photo_bytes, running_stack, studio_shot
+from tests.support.images import make_zip, photo_bytes, studio_shot
+from tests.support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.integration.conftest import Stack, make_zip, running_stack
+from tests.support.images import make_zip
+from tests.support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.integration
 

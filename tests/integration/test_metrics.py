@@ -6,7 +6,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Stack, make_zip, photo_bytes
+from tests.support.images import make_zip, photo_bytes
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 

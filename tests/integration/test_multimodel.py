@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from comparison_worker.engine import compare
-from tests.integration.conftest import Stack, make_zip, studio_shot
+from tests.support.images import make_zip, studio_shot
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ import zipfile
 import pytest
 from PIL import Image
 
-from tests.integration.conftest import Stack, make_zip, photo_bytes, studio_shot
+from tests.support.images import make_zip, photo_bytes, studio_shot
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.integration.conftest import Stack, make_zip, photo_bytes
 from tests.matting_worker.tiny_models import RedChannel, export_onnx, save_script
+from tests.support.images import make_zip, photo_bytes
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Stack, photo_bytes
 from tests.support.browser import browser, page, screenshot  # noqa: F401  (fixtures)
+from tests.support.images import photo_bytes
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 

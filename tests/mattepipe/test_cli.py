@@ -8,30 +8,22 @@ import io
 import json
 import os
 import socket
-import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from typer.testing import CliRunner
 
 from mattepipe.cli.main import app
 from mattepipe.demo import SAMPLE_FOLDERS, build_demo_archive, sample_images, summarize_zip
+from tests.support.servers import ThreadServer
 from tests.support.standin import StandIn, serve
 
 runner = CliRunner()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_help_lists_the_commands() -> None:
@@ -128,16 +120,8 @@ def stand_in_gateway(final_state: str) -> FastAPI:
 
 @pytest.fixture
 def gateway(request: pytest.FixtureRequest) -> Iterator[int]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(stand_in_gateway(request.param), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    with ThreadServer(stand_in_gateway(request.param)) as server:
+        yield server.port
 
 
 @pytest.mark.parametrize("gateway", ["completed"], indirect=True)

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,14 +32,10 @@ from mattepipe.stack.supervisor import (
     write_config,
 )
 from shared.settings import Settings
+from tests.support.servers import free_port
+from tests.support.waiting import wait_for
 
 NASTY = "50% off, a=b; 'single' x#y \\back\\slash"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def options(conf: Path) -> ServerOptions:
@@ -63,13 +58,6 @@ def alive(pid: int) -> bool:
     # a zombie still answers kill(0); its state in /proc says it is gone
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
-
-
-def wait_for(cond: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.1)
 
 
 def test_config_lists_every_service_with_its_environment(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ from PIL import Image
 from comparison_api.app import make_config as comparison_config
 from matting_api.app import make_config
 from shared.settings import Settings
-from tests.support.servers import ProcessServer, wait_until
+from tests.support.servers import ProcessServer
+from tests.support.waiting import wait_for
 
 
 def test_configs_differ_only_where_they_should() -> None:
@@ -42,7 +43,7 @@ def test_entry_points_end_to_end(tmp_path: Path) -> None:
         bad = httpx.post(api.url + "/matting", json={**body, "input": "../../etc/passwd"})
         assert bad.status_code == 400 and bad.json()["retryable"] is False
         # The static worker also heartbeats: one entry, still "static".
-        wait_until(lambda: httpx.get(api.url + "/workers").json()[0]["last_heartbeat"],
+        wait_for(lambda: httpx.get(api.url + "/workers").json()[0]["last_heartbeat"],
                    what="heartbeat")
         listed = httpx.get(api.url + "/workers").json()
         assert len(listed) == 1 and listed[0]["source"] == "static"

@@ -15,15 +15,11 @@ from tests.matting_worker.tiny_models import (
     TinyNet,
     export_onnx,
     gradient_image,
+    noise_images,
 )
 
 # torch's legacy ONNX exporter (no onnxscript needed) warns that it is legacy.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def _rng_images(*sizes: tuple[int, int]) -> list[np.ndarray]:
-    rng = np.random.default_rng(1)
-    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
 
 
 def test_u2netp_preset_applies(tmp_path: Path) -> None:
@@ -69,7 +65,7 @@ def test_json_override_beside_model(tmp_path: Path) -> None:
 def test_batch_of_different_sizes(tmp_path: Path) -> None:
     export_onnx(TinyNet(), tmp_path / "tiny.onnx")
     engine = create_engine("tiny", tmp_path)
-    images = _rng_images((30, 50), (64, 20), (17, 17))
+    images = noise_images(1, (30, 50), (64, 20), (17, 17))
     together = engine.predict(images)
     assert [m.alpha.shape for m in together] == [(30, 50), (64, 20), (17, 17)]
     for im, m in zip(images, together, strict=True):
@@ -86,7 +82,7 @@ def test_fixed_batch_and_size_runs_image_by_image(tmp_path: Path) -> None:
     assert isinstance(engine, OnnxEngine)
     engine.load()
     assert engine.fixed_batch and engine.static_hw == (48, 48)
-    images = _rng_images((30, 50), (100, 20), (48, 48))
+    images = noise_images(1, (30, 50), (100, 20), (48, 48))
     mattes = engine.predict(images)
     assert [m.alpha.shape for m in mattes] == [(30, 50), (100, 20), (48, 48)]
     np.testing.assert_allclose(mattes[1].alpha, engine.predict([images[1]])[0].alpha, atol=1e-6)
@@ -118,7 +114,7 @@ def test_rvm_loads_with_zero_states(tmp_path: Path) -> None:
                                                           range(1, 5)}},
     )
     engine = create_engine("rvm_mobilenetv3_fp32", tmp_path)
-    images = _rng_images((40, 60), (40, 60))
+    images = noise_images(1, (40, 60), (40, 60))
     mattes = engine.predict(images)
     assert engine.preset.name == "rvm"
     assert [m.alpha.shape for m in mattes] == [(40, 60), (40, 60)]

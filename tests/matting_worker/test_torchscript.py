@@ -15,16 +15,12 @@ from tests.matting_worker.tiny_models import (
     TinyNet,
     TupleNet,
     export_onnx,
+    noise_images,
     save_script,
     save_trace,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def _images(*sizes: tuple[int, int]) -> list[np.ndarray]:
-    rng = np.random.default_rng(2)
-    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
 
 
 def _torch_engine(models: Path, name: str) -> TorchEngine:
@@ -37,7 +33,7 @@ def test_scripted_traced_and_onnx_agree(tmp_path: Path) -> None:
     save_script(TinyNet(), tmp_path / "scripted.pt")
     save_trace(TinyNet(), tmp_path / "traced.torchscript")
     export_onnx(TinyNet(), tmp_path / "exported.onnx")
-    images = _images((33, 47), (80, 24), (16, 16))
+    images = noise_images(2, (33, 47), (80, 24), (16, 16))
     engines = {name: create_engine(name, tmp_path) for name in ("scripted", "traced", "exported")}
     results = {name: engine.predict(images) for name, engine in engines.items()}
     for mattes in results.values():
@@ -61,7 +57,7 @@ def test_tuple_output_and_modnet_sizes(tmp_path: Path) -> None:
     assert engine.target_size(400, 300) == (672, 512)
     assert engine.target_size(1000, 2000) == (512, 1024)
     assert engine.target_size(400, 900) == (384, 896)  # spans 512: kept, rounded down
-    mattes = engine.predict(_images((30, 40), (40, 30)))
+    mattes = engine.predict(noise_images(2, (30, 40), (40, 30)))
     # the last output (the matte) was taken, not the zero maps before it
     assert all(m.alpha.shape == s for m, s in zip(mattes, [(30, 40), (40, 30)], strict=True))
     assert all(m.alpha.max() > 0.1 for m in mattes)
@@ -70,7 +66,7 @@ def test_tuple_output_and_modnet_sizes(tmp_path: Path) -> None:
 def test_rvm_torchscript_gets_no_states_and_a_ratio(tmp_path: Path) -> None:
     save_script(ScriptRVM(), tmp_path / "rvm_resnet50.torchscript")
     engine = _torch_engine(tmp_path, "rvm_resnet50")
-    small, large = engine.predict(_images((100, 200), (1024, 768)))
+    small, large = engine.predict(noise_images(2, (100, 200), (1024, 768)))
     assert small.alpha.shape == (100, 200) and large.alpha.shape == (1024, 768)
     # the authors' rule: ratio = min(1, 512 / long side)
     np.testing.assert_allclose(small.alpha, 1.0, atol=1e-3)
@@ -123,7 +119,7 @@ def test_engine_survives_oom_and_keeps_smaller_batches(
 ) -> None:
     save_script(TinyNet(), tmp_path / "tiny.pt")
     engine = _torch_engine(tmp_path, "tiny")
-    images = _images(*[(24, 24)] * 6)
+    images = noise_images(2, *[(24, 24)] * 6)
     expected = [m.alpha for m in engine.predict(images)]
     real_run = engine._run
     seen: list[int] = []

@@ -153,3 +153,9 @@ def gradient_image(h: int, w: int, lo: int = 50, hi: int = 150) -> np.ndarray:
     img[..., 1] = 100
     img[..., 2] = 30
     return img
+
+
+def noise_images(seed: int, *sizes: tuple[int, int]) -> list[np.ndarray]:
+    """RGB noise images of the given (height, width), the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,47 +16,51 @@ from typing import Any
 import httpx
 import uvicorn
 
+from tests.support.waiting import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
+    """A port free right now (a server started later may lose it: `ThreadServer` binds its own
+    socket first instead)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or check}")
-
-
 class ThreadServer:
-    """uvicorn in a background thread (no signal handlers), lifespan included."""
+    """uvicorn in a daemon thread (no signal handlers), lifespan included, on a socket bound
+    before it starts (to `port`, or to a free one)."""
 
     def __init__(self, app: Any, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port or 0))
+        self.port: int = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                access_log=False, lifespan="on")
+        config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
+                                lifespan="on")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(
+            target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])), daemon=True)
 
     def __enter__(self) -> ThreadServer:
         self.thread.start()
-        wait_until(lambda: self.server.started, 30, "server start")
+
+        def started() -> bool:
+            if not self.thread.is_alive():
+                raise AssertionError("server thread ended before it started")
+            return self.server.started
+
+        wait_for(started, 30, "server start")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
-        self.thread.join(15)
+        self.thread.join(30)
+        self.sock.close()
 
 
 class ProcessServer:
@@ -90,7 +94,7 @@ class ProcessServer:
                 raise AssertionError(f"{self.module} exited: {self.log_path.read_text()[-3000:]}")
             return check(httpx.get(self.url + health, timeout=2))
 
-        wait_until(up, timeout, f"{self.module} on {self.port}")
+        wait_for(up, timeout, f"{self.module} on {self.port}")
         return self
 
     def kill(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.app import create_app
-from tests.gateway.conftest import make_settings
+from tests.support.gateway import make_settings
 
 METHODS = {"get", "post", "put", "patch", "delete", "head", "options"}
 

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from shared.storage import Storage
-from tests.gateway.conftest import Gateway, StageServer, image_tasks, make_settings, seed, wait_for
+from tests.support.gateway import Gateway, StageServer, image_tasks, make_settings, seed
+from tests.support.waiting import wait_for
 
 Start = Callable[..., Gateway]
 FAR = time.time() + 3600  # tasks due then are never claimed during a test

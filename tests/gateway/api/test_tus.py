@@ -24,7 +24,8 @@ from gateway.db.tables import Upload
 from gateway.intake.tus_uploads import sweep_expired
 from gateway.state import GatewayState
 from shared.storage import Storage
-from tests.gateway.conftest import Gateway, StageServer, make_settings, seed, wait_for
+from tests.support.gateway import Gateway, StageServer, make_settings, seed
+from tests.support.waiting import wait_for
 
 Start = Callable[..., Gateway]
 TUS = {"Tus-Resumable": "1.0.0"}

@@ -13,7 +13,8 @@ from gateway.api.web import STATIC, WEB_DIR
 from gateway.app import create_app
 from shared.states import FINAL_JOB_STATES, FINAL_TASK_STATES
 from shared.storage import Storage
-from tests.gateway.conftest import ServerThread, make_settings, seed
+from tests.support.gateway import make_settings, seed
+from tests.support.servers import ThreadServer
 
 JOB = "job1"
 
@@ -36,7 +37,7 @@ def files(data_dir: Path) -> Storage:
 
 def client_for(data_dir: Path, **kw: object) -> Iterator[httpx.Client]:
     app = create_app(make_settings(data_dir, **kw))
-    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
+    with ThreadServer(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
         yield c
 
 

@@ -14,8 +14,9 @@ from PIL import Image
 
 from gateway.app import create_app
 from gateway.results.report import ReportItem, build_report
-from tests.gateway.conftest import FAST, ServerThread, StageServer, make_settings
 from tests.support.browser import browser, page, screenshot  # noqa: F401  (fixtures)
+from tests.support.gateway import FAST, StageServer, make_settings
+from tests.support.servers import ThreadServer
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +97,7 @@ def gateway_url(data_dir: Path, stage_server: StageServer,
                 request: pytest.FixtureRequest) -> Iterator[str]:
     key = getattr(request, "param", None)
     app = create_app(make_settings(data_dir, stage_server.url, api_key=key), **FAST)
-    with ServerThread(app) as srv:
+    with ThreadServer(app) as srv:
         yield srv.url
 
 

@@ -22,8 +22,8 @@ import pytest
 from fastapi import FastAPI, Request, Response
 
 from gateway.api import web
-from tests.gateway.conftest import ServerThread
 from tests.support.browser import browser, page  # noqa: F401  (fixtures)
+from tests.support.servers import ThreadServer
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +95,7 @@ class TusServer:
 @pytest.fixture
 def tus() -> Iterator[TusServer]:
     srv = TusServer()
-    with ServerThread(srv.app()) as t:
+    with ThreadServer(srv.app()) as t:
         srv.url = t.url
         yield srv
 

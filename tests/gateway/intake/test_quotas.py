@@ -18,7 +18,7 @@ from gateway.api.auth import key_hash
 from gateway.db.tables import Job, create_engine, init_db, session_factory
 from gateway.intake.quotas import check_quota
 from shared.settings import Settings
-from tests.gateway.conftest import Gateway, make_settings, seed
+from tests.support.gateway import Gateway, make_settings, seed
 
 Sessions = async_sessionmaker[AsyncSession]
 Start = Callable[..., Gateway]

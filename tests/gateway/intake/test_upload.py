@@ -1,17 +1,14 @@
 import hashlib
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 
 from gateway.intake.receive import receive_upload
+from tests.support.servers import ThreadServer
 
 
 def make_app(root: Path) -> FastAPI:
@@ -27,27 +24,11 @@ def make_app(root: Path) -> FastAPI:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     root = tmp_path_factory.mktemp("uploads")
-    port = _free_port()
-    config = uvicorn.Config(make_app(root), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", root
-    srv.should_exit = True
-    thread.join(10)
+    with ThreadServer(make_app(root)) as srv:
+        yield srv.url, root
 
 
 def files_in(d: Path) -> list[str]:

@@ -17,7 +17,7 @@ from gateway.db.transitions import Claimed
 from gateway.pipeline.scheduler import Scheduler
 from gateway.results.zip_stream import build_zip
 from shared.storage import Storage, model_output_rel
-from tests.gateway.conftest import Gateway, make_settings
+from tests.support.gateway import Gateway, make_settings
 
 Start = Callable[..., Gateway]
 

@@ -20,7 +20,8 @@ from gateway.db.tables import Job, Task, create_engine, init_db, session_factory
 from gateway.pipeline.scheduler import Scheduler
 from shared.settings import Settings
 from shared.storage import Storage
-from tests.gateway.conftest import FAST, ServerThread, StageServer, image_tasks, make_settings
+from tests.support.gateway import FAST, StageServer, image_tasks, make_settings
+from tests.support.servers import ThreadServer
 
 Sessions = async_sessionmaker[AsyncSession]
 RunJob = Callable[..., Awaitable[tuple[Job, list[Task]]]]
@@ -158,7 +159,7 @@ async def test_callback_is_sent_once_and_signed(run_job: RunJob, data_dir: Path,
         got.append((await request.body(), request.headers.get("x-mattepipe-signature", "")))
         return {"ok": "yes"}
 
-    with ServerThread(hook) as srv:
+    with ThreadServer(hook) as srv:
         settings = make_settings(data_dir, stage_server.url, callback_secret="s3cret")
         job, _ = await run_job(["x.jpg"], settings=settings,
                                job={"callback_url": f"{srv.url}/hook"})

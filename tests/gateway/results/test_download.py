@@ -8,7 +8,8 @@ import time
 import zipfile
 from collections.abc import Callable
 
-from tests.gateway.conftest import Gateway, StageServer, image_tasks, seed, wait_for
+from tests.support.gateway import Gateway, StageServer, image_tasks, seed
+from tests.support.waiting import wait_for
 
 Start = Callable[..., Gateway]
 PATHS = ["top.jpg", "a/b/deep.jpg", "a/other.jpg"]

@@ -18,7 +18,8 @@ from PIL import Image
 
 from shared.balancer.app import BalancerConfig, create_balancer_app
 from shared.balancer.pool import NoWorker, WorkerPool
-from tests.support.servers import ProcessServer, ThreadServer, free_port, wait_until
+from tests.support.servers import ProcessServer, ThreadServer, free_port
+from tests.support.waiting import async_wait_for, wait_for
 
 # --- the pool -------------------------------------------------------------------------------
 
@@ -48,7 +49,7 @@ async def test_full_workers_are_skipped_and_the_queue_waits() -> None:
     w1 = await pool.acquire()
     await pool.acquire()
     waiter = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0.05)
+    await async_wait_for(lambda: pool.waiting == 1, what="the waiter queued")
     assert not waiter.done() and pool.waiting == 1
     pool.release(w1)
     assert (await asyncio.wait_for(waiter, 10)).url == w1.url
@@ -59,7 +60,7 @@ async def test_queue_limit_and_wait_limit_answer_no_worker() -> None:
     pool = healthy_pool(1, capacity=1, queue_limit=1, wait_s=0.2)
     await pool.acquire()
     waiter = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0.05)
+    await async_wait_for(lambda: pool.waiting == 1, what="the waiter queued")
     with pytest.raises(NoWorker, match="queue is full"):
         await pool.acquire()
     with pytest.raises(NoWorker, match="busy"):
@@ -70,7 +71,7 @@ async def test_no_healthy_worker_fails_at_once_and_wakes_waiters() -> None:
     pool = healthy_pool(1, capacity=1)
     w = await pool.acquire()
     waiter = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0.05)
+    await async_wait_for(lambda: pool.waiting == 1, what="the waiter queued")
     pool.set_health(w, False, "gone")
     with pytest.raises(NoWorker, match="no healthy"):
         await asyncio.wait_for(waiter, 10)
@@ -157,9 +158,9 @@ def one_held_worker(**balancer_kw: Any) -> Iterator[tuple[StandIn, ThreadServer]
 def test_queue_full_then_served_when_a_slot_frees() -> None:
     with one_held_worker(queue_limit=1) as (slow, b), ThreadPoolExecutor(2) as pool:
         first = pool.submit(httpx.post, b.url + "/matting", json=stage_body(1), timeout=30)
-        wait_until(lambda: slow.calls == 1, what="first request at the worker")
+        wait_for(lambda: slow.calls == 1, what="first request at the worker")
         second = pool.submit(httpx.post, b.url + "/matting", json=stage_body(2), timeout=30)
-        wait_until(lambda: httpx.get(b.url + "/info").json()["queued"] == 1, what="queued")
+        wait_for(lambda: httpx.get(b.url + "/info").json()["queued"] == 1, what="queued")
         third = httpx.post(b.url + "/matting", json=stage_body(3))
         assert third.status_code == 503 and "Retry-After" in third.headers
         assert "queue is full" in third.json()["detail"]
@@ -171,7 +172,7 @@ def test_queue_full_then_served_when_a_slot_frees() -> None:
 def test_queue_wait_over_is_503() -> None:
     with one_held_worker(queue_wait_s=0.2) as (slow, b), ThreadPoolExecutor(1) as pool:
         first = pool.submit(httpx.post, b.url + "/matting", json=stage_body(1), timeout=30)
-        wait_until(lambda: slow.calls == 1, what="first request at the worker")
+        wait_for(lambda: slow.calls == 1, what="first request at the worker")
         r = httpx.post(b.url + "/matting", json=stage_body(2))
         assert r.status_code == 503 and "busy" in r.json()["detail"]
         slow.gate.set()
@@ -226,7 +227,7 @@ def test_heartbeat_spread_and_failover_with_real_workers(real_workers: list[Proc
     w1.start()
     # Health checks only at start: a dead worker must be found by fail-over itself.
     with balancer([f"{w0.url}/"], port=port, health_interval_s=3600.0) as b:
-        wait_until(lambda: w1.url in workers(b.url), what="heartbeat registration")
+        wait_for(lambda: w1.url in workers(b.url), what="heartbeat registration")
         assert httpx.get(b.url + "/health").json()["healthy_workers"] == 2
         seen = workers(b.url)
         assert seen[w0.url]["source"] == "static" and seen[w1.url]["source"] == "heartbeat"

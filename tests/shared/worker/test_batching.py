@@ -4,6 +4,7 @@ import threading
 import pytest
 
 from shared.worker.batching import Batcher
+from tests.support.waiting import async_wait_for
 
 
 async def test_concurrent_submissions_share_batches_within_the_limit() -> None:
@@ -40,7 +41,7 @@ async def test_items_arriving_during_a_batch_form_the_next_one() -> None:
     first = asyncio.create_task(b.submit(0))
     assert await asyncio.to_thread(started.wait, 10)  # the idle runner took it at once
     rest = [asyncio.create_task(b.submit(i)) for i in range(1, 6)]
-    await asyncio.sleep(0.05)
+    await async_wait_for(lambda: b.queued == 5, what="the rest queued")
     assert b.queued == 5 and b.running == 1
     release.set()
     done = await asyncio.gather(first, *rest)
@@ -76,7 +77,7 @@ async def test_announced_items_are_waited_for() -> None:
     b.announce()
     b.announce()
     third = asyncio.create_task(b.submit(3, announced=True))
-    await asyncio.sleep(0.05)
+    await async_wait_for(lambda: b.queued == 1, what="the third queued")
     b.withdraw()
     assert (await asyncio.wait_for(third, timeout=30)).batch_size == 1
     await b.close()

@@ -26,7 +26,8 @@ from shared.worker.server import (
     create_worker_app,
     thread_count,
 )
-from tests.support.servers import ThreadServer, wait_until
+from tests.support.servers import ThreadServer
+from tests.support.waiting import wait_for
 
 
 class EchoStage:
@@ -106,7 +107,7 @@ def test_health_is_loading_until_the_stage_has_loaded(setup: Any) -> None:
     early = call(srv, 1, "in/a", "out/a")
     assert early.status_code == 503 and early.json()["retryable"] is True
     stage.loaded.set()
-    wait_until(lambda: httpx.get(srv.url + "/health").status_code == 200, what="health ok")
+    wait_for(lambda: httpx.get(srv.url + "/health").status_code == 200, what="health ok")
     r = call(srv, 1, "in/a", "out/a")
     assert r.status_code == 200, r.text
     assert (data / "out/a").read_text() == "A"
@@ -117,7 +118,7 @@ def test_failed_load_reports_error(setup: Any) -> None:
     srv, stage, _ = setup
     stage.load_error = "weights missing"
     stage.loaded.set()
-    wait_until(lambda: httpx.get(srv.url + "/health").json()["status"] == "error", what="error")
+    wait_for(lambda: httpx.get(srv.url + "/health").json()["status"] == "error", what="error")
     r = httpx.get(srv.url + "/health")
     assert r.status_code == 503 and "weights missing" in r.json()["detail"]
 
@@ -138,7 +139,7 @@ def test_errors_map_to_status_and_retryable(
 ) -> None:
     srv, stage, _ = setup
     stage.loaded.set()
-    wait_until(lambda: httpx.get(srv.url + "/health").status_code == 200, what="health ok")
+    wait_for(lambda: httpx.get(srv.url + "/health").status_code == 200, what="health ok")
     r = call(srv, 2, inp, "out/x", **params)
     assert r.status_code == status, r.text
     assert r.json()["retryable"] is retryable and r.json()["worker_id"] == "echo-1"
@@ -147,7 +148,7 @@ def test_errors_map_to_status_and_retryable(
 def test_a_poisoned_item_fails_alone(setup: Any) -> None:
     srv, stage, data = setup
     stage.loaded.set()
-    wait_until(lambda: httpx.get(srv.url + "/health").status_code == 200, what="health ok")
+    wait_for(lambda: httpx.get(srv.url + "/health").status_code == 200, what="health ok")
     names = ["a", "b", "poison", "c"]
 
     def one(i: int) -> httpx.Response:

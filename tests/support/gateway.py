@@ -1,0 +1,156 @@
+"""Helpers for the gateway's tests: a stage server standing in for the two balancers, the
+gateway's settings for a test, rows seeded straight into its SQLite file.
+
+The stage server answers `/matting` and `/compare` per the StageRequest/StageResult contract
+and writes real PNG/JPEG files under DATA_DIR, with a per-test script of failures
+(`StageServer.plan`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from PIL import Image
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.orm import Session
+
+from gateway.db.tables import Base, Job, Task
+from shared.schemas import StageError, StageRequest, StageResult, Timings
+from shared.settings import Settings
+from shared.storage import Storage
+
+
+@dataclass
+class StageServer:
+    data_dir: Path
+    url: str = ""
+    plan: dict[str, list[str]] = field(default_factory=lambda: {"matting": [], "compare": []})
+    """Per route, the outcomes of the next calls, in order ('ok' once the list is empty):
+    'ok', 'retryable' (500 StageError), 'fatal' (422 not retryable), 'busy' (503),
+    'garbage' (500 plain text), 'nofile' (success without writing), 'slow:<s>'."""
+    by_input: dict[str, list[str]] = field(default_factory=dict)
+    """Outcomes for requests whose input file name is the key (before `plan`)."""
+    calls: list[tuple[str, int]] = field(default_factory=list)
+    active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
+    max_active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+        storage = Storage(self.data_dir)
+
+        async def handle(route: str, req: StageRequest) -> Any:
+            self.calls.append((route, req.task_id))
+            queue = self.by_input.get(Path(req.input).name) or self.plan[route]
+            step = queue.pop(0) if queue else "ok"
+            self.active[route] += 1
+            self.max_active[route] = max(self.max_active[route], self.active[route])
+            try:
+                return await answer(route, req, step)
+            finally:
+                self.active[route] -= 1
+
+        async def answer(route: str, req: StageRequest, step: str) -> Any:
+            if step.startswith("slow:"):
+                await asyncio.sleep(float(step[5:]))
+                step = "ok"
+            if step == "retryable":
+                err = StageError(detail="worker crashed", retryable=True, worker_id="w1")
+                return JSONResponse(err.model_dump(), status_code=500)
+            if step == "fatal":
+                err = StageError(detail="not an image", retryable=False, worker_id="w1")
+                return JSONResponse(err.model_dump(), status_code=422)
+            if step == "busy":
+                return JSONResponse({"detail": "saturated"}, 503, headers={"Retry-After": "0"})
+            if step == "garbage":
+                return JSONResponse("boom", status_code=500)
+            t0 = time.time()
+            extra: dict[str, Any] = {}
+            if step != "nofile":
+                out = storage.resolve(req.output)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                if route == "matting":
+                    Image.new("RGBA", (4, 3), (10, 20, 30, 128)).save(out, "PNG")
+                    if req.params.get("output") == "both":
+                        Image.new("L", (4, 3), 128).save(out.with_suffix(".alpha.png"), "PNG")
+                else:
+                    assert storage.resolve(req.params["matte"]).is_file()
+                    buf = io.BytesIO()
+                    Image.new("RGB", (8, 3), (200, 10, 10)).save(buf, "JPEG")
+                    out.write_bytes(buf.getvalue())
+                    extra["metrics"] = {"sad": 0.5, "mse": 0.01} if req.params.get("gt") else None
+            timings = Timings(queued=t0, started=t0, finished=time.time() + 0.001, batch_size=2)
+            worker = "mw-1" if route == "matting" else "cw-1"
+            return StageResult(output=req.output, worker_id=worker, timings=timings, extra=extra)
+
+        @app.post("/matting")
+        async def matting(req: StageRequest) -> Any:
+            return await handle("matting", req)
+
+        @app.post("/compare")
+        async def compare(req: StageRequest) -> Any:
+            return await handle("compare", req)
+
+        return app
+
+
+def make_settings(data_dir: Path, stage_url: str = "http://127.0.0.1:9", **kw: Any) -> Settings:
+    base: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": "",
+        "matting_api_url": stage_url,
+        "comparison_api_url": stage_url,
+        "api_key": None,
+        "callback_secret": None,
+        "max_retries": 3,
+        "matting_concurrency": 4,
+        "comparison_concurrency": 2,
+        "models_dir": data_dir / "models",
+    }
+    base.update(kw)
+    return Settings(_env_file=None, **base)  # type: ignore[call-arg]
+
+
+FAST = {"backoff_base": 0.05, "backoff_max": 0.2, "idle_s": 0.05, "maintenance_s": 0.05,
+        "callback_backoff": 0.05}
+"""Scheduler options that make retries and polling quick enough for tests."""
+
+
+def seed(settings: Settings, jobs: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> None:
+    """Write job and task rows straight into the SQLite file (creating the tables)."""
+    url = settings.sqlite_url.replace("+aiosqlite", "")
+    engine = create_sync_engine(url)
+    Base.metadata.create_all(engine)
+    with Session(engine) as s, s.begin():
+        for j in jobs:
+            s.add(Job(**j))
+        s.flush()
+        for t in tasks:
+            s.add(Task(**t))
+    engine.dispose()
+
+
+def image_tasks(storage: Storage, job_id: str, paths: list[str], **kw: Any) -> list[dict[str, Any]]:
+    """Task rows with real input files under the job's chunks folder."""
+    rows = []
+    for p in paths:
+        f = storage.job_chunks(job_id) / p
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 3), (1, 2, 3)).save(f, "JPEG")
+        rows.append({"job_id": job_id, "path": p, "input": storage.relative(f), **kw})
+    return rows
+
+
+@dataclass
+class Gateway:
+    url: str
+    settings: Settings
+    storage: Storage
+    client: httpx.Client

@@ -1,0 +1,151 @@
+"""The real stack for the integration suite: every service its own process under Supervisor,
+on its own free ports and its own DATA_DIR (`running_stack`), and what a test asks of it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mattepipe.stack.supervisor import health_urls, start_stack, stop_stack, wait_healthy
+from shared.settings import Settings
+from shared.states import ACTIVE_TASK_STATES, FINAL_JOB_STATES
+from tests.support.servers import free_port
+from tests.support.waiting import wait_for
+
+
+@dataclass
+class Stack:
+    url: str
+    data_dir: Path
+    conf: Path
+    settings: Settings
+    proc: subprocess.Popen[bytes]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+    def ctl(self, *args: str) -> str:
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "supervisorctl"), "-c", str(self.conf), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return out.stdout
+
+    def wait_final(self, job_id: str, timeout: float = 240.0) -> dict[str, object]:
+        """Poll /status until the job ends (riding out a gateway that is restarting)."""
+        deadline = time.time() + timeout
+        st: object = None
+        with self.client() as c:
+            while time.time() < deadline:
+                try:
+                    st = c.get(f"/status/{job_id}").json()
+                except httpx.TransportError as exc:
+                    st = repr(exc)
+                else:
+                    assert isinstance(st, dict)
+                    if st["state"] in FINAL_JOB_STATES:
+                        return dict(st)
+                time.sleep(0.5)
+        raise AssertionError(f"job {job_id} not finished in {timeout}s: {st}")
+
+    def pid(self, program: str) -> int:
+        """The live pid of a supervised program (0 while it is not running)."""
+        out = self.ctl("pid", program).strip()
+        return int(out) if out.isdigit() else 0
+
+    def kill(self, program: str) -> int:
+        """SIGKILL one program, as a crash would; returns the pid that was killed."""
+        pid = self.pid(program)
+        assert pid, f"{program} is not running: {self.ctl('status', program)}"
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def wait_restarted(self, program: str, old_pid: int, url: str, timeout: float = 120.0) -> int:
+        """Supervisor brought `program` back under a new pid and `url` (its /health) is 200."""
+        pid = wait_for(lambda: (p := self.pid(program)) not in (0, old_pid) and p, timeout,
+                    f"{program} restarted")
+        wait_healthy([url], timeout=timeout)
+        return int(pid)
+
+
+def stack_settings(data: Path, **overrides: Any) -> Settings:
+    """Settings for a stack on free ports with its data in `data`."""
+    ports = {name: free_port() for name in ("gateway", "matting_api", "comparison_api")}
+    fields: dict[str, Any] = {
+        "data_dir": data,
+        "gateway_port": ports["gateway"],
+        "matting_api_port": ports["matting_api"],
+        "comparison_api_port": ports["comparison_api"],
+        "matting_api_url": f"http://127.0.0.1:{ports['matting_api']}",
+        "comparison_api_url": f"http://127.0.0.1:{ports['comparison_api']}",
+        "matting_worker_port": free_port(),
+        "comparison_worker_port": free_port(),
+        "matting_workers": 2,
+        "comparison_workers": 1,
+        "models_dir": data / "models",
+    }
+    fields.update(overrides)
+    workers = {"matting": (fields["matting_worker_port"], fields["matting_workers"]),
+               "comparison": (fields["comparison_worker_port"], fields["comparison_workers"])}
+    for first, n in workers.values():  # the workers count up from their first port
+        for port in range(first, first + n):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    return stack_settings(data, **overrides)
+    return Settings(**fields)
+
+
+@contextmanager
+def running_stack(data: Path, conf: Path | None = None, **overrides: Any) -> Iterator[Stack]:
+    """The whole stack under Supervisor until the block ends (`overrides`: Settings fields)."""
+    settings = stack_settings(data, **overrides)
+    conf = conf or data / "supervisord.conf"
+    proc = start_stack(settings, conf=conf, quiet=True)
+    try:
+        wait_healthy(health_urls(settings), timeout=240)
+        url = f"http://127.0.0.1:{settings.gateway_port}"
+        yield Stack(url=url, data_dir=data, conf=conf, settings=settings, proc=proc)
+    finally:
+        stop_stack(proc)
+
+
+@dataclass
+class DbCheck:
+    integrity: str
+    stuck: list[tuple[int, str, float]]
+    """(task id, state, lease_expires_at) of dispatched tasks whose lease has run out."""
+
+
+def db_check(data_dir: Path, now: float | None = None) -> DbCheck:
+    """Open the task database read-only: `PRAGMA integrity_check` and the tasks still in a
+    dispatched state past their lease (none may be, once the gateway had a moment)."""
+    path = data_dir / "mattepipe.db"
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        integrity = "; ".join(r[0] for r in con.execute("PRAGMA integrity_check"))
+        states = sorted(s.value for s in ACTIVE_TASK_STATES)
+        marks = ",".join("?" * len(states))
+        stuck = con.execute(
+            f"SELECT id, state, lease_expires_at FROM tasks WHERE state IN ({marks}) "
+            "AND (lease_expires_at IS NULL OR lease_expires_at < ?)",
+            (*states, time.time() if now is None else now),
+        ).fetchall()
+    finally:
+        con.close()
+    return DbCheck(integrity, [(int(i), str(s), float(t or 0)) for i, s, t in stuck])
