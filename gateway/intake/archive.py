@@ -31,6 +31,7 @@ from gateway.intake.archive_names import (
     looks_like_archive,
 )
 from gateway.intake.ground_truth import GtIndex, gt_key, is_gt_path, match_gt
+from shared.errors import IntakeError
 from shared.imaging import probe_image
 from shared.settings import Settings
 from shared.storage import atomic_write
@@ -59,7 +60,7 @@ _READ_ERRORS = (
 )  # fmt: skip
 
 
-class ArchiveRejected(Exception):
+class ArchiveRejected(IntakeError):
     """The whole upload is refused; `reason` is what the user is told."""
 
     def __init__(self, reason: str) -> None:

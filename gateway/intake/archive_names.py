@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from shared.errors import IntakeError
+
 __all__ = [
     "ARCHIVE_SUFFIXES",
     "COMPRESSED_MAGIC",
@@ -68,7 +70,7 @@ def fix_encoding(name: str) -> str:
         return name.encode("utf-8", "replace").decode("utf-8")
 
 
-class BadName(ValueError):
+class BadName(IntakeError, ValueError):
     """A member name that cannot be made safe; the message is the reason."""
 
 

@@ -24,7 +24,7 @@ def validate_job_options(
     normalised (model, output, callback_url), or a 400 that says what is wrong.
 
     `model` may name several engines, comma-separated (model against model): each must be
-    known, none twice; the first keeps DESIGN.md's output names, the others get
+    known, none twice; the first keeps docs/DESIGN.md's output names ("Public API"), the others get
     `<x>.<model>.png` (`shared.storage.model_output_rel`)."""
     names = [m.strip() for m in (model or settings.default_model).split(",")]
     known = [m.name for m in list_models(settings.models_dir)]

@@ -23,6 +23,8 @@ from typing import BinaryIO
 from fastapi import HTTPException
 from starlette.requests import ClientDisconnect
 
+from shared.errors import Busy
+
 __all__ = [
     "CHECKSUM_ALGORITHMS",
     "EXTENSIONS",
@@ -98,7 +100,7 @@ def file_size(path: Path) -> int | None:
         return None
 
 
-class UploadBusy(Exception):
+class UploadBusy(Busy):
     """Another request holds the upload for longer than we were willing to wait."""
 
 

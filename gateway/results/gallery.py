@@ -42,8 +42,9 @@ def _stem(path: str) -> str:
 
 
 def _ref(actual: str | None, conventional: str) -> str | int:
-    """1 when the zip name is the one DESIGN.md derives from the path (the gallery derives it
-    again), 0 when there is none, else the name itself: saves two long strings per item."""
+    """1 when the zip name is the one docs/DESIGN.md ("Public API") derives from the path (the
+    gallery derives it again), 0 when there is none, else the name itself: saves two long
+    strings per item."""
     if actual is None:
         return 0
     return 1 if actual == conventional else actual

@@ -16,6 +16,7 @@ from matting_worker.engines.base import Engine
 from matting_worker.engines.classical import ClassicalEngine
 from matting_worker.engines.identity import IdentityEngine
 from matting_worker.engines.presets import match_preset, resolve_preset
+from shared.errors import ConfigError
 
 __all__ = [
     "BUILTIN_ENGINES",
@@ -51,7 +52,7 @@ MODEL_SUFFIXES: dict[str, str] = {
 """File suffix → runtime; on a name clash the first suffix here wins."""
 
 
-class UnknownModel(KeyError):
+class UnknownModel(ConfigError, KeyError):
     """No built-in engine and no model file in MODELS_DIR has this name."""
 
     def __init__(self, message: str, available: list[str]) -> None:
