@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
 from gateway.api import include_routes
+from gateway.api.errors import add_error_handlers
 from gateway.state import GatewayState
 from shared.settings import Settings, get_settings
 
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, **scheduler_opts: Any) -> FastA
         lifespan=lifespan,
     )
     include_routes(app)
+    add_error_handlers(app)  # gateway.errors → {"detail": ...} with their status and headers
 
     @app.exception_handler(OperationalError)
     async def database_error(request: Request, exc: OperationalError) -> JSONResponse:

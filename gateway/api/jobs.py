@@ -14,6 +14,7 @@ from gateway.api.deps import GW, ReadDB, SettingsDep, job_or_404
 from gateway.db import repo
 from gateway.db.tables import Task
 from gateway.results.summary import job_summary
+from gateway.state import DETAIL_CACHE_MAX_JOBS
 from matting_worker.engines.registry import list_models
 from shared.states import FINAL_JOB_STATES, JobState, TaskState
 from shared.timing import STATUS_DETAIL_TTL_S
@@ -42,7 +43,7 @@ async def job_status(job_id: str, db: ReadDB, gw: GW) -> dict[str, Any]:
     else:
         stages = await repo.stage_stats(db, job_id)
         gw.detail_cache[job_id] = (now + STATUS_DETAIL_TTL_S, job.state, stages)
-        if len(gw.detail_cache) > 4096:
+        if len(gw.detail_cache) > DETAIL_CACHE_MAX_JOBS:
             gw.detail_cache.clear()
     out["stages"] = stages
     return out
@@ -124,17 +125,17 @@ async def cancel_job(job_id: str, gw: GW) -> dict[str, Any]:
     """Cancel a job: nothing more of it is dispatched, late answers are ignored, and its
     files (upload, cut-outs, sheets) are removed. A job that already finished is removed
     the same way; its row stays, in state `cancelled`, so its id keeps answering."""
-    async with gw.read_sessions() as s:
+    async with gw.db.read() as s:
         await job_or_404(s, job_id)
     await gw.cancel_ingest(job_id)
     now = time.time()
-    async with gw.scheduler.write() as s:
+    async with gw.db.write() as s:
         await repo.set_job(
             s, job_id, state=JobState.CANCELLED.value, finished_at=now, updated_at=now
         )
     await asyncio.to_thread(gw.storage.remove_job, job_id)
     gw.detail_cache.pop(job_id, None)
-    async with gw.read_sessions() as s:
+    async with gw.db.read() as s:
         job = await job_or_404(s, job_id)
         counts = await repo.job_counts(s, job_id)
     return job_summary(job, counts, time.time())

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy import text
 
 from gateway.api.deps import GW, ReadDB
 from gateway.db import repo
@@ -21,7 +20,7 @@ router = APIRouter(tags=["system"])
 @open_router.get("/health")
 async def health(db: ReadDB, gw: GW) -> dict[str, Any]:
     """Ready when the database answers; says whether the scheduler loops are alive."""
-    await db.execute(text("SELECT 1"))
+    await repo.ping(db)
     loops = gw.scheduler.running
     return {"status": "ok" if loops else "degraded", "service": "gateway", "scheduler": loops}
 

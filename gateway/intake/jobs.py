@@ -3,10 +3,10 @@ upload): the option checks, the job row, and the links the client follows."""
 
 from __future__ import annotations
 
-from fastapi import HTTPException
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import repo
+from gateway.errors import BadRequest
 from gateway.pipeline.callbacks import valid_callback_url
 from matting_worker.engines.registry import list_models
 from shared.settings import Settings
@@ -30,24 +30,18 @@ def validate_job_options(
     known = [m.name for m in list_models(settings.models_dir)]
     for name in names:
         if name not in known:
-            raise HTTPException(
-                400, detail=f"unknown model {name!r}; available: {', '.join(known)}"
-            )
+            raise BadRequest(f"unknown model {name!r}; available: {', '.join(known)}")
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
-        raise HTTPException(400, detail=f"model names {', '.join(twice)} more than once")
+        raise BadRequest(f"model names {', '.join(twice)} more than once")
     if output not in OUTPUTS:
-        raise HTTPException(
-            400, detail=f"unknown output {output!r}; use one of: {', '.join(OUTPUTS)}"
-        )
+        raise BadRequest(f"unknown output {output!r}; use one of: {', '.join(OUTPUTS)}")
     if output == "both" and "alpha" in names[1:]:
         # `<x>.alpha.png` is the first model's alpha file; a further model's cut-out
         # (`<x>.<model>.png`, see shared.storage.model_output_rel) would overwrite it.
-        raise HTTPException(
-            400, detail="with output=both a model called 'alpha' must come first in model="
-        )
+        raise BadRequest("with output=both a model called 'alpha' must come first in model=")
     if callback_url is not None and not valid_callback_url(callback_url):
-        raise HTTPException(400, detail="callback_url must be an http:// or https:// URL")
+        raise BadRequest("callback_url must be an http:// or https:// URL")
     return ",".join(names), output, callback_url or None
 
 
