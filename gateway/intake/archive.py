@@ -73,11 +73,11 @@ class ArchiveCorrupt(ArchiveRejected):
     """The archive breaks off mid-way; every member yielded before this is sound."""
 
 
-class _MemberError(Exception):
+class _MemberError(IntakeError):
     """One member refused; the archive goes on."""
 
 
-class _SourceError(Exception):
+class _SourceError(IntakeError):
     """Reading the archive failed (not writing our copy): corruption, not a full disk."""
 
 

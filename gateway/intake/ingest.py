@@ -35,6 +35,7 @@ from gateway.intake.archive import (
     Member,
     iter_members,
 )
+from shared.errors import MattepipeError
 from shared.settings import Settings
 from shared.states import JobState, TaskState
 from shared.storage import PathOutsideDataDir, Storage
@@ -78,7 +79,7 @@ class _Progress:
     """Archive path of each good matte → its DATA_DIR-relative path."""
 
 
-class _Stop(Exception):
+class _Stop(MattepipeError):
     """The job was cancelled or deleted while we worked."""
 
 

@@ -30,6 +30,7 @@ from gateway.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from shared.errors import MattepipeError
 
 __all__ = ["Received", "check_free_space", "receive_upload", "upload_extension"]
 
@@ -86,7 +87,7 @@ def _base_name(name: str) -> str:
     return PurePosixPath(name.replace("\\", "/")).name.strip()
 
 
-class _InsufficientStorage(Exception):
+class _InsufficientStorage(MattepipeError):
     pass
 
 
