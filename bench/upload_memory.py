@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI, Request
 
+from gateway.api.errors import request_body
 from gateway.intake.receive import receive_upload
 
 __all__ = ["make_app", "run"]
@@ -44,7 +45,8 @@ def make_app(dest: Path) -> FastAPI:
 
     @app.post("/upload")
     async def upload(request: Request) -> dict[str, int]:
-        got = await receive_upload(request, dest, max_size=1 << 50, min_free=256 * MIB)
+        got = await receive_upload(request_body(request), request.headers, dest,
+                                   max_size=1 << 50, min_free=256 * MIB)
         size = got.size
         got.path.unlink()
         return {"size": size}

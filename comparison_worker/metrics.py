@@ -2,7 +2,8 @@
 
 The definitions follow the alphamatting.com / Deep Image Matting evaluation code (the MATLAB
 `compute_gradient_loss` / `compute_connectivity_error` that GCA-Matting, MatteFormer and others
-port), with two deliberate differences fixed by DESIGN.md:
+port), with two deliberate differences fixed by docs/DESIGN.md
+("Ground truth in an upload"):
 
 * the error is summed over the whole image, not only the trimap's unknown region (an upload
   carries no trimap, and background leaks are errors we want to see);

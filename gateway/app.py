@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from fastapi import FastAPI
 
 from gateway.api import include_routes
+from gateway.api.errors import add_error_handlers
 from gateway.state import GatewayState
 from shared.settings import Settings, get_settings
 
@@ -44,15 +43,7 @@ def create_app(settings: Settings | None = None, **scheduler_opts: Any) -> FastA
         lifespan=lifespan,
     )
     include_routes(app)
-
-    @app.exception_handler(OperationalError)
-    async def database_error(request: Request, exc: OperationalError) -> JSONResponse:
-        """SQLite out of space is the disk's state, not a bug: 507 with what to do."""
-        if "full" not in str(exc.orig).lower():
-            raise exc
-        log.error("database write failed: %s", exc.orig)
-        return JSONResponse({"detail": "not enough disk space for the task database; free "
-                                       "space in DATA_DIR and retry"}, status_code=507)
+    add_error_handlers(app)  # gateway.errors and a full database → {"detail": ...} answers
 
     return app
 

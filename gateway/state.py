@@ -1,4 +1,4 @@
-"""Everything one gateway process holds: settings, storage, DB engines, scheduler, and the
+"""Everything one gateway process holds: settings, storage, the database, scheduler, and the
 background ingests (kept by reference so they are neither garbage-collected nor orphaned)."""
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
 from gateway.db import repo, transitions
-from gateway.db.tables import create_engine, init_db, session_factory
+from gateway.db.database import Database
 from gateway.intake import tus_uploads
 from gateway.intake.ingest import ingest_job
 from gateway.intake.tus_store import UploadLocks
@@ -23,21 +21,22 @@ from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import Storage
 
-__all__ = ["GatewayState"]
+__all__ = ["DETAIL_CACHE_MAX_JOBS", "GatewayState"]
 
 log = logging.getLogger("gateway")
+
+DETAIL_CACHE_MAX_JOBS = 4096
+"""`detail_cache` is dropped whole past this many jobs: a bound on memory without an LRU, and
+only the jobs being polled come back."""
 
 
 @dataclass
 class GatewayState:
     settings: Settings
     storage: Storage
-    engine: AsyncEngine
-    read_engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-    """Write sessions: every transaction is BEGIN IMMEDIATE."""
-    read_sessions: async_sessionmaker[AsyncSession]
-    """Read-only sessions for the API's queries (deferred BEGIN, never blocks the writer)."""
+    db: Database
+    """The task database: `db.write()` is the process's one write path, `db.read()` its
+    snapshot reads (they never wait for a writer)."""
     metrics: GatewayMetrics
     scheduler: Scheduler
     ingests: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -51,16 +50,10 @@ class GatewayState:
     async def open(cls, settings: Settings, **scheduler_opts: Any) -> GatewayState:
         storage = Storage(settings.data_dir)
         storage.ensure_layout()
-        engine = create_engine(settings.sqlite_url)
-        await init_db(engine)
-        read_engine = create_engine(settings.sqlite_url, read_only=True)
-        sessions = session_factory(engine)
+        db = await Database.open(settings)
         metrics = GatewayMetrics()
-        read_sessions = session_factory(read_engine)
-        scheduler = Scheduler(settings, sessions, storage, metrics, read_sessions=read_sessions,
-                              **scheduler_opts)
-        return cls(settings, storage, engine, read_engine, sessions, read_sessions, metrics,
-                   scheduler)
+        scheduler = Scheduler(settings, db, storage, metrics, **scheduler_opts)
+        return cls(settings, storage, db, metrics, scheduler)
 
     async def start(self) -> None:
         await self.recover()
@@ -76,14 +69,13 @@ class GatewayState:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.engine.dispose()
-        await self.read_engine.dispose()
+        await self.db.close()
 
     async def recover(self) -> None:
         """Make a restart safe: uploads cut by the crash are dropped, interrupted ingests are
         redone from the stored upload (`ingest_job` wipes the dead attempt's rows and files),
         in-flight stage requests go back to their queues."""
-        async with self.scheduler.write() as s:
+        async with self.db.write() as s:
             cut = await repo.jobs_in_state(s, JobState.UPLOADING)
             for job_id in cut:
                 await repo.delete_job(s, job_id)
@@ -106,10 +98,10 @@ class GatewayState:
 
     async def _ingest(self, job_id: str) -> None:
         try:
-            await ingest_job(job_id, self.sessions, self.storage, self.settings)
+            await ingest_job(job_id, self.db, self.storage, self.settings)
         except Exception as exc:
             log.exception("ingest of job %s failed", job_id)
-            async with self.scheduler.write() as s:
+            async with self.db.write() as s:
                 await repo.set_job(
                     s, job_id,
                     only_if=[JobState.UPLOADING.value, JobState.INGESTING.value,

@@ -3,9 +3,10 @@
 Model against model: a request may name several engines (`params.models`, the job's models in
 the user's order). The image is decoded once and every engine mattes the whole batch in turn;
 the batch key is the model list, so all items of a batch share it and each engine still sees a
-full batch. The first model writes `req.output` (DESIGN.md's name), every further one
-`<x>.<model>.png` (see `shared.storage.model_output_rel`). One request per image rather than
-one per (image, model) keeps the gateway's one-task-one-answer bookkeeping and decodes once.
+full batch. The first model writes `req.output` (docs/DESIGN.md's name, "Public API"), every
+further one `<x>.<model>.png` (see `shared.storage.model_output_rel`). One request per image
+rather than one per (image, model) keeps the gateway's one-task-one-answer bookkeeping and
+decodes once.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from shared.errors import InputRejected
+
 __all__ = [
     "ALLOWED_FORMATS",
     "ImageRejected",
@@ -27,7 +29,7 @@ ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF"})
 Image.MAX_IMAGE_PIXELS = None
 
 
-class ImageRejected(ValueError):
+class ImageRejected(InputRejected, ValueError):
     """The file is not an image we take; the message is the reason shown to the user."""
 
 

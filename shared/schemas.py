@@ -1,4 +1,4 @@
-"""The wire contracts between gateway, balancers and workers (DESIGN.md, Internal API)."""
+"""The wire contracts between gateway, balancers and workers (docs/DESIGN.md, "Internal API")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """One settings class for all five services, read once per process.
 
-The variable names are those of DESIGN.md (and of the original compose file), so the same
-`.env` drives the local stack and the containers.
+The variable names are those of docs/DESIGN.md ("Configuration") and of the original compose
+file, so the same `.env` drives the local stack and the containers.
 """
 
 from __future__ import annotations

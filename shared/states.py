@@ -1,4 +1,5 @@
-"""Task and job states: the vocabulary of DESIGN.md, for the gateway, the report and the CLI."""
+"""Task and job states: the vocabulary of docs/DESIGN.md ("One image's way through"), for the
+gateway, the report and the CLI."""
 
 from __future__ import annotations
 

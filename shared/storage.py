@@ -1,4 +1,5 @@
-"""The DATA_DIR layout of DESIGN.md, and the two rules every service keeps on it.
+"""The DATA_DIR layout of docs/DESIGN.md ("One image's way through"), and the two rules every
+service keeps on it.
 
 Rule one: every path that crosses a service boundary is relative to DATA_DIR and is resolved
 through `resolve()`, which refuses absolute paths, `..` and anything that would land outside.
@@ -14,6 +15,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+
+from shared.errors import InputRejected
 
 __all__ = [
     "FINAL_RESULTS",
@@ -39,8 +42,9 @@ UPLOADS = "uploads"
 def model_output_rel(first_rel: str, model: str, index: int, alpha: bool = False) -> str:
     """The cut-out name of the `index`-th model of a job, from the first model's `<x>.png`.
 
-    Model against model (several models in one job): the first model keeps DESIGN.md's names
-    (`<x>.png`, `<x>.alpha.png`) so a single-model job is unchanged; every further model puts
+    Model against model (several models in one job): the first model keeps the names of
+    docs/DESIGN.md, "Public API" (`<x>.png`, `<x>.alpha.png`) so a single-model job is
+    unchanged; every further model puts
     its name before the extension (`<x>.<model>.png`, `<x>.<model>.alpha.png`), so one image's
     cut-outs sit side by side in the tree. The gateway (request, zip) and the matting worker
     (where it writes) both derive names here.
@@ -52,7 +56,7 @@ def model_output_rel(first_rel: str, model: str, index: int, alpha: bool = False
     return f"{base}{tag}{'.alpha' if alpha else ''}.png"
 
 
-class PathOutsideDataDir(ValueError):
+class PathOutsideDataDir(InputRejected, ValueError):
     """A path that is absolute, climbs with `..`, or resolves outside DATA_DIR."""
 
 
@@ -86,7 +90,7 @@ class Storage:
     def relative(self, path: Path) -> str:
         return path.resolve().relative_to(self.root).as_posix()
 
-    # --- the per-job folders of DESIGN.md -------------------------------------------------
+    # --- the per-job folders (docs/DESIGN.md, "One image's way through") ----------------------
     def job_input(self, job_id: str) -> Path:
         return self.root / INPUT / job_id
 

@@ -19,7 +19,9 @@ __all__ = [
     "MAINTENANCE_INTERVAL_S",
     "QUOTA_RETRY_AFTER_S",
     "SCHEDULER_IDLE_S",
+    "SQLITE_BUSY_TIMEOUT_MS",
     "STAGE_CONNECT_TIMEOUT_S",
+    "STAGE_PAUSE_BASE_S",
     "STAGE_PAUSE_MAX_S",
     "STAGE_REQUEST_TIMEOUT_S",
     "STATE_MAX_AGE_S",
@@ -58,6 +60,13 @@ CALLBACK_ATTEMPTS = 5
 """Webhook tries per job end (backoff BACKOFF_BASE_S, doubling) before giving up."""
 MAINTENANCE_INTERVAL_S = 1.0
 """How often the scheduler requeues due retries, reclaims expired leases and closes jobs."""
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""SQLite's busy handler waits this long (ms) for a lock before failing: the gateway's own
+writes queue on its asyncio write lock, so this only covers an outside reader (a backup,
+`sqlite3` by hand) holding the file."""
+STAGE_PAUSE_BASE_S = 0.25
+"""First pause of a stage whose API is unreachable or saturated; doubles per round of probing
+up to STAGE_PAUSE_MAX_S (short: a balancer restart is usually over in well under a second)."""
 STAGE_PAUSE_MAX_S = 10.0
 """Longest pause of a stage whose API is unreachable or saturated (503) before trying again."""
 STATUS_DETAIL_TTL_S = 2.0

@@ -1,4 +1,7 @@
-"""FastAPI dependency aliases for route signatures: `db: DB`, `gw: GW`, `settings: SettingsDep`."""
+"""FastAPI dependency aliases for route signatures: `db: ReadDB`, `gw: GW`, `settings: SettingsDep`.
+
+There is no write-session dependency: a route writes through `gw.db.write()`, the one write
+lock of the process (`gateway.db.database`)."""
 
 from __future__ import annotations
 
@@ -16,13 +19,11 @@ from shared.settings import Settings
 from shared.storage import Storage
 
 __all__ = [
-    "DB",
     "GW",
     "ApiKey",
     "ReadDB",
     "SettingsDep",
     "StorageDep",
-    "get_db",
     "get_read_db",
     "get_state",
     "job_or_404",
@@ -45,19 +46,12 @@ def get_storage(gw: GW) -> Storage:
     return gw.storage
 
 
-async def get_db(gw: GW) -> AsyncIterator[AsyncSession]:
-    """A write session; the route opens its transaction (`async with db.begin():`)."""
-    async with gw.sessions() as session:
-        yield session
-
-
 async def get_read_db(gw: GW) -> AsyncIterator[AsyncSession]:
     """A read-only session: snapshot reads beside the scheduler's writes."""
-    async with gw.read_sessions() as session:
+    async with gw.db.read() as session:
         yield session
 
 
-DB = Annotated[AsyncSession, Depends(get_db)]
 ReadDB = Annotated[AsyncSession, Depends(get_read_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StorageDep = Annotated[Storage, Depends(get_storage)]

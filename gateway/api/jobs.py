@@ -14,6 +14,7 @@ from gateway.api.docs import errors
 from gateway.db import repo
 from gateway.db.tables import Task
 from gateway.results.summary import summarize
+from gateway.state import DETAIL_CACHE_MAX_JOBS
 from shared.catalogue import list_models
 from shared.responses import (
     JobList,
@@ -53,7 +54,7 @@ async def job_status(job_id: str, db: ReadDB, gw: GW) -> JobStatus:
     else:
         stages = await repo.stage_stats(db, job_id)
         gw.detail_cache[job_id] = (now + STATUS_DETAIL_TTL_S, job.state, stages)
-        if len(gw.detail_cache) > 4096:
+        if len(gw.detail_cache) > DETAIL_CACHE_MAX_JOBS:
             gw.detail_cache.clear()
     return JobStatus(**summary.model_dump(), stages=JobStages.model_validate(stages))
 
@@ -134,17 +135,17 @@ async def cancel_job(job_id: str, gw: GW) -> JobSummary:
     """Cancel a job: nothing more of it is dispatched, late answers are ignored, and its
     files (upload, cut-outs, sheets) are removed. A job that already finished is removed
     the same way; its row stays, in state `cancelled`, so its id keeps answering."""
-    async with gw.read_sessions() as s:
+    async with gw.db.read() as s:
         await job_or_404(s, job_id)
     await gw.cancel_ingest(job_id)
     now = time.time()
-    async with gw.scheduler.write() as s:
+    async with gw.db.write() as s:
         await repo.set_job(
             s, job_id, state=JobState.CANCELLED.value, finished_at=now, updated_at=now
         )
     await asyncio.to_thread(gw.storage.remove_job, job_id)
     gw.detail_cache.pop(job_id, None)
-    async with gw.read_sessions() as s:
+    async with gw.db.read() as s:
         job = await job_or_404(s, job_id)
         counts = await repo.job_counts(s, job_id)
     return summarize(job, counts, time.time())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy import text
 
 from gateway.api.deps import GW, ReadDB
 from gateway.db import repo
@@ -20,7 +19,7 @@ router = APIRouter(tags=["system"])
 @open_router.get("/health", response_model=Health)
 async def health(db: ReadDB, gw: GW) -> Health:
     """Ready when the database answers; says whether the scheduler loops are alive."""
-    await db.execute(text("SELECT 1"))
+    await repo.ping(db)
     loops = gw.scheduler.running
     return Health(status="ok" if loops else "degraded", service="gateway", scheduler=loops)
 

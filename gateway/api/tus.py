@@ -9,12 +9,13 @@ import time
 import uuid
 
 from fastapi import APIRouter, Request, Response
-from starlette.requests import ClientDisconnect
 
 from gateway.api.auth import key_hash
 from gateway.api.deps import GW, ApiKey
 from gateway.api.docs import errors, headers
-from gateway.db.tables import Upload
+from gateway.api.errors import request_body
+from gateway.db import repo
+from gateway.errors import ClientGone
 from gateway.intake.jobs import validate_job_options
 from gateway.intake.receive import upload_extension
 from gateway.intake.tus_store import (
@@ -112,11 +113,11 @@ async def tus_create(request: Request, gw: GW, api_key: ApiKey) -> Response:
     await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
     await asyncio.to_thread(path.touch)
     now = time.time()
-    async with gw.scheduler.write() as s:
-        s.add(Upload(
-            id=upload_id, length=length, filename=filename or "upload.bin", metadata_json=meta,
+    async with gw.db.write() as s:
+        await repo.add_upload(
+            s, upload_id, length=length, filename=filename or "upload.bin", metadata_json=meta,
             api_key_hash=key_hash(api_key), created_at=now, expires_at=now + TUS_EXPIRY_S,
-        ))
+        )
     return Response(status_code=201, headers={
         "Tus-Resumable": TUS_VERSION, "Location": f"/files/{upload_id}",
         "Upload-Expires": http_date(now + TUS_EXPIRY_S), "Upload-Offset": "0",
@@ -185,7 +186,7 @@ async def tus_patch(upload_id: str, request: Request, gw: GW) -> Response:
             if declared.isdigit() and size + int(declared) > length:
                 raise tus_error(413, f"the body goes past Upload-Length ({length} bytes)")
             try:
-                size = await append_body(request.stream(), path, size, length, checksum,
+                size = await append_body(request_body(request), path, size, length, checksum,
                                          gw.settings.min_free_disk)
             finally:
                 # Also after a cut: the bytes that stayed count, and the expiry moves on.
@@ -193,7 +194,7 @@ async def tus_patch(upload_id: str, request: Request, gw: GW) -> Response:
                 row = await asyncio.shield(mark_progress(gw, row, now_size or 0))
     except UploadBusy:
         raise tus_error(409, "another PATCH to this upload is in progress") from None
-    except ClientDisconnect:
+    except ClientGone:
         raise tus_error(400, "the client disconnected; HEAD tells where to resume") from None
     return Response(status_code=204, headers={
         "Tus-Resumable": TUS_VERSION, "Upload-Offset": str(size),

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request, status
 from gateway.api.auth import key_hash
 from gateway.api.deps import GW, ApiKey
 from gateway.api.docs import errors
+from gateway.api.errors import request_body
 from gateway.db import repo
 from gateway.intake.jobs import OUTPUTS, job_links, new_job, validate_job_options
 from gateway.intake.quotas import enforce_quota
@@ -49,7 +50,7 @@ async def upload(
     await asyncio.to_thread(check_free_space, gw.storage.root, gw.settings.min_free_disk,
                             int(length) if length.isdigit() else 0)
     job_id = uuid.uuid4().hex
-    async with gw.scheduler.write() as s:
+    async with gw.db.write() as s:
         # Checked in the transaction that creates the job: two racing uploads cannot share a slot.
         await enforce_quota(s, key_hash(api_key), gw.settings)
         await new_job(
@@ -58,14 +59,14 @@ async def upload(
         )
     try:
         received = await receive_upload(
-            request, gw.storage.job_input(job_id), gw.settings.max_upload_size,
-            gw.settings.min_free_disk,
+            request_body(request), request.headers, gw.storage.job_input(job_id),
+            gw.settings.max_upload_size, gw.settings.min_free_disk, filename,
         )
     except BaseException:
         # No half job: the row and whatever reached the disk go, the error propagates.
         await asyncio.shield(_drop(gw, job_id))
         raise
-    async with gw.scheduler.write() as s:
+    async with gw.db.write() as s:
         await repo.set_job(
             s, job_id, state=JobState.INGESTING.value, filename=received.filename,
             upload_path=gw.storage.relative(received.path), updated_at=time.time(),
@@ -77,6 +78,6 @@ async def upload(
 
 
 async def _drop(gw: GatewayState, job_id: str) -> None:
-    async with gw.scheduler.write() as s:
+    async with gw.db.write() as s:
         await repo.delete_job(s, job_id)
     await asyncio.to_thread(gw.storage.remove_job, job_id)

@@ -1,9 +1,11 @@
 """Every query and transition of the task database, in short transactions.
 
-The callers open the session and its transaction (`async with sessions.begin() as s:`); on
-SQLite each write transaction is `BEGIN IMMEDIATE`, so a claim's read-then-update is atomic
-against any other writer. Stage answers are fenced by the dispatch timestamp the claim wrote:
-an answer for an attempt that has since been re-leased matches no row and changes nothing.
+Every SQL statement of the gateway lives here or in `gateway.db.transitions`. The callers open
+the session and its transaction (`async with db.write() as s:` or `db.read()`, see
+`gateway.db.database`); on SQLite each write transaction is `BEGIN IMMEDIATE`, so a claim's
+read-then-update is atomic against any other writer. Stage answers are fenced by the dispatch
+timestamp the claim wrote: an answer for an attempt that has since been re-leased matches no
+row and changes nothing.
 """
 
 from __future__ import annotations
@@ -11,19 +13,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.db.tables import Job, Task
-from shared.states import FINAL_JOB_STATES, JobState
+from gateway.db.tables import Job, Task, Upload
+from shared.states import FINAL_JOB_STATES, JobState, TaskState
 
 __all__ = [
+    "add_upload",
     "count_jobs",
+    "count_jobs_in_states",
+    "count_jobs_since",
     "count_tasks",
     "create_job",
     "delete_job",
+    "delete_upload",
+    "existing_job_ids",
+    "expired_upload_ids",
     "get_job",
+    "get_upload",
     "global_counts",
+    "insert_tasks",
     "job_counts",
     "job_counts_many",
     "jobs_in_state",
@@ -31,10 +41,22 @@ __all__ = [
     "list_jobs",
     "list_tasks",
     "mark_callback_done",
+    "nth_created_since",
+    "pending_tasks_page",
+    "ping",
     "report_rows",
     "set_job",
+    "set_upload",
     "stage_stats",
+    "update_tasks",
+    "uploads_without_job",
 ]
+
+
+async def ping(s: AsyncSession) -> None:
+    """One round trip: the database answers (`/health`)."""
+    await s.execute(text("SELECT 1"))
+
 
 # --- jobs ----------------------------------------------------------------------------------
 async def create_job(s: AsyncSession, job_id: str, **fields: Any) -> Job:
@@ -172,3 +194,93 @@ async def jobs_needing_callback(s: AsyncSession, exclude: Iterable[str]) -> list
 
 async def mark_callback_done(s: AsyncSession, job_id: str) -> None:
     await s.execute(update(Job).where(Job.id == job_id).values(callback_done=True))
+
+
+# --- quotas: a key's jobs (`gateway.intake.quotas`) ----------------------------------------
+def _owner(key_hash: str | None) -> ColumnElement[bool]:
+    """The jobs of one API key; NULL is the one anonymous key (no API_KEY configured)."""
+    return Job.api_key_hash.is_(None) if key_hash is None else Job.api_key_hash == key_hash
+
+
+async def count_jobs_in_states(s: AsyncSession, key_hash: str | None, states: Iterable[str]) -> int:
+    q = select(func.count()).select_from(Job).where(_owner(key_hash), Job.state.in_(list(states)))
+    return int(await s.scalar(q) or 0)
+
+
+async def count_jobs_since(s: AsyncSession, key_hash: str | None, since: float) -> int:
+    """Jobs the key created after `since`, whatever became of them."""
+    q = select(func.count()).select_from(Job).where(_owner(key_hash), Job.created_at > since)
+    return int(await s.scalar(q) or 0)
+
+
+async def nth_created_since(
+    s: AsyncSession, key_hash: str | None, since: float, n: int
+) -> float | None:
+    """`created_at` of the key's n-th (0-based, oldest first) job created after `since`."""
+    q = (
+        select(Job.created_at)
+        .where(_owner(key_hash), Job.created_at > since)
+        .order_by(Job.created_at)
+        .offset(n)
+        .limit(1)
+    )
+    edge = await s.scalar(q)
+    return None if edge is None else float(edge)
+
+
+# --- tasks of an ingest (`gateway.intake.ingest`) ---------------------------------------------
+async def insert_tasks(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """One executemany for a batch of task rows."""
+    if rows:
+        await s.execute(insert(Task), rows)
+
+
+async def pending_tasks_page(
+    s: AsyncSession, job_id: str, after: int, limit: int
+) -> list[tuple[int, str]]:
+    """(id, path) of up to `limit` pending tasks of the job with ids above `after`, by id."""
+    q = (
+        select(Task.id, Task.path)
+        .where(Task.job_id == job_id, Task.id > after, Task.state == TaskState.PENDING.value)
+        .order_by(Task.id)
+        .limit(limit)
+    )
+    return [(int(r[0]), str(r[1])) for r in (await s.execute(q)).all()]
+
+
+async def update_tasks(s: AsyncSession, updates: list[dict[str, Any]]) -> None:
+    """Bulk update by primary key: each dict holds `id` and the columns to set."""
+    if updates:
+        await s.execute(update(Task), updates)
+
+
+# --- resumable uploads (`gateway.intake.tus_uploads`) -------------------------------------
+async def add_upload(s: AsyncSession, upload_id: str, **fields: Any) -> None:
+    s.add(Upload(id=upload_id, **fields))
+
+
+async def get_upload(s: AsyncSession, upload_id: str) -> Upload | None:
+    return await s.get(Upload, upload_id)
+
+
+async def set_upload(s: AsyncSession, upload_id: str, **values: Any) -> None:
+    await s.execute(update(Upload).where(Upload.id == upload_id).values(**values))
+
+
+async def delete_upload(s: AsyncSession, upload_id: str) -> None:
+    await s.execute(delete(Upload).where(Upload.id == upload_id))
+
+
+async def expired_upload_ids(s: AsyncSession, before: float) -> list[str]:
+    q = select(Upload.id).where(Upload.expires_at < before)
+    return list((await s.execute(q)).scalars())
+
+
+async def uploads_without_job(s: AsyncSession) -> list[Upload]:
+    return list((await s.execute(select(Upload).where(Upload.job_id.is_(None)))).scalars())
+
+
+async def existing_job_ids(s: AsyncSession, job_ids: Iterable[str]) -> set[str]:
+    """Those of `job_ids` that have a job row."""
+    q = select(Job.id).where(Job.id.in_(list(job_ids)))
+    return set((await s.execute(q)).scalars())

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.states import JobState, TaskState
+from shared.timing import SQLITE_BUSY_TIMEOUT_MS
 
 __all__ = ["Base", "Job", "Task", "Upload", "create_engine", "init_db", "now", "session_factory"]
 
@@ -134,7 +135,7 @@ def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA foreign_keys=ON")
             if read_only:
                 cur.execute("PRAGMA query_only=ON")

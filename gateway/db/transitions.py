@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.repo import job_counts
 from gateway.db.tables import Job, Task
+from shared.limits import ERROR_MAX_CHARS
 from shared.schemas import StageResult
 from shared.states import FINAL_TASK_STATES, JobState, TaskState
 
@@ -209,7 +210,7 @@ async def record_failure(
             state=state.value,
             retry_count=count,
             failed_stage=stage,
-            error=error[:4000],
+            error=error[:ERROR_MAX_CHARS],
             lease_expires_at=None,
             next_attempt_at=now + backoff_s(count, backoff_base, backoff_max),
         )
@@ -227,7 +228,7 @@ async def release(
         "state": queue.value, "lease_expires_at": None, "next_attempt_at": not_before,
     }
     if error:
-        values["error"] = error[:4000]
+        values["error"] = error[:ERROR_MAX_CHARS]
     res = await s.execute(
         update(T).where(*_fence(stage, c.id, c.dispatched_at)).values(**values)
     )

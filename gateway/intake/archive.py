@@ -31,7 +31,9 @@ from gateway.intake.archive_names import (
     looks_like_archive,
 )
 from gateway.intake.ground_truth import GtIndex, gt_key, is_gt_path, match_gt
+from shared.errors import IntakeError
 from shared.imaging import probe_image
+from shared.limits import NAME_MAX_BYTES, TAR_BLOCK_BYTES, USTAR_MAGIC_SLICE
 from shared.settings import Settings
 from shared.storage import atomic_write
 
@@ -59,7 +61,7 @@ _READ_ERRORS = (
 )  # fmt: skip
 
 
-class ArchiveRejected(Exception):
+class ArchiveRejected(IntakeError):
     """The whole upload is refused; `reason` is what the user is told."""
 
     def __init__(self, reason: str) -> None:
@@ -71,11 +73,11 @@ class ArchiveCorrupt(ArchiveRejected):
     """The archive breaks off mid-way; every member yielded before this is sound."""
 
 
-class _MemberError(Exception):
+class _MemberError(IntakeError):
     """One member refused; the archive goes on."""
 
 
-class _SourceError(Exception):
+class _SourceError(IntakeError):
     """Reading the archive failed (not writing our copy): corruption, not a full disk."""
 
 
@@ -109,11 +111,11 @@ def detect_kind(filename: str, head: bytes) -> Literal["zip", "tar", "image"]:
     """Magic bytes decide; the file name is only a hint for magic-less v7 tars."""
     if head.startswith(ZIP_MAGIC):
         return "zip"
-    if head.startswith(COMPRESSED_MAGIC) or head[257:262] == b"ustar":
+    if head.startswith(COMPRESSED_MAGIC) or head[USTAR_MAGIC_SLICE] == b"ustar":
         return "tar"
     if is_image_magic(head):
         return "image"
-    is_empty_tar = len(head) >= 512 and not any(head[:512])
+    is_empty_tar = len(head) >= TAR_BLOCK_BYTES and not any(head[:TAR_BLOCK_BYTES])
     if filename.lower().endswith(".tar") and (is_empty_tar or is_v7_tar(head)):
         return "tar"
     raise ArchiveRejected("not an archive or image (accepted: .zip, .tar, .tar.gz, an image)")
@@ -152,7 +154,7 @@ class _Extractor:
         try:
             path = clean_name(raw)
         except BadName as exc:
-            shown = fix_encoding(raw).replace("\x00", "\\0")[:1024]
+            shown = fix_encoding(raw).replace("\x00", "\\0")[:NAME_MAX_BYTES]
             return None, Member(shown, None, str(exc), False)
         if path is None:
             return None, None
@@ -354,7 +356,7 @@ def iter_members(
     ArchiveCorrupt when it breaks off — after yielding every member read before that point.
     """
     with upload.open("rb") as f:
-        head = f.read(512)
+        head = f.read(TAR_BLOCK_BYTES)
     if not head:
         raise ArchiveRejected("empty file")
     kind = detect_kind(filename, head)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 
+from shared.errors import IntakeError
+from shared.limits import NAME_MAX_BYTES, NAME_PART_MAX_BYTES, TAR_BLOCK_BYTES, USTAR_MAGIC_SLICE
+
 __all__ = [
     "ARCHIVE_SUFFIXES",
     "COMPRESSED_MAGIC",
@@ -39,19 +42,19 @@ def is_image_magic(head: bytes) -> bool:
 
 def is_v7_tar(head: bytes) -> bool:
     """A pre-POSIX tar has no magic; its header checksum is the only tell."""
-    if len(head) < 512 or head[0] == 0:
+    if len(head) < TAR_BLOCK_BYTES or head[0] == 0:
         return False
     try:
         stored = int(head[148:156].replace(b"\x00", b" ").strip() or b"-1", 8)
     except ValueError:
         return False
-    return stored == sum(head[:148]) + 8 * 32 + sum(head[156:512])
+    return stored == sum(head[:148]) + 8 * 32 + sum(head[156:TAR_BLOCK_BYTES])
 
 
 def looks_like_archive(head: bytes) -> bool:
     return (
         head.startswith(ZIP_MAGIC + COMPRESSED_MAGIC + _OTHER_ARCHIVE_MAGIC)
-        or head[257:262] == b"ustar"
+        or head[USTAR_MAGIC_SLICE] == b"ustar"
     )
 
 
@@ -68,7 +71,7 @@ def fix_encoding(name: str) -> str:
         return name.encode("utf-8", "replace").decode("utf-8")
 
 
-class BadName(ValueError):
+class BadName(IntakeError, ValueError):
     """A member name that cannot be made safe; the message is the reason."""
 
 
@@ -91,6 +94,7 @@ def clean_name(raw: str) -> str | None:
         return None
     if _CONTROL.search(name):
         raise BadName("control characters in name")
-    if any(len(p.encode("utf-8")) > 255 for p in parts) or len(name.encode("utf-8")) > 1024:
+    if (any(len(p.encode("utf-8")) > NAME_PART_MAX_BYTES for p in parts)
+            or len(name.encode("utf-8")) > NAME_MAX_BYTES):
         raise BadName("name too long")
     return "/".join(parts)

@@ -6,6 +6,9 @@ transaction, and the job's `total` grows as it goes so progress is visible durin
 Ground truth can sit anywhere in the archive, so mattes are paired only once the whole archive
 has been read, by paging through the job's task rows (never holding them all).
 
+Every write goes through `Database.write()`, the gateway's one write lock, a batch at a time,
+so the scheduler's transactions interleave with a long ingest instead of waiting for it.
+
 A crash mid-ingest leaves the job in `ingesting`; calling this again wipes that job's tasks
 and extracted files and starts over, so a restart never leaves duplicates.
 """
@@ -21,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import async_sessionmaker
-
-from gateway.db.tables import Job, Task, now
+from gateway.db import repo
+from gateway.db.database import Database
+from gateway.db.tables import now
 from gateway.intake.archive import (
     ArchiveCorrupt,
     ArchiveLimits,
@@ -33,6 +35,7 @@ from gateway.intake.archive import (
     Member,
     iter_members,
 )
+from shared.errors import MattepipeError
 from shared.settings import Settings
 from shared.states import JobState, TaskState
 from shared.storage import PathOutsideDataDir, Storage
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 INSERT_BATCH = 500
 """Members per worker-thread round and per insert transaction."""
 GT_PAGE = 5000
+"""Task rows read per page when pairing ground truth (never all of a job's rows at once)."""
 
 
 @dataclass
@@ -75,29 +79,28 @@ class _Progress:
     """Archive path of each good matte → its DATA_DIR-relative path."""
 
 
-class _Stop(Exception):
+class _Stop(MattepipeError):
     """The job was cancelled or deleted while we worked."""
 
 
-async def _begin(job_id: str, sf: async_sessionmaker[Any]) -> tuple[str, str] | None:
-    async with sf() as s, s.begin():
-        job = await s.get(Job, job_id)
+async def _begin(job_id: str, db: Database) -> tuple[str, str] | None:
+    async with db.write() as s:
+        job = await repo.get_job(s, job_id)
         if job is None or job.state not in (JobState.UPLOADING, JobState.INGESTING):
             return None
         # A job found in `ingesting` was interrupted: its rows are from the dead attempt.
-        await s.execute(delete(Task).where(Task.job_id == job_id))
+        await repo.delete_job(s, job_id, keep_job=True)
         job.state, job.total, job.error = JobState.INGESTING.value, 0, None
         return job.upload_path, job.filename
 
 
-async def _insert(sf: async_sessionmaker[Any], job_id: str, rows: list[dict[str, Any]]) -> int:
+async def _insert(db: Database, job_id: str, rows: list[dict[str, Any]]) -> int:
     """Insert one batch and bump job.total, unless the job was cancelled meanwhile."""
-    async with sf() as s, s.begin():
-        job = await s.get(Job, job_id)
+    async with db.write() as s:
+        job = await repo.get_job(s, job_id)
         if job is None or job.state != JobState.INGESTING:
             raise _Stop
-        if rows:
-            await s.execute(insert(Task), rows)
+        await repo.insert_tasks(s, rows)
         job.total += len(rows)
         return int(job.total)
 
@@ -117,7 +120,7 @@ def _row(job_id: str, member: Member, storage: Storage) -> dict[str, Any]:
 
 
 async def _extract(
-    job_id: str, upload: Path, filename: str, sf: async_sessionmaker[Any], storage: Storage,
+    job_id: str, upload: Path, filename: str, db: Database, storage: Storage,
     limits: ArchiveLimits,
 ) -> tuple[_Progress, ArchiveRejected | None]:  # fmt: skip
     progress = _Progress()
@@ -133,7 +136,7 @@ async def _extract(
                     continue
                 progress.images += m.stored is not None
                 rows.append(_row(job_id, m, storage))
-            progress.tasks = await _insert(sf, job_id, rows)
+            progress.tasks = await _insert(db, job_id, rows)
             if take.done:
                 return progress, take.error
     finally:
@@ -142,57 +145,48 @@ async def _extract(
                 it.close()
 
 
-async def _pages(sf: async_sessionmaker[Any], job_id: str) -> AsyncIterator[list[tuple[int, str]]]:
+async def _pages(db: Database, job_id: str) -> AsyncIterator[list[tuple[int, str]]]:
     last = 0
     while True:
-        async with sf() as s:
-            rows = (
-                await s.execute(
-                    select(Task.id, Task.path)
-                    .where(
-                        Task.job_id == job_id, Task.id > last, Task.state == TaskState.PENDING.value
-                    )
-                    .order_by(Task.id)
-                    .limit(GT_PAGE)
-                )
-            ).all()
+        async with db.read() as s:
+            rows = await repo.pending_tasks_page(s, job_id, last, GT_PAGE)
         if not rows:
             return
         last = rows[-1][0]
-        yield [(int(r[0]), str(r[1])) for r in rows]
+        yield rows
 
 
-async def _pair_gt(sf: async_sessionmaker[Any], job_id: str, gt: dict[str, str]) -> int:
+async def _pair_gt(db: Database, job_id: str, gt: dict[str, str]) -> int:
     index = GtIndex(gt)
-    async for page in _pages(sf, job_id):
+    async for page in _pages(db, job_id):
         for _, path in page:
             index.claim(path)
     paired = 0
-    async for page in _pages(sf, job_id):
+    async for page in _pages(db, job_id):
         updates = [
             {"id": tid, "gt": gt[g]} for tid, path in page if (g := index.resolve(path)) is not None
         ]
         if updates:
-            async with sf() as s, s.begin():
-                await s.execute(update(Task), updates)
+            async with db.write() as s:
+                await repo.update_tasks(s, updates)
             paired += len(updates)
     return paired
 
 
-async def _fail(sf: async_sessionmaker[Any], job_id: str, reason: str) -> None:
-    async with sf() as s, s.begin():
-        job = await s.get(Job, job_id)
+async def _fail(db: Database, job_id: str, reason: str) -> None:
+    async with db.write() as s:
+        job = await repo.get_job(s, job_id)
         if job is None or job.state != JobState.INGESTING:
             return
-        await s.execute(delete(Task).where(Task.job_id == job_id))
+        await repo.delete_job(s, job_id, keep_job=True)
         job.state, job.error, job.total, job.finished_at = JobState.FAILED.value, reason, 0, now()
 
 
 async def _finish(
-    sf: async_sessionmaker[Any], job_id: str, progress: _Progress, note: str | None
+    db: Database, job_id: str, progress: _Progress, note: str | None
 ) -> bool:
-    async with sf() as s, s.begin():
-        job = await s.get(Job, job_id)
+    async with db.write() as s:
+        job = await repo.get_job(s, job_id)
         if job is None or job.state != JobState.INGESTING:
             return False
         job.total = progress.tasks
@@ -213,10 +207,10 @@ def _remove(*paths: Path) -> None:
 
 
 async def ingest_job(
-    job_id: str, session_factory: async_sessionmaker[Any], storage: Storage, settings: Settings
+    job_id: str, db: Database, storage: Storage, settings: Settings
 ) -> None:
     """Unpack the job's upload into tasks; leaves the job `running`, `failed` or finished."""
-    start = await _begin(job_id, session_factory)
+    start = await _begin(job_id, db)
     if start is None:
         log.info("ingest: job %s is not waiting for ingest; nothing to do", job_id)
         return
@@ -226,23 +220,23 @@ async def ingest_job(
     try:
         upload = storage.resolve(upload_rel)
     except PathOutsideDataDir:
-        await _fail(session_factory, job_id, "uploaded file path is invalid")
+        await _fail(db, job_id, "uploaded file path is invalid")
         return
     if not await asyncio.to_thread(upload.is_file):
-        await _fail(session_factory, job_id, "uploaded file is missing")
+        await _fail(db, job_id, "uploaded file is missing")
         return
     limits = ArchiveLimits.from_settings(settings)
     try:
-        progress, error = await _extract(job_id, upload, filename, session_factory, storage, limits)
+        progress, error = await _extract(job_id, upload, filename, db, storage, limits)
         if error is not None and (not isinstance(error, ArchiveCorrupt) or not progress.images):
             raise error
         if progress.tasks == 0:
             raise ArchiveRejected("archive holds no images")
-        paired = await _pair_gt(session_factory, job_id, progress.gt) if progress.gt else 0
+        paired = await _pair_gt(db, job_id, progress.gt) if progress.gt else 0
         note = None
         if error is not None:
             note = f"{error.reason}; the {progress.tasks} files read before it are processed"
-        if not await _finish(session_factory, job_id, progress, note):
+        if not await _finish(db, job_id, progress, note):
             raise _Stop
     except _Stop:
         log.info("ingest: job %s was cancelled; stopping", job_id)
@@ -250,12 +244,12 @@ async def ingest_job(
         return
     except ArchiveRejected as exc:
         log.info("ingest: job %s rejected: %s", job_id, exc.reason)
-        await _fail(session_factory, job_id, exc.reason)
+        await _fail(db, job_id, exc.reason)
         await asyncio.to_thread(_remove, chunks, upload)
         return
     except Exception as exc:
         log.exception("ingest: job %s failed", job_id)
-        await _fail(session_factory, job_id, f"ingest failed: {exc}")
+        await _fail(db, job_id, f"ingest failed: {exc}")
         await asyncio.to_thread(_remove, chunks, upload)
         return
     await asyncio.to_thread(_remove, upload)

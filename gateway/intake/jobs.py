@@ -3,10 +3,10 @@ upload): the option checks, the job row, and the links the client follows."""
 
 from __future__ import annotations
 
-from fastapi import HTTPException
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import repo
+from gateway.errors import BadRequest
 from gateway.pipeline.callbacks import valid_callback_url
 from shared.catalogue import model_names
 from shared.responses import JobLinks
@@ -25,30 +25,24 @@ def validate_job_options(
     normalised (model, output, callback_url), or a 400 that says what is wrong.
 
     `model` may name several engines, comma-separated (model against model): each must be
-    known, none twice; the first keeps DESIGN.md's output names, the others get
+    known, none twice; the first keeps docs/DESIGN.md's output names ("Public API"), the others get
     `<x>.<model>.png` (`shared.storage.model_output_rel`)."""
     names = [m.strip() for m in (model or settings.default_model).split(",")]
     known = model_names(settings.models_dir)
     for name in names:
         if name not in known:
-            raise HTTPException(
-                400, detail=f"unknown model {name!r}; available: {', '.join(known)}"
-            )
+            raise BadRequest(f"unknown model {name!r}; available: {', '.join(known)}")
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
-        raise HTTPException(400, detail=f"model names {', '.join(twice)} more than once")
+        raise BadRequest(f"model names {', '.join(twice)} more than once")
     if output not in OUTPUTS:
-        raise HTTPException(
-            400, detail=f"unknown output {output!r}; use one of: {', '.join(OUTPUTS)}"
-        )
+        raise BadRequest(f"unknown output {output!r}; use one of: {', '.join(OUTPUTS)}")
     if output == "both" and "alpha" in names[1:]:
         # `<x>.alpha.png` is the first model's alpha file; a further model's cut-out
         # (`<x>.<model>.png`, see shared.storage.model_output_rel) would overwrite it.
-        raise HTTPException(
-            400, detail="with output=both a model called 'alpha' must come first in model="
-        )
+        raise BadRequest("with output=both a model called 'alpha' must come first in model=")
     if callback_url is not None and not valid_callback_url(callback_url):
-        raise HTTPException(400, detail="callback_url must be an http:// or https:// URL")
+        raise BadRequest("callback_url must be an http:// or https:// URL")
     return ",".join(names), output, callback_url or None
 
 

@@ -13,63 +13,47 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
-from fastapi import HTTPException
-from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.db.tables import Job
+from gateway.db import repo
+from gateway.errors import QuotaExceeded
 from shared.settings import Settings
 from shared.states import JobState
 from shared.timing import QUOTA_RETRY_AFTER_S
 
-__all__ = ["ACTIVE_JOB_STATES", "QuotaExceeded", "check_quota", "enforce_quota"]
+__all__ = ["ACTIVE_JOB_STATES", "DAY_S", "HOUR_S", "QuotaExceeded", "check_quota", "enforce_quota"]
 
 ACTIVE_JOB_STATES = (JobState.UPLOADING.value, JobState.INGESTING.value, JobState.RUNNING.value)
 """A job holds one of its key's concurrent slots while it is in one of these states."""
 HOUR_S = 3600.0
+"""The hourly quota's sliding window."""
 DAY_S = 86400.0
-
-
-@dataclass(frozen=True)
-class QuotaExceeded:
-    detail: str
-    retry_after: int
-    """Whole seconds until one more job would fit (at least 1)."""
-
-
-def _owner(key_hash: str | None) -> ColumnElement[bool]:
-    return Job.api_key_hash.is_(None) if key_hash is None else Job.api_key_hash == key_hash
+"""The daily quota's sliding window."""
 
 
 async def _window(
     s: AsyncSession, key_hash: str | None, limit: int, window: float, now: float
 ) -> int | None:
     """Seconds until the key has room in a sliding window, or None if it has room now."""
-    where = (_owner(key_hash), Job.created_at > now - window)
-    count = int(await s.scalar(select(func.count()).select_from(Job).where(*where)) or 0)
+    since = now - window
+    count = await repo.count_jobs_since(s, key_hash, since)
     if count < limit:
         return None
     # One more fits once the (count - limit + 1) oldest jobs of the window have aged out.
-    edge = await s.scalar(
-        select(Job.created_at).where(*where).order_by(Job.created_at).offset(count - limit).limit(1)
-    )
-    return max(1, math.ceil(float(edge if edge is not None else now) + window - now))
+    edge = await repo.nth_created_since(s, key_hash, since, count - limit)
+    return max(1, math.ceil((edge if edge is not None else now) + window - now))
 
 
 async def check_quota(
     s: AsyncSession, key_hash: str | None, settings: Settings, now: float | None = None
 ) -> QuotaExceeded | None:
-    """The first quota the key is at (concurrent, hourly, daily), or None. 0 means no limit."""
+    """The first quota the key is at (concurrent, hourly, daily) as the refusal to raise, or
+    None. 0 means no limit."""
     now = time.time() if now is None else now
     if settings.max_concurrent_jobs > 0:
-        active = await s.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(_owner(key_hash), Job.state.in_(ACTIVE_JOB_STATES))
-        )
-        if int(active or 0) >= settings.max_concurrent_jobs:
+        active = await repo.count_jobs_in_states(s, key_hash, ACTIVE_JOB_STATES)
+        if active >= settings.max_concurrent_jobs:
             return QuotaExceeded(
                 f"too many jobs running at once: {settings.max_concurrent_jobs} allowed per key; "
                 "wait for one to finish",
@@ -88,7 +72,8 @@ async def check_quota(
 
 
 async def enforce_quota(s: AsyncSession, key_hash: str | None, settings: Settings) -> None:
-    """`check_quota` as a 429 with `Retry-After`; call it in the transaction creating the job."""
+    """`check_quota`, raised (429 with `Retry-After`); call it in the transaction creating
+    the job."""
     over = await check_quota(s, key_hash, settings)
     if over is not None:
-        raise HTTPException(429, detail=over.detail, headers={"Retry-After": str(over.retry_after)})
+        raise over

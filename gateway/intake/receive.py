@@ -5,6 +5,8 @@ disk traffic and hides size and space problems until the end. Here the body is p
 arrives (multipart through python-multipart's low-level parser, or raw bytes), gathered into
 a few-MiB buffer and written by a thread while the next buffer fills, so memory stays flat and
 the event loop never waits on the disk. Size and free space are checked as bytes arrive.
+The route hands over the body and the headers (`gateway.api.errors.request_body`); refusals
+are `gateway.errors` exceptions, answered by the app's one handler.
 """
 
 from __future__ import annotations
@@ -13,19 +15,29 @@ import asyncio
 import contextlib
 import errno
 import shutil
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from fastapi import HTTPException
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect, Request
+
+from gateway.errors import (
+    BadRequest,
+    ClientGone,
+    InsufficientStorage,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from shared.errors import MattepipeError
 
 __all__ = ["Received", "check_free_space", "receive_upload", "upload_extension"]
 
 FLUSH_BYTES = 4 << 20
+"""Body bytes gathered before one write in a worker thread."""
 DISK_CHECK_BYTES = 64 << 20
+"""Bytes written between two free-space checks (a statvfs per buffer would cost more)."""
 MULTIPART_SLACK = 1 << 20
 """Room for boundaries and other form fields when comparing Content-Length with the limit."""
 
@@ -68,14 +80,14 @@ def upload_extension(filename: str) -> str:
         return suffix[1:]
     if suffix in _IMAGE_EXTS:
         return _IMAGE_EXTS[suffix]
-    raise HTTPException(400, f"unsupported file type {filename!r}: send {_ACCEPTED}")
+    raise BadRequest(f"unsupported file type {filename!r}: send {_ACCEPTED}")
 
 
 def _base_name(name: str) -> str:
     return PurePosixPath(name.replace("\\", "/")).name.strip()
 
 
-class _InsufficientStorage(Exception):
+class _InsufficientStorage(MattepipeError):
     pass
 
 
@@ -107,7 +119,7 @@ class _Sink:
     def feed(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.max_size:
-            raise HTTPException(413, f"upload larger than the limit of {self.max_size} bytes")
+            raise PayloadTooLarge(f"upload larger than the limit of {self.max_size} bytes")
         self.buf += data
 
     async def flush(self, final: bool = False) -> None:
@@ -161,8 +173,8 @@ class _Sink:
             await asyncio.to_thread(self.path.unlink, True)
 
 
-def _insufficient(min_free: int) -> HTTPException:
-    return HTTPException(507, f"not enough disk space (keeping {min_free} bytes free)")
+def _insufficient(min_free: int) -> InsufficientStorage:
+    return InsufficientStorage(f"not enough disk space (keeping {min_free} bytes free)")
 
 
 def check_free_space(where: Path, min_free: int, incoming: int = 0) -> None:
@@ -215,14 +227,14 @@ class _FormReader:
         if opts.get(b"name") != b"file":
             return
         if self.seen_file:
-            raise HTTPException(400, "only one 'file' per upload")
+            raise BadRequest("only one 'file' per upload")
         self.seen_file = self.in_file = True
         name = _base_name(opts.get(b"filename", b"").decode("utf-8", "replace"))
         if not name:
             ctype = parse_options_header(self.headers.get("content-type", ""))[0].decode()
             name = _DEFAULT_NAMES.get(ctype, "")
         if not name:
-            raise HTTPException(400, "the 'file' field has no filename")
+            raise BadRequest("the 'file' field has no filename")
         self.sink.start(name)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -234,40 +246,47 @@ class _FormReader:
             self.in_file, self.file_done = False, True
 
 
-def _raw_filename(request: Request, ctype: str) -> str:
-    given = _base_name(request.query_params.get("filename", ""))
+def _raw_filename(filename: str | None, ctype: str) -> str:
+    given = _base_name(filename or "")
     if given:
         return given
     if ctype in _DEFAULT_NAMES:
         return _DEFAULT_NAMES[ctype]
-    raise HTTPException(400, f"missing filename: pass ?filename=… with {ctype}")
+    raise BadRequest(f"missing filename: pass ?filename=… with {ctype}")
 
 
-def _content_length(request: Request) -> int | None:
+def _content_length(headers: Mapping[str, str]) -> int | None:
     try:
-        return int(request.headers["content-length"])
+        return int(headers["content-length"])
     except (KeyError, ValueError):
         return None
 
 
 async def receive_upload(
-    request: Request, dest_dir: Path, max_size: int, min_free: int
+    body: AsyncIterator[bytes],
+    headers: Mapping[str, str],
+    dest_dir: Path,
+    max_size: int,
+    min_free: int,
+    filename: str | None = None,
 ) -> Received:
-    """Stream the request body into `dest_dir/upload.<ext>`; HTTPException on bad input."""
-    ctype, opts = parse_options_header(request.headers.get("content-type", ""))
+    """Stream `body` into `dest_dir/upload.<ext>`; a `gateway.errors` refusal on bad input.
+
+    `headers` are the request's (case-insensitive, as Starlette's); `filename` names a raw-body
+    upload (`?filename=`). `body` raises `ClientGone` when the client goes away."""
+    ctype, opts = parse_options_header(headers.get("content-type", ""))
     content_type = ctype.decode("latin-1")
     multipart = content_type == "multipart/form-data"
     if not multipart and content_type not in _RAW_TYPES and not content_type.startswith("image/"):
-        raise HTTPException(
-            415,
+        raise UnsupportedMediaType(
             f"unsupported content type {content_type or '(none)'!r}: send multipart/form-data "
             f"with a 'file' field, or the raw bytes of {_ACCEPTED}",
         )
     if multipart and not opts.get(b"boundary"):
-        raise HTTPException(400, "multipart body without a boundary")
-    length = _content_length(request)
+        raise BadRequest("multipart body without a boundary")
+    length = _content_length(headers)
     if length is not None and length > max_size + (MULTIPART_SLACK if multipart else 0):
-        raise HTTPException(413, f"upload larger than the limit of {max_size} bytes")
+        raise PayloadTooLarge(f"upload larger than the limit of {max_size} bytes")
     await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
     free = (await asyncio.to_thread(shutil.disk_usage, dest_dir)).free
     if free - (length or 0) < min_free:
@@ -276,9 +295,9 @@ async def receive_upload(
     sink = _Sink(dest_dir, max_size, min_free)
     form = _FormReader(sink, opts[b"boundary"]) if multipart else None
     if form is None:
-        sink.start(_raw_filename(request, content_type))
+        sink.start(_raw_filename(filename, content_type))
     try:
-        async for chunk in request.stream():
+        async for chunk in body:
             if form is not None:
                 form.parser.write(chunk)
             elif chunk:
@@ -288,18 +307,18 @@ async def receive_upload(
         if form is not None:
             form.parser.finalize()
             if not form.seen_file:
-                raise HTTPException(400, "no 'file' field in the form")
+                raise BadRequest("no 'file' field in the form")
             if not form.file_done:
-                raise HTTPException(400, "incomplete multipart body")
+                raise BadRequest("incomplete multipart body")
         if sink.size == 0:
-            raise HTTPException(400, "empty upload")
+            raise BadRequest("empty upload")
         await sink.close()
     except MultipartParseError as exc:
         await sink.discard()
-        raise HTTPException(400, f"malformed multipart body: {exc}") from exc
-    except ClientDisconnect as exc:
+        raise BadRequest(f"malformed multipart body: {exc}") from exc
+    except ClientGone as exc:
         await sink.discard()
-        raise HTTPException(400, "upload interrupted: the client disconnected") from exc
+        raise BadRequest("upload interrupted: the client disconnected") from exc
     except BaseException:
         await sink.discard()
         raise

@@ -20,8 +20,8 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import BinaryIO
 
-from fastapi import HTTPException
-from starlette.requests import ClientDisconnect
+from gateway.errors import ClientGone, GatewayError, error_for_status
+from shared.errors import Busy
 
 __all__ = [
     "CHECKSUM_ALGORITHMS",
@@ -44,9 +44,10 @@ WRITE_BYTES = 1 << 20
 """Body bytes gathered before one write in a worker thread."""
 
 
-def tus_error(code: int, detail: str, **headers: str) -> HTTPException:
-    """A JSON error that still carries `Tus-Resumable`, as every tus answer must."""
-    return HTTPException(code, detail=detail, headers={"Tus-Resumable": TUS_VERSION, **headers})
+def tus_error(code: int, detail: str, **headers: str) -> GatewayError:
+    """A refusal (`gateway.errors`) that still carries `Tus-Resumable`, as every tus answer
+    must; `code` picks its class."""
+    return error_for_status(code, detail, {"Tus-Resumable": TUS_VERSION, **headers})
 
 
 def http_date(ts: float) -> str:
@@ -98,7 +99,7 @@ def file_size(path: Path) -> int | None:
         return None
 
 
-class UploadBusy(Exception):
+class UploadBusy(Busy):
     """Another request holds the upload for longer than we were willing to wait."""
 
 
@@ -178,7 +179,7 @@ async def append_body(
                 buf += chunk
                 if len(buf) >= WRITE_BYTES:
                     await flush()
-        except ClientDisconnect:
+        except ClientGone:
             if checksum is not None:
                 raise
             await flush()
@@ -192,7 +193,7 @@ async def append_body(
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise tus_error(507, f"not enough disk space (keeping {min_free} bytes free)") from exc
         raise
-    except ClientDisconnect:
+    except ClientGone:
         keep = checksum is None
         raise
     except BaseException:

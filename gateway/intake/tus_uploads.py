@@ -1,6 +1,7 @@
 """The life of a resumable upload in the database: its row, the upload-complete event, the
 job it becomes, the sweeper of expired uploads and the reconciler that finishes what a crash
-interrupted. Every write goes through the scheduler's one write lock.
+interrupted. Every write goes through `Database.write()`, the gateway's one write lock; the
+SQL is `gateway.db.repo`'s.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import HTTPException
-from sqlalchemy import delete, select, update
-
-from gateway.db.tables import Job, Upload
+from gateway.db import repo
+from gateway.db.tables import Upload
+from gateway.errors import Conflict, GatewayError
 from gateway.intake.jobs import new_job, validate_job_options
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import upload_extension
@@ -51,8 +51,8 @@ def _truthy(value: str | None) -> bool:
 
 async def get_upload(gw: GatewayState, upload_id: str, now: float | None = None) -> Upload:
     """The live upload row, or 404 for an unknown one and an unfinished one past its expiry."""
-    async with gw.scheduler.read() as s:
-        row = await s.get(Upload, upload_id)
+    async with gw.db.read() as s:
+        row = await repo.get_upload(s, upload_id)
     t = time.time() if now is None else now
     if row is None or (row.completed_at is None and row.job_id is None and row.expires_at < t):
         raise tus_error(404, f"unknown or expired upload {upload_id!r}")
@@ -66,8 +66,8 @@ async def mark_progress(gw: GatewayState, row: Upload, offset: int) -> Upload:
     values: dict[str, Any] = {"expires_at": now + TUS_EXPIRY_S}
     if row.length is not None and offset >= row.length and row.completed_at is None:
         values["completed_at"] = now
-    async with gw.scheduler.write() as s:
-        await s.execute(update(Upload).where(Upload.id == row.id).values(**values))
+    async with gw.db.write() as s:
+        await repo.set_upload(s, row.id, **values)
     for k, v in values.items():
         setattr(row, k, v)
     return row
@@ -75,8 +75,8 @@ async def mark_progress(gw: GatewayState, row: Upload, offset: int) -> Upload:
 
 async def remove_upload(gw: GatewayState, upload_id: str) -> None:
     """Row and bytes (a file that already became a job's input is the job's, and stays)."""
-    async with gw.scheduler.write() as s:
-        await s.execute(delete(Upload).where(Upload.id == upload_id))
+    async with gw.db.write() as s:
+        await repo.delete_upload(s, upload_id)
     with contextlib.suppress(FileNotFoundError):
         await asyncio.to_thread(gw.storage.upload_path(upload_id).unlink)
 
@@ -105,32 +105,28 @@ async def job_from_upload(
         async with gw.tus_locks.hold(upload_id, TUS_LOCK_WAIT_S):
             row = await get_upload(gw, upload_id)
             if row.job_id is not None:
-                raise HTTPException(409, f"upload already used by job {row.job_id}")
+                raise Conflict(f"upload already used by job {row.job_id}")
             src = gw.storage.upload_path(upload_id)
             if row.completed_at is None:
                 size = await asyncio.to_thread(file_size, src)
-                raise HTTPException(
-                    409, f"upload is not complete (offset {size or 0} of {row.length})"
-                )
+                raise Conflict(f"upload is not complete (offset {size or 0} of {row.length})")
             name = filename or row.filename
             dest = gw.storage.job_input(upload_id) / f"upload.{upload_extension(name)}"
             await asyncio.to_thread(_move, src, dest)
             try:
-                async with gw.scheduler.write() as s:
+                async with gw.db.write() as s:
                     await enforce_quota(s, api_key_hash, gw.settings)
                     await new_job(
                         s, upload_id, model=model, output=output, callback_url=callback_url,
                         api_key_hash=api_key_hash, filename=name,
                         upload_path=gw.storage.relative(dest), state=JobState.INGESTING,
                     )
-                    await s.execute(
-                        update(Upload).where(Upload.id == upload_id).values(job_id=upload_id)
-                    )
+                    await repo.set_upload(s, upload_id, job_id=upload_id)
             except BaseException:
                 await asyncio.shield(asyncio.to_thread(_move, dest, src))
                 raise
     except UploadBusy:
-        raise HTTPException(409, "another request is using this upload; try again") from None
+        raise Conflict("another request is using this upload; try again") from None
     gw.start_ingest(upload_id)
     log.info("upload %s became a job: %s (%s bytes), model=%s output=%s", upload_id, name,
              row.length, model, output)
@@ -141,17 +137,17 @@ async def sweep_expired(gw: GatewayState, now: float | None = None) -> int:
     """Delete uploads past `expires_at` (unfinished ones, and finished ones nobody turned into
     a job): rows and files. Returns how many went. An upload busy with a request is skipped."""
     t = time.time() if now is None else now
-    async with gw.scheduler.read() as s:
-        ids = list((await s.execute(select(Upload.id).where(Upload.expires_at < t))).scalars())
+    async with gw.db.read() as s:
+        ids = await repo.expired_upload_ids(s, t)
     removed = 0
     for upload_id in ids:
         try:
             async with gw.tus_locks.hold(upload_id, 0.0):
-                async with gw.scheduler.write() as s:
-                    row = await s.get(Upload, upload_id)
+                async with gw.db.write() as s:
+                    row = await repo.get_upload(s, upload_id)
                     if row is None or row.expires_at >= t:
                         continue
-                    await s.delete(row)
+                    await repo.delete_upload(s, upload_id)
                     used = row.job_id is not None
                 if not used:
                     with contextlib.suppress(FileNotFoundError):
@@ -170,11 +166,9 @@ async def reconcile_uploads(gw: GatewayState, grace: float = 0.0) -> int:
     finished uploads that asked for `autojob` and were not claimed within `grace` seconds
     become jobs with the options of their metadata. Returns the jobs created."""
     now = time.time()
-    async with gw.scheduler.read() as s:
-        rows = list((await s.execute(select(Upload).where(Upload.job_id.is_(None)))).scalars())
-        job_ids = set((await s.execute(
-            select(Job.id).where(Job.id.in_([r.id for r in rows]))
-        )).scalars())
+    async with gw.db.read() as s:
+        rows = await repo.uploads_without_job(s)
+        job_ids = await repo.existing_job_ids(s, [r.id for r in rows])
     created = 0
     for row in rows:
         path = gw.storage.upload_path(row.id)
@@ -197,7 +191,7 @@ async def reconcile_uploads(gw: GatewayState, grace: float = 0.0) -> int:
                 callback_url=meta.get("callback_url"), api_key_hash=row.api_key_hash,
             )
             created += 1
-        except HTTPException as exc:
+        except GatewayError as exc:
             log.warning("upload %s: no automatic job: %s", row.id, exc.detail)
     return created
 

@@ -2,10 +2,10 @@
 
 One loop per stage keeps at most `<stage>_concurrency` requests in flight. Answers go to one
 writer that records them in batches (one short transaction for all answers that arrived
-meanwhile), and every write of the scheduler holds one asyncio lock: the gateway is the
-database's sole writer, so its writes never wait on SQLite's busy handler. A maintenance loop
-requeues due retries, reclaims expired leases, closes finished jobs and fires their webhooks.
-See `gateway.pipeline.stage_calls` for what counts as a failed attempt.
+meanwhile), and every write goes through `Database.write()`, the process's one write lock:
+the gateway is the database's sole writer, so its writes never wait on SQLite's busy handler.
+A maintenance loop requeues due retries, reclaims expired leases, closes finished jobs and
+fires their webhooks. See `gateway.pipeline.stage_calls` for what counts as a failed attempt.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import repo, transitions
+from gateway.db.database import Database
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.callbacks import send_callback
 from gateway.pipeline.stage_calls import Outcome, call_stage
@@ -36,6 +36,7 @@ from shared.timing import (
     LEASE_S,
     MAINTENANCE_INTERVAL_S,
     SCHEDULER_IDLE_S,
+    STAGE_PAUSE_BASE_S,
     STAGE_PAUSE_MAX_S,
     STAGE_REQUEST_TIMEOUT_S,
 )
@@ -45,6 +46,11 @@ __all__ = ["Scheduler"]
 log = logging.getLogger("gateway.pipeline.scheduler")
 WRITE_BATCH = 512
 """Most answers recorded in one transaction."""
+CLAIM_SLOTS_DIVISOR = 4
+"""With requests in flight, a stage claims again only once a quarter of its slots are free:
+one claim transaction per batch of answers, not one per answer."""
+SPARE_CONNECTIONS = 8
+"""HTTP connections beyond the two stages' slots, for webhooks (callbacks share the client)."""
 
 
 @dataclass
@@ -60,11 +66,10 @@ class Scheduler:
     def __init__(
         self,
         settings: Settings,
-        sessions: async_sessionmaker[AsyncSession],
+        db: Database,
         storage: Storage,
         metrics: GatewayMetrics | None = None,
         *,
-        read_sessions: async_sessionmaker[AsyncSession] | None = None,
         lease_s: float = LEASE_S,
         backoff_base: float = BACKOFF_BASE_S,
         backoff_max: float = BACKOFF_MAX_S,
@@ -73,9 +78,8 @@ class Scheduler:
         request_timeout: float = STAGE_REQUEST_TIMEOUT_S,
         callback_backoff: float = BACKOFF_BASE_S,
     ) -> None:
-        self.settings, self.sessions, self.storage = settings, sessions, storage
+        self.settings, self.db, self.storage = settings, db, storage
         self.metrics = metrics or GatewayMetrics()
-        self.read_sessions = read_sessions
         self.lease_s, self.backoff_base, self.backoff_max = lease_s, backoff_base, backoff_max
         self.idle_s, self.maintenance_s = idle_s, maintenance_s
         self.request_timeout, self.callback_backoff = request_timeout, callback_backoff
@@ -83,7 +87,8 @@ class Scheduler:
             "matting": max(1, settings.matting_concurrency),
             "comparison": max(1, settings.comparison_concurrency),
         }
-        self._low_water = {s: max(1, n // 4) for s, n in self.concurrency.items()}
+        self._low_water = {s: max(1, n // CLAIM_SLOTS_DIVISOR)
+                           for s, n in self.concurrency.items()}
         self.urls = {
             "matting": settings.matting_api_url.rstrip("/") + "/matting",
             "comparison": settings.comparison_api_url.rstrip("/") + "/compare",
@@ -95,13 +100,11 @@ class Scheduler:
         self._loops: list[asyncio.Task[None]] = []
         self._callbacks: dict[str, asyncio.Task[None]] = {}
         self.client: httpx.AsyncClient | None = None
-        self.write_lock = asyncio.Lock()
-        """Held by every write transaction of the scheduler (see `write()`)."""
         self._answers: asyncio.Queue[_Answer] = asyncio.Queue()
 
     # --- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        limits = httpx.Limits(max_connections=sum(self.concurrency.values()) + 8)
+        limits = httpx.Limits(max_connections=sum(self.concurrency.values()) + SPARE_CONNECTIONS)
         self.client = httpx.AsyncClient(timeout=self.request_timeout, limits=limits)
         self._loops = [asyncio.create_task(self._stage_loop(s), name=f"stage-{s}")
                        for s in transitions.STAGES]
@@ -123,22 +126,6 @@ class Scheduler:
         if self.client is not None:
             await self.client.aclose()
             self.client = None
-
-    @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction, serialised with every other one of this process."""
-        async with self.write_lock, self.sessions.begin() as s:
-            yield s
-
-    @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
-        """A read snapshot: on the read-only engine when there is one, else under the lock."""
-        if self.read_sessions is not None:
-            async with self.read_sessions() as s:
-                yield s
-        else:
-            async with self.write() as s:
-                yield s
 
     @property
     def running(self) -> bool:
@@ -178,7 +165,7 @@ class Scheduler:
                 t.add_done_callback(inflight.discard)
 
     async def claim(self, stage: str, n: int) -> list[transitions.Claimed]:
-        async with self.write() as s:
+        async with self.db.write() as s:
             return await transitions.claim(s, stage, n, time.time(), self.lease_s)
 
     def request_for(self, stage: str, c: transitions.Claimed) -> StageRequest:
@@ -239,7 +226,7 @@ class Scheduler:
         while len(batch) < WRITE_BATCH and not self._answers.empty():
             batch.append(self._answers.get_nowait())
         try:
-            async with self.write() as s:
+            async with self.db.write() as s:
                 now = time.time()
                 kinds = [await self._apply(s, a, now) for a in batch]
                 await transitions.touch_jobs(s, (a.claimed.job_id for a in batch), now)
@@ -301,7 +288,7 @@ class Scheduler:
     async def _drop_if_gone(self, job_id: str) -> None:
         """A late answer for a cancelled job has just written files that were already
         removed: remove them again. (For a re-leased task the file is the retry's too.)"""
-        async with self.read() as s:
+        async with self.db.read() as s:
             job = await repo.get_job(s, job_id)
         if job is None or job.state == JobState.CANCELLED.value:
             await asyncio.to_thread(self.storage.remove_job, job_id)
@@ -311,7 +298,8 @@ class Scheduler:
         # flight when a balancer dies would otherwise jump straight to the longest pause.
         if self._paused_until[stage] <= time.time():
             self._pause_streak[stage] += 1
-        backoff = min(STAGE_PAUSE_MAX_S, 0.25 * 2 ** (self._pause_streak[stage] - 1))
+        backoff = min(STAGE_PAUSE_MAX_S,
+                      STAGE_PAUSE_BASE_S * 2 ** (self._pause_streak[stage] - 1))
         wait = min(STAGE_PAUSE_MAX_S, max(retry_after, backoff))
         self._paused_until[stage] = max(self._paused_until[stage], time.time() + wait)
 
@@ -326,7 +314,7 @@ class Scheduler:
 
     async def maintain_once(self) -> list[transitions.FinishedJob]:
         now = time.time()
-        async with self.write() as s:
+        async with self.db.write() as s:
             moved = await transitions.requeue_due(s, now)
             moved += await transitions.reclaim_expired(s, now, self.settings.max_retries)
             finished = await transitions.finish_jobs(s, now)
@@ -338,7 +326,7 @@ class Scheduler:
         return finished
 
     async def _fire_callbacks(self) -> None:
-        async with self.read() as s:
+        async with self.db.read() as s:
             jobs = await repo.jobs_needing_callback(s, self._callbacks)
             payloads: list[tuple[str, str, dict[str, Any]]] = []
             for job in jobs:
@@ -356,7 +344,7 @@ class Scheduler:
                                      backoff_base=self.callback_backoff)
             if not ok:
                 log.warning("callback for job %s to %s gave up", job_id, url)
-            async with self.write() as s:
+            async with self.db.write() as s:
                 await repo.mark_callback_done(s, job_id)
         finally:
             self._callbacks.pop(job_id, None)

@@ -65,7 +65,8 @@ def _stem(path: str) -> str:
 
 
 def sheet_name(path: str) -> str:
-    """The comparison sheet's name in the zip (DESIGN.md): final_results/<stem>_compare.jpg."""
+    """The comparison sheet's name in the zip (docs/DESIGN.md, "Public API"):
+    final_results/<stem>_compare.jpg."""
     return f"{FINAL_RESULTS}/{_stem(path)}_compare.jpg"
 
 

@@ -1,6 +1,6 @@
 """The job report: report.json, report.csv and the offline gallery index.html.
 
-Schema decision (report.json, DESIGN.md "Ground truth in an upload"): every item's `metrics` is
+Schema decision (report.json, docs/DESIGN.md "Ground truth in an upload"): every item's `metrics` is
 one flat dict, `{"sad", "mse", "grad", "conn"}` where ground truth was given plus the gt-free
 `coverage`, `uncertain`, `border_alpha` — always for the job's *first* model, so a reader of a
 single-model job and of a multi-model job finds the same keys in the same place. A job with

@@ -57,13 +57,13 @@ def build_zip(
 
     A task contributes the files that exist; a missing one (a failed image, or a partial
     download of a running job) is simply absent, and the report says why. With several
-    `models` every model's cut-out goes in: the first under DESIGN.md's name, the others as
-    `matting_output/<x>.<model>.png` (`shared.storage.model_output_rel`).
+    `models` every model's cut-out goes in: the first under docs/DESIGN.md's name ("Public
+    API"), the others as `matting_output/<x>.<model>.png` (`shared.storage.model_output_rel`).
     """
     zs = zipstream.ZipStream(compress_type=zipstream.ZIP_STORED, sized=sized)
     items: list[ReportItem] = []
     members = 0
-    names = list(models) or [""]  # one unnamed model: DESIGN.md's names
+    names = list(models) or [""]  # one unnamed model: docs/DESIGN.md's names ("Public API")
     for t in tasks:
         stem = Storage.stem_path(t.path)
         compare_name = None

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from shared.errors import EngineError
+
 __all__ = ["Engine", "EngineError", "Matte", "RGBImage"]
 
 RGBImage = npt.NDArray[np.uint8]
@@ -26,14 +28,6 @@ class Matte:
     """H×W in [0, 1], the input's size."""
     foreground: RGBImage | None = None
     """Estimated foreground colours (H×W×3) for fringe-free RGBA; None: use the input's."""
-
-
-class EngineError(RuntimeError):
-    """The engine cannot handle this input; `retryable` says whether another try may work."""
-
-    def __init__(self, message: str, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 class Engine(ABC):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.catalogue import PRESET_PATTERNS, preset_name
+from shared.errors import ConfigError
 
 __all__ = ["PRESETS", "Preset", "PresetError", "match_preset", "resolve_preset"]
 
@@ -23,7 +24,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class PresetError(ValueError):
+class PresetError(ConfigError, ValueError):
     """A model's JSON override is unreadable or invalid; the message names file and field."""
 
 

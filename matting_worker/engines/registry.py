@@ -15,6 +15,7 @@ from matting_worker.engines.classical import ClassicalEngine
 from matting_worker.engines.identity import IdentityEngine
 from matting_worker.engines.presets import resolve_preset
 from shared.catalogue import BUILTIN_NAMES, MODEL_SUFFIXES, ModelInfo, list_models
+from shared.errors import ConfigError
 
 __all__ = [
     "BUILTIN_ENGINES",
@@ -41,7 +42,7 @@ BUILTIN_ENGINES: dict[str, Callable[[], Engine]] = {
 assert tuple(BUILTIN_ENGINES) == BUILTIN_NAMES, "shared.catalogue lists the same built-ins"
 
 
-class UnknownModel(KeyError):
+class UnknownModel(ConfigError, KeyError):
     """No built-in engine and no model file in MODELS_DIR has this name."""
 
     def __init__(self, message: str, available: list[str]) -> None:

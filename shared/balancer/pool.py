@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from shared.errors import Busy
 from shared.logs import debug_log
 
 __all__ = ["DEFAULT_CAPACITY", "NoWorker", "WorkerPool", "WorkerState"]
@@ -44,7 +45,7 @@ class WorkerState:
         return d
 
 
-class NoWorker(Exception):
+class NoWorker(Busy):
     """No worker can take the request now; answered 503 with Retry-After."""
 
 

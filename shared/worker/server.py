@@ -3,7 +3,7 @@
 A request goes prepare (decode, in a thread) → the stage's batcher (engine, batched, in a
 thread) → finish (encode and atomic write, in a thread), so the event loop only routes.
 Every failure becomes a `StageError` whose status and `retryable` flag tell the gateway
-whether another try can help (DESIGN.md, Internal API).
+whether another try can help (docs/DESIGN.md, "Internal API").
 """
 
 from __future__ import annotations

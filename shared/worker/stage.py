@@ -1,4 +1,5 @@
-"""What a worker stage is, and how its failures become HTTP answers (DESIGN.md, Internal API).
+"""What a worker stage is, and how its failures become HTTP answers (docs/DESIGN.md, "Internal
+API").
 
 A stage (matting, comparison) supplies prepare → run_batch → finish; `shared.worker.server` serves
 it. `classify_error` is the one table from exception to (status, retryable).
@@ -13,9 +14,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from shared.errors import EngineError, InputRejected, StageFailure
 from shared.schemas import StageRequest
 from shared.settings import Settings
-from shared.storage import PathOutsideDataDir, Storage
+from shared.storage import Storage
 
 __all__ = [
     "BadInput",
@@ -30,15 +32,6 @@ __all__ = [
 
 P = TypeVar("P")
 Out = TypeVar("Out")
-
-
-class StageFailure(Exception):
-    """A failure whose HTTP status and retryability the stage knows best."""
-
-    def __init__(self, detail: str, status: int = 500, retryable: bool = True) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.retryable = retryable
 
 
 class BadInput(StageFailure):
@@ -95,19 +88,16 @@ class Stage(Protocol[P, Out]):
 
 def classify_error(exc: BaseException) -> tuple[int, bool, str]:
     """(HTTP status, retryable, detail) for an exception raised while serving a request."""
-    from shared.imaging import ImageRejected  # here, so configure_threads runs before numpy loads
-
     if isinstance(exc, StageFailure):
         return exc.status, exc.retryable, str(exc)
-    if isinstance(exc, PathOutsideDataDir | ImageRejected):
+    if isinstance(exc, InputRejected):  # ImageRejected, PathOutsideDataDir
         return 400, False, str(exc)
     if isinstance(exc, FileNotFoundError):
         return 400, False, f"file not found: {exc.filename or exc}"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return 507, True, f"disk full: {exc}"
-    flag = getattr(exc, "retryable", None)
-    if isinstance(flag, bool):  # EngineError and friends carry their own verdict
-        return (503, True, str(exc)) if flag else (400, False, str(exc))
+    if isinstance(exc, EngineError):  # the engine carries its own verdict
+        return (503, True, str(exc)) if exc.retryable else (400, False, str(exc))
     return 500, True, f"{type(exc).__name__}: {exc}"
 
 

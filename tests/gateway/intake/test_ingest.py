@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from PIL import Image
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 import gateway.intake.ingest
-from gateway.db.tables import Job, Task, create_engine, init_db, session_factory
+from gateway.db.database import Database
+from gateway.db.tables import Job, Task
 from gateway.intake.ingest import ingest_job
 from shared.settings import Settings
 from shared.states import JobState, TaskState
@@ -59,11 +59,11 @@ def write_tgz(path: Path, members: list[tuple[str, bytes]]) -> None:
 
 
 class Env:
-    def __init__(self, root: Path, sf: async_sessionmaker[Any], **limits: Any) -> None:
+    def __init__(self, root: Path, db: Database, **limits: Any) -> None:
         self.settings = Settings(data_dir=root / "data", **limits)
         self.storage = Storage(self.settings.data_dir)
         self.storage.ensure_layout()
-        self.sf = sf
+        self.db = db
 
     async def job(
         self,
@@ -76,7 +76,7 @@ class Env:
         upload = self.storage.job_input(job_id) / f"upload.{ext}"
         upload.parent.mkdir(parents=True, exist_ok=True)
         upload.write_bytes(data)
-        async with self.sf() as s, s.begin():
+        async with self.db.write() as s:
             s.add(
                 Job(
                     id=job_id,
@@ -88,8 +88,8 @@ class Env:
         return upload
 
     async def run(self, job_id: str) -> tuple[Job, dict[str, Task]]:
-        await ingest_job(job_id, self.sf, self.storage, self.settings)
-        async with self.sf() as s:
+        await ingest_job(job_id, self.db, self.storage, self.settings)
+        async with self.db.read() as s:
             job = await s.get(Job, job_id)
             tasks = (await s.scalars(select(Task).where(Task.job_id == job_id))).all()
         assert job is not None
@@ -99,10 +99,9 @@ class Env:
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     (tmp_path / "data").mkdir()
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'test.db'}")
-    await init_db(engine)
-    yield Env(tmp_path, session_factory(engine))
-    await engine.dispose()
+    db = await Database.connect(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'test.db'}")
+    yield Env(tmp_path, db)
+    await db.close()
 
 
 def archive_bytes(tmp_path: Path, kind: str, members: list[tuple[str, bytes]]) -> bytes:
@@ -146,11 +145,11 @@ async def test_rerun_after_crash_starts_clean(env: Env, tmp_path: Path) -> None:
     stale = env.storage.job_chunks("j2") / "stale.png"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(png(1))
-    async with env.sf() as s, s.begin():
+    async with env.db.write() as s:
         s.add(Task(job_id="j2", path="photos/a/x.jpg", input="input/j2/chunks/old.jpg"))
     job, tasks = await env.run("j2")
     assert job.state == JobState.RUNNING and job.total == 5
-    async with env.sf() as s:
+    async with env.db.read() as s:
         rows = (await s.scalars(select(Task).where(Task.job_id == "j2"))).all()
     assert len(rows) == 5  # the dead attempt's row is gone, no duplicates
     assert not stale.exists()
@@ -190,12 +189,11 @@ async def test_not_an_archive_fails(env: Env) -> None:
 
 async def test_limits_fail_the_whole_job(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'l.db'}")
-    await init_db(engine)
-    env = Env(tmp_path, session_factory(engine), max_archive_members=2)
+    db = await Database.connect(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'l.db'}")
+    env = Env(tmp_path, db, max_archive_members=2)
     await env.job("j6", "s.zip", "zip", archive_bytes(tmp_path, "zip", TREE))
     job, tasks = await env.run("j6")
-    await engine.dispose()
+    await db.close()
     assert job.state == JobState.FAILED and "more than 2 members" in (job.error or "")
     assert tasks == {} and not env.storage.job_chunks("j6").exists()
 
@@ -231,9 +229,9 @@ async def test_cancel_during_ingest_stops_it(
     monkeypatch.setattr(gateway.intake.ingest, "INSERT_BATCH", 1)
     members = [(f"p/{i}.png", png(i % 200)) for i in range(300)]
     await env.job("jc", "s.zip", "zip", archive_bytes(tmp_path, "zip", members))
-    runner = asyncio.create_task(ingest_job("jc", env.sf, env.storage, env.settings))
+    runner = asyncio.create_task(ingest_job("jc", env.db, env.storage, env.settings))
     while not runner.done():
-        async with env.sf() as s, s.begin():
+        async with env.db.write() as s:
             job = await s.get(Job, "jc")
             assert job is not None
             if job.total >= 3:

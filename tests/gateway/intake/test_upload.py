@@ -7,18 +7,21 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
+from gateway.api.errors import add_error_handlers, request_body
 from gateway.intake.receive import receive_upload
 from tests.support.servers import ThreadServer
 
 
 def make_app(root: Path) -> FastAPI:
     app = FastAPI()
+    add_error_handlers(app)
 
     @app.post("/upload/{job}")
     async def upload(
         job: str, request: Request, max_size: int = 1 << 30, min_free: int = 0
     ) -> dict[str, object]:
-        got = await receive_upload(request, root / job, max_size, min_free)
+        got = await receive_upload(request_body(request), request.headers, root / job, max_size,
+                                   min_free, request.query_params.get("filename"))
         return {"path": str(got.path), "filename": got.filename, "size": got.size}
 
     return app

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fastapi import HTTPException
 
 from gateway.api.uploads import validate_job_options
-from gateway.db.tables import Task, create_engine, session_factory
+from gateway.db.database import Database
+from gateway.db.tables import Task
 from gateway.db.transitions import Claimed
+from gateway.errors import BadRequest
 from gateway.pipeline.scheduler import Scheduler
 from gateway.results.zip_stream import build_zip
 from shared.storage import Storage, model_output_rel
@@ -36,14 +37,14 @@ def test_job_options_normalise_and_refuse_duplicates(data_dir: Path) -> None:
     s = make_settings(data_dir)
     assert validate_job_options(s, " classical , identity", "rgba", None)[0] == \
         "classical,identity"
-    with pytest.raises(HTTPException) as exc:
+    with pytest.raises(BadRequest) as exc:
         validate_job_options(s, "classical,identity,classical", "rgba", None)
     assert exc.value.status_code == 400 and "classical more than once" in str(exc.value.detail)
     (data_dir / "models").mkdir(exist_ok=True)
     (data_dir / "models" / "alpha.onnx").write_bytes(b"not loaded at validation")
     assert validate_job_options(s, "classical,alpha", "rgba", None)[0] == "classical,alpha"
     assert validate_job_options(s, "alpha,classical", "both", None)[0] == "alpha,classical"
-    with pytest.raises(HTTPException) as exc:
+    with pytest.raises(BadRequest) as exc:
         validate_job_options(s, "classical,alpha", "both", None)
     assert exc.value.status_code == 400 and "'alpha'" in str(exc.value.detail)
 
@@ -58,9 +59,9 @@ def test_duplicate_model_upload_is_a_400(start_gateway: Start) -> None:
 
 async def test_stage_requests_carry_every_model(data_dir: Path) -> None:
     settings = make_settings(data_dir)
-    engine = create_engine(settings.sqlite_url)
+    db = Database(settings.sqlite_url)
     try:
-        sched = Scheduler(settings, session_factory(engine), Storage(data_dir))
+        sched = Scheduler(settings, db, Storage(data_dir))
         c = Claimed(7, "j", "a/b.jpg", "input/j/chunks/a/b.jpg", "input/j/gt/a/b.png",
                     "matting_output/j/a/b.png", 1.0, "classical,identity", "both")
         m = sched.request_for("matting", c)
@@ -81,7 +82,7 @@ async def test_stage_requests_carry_every_model(data_dir: Path) -> None:
         assert sched.request_for("comparison", one).params["mattes"] == [
             {"model": "identity", "path": "matting_output/j/x.png"}]
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 def _touch(storage: Storage, rel: str) -> None:

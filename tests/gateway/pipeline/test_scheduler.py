@@ -14,41 +14,38 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.db.tables import Job, Task, create_engine, init_db, session_factory
+from gateway.db.database import Database
+from gateway.db.tables import Job, Task
 from gateway.pipeline.scheduler import Scheduler
 from shared.settings import Settings
 from shared.storage import Storage
 from tests.support.gateway import FAST, StageServer, image_tasks, make_settings
 from tests.support.servers import ThreadServer
 
-Sessions = async_sessionmaker[AsyncSession]
 RunJob = Callable[..., Awaitable[tuple[Job, list[Task]]]]
 
 
 @pytest.fixture
 async def run_job(data_dir: Path, stage_server: StageServer) -> AsyncIterator[RunJob]:
     """Seed one running job, run a scheduler until the job ends, return its rows."""
-    engines = []
+    dbs: list[Database] = []
 
     async def run(paths: list[str], *, settings: Settings | None = None, job: dict[str, Any]
                   | None = None, gt: bool = False, until: Callable[[Job], bool] | None = None,
                   ) -> tuple[Job, list[Task]]:
         settings = settings or make_settings(data_dir, stage_server.url)
-        engine = create_engine(settings.sqlite_url)
-        engines.append(engine)
-        await init_db(engine)
-        sessions = session_factory(engine)
+        db = await Database.open(settings)
+        dbs.append(db)
         storage = Storage(data_dir)
-        async with sessions.begin() as s:
+        async with db.write() as s:
             s.add(Job(id="job1", state="running", total=len(paths), **(job or {})))
             await s.flush()
             for row in image_tasks(storage, "job1", paths):
                 if gt:
                     row["gt"] = row["input"]
                 s.add(Task(**row))
-        sched = Scheduler(settings, sessions, storage, None, **FAST)
+        sched = Scheduler(settings, db, storage, None, **FAST)
         await sched.start()
         done = until or (
             lambda j: j.state != "running" and (j.callback_done or not j.callback_url)
@@ -56,7 +53,7 @@ async def run_job(data_dir: Path, stage_server: StageServer) -> AsyncIterator[Ru
         try:
             deadline = time.time() + 30
             while True:
-                async with sessions() as s:
+                async with db.read() as s:
                     j = await s.get(Job, "job1")
                     assert j is not None
                     if done(j):
@@ -68,8 +65,8 @@ async def run_job(data_dir: Path, stage_server: StageServer) -> AsyncIterator[Ru
             await sched.stop()
 
     yield run
-    for e in engines:
-        await e.dispose()
+    for db in dbs:
+        await db.close()
 
 
 async def test_all_images_go_through_both_stages(

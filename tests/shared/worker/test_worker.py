@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.errors import EngineError
 from shared.imaging import ImageRejected
 from shared.schemas import StageRequest
 from shared.settings import Settings
@@ -170,10 +171,9 @@ def test_classify_error_covers_the_contract() -> None:
     assert classify_error(ImageRejected("x"))[:2] == (400, False)
     assert classify_error(OSError(errno.ENOSPC, "full"))[:2] == (507, True)
 
-    class EngineLike(RuntimeError):
+    class EngineLike(EngineError):  # the verdict comes from the tree, not duck typing
         def __init__(self, retryable: bool) -> None:
-            super().__init__("engine")
-            self.retryable = retryable
+            super().__init__("engine", retryable=retryable)
 
     assert classify_error(EngineLike(False))[:2] == (400, False)
     assert classify_error(EngineLike(True))[:2] == (503, True)

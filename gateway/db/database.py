@@ -1,0 +1,72 @@
+"""The task database as one object: its engines, its session factories and its ONE write lock.
+
+The gateway is the database's sole writer (docs/DESIGN.md, "One image's way through"), and
+SQLite takes one writer at a time. Every write transaction of the process therefore goes through
+`Database.write()`, which holds a single asyncio lock around a `BEGIN IMMEDIATE` transaction:
+writers queue on the lock in the event loop instead of on SQLite's busy handler, and a claim's
+read-then-update can never interleave with another write. Reads take `Database.read()`, a
+deferred-`BEGIN` session on a `query_only` engine, so `/status` polls run beside the writer
+(WAL) and never wait for the lock. Nothing else in the gateway makes sessions or engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.db.tables import create_engine, init_db, session_factory
+from shared.settings import Settings
+
+__all__ = ["Database"]
+
+
+class Database:
+    """Owns the write engine, the read engine, their session factories and the write lock.
+
+    `Database.open(settings)` (or `Database.connect(url)`) creates the tables if needed;
+    `close()` disposes of both engines."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine = create_engine(url)
+        self._read_engine = create_engine(url, read_only=True)
+        self._writes = session_factory(self._engine)
+        self._reads = session_factory(self._read_engine)
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, url: str) -> Database:
+        """A database on `url`, its tables created if they are missing."""
+        db = cls(url)
+        await init_db(db._engine)
+        return db
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Database:
+        """The gateway's database (SQLITE_URL)."""
+        return await cls.connect(settings.sqlite_url)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+        await self._read_engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction (`BEGIN IMMEDIATE`), serialised with every other one of this
+        process; committed when the block ends, rolled back when it raises."""
+        async with self._lock, self._writes.begin() as s:
+            yield s
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read snapshot on the read-only engine; never waits for the write lock."""
+        async with self._reads() as s:
+            yield s
+
+    @property
+    def writing(self) -> bool:
+        """Whether a write transaction holds the lock now (for tests and diagnostics)."""
+        return self._lock.locked()

@@ -1,0 +1,28 @@
+"""Sizes and limits that more than one module uses, each with the reason for its value.
+
+Timing constants live in `shared.timing`; a limit that only one module uses stays there,
+named, next to its user.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ERROR_MAX_CHARS",
+    "NAME_MAX_BYTES",
+    "NAME_PART_MAX_BYTES",
+    "TAR_BLOCK_BYTES",
+    "USTAR_MAGIC_SLICE",
+]
+
+ERROR_MAX_CHARS = 4000
+"""Longest error message kept on a task row: a worker's traceback-sized detail is cut here,
+so `/jobs/{id}/tasks` pages and report.csv stay small."""
+NAME_MAX_BYTES = 1024
+"""Longest archive member name (UTF-8 bytes) we accept, and how much of a refused one the
+user is shown."""
+NAME_PART_MAX_BYTES = 255
+"""Longest single path component (UTF-8 bytes): what ext4 and most file systems take."""
+TAR_BLOCK_BYTES = 512
+"""A tar header block; also the bytes read to sniff an upload's kind."""
+USTAR_MAGIC_SLICE = slice(257, 262)
+"""Where a POSIX tar header holds its `ustar` magic."""
