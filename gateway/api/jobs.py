@@ -15,6 +15,7 @@ from gateway.db import repo
 from gateway.db.tables import Task
 from gateway.results.summary import job_summary
 from matting_worker.engines.registry import list_models
+from shared.stages import Stage
 from shared.states import FINAL_JOB_STATES, JobState, TaskState
 from shared.timing import STATUS_DETAIL_TTL_S
 
@@ -75,14 +76,14 @@ def task_view(t: Task) -> dict[str, Any]:
         "compare_output": t.compare_output,
         "metrics": t.metrics,
         "queued_at": t.queued_at,
-        "matting": {
+        Stage.MATTING: {
             "dispatched_at": t.matting_dispatched_at,
             "started_at": t.matting_started_at,
             "finished_at": t.matting_finished_at,
             "worker": t.matting_worker,
             "batch_size": t.matting_batch_size,
         },
-        "comparison": {
+        Stage.COMPARISON: {
             "dispatched_at": t.comparison_dispatched_at,
             "started_at": t.comparison_started_at,
             "finished_at": t.comparison_finished_at,

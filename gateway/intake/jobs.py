@@ -9,12 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.db import repo
 from gateway.pipeline.callbacks import valid_callback_url
 from matting_worker.engines.registry import list_models
+from shared.formats import OUTPUT_MODES, OutputMode
 from shared.settings import Settings
 from shared.states import JobState
 
 __all__ = ["OUTPUTS", "job_links", "new_job", "validate_job_options"]
 
-OUTPUTS = ("rgba", "alpha", "both")
+OUTPUTS = OUTPUT_MODES
+"""The job's `output` option (`shared.formats.OutputMode`)."""
 
 
 def validate_job_options(
@@ -40,7 +42,7 @@ def validate_job_options(
         raise HTTPException(
             400, detail=f"unknown output {output!r}; use one of: {', '.join(OUTPUTS)}"
         )
-    if output == "both" and "alpha" in names[1:]:
+    if output == OutputMode.BOTH and "alpha" in names[1:]:
         # `<x>.alpha.png` is the first model's alpha file; a further model's cut-out
         # (`<x>.<model>.png`, see shared.storage.model_output_rel) would overwrite it.
         raise HTTPException(

@@ -22,6 +22,8 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from shared.formats import IMAGE_TYPES
+
 __all__ = ["Received", "check_free_space", "receive_upload", "upload_extension"]
 
 FLUSH_BYTES = 4 << 20
@@ -29,10 +31,6 @@ DISK_CHECK_BYTES = 64 << 20
 MULTIPART_SLACK = 1 << 20
 """Room for boundaries and other form fields when comparing Content-Length with the limit."""
 
-_IMAGE_EXTS = {
-    ".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp",
-    ".bmp": "bmp", ".tif": "tif", ".tiff": "tif",
-}  # fmt: skip
 _DEFAULT_NAMES = {
     "application/zip": "upload.zip",
     "application/x-zip-compressed": "upload.zip",
@@ -66,8 +64,8 @@ def upload_extension(filename: str) -> str:
     suffix = PurePosixPath(lower).suffix
     if suffix in (".zip", ".tar"):
         return suffix[1:]
-    if suffix in _IMAGE_EXTS:
-        return _IMAGE_EXTS[suffix]
+    if suffix in IMAGE_TYPES:
+        return IMAGE_TYPES[suffix]
     raise HTTPException(400, f"unsupported file type {filename!r}: send {_ACCEPTED}")
 
 

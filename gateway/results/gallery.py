@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from shared.formats import METRIC_KEYS
+
 __all__ = ["TEMPLATE", "gallery_data", "render_gallery"]
 
 TEMPLATE = Path(__file__).with_name("report_gallery.html")
-KEYS = ("sad", "mse", "grad", "conn", "coverage", "uncertain", "border_alpha")
+KEYS = METRIC_KEYS
 
 
 @lru_cache(maxsize=1)
