@@ -116,7 +116,8 @@ async def test_success_moves_on_and_keeps_timings(db: tuple[str, Sessions]) -> N
     (c2,) = await claim(sessions, Stage.COMPARISON, 5)
     assert c2.matting_output == "mo/x.png"
     async with sessions.begin() as s:
-        assert await tr.record_success(s, Stage.COMPARISON, c2, ok_result(), "fr/x.jpg", time.time())
+        assert await tr.record_success(s, Stage.COMPARISON, c2, ok_result(), "fr/x.jpg",
+                                       time.time())
     t = await task(sessions, c.id)
     assert t.state == "completed" and t.metrics == {"sad": 1.0} and t.completed_at is not None
 
@@ -176,11 +177,13 @@ async def test_expired_lease_returns_task_and_late_answer_is_ignored(
     (second,) = await claim(sessions, Stage.MATTING, 1, now=now + 12)
     async with sessions.begin() as s:
         # the first attempt answers at last: same state, but an older lease → ignored
-        assert not await transitions.record_success(s, Stage.MATTING, first, ok_result(), "a", now + 13)
+        assert not await transitions.record_success(s, Stage.MATTING, first, ok_result(), "a",
+                                                    now + 13)
     assert await fail(sessions, first) is None
     assert (await task(sessions, first.id)).state == "dispatched_matting"
     async with sessions.begin() as s:
-        assert await transitions.record_success(s, Stage.MATTING, second, ok_result(), "b", now + 14)
+        assert await transitions.record_success(s, Stage.MATTING, second, ok_result(), "b",
+                                                now + 14)
     assert (await task(sessions, first.id)).matting_output == "b"
 
 
@@ -200,7 +203,8 @@ async def test_answer_for_cancelled_job_is_ignored(db: tuple[str, Sessions]) -> 
     (c,) = await claim(sessions, Stage.MATTING, 1)
     async with sessions.begin() as s:
         await repo.set_job(s, "j", state="cancelled")
-        assert not await transitions.record_success(s, Stage.MATTING, c, ok_result(), "x", time.time())
+        assert not await transitions.record_success(s, Stage.MATTING, c, ok_result(), "x",
+                                                    time.time())
     assert await claim(sessions, Stage.MATTING, 5) == []
 
 
