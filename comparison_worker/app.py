@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from comparison_worker.stage import ComparisonStage
-from shared.roles import COMPARISON, create_role_worker_app
 from shared.settings import Settings, get_settings
+from shared.stages import Stage
+from shared.worker.entry import create_stage_worker_app
 
 __all__ = ["create_app"]
 
@@ -16,4 +17,4 @@ def create_app(
     host: str | None = None,
 ) -> FastAPI:
     s = settings or get_settings()
-    return create_role_worker_app(COMPARISON, ComparisonStage(s), s, worker_id, port, host)
+    return create_stage_worker_app(Stage.COMPARISON, ComparisonStage(s), s, worker_id, port, host)

@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from shared.formats import FREE_KEYS, GT_KEYS, Metric
+
 __all__ = [
     "CONN_STEP",
     "FREE_KEYS",
@@ -42,8 +44,6 @@ GRAD_SIGMA = 1.4
 CONN_STEP = 0.1
 CONN_PHI_CUTOFF = 0.15
 UNCERTAIN_RANGE = (0.05, 0.95)
-GT_KEYS = ("sad", "mse", "grad", "conn")
-FREE_KEYS = ("coverage", "uncertain", "border_alpha")
 
 FloatArray = npt.NDArray[np.floating]
 
@@ -168,10 +168,10 @@ def gt_metrics(alpha: FloatArray, gt: FloatArray) -> dict[str, float]:
     a = np.clip(alpha, 0.0, 1.0)
     g = np.clip(gt, 0.0, 1.0)
     return {
-        "sad": sad(a, g),
-        "mse": mse(a, g),
-        "grad": gradient_error(a, g),
-        "conn": connectivity_error(a, g),
+        Metric.SAD: sad(a, g),
+        Metric.MSE: mse(a, g),
+        Metric.GRAD: gradient_error(a, g),
+        Metric.CONN: connectivity_error(a, g),
     }
 
 
@@ -191,7 +191,7 @@ def free_metrics(alpha: FloatArray) -> dict[str, float]:
     small = h <= 2 or w <= 2
     ring = a.ravel() if small else np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
     return {
-        "coverage": float(a.mean(dtype=np.float64)),
-        "uncertain": float(np.count_nonzero((a > lo) & (a < hi)) / a.size),
-        "border_alpha": float(ring.mean(dtype=np.float64)),
+        Metric.COVERAGE: float(a.mean(dtype=np.float64)),
+        Metric.UNCERTAIN: float(np.count_nonzero((a > lo) & (a < hi)) / a.size),
+        Metric.BORDER_ALPHA: float(ring.mean(dtype=np.float64)),
     }

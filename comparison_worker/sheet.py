@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
+from shared.formats import GT_KEYS, Metric
+
 __all__ = [
     "MAX_UPSCALE",
     "SOLID_COLOURS",
@@ -156,12 +158,12 @@ def _fmt(v: float) -> str:
 def caption_lines(name: str, metrics: Mapping[str, float]) -> list[list[str]]:
     """One model's caption as lines of chunks: name and error metrics, then the gt-free ones."""
     first = [name] + [
-        f"{k.upper()} {_fmt(metrics[k])}" for k in ("sad", "mse", "grad", "conn") if k in metrics
+        f"{k.upper()} {_fmt(metrics[k])}" for k in GT_KEYS if k in metrics
     ]
     free = [
         f"{label} {metrics[k]:.1%}"
-        for k, label in (("coverage", "coverage"), ("uncertain", "uncertain"),
-                         ("border_alpha", "border alpha"))
+        for k, label in ((Metric.COVERAGE, "coverage"), (Metric.UNCERTAIN, "uncertain"),
+                         (Metric.BORDER_ALPHA, "border alpha"))
         if k in metrics
     ]
     return [first, free] if free else [first]

@@ -1,8 +1,8 @@
 """The comparison stage: original + matte(s) (+ ground truth) → JPEG sheet and metrics.
 
-A request names its mattes either as `params.mattes = [{"model", "path"}, …]` (model against
-model: one sheet row and one metrics entry per model, in that order) or, for one model, as
-`params.matte` + `params.model`. `extra.metrics` is keyed by model name either way.
+A request names its mattes as `ComparisonParams.mattes = [{model, path}, …]`: one sheet row and
+one metrics entry per model, in that order (one entry for a single-model job). `extra.metrics`
+is keyed by model name.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import numpy.typing as npt
 
 from comparison_worker.engine import Comparison, compare
 from shared.imaging import decode_alpha, decode_rgb, encode_jpeg
-from shared.schemas import StageRequest
+from shared.schemas import ComparisonParams, ComparisonRequest, StageRequest
 from shared.settings import Settings
+from shared.stages import Stage
 from shared.storage import Storage, atomic_write_bytes
 from shared.worker.server import BadInput, BatchPolicy, StageOutput, thread_count
 
@@ -48,8 +49,9 @@ def _fit(alpha: Alpha, shape: tuple[int, int]) -> Alpha:
 class ComparisonStage:
     """CPU work that gains nothing from batching: batches of one, several side by side."""
 
-    name = "comparison"
-    route = "/compare"
+    name = Stage.COMPARISON
+    route = Stage.COMPARISON.route
+    request_model = ComparisonRequest
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -67,49 +69,22 @@ class ComparisonStage:
     def info(self) -> dict[str, Any]:
         return {"engine": "compare", "concurrency": max(1, self.threads)}
 
-    def batch_key(self, req: StageRequest) -> str:
+    def batch_key(self, req: StageRequest[ComparisonParams]) -> str:
         return "compare"
 
     def ensure(self, key: str) -> BatchPolicy:
         return BatchPolicy(max_batch_size=1, concurrency=max(1, self.threads))
 
-    def _read_alpha(self, storage: Storage, rel: object, what: str) -> Alpha:
-        if not isinstance(rel, str) or not rel:
-            raise BadInput(f"params.{what} must be a DATA_DIR-relative path")
+    def _read_alpha(self, storage: Storage, rel: str, what: str) -> Alpha:
         path = storage.resolve(rel)
         if not path.is_file():
             raise BadInput(f"{what} not found: {rel}")
         return decode_alpha(path)
 
-    def _matte_refs(self, p: dict[str, Any]) -> list[tuple[str, object]]:
-        """(model, path) per matte, from `mattes` or from `matte` + `model`; checked."""
-        if p.get("mattes") is None:
-            model = p.get("model") or self.settings.default_model
-            if not isinstance(model, str):
-                raise BadInput("params.model must be a string")
-            return [(model, p.get("matte"))]
-        raw = p["mattes"]
-        if not isinstance(raw, list) or not raw:
-            raise BadInput("params.mattes must be a non-empty list of {model, path}")
-        refs: list[tuple[str, object]] = []
-        for entry in raw:
-            if not isinstance(entry, dict) or not isinstance(entry.get("model"), str) \
-                    or not entry["model"]:
-                raise BadInput(f"params.mattes: {entry!r} is not {{model, path}}")
-            refs.append((entry["model"], entry.get("path")))
-        names = [m for m, _ in refs]
-        if len(set(names)) != len(names):
-            raise BadInput(f"params.mattes names a model twice: {names}")
-        return refs
-
-    def prepare(self, req: StageRequest, storage: Storage) -> ComparisonItem:
+    def prepare(self, req: StageRequest[ComparisonParams], storage: Storage) -> ComparisonItem:
         p = req.params
-        refs = self._matte_refs(p)
         output = storage.resolve(req.output)
-        metrics_rel = p.get("metrics_output")
-        if metrics_rel is not None and not isinstance(metrics_rel, str):
-            raise BadInput("params.metrics_output must be a DATA_DIR-relative path")
-        metrics_output = storage.resolve(metrics_rel) if metrics_rel else None
+        metrics_output = storage.resolve(p.metrics_output) if p.metrics_output else None
         source = storage.resolve(req.input)
         if not source.is_file():
             raise BadInput(f"input not found: {req.input}")
@@ -117,17 +92,16 @@ class ComparisonStage:
         shape = (int(rgb.shape[0]), int(rgb.shape[1]))
         notes: list[str] = []
         mattes: list[tuple[str, Alpha]] = []
-        for i, (model, rel) in enumerate(refs):
-            what = f"mattes[{i}].path" if p.get("mattes") is not None else "matte"
-            alpha = self._read_alpha(storage, rel, what)
+        for i, ref in enumerate(p.mattes):
+            alpha = self._read_alpha(storage, ref.path, f"mattes[{i}].path")
             if alpha.shape != shape:
-                notes.append(f"matte of {model} {alpha.shape[1]}x{alpha.shape[0]} resized to "
-                             "the image")
+                notes.append(f"matte of {ref.model} {alpha.shape[1]}x{alpha.shape[0]} resized "
+                             "to the image")
                 alpha = _fit(alpha, shape)
-            mattes.append((model, alpha))
+            mattes.append((ref.model, alpha))
         gt = None
-        if p.get("gt"):
-            gt = self._read_alpha(storage, p.get("gt"), "gt")
+        if p.gt:
+            gt = self._read_alpha(storage, p.gt, "gt")
             if gt.shape != shape:
                 notes.append(f"ground truth {gt.shape[1]}x{gt.shape[0]} resized (bilinear) "
                              f"to the image's {shape[1]}x{shape[0]}")
@@ -138,7 +112,8 @@ class ComparisonStage:
         return [compare(it.rgb, it.mattes, it.gt) for it in items]
 
     def finish(
-        self, req: StageRequest, item: ComparisonItem, out: Comparison, storage: Storage
+        self, req: StageRequest[ComparisonParams], item: ComparisonItem, out: Comparison,
+        storage: Storage,
     ) -> StageOutput:
         atomic_write_bytes(item.output, encode_jpeg(np.ascontiguousarray(out.sheet)))
         extra: dict[str, Any] = {"metrics": out.metrics, "has_gt": item.gt is not None}
@@ -149,9 +124,8 @@ class ComparisonStage:
                 "task_id": req.task_id,
                 "job_id": req.job_id,
                 "input": req.input,
-                "matte": req.params.get("matte"),
-                "mattes": req.params.get("mattes"),
-                "gt": req.params.get("gt"),
+                "mattes": [m.model_dump() for m in req.params.mattes],
+                "gt": req.params.gt,
                 "metrics": out.metrics,
                 "notes": item.notes,
             }

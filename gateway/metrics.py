@@ -7,6 +7,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from shared.metrics import REGISTRY as SHARED_REGISTRY
+from shared.stages import Stage
 
 __all__ = ["GatewayMetrics"]
 
@@ -58,7 +59,7 @@ class GatewayMetrics:
             ["stage"], registry=r,
         )
 
-        for stage in ("matting", "comparison"):  # every series visible from the start
+        for stage in Stage:  # every series visible from the start
             for metric in (self.queue_depth, self.inflight, self.stage_seconds,
                            self.roundtrip_seconds, self.retries, self.permanent_failures,
                            self.unavailable, self.late_answers):
@@ -70,8 +71,8 @@ class GatewayMetrics:
             self.tasks.labels(st).set(tasks.get(st, 0))
         for st in job_states:
             self.jobs.labels(st).set(jobs.get(st, 0))
-        self.queue_depth.labels("matting").set(tasks.get("pending", 0))
-        self.queue_depth.labels("comparison").set(tasks.get("matting_done", 0))
+        for stage in Stage:
+            self.queue_depth.labels(stage).set(tasks.get(stage.queued_state, 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry) + generate_latest(SHARED_REGISTRY)

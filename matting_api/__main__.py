@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shared.roles import MATTING, api_main
+from shared.balancer.entry import api_main
+from shared.stages import Stage
 
 if __name__ == "__main__":
-    api_main(MATTING)
+    api_main(Stage.MATTING)

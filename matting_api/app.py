@@ -1,25 +1,26 @@
-"""The matting API: the shared balancer configured for matting workers (`roles.MATTING`)."""
+"""The matting API: the shared balancer configured for matting workers (`Stage.MATTING`)."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
 from shared.balancer.app import BalancerConfig
-from shared.roles import MATTING, balancer_config, create_api_app
+from shared.balancer.entry import balancer_config, create_api_app
 from shared.settings import Settings
+from shared.stages import Stage
 
 __all__ = ["SERVICE", "create_app", "make_config"]
 
-SERVICE = MATTING.api_service
+SERVICE = Stage.MATTING.api_service
 
 
 def make_config(
     settings: Settings | None = None, port: int | None = None, worker_urls: list[str] | None = None
 ) -> BalancerConfig:
-    return balancer_config(MATTING, settings, port, worker_urls)
+    return balancer_config(Stage.MATTING, settings, port, worker_urls)
 
 
 def create_app(
     settings: Settings | None = None, port: int | None = None, worker_urls: list[str] | None = None
 ) -> FastAPI:
-    return create_api_app(MATTING, settings, port, worker_urls)
+    return create_api_app(Stage.MATTING, settings, port, worker_urls)

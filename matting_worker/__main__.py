@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from shared.roles import MATTING, worker_main
+from typing import TYPE_CHECKING
+
+from shared.settings import Settings
+from shared.stages import Stage
+from shared.worker.entry import worker_main
+
+if TYPE_CHECKING:
+    from matting_worker.stage import MattingStage
+
+
+def make_stage(settings: Settings) -> MattingStage:
+    """The stage, imported only now: `worker_main` has set the thread counts by then."""
+    from matting_worker.stage import MattingStage
+
+    return MattingStage(settings)
+
 
 if __name__ == "__main__":
-    worker_main(MATTING)
+    worker_main(Stage.MATTING, make_stage)

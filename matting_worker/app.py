@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from matting_worker.stage import MattingStage
-from shared.roles import MATTING, create_role_worker_app
 from shared.settings import Settings, get_settings
+from shared.stages import Stage
+from shared.worker.entry import create_stage_worker_app
 
 __all__ = ["create_app"]
 
@@ -16,4 +17,4 @@ def create_app(
     host: str | None = None,
 ) -> FastAPI:
     s = settings or get_settings()
-    return create_role_worker_app(MATTING, MattingStage(s), s, worker_id, port, host)
+    return create_stage_worker_app(Stage.MATTING, MattingStage(s), s, worker_id, port, host)

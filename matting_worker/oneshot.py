@@ -15,17 +15,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from matting_worker.engines.base import Engine, Matte, RGBImage
+from matting_worker.engines.base import Matte, RGBImage
 from matting_worker.engines.device import set_cpu_threads
 from matting_worker.engines.registry import create_engine
+from shared.formats import IMAGE_SUFFIXES, OUTPUT_MODES, OutputMode
 from shared.imaging import ImageRejected, decode_rgb, encode_png_alpha, encode_png_rgba
 from shared.settings import get_settings
 from shared.storage import atomic_write_bytes
+from shared.worker.fallback import Failed, run_isolated
 
-__all__ = ["IMAGE_SUFFIXES", "OUTPUT_MODES", "OneshotResult", "find_images", "matte_folder"]
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
-OUTPUT_MODES = ("rgba", "alpha", "both")
+__all__ = ["OneshotResult", "find_images", "matte_folder"]
 
 
 @dataclass
@@ -55,29 +54,13 @@ def find_images(in_dir: Path, exclude: Path | None = None) -> list[Path]:
 
 def _write(rgb: RGBImage, matte: Matte, target: Path, output: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    if output == "alpha":
+    if output == OutputMode.ALPHA:
         atomic_write_bytes(target, encode_png_alpha(matte.alpha))
         return
     atomic_write_bytes(target, encode_png_rgba(rgb, matte.alpha, matte.foreground))
-    if output == "both":
+    if output == OutputMode.BOTH:
         atomic_write_bytes(target.with_name(target.stem + ".alpha.png"),
                            encode_png_alpha(matte.alpha))
-
-
-def _predict_each(engine: Engine, rgbs: list[RGBImage]) -> list[Matte | Exception]:
-    """The whole batch; if it fails, image by image so one bad image fails alone."""
-    try:
-        return list(engine.predict(rgbs))
-    except Exception:
-        if len(rgbs) == 1:
-            raise
-    out: list[Matte | Exception] = []
-    for rgb in rgbs:
-        try:
-            out.append(engine.predict([rgb])[0])
-        except Exception as exc:
-            out.append(exc)
-    return out
 
 
 def matte_folder(
@@ -85,7 +68,7 @@ def matte_folder(
     out_dir: Path,
     model: str,
     models_dir: Path,
-    output: str = "rgba",
+    output: str = OutputMode.RGBA,
     progress: Callable[[int, int], None] | None = None,
 ) -> OneshotResult:
     """Matte every image under `in_dir` into `out_dir`, keeping relative paths.
@@ -142,14 +125,11 @@ def matte_folder(
                 if isinstance(im, Exception):
                     result.failed.append((jobs[start + j][0], str(im)))
             if ok:
-                try:
-                    mattes = _predict_each(engine, [im for _, im in ok])
-                except Exception as exc:
-                    mattes = [exc]
+                mattes = run_isolated(engine.predict, [im for _, im in ok])
                 for (j, rgb), matte in zip(ok, mattes, strict=True):
                     rel, _, target = jobs[start + j]
-                    if isinstance(matte, Exception):
-                        result.failed.append((rel, f"matting failed: {matte}"))
+                    if isinstance(matte, Failed):
+                        result.failed.append((rel, f"matting failed: {matte.exc}"))
                     else:
                         writes.append((rel, pool.submit(_write, rgb, matte, target, output)))
             for rel, fut in writes:

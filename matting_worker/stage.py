@@ -1,12 +1,12 @@
 """The matting stage: decode → engine (batched) → RGBA/alpha PNG at the input's size.
 
-Model against model: a request may name several engines (`params.models`, the job's models in
-the user's order). The image is decoded once and every engine mattes the whole batch in turn;
-the batch key is the model list, so all items of a batch share it and each engine still sees a
-full batch. The first model writes `req.output` (docs/DESIGN.md's name, "Public API"), every
-further one `<x>.<model>.png` (see `shared.storage.model_output_rel`). One request per image
-rather than one per (image, model) keeps the gateway's one-task-one-answer bookkeeping and
-decodes once.
+Model against model: a request may name several engines (`MattingParams.models`, the job's
+models in the user's order). The image is decoded once and every engine mattes the whole batch
+in turn; the batch key is the model list, so all items of a batch share it and each engine
+still sees a full batch. The first model writes `req.output` (docs/DESIGN.md's name, "Public
+API"), every further one `<x>.<model>.png` (see `shared.storage.model_output_rel`). One request
+per image rather than one per (image, model) keeps the gateway's one-task-one-answer
+bookkeeping and decodes once.
 """
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ from typing import Any
 
 from matting_worker.engines.base import Engine, Matte, RGBImage
 from matting_worker.engines.registry import UnknownModel, create_engine
+from shared.formats import OUTPUT_MODES, OutputMode
 from shared.imaging import decode_rgb, encode_png_alpha, encode_png_rgba
-from shared.schemas import StageRequest
+from shared.schemas import MODEL_SEP, MattingParams, MattingRequest, StageRequest
 from shared.settings import Settings
+from shared.stages import Stage
 from shared.storage import Storage, atomic_write_bytes, model_output_rel
 from shared.worker.server import BadInput, BatchPolicy, StageFailure, StageOutput
 
-__all__ = ["OUTPUT_MODES", "MattingItem", "MattingStage", "request_models"]
+__all__ = ["MattingItem", "MattingStage", "request_models"]
 
-OUTPUT_MODES = ("rgba", "alpha", "both")
-KEY_SEP = ","
-"""Joins the model list into a batch key (a model name is a file stem: no comma in it)."""
+KEY_SEP = MODEL_SEP
+"""Joins the model list into a batch key (`MattingParams` refuses a comma inside a name)."""
 
 
 @dataclass
@@ -36,34 +37,20 @@ class MattingItem:
     rgb: RGBImage
     outputs: list[tuple[str, Path, Path | None]]
     """Per model, in the request's order: (model, RGBA-or-alpha path, alpha path for `both`)."""
-    mode: str
+    mode: OutputMode
 
 
-def request_models(params: dict[str, Any], default: str) -> list[str]:
-    """The engines a request names: `models` (a list) or else `model` (one name), or the
-    worker's default. BadInput for an empty list, a non-name, a duplicate, or a `model` that
-    contradicts `models[0]` (a caller that built the two from different lists)."""
-    raw = params.get("models")
-    model = params.get("model")
-    if raw is None:
-        raw = [model or default]
-    elif model is not None and (not isinstance(raw, list) or not raw or raw[0] != model):
-        raise BadInput("params.model must be the first of params.models")
-    if not isinstance(raw, list) or not raw:
-        raise BadInput("params.models must be a non-empty list of engine names")
-    for name in raw:
-        if not isinstance(name, str) or not name or KEY_SEP in name:
-            raise BadInput(f"params.models: {name!r} is not an engine name")
-    if len(set(raw)) != len(raw):
-        raise BadInput(f"params.models names a model twice: {raw}")
-    return list(raw)
+def request_models(params: MattingParams, default: str) -> list[str]:
+    """The engines a request names (checked by `MattingParams`), or the worker's default."""
+    return list(params.models) if params.models is not None else [default]
 
 
 class MattingStage:
     """Loads the default engine at start; other engines on first use, then kept."""
 
-    name = "matting"
-    route = "/matting"
+    name = Stage.MATTING
+    route = Stage.MATTING.route
+    request_model = MattingRequest
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -101,7 +88,7 @@ class MattingStage:
             "output_modes": list(OUTPUT_MODES),
         }
 
-    def batch_key(self, req: StageRequest) -> str:
+    def batch_key(self, req: StageRequest[MattingParams]) -> str:
         return KEY_SEP.join(request_models(req.params, self.default_model))
 
     def ensure(self, key: str) -> BatchPolicy:
@@ -109,10 +96,8 @@ class MattingStage:
         size = min(self._batch_size(self.engine(name)) for name in key.split(KEY_SEP))
         return BatchPolicy(size, 1, self.settings.max_batch_delay_ms)
 
-    def prepare(self, req: StageRequest, storage: Storage) -> MattingItem:
-        mode = req.params.get("output") or "rgba"
-        if mode not in OUTPUT_MODES:
-            raise BadInput(f"params.output must be one of {', '.join(OUTPUT_MODES)}, not {mode!r}")
+    def prepare(self, req: StageRequest[MattingParams], storage: Storage) -> MattingItem:
+        mode = req.params.output
         if not req.output.lower().endswith(".png"):
             raise BadInput(f"output must be a .png path, not {req.output!r}")
         source = storage.resolve(req.input)
@@ -120,7 +105,7 @@ class MattingStage:
         for i, model in enumerate(request_models(req.params, self.default_model)):
             out = storage.resolve(model_output_rel(req.output, model, i))
             alpha = (storage.resolve(model_output_rel(req.output, model, i, alpha=True))
-                     if mode == "both" else None)
+                     if mode == OutputMode.BOTH else None)
             outputs.append((model, out, alpha))
         paths = [p for _, out, alpha in outputs for p in (out, alpha) if p is not None]
         if len(set(paths)) != len(paths):  # e.g. a second model called "alpha" with `both`
@@ -152,7 +137,8 @@ class MattingStage:
         return per_item
 
     def finish(
-        self, req: StageRequest, item: MattingItem, out: list[Matte], storage: Storage
+        self, req: StageRequest[MattingParams], item: MattingItem, out: list[Matte],
+        storage: Storage,
     ) -> StageOutput:
         """Write every model's files; `extra.outputs` maps model → its main output when the
         request named several models."""
@@ -164,7 +150,7 @@ class MattingStage:
         written: dict[str, str] = {}
         alphas: dict[str, str] = {}
         for (model, path, alpha_path), matte in zip(item.outputs, out, strict=True):
-            if item.mode == "alpha":
+            if item.mode == OutputMode.ALPHA:
                 data = encode_png_alpha(matte.alpha)
             else:
                 data = encode_png_rgba(item.rgb, matte.alpha, matte.foreground)

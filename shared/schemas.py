@@ -1,22 +1,141 @@
-"""The wire contracts between gateway, balancers and workers (docs/DESIGN.md, "Internal API")."""
+"""The wire contracts between gateway, balancers and workers (docs/DESIGN.md, "Internal API").
+
+A stage request is one envelope (`StageRequest`) around the stage's own parameters: the
+gateway builds `MattingRequest` / `ComparisonRequest`, the worker server checks the parameters
+against its stage's `params_model` (a bad one is a 400 that names the field), and the balancer
+in between forwards them untouched (`ForwardedRequest`), so it needs no stage knowledge.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
-__all__ = ["HealthInfo", "Heartbeat", "StageError", "StageRequest", "StageResult", "Timings"]
+from shared.formats import OutputMode
+
+__all__ = [
+    "MODEL_SEP",
+    "ComparisonParams",
+    "ComparisonRequest",
+    "ForwardedRequest",
+    "HealthInfo",
+    "Heartbeat",
+    "MatteRef",
+    "MattingParams",
+    "MattingRequest",
+    "StageError",
+    "StageRequest",
+    "StageResult",
+    "Timings",
+    "validation_detail",
+]
+
+MODEL_SEP = ","
+"""Joins several engine names (the job's `model` option, a batch key): never inside a name."""
+
+ParamsT = TypeVar("ParamsT")
 
 
-class StageRequest(BaseModel):
+class StageRequest(BaseModel, Generic[ParamsT]):
     """One image for one stage. Paths are relative to DATA_DIR; the worker refuses others."""
 
     task_id: int
     job_id: str
     input: str
     output: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: ParamsT
+
+
+class _Params(BaseModel):
+    # An unknown field is refused, not ignored: a misspelt or retired field (the old
+    # single-model `model` / `matte`) must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MattingParams(_Params):
+    models: list[str] | None = None
+    """Engines in the job's order (model against model when more than one); None: the
+    worker's default engine. The first writes `req.output`, every further one
+    `<x>.<model>.png` (`shared.storage.model_output_rel`)."""
+    output: OutputMode = OutputMode.RGBA
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _engine_names(cls, v: object) -> object:
+        if v is None:
+            return v
+        if not isinstance(v, list) or not v:
+            raise ValueError("must be a non-empty list of engine names")
+        for name in v:
+            if not isinstance(name, str) or not name or MODEL_SEP in name:
+                raise ValueError(f"{name!r} is not an engine name")
+        if len(set(v)) != len(v):
+            raise ValueError(f"names a model twice: {v}")
+        return v
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _default_output(cls, v: object) -> object:
+        return OutputMode.RGBA if v is None or v == "" else v
+
+
+class MatteRef(_Params):
+    """One model's matte for the comparison stage."""
+
+    model: str = Field(min_length=1)
+    path: str = Field(min_length=1)
+    """DATA_DIR-relative path of the matte (the model's cut-out or alpha PNG)."""
+
+
+class ComparisonParams(_Params):
+    mattes: list[MatteRef]
+    """One per model, in the job's order: one sheet row and one metrics entry each."""
+    gt: str | None = None
+    """DATA_DIR-relative path of the ground-truth alpha, when the upload had one."""
+    metrics_output: str | None = None
+    """Where to write the per-image metrics JSON (DATA_DIR-relative); None: not written."""
+
+    @field_validator("mattes", mode="before")
+    @classmethod
+    def _matte_list(cls, v: object) -> object:
+        if not isinstance(v, list) or not v:
+            raise ValueError("must be a non-empty list of {model, path}")
+        for entry in v:
+            if not isinstance(entry, dict | MatteRef) or (
+                isinstance(entry, dict) and not (isinstance(entry.get("model"), str)
+                                                 and entry["model"])
+            ):
+                raise ValueError(f"{entry!r} is not {{model, path}}")
+        return v
+
+    @field_validator("mattes")
+    @classmethod
+    def _one_per_model(cls, v: list[MatteRef]) -> list[MatteRef]:
+        names = [m.model for m in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"names a model twice: {names}")
+        return v
+
+
+class MattingRequest(StageRequest[MattingParams]):
+    params: MattingParams = Field(default_factory=MattingParams)
+
+
+class ComparisonRequest(StageRequest[ComparisonParams]):
+    pass
+
+
+class ForwardedRequest(StageRequest[dict[str, JsonValue]]):
+    """A request as a balancer (or the worker server, before its stage's check) sees it: the
+    envelope checked, the parameters any JSON object."""
+
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+def validation_detail(exc: ValidationError) -> str:
+    """A pydantic error as one line naming each field: `params.models: …; params.output: …`."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
 class Timings(BaseModel):

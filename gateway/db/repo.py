@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.tables import Job, Task, Upload
+from shared.stages import Stage
 from shared.states import FINAL_JOB_STATES, JobState, TaskState
 
 __all__ = [
@@ -133,12 +134,13 @@ async def stage_stats(s: AsyncSession, job_id: str) -> dict[str, Any]:
     """Where the time goes: mean worker time and mean wait (dispatch → worker start) per stage,
     and how many images each worker did."""
     out: dict[str, Any] = {}
-    for stage in ("matting", "comparison"):
+    for stage in Stage:
+        cols = stage.columns
         disp, start, fin, worker = (
-            getattr(Task, f"{stage}_dispatched_at"),
-            getattr(Task, f"{stage}_started_at"),
-            getattr(Task, f"{stage}_finished_at"),
-            getattr(Task, f"{stage}_worker"),
+            getattr(Task, cols.dispatched_at),
+            getattr(Task, cols.started_at),
+            getattr(Task, cols.finished_at),
+            getattr(Task, cols.worker),
         )
         q = (
             select(worker, func.count(), func.avg(fin - start), func.avg(start - disp))

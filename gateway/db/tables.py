@@ -79,8 +79,9 @@ class Task(Base):
     lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
     failed_stage: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    """Where a failed task resumes: 'matting' or 'comparison'."""
+    """Where a failed task resumes: a `shared.stages.Stage` value."""
 
+    # The per-stage columns are named in `shared.stages` (`Stage.columns`), not built by code.
     matting_output: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     compare_output: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)

@@ -20,6 +20,7 @@ from gateway.db.repo import job_counts
 from gateway.db.tables import Job, Task
 from shared.limits import ERROR_MAX_CHARS
 from shared.schemas import StageResult
+from shared.stages import Stage
 from shared.states import FINAL_TASK_STATES, JobState, TaskState
 
 __all__ = [
@@ -41,17 +42,8 @@ __all__ = [
 T = cast(Table, Task.__table__)
 J = cast(Table, Job.__table__)
 
-STAGES = ("matting", "comparison")
+STAGES = tuple(Stage)
 """The two stages, in pipeline order."""
-# stage → (queue state it is claimed from, dispatched state, state after success)
-_FLOW: dict[str, tuple[TaskState, TaskState, TaskState]] = {
-    "matting": (TaskState.PENDING, TaskState.DISPATCHED_MATTING, TaskState.MATTING_DONE),
-    "comparison": (
-        TaskState.MATTING_DONE,
-        TaskState.DISPATCHED_COMPARISON,
-        TaskState.COMPLETED,
-    ),
-}
 _UNFINISHED = [s.value for s in TaskState if s not in FINAL_TASK_STATES]
 
 
@@ -60,8 +52,8 @@ def backoff_s(retry_count: int, base: float, cap: float) -> float:
     return float(min(cap, base * 2 ** max(0, retry_count - 1)))
 
 
-def _dispatched_col(stage: str) -> Any:
-    return T.c.matting_dispatched_at if stage == "matting" else T.c.comparison_dispatched_at
+def _dispatched_col(stage: Stage) -> Any:
+    return T.c[stage.columns.dispatched_at]
 
 
 # --- the scheduler's transitions ----------------------------------------------------------
@@ -87,10 +79,10 @@ class Claimed:
         return [m for m in self.model.split(",") if m]
 
 
-async def claim(s: AsyncSession, stage: str, n: int, now: float, lease_s: float) -> list[Claimed]:
+async def claim(s: AsyncSession, stage: Stage, n: int, now: float, lease_s: float) -> list[Claimed]:
     """Lease up to `n` due tasks of running jobs for `stage`, shared evenly across the jobs
     that have due work (oldest job first when there are more jobs than slots)."""
-    queue, dispatched, _ = _FLOW[stage]
+    queue, dispatched = stage.queued_state, stage.dispatched_state
     jq = select(J.c.id, J.c.model, J.c.output).where(J.c.state == JobState.RUNNING.value)
     jq = jq.order_by(J.c.created_at, J.c.id)
     jobs = {jid: (model, output) for jid, model, output in (await s.execute(jq)).all()}
@@ -137,12 +129,11 @@ async def claim(s: AsyncSession, stage: str, n: int, now: float, lease_s: float)
     return claimed
 
 
-def _fence(stage: str, task_id: int, dispatched_at: float) -> list[Any]:
-    _, dispatched, _ = _FLOW[stage]
+def _fence(stage: Stage, task_id: int, dispatched_at: float) -> list[Any]:
     live = select(J.c.id).where(J.c.state == JobState.RUNNING.value)
     return [
         T.c.id == task_id,
-        T.c.state == dispatched.value,
+        T.c.state == stage.dispatched_state.value,
         _dispatched_col(stage) == dispatched_at,
         T.c.job_id.in_(live),
     ]
@@ -156,28 +147,24 @@ async def touch_jobs(s: AsyncSession, job_ids: Iterable[str], now: float) -> Non
 
 
 async def record_success(
-    s: AsyncSession, stage: str, c: Claimed, result: StageResult, output: str, now: float
+    s: AsyncSession, stage: Stage, c: Claimed, result: StageResult, output: str, now: float
 ) -> bool:
     """Move a leased task on after a stage answer; False when the answer came too late."""
-    _, _, after = _FLOW[stage]
-    t = result.timings
+    t, cols = result.timings, stage.columns
     values: dict[str, Any] = {
-        "state": after.value,
+        "state": stage.done_state.value,
         "lease_expires_at": None,
         "error": None,
-        f"{stage}_started_at": t.started,
-        f"{stage}_finished_at": t.finished,
-        f"{stage}_worker": result.worker_id,
+        cols.started_at: t.started,
+        cols.finished_at: t.finished,
+        cols.worker: result.worker_id,
+        cols.output: output,
     }
-    if stage == "matting":
-        values.update(matting_output=output, matting_batch_size=t.batch_size)
+    if stage is Stage.MATTING:
+        values.update(matting_batch_size=t.batch_size)
     else:
         metrics = result.extra.get("metrics")
-        values.update(
-            compare_output=output,
-            completed_at=now,
-            metrics=metrics if isinstance(metrics, dict) else None,
-        )
+        values.update(completed_at=now, metrics=metrics if isinstance(metrics, dict) else None)
     fence = _fence(stage, c.id, c.dispatched_at)
     res = await s.execute(update(T).where(*fence).values(**values))
     return bool(getattr(res, "rowcount", 0))
@@ -185,7 +172,7 @@ async def record_success(
 
 async def record_failure(
     s: AsyncSession,
-    stage: str,
+    stage: Stage,
     c: Claimed,
     error: str,
     *,
@@ -209,7 +196,7 @@ async def record_failure(
         .values(
             state=state.value,
             retry_count=count,
-            failed_stage=stage,
+            failed_stage=stage.value,
             error=error[:ERROR_MAX_CHARS],
             lease_expires_at=None,
             next_attempt_at=now + backoff_s(count, backoff_base, backoff_max),
@@ -219,13 +206,12 @@ async def record_failure(
 
 
 async def release(
-    s: AsyncSession, stage: str, c: Claimed, not_before: float, error: str | None = None
+    s: AsyncSession, stage: Stage, c: Claimed, not_before: float, error: str | None = None
 ) -> bool:
     """Give a lease back without counting an attempt (the stage was unreachable, saturated or
     out of disk); `error` says why on the waiting task, until an answer clears it."""
-    queue, _, _ = _FLOW[stage]
     values: dict[str, Any] = {
-        "state": queue.value, "lease_expires_at": None, "next_attempt_at": not_before,
+        "state": stage.queued_state.value, "lease_expires_at": None, "next_attempt_at": not_before,
     }
     if error:
         values["error"] = error[:ERROR_MAX_CHARS]
@@ -239,15 +225,14 @@ async def requeue_due(s: AsyncSession, now: float) -> int:
     """Failed tasks whose backoff is over go back to the queue of the stage that failed."""
     n = 0
     for stage in STAGES:
-        queue, _, _ = _FLOW[stage]
         res = await s.execute(
             update(T)
             .where(
                 T.c.state == TaskState.FAILED.value,
-                T.c.failed_stage == stage,
+                T.c.failed_stage == stage.value,
                 T.c.next_attempt_at <= now,
             )
-            .values(state=queue.value)
+            .values(state=stage.queued_state.value)
         )
         n += int(getattr(res, "rowcount", 0))
     return n
@@ -257,17 +242,16 @@ async def reclaim_expired(s: AsyncSession, now: float, max_retries: int) -> int:
     """Leases that ran out without an answer count as a failed attempt, retried at once."""
     n = 0
     for stage in STAGES:
-        _, dispatched, _ = _FLOW[stage]
         res = await s.execute(
             update(T)
-            .where(T.c.state == dispatched.value, T.c.lease_expires_at < now)
+            .where(T.c.state == stage.dispatched_state.value, T.c.lease_expires_at < now)
             .values(
                 retry_count=T.c.retry_count + 1,
                 state=case(
                     (T.c.retry_count + 1 >= max_retries, TaskState.PERMANENTLY_FAILED.value),
                     else_=TaskState.FAILED.value,
                 ),
-                failed_stage=stage,
+                failed_stage=stage.value,
                 error=f"no answer from the {stage} stage before the lease expired",
                 lease_expires_at=None,
                 next_attempt_at=now,
@@ -282,11 +266,10 @@ async def release_dispatched(s: AsyncSession) -> int:
     (its answer can never arrive here); not counted as an attempt."""
     n = 0
     for stage in STAGES:
-        queue, dispatched, _ = _FLOW[stage]
         res = await s.execute(
             update(T)
-            .where(T.c.state == dispatched.value)
-            .values(state=queue.value, lease_expires_at=None)
+            .where(T.c.state == stage.dispatched_state.value)
+            .values(state=stage.queued_state.value, lease_expires_at=None)
         )
         n += int(getattr(res, "rowcount", 0))
     return n

@@ -9,13 +9,15 @@ from gateway.db import repo
 from gateway.errors import BadRequest
 from gateway.pipeline.callbacks import valid_callback_url
 from shared.catalogue import model_names
+from shared.formats import OUTPUT_MODES, OutputMode
 from shared.responses import JobLinks
 from shared.settings import Settings
 from shared.states import JobState
 
 __all__ = ["OUTPUTS", "job_links", "new_job", "validate_job_options"]
 
-OUTPUTS = ("rgba", "alpha", "both")
+OUTPUTS = OUTPUT_MODES
+"""The job's `output` option (`shared.formats.OutputMode`)."""
 
 
 def validate_job_options(
@@ -37,7 +39,7 @@ def validate_job_options(
         raise BadRequest(f"model names {', '.join(twice)} more than once")
     if output not in OUTPUTS:
         raise BadRequest(f"unknown output {output!r}; use one of: {', '.join(OUTPUTS)}")
-    if output == "both" and "alpha" in names[1:]:
+    if output == OutputMode.BOTH and "alpha" in names[1:]:
         # `<x>.alpha.png` is the first model's alpha file; a further model's cut-out
         # (`<x>.<model>.png`, see shared.storage.model_output_rel) would overwrite it.
         raise BadRequest("with output=both a model called 'alpha' must come first in model=")

@@ -31,6 +31,7 @@ from gateway.errors import (
     UnsupportedMediaType,
 )
 from shared.errors import MattepipeError
+from shared.formats import IMAGE_TYPES
 
 __all__ = ["Received", "check_free_space", "receive_upload", "upload_extension"]
 
@@ -41,10 +42,6 @@ DISK_CHECK_BYTES = 64 << 20
 MULTIPART_SLACK = 1 << 20
 """Room for boundaries and other form fields when comparing Content-Length with the limit."""
 
-_IMAGE_EXTS = {
-    ".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp",
-    ".bmp": "bmp", ".tif": "tif", ".tiff": "tif",
-}  # fmt: skip
 _DEFAULT_NAMES = {
     "application/zip": "upload.zip",
     "application/x-zip-compressed": "upload.zip",
@@ -78,8 +75,8 @@ def upload_extension(filename: str) -> str:
     suffix = PurePosixPath(lower).suffix
     if suffix in (".zip", ".tar"):
         return suffix[1:]
-    if suffix in _IMAGE_EXTS:
-        return _IMAGE_EXTS[suffix]
+    if suffix in IMAGE_TYPES:
+        return IMAGE_TYPES[suffix]
     raise BadRequest(f"unsupported file type {filename!r}: send {_ACCEPTED}")
 
 

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,10 +24,19 @@ from gateway.db import repo, transitions
 from gateway.db.database import Database
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.callbacks import send_callback
-from gateway.pipeline.stage_calls import Outcome, call_stage
+from gateway.pipeline.stage_calls import Outcome, Recorded, call_stage
 from gateway.results.summary import job_summary
-from shared.schemas import StageRequest
+from shared.formats import OutputMode
+from shared.schemas import (
+    ComparisonParams,
+    ComparisonRequest,
+    MatteRef,
+    MattingParams,
+    MattingRequest,
+    StageRequest,
+)
 from shared.settings import Settings
+from shared.stages import Stage
 from shared.states import JobState, TaskState
 from shared.storage import Storage, model_output_rel
 from shared.timing import (
@@ -55,7 +64,7 @@ SPARE_CONNECTIONS = 8
 
 @dataclass
 class _Answer:
-    stage: str
+    stage: Stage
     claimed: transitions.Claimed
     output: str
     outcome: Outcome
@@ -83,17 +92,10 @@ class Scheduler:
         self.lease_s, self.backoff_base, self.backoff_max = lease_s, backoff_base, backoff_max
         self.idle_s, self.maintenance_s = idle_s, maintenance_s
         self.request_timeout, self.callback_backoff = request_timeout, callback_backoff
-        self.concurrency = {
-            "matting": max(1, settings.matting_concurrency),
-            "comparison": max(1, settings.comparison_concurrency),
-        }
-        self._low_water = {s: max(1, n // CLAIM_SLOTS_DIVISOR)
-                           for s, n in self.concurrency.items()}
-        self.urls = {
-            "matting": settings.matting_api_url.rstrip("/") + "/matting",
-            "comparison": settings.comparison_api_url.rstrip("/") + "/compare",
-        }
-        self.inflight: dict[str, set[asyncio.Task[None]]] = {s: set() for s in transitions.STAGES}
+        self.concurrency = {s: s.concurrency(settings) for s in transitions.STAGES}
+        self._low_water = {s: max(1, n // CLAIM_SLOTS_DIVISOR) for s, n in self.concurrency.items()}
+        self.urls = {s: s.stage_url(settings) for s in transitions.STAGES}
+        self.inflight: dict[Stage, set[asyncio.Task[None]]] = {s: set() for s in transitions.STAGES}
         self._wake = {s: asyncio.Event() for s in transitions.STAGES}
         self._paused_until = {s: 0.0 for s in transitions.STAGES}
         self._pause_streak = {s: 0 for s in transitions.STAGES}
@@ -137,7 +139,7 @@ class Scheduler:
             ev.set()
 
     # --- stage loops -------------------------------------------------------------------------
-    async def _stage_loop(self, stage: str) -> None:
+    async def _stage_loop(self, stage: Stage) -> None:
         inflight = self.inflight[stage]
         while True:
             pause = self._paused_until[stage] - time.time()
@@ -164,37 +166,47 @@ class Scheduler:
                 inflight.add(t)
                 t.add_done_callback(inflight.discard)
 
-    async def claim(self, stage: str, n: int) -> list[transitions.Claimed]:
+    async def claim(self, stage: Stage, n: int) -> list[transitions.Claimed]:
         async with self.db.write() as s:
             return await transitions.claim(s, stage, n, time.time(), self.lease_s)
 
-    def request_for(self, stage: str, c: transitions.Claimed) -> StageRequest:
-        """One request per image, whatever the number of models: the matting worker runs each
-        of `models` on it (batched per model list) and writes every cut-out; the comparison
-        worker gets every model's matte in `mattes` and renders one sheet row per model."""
-        st = self.storage
+    def request_for(self, stage: Stage, c: transitions.Claimed) -> StageRequest[Any]:
+        """One request per image, whatever the number of models (see `matting_request` and
+        `comparison_request`)."""
+        if stage is Stage.MATTING:
+            return self.matting_request(c)
+        if stage is Stage.COMPARISON:
+            return self.comparison_request(c)
+        assert_never(stage)
+
+    def matting_request(self, c: transitions.Claimed) -> MattingRequest:
+        """The matting worker runs each of `models` on the image (batched per model list) and
+        writes every cut-out."""
         models = c.models or [self.settings.default_model]
-        if stage == "matting":
-            return StageRequest(
-                task_id=c.id, job_id=c.job_id, input=c.input,
-                output=st.matting_rel(c.job_id, c.path),
-                params={"models": models, "model": models[0], "output": c.output},
-            )
-        first = c.matting_output or st.matting_rel(c.job_id, c.path)
-        return StageRequest(
+        return MattingRequest(
             task_id=c.id, job_id=c.job_id, input=c.input,
-            output=st.compare_rel(c.job_id, c.path),
-            params={
-                "matte": first,
-                "model": models[0],
-                "mattes": [{"model": m, "path": model_output_rel(first, m, i)}
-                           for i, m in enumerate(models)],
-                "gt": c.gt,
-                "metrics_output": st.metrics_rel(c.job_id, c.path),
-            },
+            output=self.storage.matting_rel(c.job_id, c.path),
+            params=MattingParams(models=models, output=OutputMode(c.output)),
         )
 
-    async def _dispatch(self, stage: str, c: transitions.Claimed) -> None:
+    def comparison_request(self, c: transitions.Claimed) -> ComparisonRequest:
+        """The comparison worker gets every model's matte in `mattes` and renders one sheet
+        row per model."""
+        st = self.storage
+        models = c.models or [self.settings.default_model]
+        first = c.matting_output or st.matting_rel(c.job_id, c.path)
+        return ComparisonRequest(
+            task_id=c.id, job_id=c.job_id, input=c.input,
+            output=st.compare_rel(c.job_id, c.path),
+            params=ComparisonParams(
+                mattes=[MatteRef(model=m, path=model_output_rel(first, m, i))
+                        for i, m in enumerate(models)],
+                gt=c.gt,
+                metrics_output=st.metrics_rel(c.job_id, c.path),
+            ),
+        )
+
+    async def _dispatch(self, stage: Stage, c: transitions.Claimed) -> None:
         assert self.client is not None
         req = self.request_for(stage, c)
         gauge = self.metrics.inflight.labels(stage)
@@ -241,47 +253,47 @@ class Scheduler:
         late_jobs = set()
         for a, kind in zip(batch, kinds, strict=True):
             self._count(a, kind, now)
-            if kind == "late":
+            if kind is Recorded.LATE:
                 late_jobs.add(a.claimed.job_id)
         for job_id in late_jobs:
             await self._drop_if_gone(job_id)
 
-    async def _apply(self, s: AsyncSession, a: _Answer, now: float) -> str:
-        """Record one answer: 'done', 'released', 'retry', 'failed' or 'late'."""
+    async def _apply(self, s: AsyncSession, a: _Answer, now: float) -> Recorded:
+        """Record one answer; what it did to the task."""
         out, c = a.outcome, a.claimed
         if out.unavailable is not None:
             ok = await transitions.release(s, a.stage, c, now + max(out.unavailable, 0.0),
                                            out.error)
-            return "released" if ok else "late"
+            return Recorded.RELEASED if ok else Recorded.LATE
         if out.result is not None:
             ok = await transitions.record_success(s, a.stage, c, out.result, a.output, now)
-            return "done" if ok else "late"
+            return Recorded.DONE if ok else Recorded.LATE
         state = await transitions.record_failure(
             s, a.stage, c, out.error, retryable=out.retryable, now=now,
             max_retries=self.settings.max_retries,
             backoff_base=self.backoff_base, backoff_max=self.backoff_max,
         )
         if state is None:
-            return "late"
-        return "failed" if state == TaskState.PERMANENTLY_FAILED else "retry"
+            return Recorded.LATE
+        return Recorded.FAILED if state == TaskState.PERMANENTLY_FAILED else Recorded.RETRY
 
-    def _count(self, a: _Answer, kind: str, now: float) -> None:
+    def _count(self, a: _Answer, kind: Recorded, now: float) -> None:
         m, stage = self.metrics, a.stage
-        if kind == "done" and a.outcome.result is not None:
+        if kind is Recorded.DONE and a.outcome.result is not None:
             t = a.outcome.result.timings
             m.stage_seconds.labels(stage).observe(max(0.0, t.finished - t.started))
             m.roundtrip_seconds.labels(stage).observe(max(0.0, now - a.sent_at))
-            if stage == "matting":
-                self._wake["comparison"].set()
-        elif kind == "released":
+            if stage.next is not None:
+                self._wake[stage.next].set()
+        elif kind is Recorded.RELEASED:
             m.unavailable.labels(stage).inc()
-        elif kind == "late":
+        elif kind is Recorded.LATE:
             m.late_answers.labels(stage).inc()
-        elif kind == "failed":
+        elif kind is Recorded.FAILED:
             m.permanent_failures.labels(stage).inc()
             log.warning("task %s failed for good in %s: %s", a.claimed.id, stage,
                         a.outcome.error)
-        elif kind == "retry":
+        elif kind is Recorded.RETRY:
             m.retries.labels(stage).inc()
             log.info("task %s will be retried (%s): %s", a.claimed.id, stage, a.outcome.error)
 
@@ -293,7 +305,7 @@ class Scheduler:
         if job is None or job.state == JobState.CANCELLED.value:
             await asyncio.to_thread(self.storage.remove_job, job_id)
 
-    def _pause(self, stage: str, retry_after: float) -> None:
+    def _pause(self, stage: Stage, retry_after: float) -> None:
         # One step of backoff per round of probing, not per refused call: the 16 calls in
         # flight when a balancer dies would otherwise jump straight to the longest pause.
         if self._paused_until[stage] <= time.time():

@@ -10,14 +10,32 @@ connection (the API is down or restarting) — the task waits, it is not the ima
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
 from shared.schemas import StageError, StageRequest, StageResult
+from shared.stages import Stage
 from shared.storage import PathOutsideDataDir, Storage
 
-__all__ = ["Outcome", "call_stage"]
+__all__ = ["Outcome", "Recorded", "call_stage"]
+
+
+class Recorded(StrEnum):
+    """What recording one stage answer did to its task (the scheduler counts each kind)."""
+
+    DONE = "done"
+    """The stage succeeded; the task moved on to the next stage or completed."""
+    RELEASED = "released"
+    """The stage was unavailable; the lease was given back without counting an attempt."""
+    RETRY = "retry"
+    """A failed attempt; the task waits for its backoff, then goes back to its queue."""
+    FAILED = "failed"
+    """A failed attempt that was the last one (or not retryable): permanently failed."""
+    LATE = "late"
+    """Nothing recorded: the lease was re-taken or the job is gone (cancelled, finished)."""
 
 
 @dataclass
@@ -30,7 +48,7 @@ class Outcome:
 
 
 async def call_stage(
-    client: httpx.AsyncClient, url: str, stage: str, req: StageRequest, storage: Storage,
+    client: httpx.AsyncClient, url: str, stage: Stage, req: StageRequest[Any], storage: Storage,
     request_timeout: float,
 ) -> Outcome:
     try:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from shared.formats import METRIC_KEYS
 from shared.storage import FINAL_RESULTS, MATTING_OUTPUT
 
 __all__ = ["GALLERY_JS", "TEMPLATE", "cutout_name", "gallery_data", "render_gallery",
@@ -35,7 +36,7 @@ __all__ = ["GALLERY_JS", "TEMPLATE", "cutout_name", "gallery_data", "render_gall
 TEMPLATE = Path(__file__).with_name("report_gallery.html")
 GALLERY_JS = Path(__file__).resolve().parent.parent / "web" / "gallery.js"
 """The gallery module shared with the live page, inlined into every index.html."""
-KEYS = ("sad", "mse", "grad", "conn", "coverage", "uncertain", "border_alpha")
+KEYS = METRIC_KEYS
 """Fallback metric columns, for a doc whose summary does not name them."""
 DEFAULT_SORT = "mse"
 """The ground-truth metric the gallery sorts by first (worst first), as the summary's worst ten."""

@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.results.gallery import render_gallery
+from shared.formats import FREE_KEYS, GT_KEYS, Metric
 
 __all__ = ["FREE_KEYS", "GT_KEYS", "WORST_N", "Report", "ReportItem", "build_report"]
 
-GT_KEYS = ("sad", "mse", "grad", "conn")
-FREE_KEYS = ("coverage", "uncertain", "border_alpha")
 WORST_N = 10
-WORST_BY = "mse"
+WORST_BY = Metric.MSE
 PRETTY_JSON_MAX_ITEMS = 2000
 FAILED_STATES = frozenset({"failed", "permanently_failed"})
 

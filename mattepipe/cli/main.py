@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from shared.formats import OUTPUT_MODES
 from shared.settings import Settings
 
 __all__ = ["app", "main", "settings_with"]
@@ -91,7 +92,6 @@ StopAfter = Annotated[int | None, typer.Option(
     help="testing: stop the upload once this many bytes went out, as if interrupted")]
 JobId = Annotated[str, typer.Argument(help="the job's id")]
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-OUTPUT_MODES = ("rgba", "alpha", "both")
 
 
 def _options(model: str | None, output: str, callback_url: str | None) -> Any:

@@ -32,7 +32,7 @@ def matte_cmd(in_dir: Path, out_dir: Path, model: str, models_dir: Path,
     with Progress(TextColumn(f"[bold]matting ({escape(model)})"), BarColumn(),
                   MofNCompleteColumn(), TaskProgressColumn(), TimeRemainingColumn(),
                   console=console) as bar:
-        task = bar.add_task("matting", total=None)
+        task = bar.add_task("images", total=None)  # not shown: the TextColumn labels it
         try:
             res = matte_folder(in_dir, out_dir, model, models_dir, output,
                                lambda done, total: bar.update(task, completed=done,

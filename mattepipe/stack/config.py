@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.settings import Settings
+from shared.stages import Stage
 
 __all__ = [
     "SECRET_FIELDS",
@@ -82,26 +83,25 @@ def _worker_ports(first: int, count: int) -> list[int]:
 def stack_programs(settings: Settings) -> list[Program]:
     """Gateway, both balancers and their workers; workers start first so balancers find them."""
     py = sys.executable
-    matting_urls = [local_url(settings, p) for p in
-                    _worker_ports(settings.matting_worker_port, settings.matting_workers)]
-    comparison_urls = [local_url(settings, p) for p in
-                       _worker_ports(settings.comparison_worker_port,
-                                     settings.comparison_workers)]
+    urls = {
+        stage: [local_url(settings, p) for p in
+                _worker_ports(stage.worker_port(settings), stage.local_workers(settings))]
+        for stage in Stage
+    }
     programs: list[Program] = []
-    for kind, first, urls in (("matting", settings.matting_worker_port, matting_urls),
-                              ("comparison", settings.comparison_worker_port, comparison_urls)):
-        for i, url in enumerate(urls, start=1):
-            wid, port = f"{kind}-worker-{i}", first + i - 1
+    for stage in Stage:
+        first = stage.worker_port(settings)
+        for i, url in enumerate(urls[stage], start=1):
+            wid, port = f"{stage.value}-worker-{i}", first + i - 1
             programs.append(Program(
-                wid, (py, "-m", f"{kind}_worker", "--port", str(port), "--worker-id", wid),
+                wid, (py, "-m", stage.worker_package, "--port", str(port), "--worker-id", wid),
                 {"WORKER_ID": wid, "PUBLIC_URL": url}, port, priority=100))
     programs += [
-        Program("matting-api", (py, "-m", "matting_api"),
-                {"WORKER_URLS": ",".join(matting_urls)}, settings.matting_api_port, 200),
-        Program("comparison-api", (py, "-m", "comparison_api"),
-                {"WORKER_URLS": ",".join(comparison_urls)}, settings.comparison_api_port, 200),
-        Program("gateway", (py, "-m", "gateway"), {}, settings.gateway_port, 300),
+        Program(f"{stage.value}-api", (py, "-m", stage.api_service),
+                {"WORKER_URLS": ",".join(urls[stage])}, stage.api_port(settings), 200)
+        for stage in Stage
     ]
+    programs.append(Program("gateway", (py, "-m", "gateway"), {}, settings.gateway_port, 300))
     return programs
 
 

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from shared.balancer.pool import NoWorker, WorkerPool, WorkerState
 from shared.logs import add_request_logging, debug_log
 from shared.metrics import QUEUE_DEPTH, WORKERS_HEALTHY, metrics_route
-from shared.schemas import Heartbeat, StageError, StageRequest
+from shared.schemas import ForwardedRequest, Heartbeat, StageError
 from shared.timing import (
     BALANCER_REQUEST_TIMEOUT_S,
     BALANCER_RETRY_AFTER_S,
@@ -107,7 +107,7 @@ class _Balancer:
             except Exception:
                 log.exception("health check round failed")
 
-    async def forward(self, req: StageRequest) -> JSONResponse:
+    async def forward(self, req: ForwardedRequest) -> JSONResponse:
         assert self.client is not None
         body = req.model_dump(mode="json")
         tried: set[str] = set()
@@ -194,7 +194,7 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
     add_request_logging(app, config.service)
     metrics_route(app)
 
-    async def route(req: StageRequest) -> JSONResponse:
+    async def route(req: ForwardedRequest) -> JSONResponse:
         return await b.forward(req)
 
     app.add_api_route(config.route, route, methods=["POST"],

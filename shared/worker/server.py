@@ -1,6 +1,7 @@
-"""The one worker server: a Stage (matting or comparison) behind HTTP, batched.
+"""The one worker server: a WorkerStage (matting or comparison) behind HTTP, batched.
 
-A request goes prepare (decode, in a thread) → the stage's batcher (engine, batched, in a
+A request's params are checked against the stage's request model (a misfit is a 400 that names
+the field), then it goes prepare (decode, in a thread) → the stage's batcher (engine, batched, in a
 thread) → finish (encode and atomic write, in a thread), so the event loop only routes.
 Every failure becomes a `StageError` whose status and `retryable` flag tell the gateway
 whether another try can help (docs/DESIGN.md, "Internal API").
@@ -15,27 +16,37 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from shared.logs import add_request_logging, debug_log
 from shared.metrics import BATCH_SIZE, QUEUE_DEPTH, STAGE_ERRORS, STAGE_SECONDS, metrics_route
-from shared.schemas import HealthInfo, Heartbeat, StageError, StageRequest, StageResult, Timings
+from shared.schemas import (
+    ForwardedRequest,
+    HealthInfo,
+    Heartbeat,
+    StageError,
+    StageRequest,
+    StageResult,
+    Timings,
+    validation_detail,
+)
 from shared.settings import Settings
 from shared.storage import Storage
 from shared.timing import HEALTH_CHECK_TIMEOUT_S, HEARTBEAT_INTERVAL_S
 from shared.worker.batching import Batched, Batcher
+from shared.worker.fallback import Failed, run_isolated
 from shared.worker.stage import (
     BadInput,
     BatchPolicy,
-    Stage,
     StageFailure,
     StageOutput,
+    WorkerStage,
     classify_error,
     configure_threads,
     thread_count,
@@ -44,9 +55,9 @@ from shared.worker.stage import (
 __all__ = [
     "BadInput",
     "BatchPolicy",
-    "Stage",
     "StageFailure",
     "StageOutput",
+    "WorkerStage",
     "classify_error",
     "configure_threads",
     "create_worker_app",
@@ -55,11 +66,6 @@ __all__ = [
 # The stage vocabulary is re-exported: stages import everything from `shared.worker.server`.
 
 log = logging.getLogger("mattepipe.worker")
-
-
-@dataclass
-class _Failed:
-    exc: Exception
 
 
 def _advertised_url(settings: Settings, host: str, port: int) -> str:
@@ -71,7 +77,9 @@ def _advertised_url(settings: Settings, host: str, port: int) -> str:
 
 
 class _Worker:
-    def __init__(self, stage: Stage[Any, Any], settings: Settings, worker_id: str) -> None:
+    def __init__(
+        self, stage: WorkerStage[Any, Any, Any], settings: Settings, worker_id: str
+    ) -> None:
         self.stage = stage
         self.settings = settings
         self.worker_id = worker_id
@@ -113,32 +121,29 @@ class _Worker:
         """A failing batch is retried item by item, so one poisoned image fails alone."""
 
         def run(items: list[Any]) -> list[Any]:
-            try:
-                return list(self.stage.run_batch(key, items))
-            except Exception as exc:
-                if len(items) == 1:
-                    return [_Failed(exc)]
-                debug_log.warning("batch of %d failed (%s); retrying one by one", len(items), exc)
-            out: list[Any] = []
-            for it in items:
-                try:
-                    out.extend(self.stage.run_batch(key, [it]))
-                except Exception as exc:
-                    out.append(_Failed(exc))
-            return out
+            return run_isolated(lambda batch: self.stage.run_batch(key, batch), items)
 
         return run
 
     def queue_depth(self) -> int:
         return sum(b.queued for b in self.batchers.values())
 
-    async def handle(self, req: StageRequest) -> JSONResponse:
+    def typed(self, raw: ForwardedRequest) -> StageRequest[Any]:
+        """The request with its params checked against the stage's model; BadInput if not."""
+        try:
+            return self.stage.request_model.model_validate(raw.model_dump())
+        except ValidationError as exc:
+            raise BadInput(f"invalid request: {validation_detail(exc)}") from exc
+
+    async def handle(self, raw: ForwardedRequest) -> JSONResponse:
         queued = time.time()
+        req: StageRequest[Any] = raw
         if self.status != "ok":
             detail = "engine still loading" if self.status == "loading" else self.detail
             return self._error(503, True, detail, req)
         self.in_flight += 1
         try:
+            req = self.typed(raw)
             key = self.stage.batch_key(req)
             batcher = await self.batcher(key)
             batcher.announce()
@@ -149,7 +154,7 @@ class _Worker:
                 raise
             QUEUE_DEPTH.labels(self.stage.name).set(self.queue_depth() + 1)
             res: Batched[Any] = await batcher.submit(item, announced=True)
-            if isinstance(res.value, _Failed):
+            if isinstance(res.value, Failed):
                 raise res.value.exc
             out = await asyncio.to_thread(self.stage.finish, req, item, res.value, self.storage)
         except Exception as exc:
@@ -175,7 +180,7 @@ class _Worker:
         return JSONResponse(result.model_dump())
 
     def _error(self, status: int, retryable: bool, detail: str,
-               req: StageRequest | None = None) -> JSONResponse:
+               req: StageRequest[Any] | None = None) -> JSONResponse:
         self.failed += 1
         STAGE_ERRORS.labels(self.stage.name, str(status)).inc()
         if req is not None and status < 500:
@@ -224,7 +229,7 @@ class _Worker:
 
 
 def create_worker_app(
-    stage: Stage[Any, Any],
+    stage: WorkerStage[Any, Any, Any],
     settings: Settings,
     worker_id: str,
     port: int,
@@ -256,7 +261,7 @@ def create_worker_app(
         msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return w._error(422, False, f"invalid request: {msg}")
 
-    async def run_stage(req: StageRequest) -> JSONResponse:
+    async def run_stage(req: ForwardedRequest) -> JSONResponse:
         return await w.handle(req)
 
     app.add_api_route(stage.route, run_stage, methods=["POST"],

@@ -1,8 +1,8 @@
 """What a worker stage is, and how its failures become HTTP answers (docs/DESIGN.md, "Internal
 API").
 
-A stage (matting, comparison) supplies prepare → run_batch → finish; `shared.worker.server` serves
-it. `classify_error` is the one table from exception to (status, retryable).
+A worker stage (matting, comparison) supplies prepare → run_batch → finish; `shared.worker.server`
+serves it. `classify_error` is the one table from exception to (status, retryable).
 """
 
 from __future__ import annotations
@@ -22,15 +22,16 @@ from shared.storage import Storage
 __all__ = [
     "BadInput",
     "BatchPolicy",
-    "Stage",
     "StageFailure",
     "StageOutput",
+    "WorkerStage",
     "classify_error",
     "configure_threads",
     "thread_count",
 ]
 
-P = TypeVar("P")
+Params = TypeVar("Params")
+Item = TypeVar("Item")
 Out = TypeVar("Out")
 
 
@@ -56,11 +57,23 @@ class StageOutput:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Stage(Protocol[P, Out]):
-    """What a worker runs. All methods but `batch_key` run in threads and may block."""
+class WorkerStage(Protocol[Params, Item, Out]):
+    """What a worker runs. All methods but `batch_key` run in threads and may block.
 
-    name: str
-    route: str
+    `Params` is the stage's parameter model (checked by the server before any method sees the
+    request), `Item` what `prepare` decodes, `Out` what the batched part returns per item."""
+
+    @property
+    def name(self) -> str:
+        """The stage's name: metric labels, /health's `service`, log lines."""
+
+    @property
+    def route(self) -> str:
+        """The endpoint the server answers on."""
+
+    @property
+    def request_model(self) -> type[StageRequest[Params]]:
+        """The request type: a body whose `params` do not fit it is a 400."""
 
     def load(self) -> None:
         """Heavy start-up (the default engine). /health says `loading` until it returns."""
@@ -70,19 +83,21 @@ class Stage(Protocol[P, Out]):
 
     def info(self) -> dict[str, Any]: ...
 
-    def batch_key(self, req: StageRequest) -> str:
+    def batch_key(self, req: StageRequest[Params]) -> str:
         """Which batcher the request joins (e.g. the engine name); cheap, no I/O."""
 
     def ensure(self, key: str) -> BatchPolicy:
         """Make `key` usable (load a model lazily) and say how to batch it."""
 
-    def prepare(self, req: StageRequest, storage: Storage) -> P:
+    def prepare(self, req: StageRequest[Params], storage: Storage) -> Item:
         """Validate and decode the inputs."""
 
-    def run_batch(self, key: str, items: list[P]) -> list[Out]:
+    def run_batch(self, key: str, items: list[Item]) -> list[Out]:
         """The batched part: one output per item, same order."""
 
-    def finish(self, req: StageRequest, item: P, out: Out, storage: Storage) -> StageOutput:
+    def finish(
+        self, req: StageRequest[Params], item: Item, out: Out, storage: Storage
+    ) -> StageOutput:
         """Encode and write the outputs atomically."""
 
 

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from comparison_worker.stage import ComparisonStage
-from shared.schemas import StageRequest
+from shared.schemas import ComparisonRequest
 from shared.settings import Settings
 from shared.storage import PathOutsideDataDir, Storage
 from shared.worker.server import BadInput
@@ -42,7 +43,8 @@ def stage(storage: Storage) -> ComparisonStage:
 
 
 def run(stage: ComparisonStage, storage: Storage, out: str, **params: Any) -> dict[str, Any]:
-    req = StageRequest(task_id=3, job_id="j", input="input/j/p.png", output=out, params=params)
+    req = ComparisonRequest(task_id=3, job_id="j", input="input/j/p.png", output=out,
+                            params=params)
     item = stage.prepare(req, storage)
     [cmp] = stage.run_batch(stage.batch_key(req), [item])
     return stage.finish(req, item, cmp, storage).extra
@@ -68,7 +70,7 @@ def test_every_model_is_scored_and_gets_a_row(stage: ComparisonStage, storage: S
     assert m["classical"]["mse"] == pytest.approx(0.0, abs=1e-6)
     assert m["identity"]["mse"] == pytest.approx(1 - 20 * 30 / (H * W), rel=1e-3)
     single = run(stage, storage, "final_results/j/one.jpg", gt="input/j/gt.png",
-                 matte="matting_output/j/p.png", model="classical")
+                 mattes=[{"model": "classical", "path": "matting_output/j/p.png"}])
     assert list(single["metrics"]) == ["classical"]
     assert sheet_height(storage, "final_results/j/two.jpg") > sheet_height(
         storage, "final_results/j/one.jpg")
@@ -85,20 +87,24 @@ def test_a_matte_of_another_size_is_fitted_and_noted(
 
 
 @pytest.mark.parametrize(
-    ("params", "reason"),
+    ("params", "error", "reason"),
     [
-        ({"mattes": []}, "non-empty"),
-        ({"mattes": [{"path": "matting_output/j/p.png"}]}, "model, path"),
-        ({"mattes": mattes("classical", "classical")}, "twice"),
-        ({"mattes": [{"model": "x", "path": "matting_output/j/nope.png"}]},
+        ({"mattes": []}, ValidationError, "non-empty"),
+        ({"mattes": [{"path": "matting_output/j/p.png"}]}, ValidationError, "model, path"),
+        ({"mattes": mattes("classical", "classical")}, ValidationError, "twice"),
+        ({"mattes": [{"model": "x", "path": None}]}, ValidationError, "mattes.0.path"),
+        ({"matte": "matting_output/j/p.png", "model": "classical"}, ValidationError,
+         "matte\n.*Extra inputs"),  # the single-model fields are gone
+        ({"mattes": [{"model": "x", "path": "matting_output/j/nope.png"}]}, BadInput,
          "mattes\\[0\\].path not found"),
-        ({"mattes": [{"model": "x", "path": "../etc/passwd"}]}, "DATA_DIR"),
+        ({"mattes": [{"model": "x", "path": "../etc/passwd"}]}, PathOutsideDataDir, "DATA_DIR"),
     ],
 )
 def test_bad_matte_lists_are_refused(
-    stage: ComparisonStage, storage: Storage, params: dict[str, Any], reason: str
+    stage: ComparisonStage, storage: Storage, params: dict[str, Any], error: type[Exception],
+    reason: str,
 ) -> None:
-    req = StageRequest(task_id=3, job_id="j", input="input/j/p.png",
-                       output="final_results/j/bad.jpg", params=params)
-    with pytest.raises((BadInput, PathOutsideDataDir), match=reason):
+    with pytest.raises(error, match=reason):
+        req = ComparisonRequest(task_id=3, job_id="j", input="input/j/p.png",
+                                output="final_results/j/bad.jpg", params=params)
         stage.prepare(req, storage)

@@ -42,9 +42,10 @@ def worker(data_dir: Path) -> Iterator[ThreadServer]:
         yield srv
 
 
-def compare(srv: ThreadServer, output: str, **params: Any) -> httpx.Response:
+def compare(srv: ThreadServer, output: str, matte: Any = "matting_output/j/p.png",
+            **params: Any) -> httpx.Response:
     body = {"task_id": 7, "job_id": "j", "input": "input/j/p.png", "output": output,
-            "params": {"matte": "matting_output/j/p.png", "model": "classical", **params}}
+            "params": {"mattes": [{"model": "classical", "path": matte}], **params}}
     return httpx.post(srv.url + "/compare", json=body, timeout=60)
 
 
@@ -83,11 +84,12 @@ def test_ground_truth_of_another_size_is_resized(worker: ThreadServer) -> None:
 @pytest.mark.parametrize(
     ("params", "reason"),
     [
-        ({"matte": None}, "params.matte"),
+        ({"matte": None}, "params.mattes.0.path"),
         ({"matte": "../../etc/passwd"}, "DATA_DIR"),
         ({"gt": "/etc/shadow"}, "DATA_DIR"),
         ({"matte": "matting_output/j/none.png"}, "not found"),
         ({"metrics_output": 5}, "metrics_output"),
+        ({"model": "classical"}, "params.model: Extra inputs"),  # single-model fields: gone
     ],
 )
 def test_bad_parameters_are_refused(worker: ThreadServer, params: dict[str, Any],

@@ -460,9 +460,9 @@ def test_stage_services_refuse_paths_outside_data_dir(stack: Stack) -> None:
         with httpx.Client(timeout=60) as c:
             for base, route in targets:
                 for src, out in bad_paths:
-                    params: dict[str, Any] = {"model": "identity"}
+                    params: dict[str, Any] = {"models": ["identity"]}
                     if route == "/compare":
-                        params = {"matte": good_in}
+                        params = {"mattes": [{"model": "identity", "path": good_in}]}
                     body = {"task_id": 1, "job_id": "probe", "input": src, "output": out,
                             "params": params}  # fmt: skip
                     r = c.post(base + route, json=body)
@@ -471,10 +471,11 @@ def test_stage_services_refuse_paths_outside_data_dir(stack: Stack) -> None:
                     assert err["retryable"] is False and err["detail"], err
                 # A compare whose matte or ground truth leaves DATA_DIR is refused the same way.
                 if route == "/compare":
-                    for key in ("matte", "gt"):
+                    for bad in ({"mattes": [{"model": "identity", "path": "/etc/passwd"}]},
+                                {"mattes": [{"model": "identity", "path": good_in}],
+                                 "gt": "/etc/passwd"}):
                         body = {"task_id": 1, "job_id": "probe", "input": good_in,
-                                "output": "final_results/probe/x.jpg",
-                                "params": {"matte": good_in, key: "/etc/passwd"}}  # fmt: skip
+                                "output": "final_results/probe/x.jpg", "params": bad}
                         r = c.post(base + route, json=body)
                         assert r.status_code == 400 and r.json()["retryable"] is False, r.text
                 # Malformed bodies: a 4xx, never a crash or a retryable 5xx.

@@ -84,7 +84,7 @@ def test_alpha_and_both_output_modes(worker: ProcessServer, data_dir: Path) -> N
 
 def test_other_engine_is_loaded_on_first_use(worker: ProcessServer, data_dir: Path) -> None:
     r = post(worker, {"input": "input/j/sub/cat.jpg", "output": "matting_output/j/id.png",
-                      "params": {"model": "identity"}})
+                      "params": {"models": ["identity"]}})
     assert r.status_code == 200, r.text
     with Image.open(data_dir / "matting_output/j/id.png") as im:
         assert np.asarray(im.getchannel("A")).min() == 255
@@ -101,7 +101,11 @@ def test_other_engine_is_loaded_on_first_use(worker: ProcessServer, data_dir: Pa
         ({"input": "secret.txt", "output": "matting_output/j/x.png"}, "image"),
         ({"input": "input/j/missing.jpg", "output": "matting_output/j/x.png"}, "not found"),
         ({"input": "input/j/sub/cat.jpg", "output": "matting_output/j/x.png",
-          "params": {"model": "no-such-model"}}, "unknown model"),
+          "params": {"models": ["no-such-model"]}}, "unknown model"),
+        ({"input": "input/j/sub/cat.jpg", "output": "matting_output/j/x.png",
+          "params": {"model": "identity"}}, "params.model: Extra inputs"),
+        ({"input": "input/j/sub/cat.jpg", "output": "matting_output/j/x.png",
+          "params": {"models": ["identity", "identity"]}}, "params.models"),
         ({"input": "input/j/sub/cat.jpg", "output": "matting_output/j/x.png",
           "params": {"output": "cmyk"}}, "params.output"),
         ({"input": "input/j/sub/cat.jpg", "output": "matting_output/j/x.jpg"}, ".png"),

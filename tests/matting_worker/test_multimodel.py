@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from matting_worker.stage import MattingStage, request_models
-from shared.schemas import StageRequest
+from shared.schemas import MattingParams, MattingRequest, StageRequest
 from shared.settings import Settings
 from shared.storage import Storage
 from shared.worker.server import BadInput
@@ -35,12 +36,14 @@ def stage(storage: Storage) -> MattingStage:
     return st
 
 
-def request(name: str, **params: Any) -> StageRequest:
-    return StageRequest(task_id=1, job_id="j", input=f"input/j/{name}.jpg",
-                        output=f"matting_output/j/{name}.png", params=params)
+def request(name: str, **params: Any) -> MattingRequest:
+    return MattingRequest(task_id=1, job_id="j", input=f"input/j/{name}.jpg",
+                          output=f"matting_output/j/{name}.png",
+                          params=MattingParams.model_validate(params))
 
 
-def run(stage: MattingStage, storage: Storage, reqs: list[StageRequest]) -> list[dict[str, Any]]:
+def run(stage: MattingStage, storage: Storage,
+        reqs: list[StageRequest[MattingParams]]) -> list[dict[str, Any]]:
     """What the worker does with one batch: one key, prepare each, one run_batch, finish each."""
     keys = {stage.batch_key(r) for r in reqs}
     assert len(keys) == 1
@@ -58,7 +61,7 @@ def alpha_of(path: Path) -> np.ndarray:
 
 
 def test_each_engine_writes_its_own_cut_out(stage: MattingStage, storage: Storage) -> None:
-    reqs = [request(n, models=["classical", "identity"], model="classical")
+    reqs = [request(n, models=["classical", "identity"])
             for n in ("cat", "wide")]
     extras = run(stage, storage, reqs)
     root = storage.root / "matting_output/j"
@@ -88,7 +91,7 @@ def test_both_mode_writes_an_alpha_file_per_model(stage: MattingStage, storage: 
 
 
 def test_single_model_request_is_unchanged(stage: MattingStage, storage: Storage) -> None:
-    [extra] = run(stage, storage, [request("wide", model="identity")])
+    [extra] = run(stage, storage, [request("wide", models=["identity"])])
     assert extra == {"engine": "identity", "width": 80, "height": 40}
     assert stage.batch_key(request("wide")) == "classical"
 
@@ -107,12 +110,18 @@ def test_batch_is_as_big_as_the_smallest_engine_allows(stage: MattingStage) -> N
         ({"models": ["classical", "classical"]}, "twice"),
         ({"models": ["classical", 3]}, "not an engine name"),
         ({"models": ["classical,identity"]}, "not an engine name"),
-        ({"models": ["classical", "identity"], "model": "identity"}, "first of"),
+        ({"models": ["classical", "identity"], "model": "classical"}, "model\n.*Extra inputs"),
+        ({"model": "identity"}, "model\n.*Extra inputs"),  # the single-model field is gone
     ],
 )
 def test_bad_model_lists_are_refused(params: dict[str, Any], reason: str) -> None:
-    with pytest.raises(BadInput, match=reason):
-        request_models(params, "classical")
+    with pytest.raises(ValidationError, match=reason):
+        MattingParams.model_validate(params)
+
+
+def test_no_model_list_means_the_default_engine() -> None:
+    assert request_models(MattingParams(), "classical") == ["classical"]
+    assert request_models(MattingParams(models=["identity"]), "classical") == ["identity"]
 
 
 def test_unknown_engine_in_the_list_is_bad_input(stage: MattingStage) -> None:

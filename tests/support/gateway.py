@@ -23,7 +23,14 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.orm import Session
 
 from gateway.db.tables import Base, Job, Task
-from shared.schemas import StageError, StageRequest, StageResult, Timings
+from shared.schemas import (
+    ComparisonRequest,
+    MattingRequest,
+    StageError,
+    StageRequest,
+    StageResult,
+    Timings,
+)
 from shared.settings import Settings
 from shared.storage import Storage
 
@@ -46,7 +53,7 @@ class StageServer:
         app = FastAPI()
         storage = Storage(self.data_dir)
 
-        async def handle(route: str, req: StageRequest) -> Any:
+        async def handle(route: str, req: StageRequest[Any]) -> Any:
             self.calls.append((route, req.task_id))
             queue = self.by_input.get(Path(req.input).name) or self.plan[route]
             step = queue.pop(0) if queue else "ok"
@@ -57,7 +64,7 @@ class StageServer:
             finally:
                 self.active[route] -= 1
 
-        async def answer(route: str, req: StageRequest, step: str) -> Any:
+        async def answer(route: str, req: StageRequest[Any], step: str) -> Any:
             if step.startswith("slow:"):
                 await asyncio.sleep(float(step[5:]))
                 step = "ok"
@@ -76,26 +83,27 @@ class StageServer:
             if step != "nofile":
                 out = storage.resolve(req.output)
                 out.parent.mkdir(parents=True, exist_ok=True)
-                if route == "matting":
+                if isinstance(req, MattingRequest):
                     Image.new("RGBA", (4, 3), (10, 20, 30, 128)).save(out, "PNG")
-                    if req.params.get("output") == "both":
+                    if req.params.output == "both":
                         Image.new("L", (4, 3), 128).save(out.with_suffix(".alpha.png"), "PNG")
                 else:
-                    assert storage.resolve(req.params["matte"]).is_file()
+                    assert isinstance(req, ComparisonRequest)
+                    assert storage.resolve(req.params.mattes[0].path).is_file()
                     buf = io.BytesIO()
                     Image.new("RGB", (8, 3), (200, 10, 10)).save(buf, "JPEG")
                     out.write_bytes(buf.getvalue())
-                    extra["metrics"] = {"sad": 0.5, "mse": 0.01} if req.params.get("gt") else None
+                    extra["metrics"] = {"sad": 0.5, "mse": 0.01} if req.params.gt else None
             timings = Timings(queued=t0, started=t0, finished=time.time() + 0.001, batch_size=2)
             worker = "mw-1" if route == "matting" else "cw-1"
             return StageResult(output=req.output, worker_id=worker, timings=timings, extra=extra)
 
         @app.post("/matting")
-        async def matting(req: StageRequest) -> Any:
+        async def matting(req: MattingRequest) -> Any:
             return await handle("matting", req)
 
         @app.post("/compare")
-        async def compare(req: StageRequest) -> Any:
+        async def compare(req: ComparisonRequest) -> Any:
             return await handle("compare", req)
 
         return app

@@ -16,6 +16,7 @@ from gateway.db import repo, transitions
 from gateway.db import transitions as tr
 from gateway.db.tables import Job, Task, create_engine, init_db, session_factory
 from shared.schemas import StageResult, Timings
+from shared.stages import Stage
 from shared.states import JobState, TaskState
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -54,7 +55,7 @@ def ok_result() -> StageResult:
                        extra={"metrics": {"sad": 1.0}})
 
 
-async def claim(sessions: Sessions, stage: str, n: int, now: float | None = None,
+async def claim(sessions: Sessions, stage: Stage, n: int, now: float | None = None,
                 lease: float = 60.0) -> list[transitions.Claimed]:
     async with sessions.begin() as s:
         return await transitions.claim(s, stage, n, time.time() if now is None else now, lease)
@@ -70,7 +71,7 @@ async def test_concurrent_claimers_never_share_a_task(db: tuple[str, Sessions]) 
 
     async def claimer(k: int) -> None:
         while True:
-            batch = await claim(makers[k], "matting", 7)
+            batch = await claim(makers[k], Stage.MATTING, 7)
             if not batch:
                 return
             got[k] += [c.id for c in batch]
@@ -93,10 +94,10 @@ async def test_claim_takes_only_due_tasks_of_running_jobs_fairly(db: tuple[str, 
     await add_job(sessions, "new", 10, created_at=2.0)
     await add_job(sessions, "ingest", 5, state="ingesting")
     await add_job(sessions, "later", 5, next_attempt_at=time.time() + 3600)
-    batch = await claim(sessions, "matting", 8)
+    batch = await claim(sessions, Stage.MATTING, 8)
     by_job = {j: sum(c.job_id == j for c in batch) for j in ("old", "new", "ingest", "later")}
     assert by_job == {"old": 4, "new": 4, "ingest": 0, "later": 0}
-    rest = await claim(sessions, "matting", 100)
+    rest = await claim(sessions, Stage.MATTING, 100)
     assert len(rest) == 12
     async with sessions() as s:
         job = await s.get(Job, "old")
@@ -106,16 +107,17 @@ async def test_claim_takes_only_due_tasks_of_running_jobs_fairly(db: tuple[str, 
 async def test_success_moves_on_and_keeps_timings(db: tuple[str, Sessions]) -> None:
     _, sessions = db
     await add_job(sessions, "j", 1)
-    (c,) = await claim(sessions, "matting", 1)
+    (c,) = await claim(sessions, Stage.MATTING, 1)
     async with sessions.begin() as s:
-        assert await tr.record_success(s, "matting", c, ok_result(), "mo/x.png", time.time())
+        assert await tr.record_success(s, Stage.MATTING, c, ok_result(), "mo/x.png", time.time())
     t = await task(sessions, c.id)
     assert t.state == "matting_done" and t.matting_worker == "w9" and t.matting_batch_size == 3
     assert t.matting_output == "mo/x.png" and t.lease_expires_at is None
-    (c2,) = await claim(sessions, "comparison", 5)
+    (c2,) = await claim(sessions, Stage.COMPARISON, 5)
     assert c2.matting_output == "mo/x.png"
     async with sessions.begin() as s:
-        assert await tr.record_success(s, "comparison", c2, ok_result(), "fr/x.jpg", time.time())
+        assert await tr.record_success(s, Stage.COMPARISON, c2, ok_result(), "fr/x.jpg",
+                                       time.time())
     t = await task(sessions, c.id)
     assert t.state == "completed" and t.metrics == {"sad": 1.0} and t.completed_at is not None
 
@@ -124,7 +126,7 @@ async def fail(sessions: Sessions, c: transitions.Claimed, retryable: bool = Tru
                now: float | None = None) -> TaskState | None:
     async with sessions.begin() as s:
         return await transitions.record_failure(
-            s, "matting", c, "boom", retryable=retryable, now=now or time.time(), max_retries=3,
+            s, Stage.MATTING, c, "boom", retryable=retryable, now=now or time.time(), max_retries=3,
             backoff_base=1.0, backoff_max=60.0,
         )
 
@@ -135,7 +137,7 @@ async def test_retry_backoff_then_permanently_failed(db: tuple[str, Sessions]) -
     now = time.time()
     delays = []
     for attempt in (1, 2):
-        (c,) = await claim(sessions, "matting", 1, now=now)
+        (c,) = await claim(sessions, Stage.MATTING, 1, now=now)
         assert await fail(sessions, c, now=now) == TaskState.FAILED
         t = await task(sessions, c.id)
         assert t.retry_count == attempt and t.failed_stage == "matting" and t.error == "boom"
@@ -145,7 +147,7 @@ async def test_retry_backoff_then_permanently_failed(db: tuple[str, Sessions]) -
             now = t.next_attempt_at
             assert await transitions.requeue_due(s, now) == 1
     assert delays == [1.0, 2.0]
-    (c,) = await claim(sessions, "matting", 1, now=now)
+    (c,) = await claim(sessions, Stage.MATTING, 1, now=now)
     assert await fail(sessions, c, now=now) == TaskState.PERMANENTLY_FAILED
     t = await task(sessions, c.id)
     assert t.state == "permanently_failed" and t.retry_count == 3
@@ -154,7 +156,7 @@ async def test_retry_backoff_then_permanently_failed(db: tuple[str, Sessions]) -
 async def test_non_retryable_error_fails_at_once(db: tuple[str, Sessions]) -> None:
     _, sessions = db
     await add_job(sessions, "j", 1)
-    (c,) = await claim(sessions, "matting", 1)
+    (c,) = await claim(sessions, Stage.MATTING, 1)
     assert await fail(sessions, c, retryable=False) == TaskState.PERMANENTLY_FAILED
     assert (await task(sessions, c.id)).retry_count == 1
 
@@ -165,21 +167,23 @@ async def test_expired_lease_returns_task_and_late_answer_is_ignored(
     _, sessions = db
     await add_job(sessions, "j", 1)
     now = time.time()
-    (first,) = await claim(sessions, "matting", 1, now=now, lease=10.0)
+    (first,) = await claim(sessions, Stage.MATTING, 1, now=now, lease=10.0)
     async with sessions.begin() as s:
         assert await transitions.reclaim_expired(s, now + 5, max_retries=3) == 0
         assert await transitions.reclaim_expired(s, now + 11, max_retries=3) == 1
         assert await transitions.requeue_due(s, now + 11) == 1
     t = await task(sessions, first.id)
     assert t.state == "pending" and t.retry_count == 1 and "lease" in (t.error or "")
-    (second,) = await claim(sessions, "matting", 1, now=now + 12)
+    (second,) = await claim(sessions, Stage.MATTING, 1, now=now + 12)
     async with sessions.begin() as s:
         # the first attempt answers at last: same state, but an older lease → ignored
-        assert not await transitions.record_success(s, "matting", first, ok_result(), "a", now + 13)
+        assert not await transitions.record_success(s, Stage.MATTING, first, ok_result(), "a",
+                                                    now + 13)
     assert await fail(sessions, first) is None
     assert (await task(sessions, first.id)).state == "dispatched_matting"
     async with sessions.begin() as s:
-        assert await transitions.record_success(s, "matting", second, ok_result(), "b", now + 14)
+        assert await transitions.record_success(s, Stage.MATTING, second, ok_result(), "b",
+                                                now + 14)
     assert (await task(sessions, first.id)).matting_output == "b"
 
 
@@ -187,7 +191,7 @@ async def test_expired_leases_count_towards_max_retries(db: tuple[str, Sessions]
     _, sessions = db
     await add_job(sessions, "j", 1, retry_count=2)
     now = time.time()
-    (c,) = await claim(sessions, "matting", 1, now=now, lease=1.0)
+    (c,) = await claim(sessions, Stage.MATTING, 1, now=now, lease=1.0)
     async with sessions.begin() as s:
         await transitions.reclaim_expired(s, now + 2, max_retries=3)
     assert (await task(sessions, c.id)).state == "permanently_failed"
@@ -196,22 +200,23 @@ async def test_expired_leases_count_towards_max_retries(db: tuple[str, Sessions]
 async def test_answer_for_cancelled_job_is_ignored(db: tuple[str, Sessions]) -> None:
     _, sessions = db
     await add_job(sessions, "j", 1)
-    (c,) = await claim(sessions, "matting", 1)
+    (c,) = await claim(sessions, Stage.MATTING, 1)
     async with sessions.begin() as s:
         await repo.set_job(s, "j", state="cancelled")
-        assert not await transitions.record_success(s, "matting", c, ok_result(), "x", time.time())
-    assert await claim(sessions, "matting", 5) == []
+        assert not await transitions.record_success(s, Stage.MATTING, c, ok_result(), "x",
+                                                    time.time())
+    assert await claim(sessions, Stage.MATTING, 5) == []
 
 
 async def test_restart_releases_in_flight_tasks_without_counting(db: tuple[str, Sessions]) -> None:
     _, sessions = db
     await add_job(sessions, "j", 3)
-    await claim(sessions, "matting", 2)
+    await claim(sessions, Stage.MATTING, 2)
     async with sessions.begin() as s:
         assert await transitions.release_dispatched(s) == 2
         counts = await repo.job_counts(s, "j")
     assert counts == {"pending": 3}
-    assert len(await claim(sessions, "matting", 5)) == 3
+    assert len(await claim(sessions, Stage.MATTING, 5)) == 3
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import json
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,8 @@ from gateway.db.transitions import Claimed
 from gateway.errors import BadRequest
 from gateway.pipeline.scheduler import Scheduler
 from gateway.results.zip_stream import build_zip
+from shared.schemas import StageRequest
+from shared.stages import Stage
 from shared.storage import Storage, model_output_rel
 from tests.support.gateway import Gateway, make_settings
 
@@ -57,6 +60,11 @@ def test_duplicate_model_upload_is_a_400(start_gateway: Start) -> None:
     assert c.get("/jobs").json()["total"] == 0
 
 
+def wire_params(req: StageRequest[Any]) -> Any:
+    """The request's params as the stage API receives them (JSON)."""
+    return req.model_dump(mode="json")["params"]
+
+
 async def test_stage_requests_carry_every_model(data_dir: Path) -> None:
     settings = make_settings(data_dir)
     db = Database(settings.sqlite_url)
@@ -64,22 +72,20 @@ async def test_stage_requests_carry_every_model(data_dir: Path) -> None:
         sched = Scheduler(settings, db, Storage(data_dir))
         c = Claimed(7, "j", "a/b.jpg", "input/j/chunks/a/b.jpg", "input/j/gt/a/b.png",
                     "matting_output/j/a/b.png", 1.0, "classical,identity", "both")
-        m = sched.request_for("matting", c)
+        m = sched.request_for(Stage.MATTING, c)
         assert m.output == "matting_output/j/a/b.png"
-        assert m.params == {"models": ["classical", "identity"], "model": "classical",
-                            "output": "both"}
-        cmp = sched.request_for("comparison", c)
-        assert cmp.params["mattes"] == [
+        assert wire_params(m) == {"models": ["classical", "identity"], "output": "both"}
+        cmp = wire_params(sched.request_for(Stage.COMPARISON, c))
+        assert cmp["mattes"] == [
             {"model": "classical", "path": "matting_output/j/a/b.png"},
             {"model": "identity", "path": "matting_output/j/a/b.identity.png"},
         ]
-        assert (cmp.params["matte"], cmp.params["model"]) == ("matting_output/j/a/b.png",
-                                                             "classical")
-        assert cmp.params["gt"] == "input/j/gt/a/b.png"
+        assert "matte" not in cmp and "model" not in cmp  # the single-model fields are gone
+        assert cmp["gt"] == "input/j/gt/a/b.png"
         one = Claimed(8, "j", "x.jpg", "input/j/chunks/x.jpg", None, None, 1.0, "identity",
                       "rgba")
-        assert sched.request_for("matting", one).params["models"] == ["identity"]
-        assert sched.request_for("comparison", one).params["mattes"] == [
+        assert wire_params(sched.request_for(Stage.MATTING, one))["models"] == ["identity"]
+        assert wire_params(sched.request_for(Stage.COMPARISON, one))["mattes"] == [
             {"model": "identity", "path": "matting_output/j/x.png"}]
     finally:
         await db.close()

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel
 
 from shared.errors import EngineError
 from shared.imaging import ImageRejected
@@ -31,11 +32,16 @@ from tests.support.servers import ThreadServer
 from tests.support.waiting import wait_for
 
 
+class EchoParams(BaseModel):
+    fail: str | None = None
+
+
 class EchoStage:
     """Upper-cases a text file; `params.fail` picks a failure, `poison` breaks a batch."""
 
     name = "echo"
     route = "/echo"
+    request_model = StageRequest[EchoParams]
 
     def __init__(self) -> None:
         self.loaded = threading.Event()
@@ -53,14 +59,14 @@ class EchoStage:
     def info(self) -> dict[str, Any]:
         return {"engine": "echo"}
 
-    def batch_key(self, req: StageRequest) -> str:
+    def batch_key(self, req: StageRequest[EchoParams]) -> str:
         return "echo"
 
     def ensure(self, key: str) -> BatchPolicy:
         return BatchPolicy(max_batch_size=8)
 
-    def prepare(self, req: StageRequest, storage: Storage) -> tuple[str, Path]:
-        fail = req.params.get("fail")
+    def prepare(self, req: StageRequest[EchoParams], storage: Storage) -> tuple[str, Path]:
+        fail = req.params.fail
         if fail == "disk":
             raise OSError(errno.ENOSPC, "No space left on device")
         if fail == "crash":
@@ -78,7 +84,7 @@ class EchoStage:
             raise ValueError("poisoned batch")
         return [text.upper() for text, _ in items]
 
-    def finish(self, req: StageRequest, item: tuple[str, Path], out: str,
+    def finish(self, req: StageRequest[EchoParams], item: tuple[str, Path], out: str,
                storage: Storage) -> StageOutput:
         atomic_write_bytes(item[1], out.encode())
         return StageOutput(req.output, {"length": len(out)})
@@ -144,6 +150,15 @@ def test_errors_map_to_status_and_retryable(
     r = call(srv, 2, inp, "out/x", **params)
     assert r.status_code == status, r.text
     assert r.json()["retryable"] is retryable and r.json()["worker_id"] == "echo-1"
+
+
+def test_params_that_do_not_fit_the_stage_are_refused_for_good(setup: Any) -> None:
+    srv, stage, _ = setup
+    stage.loaded.set()
+    wait_for(lambda: httpx.get(srv.url + "/health").status_code == 200, what="health ok")
+    r = call(srv, 3, "in/a", "out/x", fail=5)
+    assert r.status_code == 400, r.text
+    assert r.json()["retryable"] is False and "params.fail" in r.json()["detail"]
 
 
 def test_a_poisoned_item_fails_alone(setup: Any) -> None:
