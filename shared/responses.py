@@ -9,7 +9,7 @@ Unknown fields are kept (`extra="allow"`), so a client passes a newer gateway's 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +29,7 @@ __all__ = [
     "MetricNames",
     "ModelInfo",
     "ModelList",
+    "ModelMetrics",
     "PublicModel",
     "StageStats",
     "TaskComparison",
@@ -36,6 +37,11 @@ __all__ = [
     "TaskPage",
     "TaskView",
 ]
+
+
+ModelMetrics = dict[str, dict[str, float | None]]
+"""A task's quality figures per model name (`sad`, `mse`, … against a ground truth; `coverage`,
+`uncertain`, `border_alpha` always); null where a figure is undefined."""
 
 
 class PublicModel(BaseModel):
@@ -147,7 +153,7 @@ class TaskView(PublicModel):
     next_attempt_at: float | None = Field(default=None, description="set while `failed`")
     matting_output: str | None = None
     compare_output: str | None = None
-    metrics: dict[str, Any] | None = Field(
+    metrics: ModelMetrics | None = Field(
         default=None, description="quality figures against a ground truth, when there was one"
     )
     queued_at: float | None = None
@@ -204,7 +210,7 @@ class GalleryRow(PublicModel):
     path: str = ""
     state: str = ""
     error: str | None = None
-    metrics: dict[str, Any] | None = None
+    metrics: ModelMetrics | None = None
     sheet: str | None = None
     cutout: str | None = None
 
