@@ -22,7 +22,7 @@ from shared.schemas import ComparisonParams, ComparisonRequest, StageRequest
 from shared.settings import Settings
 from shared.stages import Stage
 from shared.storage import Storage, atomic_write_bytes
-from shared.worker.server import BadInput, BatchPolicy, StageOutput, thread_count
+from shared.worker.stage import BadInput, BatchPolicy, StageOutput, thread_count
 
 __all__ = ["ComparisonItem", "ComparisonStage"]
 

@@ -12,9 +12,8 @@ from typing import Any
 
 from gateway.db import repo, transitions
 from gateway.db.database import Database
-from gateway.intake import tus_uploads
 from gateway.intake.ingest import ingest_job
-from gateway.intake.tus_store import UploadLocks
+from gateway.intake.tus_uploads import TusUploads
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.scheduler import Scheduler
 from shared.settings import Settings
@@ -42,9 +41,12 @@ class GatewayState:
     ingests: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     detail_cache: dict[str, tuple[float, str, dict[str, Any]]] = field(default_factory=dict)
     """job id → (valid until, job state, `/status` stage aggregates)."""
-    tus_locks: UploadLocks = field(default_factory=UploadLocks)
-    """One lock per resumable upload: its PATCHes, `POST /jobs` and the sweeper take turns."""
+    tus: TusUploads = field(init=False)
+    """Resumable uploads: their rows, locks, sweeper and reconciler."""
     tus_sweeper: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.tus = TusUploads(self.db, self.storage, self.settings, self.start_ingest)
 
     @classmethod
     async def open(cls, settings: Settings, **scheduler_opts: Any) -> GatewayState:
@@ -58,8 +60,8 @@ class GatewayState:
     async def start(self) -> None:
         await self.recover()
         await self.scheduler.start()
-        await tus_uploads.reconcile_uploads(self)
-        self.tus_sweeper = asyncio.create_task(tus_uploads.sweep_loop(self), name="tus-sweeper")
+        await self.tus.reconcile_uploads()
+        self.tus_sweeper = asyncio.create_task(self.tus.sweep_loop(), name="tus-sweeper")
 
     async def close(self) -> None:
         await self.scheduler.stop()

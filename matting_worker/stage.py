@@ -24,7 +24,7 @@ from shared.schemas import MODEL_SEP, MattingParams, MattingRequest, StageReques
 from shared.settings import Settings
 from shared.stages import Stage
 from shared.storage import Storage, atomic_write_bytes, model_output_rel
-from shared.worker.server import BadInput, BatchPolicy, StageFailure, StageOutput
+from shared.worker.stage import BadInput, BatchPolicy, StageFailure, StageOutput
 
 __all__ = ["MattingItem", "MattingStage", "request_models"]
 

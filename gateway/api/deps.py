@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.auth import require_api_key
@@ -16,14 +16,18 @@ from gateway.db import repo
 from gateway.db.tables import Job
 from gateway.state import GatewayState
 from shared.settings import Settings
+from shared.states import TaskState
 from shared.storage import Storage
 
 __all__ = [
     "GW",
     "ApiKey",
+    "Limit",
+    "Offset",
     "ReadDB",
     "SettingsDep",
     "StorageDep",
+    "TaskStateFilter",
     "get_read_db",
     "get_state",
     "job_or_404",
@@ -63,3 +67,23 @@ async def job_or_404(db: AsyncSession, job_id: str) -> Job:
     if job is None:
         raise HTTPException(404, detail=f"unknown job {job_id!r}")
     return job
+
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="most rows in one page")]
+Offset = Annotated[int, Query(ge=0, description="rows to skip")]
+
+
+def task_state_filter(
+    state: Annotated[str | None, Query(description="only tasks in this state")] = None,
+) -> str | None:
+    """`?state=` of the task listings: a task state, or a 400 that lists them."""
+    if state is not None and state not in {s.value for s in TaskState}:
+        raise HTTPException(
+            400,
+            detail=f"unknown task state {state!r}; use one of: "
+            + ", ".join(s.value for s in TaskState),
+        )
+    return state
+
+
+TaskStateFilter = Annotated[str | None, Depends(task_state_filter)]

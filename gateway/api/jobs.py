@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter
 
-from gateway.api.deps import GW, ReadDB, SettingsDep, job_or_404
+from gateway.api.deps import GW, Limit, Offset, ReadDB, SettingsDep, TaskStateFilter, job_or_404
 from gateway.api.docs import errors
 from gateway.db import repo
 from gateway.db.tables import Task
@@ -34,8 +33,6 @@ __all__ = ["router", "task_view"]
 
 router = APIRouter(tags=["jobs"])
 
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 @router.get("/status/{job_id}", response_model=JobStatus, responses=errors(404))
@@ -107,17 +104,11 @@ def task_view(t: Task) -> TaskView:
 async def job_tasks(
     job_id: str,
     db: ReadDB,
-    state: Annotated[str | None, Query(description="only tasks in this state")] = None,
+    state: TaskStateFilter = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> TaskPage:
     """One page of a job's tasks (by id), optionally only those in one state."""
-    if state is not None and state not in {s.value for s in TaskState}:
-        raise HTTPException(
-            400,
-            detail=f"unknown task state {state!r}; use one of: "
-            + ", ".join(s.value for s in TaskState),
-        )
     await job_or_404(db, job_id)
     rows = await repo.list_tasks(db, job_id, state, limit, offset)
     return TaskPage(

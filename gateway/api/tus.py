@@ -30,7 +30,6 @@ from gateway.intake.tus_store import (
     parse_metadata,
     tus_error,
 )
-from gateway.intake.tus_uploads import get_upload, mark_progress, remove_upload
 from shared.timing import TUS_EXPIRY_S, TUS_LOCK_WAIT_S
 
 __all__ = ["router"]
@@ -137,11 +136,11 @@ async def tus_head(upload_id: str, request: Request, gw: GW) -> Response:
     _require_tus(request)
     _check_id(upload_id)
     try:
-        async with gw.tus_locks.hold(upload_id, TUS_LOCK_WAIT_S):
+        async with gw.tus.locks.hold(upload_id, TUS_LOCK_WAIT_S):
             pass
     except UploadBusy:
         pass
-    row = await get_upload(gw, upload_id)
+    row = await gw.tus.get_upload(upload_id)
     size = await asyncio.to_thread(file_size, gw.storage.upload_path(upload_id))
     if row.job_id is not None:
         size = row.length
@@ -170,8 +169,8 @@ async def tus_patch(upload_id: str, request: Request, gw: GW) -> Response:
     offset = _int_header(request, "upload-offset")
     checksum = parse_checksum(request.headers.get("upload-checksum"))
     try:
-        async with gw.tus_locks.hold(upload_id, TUS_LOCK_WAIT_S):
-            row = await get_upload(gw, upload_id)
+        async with gw.tus.locks.hold(upload_id, TUS_LOCK_WAIT_S):
+            row = await gw.tus.get_upload(upload_id)
             if row.job_id is not None:
                 raise tus_error(409, f"upload already used by job {row.job_id}")
             path = gw.storage.upload_path(upload_id)
@@ -191,7 +190,7 @@ async def tus_patch(upload_id: str, request: Request, gw: GW) -> Response:
             finally:
                 # Also after a cut: the bytes that stayed count, and the expiry moves on.
                 now_size = await asyncio.to_thread(file_size, path)
-                row = await asyncio.shield(mark_progress(gw, row, now_size or 0))
+                row = await asyncio.shield(gw.tus.mark_progress(row, now_size or 0))
     except UploadBusy:
         raise tus_error(409, "another PATCH to this upload is in progress") from None
     except ClientGone:
@@ -210,9 +209,9 @@ async def tus_delete(upload_id: str, request: Request, gw: GW) -> Response:
     _require_tus(request)
     _check_id(upload_id)
     try:
-        async with gw.tus_locks.hold(upload_id, TUS_LOCK_WAIT_S):
-            await get_upload(gw, upload_id)
-            await remove_upload(gw, upload_id)
+        async with gw.tus.locks.hold(upload_id, TUS_LOCK_WAIT_S):
+            await gw.tus.get_upload(upload_id)
+            await gw.tus.remove_upload(upload_id)
     except UploadBusy:
         raise tus_error(409, "another request on this upload is in progress") from None
     return Response(status_code=204, headers={"Tus-Resumable": TUS_VERSION})

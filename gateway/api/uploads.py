@@ -1,5 +1,7 @@
-"""`POST /upload`: one request, one job. The body is streamed to disk by `gateway.intake.receive`;
-ingest then runs in the background while the client polls `/status`."""
+"""The two ways an upload becomes a job. `POST /upload`: one request, one job; the body is
+streamed to disk by `gateway.intake.receive`. `POST /jobs`: a finished resumable (tus) upload
+becomes a job. Either way ingest then runs in the background while the client polls
+`/status`."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
+from pydantic import BaseModel, Field
 
 from gateway.api.auth import key_hash
 from gateway.api.deps import GW, ApiKey
@@ -23,7 +26,7 @@ from gateway.state import GatewayState
 from shared.responses import JobLinks
 from shared.states import JobState
 
-__all__ = ["OUTPUTS", "router", "validate_job_options"]
+__all__ = ["OUTPUTS", "JobFromUpload", "router", "validate_job_options"]
 
 router = APIRouter(tags=["upload"])
 log = logging.getLogger("gateway.intake.receive")
@@ -81,3 +84,29 @@ async def _drop(gw: GatewayState, job_id: str) -> None:
     async with gw.db.write() as s:
         await repo.delete_job(s, job_id)
     await asyncio.to_thread(gw.storage.remove_job, job_id)
+
+
+class JobFromUpload(BaseModel):
+    upload_id: str = Field(description="the last path segment of the upload's Location")
+    model: str | None = Field(default=None, description="engine name(s), comma-separated")
+    output: str = Field(default="rgba", description="rgba, alpha or both")
+    callback_url: str | None = Field(default=None, description="webhook for the job's end")
+    filename: str | None = Field(
+        default=None, description="overrides the upload's `filename` metadata (sets the type)"
+    )
+
+
+@router.post(
+    "/jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobLinks,
+    responses=errors(400, 404, 409, 429),
+)
+async def create_job_from_upload(body: JobFromUpload, gw: GW, api_key: ApiKey) -> JobLinks:
+    """Start a job on a finished tus upload; 409 while it is unfinished or once it has been
+    used (the detail names the job it became), 404 for an unknown or expired one."""
+    job_id = await gw.tus.job_from_upload(
+        body.upload_id, model=body.model, output=body.output,
+        callback_url=body.callback_url, api_key_hash=key_hash(api_key), filename=body.filename,
+    )
+    return job_links(job_id)

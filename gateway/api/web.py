@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import mimetypes
 from pathlib import Path
-from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 
 from gateway.api.auth import require_api_key
-from gateway.api.deps import ReadDB, StorageDep, job_or_404
+from gateway.api.deps import Limit, Offset, ReadDB, StorageDep, TaskStateFilter, job_or_404
 from gateway.api.docs import BINARY, errors
 from gateway.db import repo
 from gateway.db.tables import Task
@@ -118,15 +117,12 @@ async def info() -> ApiInfo:
 async def job_gallery(
     job_id: str,
     db: ReadDB,
-    state: Annotated[str | None, Query(description="only tasks in this state")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    state: TaskStateFilter = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> GalleryPage:
     """One page of a job's images for the web page's gallery (by task id): path, state,
     error, metrics, and the URLs of the comparison sheet and cut-out (null until made)."""
-    if state is not None and state not in {s.value for s in TaskState}:
-        raise HTTPException(400, detail=f"unknown task state {state!r}; use one of: "
-                            + ", ".join(s.value for s in TaskState))
     await job_or_404(db, job_id)
     rows = await repo.list_tasks(db, job_id, state, limit, offset)
     return GalleryPage(job_id=job_id, total=await repo.count_tasks(db, job_id, state),

@@ -11,17 +11,22 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.db import repo
+from gateway.db.database import Database
 from gateway.db.tables import Upload
 from gateway.errors import Conflict, GatewayError
 from gateway.intake.jobs import new_job, validate_job_options
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import upload_extension
-from gateway.intake.tus_store import UploadBusy, file_size, tus_error
+from gateway.intake.tus_store import UploadBusy, UploadLocks, file_size, tus_error
+from shared.settings import Settings
 from shared.states import JobState
+from shared.storage import Storage
 from shared.timing import (
     TUS_AUTOJOB_GRACE_S,
     TUS_EXPIRY_S,
@@ -29,18 +34,7 @@ from shared.timing import (
     TUS_SWEEP_INTERVAL_S,
 )
 
-if TYPE_CHECKING:
-    from gateway.state import GatewayState
-
-__all__ = [
-    "get_upload",
-    "job_from_upload",
-    "mark_progress",
-    "reconcile_uploads",
-    "remove_upload",
-    "sweep_expired",
-    "sweep_loop",
-]
+__all__ = ["TusUploads"]
 
 log = logging.getLogger("gateway.intake.tus_store")
 
@@ -49,159 +43,174 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() not in ("", "0", "false", "no")
 
 
-async def get_upload(gw: GatewayState, upload_id: str, now: float | None = None) -> Upload:
-    """The live upload row, or 404 for an unknown one and an unfinished one past its expiry."""
-    async with gw.db.read() as s:
-        row = await repo.get_upload(s, upload_id)
-    t = time.time() if now is None else now
-    if row is None or (row.completed_at is None and row.job_id is None and row.expires_at < t):
-        raise tus_error(404, f"unknown or expired upload {upload_id!r}")
-    return row
-
-
-async def mark_progress(gw: GatewayState, row: Upload, offset: int) -> Upload:
-    """After a PATCH: push the expiry out; on the final byte, record the upload-complete
-    event (`completed_at`), which `POST /jobs` and the reconciler go by."""
-    now = time.time()
-    values: dict[str, Any] = {"expires_at": now + TUS_EXPIRY_S}
-    if row.length is not None and offset >= row.length and row.completed_at is None:
-        values["completed_at"] = now
-    async with gw.db.write() as s:
-        await repo.set_upload(s, row.id, **values)
-    for k, v in values.items():
-        setattr(row, k, v)
-    return row
-
-
-async def remove_upload(gw: GatewayState, upload_id: str) -> None:
-    """Row and bytes (a file that already became a job's input is the job's, and stays)."""
-    async with gw.db.write() as s:
-        await repo.delete_upload(s, upload_id)
-    with contextlib.suppress(FileNotFoundError):
-        await asyncio.to_thread(gw.storage.upload_path(upload_id).unlink)
-
-
 def _move(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(src, dest)
 
 
-async def job_from_upload(
-    gw: GatewayState,
-    upload_id: str,
-    *,
-    model: str | None = None,
-    output: str = "rgba",
-    callback_url: str | None = None,
-    api_key_hash: str | None = None,
-    filename: str | None = None,
-) -> str:
-    """A finished upload becomes a job (id = the upload's id, so a retry can never make a
-    second one): its file moves to `input/<job>/upload.<ext>`, the job row is created
-    `ingesting` with the upload's `job_id` in the same transaction, then ingest starts.
-    404 unknown, 409 unfinished or already used, 400 bad options or file type."""
-    model, output, callback_url = validate_job_options(gw.settings, model, output, callback_url)
-    try:
-        async with gw.tus_locks.hold(upload_id, TUS_LOCK_WAIT_S):
-            row = await get_upload(gw, upload_id)
-            if row.job_id is not None:
-                raise Conflict(f"upload already used by job {row.job_id}")
-            src = gw.storage.upload_path(upload_id)
-            if row.completed_at is None:
-                size = await asyncio.to_thread(file_size, src)
-                raise Conflict(f"upload is not complete (offset {size or 0} of {row.length})")
-            name = filename or row.filename
-            dest = gw.storage.job_input(upload_id) / f"upload.{upload_extension(name)}"
-            await asyncio.to_thread(_move, src, dest)
-            try:
-                async with gw.db.write() as s:
-                    await enforce_quota(s, api_key_hash, gw.settings)
-                    await new_job(
-                        s, upload_id, model=model, output=output, callback_url=callback_url,
-                        api_key_hash=api_key_hash, filename=name,
-                        upload_path=gw.storage.relative(dest), state=JobState.INGESTING,
-                    )
-                    await repo.set_upload(s, upload_id, job_id=upload_id)
-            except BaseException:
-                await asyncio.shield(asyncio.to_thread(_move, dest, src))
-                raise
-    except UploadBusy:
-        raise Conflict("another request is using this upload; try again") from None
-    gw.start_ingest(upload_id)
-    log.info("upload %s became a job: %s (%s bytes), model=%s output=%s", upload_id, name,
-             row.length, model, output)
-    return upload_id
+@dataclass
+class TusUploads:
+    """Resumable uploads of one gateway: the database, storage and settings they need, the
+    per-upload locks, and how a finished upload's ingest is started (`start_ingest`, the
+    gateway's), handed in so that nothing here reaches back into the gateway's state."""
+
+    db: Database
+    storage: Storage
+    settings: Settings
+    start_ingest: Callable[[str], object]
+    locks: UploadLocks = field(default_factory=UploadLocks)
+    """One lock per resumable upload: its PATCHes, `POST /jobs` and the sweeper take turns."""
+
+    async def get_upload(self, upload_id: str, now: float | None = None) -> Upload:
+        """The live upload row, or 404 for an unknown one and an unfinished one past its expiry."""
+        async with self.db.read() as s:
+            row = await repo.get_upload(s, upload_id)
+        t = time.time() if now is None else now
+        if row is None or (row.completed_at is None and row.job_id is None and row.expires_at < t):
+            raise tus_error(404, f"unknown or expired upload {upload_id!r}")
+        return row
 
 
-async def sweep_expired(gw: GatewayState, now: float | None = None) -> int:
-    """Delete uploads past `expires_at` (unfinished ones, and finished ones nobody turned into
-    a job): rows and files. Returns how many went. An upload busy with a request is skipped."""
-    t = time.time() if now is None else now
-    async with gw.db.read() as s:
-        ids = await repo.expired_upload_ids(s, t)
-    removed = 0
-    for upload_id in ids:
+    async def mark_progress(self, row: Upload, offset: int) -> Upload:
+        """After a PATCH: push the expiry out; on the final byte, record the upload-complete
+        event (`completed_at`), which `POST /jobs` and the reconciler go by."""
+        now = time.time()
+        values: dict[str, Any] = {"expires_at": now + TUS_EXPIRY_S}
+        if row.length is not None and offset >= row.length and row.completed_at is None:
+            values["completed_at"] = now
+        async with self.db.write() as s:
+            await repo.set_upload(s, row.id, **values)
+        for k, v in values.items():
+            setattr(row, k, v)
+        return row
+
+
+    async def remove_upload(self, upload_id: str) -> None:
+        """Row and bytes (a file that already became a job's input is the job's, and stays)."""
+        async with self.db.write() as s:
+            await repo.delete_upload(s, upload_id)
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(self.storage.upload_path(upload_id).unlink)
+
+
+    async def job_from_upload(
+        self,
+        upload_id: str,
+        *,
+        model: str | None = None,
+        output: str = "rgba",
+        callback_url: str | None = None,
+        api_key_hash: str | None = None,
+        filename: str | None = None,
+    ) -> str:
+        """A finished upload becomes a job (id = the upload's id, so a retry can never make a
+        second one): its file moves to `input/<job>/upload.<ext>`, the job row is created
+        `ingesting` with the upload's `job_id` in the same transaction, then ingest starts.
+        404 unknown, 409 unfinished or already used, 400 bad options or file type."""
+        model, output, callback_url = validate_job_options(
+            self.settings, model, output, callback_url
+        )
         try:
-            async with gw.tus_locks.hold(upload_id, 0.0):
-                async with gw.db.write() as s:
-                    row = await repo.get_upload(s, upload_id)
-                    if row is None or row.expires_at >= t:
-                        continue
-                    await repo.delete_upload(s, upload_id)
-                    used = row.job_id is not None
-                if not used:
-                    with contextlib.suppress(FileNotFoundError):
-                        await asyncio.to_thread(gw.storage.upload_path(upload_id).unlink)
-                removed += 1
+            async with self.locks.hold(upload_id, TUS_LOCK_WAIT_S):
+                row = await self.get_upload(upload_id)
+                if row.job_id is not None:
+                    raise Conflict(f"upload already used by job {row.job_id}")
+                src = self.storage.upload_path(upload_id)
+                if row.completed_at is None:
+                    size = await asyncio.to_thread(file_size, src)
+                    raise Conflict(f"upload is not complete (offset {size or 0} of {row.length})")
+                name = filename or row.filename
+                dest = self.storage.job_input(upload_id) / f"upload.{upload_extension(name)}"
+                await asyncio.to_thread(_move, src, dest)
+                try:
+                    async with self.db.write() as s:
+                        await enforce_quota(s, api_key_hash, self.settings)
+                        await new_job(
+                            s, upload_id, model=model, output=output, callback_url=callback_url,
+                            api_key_hash=api_key_hash, filename=name,
+                            upload_path=self.storage.relative(dest), state=JobState.INGESTING,
+                        )
+                        await repo.set_upload(s, upload_id, job_id=upload_id)
+                except BaseException:
+                    await asyncio.shield(asyncio.to_thread(_move, dest, src))
+                    raise
         except UploadBusy:
-            continue
-    if removed:
-        log.info("swept %d expired uploads", removed)
-    return removed
+            raise Conflict("another request is using this upload; try again") from None
+        self.start_ingest(upload_id)
+        log.info("upload %s became a job: %s (%s bytes), model=%s output=%s", upload_id, name,
+                 row.length, model, output)
+        return upload_id
 
 
-async def reconcile_uploads(gw: GatewayState, grace: float = 0.0) -> int:
-    """Finish what a crash cut short: an upload whose bytes are all on disk gets its
-    upload-complete event; a file moved for a job whose row never got written moves back;
-    finished uploads that asked for `autojob` and were not claimed within `grace` seconds
-    become jobs with the options of their metadata. Returns the jobs created."""
-    now = time.time()
-    async with gw.db.read() as s:
-        rows = await repo.uploads_without_job(s)
-        job_ids = await repo.existing_job_ids(s, [r.id for r in rows])
-    created = 0
-    for row in rows:
-        path = gw.storage.upload_path(row.id)
-        size = await asyncio.to_thread(file_size, path)
-        if size is None and row.id not in job_ids:
-            moved = sorted(gw.storage.job_input(row.id).glob("upload.*"))
-            if moved:
-                await asyncio.to_thread(_move, moved[0], path)
-                size = await asyncio.to_thread(file_size, path)
-        if row.completed_at is None and size is not None and size == row.length:
-            row = await mark_progress(gw, row, size)
-        meta = row.metadata_json or {}
-        if row.completed_at is None or not _truthy(meta.get("autojob")):
-            continue
-        if (grace and row.completed_at > now - grace) or row.id in job_ids:
-            continue
-        try:
-            await job_from_upload(
-                gw, row.id, model=meta.get("model"), output=meta.get("output") or "rgba",
-                callback_url=meta.get("callback_url"), api_key_hash=row.api_key_hash,
-            )
-            created += 1
-        except GatewayError as exc:
-            log.warning("upload %s: no automatic job: %s", row.id, exc.detail)
-    return created
+    async def sweep_expired(self, now: float | None = None) -> int:
+        """Delete uploads past `expires_at` (unfinished ones, and finished ones nobody turned into
+        a job): rows and files. Returns how many went. An upload busy with a request is skipped."""
+        t = time.time() if now is None else now
+        async with self.db.read() as s:
+            ids = await repo.expired_upload_ids(s, t)
+        removed = 0
+        for upload_id in ids:
+            try:
+                async with self.locks.hold(upload_id, 0.0):
+                    async with self.db.write() as s:
+                        row = await repo.get_upload(s, upload_id)
+                        if row is None or row.expires_at >= t:
+                            continue
+                        await repo.delete_upload(s, upload_id)
+                        used = row.job_id is not None
+                    if not used:
+                        with contextlib.suppress(FileNotFoundError):
+                            await asyncio.to_thread(self.storage.upload_path(upload_id).unlink)
+                    removed += 1
+            except UploadBusy:
+                continue
+        if removed:
+            log.info("swept %d expired uploads", removed)
+        return removed
 
 
-async def sweep_loop(gw: GatewayState, interval: float = TUS_SWEEP_INTERVAL_S) -> None:
-    """The gateway's background upkeep of resumable uploads, every `interval` seconds."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await sweep_expired(gw)
-            await reconcile_uploads(gw, grace=TUS_AUTOJOB_GRACE_S)
-        except Exception:
-            log.exception("upload sweep failed")
+    async def reconcile_uploads(self, grace: float = 0.0) -> int:
+        """Finish what a crash cut short: an upload whose bytes are all on disk gets its
+        upload-complete event; a file moved for a job whose row never got written moves back;
+        finished uploads that asked for `autojob` and were not claimed within `grace` seconds
+        become jobs with the options of their metadata. Returns the jobs created."""
+        now = time.time()
+        async with self.db.read() as s:
+            rows = await repo.uploads_without_job(s)
+            job_ids = await repo.existing_job_ids(s, [r.id for r in rows])
+        created = 0
+        for row in rows:
+            path = self.storage.upload_path(row.id)
+            size = await asyncio.to_thread(file_size, path)
+            if size is None and row.id not in job_ids:
+                moved = sorted(self.storage.job_input(row.id).glob("upload.*"))
+                if moved:
+                    await asyncio.to_thread(_move, moved[0], path)
+                    size = await asyncio.to_thread(file_size, path)
+            if row.completed_at is None and size is not None and size == row.length:
+                row = await self.mark_progress(row, size)
+            meta = row.metadata_json or {}
+            if row.completed_at is None or not _truthy(meta.get("autojob")):
+                continue
+            if (grace and row.completed_at > now - grace) or row.id in job_ids:
+                continue
+            try:
+                await self.job_from_upload(
+                    row.id, model=meta.get("model"), output=meta.get("output") or "rgba",
+                    callback_url=meta.get("callback_url"), api_key_hash=row.api_key_hash,
+                )
+                created += 1
+            except GatewayError as exc:
+                log.warning("upload %s: no automatic job: %s", row.id, exc.detail)
+        return created
+
+
+    async def sweep_loop(self, interval: float = TUS_SWEEP_INTERVAL_S) -> None:
+        """The gateway's background upkeep of resumable uploads, every `interval` seconds."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep_expired()
+                await self.reconcile_uploads(grace=TUS_AUTOJOB_GRACE_S)
+            except Exception:
+                log.exception("upload sweep failed")

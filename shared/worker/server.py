@@ -43,26 +43,11 @@ from shared.worker.batching import Batched, Batcher
 from shared.worker.fallback import Failed, run_isolated
 from shared.worker.stage import (
     BadInput,
-    BatchPolicy,
-    StageFailure,
-    StageOutput,
     WorkerStage,
     classify_error,
-    configure_threads,
-    thread_count,
 )
 
-__all__ = [
-    "BadInput",
-    "BatchPolicy",
-    "StageFailure",
-    "StageOutput",
-    "WorkerStage",
-    "classify_error",
-    "configure_threads",
-    "create_worker_app",
-    "thread_count",
-]
+__all__ = ["create_worker_app"]
 # The stage vocabulary is re-exported: stages import everything from `shared.worker.server`.
 
 log = logging.getLogger("mattepipe.worker")

@@ -14,7 +14,7 @@ from comparison_worker.stage import ComparisonStage
 from shared.schemas import ComparisonRequest
 from shared.settings import Settings
 from shared.storage import PathOutsideDataDir, Storage
-from shared.worker.server import BadInput
+from shared.worker.stage import BadInput
 from tests.support.images import stage_inputs
 
 H, W = 40, 60

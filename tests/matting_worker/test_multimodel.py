@@ -14,7 +14,7 @@ from matting_worker.stage import MattingStage, request_models
 from shared.schemas import MattingParams, MattingRequest, StageRequest
 from shared.settings import Settings
 from shared.storage import Storage
-from shared.worker.server import BadInput
+from shared.worker.stage import BadInput
 
 SAMPLE = Path(__file__).resolve().parents[2] / "mattepipe" / "assets" / "samples" / "chelsea.jpg"
 

@@ -21,7 +21,6 @@ from PIL import Image
 from tusclient import client as tus_client
 
 from gateway.db.tables import Upload
-from gateway.intake.tus_uploads import sweep_expired
 from gateway.state import GatewayState
 from shared.storage import Storage
 from tests.support.gateway import Gateway, StageServer, make_settings, seed
@@ -197,7 +196,7 @@ def test_expired_uploads_are_refused_then_swept(start_gateway: Start) -> None:
     async def sweep() -> int:
         state = await GatewayState.open(gw.settings)
         try:
-            return await sweep_expired(state)
+            return await state.tus.sweep_expired()
         finally:
             await state.close()
 

@@ -19,13 +19,13 @@ from shared.imaging import ImageRejected
 from shared.schemas import StageRequest
 from shared.settings import Settings
 from shared.storage import PathOutsideDataDir, Storage, atomic_write_bytes
-from shared.worker.server import (
+from shared.worker.server import create_worker_app
+from shared.worker.stage import (
     BadInput,
     BatchPolicy,
     StageFailure,
     StageOutput,
     classify_error,
-    create_worker_app,
     thread_count,
 )
 from tests.support.servers import ThreadServer
