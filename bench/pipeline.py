@@ -82,7 +82,7 @@ def _oneshot(images_dir: Path, model: str, models_dir: Path, env: dict[str, str]
 
 
 def _cpu_section() -> str:
-    from mattepipe.stack.supervisor import health_urls, start_stack, stop_stack, wait_healthy
+    from mattepipe.stack import health_urls, start_stack, stop_stack, wait_healthy
     from shared.settings import Settings
 
     with tempfile.TemporaryDirectory() as tmp:

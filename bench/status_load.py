@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from mattepipe.stack.supervisor import (
+from mattepipe.stack import (
     health_urls,
     start_stack,
     stop_stack,

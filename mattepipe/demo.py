@@ -30,7 +30,7 @@ from rich.table import Table
 
 from mattepipe.client.errors import GatewayError
 from mattepipe.client.gateway import GatewayClient
-from mattepipe.stack.supervisor import (
+from mattepipe.stack import (
     StackError,
     health_urls,
     local_url,

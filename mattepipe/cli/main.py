@@ -42,7 +42,7 @@ def stack(matting_workers: MattingWorkers = None, comparison_workers: Comparison
           print_config: Annotated[bool, typer.Option(
               "--print-config", help="print the Supervisor config and exit")] = False) -> None:
     """Run every service locally, supervised and restarted on a crash; Ctrl-C stops it."""
-    from mattepipe.stack.supervisor import StackError, render_config, run_stack
+    from mattepipe.stack import StackError, render_config, run_stack
 
     s = settings_with(matting_workers=matting_workers, comparison_workers=comparison_workers,
                       data_dir=data_dir)

@@ -19,14 +19,11 @@ from types import FrameType
 import httpx
 
 from mattepipe.stack.config import (
-    SECRET_FIELDS,
     STOP_WAIT_S,
     Program,
     StackError,
     health_urls,
     local_url,
-    render_config,
-    repo_root,
     stack_environment,
     stack_programs,
     supervisor_bin,
@@ -36,21 +33,10 @@ from shared.settings import Settings
 
 __all__ = [
     "READY_TIMEOUT_S",
-    "SECRET_FIELDS",
-    "Program",
-    "StackError",
-    "health_urls",
-    "local_url",
-    "render_config",
-    "repo_root",
     "run_stack",
-    "stack_environment",
-    "stack_programs",
     "start_stack",
     "stop_stack",
-    "supervisor_bin",
     "wait_healthy",
-    "write_config",
 ]
 
 READY_TIMEOUT_S = 180.0

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mattepipe.stack.supervisor import health_urls, wait_healthy
+from mattepipe.stack import health_urls, wait_healthy
 from tests.support.images import make_zip, photo_bytes, studio_shot
 from tests.support.stack import Stack, running_stack
 

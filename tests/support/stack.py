@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from mattepipe.stack.supervisor import health_urls, start_stack, stop_stack, wait_healthy
+from mattepipe.stack import health_urls, start_stack, stop_stack, wait_healthy
 from shared.settings import Settings
 from shared.states import ACTIVE_TASK_STATES, FINAL_JOB_STATES
 from tests.support.servers import free_port

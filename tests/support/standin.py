@@ -1,5 +1,5 @@
 """A stand-in gateway for the CLI's tests: a real HTTP server (uvicorn in a thread) speaking
-tus 1.0 under /files/ (with sha1 checksums) and the job endpoints of DESIGN.md. Jobs finish
+tus 1.0 under /files/ (with sha1 checksums) and the job endpoints of docs/DESIGN.md. Jobs finish
 after a few polls in the state the test asks for; faults can be injected into PATCHes.
 The real gateway is exercised by tests/integration/test_cli_roundtrip.py."""
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from supervisor.options import ServerOptions
 
-from mattepipe.stack.supervisor import (
+from mattepipe.stack import (
     Program,
     StackError,
     health_urls,
@@ -207,7 +207,7 @@ def test_ctrl_c_stops_the_foreground_stack(
         import sys
         from pathlib import Path
         from shared.settings import Settings
-        from mattepipe.stack.supervisor import Program, run_stack
+        from mattepipe.stack import Program, run_stack
         progs = [Program(n, tuple(a), e, p, health_path=h) for n, a, e, p, h in {[
             (p.name, list(p.argv), dict(p.env), p.port, p.health_path) for p in progs]!r}]
         sys.exit(run_stack(Settings(data_dir=Path({str(s.data_dir)!r})), 60, programs=progs))

@@ -12,7 +12,7 @@ from mattepipe.client.gateway import CHUNK, GatewayClient, GatewayError, content
 
 
 class FakeGateway:
-    """Records requests; answers like DESIGN.md's public API."""
+    """Records requests; answers like docs/DESIGN.md's public API."""
 
     def __init__(self, states: list[str] | None = None,
                  zip_bytes: bytes = b"PK\x05\x06" + bytes(18)) -> None:
