@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import repo, transitions
 from gateway.db.database import Database
@@ -76,20 +79,46 @@ class GatewayState:
     async def recover(self) -> None:
         """Make a restart safe: uploads cut by the crash are dropped, interrupted ingests are
         redone from the stored upload (`ingest_job` wipes the dead attempt's rows and files),
-        in-flight stage requests go back to their queues."""
+        in-flight stage requests go back to their queues.
+
+        An ingest that was already started MAX_RETRIES times is not redone: an archive that
+        kills the gateway (memory, a library crash) would otherwise kill it at every start-up.
+        That job fails with the reason, and its files go."""
         async with self.db.write() as s:
             cut = await repo.jobs_in_state(s, JobState.UPLOADING)
             for job_id in cut:
                 await repo.delete_job(s, job_id)
-            redo = await repo.jobs_in_state(s, JobState.INGESTING)
+            redo, given_up = await self._ingests_to_redo(s)
             released = await transitions.release_dispatched(s)
         for job_id in cut:
             await asyncio.to_thread(self.storage.remove_job, job_id)
+        for job_id in given_up:
+            await asyncio.to_thread(shutil.rmtree, self.storage.job_input(job_id), True)
         for job_id in redo:
             self.start_ingest(job_id)
-        if cut or redo or released:
-            log.info("recovered: %d cut uploads removed, %d ingests restarted, %d leases "
-                     "released", len(cut), len(redo), released)
+        if cut or redo or given_up or released:
+            log.info("recovered: %d cut uploads removed, %d ingests restarted, %d ingests "
+                     "given up, %d leases released", len(cut), len(redo), len(given_up),
+                     released)
+
+    async def _ingests_to_redo(self, s: AsyncSession) -> tuple[list[str], list[str]]:
+        """(jobs whose ingest restarts, jobs failed for crashing it MAX_RETRIES times)."""
+        redo, given_up = [], []
+        limit = self.settings.max_retries
+        for job_id in await repo.jobs_in_state(s, JobState.INGESTING):
+            job = await repo.get_job(s, job_id)
+            attempts = (job.ingest_attempts or 0) if job is not None else 0
+            if attempts < limit:
+                redo.append(job_id)
+                continue
+            log.warning("job %s: ingest crashed %d times; giving up", job_id, attempts)
+            await repo.delete_job(s, job_id, keep_job=True)
+            await repo.set_job(
+                s, job_id, state=JobState.FAILED.value, total=0, finished_at=time.time(),
+                error=f"ingest crashed {attempts} times (the gateway stopped during it; "
+                      f"MAX_RETRIES={limit})")  # fmt: skip
+            given_up.append(job_id)
+        return redo, given_up
 
     # --- ingest in the background ------------------------------------------------------------
     def start_ingest(self, job_id: str) -> asyncio.Task[None]:

@@ -49,13 +49,19 @@ class Settings(BaseSettings):
     # --- limits ----------------------------------------------------------------------------
     max_upload_size: int = 100 * GIB
     max_retries: int = 3
+    """Attempts per task stage, and ingests per job (a restart redoes an interrupted ingest
+    only while fewer were started)."""
     max_archive_members: int = 1_000_000
     max_uncompressed_size: int = 200 * GIB
+    """Cap on what an archive unpacks to; the effective limit is
+    min(this, MAX_COMPRESSION_RATIO × the archive's bytes), so a small upload gets a small one."""
     max_compression_ratio: float = 200.0
+    """Per zip member, and for a whole zip or tar (unpacked total / archive bytes on disk)."""
     max_image_pixels: int = 100_000_000
     """Pixel-bomb guard: an image claiming more pixels than this is rejected unread."""
     min_free_disk: int = 256 * 1024**2
-    """Uploads answer 507 when DATA_DIR has less free space than this."""
+    """Uploads answer 507, and an archive being unpacked fails, when DATA_DIR would keep less
+    free space than this."""
 
     # --- engines and batching --------------------------------------------------------------
     default_model: str = "classical"

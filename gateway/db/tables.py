@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    Connection,
     Float,
     ForeignKey,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     event,
+    inspect,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -26,7 +28,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from shared.states import JobState, TaskState
 from shared.timing import SQLITE_BUSY_TIMEOUT_MS
 
-__all__ = ["Base", "Job", "Task", "Upload", "create_engine", "init_db", "now", "session_factory"]
+__all__ = [
+    "ADDED_COLUMNS", "Base", "Job", "Task", "Upload", "create_engine", "init_db", "now",
+    "session_factory",
+]
 
 
 def now() -> float:
@@ -58,6 +63,9 @@ class Job(Base):
     """When the first task was dispatched: the throughput clock starts here."""
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     callback_done: Mapped[bool] = mapped_column(default=False)
+    ingest_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Ingests started for this job; a restart redoes an interrupted one only while this is
+    under MAX_RETRIES, so an archive that kills the gateway cannot do it for ever."""
 
     __table_args__ = (Index("ix_jobs_state", "state"),)
 
@@ -153,6 +161,23 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "jobs": {"ingest_attempts": "INTEGER NOT NULL DEFAULT 0"},
+}
+"""Columns added after the first release: `create_all` makes missing tables but never alters
+an existing one, so a database file from an older version gets them here (idempotent)."""
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    have = inspect(conn)
+    for table, columns in ADDED_COLUMNS.items():
+        present = {c["name"] for c in have.get_columns(table)}
+        for name, ddl in columns.items():
+            if name not in present:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
+
+
 async def init_db(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
+        await conn.run_sync(_add_missing_columns)

@@ -7,6 +7,7 @@ read strictly forward (`r|*`, never seeked) and no member is ever held in memory
 
 from __future__ import annotations
 
+import errno
 import lzma
 import os
 import shutil
@@ -17,8 +18,9 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Literal, Self
+from typing import IO, Literal
 
+from gateway.intake.archive_headers import HeaderRefused, guarded_tarinfo, read_zip_directory
 from gateway.intake.archive_names import (
     ARCHIVE_SUFFIXES,
     COMPRESSED_MAGIC,
@@ -53,7 +55,8 @@ __all__ = [
 
 CHUNK = 1 << 20
 RATIO_FLOOR = 1 << 20
-"""Members that unpack to less than this are never called bombs, however well they compress."""
+"""Members (and whole archives) that unpack to less than this are never called bombs, however
+well they compress."""
 
 _READ_ERRORS = (
     OSError, EOFError, zlib.error, lzma.LZMAError, tarfile.TarError, zipfile.BadZipFile,
@@ -85,8 +88,14 @@ class _SourceError(IntakeError):
 class ArchiveLimits:
     max_members: int
     max_total_size: int
+    """MAX_UNCOMPRESSED_SIZE: the most an archive may unpack to, whatever its size."""
     max_ratio: float
+    """MAX_COMPRESSION_RATIO: per member (zip, over RATIO_FLOOR) and for the whole archive
+    (unpacked bytes / archive bytes on disk, zip and tar alike, over RATIO_FLOOR)."""
     max_image_pixels: int
+    min_free_disk: int = 0
+    """MIN_FREE_DISK: unpacking stops (the archive is refused) before DATA_DIR's file system
+    falls below this many free bytes; 0 checks nothing beyond a real ENOSPC."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArchiveLimits:
@@ -95,7 +104,15 @@ class ArchiveLimits:
             max_total_size=settings.max_uncompressed_size,
             max_ratio=settings.max_compression_ratio,
             max_image_pixels=settings.max_image_pixels,
+            min_free_disk=settings.min_free_disk,
         )
+
+    def total_budget(self, archive_bytes: int) -> int:
+        """The effective unpacked-size limit of an archive of `archive_bytes`:
+        min(MAX_UNCOMPRESSED_SIZE, MAX_COMPRESSION_RATIO × archive bytes), never under
+        RATIO_FLOOR."""
+        by_ratio = max(RATIO_FLOOR, int(self.max_ratio * max(archive_bytes, 1)))
+        return min(self.max_total_size, by_ratio)
 
 
 @dataclass
@@ -131,10 +148,12 @@ def _read(src: IO[bytes], n: int) -> bytes:
 class _Extractor:
     """What every archive format shares: names, duplicates, counts, budgets, validation."""
 
-    def __init__(self, dest: Path, limits: ArchiveLimits) -> None:
+    def __init__(self, dest: Path, limits: ArchiveLimits, archive_bytes: int = 0) -> None:
         dest.mkdir(parents=True, exist_ok=True)
         self.dest = dest.resolve()
         self.limits = limits
+        self.archive_bytes = archive_bytes
+        self.budget = limits.total_budget(archive_bytes)
         self.seen: set[str] = set()
         self.entries = 0
         self.total = 0
@@ -143,8 +162,31 @@ class _Extractor:
         self.entries += 1
         if self.entries > self.limits.max_members:
             raise ArchiveRejected(f"archive has more than {self.limits.max_members} members")
-        if self.total + declared > self.limits.max_total_size:
+        self.check_total(self.total + declared)
+        if declared:
+            self.check_disk(declared)
+
+    def check_total(self, total: int) -> None:
+        """Both size limits on `total` unpacked bytes: the absolute one and the ratio to the
+        archive's own size (members of any size count, so a thousand small bombs add up)."""
+        if total <= self.budget:
+            return
+        if total > self.limits.max_total_size:
             raise ArchiveRejected(self._too_big())
+        raise ArchiveRejected(
+            f"archive unpacks to more than {self.limits.max_ratio:g} times its own size "
+            f"({self.archive_bytes} bytes; MAX_COMPRESSION_RATIO) - zip bomb?")
+
+    def check_disk(self, coming: int) -> None:
+        """Refuse before writing `coming` bytes would leave DATA_DIR under MIN_FREE_DISK."""
+        floor = self.limits.min_free_disk
+        if floor <= 0:
+            return
+        free = shutil.disk_usage(self.dest).free
+        if free - coming < floor:
+            raise ArchiveRejected(
+                f"not enough free disk space to unpack the archive: {free} bytes free, "
+                f"{coming} more needed, {floor} must stay free (MIN_FREE_DISK)")
 
     def _too_big(self) -> str:
         return f"archive unpacks to more than {self.limits.max_total_size} bytes"
@@ -186,15 +228,19 @@ class _Extractor:
                         raise _MemberError("nested archives are not supported")
                     written += len(chunk)
                     self.total += len(chunk)
-                    if self.total > self.limits.max_total_size:
-                        raise ArchiveRejected(self._too_big())
+                    self.check_total(self.total)
                     if cap is not None and written > cap:
                         raise _MemberError("compression ratio too high (zip bomb?)")
+                    self.check_disk(len(chunk))
                     out.write(chunk)
         except _MemberError as exc:
             return self.reject(path, str(exc))
         except (FileExistsError, NotADirectoryError, IsADirectoryError):
             return self.reject(path, "name clashes with a folder or file of the same name")
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ArchiveRejected(f"disk full while unpacking the archive: {exc}") from exc
+            raise
         return self.validate(path, target)
 
     def validate(self, path: str, target: Path) -> Member:
@@ -208,6 +254,12 @@ class _Extractor:
 
 def _iter_zip(upload: Path, ex: _Extractor) -> Iterator[Member]:
     try:
+        read_zip_directory(upload, ex.limits.max_members)
+    except HeaderRefused as exc:
+        raise ArchiveRejected(exc.reason) from exc
+    except OSError as exc:
+        raise ArchiveCorrupt(f"corrupt archive: {exc}") from exc
+    try:
         zf = zipfile.ZipFile(upload)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise ArchiveCorrupt(f"corrupt archive: {exc}") from exc
@@ -218,6 +270,10 @@ def _iter_zip(upload: Path, ex: _Extractor) -> Iterator[Member]:
         if sum(i.file_size for i in infos) > ex.limits.max_total_size:
             raise ArchiveRejected(ex._too_big())
         ratio = ex.limits.max_ratio
+        # Members the per-member check refuses are never written: they do not count.
+        declared = sum(i.file_size for i in infos if not _member_bomb(i, ratio))
+        ex.check_total(declared)
+        ex.check_disk(declared)
         for info in infos:
             ex.count_entry()
             if info.is_dir():
@@ -229,6 +285,10 @@ def _iter_zip(upload: Path, ex: _Extractor) -> Iterator[Member]:
                 yield member
 
 
+def _member_bomb(info: zipfile.ZipInfo, ratio: float) -> bool:
+    return info.file_size > RATIO_FLOOR and info.file_size > ratio * max(info.compress_size, 1)
+
+
 def _zip_member(
     zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, ex: _Extractor, ratio: float
 ) -> Member:
@@ -236,7 +296,7 @@ def _zip_member(
         return ex.reject(path, "links are not supported")
     if info.flag_bits & 0x1:
         return ex.reject(path, "encrypted members are not supported")
-    if info.file_size > RATIO_FLOOR and info.file_size > ratio * max(info.compress_size, 1):
+    if _member_bomb(info, ratio):
         return ex.reject(path, "compression ratio too high (zip bomb?)")
     cap = max(RATIO_FLOOR, int(ratio * max(info.compress_size, 1)))
     try:
@@ -251,17 +311,10 @@ def _end_tracking_info() -> tuple[type[tarfile.TarInfo], list[bool]]:
 
     tarfile ends quietly on a short or missing header, so a tar cut off between members would
     pass for complete; only a proper end-of-archive block says that nothing is missing.
+    The same class refuses oversized extension headers (`guarded_tarinfo`).
     """
     seen: list[bool] = []
-
-    class _Info(tarfile.TarInfo):
-        @classmethod
-        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
-            if len(buf) == tarfile.BLOCKSIZE and not any(buf):
-                seen.append(True)
-            return super().frombuf(buf, encoding, errors)
-
-    return _Info, seen
+    return guarded_tarinfo(seen), seen
 
 
 def _check_complete(tf: tarfile.TarFile, clean_end: bool) -> None:
@@ -290,12 +343,16 @@ def _iter_tar(upload: Path, ex: _Extractor) -> Iterator[Member]:
                 errors="surrogateescape",
                 tarinfo=info_cls,
             )
+        except HeaderRefused as exc:
+            raise ArchiveRejected(exc.reason) from exc
         except _READ_ERRORS as exc:
             raise ArchiveCorrupt(f"corrupt archive: {exc}") from exc
         with tf:
             while True:
                 try:
                     ti = tf.next()
+                except HeaderRefused as exc:
+                    raise ArchiveRejected(exc.reason) from exc
                 except _READ_ERRORS as exc:
                     raise ArchiveCorrupt(f"corrupt archive: {exc}") from exc
                 if ti is None:
@@ -360,7 +417,7 @@ def iter_members(
     if not head:
         raise ArchiveRejected("empty file")
     kind = detect_kind(filename, head)
-    ex = _Extractor(dest, limits)
+    ex = _Extractor(dest, limits, upload.stat().st_size)
     if kind == "zip":
         yield from _iter_zip(upload, ex)
     elif kind == "tar":

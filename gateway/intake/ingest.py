@@ -35,6 +35,7 @@ from gateway.intake.archive import (
     Member,
     iter_members,
 )
+from gateway.intake.output_names import OutputNames
 from shared.errors import MattepipeError
 from shared.settings import Settings
 from shared.states import JobState, TaskState
@@ -57,12 +58,24 @@ class _Take:
     done: bool = False
 
 
-def _take(it: Iterator[Member], n: int) -> _Take:
+def _unique_outputs(member: Member, names: OutputNames) -> Member:
+    """A member whose output names another input already has becomes a rejected one (its
+    extracted file is removed); see `gateway.intake.output_names`."""
+    if member.is_gt or member.stored is None:
+        return member
+    first = names.claim(member.path)
+    if first is None:
+        return member
+    member.stored.unlink(missing_ok=True)
+    return Member(member.path, None, OutputNames.reason(first), False)
+
+
+def _take(it: Iterator[Member], n: int, names: OutputNames) -> _Take:
     """Advance the extractor by up to n members (runs in a worker thread)."""
     out: _Take = _Take([])
     try:
         for member in it:
-            out.members.append(member)
+            out.members.append(_unique_outputs(member, names))
             if len(out.members) >= n:
                 return out
     except ArchiveRejected as exc:
@@ -83,7 +96,15 @@ class _Stop(MattepipeError):
     """The job was cancelled or deleted while we worked."""
 
 
-async def _begin(job_id: str, db: Database) -> tuple[str, str] | None:
+@dataclass(frozen=True)
+class _Start:
+    upload_path: str
+    filename: str
+    models: list[str]
+    output: str
+
+
+async def _begin(job_id: str, db: Database) -> _Start | None:
     async with db.write() as s:
         job = await repo.get_job(s, job_id)
         if job is None or job.state not in (JobState.UPLOADING, JobState.INGESTING):
@@ -91,7 +112,10 @@ async def _begin(job_id: str, db: Database) -> tuple[str, str] | None:
         # A job found in `ingesting` was interrupted: its rows are from the dead attempt.
         await repo.delete_job(s, job_id, keep_job=True)
         job.state, job.total, job.error = JobState.INGESTING.value, 0, None
-        return job.upload_path, job.filename
+        # Counted before any byte is read: an archive that kills the process still counts.
+        job.ingest_attempts = (job.ingest_attempts or 0) + 1
+        models = [m for m in (job.model or "").split(",") if m]
+        return _Start(job.upload_path, job.filename, models, job.output)
 
 
 async def _insert(db: Database, job_id: str, rows: list[dict[str, Any]]) -> int:
@@ -120,14 +144,15 @@ def _row(job_id: str, member: Member, storage: Storage) -> dict[str, Any]:
 
 
 async def _extract(
-    job_id: str, upload: Path, filename: str, db: Database, storage: Storage,
+    job_id: str, upload: Path, start: _Start, db: Database, storage: Storage,
     limits: ArchiveLimits,
 ) -> tuple[_Progress, ArchiveRejected | None]:  # fmt: skip
     progress = _Progress()
-    it = iter_members(upload, storage.job_chunks(job_id), limits, filename)
+    names = OutputNames(start.models, start.output)
+    it = iter_members(upload, storage.job_chunks(job_id), limits, start.filename)
     try:
         while True:
-            take = await asyncio.to_thread(_take, it, INSERT_BATCH)
+            take = await asyncio.to_thread(_take, it, INSERT_BATCH, names)
             rows = []
             for m in take.members:
                 if m.is_gt:
@@ -214,7 +239,7 @@ async def ingest_job(
     if start is None:
         log.info("ingest: job %s is not waiting for ingest; nothing to do", job_id)
         return
-    upload_rel, filename = start
+    upload_rel = start.upload_path
     chunks = storage.job_chunks(job_id)
     await asyncio.to_thread(_remove, chunks)
     try:
@@ -227,7 +252,7 @@ async def ingest_job(
         return
     limits = ArchiveLimits.from_settings(settings)
     try:
-        progress, error = await _extract(job_id, upload, filename, db, storage, limits)
+        progress, error = await _extract(job_id, upload, start, db, storage, limits)
         if error is not None and (not isinstance(error, ArchiveCorrupt) or not progress.images):
             raise error
         if progress.tasks == 0:

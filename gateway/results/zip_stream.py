@@ -64,25 +64,30 @@ def build_zip(
     items: list[ReportItem] = []
     members = 0
     names = list(models) or [""]  # one unnamed model: docs/DESIGN.md's names ("Public API")
+    added: set[str] = set()  # a zip never holds one name twice (gateway.intake.output_names)
     for t in tasks:
         stem = Storage.stem_path(t.path)
         compare_name = None
         first_rel = storage.matting_rel(job_id, t.path)
         cut_names: list[str] = []
-        for i, model in enumerate(names):
+        # A rejected input has no outputs; files under its name belong to another input.
+        rejected = t.state == TaskState.REJECTED.value
+        for i, model in enumerate(() if rejected else names):
             kinds = (False, True) if output == "both" else (False,)
             for alpha in kinds:
                 found = _existing(storage, model_output_rel(first_rel, model, i, alpha))
-                if found is not None:
-                    name = model_output_rel(f"{MATTING_OUTPUT}/{stem}.png", model, i, alpha)
+                name = model_output_rel(f"{MATTING_OUTPUT}/{stem}.png", model, i, alpha)
+                if found is not None and name not in added:
+                    added.add(name)
                     zs.add_path(str(found), name)
                     cut_names.append(name)
                     members += 1
         first_name = f"{MATTING_OUTPUT}/{stem}.png"
         matte_name = first_name if first_name in cut_names else None
-        sheet = _existing(storage, storage.compare_rel(job_id, t.path))
-        if sheet is not None:
+        sheet = None if rejected else _existing(storage, storage.compare_rel(job_id, t.path))
+        if sheet is not None and f"{FINAL_RESULTS}/{stem}_compare.jpg" not in added:
             compare_name = f"{FINAL_RESULTS}/{stem}_compare.jpg"
+            added.add(compare_name)
             zs.add_path(str(sheet), compare_name)
             members += 1
         items.append(
