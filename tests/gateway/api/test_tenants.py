@@ -119,6 +119,7 @@ def test_the_admin_may_cancel_any_job_and_its_tenant_sees_that(
     two_jobs: tuple[Gateway, str, str],
 ) -> None:
     gw, a, b = two_jobs
+    assert gw.client.delete(f"/jobs/{a}", headers=auth(KEY_B)).status_code == 404
     r = gw.client.delete(f"/jobs/{b}", headers=auth(ADMIN))
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
     assert gw.client.get(f"/status/{b}", headers=auth(KEY_B)).json()["state"] == "cancelled"
