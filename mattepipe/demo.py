@@ -122,7 +122,8 @@ def run_demo(settings: Settings, out: Path, model: str = "classical,portrait",
     console = console or Console()
     gateway = local_url(settings, settings.gateway_port)
     proc = None
-    with GatewayClient(gateway, settings.api_key) as client:
+    key = settings.api_key or settings.admin_key  # the demo's own job, under a key it knows
+    with GatewayClient(gateway, key.get_secret_value() if key else None) as client:
         try:
             if client.health():
                 console.print(f"using the stack already running at {gateway}")

@@ -9,8 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.keys import KeyTable, build_table
 
 __all__ = ["Settings", "get_settings"]
 
@@ -18,7 +20,9 @@ GIB = 1024**3
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # Errors never echo their input: it may be a key (API_KEYS, ADMIN_KEY) or a secret.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False,
+                                      hide_input_in_errors=True)
 
     # --- storage and database -----------------------------------------------------------
     data_dir: Path = Path("./data")
@@ -80,7 +84,14 @@ class Settings(BaseSettings):
     comparison_concurrency: int = 8
 
     # --- access ------------------------------------------------------------------------------
-    api_key: str | None = None
+    api_key: SecretStr | None = None
+    """One tenant (label "default"): every gateway endpoint but /health needs this bearer key."""
+    api_keys: SecretStr | None = None
+    """Several tenants: `label:key` pairs, comma-separated; each key sees only its own jobs."""
+    api_keys_file: Path | None = None
+    """Many tenants: a file with one `label:key` a line (`#` comments, blank lines skipped)."""
+    admin_key: SecretStr | None = None
+    """The key that sees, downloads and cancels every tenant's jobs."""
     max_concurrent_jobs: int = Field(default=4, ge=0)
     """Per API key (or for all callers when API_KEY is unset); 0 means no limit."""
     max_jobs_per_hour: int = Field(default=100, ge=0)
@@ -89,10 +100,33 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator("api_key", "callback_secret", "cuda_visible_devices", mode="before")
+    _key_table: KeyTable = PrivateAttr(default_factory=KeyTable)
+
+    @field_validator("api_key", "api_keys", "api_keys_file", "admin_key", "callback_secret",
+                     "cuda_visible_devices", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _parse_keys(self) -> Settings:
+        """The keys become hashes and labels once, here; a malformed entry fails the load."""
+        self._key_table = build_table(
+            self.api_key.get_secret_value() if self.api_key else None,
+            self.api_keys.get_secret_value() if self.api_keys else None,
+            self.api_keys_file,
+            self.admin_key.get_secret_value() if self.admin_key else None,
+        )
+        return self
+
+    @property
+    def key_table(self) -> KeyTable:
+        """The gateway's tenants as sha256 hashes and labels (empty: an open gateway)."""
+        return self._key_table
+
+    def without_raw_keys(self) -> Settings:
+        """A copy holding the keys only as `key_table` hashes: what the gateway keeps."""
+        return self.model_copy(update={"api_key": None, "api_keys": None, "admin_key": None})
 
     @property
     def sqlite_url(self) -> str:

@@ -1,36 +1,61 @@
-"""Bearer-token access: with API_KEY set, every route but /health needs it."""
+"""Bearer-token access and tenants: with any key configured (API_KEY, API_KEYS, API_KEYS_FILE,
+ADMIN_KEY), every route but /health needs one, and the key says who the caller is.
+
+The keys are only known here as the hashes of `Settings.key_table` (`shared.keys`): a presented
+key is hashed and compared with every stored hash in constant time. Without any key the gateway
+is open, as it always was: every caller is the one anonymous tenant and sees every job.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-__all__ = ["bearer", "key_hash", "require_api_key"]
+from shared.keys import key_hash
+from shared.settings import Settings
 
-bearer = HTTPBearer(auto_error=False, description="API_KEY, when the gateway has one")
+__all__ = ["ANONYMOUS", "Caller", "bearer", "key_hash", "require_api_key"]
+
+bearer = HTTPBearer(auto_error=False,
+                    description="a tenant's key (API_KEY / API_KEYS) or ADMIN_KEY, when set")
 
 
-def key_hash(key: str | None) -> str | None:
-    """What a job keeps of the key that created it (never the key itself)."""
-    return hashlib.sha256(key.encode()).hexdigest() if key else None
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the hash its new jobs and uploads keep, its label (for logs), and whether
+    it may see every tenant's jobs."""
+
+    key_hash: str | None
+    label: str
+    is_admin: bool = False
+
+    @property
+    def owner(self) -> str | None:
+        """The `api_key_hash` a row must have for this caller to see it; None: every row (the
+        admin, or anyone on an open gateway)."""
+        return None if self.is_admin or self.key_hash is None else self.key_hash
+
+
+ANONYMOUS = Caller(key_hash=None, label="anonymous")
+"""Every caller of a gateway without keys: one open tenant, as before tenants existed."""
 
 
 async def require_api_key(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> str | None:
-    """The router-level guard; returns the presented key (None when no API_KEY is set)."""
-    expected: str | None = request.app.state.gw.settings.api_key
-    if not expected:
-        return None
-    given = creds.credentials if creds is not None else ""
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+) -> Caller:
+    """The router-level guard; returns the caller (ANONYMOUS when no key is configured)."""
+    settings: Settings = request.app.state.gw.settings
+    table = settings.key_table
+    if not table.configured:
+        return ANONYMOUS
+    tenant = table.lookup(creds.credentials if creds is not None else "")
+    if tenant is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="missing or wrong API key: send 'Authorization: Bearer <API_KEY>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return given
+    return Caller(tenant.key_hash, tenant.label, tenant.is_admin)

@@ -1,4 +1,5 @@
-"""FastAPI dependency aliases for route signatures: `db: ReadDB`, `gw: GW`, `settings: SettingsDep`.
+"""FastAPI dependency aliases for route signatures: `db: ReadDB`, `gw: GW`, `settings: SettingsDep`,
+`caller: CallerDep`; `job_or_404`, the one place a job is looked up for a caller.
 
 There is no write-session dependency: a route writes through `gw.db.write()`, the one write
 lock of the process (`gateway.db.database`)."""
@@ -11,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.api.auth import require_api_key
+from gateway.api.auth import Caller, require_api_key
 from gateway.db import repo
 from gateway.db.tables import Job
 from gateway.state import GatewayState
@@ -21,7 +22,8 @@ from shared.storage import Storage
 
 __all__ = [
     "GW",
-    "ApiKey",
+    "Caller",
+    "CallerDep",
     "Limit",
     "Offset",
     "ReadDB",
@@ -59,11 +61,15 @@ async def get_read_db(gw: GW) -> AsyncIterator[AsyncSession]:
 ReadDB = Annotated[AsyncSession, Depends(get_read_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
-ApiKey = Annotated[str | None, Depends(require_api_key)]
+CallerDep = Annotated[Caller, Depends(require_api_key)]
+"""Who is asking (`gateway.api.auth`): the key's hash, label, admin or not."""
 
 
-async def job_or_404(db: AsyncSession, job_id: str) -> Job:
-    job = await repo.get_job(db, job_id)
+async def job_or_404(db: AsyncSession, job_id: str, caller: Caller) -> Job:
+    """The job, if the caller may see it: its own, or any for the admin and on an open
+    gateway. Another tenant's job answers exactly like an unknown id, so ids cannot be probed.
+    Every route that names a job goes through here."""
+    job = await repo.get_job(db, job_id, owner=caller.owner)
     if job is None:
         raise HTTPException(404, detail=f"unknown job {job_id!r}")
     return job

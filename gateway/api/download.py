@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
-from gateway.api.deps import ReadDB, StorageDep, job_or_404
+from gateway.api.deps import CallerDep, ReadDB, StorageDep, job_or_404
 from gateway.api.docs import BINARY, errors
 from gateway.db import repo
 from gateway.results.zip_stream import build_zip, zip_chunks
@@ -32,11 +32,12 @@ async def download(
     job_id: str,
     db: ReadDB,
     storage: StorageDep,
+    caller: CallerDep,
     partial: Annotated[bool, Query(description="what is done so far, before the end")] = False,
 ) -> StreamingResponse:
     """The job's zip: `matting_output/…png`, `final_results/…_compare.jpg`, `report.json`,
     `report.csv`, `index.html`. Before the job ends only with `?partial=1`."""
-    job = await job_or_404(db, job_id)
+    job = await job_or_404(db, job_id, caller)
     state = JobState(job.state)
     if state == JobState.CANCELLED:
         raise HTTPException(410, detail="job was cancelled; its files are gone")

@@ -8,7 +8,16 @@ import time
 
 from fastapi import APIRouter
 
-from gateway.api.deps import GW, Limit, Offset, ReadDB, SettingsDep, TaskStateFilter, job_or_404
+from gateway.api.deps import (
+    GW,
+    CallerDep,
+    Limit,
+    Offset,
+    ReadDB,
+    SettingsDep,
+    TaskStateFilter,
+    job_or_404,
+)
 from gateway.api.docs import errors
 from gateway.db import repo
 from gateway.db.tables import Task
@@ -36,12 +45,12 @@ router = APIRouter(tags=["jobs"])
 
 
 @router.get("/status/{job_id}", response_model=JobStatus, responses=errors(404))
-async def job_status(job_id: str, db: ReadDB, gw: GW) -> JobStatus:
+async def job_status(job_id: str, db: ReadDB, gw: GW, caller: CallerDep) -> JobStatus:
     """Counts per task state, progress (%), throughput (images/s since the first dispatch),
     ETA, and where the time goes per stage (`stages`: mean worker time and wait, per worker;
     refreshed every few seconds while the job runs, since it reads all of the job's rows)."""
     now = time.time()
-    job = await job_or_404(db, job_id)
+    job = await job_or_404(db, job_id, caller)
     counts = await repo.job_counts(db, job_id)
     summary = summarize(job, counts, now)
     cached = gw.detail_cache.get(job_id)
@@ -57,13 +66,14 @@ async def job_status(job_id: str, db: ReadDB, gw: GW) -> JobStatus:
 
 
 @router.get("/jobs", response_model=JobList)
-async def jobs(db: ReadDB, limit: Limit = 50, offset: Offset = 0) -> JobList:
-    """All jobs, newest first, each with the `/status` summary."""
+async def jobs(db: ReadDB, caller: CallerDep, limit: Limit = 50, offset: Offset = 0) -> JobList:
+    """The caller's jobs (every job for ADMIN_KEY, or without keys), newest first, each with
+    the `/status` summary."""
     now = time.time()
-    rows = await repo.list_jobs(db, limit, offset)
+    rows = await repo.list_jobs(db, limit, offset, owner=caller.owner)
     counts = await repo.job_counts_many(db, [j.id for j in rows])
     return JobList(
-        total=await repo.count_jobs(db),
+        total=await repo.count_jobs(db, owner=caller.owner),
         limit=limit,
         offset=offset,
         jobs=[summarize(j, counts[j.id], now) for j in rows],
@@ -104,12 +114,13 @@ def task_view(t: Task) -> TaskView:
 async def job_tasks(
     job_id: str,
     db: ReadDB,
+    caller: CallerDep,
     state: TaskStateFilter = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> TaskPage:
     """One page of a job's tasks (by id), optionally only those in one state."""
-    await job_or_404(db, job_id)
+    await job_or_404(db, job_id, caller)
     rows = await repo.list_tasks(db, job_id, state, limit, offset)
     return TaskPage(
         job_id=job_id,
@@ -122,12 +133,13 @@ async def job_tasks(
 
 
 @router.delete("/jobs/{job_id}", response_model=JobSummary, responses=errors(404))
-async def cancel_job(job_id: str, gw: GW) -> JobSummary:
+async def cancel_job(job_id: str, gw: GW, caller: CallerDep) -> JobSummary:
     """Cancel a job: nothing more of it is dispatched, late answers are ignored, and its
     files (upload, cut-outs, sheets) are removed. A job that already finished is removed
-    the same way; its row stays, in state `cancelled`, so its id keeps answering."""
+    the same way; its row stays, in state `cancelled`, so its id keeps answering. Another
+    tenant's job is a 404 and is not touched (ADMIN_KEY may cancel any)."""
     async with gw.db.read() as s:
-        await job_or_404(s, job_id)
+        await job_or_404(s, job_id, caller)
     await gw.cancel_ingest(job_id)
     now = time.time()
     async with gw.db.write() as s:
@@ -137,7 +149,7 @@ async def cancel_job(job_id: str, gw: GW) -> JobSummary:
     await asyncio.to_thread(gw.storage.remove_job, job_id)
     gw.detail_cache.pop(job_id, None)
     async with gw.db.read() as s:
-        job = await job_or_404(s, job_id)
+        job = await job_or_404(s, job_id, caller)
         counts = await repo.job_counts(s, job_id)
     return summarize(job, counts, time.time())
 

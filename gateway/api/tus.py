@@ -10,8 +10,7 @@ import uuid
 
 from fastapi import APIRouter, Request, Response
 
-from gateway.api.auth import key_hash
-from gateway.api.deps import GW, ApiKey
+from gateway.api.deps import GW, CallerDep
 from gateway.api.docs import errors, headers
 from gateway.api.errors import request_body
 from gateway.db import repo
@@ -83,7 +82,7 @@ async def tus_options(gw: GW) -> Response:
         **errors(413, 507),
     },
 )
-async def tus_create(request: Request, gw: GW, api_key: ApiKey) -> Response:
+async def tus_create(request: Request, gw: GW, caller: CallerDep) -> Response:
     """Creation: `Upload-Length` (no deferred length) and `Upload-Metadata` with `filename`;
     `autojob 1` with `model`/`output`/`callback_url` makes the job even if the client never
     sends `POST /jobs` (docs/tus.md)."""
@@ -115,7 +114,7 @@ async def tus_create(request: Request, gw: GW, api_key: ApiKey) -> Response:
     async with gw.db.write() as s:
         await repo.add_upload(
             s, upload_id, length=length, filename=filename or "upload.bin", metadata_json=meta,
-            api_key_hash=key_hash(api_key), created_at=now, expires_at=now + TUS_EXPIRY_S,
+            api_key_hash=caller.key_hash, created_at=now, expires_at=now + TUS_EXPIRY_S,
         )
     return Response(status_code=201, headers={
         "Tus-Resumable": TUS_VERSION, "Location": f"/files/{upload_id}",
@@ -130,17 +129,18 @@ async def tus_create(request: Request, gw: GW, api_key: ApiKey) -> Response:
                             Upload_Offset="bytes the server holds",
                             Upload_Length="the declared size")},
 )
-async def tus_head(upload_id: str, request: Request, gw: GW) -> Response:
+async def tus_head(upload_id: str, request: Request, gw: GW, caller: CallerDep) -> Response:
     """Where to resume: `Upload-Offset` is the size of the file on disk. A PATCH in flight is
     given a moment to settle, so a client that was just cut off reads the final offset."""
     _require_tus(request)
     _check_id(upload_id)
+    await gw.tus.get_upload(upload_id, owner=caller.owner)  # not even a lock for another's
     try:
         async with gw.tus.locks.hold(upload_id, TUS_LOCK_WAIT_S):
             pass
     except UploadBusy:
         pass
-    row = await gw.tus.get_upload(upload_id)
+    row = await gw.tus.get_upload(upload_id, owner=caller.owner)
     size = await asyncio.to_thread(file_size, gw.storage.upload_path(upload_id))
     if row.job_id is not None:
         size = row.length
@@ -159,7 +159,7 @@ async def tus_head(upload_id: str, request: Request, gw: GW) -> Response:
     response_class=Response,
     responses=errors(409, 413, 415, 460, 507),
 )
-async def tus_patch(upload_id: str, request: Request, gw: GW) -> Response:
+async def tus_patch(upload_id: str, request: Request, gw: GW, caller: CallerDep) -> Response:
     """Append the body at `Upload-Offset`, which must equal the bytes already on disk."""
     _require_tus(request)
     _check_id(upload_id)
@@ -168,9 +168,10 @@ async def tus_patch(upload_id: str, request: Request, gw: GW) -> Response:
         raise tus_error(415, f"PATCH needs 'Content-Type: {OFFSET_TYPE}'")
     offset = _int_header(request, "upload-offset")
     checksum = parse_checksum(request.headers.get("upload-checksum"))
+    await gw.tus.get_upload(upload_id, owner=caller.owner)  # another's is a 404, not a 409
     try:
         async with gw.tus.locks.hold(upload_id, TUS_LOCK_WAIT_S):
-            row = await gw.tus.get_upload(upload_id)
+            row = await gw.tus.get_upload(upload_id, owner=caller.owner)
             if row.job_id is not None:
                 raise tus_error(409, f"upload already used by job {row.job_id}")
             path = gw.storage.upload_path(upload_id)
@@ -204,13 +205,14 @@ async def tus_patch(upload_id: str, request: Request, gw: GW) -> Response:
 @router.delete(
     "/{upload_id}", status_code=204, response_class=Response, responses=errors(409)
 )
-async def tus_delete(upload_id: str, request: Request, gw: GW) -> Response:
+async def tus_delete(upload_id: str, request: Request, gw: GW, caller: CallerDep) -> Response:
     """Termination: the upload's row and bytes go (a job made from it is not touched)."""
     _require_tus(request)
     _check_id(upload_id)
+    await gw.tus.get_upload(upload_id, owner=caller.owner)  # another's is a 404, not a 409
     try:
         async with gw.tus.locks.hold(upload_id, TUS_LOCK_WAIT_S):
-            await gw.tus.get_upload(upload_id)
+            await gw.tus.get_upload(upload_id, owner=caller.owner)
             await gw.tus.remove_upload(upload_id)
     except UploadBusy:
         raise tus_error(409, "another request on this upload is in progress") from None

@@ -14,8 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field
 
-from gateway.api.auth import key_hash
-from gateway.api.deps import GW, ApiKey
+from gateway.api.deps import GW, CallerDep
 from gateway.api.docs import errors
 from gateway.api.errors import request_body
 from gateway.db import repo
@@ -40,7 +39,7 @@ log = logging.getLogger("gateway.intake.receive")
 async def upload(
     request: Request,
     gw: GW,
-    api_key: ApiKey,
+    caller: CallerDep,
     model: Annotated[str | None, Query(description="engine name(s), comma-separated")] = None,
     output: Annotated[str, Query(description="rgba, alpha or both")] = "rgba",
     callback_url: Annotated[str | None, Query(description="webhook for the job's end")] = None,
@@ -55,10 +54,10 @@ async def upload(
     job_id = uuid.uuid4().hex
     async with gw.db.write() as s:
         # Checked in the transaction that creates the job: two racing uploads cannot share a slot.
-        await enforce_quota(s, key_hash(api_key), gw.settings)
+        await enforce_quota(s, caller.key_hash, gw.settings)
         await new_job(
             s, job_id, model=model, output=output, callback_url=callback_url,
-            api_key_hash=key_hash(api_key), filename=filename or "",
+            api_key_hash=caller.key_hash, filename=filename or "",
         )
     try:
         received = await receive_upload(
@@ -102,11 +101,13 @@ class JobFromUpload(BaseModel):
     response_model=JobLinks,
     responses=errors(400, 404, 409, 429),
 )
-async def create_job_from_upload(body: JobFromUpload, gw: GW, api_key: ApiKey) -> JobLinks:
+async def create_job_from_upload(body: JobFromUpload, gw: GW, caller: CallerDep) -> JobLinks:
     """Start a job on a finished tus upload; 409 while it is unfinished or once it has been
-    used (the detail names the job it became), 404 for an unknown or expired one."""
+    used (the detail names the job it became), 404 for an unknown or expired one or another
+    tenant's."""
     job_id = await gw.tus.job_from_upload(
         body.upload_id, model=body.model, output=body.output,
-        callback_url=body.callback_url, api_key_hash=key_hash(api_key), filename=body.filename,
+        callback_url=body.callback_url, api_key_hash=caller.key_hash, filename=body.filename,
+        owner=caller.owner,
     )
     return job_links(job_id)

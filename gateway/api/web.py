@@ -16,11 +16,18 @@ import mimetypes
 from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
-from gateway.api.auth import require_api_key
-from gateway.api.deps import Limit, Offset, ReadDB, StorageDep, TaskStateFilter, job_or_404
+from gateway.api.deps import (
+    CallerDep,
+    Limit,
+    Offset,
+    ReadDB,
+    StorageDep,
+    TaskStateFilter,
+    job_or_404,
+)
 from gateway.api.docs import BINARY, errors
 from gateway.db import repo
 from gateway.db.tables import Task
@@ -112,33 +119,36 @@ async def info() -> ApiInfo:
     return api_info()
 
 
-@router.get("/jobs/{job_id}/gallery", dependencies=[Depends(require_api_key)],
+@router.get("/jobs/{job_id}/gallery",
             response_model=GalleryPage, responses=errors(400, 401, 404))
 async def job_gallery(
     job_id: str,
     db: ReadDB,
+    caller: CallerDep,
     state: TaskStateFilter = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> GalleryPage:
     """One page of a job's images for the web page's gallery (by task id): path, state,
     error, metrics, and the URLs of the comparison sheet and cut-out (null until made)."""
-    await job_or_404(db, job_id)
+    await job_or_404(db, job_id, caller)
     rows = await repo.list_tasks(db, job_id, state, limit, offset)
     return GalleryPage(job_id=job_id, total=await repo.count_tasks(db, job_id, state),
                        tasks=[gallery_row(job_id, t) for t in rows])
 
 
 @router.get("/jobs/{job_id}/files/{path:path}",
-            dependencies=[Depends(require_api_key)],
             response_class=FileResponse,
             responses={200: {"description": "the file",
                              "content": {"image/jpeg": {"schema": BINARY},
                                          "image/png": {"schema": BINARY}}},
                        **errors(401, 404)})
-async def job_output(job_id: str, path: str, storage: StorageDep) -> FileResponse:
+async def job_output(
+    job_id: str, path: str, storage: StorageDep, db: ReadDB, caller: CallerDep
+) -> FileResponse:
     """One output file of a job by its name in the zip: a comparison sheet
     (`final_results/<path>_compare.jpg`) or a cut-out (`matting_output/<path>.png`)."""
+    await job_or_404(db, job_id, caller)
     full = job_file(storage, job_id, path)
     media = mimetypes.guess_type(full.name)[0] or "application/octet-stream"
     return FileResponse(full, media_type=media, headers={"Cache-Control": "private, max-age=300"})

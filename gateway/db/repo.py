@@ -67,8 +67,12 @@ async def create_job(s: AsyncSession, job_id: str, **fields: Any) -> Job:
     return job
 
 
-async def get_job(s: AsyncSession, job_id: str) -> Job | None:
-    return await s.get(Job, job_id)
+async def get_job(s: AsyncSession, job_id: str, *, owner: str | None = None) -> Job | None:
+    """The job; with `owner` (a key hash), only if that key created it."""
+    if owner is None:
+        return await s.get(Job, job_id)
+    q = select(Job).where(Job.id == job_id, Job.api_key_hash == owner)
+    return (await s.execute(q)).scalar_one_or_none()
 
 
 async def set_job(
@@ -94,13 +98,22 @@ async def jobs_in_state(s: AsyncSession, state: JobState) -> list[str]:
     return list(rows.scalars())
 
 
-async def list_jobs(s: AsyncSession, limit: int, offset: int) -> list[Job]:
-    q = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+async def list_jobs(
+    s: AsyncSession, limit: int, offset: int, *, owner: str | None = None
+) -> list[Job]:
+    """A page of jobs, newest first; with `owner` (a key hash), only that key's."""
+    q = select(Job)
+    if owner is not None:
+        q = q.where(Job.api_key_hash == owner)
+    q = q.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
     return list((await s.execute(q)).scalars())
 
 
-async def count_jobs(s: AsyncSession) -> int:
-    return int((await s.execute(select(func.count()).select_from(Job))).scalar_one())
+async def count_jobs(s: AsyncSession, *, owner: str | None = None) -> int:
+    q = select(func.count()).select_from(Job)
+    if owner is not None:
+        q = q.where(Job.api_key_hash == owner)
+    return int((await s.execute(q)).scalar_one())
 
 
 async def job_counts(s: AsyncSession, job_id: str) -> dict[str, int]:
@@ -261,8 +274,14 @@ async def add_upload(s: AsyncSession, upload_id: str, **fields: Any) -> None:
     s.add(Upload(id=upload_id, **fields))
 
 
-async def get_upload(s: AsyncSession, upload_id: str) -> Upload | None:
-    return await s.get(Upload, upload_id)
+async def get_upload(
+    s: AsyncSession, upload_id: str, *, owner: str | None = None
+) -> Upload | None:
+    """The upload; with `owner` (a key hash), only if that key created it."""
+    if owner is None:
+        return await s.get(Upload, upload_id)
+    q = select(Upload).where(Upload.id == upload_id, Upload.api_key_hash == owner)
+    return (await s.execute(q)).scalar_one_or_none()
 
 
 async def set_upload(s: AsyncSession, upload_id: str, **values: Any) -> None:

@@ -61,10 +61,13 @@ class TusUploads:
     locks: UploadLocks = field(default_factory=UploadLocks)
     """One lock per resumable upload: its PATCHes, `POST /jobs` and the sweeper take turns."""
 
-    async def get_upload(self, upload_id: str, now: float | None = None) -> Upload:
-        """The live upload row, or 404 for an unknown one and an unfinished one past its expiry."""
+    async def get_upload(
+        self, upload_id: str, now: float | None = None, *, owner: str | None = None
+    ) -> Upload:
+        """The live upload row, or 404 for an unknown one, an unfinished one past its expiry
+        and, with `owner` (a key hash), another key's (the same 404: ids cannot be probed)."""
         async with self.db.read() as s:
-            row = await repo.get_upload(s, upload_id)
+            row = await repo.get_upload(s, upload_id, owner=owner)
         t = time.time() if now is None else now
         if row is None or (row.completed_at is None and row.job_id is None and row.expires_at < t):
             raise tus_error(404, f"unknown or expired upload {upload_id!r}")
@@ -102,17 +105,19 @@ class TusUploads:
         callback_url: str | None = None,
         api_key_hash: str | None = None,
         filename: str | None = None,
+        owner: str | None = None,
     ) -> str:
         """A finished upload becomes a job (id = the upload's id, so a retry can never make a
         second one): its file moves to `input/<job>/upload.<ext>`, the job row is created
         `ingesting` with the upload's `job_id` in the same transaction, then ingest starts.
-        404 unknown, 409 unfinished or already used, 400 bad options or file type."""
+        404 unknown (or, with `owner`, another key's), 409 unfinished or already used, 400 bad
+        options or file type."""
         model, output, callback_url = validate_job_options(
             self.settings, model, output, callback_url
         )
         try:
             async with self.locks.hold(upload_id, TUS_LOCK_WAIT_S):
-                row = await self.get_upload(upload_id)
+                row = await self.get_upload(upload_id, owner=owner)
                 if row.job_id is not None:
                     raise Conflict(f"upload already used by job {row.job_id}")
                 src = self.storage.upload_path(upload_id)

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from shared.settings import Settings
 from shared.stages import Stage
 
@@ -34,7 +36,7 @@ __all__ = [
     "write_config",
 ]
 
-SECRET_FIELDS = frozenset({"api_key", "callback_secret", "database_url"})
+SECRET_FIELDS = frozenset({"api_key", "api_keys", "admin_key", "callback_secret", "database_url"})
 """Kept out of the config file (a database URL may hold a password)."""
 STOP_WAIT_S = 15
 """How long supervisord lets a service drain after SIGTERM before SIGKILL."""
@@ -138,6 +140,8 @@ def stack_environment(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for name in SECRET_FIELDS:
         value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         env[name.upper()] = "" if value is None else str(value)
     return env
 

@@ -11,12 +11,15 @@ import pytest
 
 from gateway.api.web import STATIC, WEB_DIR
 from gateway.app import create_app
+from shared.keys import key_hash
 from shared.states import FINAL_JOB_STATES, FINAL_TASK_STATES
 from shared.storage import Storage
 from tests.support.gateway import make_settings, seed
 from tests.support.servers import ThreadServer
 
 JOB = "job1"
+KEY = "s3cret"
+"""The key the keyed tests use; the seeded jobs are its (a job answers only to its key)."""
 
 
 @pytest.fixture
@@ -32,6 +35,9 @@ def files(data_dir: Path) -> Storage:
         p = st.root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(body)
+    seed(make_settings(data_dir),
+         [{"id": j, "state": "completed_with_errors", "total": 3, "model": "classical",
+           "api_key_hash": key_hash(KEY)} for j in (JOB, "other")], [])
     return st
 
 
@@ -130,8 +136,7 @@ def test_api_info_gives_the_final_states_the_page_uses(client: httpx.Client) -> 
 
 
 def seed_gallery(data_dir: Path) -> None:
-    seed(make_settings(data_dir),
-         [{"id": JOB, "state": "completed_with_errors", "total": 3, "model": "classical"}],
+    seed(make_settings(data_dir), [],  # the job row is the `files` fixture's
          [{"job_id": JOB, "path": "set/a b#1.jpg", "state": "completed",
            "metrics": {"classical": {"mse": 0.01, "coverage": 0.4}},
            "compare_output": f"final_results/{JOB}/set/a b#1_compare.jpg",
