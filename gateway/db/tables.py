@@ -19,7 +19,9 @@ from sqlalchemy import (
     String,
     Text,
     event,
+    inspect,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -58,6 +60,11 @@ class Job(Base):
     """When the first task was dispatched: the throughput clock starts here."""
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     callback_done: Mapped[bool] = mapped_column(default=False)
+    """No more webhook attempts: delivered (`callback_error` None) or given up (its reason)."""
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Webhook attempts made so far, counted before each is sent (a crash mid-send counts)."""
+    callback_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why the webhook failed for good; the last attempt's error."""
 
     __table_args__ = (Index("ix_jobs_state", "state"),)
 
@@ -156,3 +163,20 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
 async def init_db(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
+        await conn.run_sync(_add_callback_columns)
+
+
+CALLBACK_COLUMNS = {
+    "callback_attempts": "INTEGER NOT NULL DEFAULT 0",
+    "callback_error": "TEXT",
+}
+"""The webhook columns a database made before they existed lacks (added at start-up)."""
+
+
+def _add_callback_columns(conn: Connection) -> None:
+    """Add the webhook columns to an existing `jobs` table, idempotently (there are no
+    migrations: `create_all` never alters a table that is already there)."""
+    have = {c["name"] for c in inspect(conn).get_columns("jobs")}
+    for name, ddl in CALLBACK_COLUMNS.items():
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE jobs ADD COLUMN {name} {ddl}")
