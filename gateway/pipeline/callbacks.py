@@ -119,10 +119,12 @@ def _kind(ip: IPAddress) -> str | None:
         return "a shared (CGNAT) address"
     if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
         return "a site-local address"
+    if ip.is_reserved:
+        return "a reserved address"
     if ip.is_private:
         return "a private address"
-    if ip.is_reserved or not ip.is_global:
-        return "a reserved address"
+    if not ip.is_global:
+        return "a special-purpose address"
     return None
 
 
