@@ -94,6 +94,13 @@ class JobSummary(PublicModel):
     error: str | None = None
     status_url: str = ""
     download_url: str = ""
+    callback_state: str | None = Field(
+        default=None,
+        description="the webhook: pending, delivered or failed; None when the job has none",
+    )
+    callback_error: str | None = Field(
+        default=None, description="why the webhook failed for good (its last attempt's error)"
+    )
 
 
 class StageStats(PublicModel):

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     max_jobs_per_hour: int = Field(default=100, ge=0)
     max_jobs_per_day: int = Field(default=1000, ge=0)
     callback_secret: str | None = None
+    callback_allow_private: bool = False
+    """Let webhooks reach loopback, private, link-local and CGNAT addresses (same host/LAN)."""
+    callback_max_attempts: int = Field(default=5, ge=1)
+    """Webhook tries per job (backoff BACKOFF_BASE_S, doubling); then it is marked failed."""
 
     log_level: str = "INFO"
 

@@ -8,7 +8,6 @@ __all__ = [
     "BALANCER_QUEUE_WAIT_S",
     "BALANCER_REQUEST_TIMEOUT_S",
     "BALANCER_RETRY_AFTER_S",
-    "CALLBACK_ATTEMPTS",
     "CALLBACK_TIMEOUT_S",
     "FOLLOW_OUTAGE_S",
     "GRACEFUL_SHUTDOWN_S",
@@ -55,9 +54,7 @@ BACKOFF_MAX_S = 60.0
 SCHEDULER_IDLE_S = 0.2
 """How long the scheduler sleeps when there is nothing to claim."""
 CALLBACK_TIMEOUT_S = 10.0
-"""How long one webhook POST may take."""
-CALLBACK_ATTEMPTS = 5
-"""Webhook tries per job end (backoff BACKOFF_BASE_S, doubling) before giving up."""
+"""How long one webhook attempt may take, name resolution included (its only deadline)."""
 MAINTENANCE_INTERVAL_S = 1.0
 """How often the scheduler requeues due retries, reclaims expired leases and closes jobs."""
 SQLITE_BUSY_TIMEOUT_MS = 30_000

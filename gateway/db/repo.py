@@ -22,6 +22,7 @@ from shared.states import FINAL_JOB_STATES, JobState, TaskState
 
 __all__ = [
     "add_upload",
+    "count_callback_attempt",
     "count_jobs",
     "count_jobs_in_states",
     "count_jobs_since",
@@ -207,8 +208,19 @@ async def jobs_needing_callback(s: AsyncSession, exclude: Iterable[str]) -> list
     return [j for j in (await s.execute(q)).scalars() if j.id not in skip]
 
 
-async def mark_callback_done(s: AsyncSession, job_id: str) -> None:
-    await s.execute(update(Job).where(Job.id == job_id).values(callback_done=True))
+async def mark_callback_done(s: AsyncSession, job_id: str, error: str | None = None) -> None:
+    """No more webhook attempts for the job: delivered (`error` None) or failed for good."""
+    await s.execute(
+        update(Job).where(Job.id == job_id).values(callback_done=True, callback_error=error)
+    )
+
+
+async def count_callback_attempt(s: AsyncSession, job_id: str) -> int:
+    """Count one more webhook attempt before it is made; the count so far, this one included."""
+    await s.execute(
+        update(Job).where(Job.id == job_id).values(callback_attempts=Job.callback_attempts + 1)
+    )
+    return int(await s.scalar(select(Job.callback_attempts).where(Job.id == job_id)) or 0)
 
 
 # --- quotas: a key's jobs (`gateway.intake.quotas`) ----------------------------------------

@@ -63,6 +63,11 @@ class Job(Base):
     """When the first task was dispatched: the throughput clock starts here."""
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     callback_done: Mapped[bool] = mapped_column(default=False)
+    """No more webhook attempts: delivered (`callback_error` None) or given up (its reason)."""
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Webhook attempts made so far, counted before each is sent (a crash mid-send counts)."""
+    callback_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why the webhook failed for good; the last attempt's error."""
     ingest_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Ingests started for this job; a restart redoes an interrupted one only while this is
     under MAX_RETRIES, so an archive that kills the gateway cannot do it for ever."""
@@ -162,7 +167,11 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
 
 
 ADDED_COLUMNS: dict[str, dict[str, str]] = {
-    "jobs": {"ingest_attempts": "INTEGER NOT NULL DEFAULT 0"},
+    "jobs": {
+        "ingest_attempts": "INTEGER NOT NULL DEFAULT 0",
+        "callback_attempts": "INTEGER NOT NULL DEFAULT 0",
+        "callback_error": "TEXT",
+    },
 }
 """Columns added after the first release: `create_all` makes missing tables but never alters
 an existing one, so a database file from an older version gets them here (idempotent)."""

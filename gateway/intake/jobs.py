@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import repo
 from gateway.errors import BadRequest
-from gateway.pipeline.callbacks import valid_callback_url
+from gateway.pipeline.callbacks import check_callback_url
 from shared.catalogue import model_names
 from shared.formats import OUTPUT_MODES, OutputMode
 from shared.responses import JobLinks
@@ -43,8 +43,12 @@ def validate_job_options(
         # `<x>.alpha.png` is the first model's alpha file; a further model's cut-out
         # (`<x>.<model>.png`, see shared.storage.model_output_rel) would overwrite it.
         raise BadRequest("with output=both a model called 'alpha' must come first in model=")
-    if callback_url is not None and not valid_callback_url(callback_url):
-        raise BadRequest("callback_url must be an http:// or https:// URL")
+    if callback_url is not None:
+        # the URL is the uploader's: no userinfo, a literal IP must be public (checked again,
+        # resolved, at every send: `gateway.pipeline.callbacks`)
+        why = check_callback_url(callback_url, allow_private=settings.callback_allow_private)
+        if why is not None:
+            raise BadRequest(why)
     return ",".join(names), output, callback_url or None
 
 

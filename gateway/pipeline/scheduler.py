@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.db import repo, transitions
 from gateway.db.database import Database
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline.callbacks import send_callback
+from gateway.pipeline.callbacks import WebhookSender
 from gateway.pipeline.stage_calls import Outcome, Recorded, call_stage
 from gateway.results.summary import job_summary
 from shared.formats import OutputMode
@@ -59,7 +59,7 @@ CLAIM_SLOTS_DIVISOR = 4
 """With requests in flight, a stage claims again only once a quarter of its slots are free:
 one claim transaction per batch of answers, not one per answer."""
 SPARE_CONNECTIONS = 8
-"""HTTP connections beyond the two stages' slots, for webhooks (callbacks share the client)."""
+"""HTTP connections beyond the two stages' slots (webhooks have their own client)."""
 
 
 @dataclass
@@ -102,12 +102,16 @@ class Scheduler:
         self._loops: list[asyncio.Task[None]] = []
         self._callbacks: dict[str, asyncio.Task[None]] = {}
         self.client: httpx.AsyncClient | None = None
+        self.webhooks: WebhookSender | None = None
+        """The webhooks' own client: never `client`, whose pool is the stages'."""
         self._answers: asyncio.Queue[_Answer] = asyncio.Queue()
 
     # --- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
         limits = httpx.Limits(max_connections=sum(self.concurrency.values()) + SPARE_CONNECTIONS)
         self.client = httpx.AsyncClient(timeout=self.request_timeout, limits=limits)
+        self.webhooks = WebhookSender(secret=self.settings.callback_secret,
+                                      allow_private=self.settings.callback_allow_private)
         self._loops = [asyncio.create_task(self._stage_loop(s), name=f"stage-{s}")
                        for s in transitions.STAGES]
         self._loops.append(asyncio.create_task(self._maintenance_loop(), name="maintenance"))
@@ -128,6 +132,9 @@ class Scheduler:
         if self.client is not None:
             await self.client.aclose()
             self.client = None
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
+            self.webhooks = None
 
     @property
     def running(self) -> bool:
@@ -340,23 +347,45 @@ class Scheduler:
     async def _fire_callbacks(self) -> None:
         async with self.db.read() as s:
             jobs = await repo.jobs_needing_callback(s, self._callbacks)
-            payloads: list[tuple[str, str, dict[str, Any]]] = []
+            payloads: list[tuple[str, str, int, dict[str, Any]]] = []
             for job in jobs:
                 counts = await repo.job_counts(s, job.id)
-                payloads.append((job.id, job.callback_url or "", job_summary(job, counts,
-                                                                            time.time())))
-        for job_id, url, payload in payloads:
-            t = asyncio.create_task(self._callback(job_id, url, payload))
+                payloads.append((job.id, job.callback_url or "", job.callback_attempts or 0,
+                                 job_summary(job, counts, time.time())))
+        for job_id, url, made, payload in payloads:
+            t = asyncio.create_task(self._callback(job_id, url, made, payload))
             self._callbacks[job_id] = t
 
-    async def _callback(self, job_id: str, url: str, payload: dict[str, Any]) -> None:
-        assert self.client is not None
+    async def _callback(self, job_id: str, url: str, made: int, payload: dict[str, Any]) -> None:
+        """Up to CALLBACK_MAX_ATTEMPTS attempts in all (`made` were made before, perhaps by an
+        earlier process), each counted in the database before it is sent; then the job's
+        webhook is done, delivered or failed, and never fired again."""
+        webhooks = self.webhooks
+        assert webhooks is not None
+        most = self.settings.callback_max_attempts
+        error = f"gave up after {made} attempts"
         try:
-            ok = await send_callback(self.client, url, payload, self.settings.callback_secret,
-                                     backoff_base=self.callback_backoff)
-            if not ok:
-                log.warning("callback for job %s to %s gave up", job_id, url)
+            while made < most:
+                async with self.db.write() as s:
+                    made = await repo.count_callback_attempt(s, job_id)
+                attempt = await webhooks.post(url, payload)
+                if attempt.delivered:
+                    async with self.db.write() as s:
+                        await repo.mark_callback_done(s, job_id)
+                    return
+                error = attempt.error or "failed"
+                log.warning("callback for job %s, attempt %d of %d: %s", job_id, made, most,
+                            error)
+                if attempt.final:
+                    break
+                if made < most:
+                    await asyncio.sleep(self.callback_backoff * 2 ** (made - 1))
+            log.warning("callback for job %s to %s failed for good: %s", job_id, url, error)
             async with self.db.write() as s:
-                await repo.mark_callback_done(s, job_id)
+                await repo.mark_callback_done(s, job_id, error)
+        except Exception:
+            # The database refused a write: the next maintenance pass picks the job up again
+            # with the attempts counted so far, so this cannot loop for ever either.
+            log.exception("callback bookkeeping for job %s failed", job_id)
         finally:
             self._callbacks.pop(job_id, None)

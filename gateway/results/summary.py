@@ -8,14 +8,17 @@ from gateway.db.tables import Job
 from shared.responses import JobSummary
 from shared.states import FINAL_JOB_STATES, FINAL_TASK_STATES, JobState, TaskState
 
-__all__ = ["job_summary", "summarize"]
+__all__ = ["callback_state", "job_summary", "summarize"]
 
 _PROCESSED = (TaskState.COMPLETED.value, TaskState.PERMANENTLY_FAILED.value)
 
 
 def job_summary(job: Job, counts: dict[str, int], now: float) -> dict[str, Any]:
-    """`summarize` as the JSON object the webhook posts."""
-    return summarize(job, counts, now).model_dump(mode="json")
+    """`summarize` as the JSON object the webhook posts (without the webhook's own state,
+    which is still pending while it is being sent)."""
+    return summarize(job, counts, now).model_dump(
+        mode="json", exclude={"callback_state", "callback_error"}
+    )
 
 
 def summarize(job: Job, counts: dict[str, int], now: float) -> JobSummary:
@@ -66,4 +69,15 @@ def summarize(job: Job, counts: dict[str, int], now: float) -> JobSummary:
         error=job.error,
         status_url=f"/status/{job.id}",
         download_url=f"/download/{job.id}",
+        callback_state=callback_state(job),
+        callback_error=job.callback_error,
     )
+
+
+def callback_state(job: Job) -> str | None:
+    """pending (attempts still to come), delivered, failed; None without a `callback_url`."""
+    if not job.callback_url:
+        return None
+    if not job.callback_done:
+        return "pending"
+    return "failed" if job.callback_error else "delivered"

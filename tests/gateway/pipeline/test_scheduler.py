@@ -7,12 +7,14 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from gateway.db.database import Database
@@ -157,13 +159,133 @@ async def test_callback_is_sent_once_and_signed(run_job: RunJob, data_dir: Path,
         return {"ok": "yes"}
 
     with ThreadServer(hook) as srv:
-        settings = make_settings(data_dir, stage_server.url, callback_secret="s3cret")
+        settings = make_settings(data_dir, stage_server.url, callback_secret="s3cret",
+                                 callback_allow_private=True)  # the receiver is on 127.0.0.1
         job, _ = await run_job(["x.jpg"], settings=settings,
                                job={"callback_url": f"{srv.url}/hook"})
         await asyncio.sleep(0.3)  # a few more maintenance passes: still one POST
     assert job.callback_done
+    assert job.callback_error is None and job.callback_attempts == 1
     assert len(got) == 1
     body, signature = got[0]
     assert signature == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     doc = json.loads(body)
     assert doc["job_id"] == "job1" and doc["state"] == "completed" and doc["completed"] == 1
+
+
+# --- webhooks: bounded attempts counted in the database, internal addresses refused ---------
+@dataclass
+class Hook:
+    url: str
+    """Names the receiver on 127.0.0.1 as `localhost`."""
+    plan: list[int] = field(default_factory=list)
+    """Status codes of the next answers (200 once the list is empty)."""
+    answered: list[int] = field(default_factory=list)
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    app = FastAPI()
+    h = Hook("")
+
+    @app.post("/hook")
+    async def receive() -> JSONResponse:
+        code = h.plan.pop(0) if h.plan else 200
+        h.answered.append(code)
+        return JSONResponse({}, status_code=code)
+
+    with ThreadServer(app) as srv:
+        h.url = f"http://localhost:{srv.port}/hook"
+        yield h
+
+
+def _finished_job(**kw: Any) -> Job:
+    return Job(id="j", state="completed", total=0, finished_at=time.time(), **kw)
+
+
+async def _run_until_callback_done(settings: Settings, data_dir: Path, job: Job | None,
+                                   passes_after: int = 6) -> tuple[Job, Scheduler]:
+    """Seed `job` (unless None), run a scheduler until its webhook is done, then a few more
+    maintenance passes; the job row as it is then, and the (stopped) scheduler."""
+    db = await Database.open(settings)
+    try:
+        if job is not None:
+            async with db.write() as s:
+                s.add(job)
+        sched = Scheduler(settings, db, Storage(data_dir), None, **FAST)
+        await sched.start()
+        try:
+            deadline = time.time() + 30
+            while True:
+                async with db.read() as s:
+                    row = await s.get(Job, "j")
+                    assert row is not None
+                if row.callback_done:
+                    break
+                assert time.time() < deadline, "the webhook never ended"
+                await asyncio.sleep(0.05)
+            for _ in range(passes_after):
+                await sched.maintain_once()
+            await asyncio.sleep(0.2)  # any webhook task fired by those passes has run
+        finally:
+            await sched.stop()
+        async with db.read() as s:
+            row = await s.get(Job, "j")
+        assert row is not None
+        return row, sched
+    finally:
+        await db.close()
+
+
+async def test_callback_to_a_name_for_loopback_is_refused(data_dir: Path, hook: Hook) -> None:
+    settings = make_settings(data_dir)  # CALLBACK_ALLOW_PRIVATE off
+    job, _ = await _run_until_callback_done(settings, data_dir,
+                                            _finished_job(callback_url=hook.url))
+    assert hook.answered == []
+    assert job.callback_attempts == 1
+    assert "localhost resolves to" in (job.callback_error or "")
+    assert "loopback" in (job.callback_error or "")
+
+
+async def test_unsendable_callback_ends_after_the_bounded_attempts(data_dir: Path) -> None:
+    # "a..b" passes the creation check and fails inside the send (an IDNA error, no
+    # httpx.HTTPError): attempts are counted, then the webhook is failed, not refired
+    settings = make_settings(data_dir, callback_allow_private=True, callback_max_attempts=3)
+    job, _ = await _run_until_callback_done(settings, data_dir,
+                                            _finished_job(callback_url="http://a..b/hook"))
+    assert job.callback_attempts == 3
+    assert "UnicodeError" in (job.callback_error or "")
+    # a restart: the count is in the database, so nothing is sent again
+    job, _ = await _run_until_callback_done(settings, data_dir, None)
+    assert job.callback_attempts == 3
+
+
+async def test_a_url_written_past_the_checks_is_failed_at_once(data_dir: Path) -> None:
+    settings = make_settings(data_dir, callback_allow_private=True)
+    job, _ = await _run_until_callback_done(
+        settings, data_dir, _finished_job(callback_url="http://127.0.0.1:99999/"))
+    assert job.callback_attempts == 1 and "port" in (job.callback_error or "").lower()
+
+
+async def test_callback_attempts_continue_across_a_restart(data_dir: Path, hook: Hook) -> None:
+    settings = make_settings(data_dir, callback_allow_private=True, callback_max_attempts=5)
+    # an earlier process made 3 attempts; the receiver keeps answering 500
+    hook.plan.extend([500] * 10)
+    job, _ = await _run_until_callback_done(
+        settings, data_dir, _finished_job(callback_url=hook.url, callback_attempts=3))
+    assert hook.answered == [500, 500]
+    assert job.callback_attempts == 5 and "500" in (job.callback_error or "")
+
+
+async def test_webhooks_have_their_own_client(data_dir: Path) -> None:
+    settings = make_settings(data_dir)
+    db = await Database.open(settings)
+    sched = Scheduler(settings, db, Storage(data_dir), None, **FAST)
+    await sched.start()
+    try:
+        assert sched.webhooks is not None and sched.client is not None
+        assert sched.webhooks.client is not sched.client
+        assert not sched.webhooks.client.follow_redirects
+    finally:
+        await sched.stop()
+        await db.close()
