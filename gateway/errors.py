@@ -27,6 +27,7 @@ __all__ = [
     "PreconditionFailed",
     "QuotaExceeded",
     "UnsupportedMediaType",
+    "UploadStalled",
     "error_for_status",
 ]
 
@@ -55,6 +56,14 @@ class ClientGone(BadRequest):
 
     def __init__(self, detail: str = "the client disconnected") -> None:
         super().__init__(detail)
+
+
+class UploadStalled(GatewayError):
+    """408: the upload body stopped arriving (UPLOAD_IDLE_TIMEOUT_S without a byte) or came
+    slower than MIN_UPLOAD_RATE; raised by `gateway.intake.pacing` so that a trickling client
+    cannot hold a job slot, a connection and a buffer for ever."""
+
+    status_code = 408
 
 
 class NotFound(GatewayError):
@@ -110,8 +119,8 @@ class InsufficientStorage(GatewayError):
 
 _BY_STATUS: dict[int, type[GatewayError]] = {
     cls.status_code: cls
-    for cls in (BadRequest, NotFound, Conflict, Gone, PreconditionFailed, PayloadTooLarge,
-                UnsupportedMediaType, ChecksumMismatch, InsufficientStorage)
+    for cls in (BadRequest, UploadStalled, NotFound, Conflict, Gone, PreconditionFailed,
+                PayloadTooLarge, UnsupportedMediaType, ChecksumMismatch, InsufficientStorage)
 }
 
 
