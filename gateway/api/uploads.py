@@ -24,6 +24,7 @@ from gateway.intake.pacing import paced
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import check_free_space, receive_upload
 from gateway.state import GatewayState
+from shared.logs import safe
 from shared.responses import JobLinks
 from shared.states import JobState
 
@@ -78,7 +79,7 @@ async def upload(
             upload_path=gw.storage.relative(received.path), updated_at=time.time(),
         )
     gw.start_ingest(job_id)
-    log.info("job %s: %s (%d bytes), model=%s output=%s", job_id, received.filename,
+    log.info("job %s: %s (%d bytes), model=%s output=%s", job_id, safe(received.filename),
              received.size, model, output)
     return job_links(job_id)
 

@@ -24,6 +24,7 @@ from gateway.intake.jobs import new_job, validate_job_options
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import upload_extension
 from gateway.intake.tus_store import UploadBusy, UploadLocks, file_size, tus_error
+from shared.logs import safe
 from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import Storage
@@ -149,7 +150,7 @@ class TusUploads:
         except UploadBusy:
             raise Conflict("another request is using this upload; try again") from None
         self.start_ingest(upload_id)
-        log.info("upload %s became a job: %s (%s bytes), model=%s output=%s", upload_id, name,
+        log.info("upload %s became a job: %s (%s bytes), model=%s output=%s", upload_id, safe(name),
                  row.length, model, output)
         return upload_id
 
