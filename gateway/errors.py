@@ -27,6 +27,7 @@ __all__ = [
     "PreconditionFailed",
     "QuotaExceeded",
     "UnsupportedMediaType",
+    "UploadStalled",
     "error_for_status",
 ]
 
@@ -55,6 +56,19 @@ class ClientGone(BadRequest):
 
     def __init__(self, detail: str = "the client disconnected") -> None:
         super().__init__(detail)
+
+
+class UploadStalled(GatewayError):
+    """408: the upload body stopped arriving (UPLOAD_IDLE_TIMEOUT_S without a byte) or came
+    slower than MIN_UPLOAD_RATE; raised by `gateway.intake.pacing` so that a trickling client
+    cannot hold a job slot, a connection and a buffer for ever. The answer closes the
+    connection: the rest of the body is never read, and a client still trickling into a kept-
+    alive connection would hold it (every byte restarts uvicorn's keep-alive timer)."""
+
+    status_code = 408
+
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail, {"Connection": "close", **(headers or {})})
 
 
 class NotFound(GatewayError):
@@ -110,8 +124,8 @@ class InsufficientStorage(GatewayError):
 
 _BY_STATUS: dict[int, type[GatewayError]] = {
     cls.status_code: cls
-    for cls in (BadRequest, NotFound, Conflict, Gone, PreconditionFailed, PayloadTooLarge,
-                UnsupportedMediaType, ChecksumMismatch, InsufficientStorage)
+    for cls in (BadRequest, UploadStalled, NotFound, Conflict, Gone, PreconditionFailed,
+                PayloadTooLarge, UnsupportedMediaType, ChecksumMismatch, InsufficientStorage)
 }
 
 

@@ -73,7 +73,11 @@ class ModelInfo(BaseModel):
 
     name: str
     kind: ModelKind = Field(description="'builtin', 'onnx', 'torchscript' or 'tflite'")
-    path: str = Field(default="", description="the model file; empty for built-ins")
+    path: str = Field(
+        default="",
+        description="the model file's name inside MODELS_DIR (never an absolute path: /models "
+                    "is public); empty for built-ins",
+    )
     preset: str = Field(
         default="",
         description="the preset its file name implies (a JSON override may change it at load)",
@@ -100,7 +104,7 @@ def list_models(models_dir: Path | None) -> list[ModelInfo]:
             continue
         taken.add(path.stem)
         found.append(ModelInfo(
-            name=path.stem, kind=MODEL_SUFFIXES[path.suffix.lower()], path=str(path),
+            name=path.stem, kind=MODEL_SUFFIXES[path.suffix.lower()], path=path.name,
             preset=preset_name(path.stem), size=path.stat().st_size,
         ))
     return found

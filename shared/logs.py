@@ -5,6 +5,12 @@ Per service, `DATA_DIR/logs/<service>.log` carries requests, answers and errors,
 the `mattepipe.debug` logger. Files roll over at midnight and at a size limit, whichever comes
 first, and rolled files are gzip-compressed. Each process must log to its own file name (two
 workers pass their worker ids), because rotation is not safe across processes.
+
+One record is one line: paths, file names and archive members come from users, and a decoded
+`%0A` in a URL would otherwise start a forged line. `safe()` escapes control characters where
+user text is logged, and every handler `setup_logging` installs formats through
+`EscapingFormatter`, which does the same to the whole message (tracebacks, which are ours,
+keep their lines).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import re
 import shutil
 import time
 from logging.handlers import TimedRotatingFileHandler
@@ -24,10 +31,12 @@ from shared.settings import Settings
 
 __all__ = [
     "DEBUG_LOGGER",
+    "EscapingFormatter",
     "RequestLoggingMiddleware",
     "SizedTimedRotatingFileHandler",
     "add_request_logging",
     "debug_log",
+    "safe",
     "setup_logging",
 ]
 
@@ -39,6 +48,23 @@ MAX_LOG_BYTES = 50 * 1024**2
 BACKUP_COUNT = 30
 _FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 _OURS = "_mattepipe_handler"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""C0 and C1 controls and the two Unicode line separators: all that can break or disguise a
+log line."""
+
+
+def safe(text: object) -> str:
+    """`text` for a log line: control characters as Python escapes (`\\n`, `\\x1b`,
+    `\\u2028`), everything else as it is (names stay readable, unlike a full `repr`)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+class EscapingFormatter(logging.Formatter):
+    """A formatter whose message part is always one line (see the module's docstring)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = safe(record.message)
+        return super().formatMessage(record)
 
 
 def _gzip_rotator(source: str, dest: str) -> None:
@@ -100,7 +126,7 @@ class SizedTimedRotatingFileHandler(TimedRotatingFileHandler):
 def _file_handler(path: Path, level: int) -> logging.Handler:
     h = SizedTimedRotatingFileHandler(path)
     h.setLevel(level)
-    h.setFormatter(logging.Formatter(_FORMAT))
+    h.setFormatter(EscapingFormatter(_FORMAT))
     setattr(h, _OURS, True)
     return h
 
@@ -121,7 +147,7 @@ def setup_logging(service: str, settings: Settings) -> None:
     root.addHandler(_file_handler(log_dir / f"{service}.log", level))
     console = logging.StreamHandler()
     console.setLevel(level)
-    console.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
+    console.setFormatter(EscapingFormatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
     setattr(console, _OURS, True)
     root.addHandler(console)
     # The debug stream goes to its own file only, so it cannot drown the main log.
@@ -159,7 +185,7 @@ class RequestLoggingMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception:
-            _request_log.exception("%s %s failed", scope["method"], scope["path"])
+            _request_log.exception("%s %s failed", scope["method"], safe(scope["path"]))
             raise
         finally:
             IN_FLIGHT.labels(self.service).dec()
@@ -171,7 +197,7 @@ class RequestLoggingMiddleware:
                 level = logging.WARNING if status >= 500 else logging.INFO
                 client = scope.get("client") or ("-", 0)
                 _request_log.log(level, "%s %s %s %d %.1fms", client[0], scope["method"],
-                                 scope["path"], status, elapsed * 1000)
+                                 safe(scope["path"]), status, elapsed * 1000)
 
 
 def add_request_logging(app: ASGIApp, service: str) -> None:

@@ -67,6 +67,24 @@ class Settings(BaseSettings):
     """Uploads answer 507, and an archive being unpacked fails, when DATA_DIR would keep less
     free space than this."""
 
+    # --- slow clients and open uploads (docs/guarantees.md, "slow clients and disk") ------
+    upload_idle_timeout_s: float = Field(default=60.0, gt=0.0)
+    """An upload body that delivers no byte for this long is cut (408; a tus PATCH keeps
+    what it wrote)."""
+    min_upload_rate: int = Field(default=1024, ge=0)
+    """Bytes per second an upload body must average once the grace period is over; 0: off."""
+    upload_rate_grace_s: float = Field(default=60.0, ge=0.0)
+    """Seconds at the start of a body during which MIN_UPLOAD_RATE is not enforced."""
+    max_connections: int = Field(default=1000, ge=1)
+    """Connections one service holds at once (uvicorn limit_concurrency); more get 503."""
+    max_open_uploads: int = Field(default=10, ge=0)
+    """Unfinished resumable (tus) uploads one key may hold at once; 0 means no limit."""
+    max_open_upload_bytes: int = Field(default=200 * GIB, ge=0)
+    """Sum of the declared Upload-Length of one key's open tus uploads; 0 means no limit."""
+    tus_max_lifetime_s: float = Field(default=7 * 86400.0, gt=0.0)
+    """A resumable upload's hard deadline after its creation: PATCHes stop extending its
+    expiry there and the sweeper removes it."""
+
     # --- engines and batching --------------------------------------------------------------
     default_model: str = "classical"
     max_batch_size: int = 8

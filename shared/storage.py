@@ -87,6 +87,12 @@ class Storage:
             raise PathOutsideDataDir(f"path escapes DATA_DIR: {rel!r}")
         return full
 
+    def scrub(self, text: str) -> str:
+        """`text` (an error's detail) with DATA_DIR's absolute path taken out: paths inside it
+        become DATA_DIR-relative, so no answer tells a caller where the data lives."""
+        root = str(self.root)
+        return text.replace(root + "/", "").replace(root, "DATA_DIR")
+
     def relative(self, path: Path) -> str:
         return path.resolve().relative_to(self.root).as_posix()
 

@@ -14,6 +14,7 @@ __all__ = [
     "HEALTH_CHECK_INTERVAL_S",
     "HEALTH_CHECK_TIMEOUT_S",
     "HEARTBEAT_INTERVAL_S",
+    "KEEP_ALIVE_S",
     "LEASE_S",
     "MAINTENANCE_INTERVAL_S",
     "QUOTA_RETRY_AFTER_S",
@@ -70,6 +71,10 @@ STATUS_DETAIL_TTL_S = 2.0
 """How long `/status` reuses its per-stage timing aggregates (a full scan of the job's rows)."""
 GRACEFUL_SHUTDOWN_S = 10.0
 """On SIGTERM a service stops accepting and gives in-flight requests this long to finish."""
+KEEP_ALIVE_S = 10
+"""uvicorn closes a kept-alive connection idle this long between requests: long enough for a
+poller (`/status` every second, the web page), short enough that idle sockets do not hold the
+MAX_CONNECTIONS slots."""
 HEALTH_CHECK_TIMEOUT_S = 2.0
 """A worker whose /health does not answer within this is marked unhealthy."""
 STAGE_CONNECT_TIMEOUT_S = 3.0

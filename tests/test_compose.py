@@ -202,3 +202,16 @@ def test_env_example_values_are_the_defaults(monkeypatch: pytest.MonkeyPatch) ->
     from_file = Settings(_env_file=ROOT / ".env.example")  # type: ignore[call-arg]
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
     assert from_file.model_dump() == defaults.model_dump()
+
+
+def test_grafana_has_no_default_admin_password(services: dict[str, dict[str, Any]]) -> None:
+    env = services["grafana"]["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] in ("${GRAFANA_ADMIN_PASSWORD:-}",
+                                                 "${GRAFANA_ADMIN_PASSWORD}")
+    for name in ("docker-compose.yml", "docker-compose.cpu.yml"):
+        assert not re.search(r"GRAFANA_ADMIN_PASSWORD:?-\w", (ROOT / name).read_text()), name
+    # Grafana itself would fall back to admin/admin on an empty password: the entrypoint stops
+    # it first, and only then hands over to the image's own /run.sh.
+    script = " ".join(services["grafana"]["entrypoint"])
+    assert 'test -n "$$GF_SECURITY_ADMIN_PASSWORD"' in script and "exit 1" in script
+    assert script.index("exit 1") < script.index("exec /run.sh")

@@ -14,8 +14,10 @@ from gateway.api.deps import GW, CallerDep
 from gateway.api.docs import errors, headers
 from gateway.api.errors import request_body
 from gateway.db import repo
-from gateway.errors import ClientGone
+from gateway.errors import ClientGone, GatewayError, UploadStalled
 from gateway.intake.jobs import validate_job_options
+from gateway.intake.pacing import paced
+from gateway.intake.quotas import enforce_upload_limits
 from gateway.intake.receive import upload_extension
 from gateway.intake.tus_store import (
     CHECKSUM_ALGORITHMS,
@@ -79,7 +81,7 @@ async def tus_options(gw: GW) -> Response:
     responses={
         201: headers("created; no body", Location="the upload's URL",
                      Upload_Offset="0", Upload_Expires="when an unfinished upload goes"),
-        **errors(413, 507),
+        **errors(413, 429, 507),
     },
 )
 async def tus_create(request: Request, gw: GW, caller: CallerDep) -> Response:
@@ -111,14 +113,24 @@ async def tus_create(request: Request, gw: GW, caller: CallerDep) -> Response:
     await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
     await asyncio.to_thread(path.touch)
     now = time.time()
-    async with gw.db.write() as s:
-        await repo.add_upload(
-            s, upload_id, length=length, filename=filename or "upload.bin", metadata_json=meta,
-            api_key_hash=caller.key_hash, created_at=now, expires_at=now + TUS_EXPIRY_S,
-        )
+    expires = now + min(TUS_EXPIRY_S, gw.settings.tus_max_lifetime_s)
+    try:
+        async with gw.db.write() as s:
+            # Per-key open uploads and declared bytes, in the transaction that adds this one.
+            await enforce_upload_limits(s, caller.key_hash, length, gw.settings, now)
+            await repo.add_upload(
+                s, upload_id, length=length, filename=filename or "upload.bin",
+                metadata_json=meta, api_key_hash=caller.key_hash, created_at=now,
+                expires_at=expires,
+            )
+    except BaseException as exc:
+        await asyncio.shield(asyncio.to_thread(path.unlink, True))
+        if isinstance(exc, GatewayError):
+            exc.headers["Tus-Resumable"] = TUS_VERSION
+        raise
     return Response(status_code=201, headers={
         "Tus-Resumable": TUS_VERSION, "Location": f"/files/{upload_id}",
-        "Upload-Expires": http_date(now + TUS_EXPIRY_S), "Upload-Offset": "0",
+        "Upload-Expires": http_date(expires), "Upload-Offset": "0",
     })
 
 
@@ -157,10 +169,12 @@ async def tus_head(upload_id: str, request: Request, gw: GW, caller: CallerDep) 
     "/{upload_id}",
     status_code=204,
     response_class=Response,
-    responses=errors(409, 413, 415, 460, 507),
+    responses=errors(408, 409, 413, 415, 460, 507),
 )
 async def tus_patch(upload_id: str, request: Request, gw: GW, caller: CallerDep) -> Response:
-    """Append the body at `Upload-Offset`, which must equal the bytes already on disk."""
+    """Append the body at `Upload-Offset`, which must equal the bytes already on disk. A body
+    idle for UPLOAD_IDLE_TIMEOUT_S (or below MIN_UPLOAD_RATE) ends with 408, keeping what
+    arrived; the expiry moves on, but never past the upload's hard deadline."""
     _require_tus(request)
     _check_id(upload_id)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -186,8 +200,8 @@ async def tus_patch(upload_id: str, request: Request, gw: GW, caller: CallerDep)
             if declared.isdigit() and size + int(declared) > length:
                 raise tus_error(413, f"the body goes past Upload-Length ({length} bytes)")
             try:
-                size = await append_body(request_body(request), path, size, length, checksum,
-                                         gw.settings.min_free_disk)
+                size = await append_body(paced(request_body(request), gw.settings), path, size,
+                                         length, checksum, gw.settings.min_free_disk)
             finally:
                 # Also after a cut: the bytes that stayed count, and the expiry moves on.
                 now_size = await asyncio.to_thread(file_size, path)
@@ -196,6 +210,8 @@ async def tus_patch(upload_id: str, request: Request, gw: GW, caller: CallerDep)
         raise tus_error(409, "another PATCH to this upload is in progress") from None
     except ClientGone:
         raise tus_error(400, "the client disconnected; HEAD tells where to resume") from None
+    except UploadStalled as exc:
+        raise tus_error(408, f"{exc.detail}; HEAD tells where to resume") from None
     return Response(status_code=204, headers={
         "Tus-Resumable": TUS_VERSION, "Upload-Offset": str(size),
         "Upload-Expires": http_date(row.expires_at),

@@ -19,9 +19,11 @@ from gateway.api.docs import errors
 from gateway.api.errors import request_body
 from gateway.db import repo
 from gateway.intake.jobs import OUTPUTS, job_links, new_job, validate_job_options
+from gateway.intake.pacing import paced
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import check_free_space, receive_upload
 from gateway.state import GatewayState
+from shared.logs import safe
 from shared.responses import JobLinks
 from shared.states import JobState
 
@@ -34,7 +36,7 @@ log = logging.getLogger("gateway.intake.receive")
     "/upload",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobLinks,
-    responses=errors(400, 413, 415, 429, 507),
+    responses=errors(400, 408, 413, 415, 429, 507),
 )
 async def upload(
     request: Request,
@@ -61,11 +63,13 @@ async def upload(
         )
     try:
         received = await receive_upload(
-            request_body(request), request.headers, gw.storage.job_input(job_id),
-            gw.settings.max_upload_size, gw.settings.min_free_disk, filename,
+            paced(request_body(request), gw.settings), request.headers,
+            gw.storage.job_input(job_id), gw.settings.max_upload_size,
+            gw.settings.min_free_disk, filename,
         )
     except BaseException:
-        # No half job: the row and whatever reached the disk go, the error propagates.
+        # No half job: the row and whatever reached the disk go, the error propagates. A body
+        # cut for being idle or too slow (408) lands here too, so it frees its quota slot.
         await asyncio.shield(_drop(gw, job_id))
         raise
     async with gw.db.write() as s:
@@ -74,7 +78,7 @@ async def upload(
             upload_path=gw.storage.relative(received.path), updated_at=time.time(),
         )
     gw.start_ingest(job_id)
-    log.info("job %s: %s (%d bytes), model=%s output=%s", job_id, received.filename,
+    log.info("job %s: %s (%d bytes), model=%s output=%s", job_id, safe(received.filename),
              received.size, model, output)
     return job_links(job_id)
 

@@ -44,6 +44,7 @@ __all__ = [
     "list_tasks",
     "mark_callback_done",
     "nth_created_since",
+    "open_uploads",
     "pending_tasks_page",
     "ping",
     "report_rows",
@@ -304,9 +305,25 @@ async def delete_upload(s: AsyncSession, upload_id: str) -> None:
     await s.execute(delete(Upload).where(Upload.id == upload_id))
 
 
-async def expired_upload_ids(s: AsyncSession, before: float) -> list[str]:
-    q = select(Upload.id).where(Upload.expires_at < before)
-    return list((await s.execute(q)).scalars())
+async def expired_upload_ids(
+    s: AsyncSession, before: float, born_before: float | None = None
+) -> list[str]:
+    """Uploads past `expires_at`, and (with `born_before`) unused ones created before it: the
+    hard deadline (TUS_MAX_LIFETIME_S) even if their expiry was pushed past it."""
+    cond = Upload.expires_at < before
+    if born_before is not None:
+        cond = cond | (Upload.job_id.is_(None) & (Upload.created_at < born_before))
+    return list((await s.execute(select(Upload.id).where(cond))).scalars())
+
+
+async def open_uploads(s: AsyncSession, key_hash: str | None, now: float) -> tuple[int, int]:
+    """How many live uploads the key holds that are not a job yet, and their declared bytes
+    (finished-but-unclaimed ones still hold their disk)."""
+    owner = Upload.api_key_hash.is_(None) if key_hash is None else Upload.api_key_hash == key_hash
+    q = select(func.count(), func.coalesce(func.sum(Upload.length), 0)).where(
+        owner, Upload.job_id.is_(None), Upload.expires_at >= now)
+    count, total = (await s.execute(q)).one()
+    return int(count), int(total or 0)
 
 
 async def uploads_without_job(s: AsyncSession) -> list[Upload]:

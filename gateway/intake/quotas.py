@@ -7,6 +7,11 @@ every caller is the one anonymous key (hash NULL) and shares the same quota. Eve
 created in the window counts, whatever became of it (a cancel does not give the slot back,
 or create-and-cancel would bypass the hourly limit); an upload refused before it became a
 job (413, 415, a cut connection) leaves no row and counts for nothing.
+
+Resumable (tus) uploads are limited per key too, before any byte arrives
+(`enforce_upload_limits`, in the transaction that creates the upload): how many unfinished
+ones a key holds (MAX_OPEN_UPLOADS, 429) and the sum of their declared lengths
+(MAX_OPEN_UPLOAD_BYTES, 413), so that nobody reserves the disk with uploads they never send.
 """
 
 from __future__ import annotations
@@ -17,12 +22,20 @@ import time
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import repo
-from gateway.errors import QuotaExceeded
+from gateway.errors import PayloadTooLarge, QuotaExceeded
 from shared.settings import Settings
 from shared.states import JobState
 from shared.timing import QUOTA_RETRY_AFTER_S
 
-__all__ = ["ACTIVE_JOB_STATES", "DAY_S", "HOUR_S", "QuotaExceeded", "check_quota", "enforce_quota"]
+__all__ = [
+    "ACTIVE_JOB_STATES",
+    "DAY_S",
+    "HOUR_S",
+    "QuotaExceeded",
+    "check_quota",
+    "enforce_quota",
+    "enforce_upload_limits",
+]
 
 ACTIVE_JOB_STATES = (JobState.UPLOADING.value, JobState.INGESTING.value, JobState.RUNNING.value)
 """A job holds one of its key's concurrent slots while it is in one of these states."""
@@ -77,3 +90,25 @@ async def enforce_quota(s: AsyncSession, key_hash: str | None, settings: Setting
     over = await check_quota(s, key_hash, settings)
     if over is not None:
         raise over
+
+
+async def enforce_upload_limits(
+    s: AsyncSession, key_hash: str | None, length: int, settings: Settings,
+    now: float | None = None,
+) -> None:
+    """Refuse a new tus upload of `length` declared bytes when the key already holds
+    MAX_OPEN_UPLOADS live uploads not yet turned into jobs (429 + Retry-After) or when their
+    declared bytes plus `length` pass MAX_OPEN_UPLOAD_BYTES (413). 0 means no limit."""
+    now = time.time() if now is None else now
+    count, total = await repo.open_uploads(s, key_hash, now)
+    if settings.max_open_uploads > 0 and count >= settings.max_open_uploads:
+        raise QuotaExceeded(
+            f"too many open uploads: {settings.max_open_uploads} allowed per key; finish, "
+            "use or DELETE one first", QUOTA_RETRY_AFTER_S,
+        )
+    cap = settings.max_open_upload_bytes
+    if cap > 0 and total + length > cap:
+        raise PayloadTooLarge(
+            f"open uploads would declare {total + length} bytes; {cap} allowed per key "
+            f"({total} already declared)"
+        )

@@ -20,7 +20,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import BinaryIO
 
-from gateway.errors import ClientGone, GatewayError, error_for_status
+from gateway.errors import ClientGone, GatewayError, UploadStalled, error_for_status
 from shared.errors import Busy
 
 __all__ = [
@@ -179,7 +179,8 @@ async def append_body(
                 buf += chunk
                 if len(buf) >= WRITE_BYTES:
                     await flush()
-        except ClientGone:
+        except (ClientGone, UploadStalled):
+            # A cut or stalled body keeps what arrived (tus semantics) and frees its buffer.
             if checksum is not None:
                 raise
             await flush()
@@ -193,7 +194,7 @@ async def append_body(
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise tus_error(507, f"not enough disk space (keeping {min_free} bytes free)") from exc
         raise
-    except ClientGone:
+    except (ClientGone, UploadStalled):
         keep = checksum is None
         raise
     except BaseException:

@@ -24,6 +24,7 @@ from gateway.intake.jobs import new_job, validate_job_options
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import upload_extension
 from gateway.intake.tus_store import UploadBusy, UploadLocks, file_size, tus_error
+from shared.logs import safe
 from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import Storage
@@ -61,24 +62,36 @@ class TusUploads:
     locks: UploadLocks = field(default_factory=UploadLocks)
     """One lock per resumable upload: its PATCHes, `POST /jobs` and the sweeper take turns."""
 
+    def deadline(self, row: Upload) -> float:
+        """The upload's hard end (created_at + TUS_MAX_LIFETIME_S): no PATCH moves its expiry
+        past it, so a client trickling a byte a day cannot hold the disk for ever."""
+        return row.created_at + self.settings.tus_max_lifetime_s
+
+    def expiry(self, row: Upload, now: float) -> float:
+        """When the upload expires if it made progress at `now`."""
+        return min(now + TUS_EXPIRY_S, self.deadline(row))
+
     async def get_upload(
         self, upload_id: str, now: float | None = None, *, owner: str | None = None
     ) -> Upload:
-        """The live upload row, or 404 for an unknown one, an unfinished one past its expiry
-        and, with `owner` (a key hash), another key's (the same 404: ids cannot be probed)."""
+        """The live upload row, or 404 for an unknown one, an unfinished one past its expiry,
+        an unused one past its hard deadline and, with `owner` (a key hash), another key's
+        (the same 404: ids cannot be probed)."""
         async with self.db.read() as s:
             row = await repo.get_upload(s, upload_id, owner=owner)
         t = time.time() if now is None else now
-        if row is None or (row.completed_at is None and row.job_id is None and row.expires_at < t):
+        if row is None or (row.job_id is None and (
+                (row.completed_at is None and row.expires_at < t) or self.deadline(row) < t)):
             raise tus_error(404, f"unknown or expired upload {upload_id!r}")
         return row
 
 
     async def mark_progress(self, row: Upload, offset: int) -> Upload:
-        """After a PATCH: push the expiry out; on the final byte, record the upload-complete
-        event (`completed_at`), which `POST /jobs` and the reconciler go by."""
+        """After a PATCH: push the expiry out (never past the hard deadline); on the final
+        byte, record the upload-complete event (`completed_at`), which `POST /jobs` and the
+        reconciler go by."""
         now = time.time()
-        values: dict[str, Any] = {"expires_at": now + TUS_EXPIRY_S}
+        values: dict[str, Any] = {"expires_at": self.expiry(row, now)}
         if row.length is not None and offset >= row.length and row.completed_at is None:
             values["completed_at"] = now
         async with self.db.write() as s:
@@ -142,24 +155,26 @@ class TusUploads:
         except UploadBusy:
             raise Conflict("another request is using this upload; try again") from None
         self.start_ingest(upload_id)
-        log.info("upload %s became a job: %s (%s bytes), model=%s output=%s", upload_id, name,
+        log.info("upload %s became a job: %s (%s bytes), model=%s output=%s", upload_id, safe(name),
                  row.length, model, output)
         return upload_id
 
 
     async def sweep_expired(self, now: float | None = None) -> int:
-        """Delete uploads past `expires_at` (unfinished ones, and finished ones nobody turned into
-        a job): rows and files. Returns how many went. An upload busy with a request is skipped."""
+        """Delete uploads past `expires_at` or, unused, past their hard deadline (unfinished
+        ones, and finished ones nobody turned into a job): rows and files. Returns how many
+        went. An upload busy with a request is skipped."""
         t = time.time() if now is None else now
         async with self.db.read() as s:
-            ids = await repo.expired_upload_ids(s, t)
+            ids = await repo.expired_upload_ids(s, t, t - self.settings.tus_max_lifetime_s)
         removed = 0
         for upload_id in ids:
             try:
                 async with self.locks.hold(upload_id, 0.0):
                     async with self.db.write() as s:
                         row = await repo.get_upload(s, upload_id)
-                        if row is None or row.expires_at >= t:
+                        if row is None or (row.expires_at >= t and (
+                                row.job_id is not None or self.deadline(row) >= t)):
                             continue
                         await repo.delete_upload(s, upload_id)
                         used = row.job_id is not None

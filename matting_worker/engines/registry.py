@@ -70,7 +70,8 @@ def create_engine(name: str, models_dir: Path | None) -> Engine:
     info = find_model(name, models_dir)
     if info.kind == "builtin":
         return BUILTIN_ENGINES[name]()
-    path = Path(info.path)
+    assert models_dir is not None  # a model file was found in it
+    path = models_dir / info.path  # the catalogue names files relative to MODELS_DIR
     preset = resolve_preset(path)
     if info.kind == "onnx":
         from matting_worker.engines.onnx_model import OnnxEngine

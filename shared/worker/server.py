@@ -143,7 +143,7 @@ class _Worker:
                 raise res.value.exc
             out = await asyncio.to_thread(self.stage.finish, req, item, res.value, self.storage)
         except Exception as exc:
-            status, retryable, detail = classify_error(exc)
+            status, retryable, detail = classify_error(exc, self.storage)
             if status >= 500:
                 log.error("task %s failed: %s", req.task_id, detail, exc_info=status == 500)
             return self._error(status, retryable, detail, req)

@@ -101,8 +101,14 @@ class WorkerStage(Protocol[Params, Item, Out]):
         """Encode and write the outputs atomically."""
 
 
-def classify_error(exc: BaseException) -> tuple[int, bool, str]:
-    """(HTTP status, retryable, detail) for an exception raised while serving a request."""
+def classify_error(exc: BaseException, storage: Storage | None = None) -> tuple[int, bool, str]:
+    """(HTTP status, retryable, detail) for an exception raised while serving a request; with
+    `storage`, paths in the detail are DATA_DIR-relative (`Storage.scrub`)."""
+    status, retryable, detail = _classify(exc)
+    return status, retryable, storage.scrub(detail) if storage is not None else detail
+
+
+def _classify(exc: BaseException) -> tuple[int, bool, str]:
     if isinstance(exc, StageFailure):
         return exc.status, exc.retryable, str(exc)
     if isinstance(exc, InputRejected):  # ImageRejected, PathOutsideDataDir

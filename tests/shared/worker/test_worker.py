@@ -199,3 +199,13 @@ def test_thread_count_divides_cores_among_workers() -> None:
     assert thread_count(Settings(worker_threads=3)) == 3
     n = thread_count(Settings(worker_threads=0, matting_workers=1, comparison_workers=0))
     assert n >= 1
+
+
+def test_a_missing_input_is_named_relative_to_data_dir(setup: Any) -> None:
+    srv, stage, data = setup
+    stage.loaded.set()
+    wait_for(lambda: httpx.get(srv.url + "/health").status_code == 200, what="health ok")
+    r = call(srv, 1, "in/missing", "out/x")
+    assert r.status_code == 400 and r.json()["retryable"] is False
+    assert r.json()["detail"] == "file not found: in/missing"
+    assert str(data.resolve()) not in r.text
