@@ -28,6 +28,9 @@ class Settings(BaseSettings):
 
     # --- service addresses ---------------------------------------------------------------
     host: str = "127.0.0.1"
+    """Where the gateway binds (the only public service)."""
+    internal_host: str = "127.0.0.1"
+    """Where balancers and workers bind: loopback locally, 0.0.0.0 inside containers."""
     gateway_port: int = 8000
     matting_api_port: int = 8001
     comparison_api_port: int = 8002
@@ -80,10 +83,15 @@ class Settings(BaseSettings):
     max_jobs_per_hour: int = Field(default=100, ge=0)
     max_jobs_per_day: int = Field(default=1000, ge=0)
     callback_secret: str | None = None
+    internal_token: str | None = None
+    """Bearer credential of the internal plane (gateway → balancers → workers, heartbeats).
+    Balancers and workers refuse to start without it; the local stack generates one."""
 
     log_level: str = "INFO"
 
-    @field_validator("api_key", "callback_secret", "cuda_visible_devices", mode="before")
+    @field_validator(
+        "api_key", "callback_secret", "internal_token", "cuda_visible_devices", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
