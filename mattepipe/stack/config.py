@@ -5,8 +5,8 @@ Secrets never go into the file: supervisord gets them in its own environment
 (INTERNAL_TOKEN) is one of them: when none is set, `with_internal_token` keeps one in
 DATA_DIR/internal_token (mode 0600) so restarts and clients of the same DATA_DIR agree.
 Balancers and workers bind to INTERNAL_HOST (loopback by default), the gateway to HOST.
-Values are escaped for Supervisor's parser, which expands `%(x)s` (some options twice) and splits `environment=` with a
-non-POSIX shlex; what it cannot carry is refused with a clear error.
+Values are escaped for Supervisor's parser, which expands `%(x)s` (some options twice) and
+splits `environment=` with a non-POSIX shlex; what it cannot carry is refused with a clear error.
 """
 
 from __future__ import annotations

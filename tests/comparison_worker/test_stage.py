@@ -15,7 +15,7 @@ from PIL import Image
 from comparison_worker.app import create_app
 from shared.settings import Settings
 from tests.support.images import stage_inputs
-from tests.support.servers import ThreadServer
+from tests.support.servers import INTERNAL_HEADERS, INTERNAL_TOKEN, ThreadServer
 from tests.support.waiting import wait_for
 
 
@@ -36,7 +36,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def worker(data_dir: Path) -> Iterator[ThreadServer]:
-    settings = Settings(data_dir=data_dir, comparison_api_url="", worker_threads=1)
+    settings = Settings(data_dir=data_dir, comparison_api_url="", worker_threads=1,
+                        internal_token=INTERNAL_TOKEN)
     with ThreadServer(create_app(settings, "cmp-test", 0)) as srv:
         wait_for(lambda: httpx.get(srv.url + "/health").status_code == 200, what="ready")
         yield srv
@@ -46,7 +47,7 @@ def compare(srv: ThreadServer, output: str, matte: Any = "matting_output/j/p.png
             **params: Any) -> httpx.Response:
     body = {"task_id": 7, "job_id": "j", "input": "input/j/p.png", "output": output,
             "params": {"mattes": [{"model": "classical", "path": matte}], **params}}
-    return httpx.post(srv.url + "/compare", json=body, timeout=60)
+    return httpx.post(srv.url + "/compare", json=body, timeout=60, headers=INTERNAL_HEADERS)
 
 
 def test_sheet_is_written_as_jpeg(worker: ThreadServer, data_dir: Path) -> None:

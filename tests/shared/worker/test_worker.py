@@ -28,7 +28,7 @@ from shared.worker.stage import (
     classify_error,
     thread_count,
 )
-from tests.support.servers import ThreadServer
+from tests.support.servers import INTERNAL_HEADERS, INTERNAL_TOKEN, ThreadServer
 from tests.support.waiting import wait_for
 
 
@@ -96,7 +96,8 @@ def setup(tmp_path: Path) -> Iterator[tuple[ThreadServer, EchoStage, Path]]:
     for name in ("a", "b", "c", "poison"):
         (tmp_path / "in" / name).write_text(name if name != "poison" else "poison")
     stage = EchoStage()
-    app = create_worker_app(stage, Settings(data_dir=tmp_path), "echo-1", 0)
+    app = create_worker_app(stage, Settings(data_dir=tmp_path, internal_token=INTERNAL_TOKEN),
+                            "echo-1", 0)
     with ThreadServer(app) as srv:
         yield srv, stage, tmp_path
         stage.loaded.set()
@@ -104,7 +105,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[ThreadServer, EchoStage, Path]]:
 
 def call(srv: ThreadServer, task: int, inp: str, out: str, **params: Any) -> httpx.Response:
     body = {"task_id": task, "job_id": "j", "input": inp, "output": out, "params": params}
-    return httpx.post(srv.url + "/echo", json=body, timeout=30)
+    return httpx.post(srv.url + "/echo", json=body, timeout=30, headers=INTERNAL_HEADERS)
 
 
 def test_health_is_loading_until_the_stage_has_loaded(setup: Any) -> None:
