@@ -63,9 +63,9 @@ def test_sheet_is_written_as_jpeg(worker: ThreadServer, data_dir: Path) -> None:
 
 
 def test_metrics_against_ground_truth(worker: ThreadServer, data_dir: Path) -> None:
-    same = compare(worker, "final_results/j/s.jpg", gt="input/j/gt_same.png").json()
+    same = compare(worker, "final_results/j/s_compare.jpg", gt="input/j/gt_same.png").json()
     assert same["extra"]["metrics"]["classical"]["sad"] == pytest.approx(0.0, abs=1e-6)
-    half = compare(worker, "final_results/j/h.jpg", gt="input/j/gt_half.png",
+    half = compare(worker, "final_results/j/h_compare.jpg", gt="input/j/gt_half.png",
                    metrics_output="final_results/j/h_metrics.json").json()
     m = half["extra"]["metrics"]["classical"]
     assert m["sad"] == pytest.approx(20 * 15 / 1000.0, rel=1e-3)
@@ -75,7 +75,7 @@ def test_metrics_against_ground_truth(worker: ThreadServer, data_dir: Path) -> N
 
 
 def test_ground_truth_of_another_size_is_resized(worker: ThreadServer) -> None:
-    r = compare(worker, "final_results/j/b.jpg", gt="input/j/gt_big.png")
+    r = compare(worker, "final_results/j/b_compare.jpg", gt="input/j/gt_big.png")
     assert r.status_code == 200, r.text
     extra = r.json()["extra"]
     assert any("resized" in n for n in extra["notes"])
@@ -95,6 +95,6 @@ def test_ground_truth_of_another_size_is_resized(worker: ThreadServer) -> None:
 )
 def test_bad_parameters_are_refused(worker: ThreadServer, params: dict[str, Any],
                                     reason: str) -> None:
-    r = compare(worker, "final_results/j/bad.jpg", **params)
+    r = compare(worker, "final_results/j/bad_compare.jpg", **params)
     assert r.status_code == 400, r.text
     assert r.json()["retryable"] is False and reason in r.json()["detail"]
