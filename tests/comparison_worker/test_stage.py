@@ -98,3 +98,41 @@ def test_bad_parameters_are_refused(worker: ThreadServer, params: dict[str, Any]
     r = compare(worker, "final_results/j/bad_compare.jpg", **params)
     assert r.status_code == 400, r.text
     assert r.json()["retryable"] is False and reason in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("target", "params"),
+    [
+        ("mattepipe.db", {}),  # once replaced the task database with a JPEG
+        ("final_results/j/x.html", {}),  # would be served by the gateway as a page
+        ("final_results/j/x_compare.jpg.html", {}),
+        ("final_results/other/p_compare.jpg", {}),  # another job's folder
+        ("matting_output/j/p_compare.jpg", {}),  # another stage's folder
+        ("final_results/p_compare.jpg", {}),  # no job folder at all
+        ("final_results/j/p_compare.jpg", {"metrics_output": "mattepipe.db"}),
+        ("final_results/j/p_compare.jpg", {"metrics_output": "final_results/j/m.html"}),
+        ("final_results/j/p_compare.jpg", {"metrics_output": "final_results/other/p_metrics.json"}),
+        ("final_results/j/p_compare.jpg", {"gt": "input/other/gt.png"}),
+        ("final_results/j/p_compare.jpg", {"matte": "matting_output/other/p.png"}),
+        ("final_results/j/p_compare.jpg", {"matte": "input/j/p.png"}),
+    ],
+)
+def test_a_worker_writes_only_its_own_outputs_of_its_job(
+    worker: ThreadServer, data_dir: Path, target: str, params: dict[str, Any]
+) -> None:
+    decoys = [data_dir / "mattepipe.db", data_dir / "final_results/other/p_compare.jpg",
+              data_dir / "final_results/other/p_metrics.json", data_dir / "input/other/gt.png",
+              data_dir / "matting_output/other/p.png"]
+    for d in decoys:
+        d.parent.mkdir(parents=True, exist_ok=True)
+        d.write_bytes(b"precious")
+    fresh = data_dir / "final_results/j/p_compare.jpg"
+    fresh.unlink(missing_ok=True)
+    r = compare(worker, target, **params)
+    assert r.status_code == 400, r.text
+    err = r.json()
+    assert err["retryable"] is False and ("under" in err["detail"] or "ending" in err["detail"])
+    assert all(d.read_bytes() == b"precious" for d in decoys)
+    assert not (data_dir / "final_results/j/x.html").exists()
+    assert not (data_dir / "final_results/j/m.html").exists()
+    assert not fresh.exists()  # nothing written, not even the good sheet

@@ -111,6 +111,14 @@ def test_other_engine_is_loaded_on_first_use(worker: ProcessServer, data_dir: Pa
         ({"input": "input/j/sub/cat.jpg", "output": "matting_output/j/x.png",
           "params": {"output": "cmyk"}}, "params.output"),
         ({"input": "input/j/sub/cat.jpg", "output": "matting_output/j/x.jpg"}, ".png"),
+        # a worker writes only its own stage's folder of the job it was given
+        ({"input": "input/j/sub/cat.jpg", "output": "mattepipe.png"}, "matting_output/j/"),
+        ({"input": "input/j/sub/cat.jpg", "output": "final_results/j/x.png"},
+         "matting_output/j/"),
+        ({"input": "input/j/sub/cat.jpg", "output": "matting_output/other/x.png"},
+         "matting_output/j/"),
+        ({"input": "input/j/sub/cat.jpg", "output": "input/j/sub/cat.png"}, "matting_output/j/"),
+        ({"input": "input/other/cat.jpg", "output": "matting_output/j/x.png"}, "input/j/"),
     ],
 )
 def test_bad_requests_are_refused_for_good(
@@ -122,6 +130,9 @@ def test_bad_requests_are_refused_for_good(
     assert err["status"] == "error" and err["retryable"] is False
     assert reason.lower() in err["detail"].lower()
     assert not (data_dir / "matting_output/j/x.png").exists()
+    for stray in ("mattepipe.png", "final_results/j/x.png", "matting_output/other/x.png",
+                  "input/j/sub/cat.png"):
+        assert not (data_dir / stray).exists(), stray
 
 
 def test_malformed_request_is_422_not_retryable(worker: ProcessServer) -> None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from shared.errors import EngineError
 from shared.imaging import ImageRejected
+from shared.internal_auth import MissingInternalToken
 from shared.schemas import StageRequest
 from shared.settings import Settings
 from shared.storage import PathOutsideDataDir, Storage, atomic_write_bytes
@@ -202,3 +203,23 @@ def test_thread_count_divides_cores_among_workers() -> None:
     assert thread_count(Settings(worker_threads=3)) == 3
     n = thread_count(Settings(worker_threads=0, matting_workers=1, comparison_workers=0))
     assert n >= 1
+
+
+def test_every_route_but_health_needs_the_internal_token(setup: Any) -> None:
+    srv, stage, data = setup
+    stage.loaded.set()
+    wait_for(lambda: httpx.get(srv.url + "/health").status_code == 200, what="health ok")
+    body = {"task_id": 9, "job_id": "j", "input": "in/a", "output": "out/forged", "params": {}}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": INTERNAL_TOKEN},
+                    {"Authorization": f"Bearer {INTERNAL_TOKEN}x"}):
+        r = httpx.post(srv.url + "/echo", json=body, headers=headers)
+        assert r.status_code == 401 and r.json()["retryable"] is False, r.text
+        for path in ("/info", "/metrics", "/docs", "/openapi.json"):
+            assert httpx.get(srv.url + path, headers=headers).status_code == 401, path
+    assert not (data / "out/forged").exists() and stage.batches == []  # nothing ran
+    assert httpx.post(srv.url + "/echo", json=body, headers=INTERNAL_HEADERS).status_code == 200
+
+
+def test_a_worker_needs_a_token(tmp_path: Path) -> None:
+    with pytest.raises(MissingInternalToken, match="INTERNAL_TOKEN"):
+        create_worker_app(EchoStage(), Settings(data_dir=tmp_path, internal_token=""), "e", 0)
