@@ -84,7 +84,7 @@ class StageServer:
             if step == "garbage":
                 return JSONResponse("boom", status_code=500)
             if step == "leaky":
-                detail = (f"{route}_api: gave up: worker http://127.0.0.1:9001{route} failed: "
+                detail = (f"{route}_api: gave up: worker http://127.0.0.1:9001/{route} failed: "
                           f"ConnectError('[Errno 111]') reading {self.data_dir.resolve()}/"
                           f"{req.input}; balancer http://matting-api:8001/workers said no")
                 err = StageError(detail=detail, retryable=False, worker_id="w1")
