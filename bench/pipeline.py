@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -191,8 +192,10 @@ def _gpu_section() -> str:
 
         api_port = _free_port()
         worker_ports = [_free_port() for _ in range(3)]
+        token = secrets.token_urlsafe(32)  # the internal plane's token for this run
         wenv = {**env, "GPU_MEMORY_FRACTION": "0.15", "MATTING_WORKERS": "3",
-                "COMPARISON_WORKERS": "0", "MATTING_API_URL": f"http://127.0.0.1:{api_port}"}
+                "COMPARISON_WORKERS": "0", "MATTING_API_URL": f"http://127.0.0.1:{api_port}",
+                "INTERNAL_TOKEN": token, "INTERNAL_HOST": "127.0.0.1"}
         procs = [
             subprocess.Popen([sys.executable, "-m", "matting_worker", "--port", str(p),
                               "--worker-id", f"gpu-worker-{i + 1}"], cwd=ROOT, env=wenv,
@@ -225,7 +228,8 @@ def _gpu_section() -> str:
                 r.raise_for_status()
                 return int(r.json()["timings"]["batch_size"])
 
-            with httpx.Client(timeout=300, limits=httpx.Limits(max_connections=64)) as client:
+            with httpx.Client(timeout=300, limits=httpx.Limits(max_connections=64),
+                              headers={"Authorization": f"Bearer {token}"}) as client:
                 one((0, rels[0]))  # warm-up: first CUDA call of each process
                 with ThreadPoolExecutor(48) as pool:
                     list(pool.map(one, enumerate(rels[:48])))

@@ -21,7 +21,7 @@ from shared.imaging import decode_alpha, decode_rgb, encode_jpeg
 from shared.schemas import ComparisonParams, ComparisonRequest, StageRequest
 from shared.settings import Settings
 from shared.stages import Stage
-from shared.storage import Storage, atomic_write_bytes
+from shared.storage import METRICS_SUFFIX, Storage, atomic_write_bytes
 from shared.worker.stage import BadInput, BatchPolicy, StageOutput, thread_count
 
 __all__ = ["ComparisonItem", "ComparisonStage"]
@@ -75,33 +75,40 @@ class ComparisonStage:
     def ensure(self, key: str) -> BatchPolicy:
         return BatchPolicy(max_batch_size=1, concurrency=max(1, self.threads))
 
-    def _read_alpha(self, storage: Storage, rel: str, what: str) -> Alpha:
-        path = storage.resolve(rel)
+    def _read_alpha(self, path: Path, rel: str, what: str) -> Alpha:
         if not path.is_file():
             raise BadInput(f"{what} not found: {rel}")
         return decode_alpha(path)
 
     def prepare(self, req: StageRequest[ComparisonParams], storage: Storage) -> ComparisonItem:
+        """Every path is checked against the job's folders first (`Stage.output_path`,
+        `Stage.input_path`): the sheet and metrics go to final_results/<job_id>/ only, and
+        the image, mattes and ground truth come from this job's own folders."""
         p = req.params
-        output = storage.resolve(req.output)
-        metrics_output = storage.resolve(p.metrics_output) if p.metrics_output else None
-        source = storage.resolve(req.input)
+        job = req.job_id
+        output = Stage.COMPARISON.output_path(storage, job, req.output)
+        metrics_output = (Stage.COMPARISON.output_path(storage, job, p.metrics_output,
+                                                       METRICS_SUFFIX)
+                          if p.metrics_output else None)
+        matte_paths = [Stage.MATTING.output_path(storage, job, ref.path) for ref in p.mattes]
+        gt_path = Stage.input_path(storage, job, p.gt) if p.gt else None
+        source = Stage.input_path(storage, job, req.input)
         if not source.is_file():
             raise BadInput(f"input not found: {req.input}")
         rgb = decode_rgb(source, self.settings.max_image_pixels)
         shape = (int(rgb.shape[0]), int(rgb.shape[1]))
         notes: list[str] = []
         mattes: list[tuple[str, Alpha]] = []
-        for i, ref in enumerate(p.mattes):
-            alpha = self._read_alpha(storage, ref.path, f"mattes[{i}].path")
+        for i, (ref, matte_path) in enumerate(zip(p.mattes, matte_paths, strict=True)):
+            alpha = self._read_alpha(matte_path, ref.path, f"mattes[{i}].path")
             if alpha.shape != shape:
                 notes.append(f"matte of {ref.model} {alpha.shape[1]}x{alpha.shape[0]} resized "
                              "to the image")
                 alpha = _fit(alpha, shape)
             mattes.append((ref.model, alpha))
         gt = None
-        if p.gt:
-            gt = self._read_alpha(storage, p.gt, "gt")
+        if p.gt and gt_path is not None:
+            gt = self._read_alpha(gt_path, p.gt, "gt")
             if gt.shape != shape:
                 notes.append(f"ground truth {gt.shape[1]}x{gt.shape[0]} resized (bilinear) "
                              f"to the image's {shape[1]}x{shape[0]}")

@@ -100,11 +100,15 @@ class MattingStage:
         mode = req.params.output
         if not req.output.lower().endswith(".png"):
             raise BadInput(f"output must be a .png path, not {req.output!r}")
-        source = storage.resolve(req.input)
+        source = Stage.input_path(storage, req.job_id, req.input)
+
+        def target(rel: str) -> Path:  # only matting_output/<job_id>/….png
+            return Stage.MATTING.output_path(storage, req.job_id, rel)
+
         outputs = []
         for i, model in enumerate(request_models(req.params, self.default_model)):
-            out = storage.resolve(model_output_rel(req.output, model, i))
-            alpha = (storage.resolve(model_output_rel(req.output, model, i, alpha=True))
+            out = target(model_output_rel(req.output, model, i))
+            alpha = (target(model_output_rel(req.output, model, i, alpha=True))
                      if mode == OutputMode.BOTH else None)
             outputs.append((model, out, alpha))
         paths = [p for _, out, alpha in outputs for p in (out, alpha) if p is not None]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "ERROR_MAX_CHARS",
+    "MAX_WORKER_CAPACITY",
     "NAME_MAX_BYTES",
     "NAME_PART_MAX_BYTES",
     "TAR_BLOCK_BYTES",
@@ -17,6 +18,10 @@ __all__ = [
 ERROR_MAX_CHARS = 4000
 """Longest error message kept on a task row: a worker's traceback-sized detail is cut here,
 so `/jobs/{id}/tasks` pages and report.csv stay small."""
+MAX_WORKER_CAPACITY = 64
+"""Most concurrent requests a balancer sends one worker, whatever its heartbeat or /info
+claims: a worker that says 10**6 must not draw the whole queue to itself. Our stages ask for
+2 × their batch size (16 by default), so 64 leaves room for a big GPU."""
 NAME_MAX_BYTES = 1024
 """Longest archive member name (UTF-8 bytes) we accept, and how much of a refused one the
 user is shown."""

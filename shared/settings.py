@@ -32,6 +32,9 @@ class Settings(BaseSettings):
 
     # --- service addresses ---------------------------------------------------------------
     host: str = "127.0.0.1"
+    """Where the gateway binds (the only public service)."""
+    internal_host: str = "127.0.0.1"
+    """Where balancers and workers bind: loopback locally, 0.0.0.0 inside containers."""
     gateway_port: int = 8000
     matting_api_port: int = 8001
     comparison_api_port: int = 8002
@@ -120,12 +123,16 @@ class Settings(BaseSettings):
     callback_max_attempts: int = Field(default=5, ge=1)
     """Webhook tries per job (backoff BACKOFF_BASE_S, doubling); then it is marked failed."""
 
+    internal_token: str | None = None
+    """Bearer credential of the internal plane (gateway → balancers → workers, heartbeats).
+    Balancers and workers refuse to start without it; the local stack generates one."""
+
     log_level: str = "INFO"
 
     _key_table: KeyTable = PrivateAttr(default_factory=KeyTable)
 
     @field_validator("api_key", "api_keys", "api_keys_file", "admin_key", "callback_secret",
-                     "cuda_visible_devices", mode="before")
+                     "internal_token", "cuda_visible_devices", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -9,9 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from shared.settings import Settings
 from shared.states import TaskState
+from shared.storage import (
+    COMPARE_SUFFIX,
+    FINAL_RESULTS,
+    INPUT,
+    MATTING_OUTPUT,
+    PNG_SUFFIX,
+    Storage,
+)
 
 __all__ = ["Stage", "StageColumns"]
 
@@ -83,6 +92,30 @@ class Stage(StrEnum):
         return _SPECS[self].columns
 
     @property
+    def output_folder(self) -> str:
+        """The DATA_DIR folder this stage writes into, one sub-folder per job."""
+        return _SPECS[self].output_folder
+
+    @property
+    def output_suffix(self) -> str:
+        """How every main output of this stage ends (`.png`, `_compare.jpg`)."""
+        return _SPECS[self].output_suffix
+
+    def output_path(self, storage: Storage, job_id: str, rel: str, suffix: str | None = None,
+                    ) -> Path:
+        """Where a worker of this stage may write `rel` for `job_id`: only below
+        `<output_folder>/<job_id>/`, ending `suffix` (default: the stage's own). Anything else
+        (the task database, another job, a `.html` page under final_results/) is
+        `PathNotAllowed`: a 400 the gateway does not retry."""
+        return storage.job_file(rel, self.output_folder, job_id,
+                                self.output_suffix if suffix is None else suffix)
+
+    @staticmethod
+    def input_path(storage: Storage, job_id: str, rel: str) -> Path:
+        """Where a worker may read a job's upload (image, ground truth): `input/<job_id>/…`."""
+        return storage.job_file(rel, INPUT, job_id)
+
+    @property
     def next(self) -> Stage | None:
         """The stage a task goes to after this one; None after the last."""
         order = list(Stage)
@@ -111,6 +144,8 @@ class _Spec:
     api_url: Callable[[Settings], str]
     local_workers: Callable[[Settings], int]
     concurrency: Callable[[Settings], int]
+    output_folder: str
+    output_suffix: str
     queued: TaskState
     dispatched: TaskState
     done: TaskState
@@ -125,6 +160,8 @@ _SPECS: dict[Stage, _Spec] = {
         api_url=lambda s: s.matting_api_url,
         local_workers=lambda s: s.matting_workers,
         concurrency=lambda s: s.matting_concurrency,
+        output_folder=MATTING_OUTPUT,
+        output_suffix=PNG_SUFFIX,
         queued=TaskState.PENDING,
         dispatched=TaskState.DISPATCHED_MATTING,
         done=TaskState.MATTING_DONE,
@@ -143,6 +180,8 @@ _SPECS: dict[Stage, _Spec] = {
         api_url=lambda s: s.comparison_api_url,
         local_workers=lambda s: s.comparison_workers,
         concurrency=lambda s: s.comparison_concurrency,
+        output_folder=FINAL_RESULTS,
+        output_suffix=COMPARE_SUFFIX,
         queued=TaskState.MATTING_DONE,
         dispatched=TaskState.DISPATCHED_COMPARISON,
         done=TaskState.COMPLETED,

@@ -19,11 +19,15 @@ from pathlib import Path, PurePosixPath
 from shared.errors import InputRejected
 
 __all__ = [
+    "COMPARE_SUFFIX",
     "FINAL_RESULTS",
     "INPUT",
     "LOGS",
     "MATTING_OUTPUT",
+    "METRICS_SUFFIX",
+    "PNG_SUFFIX",
     "UPLOADS",
+    "PathNotAllowed",
     "PathOutsideDataDir",
     "Storage",
     "atomic_write",
@@ -37,6 +41,12 @@ FINAL_RESULTS = "final_results"
 LOGS = "logs"
 UPLOADS = "uploads"
 """Resumable (tus) uploads in progress, one file per upload id."""
+PNG_SUFFIX = ".png"
+"""Every cut-out and alpha matte (`model_output_rel`)."""
+COMPARE_SUFFIX = "_compare.jpg"
+"""A comparison sheet: `final_results/<job>/<stem>_compare.jpg`."""
+METRICS_SUFFIX = "_metrics.json"
+"""A comparison's per-image metrics: `final_results/<job>/<stem>_metrics.json`."""
 
 
 def model_output_rel(first_rel: str, model: str, index: int, alpha: bool = False) -> str:
@@ -58,6 +68,11 @@ def model_output_rel(first_rel: str, model: str, index: int, alpha: bool = False
 
 class PathOutsideDataDir(InputRejected, ValueError):
     """A path that is absolute, climbs with `..`, or resolves outside DATA_DIR."""
+
+
+class PathNotAllowed(InputRejected, ValueError):
+    """A path inside DATA_DIR, but not in the job folder (or with the suffix) a stage may use:
+    a worker writes only its own stage's outputs of the job it was given."""
 
 
 def _check_relative(rel: str) -> PurePosixPath:
@@ -93,6 +108,29 @@ class Storage:
         root = str(self.root)
         return text.replace(root + "/", "").replace(root, "DATA_DIR")
 
+    def job_file(self, rel: str, area: str, job_id: str, suffix: str = "") -> Path:
+        """`rel` resolved, if it names a file below `<area>/<job_id>/` whose name ends with
+        `suffix` (any case); `PathNotAllowed` (or `PathOutsideDataDir`) otherwise.
+
+        The rule every worker keeps before it reads or writes (`shared.stages.Stage.output_path`
+        and `input_path`): a stage request cannot reach the task database, another job's files or
+        a page the gateway would serve. The resolved path is checked as well, so a symlinked
+        folder cannot lead out of the job's own.
+        """
+        p = _check_relative(rel)
+        if not job_id or job_id in (".", "..") or "/" in job_id or "\\" in job_id:
+            raise PathNotAllowed(f"invalid job id {job_id!r}")
+        where = f"{area}/{job_id}/"
+        if len(p.parts) < 3 or p.parts[:2] != (area, job_id):
+            raise PathNotAllowed(f"{rel!r} is not under {where} (this request's job folder)")
+        if suffix and not p.name.lower().endswith(suffix):
+            raise PathNotAllowed(f"{rel!r} must be a file under {where} ending {suffix!r}")
+        full = self.resolve(rel)
+        folder = (self.root / area / job_id).resolve()
+        if folder not in full.parents:
+            raise PathNotAllowed(f"{rel!r} resolves outside {where}")
+        return full
+
     def relative(self, path: Path) -> str:
         return path.resolve().relative_to(self.root).as_posix()
 
@@ -119,10 +157,10 @@ class Storage:
         return f"{MATTING_OUTPUT}/{job_id}/{self.stem_path(rel_path)}{suffix}"
 
     def compare_rel(self, job_id: str, rel_path: str) -> str:
-        return f"{FINAL_RESULTS}/{job_id}/{self.stem_path(rel_path)}_compare.jpg"
+        return f"{FINAL_RESULTS}/{job_id}/{self.stem_path(rel_path)}{COMPARE_SUFFIX}"
 
     def metrics_rel(self, job_id: str, rel_path: str) -> str:
-        return f"{FINAL_RESULTS}/{job_id}/{self.stem_path(rel_path)}_metrics.json"
+        return f"{FINAL_RESULTS}/{job_id}/{self.stem_path(rel_path)}{METRICS_SUFFIX}"
 
     def upload_path(self, upload_id: str) -> Path:
         """The partial file of a resumable upload; its size is the upload's offset."""

@@ -215,3 +215,21 @@ def test_grafana_has_no_default_admin_password(services: dict[str, dict[str, Any
     script = " ".join(services["grafana"]["entrypoint"])
     assert 'test -n "$$GF_SECURITY_ADMIN_PASSWORD"' in script and "exit 1" in script
     assert script.index("exit 1") < script.index("exec /run.sh")
+
+
+def test_the_internal_plane_needs_its_token(compose: dict[str, Any],
+                                            services: dict[str, dict[str, Any]]) -> None:
+    """Every service gets INTERNAL_TOKEN from the environment, and compose refuses to start
+    without one (`${INTERNAL_TOKEN:?…}`); balancers and workers bind inside their network;
+    Prometheus scrapes their /metrics with the token, mounted as a secret."""
+    for name in CORE:
+        env = services[name]["environment"]
+        assert re.fullmatch(r"\$\{INTERNAL_TOKEN:\?[^}]+\}", env["INTERNAL_TOKEN"]), name
+        assert env["INTERNAL_HOST"] == "0.0.0.0", name
+    assert compose["secrets"]["internal_token"] == {"environment": "INTERNAL_TOKEN"}
+    assert services["prometheus"]["secrets"] == ["internal_token"]
+    prom = yaml.safe_load((ROOT / "docker/prometheus.yml").read_text())
+    for job in prom["scrape_configs"]:
+        if job["job_name"] != "gateway":
+            assert job["authorization"] == {
+                "type": "Bearer", "credentials_file": "/run/secrets/internal_token"}, job

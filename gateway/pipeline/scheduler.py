@@ -221,7 +221,7 @@ class Scheduler:
         t0 = time.time()
         try:
             out = await call_stage(self.client, self.urls[stage], stage, req, self.storage,
-                                   self.request_timeout)
+                                   self.request_timeout, self.settings.internal_token)
         finally:
             gauge.dec()
         if out.unavailable is not None:

@@ -5,10 +5,17 @@ broken mid-request, a malformed answer, a success whose output file is missing.
 Not an attempt: a 503/429 (the balancer is saturated or has no healthy worker), a 507 (the
 shared volume is full: every image would fail the same way until space is freed) or a refused
 connection (the API is down or restarting) — the task waits, it is not the image's fault.
+Nor is a 401: the stage refused our INTERNAL_TOKEN, an operator's mistake to fix, not the
+image's.
+
+Every error kept on a task is user-visible (/status, /jobs/{id}/tasks, report.csv), so
+`public_error` takes internal addresses (balancer and worker URLs) and DATA_DIR's absolute
+path out of it, and transport failures are named by their kind, not their text.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -16,11 +23,23 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from shared.internal_auth import auth_headers
 from shared.schemas import StageError, StageRequest, StageResult
 from shared.stages import Stage
 from shared.storage import PathOutsideDataDir, Storage
 
-__all__ = ["Outcome", "Recorded", "call_stage"]
+__all__ = ["Outcome", "Recorded", "call_stage", "public_error"]
+
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]{},;]+")
+"""Any URL (scheme://host…): what the balancer and workers call each other by."""
+
+
+def public_error(stage: Stage, text: str, storage: Storage) -> str:
+    """`text` fit for users: every URL becomes the stage's service name, DATA_DIR's absolute
+    path is dropped (paths stay DATA_DIR-relative, as the API shows them)."""
+    text = _URL.sub(f"<{stage.api_service}>", text)
+    root = str(storage.root)
+    return text.replace(root + "/", "").replace(root, "DATA_DIR")
 
 
 class Recorded(StrEnum):
@@ -49,16 +68,29 @@ class Outcome:
 
 async def call_stage(
     client: httpx.AsyncClient, url: str, stage: Stage, req: StageRequest[Any], storage: Storage,
-    request_timeout: float,
+    request_timeout: float, token: str | None = None,
+) -> Outcome:
+    """One call to the stage's balancer with the internal token (per request: the client is
+    shared with webhooks, which must never see it); the error, if any, made public."""
+    out = await _call(client, url, stage, req, storage, request_timeout, token)
+    if out.error:
+        out.error = public_error(stage, out.error, storage)
+    return out
+
+
+async def _call(
+    client: httpx.AsyncClient, url: str, stage: Stage, req: StageRequest[Any], storage: Storage,
+    request_timeout: float, token: str | None,
 ) -> Outcome:
     try:
-        r = await client.post(url, json=req.model_dump(mode="json"), timeout=request_timeout)
+        r = await client.post(url, json=req.model_dump(mode="json"), timeout=request_timeout,
+                              headers=auth_headers(token))
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-        return Outcome(error=f"{stage} API unreachable: {exc!r}", unavailable=0.0)
+        return Outcome(error=f"{stage} API unreachable ({type(exc).__name__})", unavailable=0.0)
     except httpx.TimeoutException:
         return Outcome(error=f"{stage} stage timed out after {request_timeout:g} s")
     except httpx.HTTPError as exc:
-        return Outcome(error=f"{stage} request failed: {exc!r}")
+        return Outcome(error=f"{stage} request failed ({type(exc).__name__})")
     if r.status_code == 200:
         try:
             result = StageResult.model_validate_json(r.content)
@@ -71,6 +103,9 @@ async def call_stage(
         if not present:
             return Outcome(error=f"{stage} reported success but {req.output} is missing")
         return Outcome(result=result)
+    if r.status_code == 401:
+        return Outcome(error=f"{stage} API refused the gateway's INTERNAL_TOKEN",
+                       unavailable=0.0)
     if r.status_code in (429, 503):
         try:
             wait = float(r.headers.get("retry-after", "0"))

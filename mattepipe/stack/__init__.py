@@ -4,17 +4,21 @@
 and stops them."""
 
 from mattepipe.stack.config import (
+    INTERNAL_TOKEN_FILE,
     SECRET_FIELDS,
     STOP_WAIT_S,
     Program,
     StackError,
     health_urls,
+    internal_url,
     local_url,
+    program_url,
     render_config,
     repo_root,
     stack_environment,
     stack_programs,
     supervisor_bin,
+    with_internal_token,
     write_config,
 )
 from mattepipe.stack.supervisor import (
@@ -26,13 +30,16 @@ from mattepipe.stack.supervisor import (
 )
 
 __all__ = [
+    "INTERNAL_TOKEN_FILE",
     "READY_TIMEOUT_S",
     "SECRET_FIELDS",
     "STOP_WAIT_S",
     "Program",
     "StackError",
     "health_urls",
+    "internal_url",
     "local_url",
+    "program_url",
     "render_config",
     "repo_root",
     "run_stack",
@@ -42,5 +49,6 @@ __all__ = [
     "stop_stack",
     "supervisor_bin",
     "wait_healthy",
+    "with_internal_token",
     "write_config",
 ]

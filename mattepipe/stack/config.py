@@ -1,15 +1,19 @@
 """The local stack's Supervisor config, built from `Settings`: one program per service.
 
 Secrets never go into the file: supervisord gets them in its own environment
-(`stack_environment`) and its children inherit them. Values are escaped for Supervisor's
-parser, which expands `%(x)s` (some options twice) and splits `environment=` with a
-non-POSIX shlex; what it cannot carry is refused with a clear error.
+(`stack_environment`) and its children inherit them. The internal plane's token
+(INTERNAL_TOKEN) is one of them: when none is set, `with_internal_token` keeps one in
+DATA_DIR/internal_token (mode 0600) so restarts and clients of the same DATA_DIR agree.
+Balancers and workers bind to INTERNAL_HOST (loopback by default), the gateway to HOST.
+Values are escaped for Supervisor's parser, which expands `%(x)s` (some options twice) and
+splits `environment=` with a non-POSIX shlex; what it cannot carry is refused with a clear error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shlex
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,22 +26,31 @@ from shared.settings import Settings
 from shared.stages import Stage
 
 __all__ = [
+    "INTERNAL_TOKEN_FILE",
     "SECRET_FIELDS",
     "STOP_WAIT_S",
     "Program",
     "StackError",
     "health_urls",
+    "internal_url",
     "local_url",
+    "program_url",
     "render_config",
     "repo_root",
     "stack_environment",
     "stack_programs",
     "supervisor_bin",
+    "with_internal_token",
     "write_config",
 ]
 
-SECRET_FIELDS = frozenset({"api_key", "api_keys", "admin_key", "callback_secret", "database_url"})
+SECRET_FIELDS = frozenset(
+    {"api_key", "api_keys", "admin_key", "callback_secret", "database_url", "internal_token"}
+)
 """Kept out of the config file (a database URL may hold a password)."""
+INTERNAL_TOKEN_FILE = "internal_token"
+"""DATA_DIR/<this>: the local stack's generated INTERNAL_TOKEN (mode 0600)."""
+_TOKEN_BYTES = 32
 STOP_WAIT_S = 15
 """How long supervisord lets a service drain after SIGTERM before SIGKILL."""
 _SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
@@ -57,6 +70,8 @@ class Program:
     port: int | None = None
     priority: int = 500
     health_path: str = "/health"
+    internal: bool = False
+    """A balancer or worker: binds to INTERNAL_HOST, not HOST."""
 
 
 def repo_root() -> Path:
@@ -78,6 +93,38 @@ def local_url(settings: Settings, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+def internal_url(settings: Settings, port: int) -> str:
+    """A balancer's or worker's local URL: INTERNAL_HOST, a wildcard reached via loopback."""
+    host = settings.internal_host
+    host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
+def program_url(settings: Settings, p: Program) -> str:
+    assert p.port is not None
+    return (internal_url if p.internal else local_url)(settings, p.port)
+
+
+def with_internal_token(settings: Settings) -> Settings:
+    """`settings` with an INTERNAL_TOKEN: the one set, else DATA_DIR/internal_token, else a
+    new random one written there (0600, created exclusively so two starts cannot disagree)."""
+    if settings.internal_token:
+        return settings
+    path = settings.data_dir.resolve() / INTERNAL_TOKEN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text(encoding="utf-8").strip()
+        if not token:
+            raise StackError(f"{path} is empty; delete it or set INTERNAL_TOKEN") from None
+    else:
+        token = secrets.token_urlsafe(_TOKEN_BYTES)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(token + "\n")
+    return settings.model_copy(update={"internal_token": token})
+
+
 def _worker_ports(first: int, count: int) -> list[int]:
     return [first + i for i in range(count)]
 
@@ -85,8 +132,9 @@ def _worker_ports(first: int, count: int) -> list[int]:
 def stack_programs(settings: Settings) -> list[Program]:
     """Gateway, both balancers and their workers; workers start first so balancers find them."""
     py = sys.executable
+    host = settings.internal_host
     urls = {
-        stage: [local_url(settings, p) for p in
+        stage: [internal_url(settings, p) for p in
                 _worker_ports(stage.worker_port(settings), stage.local_workers(settings))]
         for stage in Stage
     }
@@ -96,11 +144,13 @@ def stack_programs(settings: Settings) -> list[Program]:
         for i, url in enumerate(urls[stage], start=1):
             wid, port = f"{stage.value}-worker-{i}", first + i - 1
             programs.append(Program(
-                wid, (py, "-m", stage.worker_package, "--port", str(port), "--worker-id", wid),
-                {"WORKER_ID": wid, "PUBLIC_URL": url}, port, priority=100))
+                wid, (py, "-m", stage.worker_package, "--port", str(port), "--worker-id", wid,
+                      "--host", host),
+                {"WORKER_ID": wid, "PUBLIC_URL": url}, port, priority=100, internal=True))
     programs += [
-        Program(f"{stage.value}-api", (py, "-m", stage.api_service),
-                {"WORKER_URLS": ",".join(urls[stage])}, stage.api_port(settings), 200)
+        Program(f"{stage.value}-api", (py, "-m", stage.api_service, "--host", host),
+                {"WORKER_URLS": ",".join(urls[stage])}, stage.api_port(settings), 200,
+                internal=True)
         for stage in Stage
     ]
     programs.append(Program("gateway", (py, "-m", "gateway"), {}, settings.gateway_port, 300))
@@ -109,7 +159,7 @@ def stack_programs(settings: Settings) -> list[Program]:
 
 def health_urls(settings: Settings, programs: Iterable[Program] | None = None) -> list[str]:
     progs = stack_programs(settings) if programs is None else programs
-    return [local_url(settings, p.port) + p.health_path for p in progs if p.port is not None]
+    return [program_url(settings, p) + p.health_path for p in progs if p.port is not None]
 
 
 def _shared_env(settings: Settings) -> dict[str, str]:
@@ -122,8 +172,8 @@ def _shared_env(settings: Settings) -> dict[str, str]:
     env.update({
         "DATA_DIR": str(settings.data_dir.resolve()),
         "MODELS_DIR": str(settings.models_dir.resolve()),
-        "MATTING_API_URL": local_url(settings, settings.matting_api_port),
-        "COMPARISON_API_URL": local_url(settings, settings.comparison_api_port),
+        "MATTING_API_URL": internal_url(settings, settings.matting_api_port),
+        "COMPARISON_API_URL": internal_url(settings, settings.comparison_api_port),
         "WORKER_URLS": "",
         "WORKER_ID": "",
         "PUBLIC_URL": "",
@@ -136,7 +186,9 @@ def _shared_env(settings: Settings) -> dict[str, str]:
 
 def stack_environment(settings: Settings) -> dict[str, str]:
     """supervisord's own environment, which its children inherit: the caller's, plus the
-    secrets kept out of the file ("" for unset, so a stray .env cannot differ from us)."""
+    secrets kept out of the file ("" for unset, so a stray .env cannot differ from us).
+    Pass settings through `with_internal_token` first: the services refuse to start without
+    INTERNAL_TOKEN."""
     env = dict(os.environ)
     for name in SECRET_FIELDS:
         value = getattr(settings, name)

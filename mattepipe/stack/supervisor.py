@@ -23,10 +23,12 @@ from mattepipe.stack.config import (
     Program,
     StackError,
     health_urls,
+    internal_url,
     local_url,
     stack_environment,
     stack_programs,
     supervisor_bin,
+    with_internal_token,
     write_config,
 )
 from shared.settings import Settings
@@ -50,7 +52,7 @@ def _check_ports_free(settings: Settings, programs: Sequence[Program]) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                s.bind((settings.host, p.port))
+                s.bind((settings.internal_host if p.internal else settings.host, p.port))
             except OSError as exc:
                 raise StackError(f"port {p.port} ({p.name}) is taken: {exc.strerror}; is a "
                                  "stack already running? Choose other ports in .env") from None
@@ -60,7 +62,9 @@ def start_stack(settings: Settings, programs: Sequence[Program] | None = None,
                 conf: Path | None = None, quiet: bool = False) -> subprocess.Popen[bytes]:
     """supervisord in the background, in its own session (a terminal's Ctrl-C reaches only
     us, and we stop it in order: otherwise it might restart children the signal killed).
-    `quiet` keeps its messages to its log file (DATA_DIR/logs/supervisord.log)."""
+    `quiet` keeps its messages to its log file (DATA_DIR/logs/supervisord.log).
+    The internal token reaches the services only through supervisord's environment."""
+    settings = with_internal_token(settings)
     progs = stack_programs(settings) if programs is None else list(programs)
     _check_ports_free(settings, progs)
     path = write_config(settings, conf or settings.data_dir.resolve() / "supervisord.conf", progs)
@@ -109,6 +113,11 @@ def run_stack(settings: Settings, ready_timeout: float = READY_TIMEOUT_S,
               echo: Callable[[str], None] = partial(print, flush=True),
               programs: Sequence[Program] | None = None) -> int:
     """Run the stack in the foreground until Ctrl-C or SIGTERM; returns supervisord's status."""
+    try:
+        settings = with_internal_token(settings)
+    except StackError as exc:
+        echo(f"error: {exc}")
+        return 2
     progs = stack_programs(settings) if programs is None else list(programs)
     try:
         proc = start_stack(settings, progs)
@@ -135,8 +144,10 @@ def run_stack(settings: Settings, ready_timeout: float = READY_TIMEOUT_S,
             gw = local_url(settings, settings.gateway_port)
             echo(f"mattepipe is up — web page {gw}/ · API docs {gw}/docs · "
                  f"status {gw}/status/<job_id>\n  matting API "
-                 f"{local_url(settings, settings.matting_api_port)} · comparison API "
-                 f"{local_url(settings, settings.comparison_api_port)} · Ctrl-C stops it")
+                 f"{internal_url(settings, settings.matting_api_port)} · comparison API "
+                 f"{internal_url(settings, settings.comparison_api_port)} (internal: "
+                 f"token in {logs.parent}/internal_token unless INTERNAL_TOKEN is set) · "
+                 "Ctrl-C stops it")
         return proc.wait()
     finally:
         stop_stack(proc)

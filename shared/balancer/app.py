@@ -21,7 +21,9 @@ import httpx
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 
-from shared.balancer.pool import NoWorker, WorkerPool, WorkerState
+from shared.balancer.pool import HeartbeatRefused, NoWorker, WorkerPool, WorkerState
+from shared.internal_auth import InternalAuth, auth_headers, require_token
+from shared.limits import MAX_WORKER_CAPACITY
 from shared.logs import add_request_logging, debug_log
 from shared.metrics import QUEUE_DEPTH, WORKERS_HEALTHY, metrics_route
 from shared.schemas import ForwardedRequest, Heartbeat, StageError
@@ -56,6 +58,8 @@ class BalancerConfig:
     max_attempts: int = 3
     """Workers tried for one request before giving up (fail-over)."""
     request_timeout_s: float = BALANCER_REQUEST_TIMEOUT_S
+    token: str = ""
+    """INTERNAL_TOKEN: required from callers (all routes but /health) and sent to workers."""
 
 
 def _error(status: int, detail: str, retry_after: bool = True) -> JSONResponse:
@@ -70,6 +74,7 @@ class _Balancer:
         self.pool = WorkerPool(config.worker_urls, config.queue_limit, config.queue_wait_s)
         self.client: httpx.AsyncClient | None = None
         self.started_at = time.time()
+        self.headers = auth_headers(config.token)
 
     def _gauges(self) -> None:
         WORKERS_HEALTHY.labels(self.config.service).set(self.pool.healthy_count())
@@ -84,10 +89,15 @@ class _Balancer:
             detail = "" if ok else f"HTTP {r.status_code}: {body.get('detail') or body}"
             w.worker_id = str(body.get("worker_id") or w.worker_id)
             if ok and not w.healthy and w.source == "static":
-                info = (await self.client.get(w.url + "/info",
-                                              timeout=HEALTH_CHECK_TIMEOUT_S)).json()
-                w.capacity = max(1, int(info.get("capacity") or w.capacity))
-                w.engine = str(info.get("stage", {}).get("engine", w.engine))
+                ri = await self.client.get(w.url + "/info", headers=self.headers,
+                                           timeout=HEALTH_CHECK_TIMEOUT_S)
+                if ri.status_code == 401:  # it would refuse every task we send
+                    ok, detail = False, "worker refuses this balancer's INTERNAL_TOKEN"
+                else:
+                    info = ri.json()
+                    w.capacity = min(MAX_WORKER_CAPACITY,
+                                     max(1, int(info.get("capacity") or w.capacity)))
+                    w.engine = str(info.get("stage", {}).get("engine", w.engine))
         except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
             ok, detail = False, f"health check failed: {exc!r}"
         self.pool.set_health(w, ok, detail)
@@ -122,24 +132,25 @@ class _Balancer:
                 return _error(502, f"{self.config.service}: {last}; then {exc}")
             self._gauges()
             try:
-                r = await self.client.post(w.url + self.config.route, json=body)
+                r = await self.client.post(w.url + self.config.route, json=body,
+                                           headers=self.headers)
             except httpx.TimeoutException as exc:
                 if not isinstance(exc, httpx.ConnectTimeout):
                     # The worker may still be on it; another try would double the wait.
                     w.failures += 1
-                    return _error(504, f"worker {w.worker_id or w.url} timed out: {exc!r}")
-                last = f"worker {w.url} unreachable: {exc!r}"
+                    return _error(504, f"worker {w.worker_id or '?'} timed out")
+                last = f"worker {w.worker_id or '?'} unreachable ({type(exc).__name__})"
                 self._lost(w, last)
                 tried.add(w.url)
                 continue
             except _DEAD as exc:
-                last = f"worker {w.url} failed: {exc!r}"
+                last = f"worker {w.worker_id or '?'} failed ({type(exc).__name__})"
                 self._lost(w, last)
                 tried.add(w.url)
                 continue
             except httpx.HTTPError as exc:
                 w.failures += 1
-                last = f"worker {w.url}: {exc!r}"
+                last = f"worker {w.worker_id or '?'}: {type(exc).__name__}"
                 tried.add(w.url)
                 continue
             finally:
@@ -150,11 +161,16 @@ class _Balancer:
                 payload = StageError(detail=f"worker answered HTTP {r.status_code}, not JSON",
                                      retryable=r.status_code >= 500, worker_id=w.worker_id)
                 payload = payload.model_dump()
+            if r.status_code == 401:  # a worker with another token: not the task's fault
+                last = f"worker {w.worker_id or '?'} refuses this balancer's INTERNAL_TOKEN"
+                self._lost(w, last)
+                tried.add(w.url)
+                continue
             retryable = isinstance(payload, dict) and payload.get("retryable", True) is not False
             # 507: the shared volume is full, so every worker would say the same; pass it on
             if r.status_code >= 500 and retryable and r.status_code != 507:
                 w.failures += 1
-                last = f"worker {w.worker_id or w.url}: HTTP {r.status_code} {payload}"
+                last = f"worker {w.worker_id or '?'}: HTTP {r.status_code} {payload}"
                 if r.status_code == 503:  # loading, or its engine failed: skip it for now
                     self.pool.set_health(w, False, last)
                 tried.add(w.url)
@@ -174,6 +190,8 @@ class _Balancer:
 
 
 def create_balancer_app(config: BalancerConfig) -> FastAPI:
+    """The balancer's HTTP app; every route but /health needs `config.token`."""
+    token = require_token(config.token, config.service)
     b = _Balancer(config)
 
     @asynccontextmanager
@@ -191,6 +209,7 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
 
     app = FastAPI(title=f"mattepipe {config.service}", lifespan=lifespan)
     app.state.balancer = b
+    app.add_middleware(InternalAuth, token=token)
     add_request_logging(app, config.service)
     metrics_route(app)
 
@@ -204,7 +223,10 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
     async def heartbeat(hb: Heartbeat) -> dict[str, Any]:
         if not hb.url.startswith(("http://", "https://")):
             raise HTTPException(400, "url must be an http(s) URL")
-        w = b.pool.heartbeat(hb.url, hb.worker_id, hb.capacity, hb.engine)
+        try:
+            w = b.pool.heartbeat(hb.url, hb.worker_id, hb.capacity, hb.engine)
+        except HeartbeatRefused as exc:
+            raise HTTPException(409, str(exc)) from None
         b._gauges()
         return {"status": "ok", "url": w.url, "source": w.source}
 

@@ -7,6 +7,7 @@ import argparse
 from fastapi import FastAPI
 
 from shared.balancer.app import BalancerConfig, create_balancer_app
+from shared.internal_auth import MissingInternalToken, require_token
 from shared.settings import Settings, get_settings
 from shared.stages import Stage
 from shared.timing import BALANCER_QUEUE_WAIT_S
@@ -26,6 +27,7 @@ def balancer_config(
         worker_urls=worker_urls if worker_urls is not None else s.worker_url_list,
         queue_limit=s.balancer_queue_limit,
         queue_wait_s=BALANCER_QUEUE_WAIT_S,
+        token=s.internal_token or "",
     )
 
 
@@ -44,9 +46,13 @@ def api_main(stage: Stage, argv: list[str] | None = None) -> None:
     s = get_settings()
     p = argparse.ArgumentParser(prog=stage.api_service, description=api_main.__doc__)
     p.add_argument("--port", type=int, default=stage.api_port(s))
-    p.add_argument("--host", default=s.host)
+    p.add_argument("--host", default=s.internal_host, help="default: INTERNAL_HOST")
     p.add_argument("--worker-urls", default=None, help="comma-separated; overrides WORKER_URLS")
     args = p.parse_args(argv)
+    try:
+        require_token(s.internal_token, stage.api_service)
+    except MissingInternalToken as exc:
+        p.exit(2, f"error: {exc}\n")
     urls = None
     if args.worker_urls is not None:
         urls = [u.strip().rstrip("/") for u in args.worker_urls.split(",") if u.strip()]

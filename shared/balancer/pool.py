@@ -10,10 +10,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from shared.errors import Busy
+from shared.errors import Busy, MattepipeError
+from shared.limits import MAX_WORKER_CAPACITY
 from shared.logs import debug_log
 
-__all__ = ["DEFAULT_CAPACITY", "NoWorker", "WorkerPool", "WorkerState"]
+__all__ = ["DEFAULT_CAPACITY", "HeartbeatRefused", "NoWorker", "WorkerPool", "WorkerState"]
 
 log = logging.getLogger("mattepipe.balancer")
 
@@ -49,6 +50,10 @@ class NoWorker(Busy):
     """No worker can take the request now; answered 503 with Retry-After."""
 
 
+class HeartbeatRefused(MattepipeError):
+    """A heartbeat that would take over a static worker's identity from another URL."""
+
+
 class WorkerPool:
     """Least-outstanding choice among healthy workers below capacity, with a bounded queue.
 
@@ -74,17 +79,25 @@ class WorkerPool:
 
     # --- membership and health ---------------------------------------------------------
     def heartbeat(self, url: str, worker_id: str, capacity: int, engine: str) -> WorkerState:
+        """Register or refresh the worker at `url`; its capacity is capped at
+        `MAX_WORKER_CAPACITY`. A heartbeat speaks for its own URL only: one that names a
+        static worker's id from another URL is `HeartbeatRefused` (it would revive a worker
+        the health checks found dead, or count one worker twice)."""
         u = url.rstrip("/")
         w = self.workers.get(u)
         if w is None and worker_id:
-            # A static worker listed under another name for the same host (localhost vs
-            # 127.0.0.1) must not count twice.
-            w = next((x for x in self.workers.values() if x.worker_id == worker_id), None)
+            other = next((x for x in self.workers.values()
+                          if x.worker_id == worker_id and x.source == "static"), None)
+            if other is not None:
+                raise HeartbeatRefused(
+                    f"worker id {worker_id!r} belongs to a static worker at another URL; a "
+                    "heartbeat must come from the URL in WORKER_URLS (set PUBLIC_URL to it)")
         if w is None:
             w = self.workers[u] = WorkerState(url=u, source="heartbeat")
             log.info("worker %s (%s) registered by heartbeat", worker_id, u)
         now = time.time()
-        w.worker_id, w.capacity, w.engine = worker_id, max(1, capacity), engine
+        w.worker_id, w.engine = worker_id, engine
+        w.capacity = min(MAX_WORKER_CAPACITY, max(1, capacity))
         w.last_heartbeat = w.last_seen = now
         # A worker heartbeats only once its engine is loaded, so it is ready for work.
         self.set_health(w, True, "")

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from shared.internal_auth import MissingInternalToken, require_token
 from shared.settings import Settings, get_settings
 from shared.stages import Stage
 from shared.worker.stage import WorkerStage
@@ -46,9 +47,13 @@ def worker_main(stage: Stage, factory: StageFactory, argv: list[str] | None = No
     s = get_settings()
     p = argparse.ArgumentParser(prog=stage.worker_package, description=worker_main.__doc__)
     p.add_argument("--port", type=int, default=stage.worker_port(s))
-    p.add_argument("--host", default=s.host)
+    p.add_argument("--host", default=s.internal_host, help="default: INTERNAL_HOST")
     p.add_argument("--worker-id", default="")
     args = p.parse_args(argv)
+    try:
+        require_token(s.internal_token, stage.worker_package)
+    except MissingInternalToken as exc:
+        p.exit(2, f"error: {exc}\n")
     configure_threads(s)  # before the engines import numpy/cv2/torch
 
     from shared.logs import setup_logging

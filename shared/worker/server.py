@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from shared.internal_auth import InternalAuth, auth_headers, require_token
 from shared.logs import add_request_logging, debug_log
 from shared.metrics import BATCH_SIZE, QUEUE_DEPTH, STAGE_ERRORS, STAGE_SECONDS, metrics_route
 from shared.schemas import (
@@ -197,7 +198,8 @@ class _Worker:
     async def heartbeats(self, balancer_url: str, my_url: str) -> None:
         """Announce ourselves once loaded (a heartbeat means: send me work)."""
         target = balancer_url.rstrip("/") + "/workers/heartbeat"
-        client = httpx.AsyncClient(timeout=HEALTH_CHECK_TIMEOUT_S, trust_env=False)
+        client = httpx.AsyncClient(timeout=HEALTH_CHECK_TIMEOUT_S, trust_env=False,
+                                   headers=auth_headers(self.settings.internal_token))
         async with client:
             while True:
                 if self.status == "ok":
@@ -221,7 +223,9 @@ def create_worker_app(
     balancer_url: str = "",
     host: str | None = None,
 ) -> FastAPI:
-    """The worker's HTTP app; `balancer_url` empty means no heartbeats (static list only)."""
+    """The worker's HTTP app; `balancer_url` empty means no heartbeats (static list only).
+    Every route but /health needs `settings.internal_token` (`shared.internal_auth`)."""
+    token = require_token(settings.internal_token, f"{stage.name} worker")
     w = _Worker(stage, settings, worker_id)
     my_url = _advertised_url(settings, host if host is not None else settings.host, port)
 
@@ -238,6 +242,7 @@ def create_worker_app(
 
     app = FastAPI(title=f"mattepipe {stage.name} worker", lifespan=lifespan)
     app.state.worker = w
+    app.add_middleware(InternalAuth, token=token)
     add_request_logging(app, stage.name + "_worker")
     metrics_route(app)
 

@@ -114,12 +114,15 @@ def _classify(exc: BaseException) -> tuple[int, bool, str]:
     if isinstance(exc, InputRejected):  # ImageRejected, PathOutsideDataDir
         return 400, False, str(exc)
     if isinstance(exc, FileNotFoundError):
-        return 400, False, f"file not found: {exc.filename or exc}"
+        # the name only: the absolute path would tell users where DATA_DIR lives
+        return 400, False, f"file not found: {os.path.basename(str(exc.filename or '')) or '?'}"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return 507, True, f"disk full: {exc}"
+        return 507, True, f"disk full: {exc.strerror or 'no space left'} on the shared volume"
     if isinstance(exc, EngineError):  # the engine carries its own verdict
         return (503, True, str(exc)) if exc.retryable else (400, False, str(exc))
-    return 500, True, f"{type(exc).__name__}: {exc}"
+    # An unexpected exception's text (paths, addresses, library internals) stays in the
+    # worker's log (the server logs it with its traceback); users see its kind only.
+    return 500, True, f"internal error in the worker ({type(exc).__name__}); see its log"
 
 
 def thread_count(settings: Settings) -> int:

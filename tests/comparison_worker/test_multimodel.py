@@ -62,18 +62,18 @@ def sheet_height(storage: Storage, rel: str) -> int:
 
 
 def test_every_model_is_scored_and_gets_a_row(stage: ComparisonStage, storage: Storage) -> None:
-    extra = run(stage, storage, "final_results/j/two.jpg", gt="input/j/gt.png",
+    extra = run(stage, storage, "final_results/j/two_compare.jpg", gt="input/j/gt.png",
                 mattes=mattes("classical", "identity"),
                 metrics_output="final_results/j/two_metrics.json")
     m = extra["metrics"]
     assert list(m) == ["classical", "identity"]  # the request's order
     assert m["classical"]["mse"] == pytest.approx(0.0, abs=1e-6)
     assert m["identity"]["mse"] == pytest.approx(1 - 20 * 30 / (H * W), rel=1e-3)
-    single = run(stage, storage, "final_results/j/one.jpg", gt="input/j/gt.png",
+    single = run(stage, storage, "final_results/j/one_compare.jpg", gt="input/j/gt.png",
                  mattes=[{"model": "classical", "path": "matting_output/j/p.png"}])
     assert list(single["metrics"]) == ["classical"]
-    assert sheet_height(storage, "final_results/j/two.jpg") > sheet_height(
-        storage, "final_results/j/one.jpg")
+    assert sheet_height(storage, "final_results/j/two_compare.jpg") > sheet_height(
+        storage, "final_results/j/one_compare.jpg")
     saved = json.loads(storage.resolve("final_results/j/two_metrics.json").read_text())
     assert [x["model"] for x in saved["mattes"]] == ["classical", "identity"]
 
@@ -81,7 +81,8 @@ def test_every_model_is_scored_and_gets_a_row(stage: ComparisonStage, storage: S
 def test_a_matte_of_another_size_is_fitted_and_noted(
     stage: ComparisonStage, storage: Storage
 ) -> None:
-    extra = run(stage, storage, "final_results/j/small.jpg", mattes=mattes("classical", "small"))
+    extra = run(stage, storage, "final_results/j/small_compare.jpg",
+                mattes=mattes("classical", "small"))
     assert any("small" in n and "resized" in n for n in extra["notes"])
     assert set(extra["metrics"]) == {"classical", "small"}
 
@@ -106,5 +107,5 @@ def test_bad_matte_lists_are_refused(
 ) -> None:
     with pytest.raises(error, match=reason):
         req = ComparisonRequest(task_id=3, job_id="j", input="input/j/p.png",
-                                output="final_results/j/bad.jpg", params=params)
+                                output="final_results/j/bad_compare.jpg", params=params)
         stage.prepare(req, storage)

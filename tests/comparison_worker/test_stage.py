@@ -15,7 +15,7 @@ from PIL import Image
 from comparison_worker.app import create_app
 from shared.settings import Settings
 from tests.support.images import stage_inputs
-from tests.support.servers import ThreadServer
+from tests.support.servers import INTERNAL_HEADERS, INTERNAL_TOKEN, ThreadServer
 from tests.support.waiting import wait_for
 
 
@@ -36,7 +36,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def worker(data_dir: Path) -> Iterator[ThreadServer]:
-    settings = Settings(data_dir=data_dir, comparison_api_url="", worker_threads=1)
+    settings = Settings(data_dir=data_dir, comparison_api_url="", worker_threads=1,
+                        internal_token=INTERNAL_TOKEN)
     with ThreadServer(create_app(settings, "cmp-test", 0)) as srv:
         wait_for(lambda: httpx.get(srv.url + "/health").status_code == 200, what="ready")
         yield srv
@@ -46,7 +47,7 @@ def compare(srv: ThreadServer, output: str, matte: Any = "matting_output/j/p.png
             **params: Any) -> httpx.Response:
     body = {"task_id": 7, "job_id": "j", "input": "input/j/p.png", "output": output,
             "params": {"mattes": [{"model": "classical", "path": matte}], **params}}
-    return httpx.post(srv.url + "/compare", json=body, timeout=60)
+    return httpx.post(srv.url + "/compare", json=body, timeout=60, headers=INTERNAL_HEADERS)
 
 
 def test_sheet_is_written_as_jpeg(worker: ThreadServer, data_dir: Path) -> None:
@@ -62,9 +63,9 @@ def test_sheet_is_written_as_jpeg(worker: ThreadServer, data_dir: Path) -> None:
 
 
 def test_metrics_against_ground_truth(worker: ThreadServer, data_dir: Path) -> None:
-    same = compare(worker, "final_results/j/s.jpg", gt="input/j/gt_same.png").json()
+    same = compare(worker, "final_results/j/s_compare.jpg", gt="input/j/gt_same.png").json()
     assert same["extra"]["metrics"]["classical"]["sad"] == pytest.approx(0.0, abs=1e-6)
-    half = compare(worker, "final_results/j/h.jpg", gt="input/j/gt_half.png",
+    half = compare(worker, "final_results/j/h_compare.jpg", gt="input/j/gt_half.png",
                    metrics_output="final_results/j/h_metrics.json").json()
     m = half["extra"]["metrics"]["classical"]
     assert m["sad"] == pytest.approx(20 * 15 / 1000.0, rel=1e-3)
@@ -74,7 +75,7 @@ def test_metrics_against_ground_truth(worker: ThreadServer, data_dir: Path) -> N
 
 
 def test_ground_truth_of_another_size_is_resized(worker: ThreadServer) -> None:
-    r = compare(worker, "final_results/j/b.jpg", gt="input/j/gt_big.png")
+    r = compare(worker, "final_results/j/b_compare.jpg", gt="input/j/gt_big.png")
     assert r.status_code == 200, r.text
     extra = r.json()["extra"]
     assert any("resized" in n for n in extra["notes"])
@@ -94,6 +95,44 @@ def test_ground_truth_of_another_size_is_resized(worker: ThreadServer) -> None:
 )
 def test_bad_parameters_are_refused(worker: ThreadServer, params: dict[str, Any],
                                     reason: str) -> None:
-    r = compare(worker, "final_results/j/bad.jpg", **params)
+    r = compare(worker, "final_results/j/bad_compare.jpg", **params)
     assert r.status_code == 400, r.text
     assert r.json()["retryable"] is False and reason in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("target", "params"),
+    [
+        ("mattepipe.db", {}),  # once replaced the task database with a JPEG
+        ("final_results/j/x.html", {}),  # would be served by the gateway as a page
+        ("final_results/j/x_compare.jpg.html", {}),
+        ("final_results/other/p_compare.jpg", {}),  # another job's folder
+        ("matting_output/j/p_compare.jpg", {}),  # another stage's folder
+        ("final_results/p_compare.jpg", {}),  # no job folder at all
+        ("final_results/j/p_compare.jpg", {"metrics_output": "mattepipe.db"}),
+        ("final_results/j/p_compare.jpg", {"metrics_output": "final_results/j/m.html"}),
+        ("final_results/j/p_compare.jpg", {"metrics_output": "final_results/other/p_metrics.json"}),
+        ("final_results/j/p_compare.jpg", {"gt": "input/other/gt.png"}),
+        ("final_results/j/p_compare.jpg", {"matte": "matting_output/other/p.png"}),
+        ("final_results/j/p_compare.jpg", {"matte": "input/j/p.png"}),
+    ],
+)
+def test_a_worker_writes_only_its_own_outputs_of_its_job(
+    worker: ThreadServer, data_dir: Path, target: str, params: dict[str, Any]
+) -> None:
+    decoys = [data_dir / "mattepipe.db", data_dir / "final_results/other/p_compare.jpg",
+              data_dir / "final_results/other/p_metrics.json", data_dir / "input/other/gt.png",
+              data_dir / "matting_output/other/p.png"]
+    for d in decoys:
+        d.parent.mkdir(parents=True, exist_ok=True)
+        d.write_bytes(b"precious")
+    fresh = data_dir / "final_results/j/p_compare.jpg"
+    fresh.unlink(missing_ok=True)
+    r = compare(worker, target, **params)
+    assert r.status_code == 400, r.text
+    err = r.json()
+    assert err["retryable"] is False and ("under" in err["detail"] or "ending" in err["detail"])
+    assert all(d.read_bytes() == b"precious" for d in decoys)
+    assert not (data_dir / "final_results/j/x.html").exists()
+    assert not (data_dir / "final_results/j/m.html").exists()
+    assert not fresh.exists()  # nothing written, not even the good sheet

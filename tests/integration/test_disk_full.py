@@ -106,7 +106,8 @@ def test_upload_on_a_full_disk_is_507_and_leaves_nothing(dstack: Stack) -> None:
 def worker_failures(stack: Stack) -> int:
     """Requests the workers answered with an error (their /info counters)."""
     ports = [stack.settings.matting_worker_port, stack.settings.comparison_worker_port]
-    return sum(int(httpx.get(f"http://127.0.0.1:{p}/info", timeout=10).json()["failed"])
+    return sum(int(httpx.get(f"http://127.0.0.1:{p}/info", timeout=10,
+                             headers=stack.internal_headers).json()["failed"])
                for p in ports)
 
 

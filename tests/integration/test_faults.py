@@ -65,9 +65,9 @@ def progressed(counts: dict[str, int]) -> int:
     return sum(counts.get(s, 0) for s in ("matting_done", "dispatched_comparison", "completed"))
 
 
-def get_json(url: str) -> Any:
+def get_json(url: str, headers: dict[str, str] | None = None) -> Any:
     try:
-        return httpx.get(url, timeout=5).json()
+        return httpx.get(url, timeout=5, headers=headers).json()
     except (httpx.TransportError, ValueError):
         return None
 
@@ -126,7 +126,7 @@ def api_url(stack: Stack, kind: str) -> str:
 
 
 def pool_entry(stack: Stack, kind: str, url: str) -> dict[str, Any]:
-    workers = get_json(api_url(stack, kind) + "/workers") or []
+    workers = get_json(api_url(stack, kind) + "/workers", stack.internal_headers) or []
     return next((w for w in workers if w["url"] == url), {})
 
 
@@ -137,7 +137,8 @@ def test_worker_killed_mid_job(fstack: Stack, kind: str) -> None:
     program = f"{kind}-worker-1"
     job_id = start_job(fstack, members)
 
-    wait_for(lambda: (get_json(url + "/info") or {}).get("in_flight", 0) > 0, 120,
+    headers = fstack.internal_headers
+    wait_for(lambda: (get_json(url + "/info", headers) or {}).get("in_flight", 0) > 0, 120,
              f"{program} busy with the job", interval=0.02)
     killed_at = time.time()
     old_pid = fstack.kill(program)
@@ -161,7 +162,7 @@ def test_worker_killed_mid_job(fstack: Stack, kind: str) -> None:
     more = png_set(12, side=80)
     again = start_job(fstack, more)
     assert_each_once(fstack, again, more)
-    assert (get_json(url + "/info") or {}).get("served", 0) > 0
+    assert (get_json(url + "/info", headers) or {}).get("served", 0) > 0
     assert_db_sound(fstack)
     print(f"\n{program} killed: job finished {recovered_s:.1f}s after the kill")
 

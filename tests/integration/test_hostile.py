@@ -457,7 +457,7 @@ def test_stage_services_refuse_paths_outside_data_dir(stack: Stack) -> None:
         (good_in, "../../../tmp/evil.png"), (good_in, "/tmp/evil.png"),
     ]  # fmt: skip
     try:
-        with httpx.Client(timeout=60) as c:
+        with httpx.Client(timeout=60, headers=stack.internal_headers) as c:
             for base, route in targets:
                 for src, out in bad_paths:
                     params: dict[str, Any] = {"models": ["identity"]}
@@ -497,6 +497,56 @@ def test_stage_services_refuse_paths_outside_data_dir(stack: Stack) -> None:
     finally:
         (img.parent / "escape.png").unlink()
     # Every stage service is still up.
+    wait_healthy(health_urls(s), timeout=30)
+
+
+def test_the_internal_plane_wants_its_token_and_its_own_folders(stack: Stack) -> None:
+    """Balancers and workers answer nobody without INTERNAL_TOKEN; with it, a stage still
+    writes only its own outputs of the job it was given (the database stays a database)."""
+    s = stack.settings
+    db = stack.data_dir / "mattepipe.db"
+    db_before = db.read_bytes()[:100]
+    img = stack.data_dir / "input" / "plane" / "ok.png"
+    img.parent.mkdir(parents=True, exist_ok=True)
+    img.write_bytes(png())
+    balancers = [f"http://127.0.0.1:{p}" for p in (s.matting_api_port, s.comparison_api_port)]
+    workers = [f"http://127.0.0.1:{p}" for p in (s.matting_worker_port, s.comparison_worker_port)]
+    compare = {"task_id": 1, "job_id": "plane", "input": "input/plane/ok.png",
+               "output": "mattepipe.db",
+               "params": {"mattes": [{"model": "identity", "path": "matting_output/plane/ok.png"}]}}
+    matting = {"task_id": 1, "job_id": "plane", "input": "input/plane/ok.png",
+               "output": "matting_output/plane/forged.png", "params": {"models": ["identity"]}}
+    hb = {"url": "http://127.0.0.1:9", "worker_id": "matting-worker-1", "capacity": 10**6}
+    with httpx.Client(timeout=60) as c:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            for base, route, body in ((balancers[0], "/matting", matting),
+                                      (workers[0], "/matting", matting),
+                                      (balancers[1], "/compare", compare),
+                                      (workers[1], "/compare", compare),
+                                      (balancers[0], "/workers/heartbeat", hb),
+                                      (balancers[1], "/workers/heartbeat", hb)):
+                r = c.post(base + route, json=body, headers=headers)
+                assert r.status_code == 401, (base, route, r.text)
+            for base in balancers + workers:
+                for path in ("/info", "/metrics", "/workers"):
+                    if path == "/workers" and base in workers:
+                        continue
+                    assert c.get(base + path, headers=headers).status_code == 401, base + path
+        assert not (stack.data_dir / "matting_output/plane/forged.png").exists()
+        listed = c.get(balancers[0] + "/workers", headers=stack.internal_headers).json()
+        assert all(w["url"] != "http://127.0.0.1:9" for w in listed)
+        # With the token: refused all the same, for the path.
+        for target in ("mattepipe.db", "final_results/plane/x.html",
+                       "final_results/other/ok_compare.jpg"):
+            for base in (balancers[1], workers[1]):
+                r = c.post(base + "/compare", json={**compare, "output": target},
+                           headers=stack.internal_headers)
+                assert r.status_code == 400 and r.json()["retryable"] is False, r.text
+        # A forged heartbeat under a static worker's id, from elsewhere: refused.
+        r = c.post(balancers[0] + "/workers/heartbeat", json=hb, headers=stack.internal_headers)
+        assert r.status_code == 409, r.text
+    assert db.read_bytes()[:100] == db_before
+    assert not (stack.data_dir / "final_results/plane/x.html").exists()
     wait_healthy(health_urls(s), timeout=30)
 
 

@@ -22,8 +22,8 @@ BALANCER = {"mattepipe_queue_depth", "mattepipe_workers_healthy", "mattepipe_htt
 WORKER = {"mattepipe_batch_size", "mattepipe_http_in_flight", "mattepipe_stage_seconds"}
 
 
-def _families(url: str) -> set[str]:
-    r = httpx.get(f"{url}/metrics", timeout=10)
+def _families(url: str, headers: dict[str, str] | None = None) -> set[str]:
+    r = httpx.get(f"{url}/metrics", timeout=10, headers=headers)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     return {f.name for f in text_string_to_metric_families(r.text)}
@@ -38,6 +38,6 @@ def test_every_service_exposes_its_series(stack: Stack) -> None:
     base = "http://127.0.0.1"
     assert _families(stack.url) >= GATEWAY
     for port in (s.matting_api_port, s.comparison_api_port):
-        assert _families(f"{base}:{port}") >= BALANCER
+        assert _families(f"{base}:{port}", stack.internal_headers) >= BALANCER
     for port in (s.matting_worker_port, s.matting_worker_port + 1, s.comparison_worker_port):
-        assert _families(f"{base}:{port}") >= WORKER
+        assert _families(f"{base}:{port}", stack.internal_headers) >= WORKER

@@ -10,7 +10,7 @@ from PIL import Image
 from comparison_api.app import make_config as comparison_config
 from matting_api.app import make_config
 from shared.settings import Settings
-from tests.support.servers import ProcessServer
+from tests.support.servers import INTERNAL_HEADERS, ProcessServer
 from tests.support.waiting import wait_for
 
 
@@ -35,20 +35,22 @@ def test_entry_points_end_to_end(tmp_path: Path) -> None:
         api.start(ready=lambda r: r.json().get("healthy_workers") == 1)
         body = {"task_id": 3, "job_id": "j", "input": "input/j/deep/x.jpg",
                 "output": "matting_output/j/deep/x.png"}
-        r = httpx.post(api.url + "/matting", json=body, timeout=60)
+        r = httpx.post(api.url + "/matting", json=body, timeout=60, headers=INTERNAL_HEADERS)
         assert r.status_code == 200, r.text
         assert r.json()["worker_id"] == f"matting-{worker.port}"
         with Image.open(tmp_path / "matting_output/j/deep/x.png") as im:
             assert (im.mode, im.size) == ("RGBA", (40, 30))
-        bad = httpx.post(api.url + "/matting", json={**body, "input": "../../etc/passwd"})
+        bad = httpx.post(api.url + "/matting", json={**body, "input": "../../etc/passwd"},
+                         headers=INTERNAL_HEADERS)
         assert bad.status_code == 400 and bad.json()["retryable"] is False
         # The static worker also heartbeats: one entry, still "static".
-        wait_for(lambda: httpx.get(api.url + "/workers").json()[0]["last_heartbeat"],
-                   what="heartbeat")
-        listed = httpx.get(api.url + "/workers").json()
+        wait_for(lambda: httpx.get(api.url + "/workers", headers=INTERNAL_HEADERS)
+                 .json()[0]["last_heartbeat"], what="heartbeat")
+        listed = httpx.get(api.url + "/workers", headers=INTERNAL_HEADERS).json()
         assert len(listed) == 1 and listed[0]["source"] == "static"
         assert listed[0]["served"] == 1
-        assert "mattepipe_http_requests_total" in httpx.get(api.url + "/metrics").text
+        metrics = httpx.get(api.url + "/metrics", headers=INTERNAL_HEADERS).text
+        assert "mattepipe_http_requests_total" in metrics
         for name in ("matting_api.log", "matting_api_debug.log", f"matting-{worker.port}.log"):
             assert (tmp_path / "logs" / name).is_file()
         assert "POST /matting 200" in (tmp_path / "logs/matting_api.log").read_text()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support.servers import ROOT, ProcessServer
+from tests.support.servers import INTERNAL_HEADERS, ROOT, ProcessServer
 
 SAMPLE = ROOT / "mattepipe" / "assets" / "samples" / "chelsea.jpg"
 
@@ -40,13 +40,13 @@ def worker(data_dir: Path) -> Iterator[ProcessServer]:
 
 def post(w: ProcessServer, body: dict[str, Any]) -> httpx.Response:
     full = {"task_id": 1, "job_id": "j", **body}
-    return httpx.post(w.url + "/matting", json=full, timeout=60)
+    return httpx.post(w.url + "/matting", json=full, timeout=60, headers=INTERNAL_HEADERS)
 
 
 def test_health_and_info(worker: ProcessServer) -> None:
     h = httpx.get(worker.url + "/health").json()
     assert h == {"status": "ok", "service": "matting", "worker_id": "mw-test", "detail": ""}
-    info = httpx.get(worker.url + "/info").json()
+    info = httpx.get(worker.url + "/info", headers=INTERNAL_HEADERS).json()
     assert info["stage"]["engine"] == "classical" and info["capacity"] == 8
 
 
@@ -88,7 +88,8 @@ def test_other_engine_is_loaded_on_first_use(worker: ProcessServer, data_dir: Pa
     assert r.status_code == 200, r.text
     with Image.open(data_dir / "matting_output/j/id.png") as im:
         assert np.asarray(im.getchannel("A")).min() == 255
-    assert "identity" in httpx.get(worker.url + "/info").json()["stage"]["engines"]
+    info = httpx.get(worker.url + "/info", headers=INTERNAL_HEADERS).json()
+    assert "identity" in info["stage"]["engines"]
 
 
 @pytest.mark.parametrize(
@@ -98,7 +99,8 @@ def test_other_engine_is_loaded_on_first_use(worker: ProcessServer, data_dir: Pa
         ({"input": "/etc/passwd", "output": "matting_output/j/x.png"}, "DATA_DIR"),
         ({"input": "input/j/sub/cat.jpg", "output": "matting_output/../../x.png"}, "DATA_DIR"),
         ({"input": "input/j/broken.jpg", "output": "matting_output/j/x.png"}, "image"),
-        ({"input": "secret.txt", "output": "matting_output/j/x.png"}, "image"),
+        # inside DATA_DIR but outside the job's input folder: refused before it is read
+        ({"input": "secret.txt", "output": "matting_output/j/x.png"}, "input/j/"),
         ({"input": "input/j/missing.jpg", "output": "matting_output/j/x.png"}, "not found"),
         ({"input": "input/j/sub/cat.jpg", "output": "matting_output/j/x.png",
           "params": {"models": ["no-such-model"]}}, "unknown model"),
@@ -109,6 +111,14 @@ def test_other_engine_is_loaded_on_first_use(worker: ProcessServer, data_dir: Pa
         ({"input": "input/j/sub/cat.jpg", "output": "matting_output/j/x.png",
           "params": {"output": "cmyk"}}, "params.output"),
         ({"input": "input/j/sub/cat.jpg", "output": "matting_output/j/x.jpg"}, ".png"),
+        # a worker writes only its own stage's folder of the job it was given
+        ({"input": "input/j/sub/cat.jpg", "output": "mattepipe.png"}, "matting_output/j/"),
+        ({"input": "input/j/sub/cat.jpg", "output": "final_results/j/x.png"},
+         "matting_output/j/"),
+        ({"input": "input/j/sub/cat.jpg", "output": "matting_output/other/x.png"},
+         "matting_output/j/"),
+        ({"input": "input/j/sub/cat.jpg", "output": "input/j/sub/cat.png"}, "matting_output/j/"),
+        ({"input": "input/other/cat.jpg", "output": "matting_output/j/x.png"}, "input/j/"),
     ],
 )
 def test_bad_requests_are_refused_for_good(
@@ -120,10 +130,13 @@ def test_bad_requests_are_refused_for_good(
     assert err["status"] == "error" and err["retryable"] is False
     assert reason.lower() in err["detail"].lower()
     assert not (data_dir / "matting_output/j/x.png").exists()
+    for stray in ("mattepipe.png", "final_results/j/x.png", "matting_output/other/x.png",
+                  "input/j/sub/cat.png"):
+        assert not (data_dir / stray).exists(), stray
 
 
 def test_malformed_request_is_422_not_retryable(worker: ProcessServer) -> None:
-    r = httpx.post(worker.url + "/matting", json={"input": "a.jpg"})
+    r = httpx.post(worker.url + "/matting", json={"input": "a.jpg"}, headers=INTERNAL_HEADERS)
     assert r.status_code == 422
     assert r.json()["retryable"] is False and "task_id" in r.json()["detail"]
 
@@ -138,7 +151,7 @@ def test_concurrent_requests_are_batched_and_counted(worker: ProcessServer) -> N
     assert all(a.status_code == 200 for a in answers)
     sizes = [a.json()["timings"]["batch_size"] for a in answers]
     assert all(1 <= s <= 4 for s in sizes)  # classical engine: max_batch_size 4
-    metrics = httpx.get(worker.url + "/metrics").text
+    metrics = httpx.get(worker.url + "/metrics", headers=INTERNAL_HEADERS).text
     assert 'mattepipe_batch_size_count{engine="classical",service="matting"}' in metrics
     text = io.StringIO(metrics).read()
     assert "mattepipe_http_requests_total" in text

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from PIL import Image
 from sqlalchemy import create_engine as create_sync_engine
@@ -42,10 +42,14 @@ class StageServer:
     plan: dict[str, list[str]] = field(default_factory=lambda: {"matting": [], "compare": []})
     """Per route, the outcomes of the next calls, in order ('ok' once the list is empty):
     'ok', 'retryable' (500 StageError), 'fatal' (422 not retryable), 'busy' (503),
-    'garbage' (500 plain text), 'nofile' (success without writing), 'slow:<s>'."""
+    'garbage' (500 plain text), 'nofile' (success without writing), 'slow:<s>',
+    'leaky' (400 whose detail names internal URLs and DATA_DIR's absolute path),
+    'unauthorized' (401, as a balancer answers a wrong INTERNAL_TOKEN)."""
     by_input: dict[str, list[str]] = field(default_factory=dict)
     """Outcomes for requests whose input file name is the key (before `plan`)."""
     calls: list[tuple[str, int]] = field(default_factory=list)
+    authorization: list[str] = field(default_factory=list)
+    """The Authorization header of every call ("" when none)."""
     active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
     max_active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
 
@@ -53,8 +57,9 @@ class StageServer:
         app = FastAPI()
         storage = Storage(self.data_dir)
 
-        async def handle(route: str, req: StageRequest[Any]) -> Any:
+        async def handle(route: str, req: StageRequest[Any], request: Request) -> Any:
             self.calls.append((route, req.task_id))
+            self.authorization.append(request.headers.get("authorization", ""))
             queue = self.by_input.get(Path(req.input).name) or self.plan[route]
             step = queue.pop(0) if queue else "ok"
             self.active[route] += 1
@@ -78,6 +83,15 @@ class StageServer:
                 return JSONResponse({"detail": "saturated"}, 503, headers={"Retry-After": "0"})
             if step == "garbage":
                 return JSONResponse("boom", status_code=500)
+            if step == "leaky":
+                detail = (f"{route}_api: gave up: worker http://127.0.0.1:9001/{route} failed: "
+                          f"ConnectError('[Errno 111]') reading {self.data_dir.resolve()}/"
+                          f"{req.input}; balancer http://matting-api:8001/workers said no")
+                err = StageError(detail=detail, retryable=False, worker_id="w1")
+                return JSONResponse(err.model_dump(), status_code=400)
+            if step == "unauthorized":
+                return JSONResponse({"status": "error", "detail": "missing or wrong internal "
+                                     "token", "retryable": False}, status_code=401)
             t0 = time.time()
             extra: dict[str, Any] = {}
             if step != "nofile":
@@ -99,12 +113,12 @@ class StageServer:
             return StageResult(output=req.output, worker_id=worker, timings=timings, extra=extra)
 
         @app.post("/matting")
-        async def matting(req: MattingRequest) -> Any:
-            return await handle("matting", req)
+        async def matting(req: MattingRequest, request: Request) -> Any:
+            return await handle("matting", req, request)
 
         @app.post("/compare")
-        async def compare(req: ComparisonRequest) -> Any:
-            return await handle("compare", req)
+        async def compare(req: ComparisonRequest, request: Request) -> Any:
+            return await handle("compare", req, request)
 
         return app
 

@@ -19,6 +19,10 @@ import uvicorn
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+INTERNAL_TOKEN = "test-internal-token"
+"""The internal plane's token of servers the tests start (balancers and workers need one)."""
+INTERNAL_HEADERS = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
+"""What a test sends to a balancer's or worker's routes other than /health."""
 
 
 def free_port() -> int:
@@ -75,6 +79,7 @@ class ProcessServer:
         # The checkout first, then the caller's path (where a GPU machine keeps carried wheels).
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
         self.env = {**os.environ, "PYTHONPATH": path, "HOST": "127.0.0.1",
+                    "INTERNAL_HOST": "127.0.0.1", "INTERNAL_TOKEN": INTERNAL_TOKEN,
                     "WORKER_THREADS": "1", **env}
         self.log_path = (log_dir or Path(env.get("DATA_DIR", "."))) / f"{module}-{self.port}.out"
         self.proc: subprocess.Popen[bytes] | None = None

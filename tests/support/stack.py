@@ -18,7 +18,13 @@ from typing import Any
 
 import httpx
 
-from mattepipe.stack import health_urls, start_stack, stop_stack, wait_healthy
+from mattepipe.stack import (
+    health_urls,
+    start_stack,
+    stop_stack,
+    wait_healthy,
+    with_internal_token,
+)
 from shared.settings import Settings
 from shared.states import ACTIVE_TASK_STATES, FINAL_JOB_STATES
 from tests.support.servers import free_port
@@ -32,6 +38,11 @@ class Stack:
     conf: Path
     settings: Settings
     proc: subprocess.Popen[bytes]
+
+    @property
+    def internal_headers(self) -> dict[str, str]:
+        """The bearer header balancers and workers of this stack want (its INTERNAL_TOKEN)."""
+        return {"Authorization": f"Bearer {self.settings.internal_token}"}
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
@@ -114,7 +125,7 @@ def stack_settings(data: Path, **overrides: Any) -> Settings:
 @contextmanager
 def running_stack(data: Path, conf: Path | None = None, **overrides: Any) -> Iterator[Stack]:
     """The whole stack under Supervisor until the block ends (`overrides`: Settings fields)."""
-    settings = stack_settings(data, **overrides)
+    settings = with_internal_token(stack_settings(data, **overrides))
     conf = conf or data / "supervisord.conf"
     proc = start_stack(settings, conf=conf, quiet=True)
     try:

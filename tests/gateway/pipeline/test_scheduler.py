@@ -289,3 +289,46 @@ async def test_webhooks_have_their_own_client(data_dir: Path) -> None:
     finally:
         await sched.stop()
         await db.close()
+
+
+# --- the internal plane (docs/guarantees.md, "Threat model: the internal plane") -------------
+
+
+async def test_stage_calls_carry_the_internal_token_and_webhooks_do_not(
+    run_job: RunJob, data_dir: Path, stage_server: StageServer
+) -> None:
+    seen: list[str] = []
+    hook = FastAPI()
+
+    @hook.post("/hook")
+    async def receive(request: Request) -> dict[str, str]:
+        seen.append(request.headers.get("authorization", ""))
+        return {"ok": "yes"}
+
+    with ThreadServer(hook) as srv:
+        settings = make_settings(data_dir, stage_server.url, internal_token="plane-secret")
+        job, _ = await run_job(["x.jpg"], settings=settings,
+                               job={"callback_url": f"{srv.url}/hook"})
+    assert job.state == "completed" and job.callback_done
+    assert stage_server.authorization == ["Bearer plane-secret"] * 2
+    assert seen == [""]  # the shared HTTP client never sends the token elsewhere
+
+
+async def test_task_errors_name_no_internal_url_or_path(
+    run_job: RunJob, stage_server: StageServer, data_dir: Path
+) -> None:
+    stage_server.plan["matting"] = ["leaky"]
+    root = str(Storage(data_dir).root)
+    _, (t,) = await run_job(["x.jpg"])
+    assert t.state == "permanently_failed" and t.error
+    assert "http://" not in t.error and "127.0.0.1" not in t.error and "8001" not in t.error
+    assert root not in t.error
+    assert "<matting_api>" in t.error and "input/job1/chunks/x.jpg" in t.error  # still useful
+
+
+async def test_a_refused_token_is_waited_out_not_counted(
+    run_job: RunJob, stage_server: StageServer
+) -> None:
+    stage_server.plan["matting"] = ["unauthorized", "unauthorized"]
+    job, (t,) = await run_job(["x.jpg"])
+    assert job.state == "completed" and t.retry_count == 0

@@ -18,6 +18,7 @@ import pytest
 from supervisor.options import ServerOptions
 
 from mattepipe.stack import (
+    INTERNAL_TOKEN_FILE,
     Program,
     StackError,
     health_urls,
@@ -29,6 +30,7 @@ from mattepipe.stack import (
     stop_stack,
     supervisor_bin,
     wait_healthy,
+    with_internal_token,
     write_config,
 )
 from shared.settings import Settings
@@ -70,7 +72,8 @@ def test_config_lists_every_service_with_its_environment(tmp_path: Path) -> None
                           "comparison-worker-2"}
     mw3 = procs["matting-worker-3"]
     assert mw3.command.split()[1:] == [  # type: ignore[attr-defined]
-        "-m", "matting_worker", "--port", "9003", "--worker-id", "matting-worker-3"]
+        "-m", "matting_worker", "--port", "9003", "--worker-id", "matting-worker-3",
+        "--host", "127.0.0.1"]
     env = mw3.environment  # type: ignore[attr-defined]
     assert env["WORKER_ID"] == "matting-worker-3"
     assert env["PUBLIC_URL"] == "http://127.0.0.1:9003"
@@ -198,6 +201,42 @@ def test_supervisord_restarts_a_killed_program_and_stops_all(
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{progs[0].port}/", timeout=2)
     assert (s.data_dir / "logs" / "web.out").exists()
+
+
+def test_internal_services_bind_to_internal_host(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, host="0.0.0.0", matting_workers=1, comparison_workers=1)
+    progs = {p.name: p for p in stack_programs(s)}
+    for name in ("matting-worker-1", "comparison-worker-1", "matting-api", "comparison-api"):
+        argv = list(progs[name].argv)
+        assert progs[name].internal and argv[argv.index("--host") + 1] == "127.0.0.1", name
+    assert "--host" not in progs["gateway"].argv and not progs["gateway"].internal
+    assert all(u.startswith("http://127.0.0.1:") for u in health_urls(s))
+
+
+def test_the_internal_token_is_generated_and_handed_over_by_environment_only(
+        small_stack: tuple[Settings, list[Program], Path]) -> None:
+    s, progs, dump = small_stack
+    assert s.internal_token is None
+    data = s.data_dir.resolve()
+    conf = data / "supervisord.conf"
+    proc = start_stack(s, progs, conf)
+    try:
+        wait_for(dump.exists)
+        env = json.loads(dump.read_text())
+    finally:
+        stop_stack(proc)
+    token_file = data / INTERNAL_TOKEN_FILE
+    token = token_file.read_text().strip()
+    assert len(token) >= 32 and token_file.stat().st_mode & 0o777 == 0o600
+    assert env["INTERNAL_TOKEN"] == token  # inherited from supervisord
+    assert token not in conf.read_text()
+    for log in (data / "logs").iterdir():
+        assert token not in log.read_text(errors="replace"), log
+    # the next start of the same DATA_DIR keeps it; a token that is set wins
+    assert with_internal_token(s).internal_token == token
+    set_one = s.model_copy(update={"internal_token": "from-env"})
+    assert with_internal_token(set_one).internal_token == "from-env"
+    assert "from-env" not in render_config(set_one, progs)
 
 
 def test_ctrl_c_stops_the_foreground_stack(

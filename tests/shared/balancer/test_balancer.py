@@ -17,8 +17,16 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 
 from shared.balancer.app import BalancerConfig, create_balancer_app
-from shared.balancer.pool import NoWorker, WorkerPool
-from tests.support.servers import ProcessServer, ThreadServer, free_port
+from shared.balancer.pool import HeartbeatRefused, NoWorker, WorkerPool
+from shared.internal_auth import MissingInternalToken
+from shared.limits import MAX_WORKER_CAPACITY
+from tests.support.servers import (
+    INTERNAL_HEADERS,
+    INTERNAL_TOKEN,
+    ProcessServer,
+    ThreadServer,
+    free_port,
+)
 from tests.support.waiting import async_wait_for, wait_for
 
 # --- the pool -------------------------------------------------------------------------------
@@ -91,10 +99,20 @@ async def test_heartbeat_workers_go_stale_but_static_ones_stay() -> None:
 # --- over HTTP ------------------------------------------------------------------------------
 
 
+def post(url: str, **kw: Any) -> httpx.Response:
+    """A call to a balancer, with the internal token."""
+    return httpx.post(url, headers=INTERNAL_HEADERS, **kw)
+
+
+def get(url: str, **kw: Any) -> httpx.Response:
+    return httpx.get(url, headers=INTERNAL_HEADERS, **kw)
+
+
 def balancer(urls: list[str], port: int | None = None, **kw: Any) -> ThreadServer:
     cfg = BalancerConfig(service="test_api", route="/matting", port=0, worker_urls=urls,
                          queue_limit=kw.pop("queue_limit", 10),
-                         queue_wait_s=kw.pop("queue_wait_s", 30.0), **kw)
+                         queue_wait_s=kw.pop("queue_wait_s", 30.0),
+                         token=kw.pop("token", INTERNAL_TOKEN), **kw)
     return ThreadServer(create_balancer_app(cfg), port)
 
 
@@ -103,7 +121,7 @@ def stage_body(i: int = 1, inp: str = "input/j/a.png") -> dict[str, Any]:
 
 
 def workers(url: str) -> dict[str, dict[str, Any]]:
-    return {w["url"]: w for w in httpx.get(url + "/workers").json()}
+    return {w["url"]: w for w in get(url + "/workers").json()}
 
 
 class StandIn:
@@ -135,12 +153,12 @@ class StandIn:
 
 def test_no_worker_means_503_with_retry_after() -> None:
     with balancer([]) as b:
-        r = httpx.post(b.url + "/matting", json=stage_body())
+        r = post(b.url + "/matting", json=stage_body())
         assert r.status_code == 503 and r.headers["Retry-After"].isdigit()
         assert r.json()["retryable"] is True and "no healthy worker" in r.json()["detail"]
-        h = httpx.get(b.url + "/health")
+        h = get(b.url + "/health")
         assert h.status_code == 200 and h.json()["healthy_workers"] == 0
-        assert httpx.post(b.url + "/matting", json={"task_id": 1}).status_code == 422
+        assert post(b.url + "/matting", json={"task_id": 1}).status_code == 422
 
 
 @contextlib.contextmanager
@@ -150,18 +168,18 @@ def one_held_worker(**balancer_kw: Any) -> Iterator[tuple[StandIn, ThreadServer]
     slow = StandIn()
     slow.gate.clear()
     with slow.server, balancer([], **balancer_kw) as b:
-        httpx.post(b.url + "/workers/heartbeat", json={"url": slow.server.url,
+        post(b.url + "/workers/heartbeat", json={"url": slow.server.url,
                                                         "worker_id": "slow", "capacity": 1})
         yield slow, b
 
 
 def test_queue_full_then_served_when_a_slot_frees() -> None:
     with one_held_worker(queue_limit=1) as (slow, b), ThreadPoolExecutor(2) as pool:
-        first = pool.submit(httpx.post, b.url + "/matting", json=stage_body(1), timeout=30)
+        first = pool.submit(post, b.url + "/matting", json=stage_body(1), timeout=30)
         wait_for(lambda: slow.calls == 1, what="first request at the worker")
-        second = pool.submit(httpx.post, b.url + "/matting", json=stage_body(2), timeout=30)
-        wait_for(lambda: httpx.get(b.url + "/info").json()["queued"] == 1, what="queued")
-        third = httpx.post(b.url + "/matting", json=stage_body(3))
+        second = pool.submit(post, b.url + "/matting", json=stage_body(2), timeout=30)
+        wait_for(lambda: get(b.url + "/info").json()["queued"] == 1, what="queued")
+        third = post(b.url + "/matting", json=stage_body(3))
         assert third.status_code == 503 and "Retry-After" in third.headers
         assert "queue is full" in third.json()["detail"]
         slow.gate.set()
@@ -171,9 +189,9 @@ def test_queue_full_then_served_when_a_slot_frees() -> None:
 
 def test_queue_wait_over_is_503() -> None:
     with one_held_worker(queue_wait_s=0.2) as (slow, b), ThreadPoolExecutor(1) as pool:
-        first = pool.submit(httpx.post, b.url + "/matting", json=stage_body(1), timeout=30)
+        first = pool.submit(post, b.url + "/matting", json=stage_body(1), timeout=30)
         wait_for(lambda: slow.calls == 1, what="first request at the worker")
-        r = httpx.post(b.url + "/matting", json=stage_body(2))
+        r = post(b.url + "/matting", json=stage_body(2))
         assert r.status_code == 503 and "busy" in r.json()["detail"]
         slow.gate.set()
         assert first.result().status_code == 200
@@ -184,17 +202,17 @@ def test_retryable_errors_fail_over_and_refusals_are_relayed() -> None:
     refusing = StandIn(400, retryable=False)
     with broken.server, good.server, balancer([broken.server.url, good.server.url]) as b:
         for i in range(4):
-            r = httpx.post(b.url + "/matting", json=stage_body(i))
+            r = post(b.url + "/matting", json=stage_body(i))
             assert r.status_code == 200 and r.json()["worker_id"] == "stand-in"
         seen = workers(b.url)
         assert seen[broken.server.url]["failures"] >= 1 and seen[good.server.url]["served"] == 4
     with refusing.server, balancer([refusing.server.url]) as b:
-        r = httpx.post(b.url + "/matting", json=stage_body())
+        r = post(b.url + "/matting", json=stage_body())
         assert r.status_code == 400 and r.json()["detail"] == "scripted 400"
         assert refusing.calls == 1  # not retried
     only_broken = StandIn(503, retryable=True)
     with only_broken.server, balancer([only_broken.server.url]) as b:
-        r = httpx.post(b.url + "/matting", json=stage_body())
+        r = post(b.url + "/matting", json=stage_body())
         assert r.status_code == 502 and r.json()["retryable"] is True
 
 
@@ -228,14 +246,14 @@ def test_heartbeat_spread_and_failover_with_real_workers(real_workers: list[Proc
     # Health checks only at start: a dead worker must be found by fail-over itself.
     with balancer([f"{w0.url}/"], port=port, health_interval_s=3600.0) as b:
         wait_for(lambda: w1.url in workers(b.url), what="heartbeat registration")
-        assert httpx.get(b.url + "/health").json()["healthy_workers"] == 2
+        assert get(b.url + "/health").json()["healthy_workers"] == 2
         seen = workers(b.url)
         assert seen[w0.url]["source"] == "static" and seen[w1.url]["source"] == "heartbeat"
         assert seen[w1.url]["id"] == "w1" and seen[w1.url]["capacity"] == 16
 
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(
-                lambda i: httpx.post(b.url + "/matting", json=stage_body(i), timeout=60),
+                lambda i: post(b.url + "/matting", json=stage_body(i), timeout=60),
                 range(16)))
         assert all(a.status_code == 200 for a in answers)
         assert {a.json()["worker_id"] for a in answers} == {"w0", "w1"}
@@ -243,7 +261,7 @@ def test_heartbeat_spread_and_failover_with_real_workers(real_workers: list[Proc
 
         w0.kill()
         for i in range(16, 22):
-            r = httpx.post(b.url + "/matting", json=stage_body(i), timeout=60)
+            r = post(b.url + "/matting", json=stage_body(i), timeout=60)
             assert r.status_code == 200 and r.json()["worker_id"] == "w1", r.text
         after = workers(b.url)[w0.url]
         assert after["healthy"] is False and after["failures"] >= 1
@@ -251,8 +269,68 @@ def test_heartbeat_spread_and_failover_with_real_workers(real_workers: list[Proc
 
 
 async def test_a_static_worker_heartbeating_under_another_name_counts_once() -> None:
+    # Once this refreshed the static worker; now a heartbeat speaks for its own URL only
+    # (a forged one could revive a dead worker): refused, and still counted once.
     pool = healthy_pool(1)
     pool.workers["http://w0"].worker_id = "w0"
-    pool.heartbeat("http://127.0.0.1:9001", "w0", 5, "classical")
+    with pytest.raises(HeartbeatRefused, match="static worker"):
+        pool.heartbeat("http://127.0.0.1:9001", "w0", 5, "classical")
     assert list(pool.workers) == ["http://w0"]
-    assert pool.workers["http://w0"].capacity == 5
+    assert pool.workers["http://w0"].capacity == 2
+
+
+async def test_a_forged_heartbeat_does_not_revive_or_redirect_a_static_worker() -> None:
+    pool = healthy_pool(1)
+    w0 = pool.workers["http://w0"]
+    w0.worker_id = "w0"
+    pool.set_health(w0, False, "health check failed")
+    with pytest.raises(HeartbeatRefused):
+        pool.heartbeat("http://attacker:1", "w0", 64, "x")
+    assert list(pool.workers) == ["http://w0"] and not w0.healthy and w0.url == "http://w0"
+    with pytest.raises(NoWorker):  # nothing to send work to: not the attacker's URL
+        await pool.acquire()
+    # From its own URL it may come back (a restarted worker announcing itself).
+    pool.heartbeat("http://w0", "w0", 3, "classical")
+    assert w0.healthy and w0.capacity == 3
+
+
+async def test_heartbeat_capacity_is_capped() -> None:
+    pool = healthy_pool(0)
+    w = pool.heartbeat("http://hb:1", "hb", 10**6, "x")
+    assert w.capacity == MAX_WORKER_CAPACITY
+    assert pool.heartbeat("http://hb:1", "hb", -5, "x").capacity == 1
+
+
+def test_every_route_but_health_needs_the_internal_token() -> None:
+    with StandIn().server as worker, balancer([worker.url]) as b:
+        before = workers(b.url)
+        hb = {"url": "http://127.0.0.1:9", "worker_id": "rogue", "capacity": 10**6}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": INTERNAL_TOKEN},
+                        {"Authorization": f"Basic {INTERNAL_TOKEN}"}):
+            for method, path, body in (("POST", "/matting", stage_body()),
+                                       ("POST", "/workers/heartbeat", hb),
+                                       ("GET", "/workers", None), ("GET", "/info", None),
+                                       ("GET", "/metrics", None), ("GET", "/docs", None),
+                                       ("GET", "/openapi.json", None)):
+                r = httpx.request(method, b.url + path, json=body, headers=headers)
+                assert r.status_code == 401, (path, headers, r.text)
+                assert r.headers["www-authenticate"] == "Bearer"
+                assert r.json()["retryable"] is False and "token" in r.json()["detail"]
+        assert httpx.get(b.url + "/health").status_code == 200
+        assert workers(b.url).keys() == before.keys()  # the rogue was not registered
+        # With the token, the capped heartbeat registers.
+        r = post(b.url + "/workers/heartbeat", json=hb)
+        assert r.status_code == 200, r.text
+        assert workers(b.url)["http://127.0.0.1:9"]["capacity"] == MAX_WORKER_CAPACITY
+        # A static worker's id from another URL: 409, and the static entry is untouched.
+        r = post(b.url + "/workers/heartbeat",
+                 json={"url": "http://127.0.0.1:8", "worker_id": "stand-in"})
+        assert r.status_code == 409 and "static worker" in r.json()["detail"], r.text
+        assert "http://127.0.0.1:8" not in workers(b.url)
+
+
+def test_a_balancer_needs_a_token() -> None:
+    cfg = BalancerConfig(service="t", route="/matting", port=0, worker_urls=[], queue_limit=1,
+                         queue_wait_s=1.0)
+    with pytest.raises(MissingInternalToken, match="INTERNAL_TOKEN"):
+        create_balancer_app(cfg)
