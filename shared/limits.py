@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "ERROR_MAX_CHARS",
+    "MAX_ROW_OFFSET",
     "MAX_WORKER_CAPACITY",
     "NAME_MAX_BYTES",
     "NAME_PART_MAX_BYTES",
@@ -31,3 +32,7 @@ TAR_BLOCK_BYTES = 512
 """A tar header block; also the bytes read to sniff an upload's kind."""
 USTAR_MAGIC_SLICE = slice(257, 262)
 """Where a POSIX tar header holds its `ustar` magic."""
+
+MAX_ROW_OFFSET = 2**62
+"""The largest `offset=` a listing takes: a 64-bit SQLite integer holds it, a larger one would
+be an OverflowError (a 500) instead of an empty page."""

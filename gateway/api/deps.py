@@ -16,6 +16,7 @@ from gateway.api.auth import Caller, require_api_key
 from gateway.db import repo
 from gateway.db.tables import Job
 from gateway.state import GatewayState
+from shared.limits import MAX_ROW_OFFSET
 from shared.settings import Settings
 from shared.states import TaskState
 from shared.storage import Storage
@@ -76,7 +77,7 @@ async def job_or_404(db: AsyncSession, job_id: str, caller: Caller) -> Job:
 
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="most rows in one page")]
-Offset = Annotated[int, Query(ge=0, description="rows to skip")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ROW_OFFSET, description="rows to skip")]
 
 
 def task_state_filter(

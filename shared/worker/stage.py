@@ -104,18 +104,21 @@ class WorkerStage(Protocol[Params, Item, Out]):
 def classify_error(exc: BaseException, storage: Storage | None = None) -> tuple[int, bool, str]:
     """(HTTP status, retryable, detail) for an exception raised while serving a request; with
     `storage`, paths in the detail are DATA_DIR-relative (`Storage.scrub`)."""
-    status, retryable, detail = _classify(exc)
+    status, retryable, detail = _classify(exc, storage)
     return status, retryable, storage.scrub(detail) if storage is not None else detail
 
 
-def _classify(exc: BaseException) -> tuple[int, bool, str]:
+def _classify(exc: BaseException, storage: Storage | None) -> tuple[int, bool, str]:
     if isinstance(exc, StageFailure):
         return exc.status, exc.retryable, str(exc)
     if isinstance(exc, InputRejected):  # ImageRejected, PathOutsideDataDir
         return 400, False, str(exc)
     if isinstance(exc, FileNotFoundError):
-        # the name only: the absolute path would tell users where DATA_DIR lives
-        return 400, False, f"file not found: {os.path.basename(str(exc.filename or '')) or '?'}"
+        # DATA_DIR-relative (or the bare name without a storage): the absolute path would
+        # tell users where DATA_DIR lives
+        name = str(exc.filename or "")
+        shown = storage.scrub(name) if storage is not None else os.path.basename(name)
+        return 400, False, f"file not found: {shown or '?'}"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return 507, True, f"disk full: {exc.strerror or 'no space left'} on the shared volume"
     if isinstance(exc, EngineError):  # the engine carries its own verdict

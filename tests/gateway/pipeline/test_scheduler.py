@@ -306,7 +306,8 @@ async def test_stage_calls_carry_the_internal_token_and_webhooks_do_not(
         return {"ok": "yes"}
 
     with ThreadServer(hook) as srv:
-        settings = make_settings(data_dir, stage_server.url, internal_token="plane-secret")
+        settings = make_settings(data_dir, stage_server.url, internal_token="plane-secret",
+                                 callback_allow_private=True)
         job, _ = await run_job(["x.jpg"], settings=settings,
                                job={"callback_url": f"{srv.url}/hook"})
     assert job.state == "completed" and job.callback_done
