@@ -23,6 +23,7 @@ __all__ = [
     "INPUT",
     "LOGS",
     "MATTING_OUTPUT",
+    "REPORTS",
     "UPLOADS",
     "PathOutsideDataDir",
     "Storage",
@@ -37,6 +38,9 @@ FINAL_RESULTS = "final_results"
 LOGS = "logs"
 UPLOADS = "uploads"
 """Resumable (tus) uploads in progress, one file per upload id."""
+REPORTS = "reports"
+"""A finished job's report.json, report.csv and index.html, written once when it ends: a folder
+of its own, so no uploaded name (`index.html/x.jpg`) can collide with them."""
 
 
 def model_output_rel(first_rel: str, model: str, index: int, alpha: bool = False) -> str:
@@ -76,7 +80,7 @@ class Storage:
         self.root = data_dir.resolve()
 
     def ensure_layout(self) -> None:
-        for sub in (INPUT, MATTING_OUTPUT, FINAL_RESULTS, LOGS, UPLOADS):
+        for sub in (INPUT, MATTING_OUTPUT, FINAL_RESULTS, LOGS, UPLOADS, REPORTS):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def resolve(self, rel: str) -> Path:
@@ -103,6 +107,9 @@ class Storage:
     def job_results(self, job_id: str) -> Path:
         return self.root / FINAL_RESULTS / job_id
 
+    def job_reports(self, job_id: str) -> Path:
+        return self.root / REPORTS / job_id
+
     @staticmethod
     def stem_path(rel_path: str) -> str:
         """`a/b/photo.jpg` → `a/b/photo`: the output name keeps the tree, drops the extension."""
@@ -125,7 +132,8 @@ class Storage:
         return self.root / UPLOADS / upload_id
 
     def remove_job(self, job_id: str) -> None:
-        for d in (self.job_input(job_id), self.job_matting(job_id), self.job_results(job_id)):
+        for d in (self.job_input(job_id), self.job_matting(job_id), self.job_results(job_id),
+                  self.job_reports(job_id)):
             shutil.rmtree(d, ignore_errors=True)
 
     def free_bytes(self) -> int:

@@ -287,25 +287,25 @@ class ReportWriter:
     def finish(self) -> None:
         """Assemble report.json and index.html around the spooled items; rename all three
         into the folder."""
-        for f in (self._json, self._gallery, self._csv_file):
-            f.close()
+        for spool in (self._json, self._gallery, self._csv_file):
+            spool.close()
         models = self.models if self.named else []
         summary = self.summary()
         doc_head = {"job_id": self.job_id, "models": models, "summary": summary}
         head = json.dumps(doc_head, indent=1, ensure_ascii=False, allow_nan=False)
         out = self._spool / JSON_NAME
-        with out.open("wb") as f:
-            f.write(head[: head.rfind("}")].rstrip().encode())
-            f.write(b',\n "items": [')
-            _copy(self._spool / "items.json", f)
-            f.write(b"\n ]\n}\n")
+        with out.open("wb") as out_json:
+            out_json.write(head[: head.rfind("}")].rstrip().encode())
+            out_json.write(b',\n "items": [')
+            _copy(self._spool / "items.json", out_json)
+            out_json.write(b"\n ]\n}\n")
         before, after = page_parts(self.job_id, models, summary)
-        with (self._spool / HTML_NAME).open("wb") as f:
-            f.write(before.encode())
-            f.write(gallery_head(self.job_id, models, summary, self.names).encode())
-            _copy(self._spool / "gallery.json", f)
-            f.write(gallery_tail().encode())
-            f.write(after.encode())
+        with (self._spool / HTML_NAME).open("wb") as out_html:
+            out_html.write(before.encode())
+            out_html.write(gallery_head(self.job_id, models, summary, self.names).encode())
+            _copy(self._spool / "gallery.json", out_html)
+            out_html.write(gallery_tail().encode())
+            out_html.write(after.encode())
         for name in REPORT_FILES:
             (self._spool / name).replace(self.folder / name)
         self.abort()
