@@ -26,6 +26,7 @@ __all__ = [
     "MATTING_OUTPUT",
     "METRICS_SUFFIX",
     "PNG_SUFFIX",
+    "REPORTS",
     "UPLOADS",
     "PathNotAllowed",
     "PathOutsideDataDir",
@@ -47,6 +48,9 @@ COMPARE_SUFFIX = "_compare.jpg"
 """A comparison sheet: `final_results/<job>/<stem>_compare.jpg`."""
 METRICS_SUFFIX = "_metrics.json"
 """A comparison's per-image metrics: `final_results/<job>/<stem>_metrics.json`."""
+REPORTS = "reports"
+"""A finished job's report.json, report.csv and index.html, written once when it ends: a folder
+of its own, so no uploaded name (`index.html/x.jpg`) can collide with them."""
 
 
 def model_output_rel(first_rel: str, model: str, index: int, alpha: bool = False) -> str:
@@ -91,7 +95,7 @@ class Storage:
         self.root = data_dir.resolve()
 
     def ensure_layout(self) -> None:
-        for sub in (INPUT, MATTING_OUTPUT, FINAL_RESULTS, LOGS, UPLOADS):
+        for sub in (INPUT, MATTING_OUTPUT, FINAL_RESULTS, LOGS, UPLOADS, REPORTS):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def resolve(self, rel: str) -> Path:
@@ -147,6 +151,9 @@ class Storage:
     def job_results(self, job_id: str) -> Path:
         return self.root / FINAL_RESULTS / job_id
 
+    def job_reports(self, job_id: str) -> Path:
+        return self.root / REPORTS / job_id
+
     @staticmethod
     def stem_path(rel_path: str) -> str:
         """`a/b/photo.jpg` → `a/b/photo`: the output name keeps the tree, drops the extension."""
@@ -169,7 +176,8 @@ class Storage:
         return self.root / UPLOADS / upload_id
 
     def remove_job(self, job_id: str) -> None:
-        for d in (self.job_input(job_id), self.job_matting(job_id), self.job_results(job_id)):
+        for d in (self.job_input(job_id), self.job_matting(job_id), self.job_results(job_id),
+                  self.job_reports(job_id)):
             shutil.rmtree(d, ignore_errors=True)
 
     def free_bytes(self) -> int:

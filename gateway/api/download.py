@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
-from gateway.api.deps import CallerDep, ReadDB, StorageDep, job_or_404
+from gateway.api.deps import GW, CallerDep, ReadDB, StorageDep, job_or_404
 from gateway.api.docs import BINARY, errors
-from gateway.db import repo
-from gateway.results.zip_stream import build_zip, zip_chunks
+from gateway.results.job_report import job_models
+from gateway.results.zip_stream import job_zip as make_zip
+from gateway.results.zip_stream import zip_chunks
 from shared.states import FINAL_JOB_STATES, JobState
 
 __all__ = ["router"]
@@ -33,10 +33,14 @@ async def download(
     db: ReadDB,
     storage: StorageDep,
     caller: CallerDep,
+    gw: GW,
     partial: Annotated[bool, Query(description="what is done so far, before the end")] = False,
 ) -> StreamingResponse:
     """The job's zip: `matting_output/…png`, `final_results/…_compare.jpg`, `report.json`,
-    `report.csv`, `index.html`. Before the job ends only with `?partial=1`."""
+    `report.csv`, `index.html`. Before the job ends only with `?partial=1`.
+
+    The report files of a finished job are those written once when it ended (README, "The
+    report"); a partial download's are written during this request's walk of the rows."""
     job = await job_or_404(db, job_id, caller)
     state = JobState(job.state)
     if state == JobState.CANCELLED:
@@ -44,12 +48,14 @@ async def download(
     final = state in FINAL_JOB_STATES
     if not final and not partial:
         raise HTTPException(409, detail="job is still running; use ?partial=1")
-    tasks = await repo.report_rows(db, job_id)
-    # A running job's files may still be replaced by a retry, so its zip is not pre-sized.
-    models = [m for m in job.model.split(",") if m]
-    job_zip = await asyncio.to_thread(
-        build_zip, storage, job_id, job.output, tasks, models=models, sized=final
-    )
+    reports, models = gw.scheduler.reports, job_models(job)
+    if final:
+        folder = await reports.final(job)
+        job_zip = await make_zip(gw.db, storage, job_id, job.output, models, report=folder)
+    else:  # a running job's files may still be replaced by a retry: its zip is not pre-sized
+        async with reports.partial_folder(job_id) as tmp:
+            job_zip = await make_zip(gw.db, storage, job_id, job.output, models, report=None,
+                                     partial=tmp)
     headers = {"Content-Disposition": f'attachment; filename="{job_id}.zip"'}
     if job_zip.size is not None:
         headers["Content-Length"] = str(job_zip.size)

@@ -13,7 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.tables import Job, Task, Upload
@@ -47,7 +57,7 @@ __all__ = [
     "open_uploads",
     "pending_tasks_page",
     "ping",
-    "report_rows",
+    "report_page",
     "set_job",
     "set_upload",
     "stage_stats",
@@ -194,8 +204,16 @@ async def count_tasks(s: AsyncSession, job_id: str, state: str | None) -> int:
     return int((await s.execute(q)).scalar_one())
 
 
-async def report_rows(s: AsyncSession, job_id: str) -> list[Task]:
-    q = select(Task).where(Task.job_id == job_id).order_by(Task.path)
+async def report_page(
+    s: AsyncSession, job_id: str, after: tuple[str, int] | None, limit: int
+) -> list[Task]:
+    """Up to `limit` of the job's tasks in report order (path, then id), after the row keyed
+    `after`: keyset paging on ix_tasks_job_path, so page 1000 costs what page 1 does and no
+    read holds every row of a million-image job."""
+    q = select(Task).where(Task.job_id == job_id)
+    if after is not None:
+        q = q.where(tuple_(Task.path, Task.id) > tuple_(literal(after[0]), literal(after[1])))
+    q = q.order_by(Task.path, Task.id).limit(limit)
     return list((await s.execute(q)).scalars())
 
 

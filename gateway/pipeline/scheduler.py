@@ -25,6 +25,7 @@ from gateway.db.database import Database
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.callbacks import WebhookSender
 from gateway.pipeline.stage_calls import Outcome, Recorded, call_stage
+from gateway.results.job_report import Reports
 from gateway.results.summary import job_summary
 from shared.formats import OutputMode
 from shared.schemas import (
@@ -71,6 +72,11 @@ class _Answer:
     sent_at: float
 
 
+def _log_failure(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("report pass failed", exc_info=task.exception())
+
+
 class Scheduler:
     def __init__(
         self,
@@ -86,8 +92,12 @@ class Scheduler:
         maintenance_s: float = MAINTENANCE_INTERVAL_S,
         request_timeout: float = STAGE_REQUEST_TIMEOUT_S,
         callback_backoff: float = BACKOFF_BASE_S,
+        reports: Reports | None = None,
     ) -> None:
         self.settings, self.db, self.storage = settings, db, storage
+        self.reports = reports or Reports(db, storage)
+        """Finished jobs' report files: the maintenance pass writes those that are missing."""
+        self._report_pass: asyncio.Task[int] | None = None
         self.metrics = metrics or GatewayMetrics()
         self.lease_s, self.backoff_base, self.backoff_max = lease_s, backoff_base, backoff_max
         self.idle_s, self.maintenance_s = idle_s, maintenance_s
@@ -120,7 +130,9 @@ class Scheduler:
     async def stop(self) -> None:
         """Stop dispatching; answers already in are recorded, requests still in flight are
         abandoned (their tasks stay leased and are released by the next start-up)."""
-        tasks = [*self._loops, *self._callbacks.values()]
+        tasks: list[asyncio.Task[Any]] = [*self._loops, *self._callbacks.values()]
+        if self._report_pass is not None:
+            tasks.append(self._report_pass)
         tasks += [t for s in transitions.STAGES for t in self.inflight[s]]
         for t in tasks:
             t.cancel()
@@ -327,6 +339,7 @@ class Scheduler:
         while True:
             try:
                 await self.maintain_once()
+                self._start_report_pass()
             except Exception:
                 log.exception("maintenance pass failed")
             await asyncio.sleep(self.maintenance_s)
@@ -343,6 +356,14 @@ class Scheduler:
             log.info("job %s finished: %s", f.job_id, f.state.value)
         await self._fire_callbacks()
         return finished
+
+    def _start_report_pass(self) -> None:
+        """Write missing report files in the background (one pass at a time): a big job's
+        report takes a while, and closing jobs, requeues and webhooks must not wait for it."""
+        if self._report_pass is None or self._report_pass.done():
+            self._report_pass = asyncio.create_task(self.reports.write_missing(),
+                                                    name="report-pass")
+            self._report_pass.add_done_callback(_log_failure)
 
     async def _fire_callbacks(self) -> None:
         async with self.db.read() as s:

@@ -30,7 +30,8 @@ from urllib.parse import quote
 from shared.formats import METRIC_KEYS
 from shared.storage import FINAL_RESULTS, MATTING_OUTPUT
 
-__all__ = ["GALLERY_JS", "TEMPLATE", "cutout_name", "gallery_data", "render_gallery",
+__all__ = ["GALLERY_JS", "TEMPLATE", "cutout_name", "gallery_data", "gallery_head",
+           "gallery_names", "gallery_row", "gallery_tail", "page_parts", "render_gallery",
            "sheet_name"]
 
 TEMPLATE = Path(__file__).with_name("report_gallery.html")
@@ -94,39 +95,69 @@ def _ref(actual: str | None, path: str, affixes: Sequence[str]) -> str | int:
     return 1 if actual == f"{affixes[0]}{_stem(path)}{affixes[1]}" else actual
 
 
+def gallery_names() -> dict[str, list[str]]:
+    """The affixes of the usual sheet and cut-out names (`names` in the data)."""
+    return {"sheet": _affixes(sheet_name), "cutout": _affixes(cutout_name)}
+
+
+def _row(it: Mapping[str, Any], models: Sequence[str], multi: bool,
+         names: Mapping[str, Sequence[str]], keys: Sequence[str]) -> list[Any]:
+    per = it.get("metrics_by_model") if multi else {models[0]: it.get("metrics")}
+    vals = [
+        [_short(m.get(k)) for k in keys] if (m := (per or {}).get(name)) else None
+        for name in models
+    ]
+    return [
+        it["path"],
+        it["state"],
+        it["error"],
+        _ref(it["compare_output"], it["path"], names["sheet"]),
+        _ref(it["matting_output"], it["path"], names["cutout"]),
+        vals if any(vals) else None,
+    ]
+
+
+def gallery_row(it: Mapping[str, Any], models: Sequence[str], multi: bool,
+                names: Mapping[str, Sequence[str]]) -> str:
+    """One report.json item as its entry of the embedded data (escaped for the <script>)."""
+    return _embed(_row(it, list(models) or ["model"], multi, names, KEYS))
+
+
+def _data_head(job_id: str, models: Sequence[str], summary: Mapping[str, Any],
+               names: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    gt_keys = list(summary.get("metrics") or KEYS[:4])
+    free_keys = list(summary.get("metrics_free") or KEYS[4:])
+    return {"job_id": job_id, "models": list(models) or ["model"],
+            "keys": gt_keys + free_keys, "gt_keys": gt_keys, "free_keys": free_keys,
+            "default_sort": DEFAULT_SORT, "ranking": summary.get("ranking"),
+            "names": dict(names)}
+
+
+def gallery_head(job_id: str, models: Sequence[str], summary: Mapping[str, Any],
+                 names: Mapping[str, Sequence[str]]) -> str:
+    """The embedded data up to its items: `{..., "items":[` (the rows follow, then
+    `gallery_tail()`)."""
+    text = _embed({**_data_head(job_id, models, summary, names), "items": []})
+    return text[: -len("[]}")] + "["
+
+
+def gallery_tail() -> str:
+    return "]}"
+
+
 def gallery_data(doc: Mapping[str, Any]) -> dict[str, Any]:
     """Items as arrays, not objects: [path, state, error, sheet, cut-out, [[values] per model]].
 
     Metric values keep 5 significant digits: enough to sort, and a third of the text.
     """
-    models: list[str] = list(doc["models"]) or ["model"]
-    multi = len(doc["models"]) > 1
     summary: Mapping[str, Any] = doc.get("summary") or {}
-    gt_keys = list(summary.get("metrics") or KEYS[:4])
-    free_keys = list(summary.get("metrics_free") or KEYS[4:])
-    keys = gt_keys + free_keys
-    names = {"sheet": _affixes(sheet_name), "cutout": _affixes(cutout_name)}
-    rows = []
-    for it in doc["items"]:
-        per = it.get("metrics_by_model") if multi else {models[0]: it.get("metrics")}
-        vals = [
-            [_short(m.get(k)) for k in keys] if (m := (per or {}).get(name)) else None
-            for name in models
-        ]
-        rows.append([
-            it["path"],
-            it["state"],
-            it["error"],
-            _ref(it["compare_output"], it["path"], names["sheet"]),
-            _ref(it["matting_output"], it["path"], names["cutout"]),
-            vals if any(vals) else None,
-        ])
-    return {"job_id": doc["job_id"], "models": models, "keys": keys, "gt_keys": gt_keys,
-            "free_keys": free_keys, "default_sort": DEFAULT_SORT,
-            "ranking": summary.get("ranking"), "names": names, "items": rows}
+    head = _data_head(doc["job_id"], doc["models"], summary, gallery_names())
+    multi = len(doc["models"]) > 1
+    rows = [_row(it, head["models"], multi, head["names"], head["keys"]) for it in doc["items"]]
+    return {**head, "items": rows}
 
 
-def _embed(data: Mapping[str, Any]) -> str:
+def _embed(data: Any) -> str:
     """JSON that cannot close its <script> tag: <, > and & only ever appear as \\u escapes."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -168,14 +199,24 @@ def _summary_html(doc: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def render_gallery(doc: Mapping[str, Any]) -> bytes:
+def page_parts(job_id: str, models: Sequence[str], summary: Mapping[str, Any]
+               ) -> tuple[str, str]:
+    """index.html before and after its embedded data, the summary and script filled in."""
+    doc = {"job_id": job_id, "models": list(models), "summary": summary}
     fills = {
-        "TITLE": html.escape(f"mattepipe job {doc['job_id']}"),
+        "TITLE": html.escape(f"mattepipe job {job_id}"),
         "SUMMARY": _summary_html(doc),
-        "DATA": _embed(gallery_data(doc)),
         "GALLERY_JS": _script(),
     }
-    # One pass, so a user's file name that happens to read "__DATA__" stays a file name.
-    page = re.sub(r"__(TITLE|SUMMARY|DATA|GALLERY_JS)__", lambda m: fills[m.group(1)],
-                  _template())
-    return page.encode("utf-8")
+    before, after = _template().split("__DATA__", 1)
+    # One pass per half, so a user's file name that happens to read "__DATA__" stays a name.
+    def fill(part: str) -> str:
+        return re.sub(r"__(TITLE|SUMMARY|GALLERY_JS)__", lambda m: fills[m.group(1)], part)
+
+    return fill(before), fill(after)
+
+
+def render_gallery(doc: Mapping[str, Any]) -> bytes:
+    """index.html for a report held in memory (the writer streams the same parts)."""
+    before, after = page_parts(doc["job_id"], doc["models"], doc["summary"])
+    return (before + _embed(gallery_data(doc)) + after).encode("utf-8")

@@ -87,3 +87,45 @@ def test_running_job_needs_partial(start_gateway: Start) -> None:
     assert set(zf.namelist()) == {"matting_output/top.png", "report.json", "report.csv",
                                   "index.html"}
     assert [i["state"] for i in json.loads(zf.read("report.json"))["items"]] == ["pending"] * 3
+
+
+def test_report_is_written_once_when_the_job_ends_and_served_from_disk(
+    start_gateway: Start, stage_server: StageServer
+) -> None:
+    gw = start_gateway(stage_server.url)
+    finished_job(gw)
+    folder = gw.storage.job_reports("j1")
+    # the maintenance pass writes it, no download needed
+    wait_for(lambda: all((folder / n).is_file() for n in ("report.json", "report.csv",
+                                                           "index.html")))
+    marked = (folder / "report.csv").read_bytes() + b'"written once",\n'
+    (folder / "report.csv").write_bytes(marked)
+    for _ in range(2):  # every download serves the file as written, nothing is rebuilt
+        zf = read_zip(gw.client.get("/download/j1"))
+        assert zf.read("report.csv") == marked
+        assert zf.read("report.json") == (folder / "report.json").read_bytes()
+
+
+def test_a_job_finished_without_its_report_gets_it_on_the_next_pass(
+    start_gateway: Start,
+) -> None:
+    """As after a restart between the job's end and its report: the next pass writes it."""
+    gw0 = start_gateway()
+    rows = image_tasks(gw0.storage, "j2", ["x.jpg"], state="completed")
+    seed(gw0.settings, [{"id": "j2", "state": "completed", "total": 1, "finished_at": 1.0}],
+         rows)
+    folder = gw0.storage.job_reports("j2")
+    wait_for(lambda: (folder / "index.html").is_file())
+    doc = json.loads((folder / "report.json").read_bytes())
+    assert [i["path"] for i in doc["items"]] == ["x.jpg"]
+
+
+def test_partial_download_leaves_no_temporary_report(start_gateway: Start) -> None:
+    gw = start_gateway()
+    rows = image_tasks(gw.storage, "j3", PATHS, next_attempt_at=time.time() + 3600)
+    seed(gw.settings, [{"id": "j3", "state": "running", "total": 3}], rows)
+    zf = read_zip(gw.client.get("/download/j3?partial=1"))
+    assert len(json.loads(zf.read("report.json"))["items"]) == 3
+    folder = gw.storage.job_reports("j3")
+    wait_for(lambda: not folder.exists() or not any(folder.iterdir()))
+    assert not (folder / "report.json").exists()  # a running job has no final report yet

@@ -240,3 +240,29 @@ def test_ranking_shown_only_with_ground_truth(tmp_path: Path, with_gt: bool) -> 
     else:
         assert "sad:" not in ranking and "mse:" not in ranking
         assert "No ground truth was given" in ranking
+
+
+def test_csv_cells_never_become_formulas() -> None:
+    """A member named like a formula, and an error that starts with `+`, stay text (OWASP)."""
+    evil = '=HYPERLINK("http://x","y").png'
+    rows = [
+        ReportItem(path=evil, state="completed", metrics={"classical": gt_m(0.1)},
+                   compare_output='final_results/=HYPERLINK("http://x","y")_compare.jpg'),
+        ReportItem(path="b.jpg", state="permanently_failed", error="+cmd|' /C calc'!A0"),
+        ReportItem(path="@c.jpg", state="rejected", error="-2+3"),
+        ReportItem(path="\tt.jpg", state="rejected", error="\rx"),
+    ]
+    text = build_report("j", rows, ["classical"]).csv_bytes.decode()
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert table[0]["path"] == "'" + evil
+    assert table[1]["error"] == "'+cmd|' /C calc'!A0"
+    assert (table[2]["path"], table[2]["error"]) == ("'@c.jpg", "'-2+3")
+    assert (table[3]["path"], table[3]["error"]) == ("'\tt.jpg", "'\rx")
+    assert float(table[0]["mse"]) == pytest.approx(0.1)  # numbers stay numbers
+    assert text.split("\n")[1].startswith('"\'=HYPERLINK(')  # prefixed, and quoted
+    for row in table:
+        for col in ("path", "error", "matting_output", "compare_output"):
+            assert not row[col].startswith(("=", "+", "-", "@", "\t", "\r"))
+    # report.json and the gallery keep the real names
+    doc = json.loads(build_report("j", rows, ["classical"]).json_bytes)
+    assert doc["items"][0]["path"] == evil

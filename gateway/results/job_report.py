@@ -1,0 +1,144 @@
+"""A job's report files on disk: written once when the job ends, served by every download.
+
+Size decision (README, "The report"): report.json, report.csv and index.html grow with the job
+(a million items is hundreds of MB), so they are never built per request nor held in memory.
+When a job reaches completed, completed_with_errors or failed, the scheduler's maintenance
+pass writes them into `DATA_DIR/reports/<job>/`, walking the task rows a page at a time with
+the writing in a worker thread (`ReportWriter`: constant memory). A job that finished while
+the gateway was down, or whose writing was cut short, has no complete folder and gets it on
+the next pass; a download that comes first writes it itself — once, however many downloads
+wait for it. A running job's `?partial=1` download writes its own report into a temporary
+folder during the zip's walk (`gateway.results.zip_stream.job_zip`), at most
+`PARTIAL_AT_ONCE` at a time, removed once the zip has been sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from gateway.db import repo
+from gateway.db.database import Database
+from gateway.db.tables import Job
+from gateway.results.pages import task_pages
+from gateway.results.report import REPORT_FILES, ReportWriter
+from gateway.results.zip_stream import TIMING_KEYS, add_page
+from shared.states import JobState
+from shared.storage import Storage
+
+__all__ = ["PARTIAL_AT_ONCE", "REPORTED_STATES", "RETRY_FAILED_S", "Reports", "job_models"]
+
+log = logging.getLogger("gateway.results.job_report")
+
+REPORTED_STATES = (JobState.COMPLETED, JobState.COMPLETED_WITH_ERRORS, JobState.FAILED)
+"""Final states whose files stay: a cancelled job's files (and report) are removed."""
+PARTIAL_AT_ONCE = 4
+"""Partial downloads that write their report at the same time; more wait their turn (each
+costs disk and a thread, not memory)."""
+RETRY_FAILED_S = 60.0
+"""After a failed report write (disk full, say), the maintenance pass tries that job again
+only this much later."""
+
+
+def job_models(job: Job) -> list[str]:
+    """The job's engines in the user's order."""
+    return [m for m in job.model.split(",") if m]
+
+
+def _complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in REPORT_FILES)
+
+
+class Reports:
+    """The report folders of one gateway: who writes them, and when."""
+
+    def __init__(self, db: Database, storage: Storage) -> None:
+        self.db, self.storage = db, storage
+        self._writing: dict[str, asyncio.Task[None]] = {}
+        self._done: set[str] = set()
+        """Jobs seen with a complete report folder (so a pass stats each job once)."""
+        self._failed_until: dict[str, float] = {}
+        self._partial = asyncio.Semaphore(PARTIAL_AT_ONCE)
+
+    def folder(self, job_id: str) -> Path:
+        return self.storage.job_reports(job_id)
+
+    async def write(self, job: Job, folder: Path) -> None:
+        """The job's three report files into `folder`, a page of rows at a time."""
+        models = job_models(job)
+        writer = await asyncio.to_thread(ReportWriter, folder, job.id, models, TIMING_KEYS)
+        try:
+            async for page in task_pages(self.db, job.id):
+                await asyncio.to_thread(add_page, self.storage, job.id, job.output, models, page,
+                                        writer=writer)
+            await asyncio.to_thread(writer.finish)
+        except BaseException:
+            writer.abort()
+            raise
+
+    async def final(self, job: Job) -> Path:
+        """The finished job's report folder, written first if it is not complete yet."""
+        folder = self.folder(job.id)
+        task = self._writing.get(job.id)
+        if task is None:
+            if await asyncio.to_thread(_complete, folder):
+                self._done.add(job.id)
+                return folder
+            task = asyncio.create_task(self._write_final(job, folder), name=f"report-{job.id}")
+            self._writing[job.id] = task
+            task.add_done_callback(lambda _t: self._writing.pop(job.id, None))
+        # shielded: a download that gives up does not cut the write others wait for
+        await asyncio.shield(task)
+        return folder
+
+    async def _write_final(self, job: Job, folder: Path) -> None:
+        started = time.monotonic()
+        await self.write(job, folder)
+        self._done.add(job.id)
+        log.info("report of job %s written in %.1f s", job.id, time.monotonic() - started)
+
+    async def write_missing(self) -> int:
+        """Write the report of every finished job that lacks one, one job after the other;
+        the number written. (The maintenance pass runs it in the background.)"""
+        async with self.db.read() as s:
+            ids = [i for st in REPORTED_STATES for i in await repo.jobs_in_state(s, st)]
+        now = time.monotonic()
+        todo = [i for i in ids if i not in self._done and self._failed_until.get(i, 0) <= now]
+        written = 0
+        for job_id in todo:
+            if await asyncio.to_thread(_complete, self.folder(job_id)):
+                self._done.add(job_id)
+                continue
+            async with self.db.read() as s:
+                job = await repo.get_job(s, job_id)
+            if job is None or JobState(job.state) not in REPORTED_STATES:
+                continue
+            try:
+                await self.final(job)
+                written += 1
+            except Exception:
+                log.exception("writing the report of job %s failed; trying again later", job_id)
+                self._failed_until[job_id] = time.monotonic() + RETRY_FAILED_S
+        self._done.intersection_update(ids)  # forget jobs that were deleted
+        return written
+
+    @contextlib.asynccontextmanager
+    async def partial_folder(self, job_id: str) -> AsyncIterator[Path]:
+        """An empty temporary folder for a partial download's report (under the job's report
+        folder, so deleting the job removes a leftover too), at most PARTIAL_AT_ONCE at a
+        time. The caller removes it once the zip has been sent."""
+        async with self._partial:
+            base = self.folder(job_id)
+            await asyncio.to_thread(base.mkdir, parents=True, exist_ok=True)
+            tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=".partial-", dir=base))
+            try:
+                yield tmp
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
