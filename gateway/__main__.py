@@ -11,7 +11,7 @@ from shared.logs import add_request_logging, setup_logging
 from shared.serve import serve
 from shared.settings import Settings, get_settings
 
-__all__ = ["exposure_warning", "is_loopback", "main"]
+__all__ = ["exposure_warning", "is_loopback", "main", "token_warning"]
 
 SERVICE = "gateway"
 log = logging.getLogger("gateway")
@@ -38,6 +38,16 @@ def exposure_warning(host: str, settings: Settings) -> str | None:
             "API_KEYS or API_KEYS_FILE (and ADMIN_KEY), or HOST=127.0.0.1.")
 
 
+def token_warning(settings: Settings) -> str | None:
+    """The start-up warning for a gateway with no INTERNAL_TOKEN: its stage calls would be
+    refused by every balancer (401), so the stages would wait for ever instead of failing."""
+    if settings.internal_token:
+        return None
+    return ("INTERNAL_TOKEN is not set: the balancers refuse the gateway's stage calls, so no "
+            "task will move. Set the same INTERNAL_TOKEN for every service (`make run` makes "
+            "one in DATA_DIR/internal_token).")
+
+
 def main(argv: list[str] | None = None) -> None:
     # Only the keys' hashes stay in this process's settings (`Settings.without_raw_keys`).
     settings = get_settings().without_raw_keys()
@@ -47,9 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=settings.gateway_port)
     args = p.parse_args(argv)
     setup_logging(SERVICE, settings)
-    warning = exposure_warning(args.host, settings)
-    if warning:
-        log.warning("WARNING: %s", warning)
+    for warning in (exposure_warning(args.host, settings), token_warning(settings)):
+        if warning:
+            log.warning("WARNING: %s", warning)
     app = create_app(settings)
     add_request_logging(app, SERVICE)
     serve(app, args.host, args.port, SERVICE)

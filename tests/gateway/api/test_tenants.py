@@ -248,3 +248,12 @@ def test_python_m_gateway_refuses_malformed_keys_without_echoing_them(tmp_path: 
     assert r.returncode != 0
     assert "API_KEYS: entry 2 is not 'label:key'" in r.stderr
     assert KEY_A not in r.stderr and KEY_B not in r.stderr
+
+
+def test_python_m_gateway_warns_without_an_internal_token(tmp_path: Path) -> None:
+    """Without INTERNAL_TOKEN every stage call is refused (401) and tasks wait for ever: the
+    gateway says so at start instead of leaving the operator to wonder."""
+    r = run_main(tmp_path, "127.0.0.1", INTERNAL_TOKEN="")
+    assert r.returncode == 0, r.stderr
+    assert "WARNING" in r.stderr and "INTERNAL_TOKEN is not set" in r.stderr
+    assert "INTERNAL_TOKEN" not in run_main(tmp_path, "127.0.0.1", INTERNAL_TOKEN="t").stderr
