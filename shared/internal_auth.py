@@ -1,5 +1,5 @@
 """The internal plane's credential: one bearer token (INTERNAL_TOKEN) that the gateway, the
-balancers and the workers share (docs/guarantees.md, "Threat model: the internal plane").
+balancers and the workers share (docs/guarantees.md, "Threat model", "The internal plane").
 
 Balancers and workers take work from whoever can reach them, and what they take decides
 where files are written and which workers get every task. So every route of theirs but

@@ -5,7 +5,7 @@ Every service goes through `server_config`, so each holds at most MAX_CONNECTION
 connections, its own included, is answered 503 at once) and closes kept-alive connections
 idle for KEEP_ALIVE_S. A slow body is the gateway's to cut (`gateway.intake.pacing`); this
 bound is what keeps a crowd of idle or half-open sockets from taking file descriptors and
-memory without limit (docs/guarantees.md, "Threat model: slow clients and disk").
+memory without limit (docs/guarantees.md, "Threat model", "Slow clients and disk").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The signature lets the receiver check the body came from this gateway: header
 `X-Mattepipe-Signature: sha256=<hex HMAC-SHA256 of the raw body with CALLBACK_SECRET>`.
 
 `callback_url` comes from whoever uploads, so it is treated as hostile (docs/guarantees.md,
-"Threat model: webhooks"):
+"Threat model", "Webhooks"):
 
 - at job creation the URL must parse, be http/https with a host, carry no userinfo (it would
   become Basic auth to some internal service) and a port in range; a literal IP must be

@@ -1,4 +1,4 @@
-"""Slow clients and the disk (docs/guarantees.md, "Threat model: slow clients and disk"), against
+"""Slow clients and the disk (docs/guarantees.md, "Threat model", "Slow clients and disk"), against
 the real gateway under uvicorn with SQLite: raw sockets that stall or trickle an upload body,
 per-key limits on open tus uploads, and the tus hard deadline a PATCH cannot extend.
 

@@ -291,7 +291,7 @@ async def test_webhooks_have_their_own_client(data_dir: Path) -> None:
         await db.close()
 
 
-# --- the internal plane (docs/guarantees.md, "Threat model: the internal plane") -------------
+# --- the internal plane (docs/guarantees.md, "Threat model", "The internal plane") -------------
 
 
 async def test_stage_calls_carry_the_internal_token_and_webhooks_do_not(
