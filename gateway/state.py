@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import repo, transitions
 from gateway.db.database import Database
-from gateway.intake.ingest import ingest_job
+from gateway.intake.ingest import ingest_job, unexpected_error
 from gateway.intake.tus_uploads import TusUploads
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.scheduler import Scheduler
@@ -138,7 +138,7 @@ class GatewayState:
                     s, job_id,
                     only_if=[JobState.UPLOADING.value, JobState.INGESTING.value,
                              JobState.RUNNING.value],
-                    state=JobState.FAILED.value, error=f"ingest failed: {exc}",
+                    state=JobState.FAILED.value, error=unexpected_error(exc),
                     finished_at=time.time(),
                 )
         finally:

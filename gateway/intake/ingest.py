@@ -41,7 +41,7 @@ from shared.settings import Settings
 from shared.states import JobState, TaskState
 from shared.storage import PathOutsideDataDir, Storage
 
-__all__ = ["INSERT_BATCH", "ingest_job"]
+__all__ = ["INSERT_BATCH", "ingest_job", "unexpected_error"]
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +198,12 @@ async def _pair_gt(db: Database, job_id: str, gt: dict[str, str]) -> int:
     return paired
 
 
+def unexpected_error(exc: BaseException) -> str:
+    """What a job shows of an ingest that failed unexpectedly: the exception's kind, never its
+    text (which may name absolute paths); the gateway's log has the rest."""
+    return f"ingest failed ({type(exc).__name__}); see the gateway's log"
+
+
 async def _fail(db: Database, job_id: str, reason: str) -> None:
     async with db.write() as s:
         job = await repo.get_job(s, job_id)
@@ -274,7 +280,9 @@ async def ingest_job(
         return
     except Exception as exc:
         log.exception("ingest: job %s failed", job_id)
-        await _fail(db, job_id, f"ingest failed: {exc}")
+        # The text of an unexpected error (paths inside DATA_DIR, library internals) stays
+        # in the log; the job shows its kind only.
+        await _fail(db, job_id, unexpected_error(exc))
         await asyncio.to_thread(_remove, chunks, upload)
         return
     await asyncio.to_thread(_remove, upload)

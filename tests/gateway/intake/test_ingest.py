@@ -1,4 +1,5 @@
 import asyncio
+import errno
 import io
 import tarfile
 import zipfile
@@ -243,3 +244,20 @@ async def test_cancel_during_ingest_stops_it(
     assert job.state == JobState.CANCELLED
     assert 3 <= len(tasks) < 300
     assert not env.storage.job_input("jc").exists()
+
+
+async def test_an_unexpected_failure_shows_its_kind_not_its_paths(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An I/O error the intake has no answer for (injected where the unpacking runs): its text
+    # names an absolute path inside DATA_DIR, which must stay in the gateway's log.
+    await env.job("j8", "t.zip", "zip", archive_bytes(tmp_path, "zip", TREE))
+    where = str(env.storage.job_chunks("j8") / "a.png")
+
+    async def failing_extract(*args: Any, **kw: Any) -> Any:
+        raise OSError(errno.EIO, "Input/output error", where)
+
+    monkeypatch.setattr(gateway.intake.ingest, "_extract", failing_extract)
+    job, tasks = await env.run("j8")
+    assert job.state == JobState.FAILED and tasks == {}
+    assert job.error == "ingest failed (OSError); see the gateway's log"
+    assert str(env.settings.data_dir) not in (job.error or "")
