@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +18,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-import gateway.intake.ingest
 from gateway.db.database import Database
 from gateway.db.tables import Job, Task
 from gateway.results.zip_stream import build_zip, zip_chunks
@@ -186,12 +189,41 @@ async def test_recover_gives_up_after_max_retries(tmp_path: Path) -> None:
         await gw.close()
 
 
-async def test_an_ingest_killed_every_time_is_not_restarted_for_ever(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each round is a gateway process killed mid-ingest (its ingest task cancelled once it has
-    begun), then a fresh GatewayState on the same database file, as after a restart."""
-    monkeypatch.setattr(gateway.intake.ingest, "INSERT_BATCH", 1)
+ROOT = Path(__file__).resolve().parents[3]
+KILLED_ROUND = """
+import asyncio, os, signal, sys
+from pathlib import Path
+import gateway.intake.ingest
+from gateway.db.tables import Job
+from gateway.state import GatewayState
+from shared.settings import Settings
+
+gateway.intake.ingest.INSERT_BATCH = 1
+
+async def main() -> None:
+    gw = await GatewayState.open(Settings(data_dir=Path(sys.argv[1]), max_retries=3))
+    await gw.recover()
+    if "k1" not in gw.ingests:
+        print("not restarted", flush=True)
+        os._exit(0)
+    while True:  # until this attempt has inserted rows: it is under way
+        async with gw.db.read() as s:
+            job = await s.get(Job, "k1")
+        if job is not None and job.total >= 1:
+            break
+        await asyncio.sleep(0.01)
+    print("killed mid-ingest", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+"""One gateway life: recover, let the restarted ingest begin, then die by SIGKILL (as a gateway
+killed for memory by a bomb would)."""
+
+
+async def test_an_ingest_killed_every_time_is_not_restarted_for_ever(tmp_path: Path) -> None:
+    """Each round is a real gateway process killed mid-ingest, then a new one on the same
+    database file, as after a restart by Supervisor."""
     (tmp_path / "data").mkdir()
     env_db = await Database.connect(Settings(data_dir=tmp_path / "data").sqlite_url)
     env = Env(tmp_path, env_db)
@@ -201,24 +233,14 @@ async def test_an_ingest_killed_every_time_is_not_restarted_for_ever(
     await env_db.close()
     restarts = 0
     for _ in range(10):
-        gw = await open_gateway(tmp_path)
-        try:
-            await gw.recover()
-            task = gw.ingests.get("k1")
-            if task is None:
-                break
-            restarts += 1
-            while True:  # until this attempt has inserted rows: it is under way
-                async with gw.db.read() as s:
-                    job = await s.get(Job, "k1")
-                assert job is not None and job.state == JobState.INGESTING
-                if job.total >= 1:
-                    break
-                await asyncio.sleep(0.01)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        finally:
-            await gw.close()
+        r = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", KILLED_ROUND, str(tmp_path / "data")],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+            text=True, timeout=120)
+        if "not restarted" in r.stdout:
+            break
+        assert r.returncode == -signal.SIGKILL and "killed mid-ingest" in r.stdout, r.stderr
+        restarts += 1
     assert restarts == 3
     gw = await open_gateway(tmp_path)
     async with gw.db.read() as s:
