@@ -54,7 +54,11 @@ def is_deep(im: Image.Image, head: bytes) -> bool:
 
 
 def orientation(im: Image.Image) -> int:
-    """The EXIF orientation (1-8; 1 when absent or unreadable)."""
+    """The EXIF orientation still to apply to OpenCV's pixels (1-8; 1 when absent or
+    unreadable). A TIFF's is 1: libtiff applies it for both readers (Pillow reports the
+    turned size, OpenCV returns turned pixels); a PNG's eXIf is left to us."""
+    if im.format == "TIFF":
+        return 1
     try:
         value = im.getexif().get(_ORIENTATION, 1)
     except (OSError, ValueError, SyntaxError):
