@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
@@ -99,6 +98,8 @@ def _flatten(colour: npt.NDArray[np.uint16], alpha: npt.NDArray[np.uint16]) -> R
 def read_deep(source: Path | bytes, value: int, size: tuple[int, int]) -> RGB16 | None:
     """The file's 16-bit pixels as RGB16, oriented; None when OpenCV does not give 16 bits
     of the size Pillow saw (the caller then decodes 8 bits as usual)."""
+    import cv2  # here, not at the top: the gateway imports this module and stays light
+
     if isinstance(source, bytes):
         raw = cv2.imdecode(np.frombuffer(source, np.uint8), cv2.IMREAD_UNCHANGED)
     else:
@@ -134,6 +135,8 @@ def encode_png_rgba16(
     """16-bit RGBA PNG. An engine's 8-bit foreground estimate (its fringe correction) is
     applied as the difference from the 8-bit image it saw, so untouched pixels keep all 16
     bits and corrected ones get the correction."""
+    import cv2  # see read_deep
+
     colour = rgb16.astype(np.int32)
     if foreground is not None and rgb8 is not None:
         colour += (foreground.astype(np.int32) - rgb8.astype(np.int32)) * _U8_TO_U16

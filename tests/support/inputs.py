@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
+from pillow_heif import register_heif_opener
 
-import shared.imaging  # noqa: F401 - registers the HEIF opener the writers below need
+register_heif_opener()  # the writers below need it, whatever the code under test registers
 
 __all__ = ["DISC", "avif_bytes", "disc_rgb", "display_p3_icc", "heic_bytes", "png16_bytes"]
 
