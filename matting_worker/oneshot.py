@@ -15,11 +15,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from matting_worker.engines.base import Matte, RGBImage
+from matting_worker.cutout import encode_cutout
+from matting_worker.engines.base import Matte
 from matting_worker.engines.device import set_cpu_threads
 from matting_worker.engines.registry import create_engine
 from shared.formats import IMAGE_SUFFIXES, OUTPUT_MODES, OutputMode
-from shared.imaging import ImageRejected, decode_rgb, encode_png_alpha, encode_png_rgba
+from shared.imaging import DecodedImage, ImageRejected, decode_image, encode_png_alpha
 from shared.settings import get_settings
 from shared.storage import atomic_write_bytes
 from shared.worker.fallback import Failed, run_isolated
@@ -52,12 +53,12 @@ def find_images(in_dir: Path, exclude: Path | None = None) -> list[Path]:
     return found
 
 
-def _write(rgb: RGBImage, matte: Matte, target: Path, output: str) -> None:
+def _write(image: DecodedImage, matte: Matte, target: Path, output: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     if output == OutputMode.ALPHA:
         atomic_write_bytes(target, encode_png_alpha(matte.alpha))
         return
-    atomic_write_bytes(target, encode_png_rgba(rgb, matte.alpha, matte.foreground))
+    atomic_write_bytes(target, encode_cutout(image, matte.alpha, matte.foreground))
     if output == OutputMode.BOTH:
         atomic_write_bytes(target.with_name(target.stem + ".alpha.png"),
                            encode_png_alpha(matte.alpha))
@@ -85,6 +86,7 @@ def matte_folder(
     engine = create_engine(model, models_dir)
     engine.load()
     max_pixels = get_settings().max_image_pixels
+    color = get_settings().color_management
     result = OneshotResult()
     jobs: list[tuple[str, Path, Path]] = []
     claimed: dict[Path, str] = {}
@@ -101,14 +103,14 @@ def matte_folder(
     if progress is not None:
         progress(len(result.failed), total)
 
-    def decode(src: Path) -> RGBImage | Exception:
+    def decode(src: Path) -> DecodedImage | Exception:
         try:
-            return decode_rgb(src, max_pixels)
+            return decode_image(src, max_pixels, color)
         except (ImageRejected, OSError) as exc:
             return exc
 
     with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
-        decoding: list[Future[RGBImage | Exception]] = []
+        decoding: list[Future[DecodedImage | Exception]] = []
         writes: list[tuple[str, Future[None]]] = []
         i = 0
         while i < len(jobs) or decoding:
@@ -125,13 +127,13 @@ def matte_folder(
                 if isinstance(im, Exception):
                     result.failed.append((jobs[start + j][0], str(im)))
             if ok:
-                mattes = run_isolated(engine.predict, [im for _, im in ok])
-                for (j, rgb), matte in zip(ok, mattes, strict=True):
+                mattes = run_isolated(engine.predict, [im.rgb for _, im in ok])
+                for (j, image), matte in zip(ok, mattes, strict=True):
                     rel, _, target = jobs[start + j]
                     if isinstance(matte, Failed):
                         result.failed.append((rel, f"matting failed: {matte.exc}"))
                     else:
-                        writes.append((rel, pool.submit(_write, rgb, matte, target, output)))
+                        writes.append((rel, pool.submit(_write, image, matte, target, output)))
             for rel, fut in writes:
                 try:
                     fut.result()

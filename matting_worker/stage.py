@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matting_worker.cutout import encode_cutout
 from matting_worker.engines.base import Engine, Matte, RGBImage
 from matting_worker.engines.registry import UnknownModel, create_engine
 from shared.formats import OUTPUT_MODES, OutputMode
-from shared.imaging import decode_rgb, encode_png_alpha, encode_png_rgba
+from shared.imaging import DecodedImage, decode_image, encode_png_alpha
 from shared.schemas import MODEL_SEP, MattingParams, MattingRequest, StageRequest
 from shared.settings import Settings
 from shared.stages import Stage
@@ -38,6 +39,8 @@ class MattingItem:
     outputs: list[tuple[str, Path, Path | None]]
     """Per model, in the request's order: (model, RGBA-or-alpha path, alpha path for `both`)."""
     mode: OutputMode
+    image: DecodedImage | None = None
+    """The decoded input with its profile and 16-bit data (`rgb` is `image.rgb`)."""
 
 
 def request_models(params: MattingParams, default: str) -> list[str]:
@@ -117,8 +120,9 @@ class MattingStage:
                            f"{[m for m, _, _ in outputs]} with output={mode}")
         if not source.is_file():
             raise BadInput(f"input not found: {req.input}")
-        rgb = decode_rgb(source, self.settings.max_image_pixels)
-        return MattingItem(rgb=rgb, outputs=outputs, mode=mode)
+        image = decode_image(source, self.settings.max_image_pixels,
+                             self.settings.color_management)
+        return MattingItem(rgb=image.rgb, outputs=outputs, mode=mode, image=image)
 
     def run_batch(self, key: str, items: list[MattingItem]) -> list[list[Matte]]:
         """Per item, one matte per model of the key (each engine runs the whole batch)."""
@@ -157,7 +161,8 @@ class MattingStage:
             if item.mode == OutputMode.ALPHA:
                 data = encode_png_alpha(matte.alpha)
             else:
-                data = encode_png_rgba(item.rgb, matte.alpha, matte.foreground)
+                data = encode_cutout(item.image or DecodedImage(item.rgb), matte.alpha,
+                                     matte.foreground)
             atomic_write_bytes(path, data)
             written[model] = storage.relative(path)
             if alpha_path is not None:

@@ -12,14 +12,21 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "IMAGE_TYPES",
     "METRIC_KEYS",
+    "MODERN_IMAGE_TYPES",
     "OUTPUT_MODES",
     "Metric",
     "OutputMode",
 ]
 
+MODERN_IMAGE_TYPES: dict[str, str] = {
+    ".heic": "heic", ".heif": "heif", ".hif": "heif", ".avif": "avif",
+}  # fmt: skip
+"""HEIF (every iPhone photo) and AVIF: read through pillow-heif's opener and Pillow's own AVIF
+plugin (`shared.image_plugins`)."""
 IMAGE_TYPES: dict[str, str] = {
     ".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp",
     ".bmp": "bmp", ".tif": "tif", ".tiff": "tif",
+    **MODERN_IMAGE_TYPES,
 }  # fmt: skip
 """Image file suffix (lower case) → its canonical short type; the decoders read all of them."""
 IMAGE_SUFFIXES = frozenset(IMAGE_TYPES)

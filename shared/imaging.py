@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from shared.deep import RGB16, is_deep, orientation, read_deep, to_u8
 from shared.errors import InputRejected
+from shared.icc import ColorManagement, profile_space, to_srgb
+from shared.image_plugins import PLUGIN_FORMATS, register_plugins
 
 __all__ = [
     "ALLOWED_FORMATS",
+    "DecodedImage",
     "ImageRejected",
     "decode_alpha",
+    "decode_image",
     "decode_rgb",
     "encode_jpeg",
     "encode_png_alpha",
@@ -22,7 +28,8 @@ __all__ = [
     "probe_image",
 ]
 
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF"})
+register_plugins()
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF"}) | PLUGIN_FORMATS
 
 # Our own limit is checked explicitly below; PIL's global guard must not fire first with a
 # warning or a different message.
@@ -63,23 +70,84 @@ def probe_image(source: Path | bytes, max_pixels: int) -> tuple[int, int, str]:
     return w, h, fmt
 
 
-def decode_rgb(source: Path | bytes, max_pixels: int = 200_000_000) -> npt.NDArray[np.uint8]:
-    """H×W×3 uint8, EXIF orientation applied (what the user sees is what gets matted)."""
+@dataclass(frozen=True)
+class DecodedImage:
+    """One input as the matting stage needs it, from decode to the cut-out's encoder."""
+
+    rgb: npt.NDArray[np.uint8]
+    """H×W×3 uint8, oriented, transparency on white: what the engines see."""
+    icc: bytes | None = None
+    """The RGB profile the cut-out embeds (`COLOR_MANAGEMENT=keep`); None: plain sRGB."""
+    rgb16: RGB16 | None = None
+    """The same pixels at 16 bits when the input had them; the cut-out is then 16-bit."""
+
+
+_I16_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+_HEAD_BYTES = 32
+"""Enough of the file for the PNG bit depth (`shared.deep.is_deep`)."""
+
+
+def _head(source: Path | bytes) -> bytes:
+    if isinstance(source, bytes):
+        return source[:_HEAD_BYTES]
+    with source.open("rb") as f:
+        return f.read(_HEAD_BYTES)
+
+
+def _grey16_to_l(im: Image.Image) -> Image.Image:
+    """16-bit grey → "L" by scaling (Pillow's own conversion clips everything above 255)."""
+    arr = np.clip(np.asarray(im, dtype=np.uint32), 0, 65535)
+    return Image.fromarray(((arr + 128) // 257).astype(np.uint8), "L")
+
+
+def _rgb8(im: Image.Image) -> npt.NDArray[np.uint8]:
+    if im.mode in _I16_MODES:
+        im = _grey16_to_l(im)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        # Transparent pixels composite onto white, the studio default.
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, rgba)
+    return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+
+
+def decode_image(
+    source: Path | bytes,
+    max_pixels: int = 200_000_000,
+    color: ColorManagement = ColorManagement.KEEP,
+) -> DecodedImage:
+    """Decode for matting: EXIF orientation applied (what the user sees is what gets matted),
+    the ICC profile kept or converted per `color` (`shared.icc`), 16 bits kept where the
+    input had them (`shared.deep`). The pixel limit is checked on the header first."""
     with _open(source) as im:
         w, h = im.size
         if w * h > max_pixels:
             raise ImageRejected(f"image too large: {w}x{h} pixels (limit {max_pixels})")
         try:
+            icc = im.info.get("icc_profile") or None
+            space = profile_space(icc) if icc else None
+            keep = icc if color == ColorManagement.KEEP and space == "RGB" else None
+            convert = icc is not None and space is not None and keep is None
+            if not convert and is_deep(im, _head(source)):
+                rgb16 = read_deep(source, orientation(im), (w, h))
+                if rgb16 is not None:
+                    return DecodedImage(to_u8(rgb16), keep, rgb16)
             im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                # Transparent pixels composite onto white, the studio default.
-                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, rgba)
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            if im.mode in _I16_MODES:
+                im = _grey16_to_l(im)
+            if convert and icc is not None:
+                converted = to_srgb(im, icc)
+                im = converted if converted is not None else im
+            arr = _rgb8(im)
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageRejected(f"corrupt or truncated image: {exc}") from exc
-    return np.ascontiguousarray(arr)
+    return DecodedImage(arr, keep)
+
+
+def decode_rgb(source: Path | bytes, max_pixels: int = 200_000_000) -> npt.NDArray[np.uint8]:
+    """H×W×3 uint8 for display and measuring (comparison sheets, benches): EXIF orientation
+    applied, an embedded profile converted to sRGB, 16-bit input rounded to 8 bits."""
+    return decode_image(source, max_pixels, ColorManagement.SRGB).rgb
 
 
 def decode_alpha(source: Path | bytes) -> npt.NDArray[np.float32]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.icc import ColorManagement
 from shared.keys import KeyTable, build_table
 
 __all__ = ["Settings", "get_settings"]
@@ -66,6 +67,9 @@ class Settings(BaseSettings):
     """Per zip member, and for a whole zip or tar (unpacked total / archive bytes on disk)."""
     max_image_pixels: int = 100_000_000
     """Pixel-bomb guard: an image claiming more pixels than this is rejected unread."""
+    color_management: ColorManagement = ColorManagement.KEEP
+    """`keep`: a cut-out embeds its input's ICC profile, pixels untouched; `srgb`: pixels are
+    converted from the profile to sRGB before matting and the cut-out has none."""
     min_free_disk: int = 256 * 1024**2
     """Uploads answer 507, and an archive being unpacked fails, when DATA_DIR would keep less
     free space than this."""

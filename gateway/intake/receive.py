@@ -54,9 +54,13 @@ _DEFAULT_NAMES = {
     "image/webp": "image.webp",
     "image/bmp": "image.bmp",
     "image/tiff": "image.tif",
+    "image/heic": "image.heic",
+    "image/heif": "image.heif",
+    "image/avif": "image.avif",
 }
 _RAW_TYPES = frozenset(_DEFAULT_NAMES) | {"application/octet-stream"}
-_ACCEPTED = ".zip, .tar, .tar.gz/.tgz or an image (.jpg, .png, .webp, .bmp, .tif)"
+_ACCEPTED = (".zip, .tar, .tar.gz/.tgz or an image "
+             "(.jpg, .png, .webp, .bmp, .tif, .heic/.heif, .avif)")
 
 
 @dataclass

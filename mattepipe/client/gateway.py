@@ -38,7 +38,8 @@ ProgressCb = Callable[[int, int | None], None]
 _TYPES = {".zip": "application/zip", ".tar": "application/x-tar", ".tgz": "application/gzip",
           ".gz": "application/gzip", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
           ".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp", ".tif": "image/tiff",
-          ".tiff": "image/tiff"}
+          ".tiff": "image/tiff", ".heic": "image/heic", ".heif": "image/heif",
+          ".hif": "image/heif", ".avif": "image/avif"}
 
 
 M = TypeVar("M", bound=PublicModel)
