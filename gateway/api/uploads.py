@@ -12,7 +12,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 
 from gateway.api.deps import GW, CallerDep
 from gateway.api.docs import errors
@@ -112,13 +112,14 @@ class JobFromUpload(BaseModel):
     filename: str | None = Field(
         default=None, description="overrides the upload's `filename` metadata (sets the type)"
     )
-    # output options: checked by `validate_output_options` (a 400 naming the field)
-    format: str | None = Field(default=None, description="cut-out format: png, webp or avif")
-    max_size: int | float | str | None = Field(
+    # output options: any JSON here, checked by `validate_output_options` (a 400 naming the
+    # field, where a typed field would coerce `true` to 1 or answer a framework 422)
+    format: JsonValue = Field(default=None, description="cut-out format: png, webp or avif")
+    max_size: JsonValue = Field(
         default=None, description="longest side of the cut-out in px (≥ 16)")
-    background: str | None = Field(
+    background: JsonValue = Field(
         default=None, description="colour under the cut-out (#ffffff) or transparent")
-    crop: int | float | str | None = Field(
+    crop: JsonValue = Field(
         default=None, description="crop to the object plus this margin in % of its box")
 
 

@@ -58,8 +58,9 @@ def validate_job_options(
 
 OUTPUT_OPTION_KEYS = ("format", "max_size", "background", "crop")
 """The output options' names: query parameters, `POST /jobs` fields, tus metadata keys."""
-OptionValue = str | int | float | None
-"""An output option as it arrives: a query string, tus metadata text or a JSON number."""
+OptionValue = object
+"""An output option as it arrives: a query string, tus metadata text or any JSON value (a
+wrong type is a 400 here, not a framework 422)."""
 
 
 def _number(name: str, value: OptionValue, kind: type[int] | type[float]) -> int | float | None:
