@@ -15,8 +15,10 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -62,6 +64,11 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_OPTION_KEYS = ("format", "max_size", "background", "crop")
+_OPTION_DEFAULTS: dict[str, object] = {"format": OutputFormat.PNG, "max_size": None,
+                                       "background": None, "crop": None}
+
+
 class MattingParams(_Params):
     models: list[str] | None = None
     """Engines in the job's order (model against model when more than one); None: the
@@ -87,6 +94,16 @@ class MattingParams(_Params):
         if checked.background != self.background:
             raise ValueError(f"background must be #rrggbb (lower case), not {self.background!r}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The output options only when set: a default job's request is what it was before
+        they existed (a worker of the older version, which forbids unknown fields, takes it)."""
+        data: dict[str, Any] = handler(self)
+        for key in _OPTION_KEYS:
+            if key in data and getattr(self, key) == _OPTION_DEFAULTS[key]:
+                del data[key]
+        return data
 
     @property
     def options(self) -> OutputOptions:
