@@ -19,6 +19,8 @@ from matting_worker.cutout import encode_cutout
 from matting_worker.engines.base import Matte
 from matting_worker.engines.device import set_cpu_threads
 from matting_worker.engines.registry import create_engine
+from matting_worker.finishing import finished_cutout
+from shared.finishing import OutputOptions
 from shared.formats import IMAGE_SUFFIXES, OUTPUT_MODES, OutputMode
 from shared.imaging import DecodedImage, ImageRejected, decode_image, encode_png_alpha
 from shared.settings import get_settings
@@ -53,8 +55,17 @@ def find_images(in_dir: Path, exclude: Path | None = None) -> list[Path]:
     return found
 
 
-def _write(image: DecodedImage, matte: Matte, target: Path, output: str) -> None:
+def _write(image: DecodedImage, matte: Matte, target: Path, output: str,
+           options: OutputOptions = OutputOptions()) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
+    if not options.is_default:
+        atomic_write_bytes(target, finished_cutout(image.rgb, matte, OutputMode(output),
+                                                   options))
+        if output == OutputMode.BOTH:
+            atomic_write_bytes(target.with_name(target.name[: -len(options.suffix)]
+                                                + ".alpha.png"),
+                               encode_png_alpha(matte.alpha))
+        return
     if output == OutputMode.ALPHA:
         atomic_write_bytes(target, encode_png_alpha(matte.alpha))
         return
@@ -71,11 +82,14 @@ def matte_folder(
     models_dir: Path,
     output: str = OutputMode.RGBA,
     progress: Callable[[int, int], None] | None = None,
+    options: OutputOptions = OutputOptions(),
 ) -> OneshotResult:
     """Matte every image under `in_dir` into `out_dir`, keeping relative paths.
 
     Raises UnknownModel for a bad model name and ValueError for a bad folder or output mode;
     an image that cannot be read or matted is listed in `failed` and the rest go on.
+    `options` (`shared.finishing`: format, max_size, background, crop) shape each cut-out as
+    a job's do; the `<x>.alpha.png` of output=both stays the full-size matte.
     """
     if output not in OUTPUT_MODES:
         raise ValueError(f"output must be one of {', '.join(OUTPUT_MODES)}, not {output!r}")
@@ -92,7 +106,7 @@ def matte_folder(
     claimed: dict[Path, str] = {}
     for src in find_images(in_dir, exclude=out_dir):
         rel = src.relative_to(in_dir).as_posix()
-        target = out_dir / src.relative_to(in_dir).with_suffix(".png")
+        target = out_dir / src.relative_to(in_dir).with_suffix(options.suffix)
         if target in claimed:
             result.failed.append((rel, f"output name {target.name} already taken by "
                                        f"{claimed[target]}"))
@@ -133,7 +147,8 @@ def matte_folder(
                     if isinstance(matte, Failed):
                         result.failed.append((rel, f"matting failed: {matte.exc}"))
                     else:
-                        writes.append((rel, pool.submit(_write, image, matte, target, output)))
+                        writes.append((rel, pool.submit(_write, image, matte, target, output,
+                                                          options)))
             for rel, fut in writes:
                 try:
                     fut.result()

@@ -12,19 +12,21 @@ bookkeeping and decodes once.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from matting_worker.cutout import encode_cutout
 from matting_worker.engines.base import Engine, Matte, RGBImage
 from matting_worker.engines.registry import UnknownModel, create_engine
+from matting_worker.finishing import finished_cutout
+from shared.finishing import OutputOptions
 from shared.formats import OUTPUT_MODES, OutputMode
 from shared.imaging import DecodedImage, decode_image, encode_png_alpha
 from shared.schemas import MODEL_SEP, MattingParams, MattingRequest, StageRequest
 from shared.settings import Settings
 from shared.stages import Stage
-from shared.storage import Storage, atomic_write_bytes, model_output_rel
+from shared.storage import PNG_SUFFIX, Storage, atomic_write_bytes, model_output_rel
 from shared.worker.stage import BadInput, BatchPolicy, StageFailure, StageOutput
 
 __all__ = ["MattingItem", "MattingStage", "request_models"]
@@ -41,6 +43,8 @@ class MattingItem:
     mode: OutputMode
     image: DecodedImage | None = None
     """The decoded input with its profile and 16-bit data (`rgb` is `image.rgb`)."""
+    options: OutputOptions = field(default_factory=OutputOptions)
+    """The job's output options (`shared.finishing`): applied to the cut-out in `finish`."""
 
 
 def request_models(params: MattingParams, default: str) -> list[str]:
@@ -101,18 +105,20 @@ class MattingStage:
 
     def prepare(self, req: StageRequest[MattingParams], storage: Storage) -> MattingItem:
         mode = req.params.output
-        if not req.output.lower().endswith(".png"):
-            raise BadInput(f"output must be a .png path, not {req.output!r}")
+        options = req.params.options
+        if not req.output.lower().endswith(options.suffix):
+            raise BadInput(f"output must be a {options.suffix} path, not {req.output!r}")
         source = Stage.input_path(storage, req.job_id, req.input)
 
-        def target(rel: str) -> Path:  # only matting_output/<job_id>/….png
-            return Stage.MATTING.output_path(storage, req.job_id, rel)
+        def target(rel: str, suffix: str) -> Path:  # only matting_output/<job_id>/….<suffix>
+            return Stage.MATTING.output_path(storage, req.job_id, rel, suffix)
 
         outputs = []
+        keep_alpha = mode == OutputMode.BOTH or options.keeps_matte
         for i, model in enumerate(request_models(req.params, self.default_model)):
-            out = target(model_output_rel(req.output, model, i))
-            alpha = (target(model_output_rel(req.output, model, i, alpha=True))
-                     if mode == OutputMode.BOTH else None)
+            out = target(model_output_rel(req.output, model, i), options.suffix)
+            alpha = (target(model_output_rel(req.output, model, i, alpha=True), PNG_SUFFIX)
+                     if keep_alpha else None)
             outputs.append((model, out, alpha))
         paths = [p for _, out, alpha in outputs for p in (out, alpha) if p is not None]
         if len(set(paths)) != len(paths):  # e.g. a second model called "alpha" with `both`
@@ -122,7 +128,8 @@ class MattingStage:
             raise BadInput(f"input not found: {req.input}")
         image = decode_image(source, self.settings.max_image_pixels,
                              self.settings.color_management)
-        return MattingItem(rgb=image.rgb, outputs=outputs, mode=mode, image=image)
+        return MattingItem(rgb=image.rgb, outputs=outputs, mode=mode, image=image,
+                           options=options)
 
     def run_batch(self, key: str, items: list[MattingItem]) -> list[list[Matte]]:
         """Per item, one matte per model of the key (each engine runs the whole batch)."""
@@ -158,7 +165,9 @@ class MattingStage:
         written: dict[str, str] = {}
         alphas: dict[str, str] = {}
         for (model, path, alpha_path), matte in zip(item.outputs, out, strict=True):
-            if item.mode == OutputMode.ALPHA:
+            if not item.options.is_default:
+                data = finished_cutout(item.rgb, matte, item.mode, item.options)
+            elif item.mode == OutputMode.ALPHA:
                 data = encode_png_alpha(matte.alpha)
             else:
                 data = encode_cutout(item.image or DecodedImage(item.rgb), matte.alpha,

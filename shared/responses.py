@@ -91,6 +91,13 @@ class JobSummary(PublicModel):
     filename: str = ""
     model: str = Field(default="", description="engine name(s), comma-separated")
     output: str = ""
+    format: str = Field(default="png", description="the cut-out's format: png, webp or avif")
+    max_size: int | None = Field(
+        default=None, description="longest side of the cut-out in px; None: the input's size")
+    background: str | None = Field(
+        default=None, description="#rrggbb under the cut-out; None: transparent")
+    crop: float | None = Field(
+        default=None, description="crop margin in percent of the object's box; None: no crop")
     error: str | None = None
     status_url: str = ""
     download_url: str = ""

@@ -10,8 +10,19 @@ from __future__ import annotations
 
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
+from shared.finishing import OutputFormat, OutputOptions
 from shared.formats import OutputMode
 
 __all__ = [
@@ -53,12 +64,51 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_OPTION_KEYS = ("format", "max_size", "background", "crop")
+_OPTION_DEFAULTS: dict[str, object] = {"format": OutputFormat.PNG, "max_size": None,
+                                       "background": None, "crop": None}
+
+
 class MattingParams(_Params):
     models: list[str] | None = None
     """Engines in the job's order (model against model when more than one); None: the
     worker's default engine. The first writes `req.output`, every further one
     `<x>.<model>.png` (`shared.storage.model_output_rel`)."""
     output: OutputMode = OutputMode.RGBA
+    format: OutputFormat = OutputFormat.PNG
+    """The cut-out's format; `req.output` ends with its suffix (`shared.finishing`)."""
+    max_size: int | None = None
+    """Longest side of the cut-out in pixels (scaled down, never up); None: input's size."""
+    background: str | None = None
+    """`#rrggbb` composited under the cut-out (then RGB); None: transparent."""
+    crop: float | None = None
+    """Crop to the object plus this margin in percent of its box; None: no crop."""
+
+    @model_validator(mode="after")
+    def _options_valid(self) -> MattingParams:
+        try:
+            checked = OutputOptions.check(self.format.value, self.max_size, self.background,
+                                          self.crop)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        if checked.background != self.background:
+            raise ValueError(f"background must be #rrggbb (lower case), not {self.background!r}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The output options only when set: a default job's request is what it was before
+        they existed (a worker of the older version, which forbids unknown fields, takes it)."""
+        data: dict[str, Any] = handler(self)
+        for key in _OPTION_KEYS:
+            if key in data and getattr(self, key) == _OPTION_DEFAULTS[key]:
+                del data[key]
+        return data
+
+    @property
+    def options(self) -> OutputOptions:
+        """The output options as `shared.finishing` applies them."""
+        return OutputOptions(self.format, self.max_size, self.background, self.crop)
 
     @field_validator("models", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from shared.errors import InputRejected
 
 __all__ = [
     "COMPARE_SUFFIX",
+    "CUTOUT_SUFFIXES",
     "FINAL_RESULTS",
     "INPUT",
     "LOGS",
@@ -43,7 +44,9 @@ LOGS = "logs"
 UPLOADS = "uploads"
 """Resumable (tus) uploads in progress, one file per upload id."""
 PNG_SUFFIX = ".png"
-"""Every cut-out and alpha matte (`model_output_rel`)."""
+"""Every alpha matte, and the cut-outs of a job with the default `format` (`model_output_rel`)."""
+CUTOUT_SUFFIXES = (PNG_SUFFIX, ".webp", ".avif")
+"""What a cut-out's name may end with: one per `shared.finishing.OutputFormat`."""
 COMPARE_SUFFIX = "_compare.jpg"
 """A comparison sheet: `final_results/<job>/<stem>_compare.jpg`."""
 METRICS_SUFFIX = "_metrics.json"
@@ -54,20 +57,23 @@ of its own, so no uploaded name (`index.html/x.jpg`) can collide with them."""
 
 
 def model_output_rel(first_rel: str, model: str, index: int, alpha: bool = False) -> str:
-    """The cut-out name of the `index`-th model of a job, from the first model's `<x>.png`.
+    """The cut-out name of the `index`-th model of a job, from the first model's `<x>.png`
+    (or `<x>.webp` / `<x>.avif`: the job's `format`, `shared.finishing`).
 
     Model against model (several models in one job): the first model keeps the names of
     docs/DESIGN.md, "Public API" (`<x>.png`, `<x>.alpha.png`) so a single-model job is
     unchanged; every further model puts
     its name before the extension (`<x>.<model>.png`, `<x>.<model>.alpha.png`), so one image's
-    cut-outs sit side by side in the tree. The gateway (request, zip) and the matting worker
-    (where it writes) both derive names here.
+    cut-outs sit side by side in the tree. The alpha matte is a PNG whatever the format. The
+    gateway (request, zip) and the matting worker (where it writes) both derive names here.
     """
-    if not first_rel.lower().endswith(".png"):
-        raise ValueError(f"a cut-out name ends in .png, not {first_rel!r}")
-    base = first_rel[: -len(".png")]
+    suffix = next((s for s in CUTOUT_SUFFIXES if first_rel.lower().endswith(s)), None)
+    if suffix is None:
+        raise ValueError(f"a cut-out name ends in {'/'.join(CUTOUT_SUFFIXES)}, "
+                         f"not {first_rel!r}")
+    base = first_rel[: -len(suffix)]
     tag = f".{model}" if index > 0 else ""
-    return f"{base}{tag}{'.alpha' if alpha else ''}.png"
+    return f"{base}{tag}.alpha{PNG_SUFFIX}" if alpha else f"{base}{tag}{suffix}"
 
 
 class PathOutsideDataDir(InputRejected, ValueError):

@@ -51,11 +51,12 @@ async def download(
     reports, models = gw.scheduler.reports, job_models(job)
     if final:
         folder = await reports.final(job)
-        job_zip = await make_zip(gw.db, storage, job_id, job.output, models, report=folder)
+        job_zip = await make_zip(gw.db, storage, job_id, job.output, models, report=folder,
+                                 suffix=job.cutout_suffix)
     else:  # a running job's files may still be replaced by a retry: its zip is not pre-sized
         async with reports.partial_folder(job_id) as tmp:
             job_zip = await make_zip(gw.db, storage, job_id, job.output, models, report=None,
-                                     partial=tmp)
+                                     partial=tmp, suffix=job.cutout_suffix)
     headers = {"Content-Disposition": f'attachment; filename="{job_id}.zip"'}
     if job_zip.size is not None:
         headers["Content-Length"] = str(job_zip.size)

@@ -15,7 +15,7 @@ from gateway.api.docs import errors, headers
 from gateway.api.errors import request_body
 from gateway.db import repo
 from gateway.errors import ClientGone, GatewayError, UploadStalled
-from gateway.intake.jobs import validate_job_options
+from gateway.intake.jobs import OUTPUT_OPTION_KEYS, validate_job_options, validate_output_options
 from gateway.intake.pacing import paced
 from gateway.intake.quotas import enforce_upload_limits
 from gateway.intake.receive import upload_extension
@@ -86,7 +86,8 @@ async def tus_options(gw: GW) -> Response:
 )
 async def tus_create(request: Request, gw: GW, caller: CallerDep) -> Response:
     """Creation: `Upload-Length` (no deferred length) and `Upload-Metadata` with `filename`;
-    `autojob 1` with `model`/`output`/`callback_url` makes the job even if the client never
+    `autojob 1` with `model`/`output`/`callback_url` (and the output options `format`,
+    `max_size`, `background`, `crop`) makes the job even if the client never
     sends `POST /jobs` (docs/tus.md)."""
     _require_tus(request)
     if request.headers.get("upload-defer-length") is not None:
@@ -102,8 +103,10 @@ async def tus_create(request: Request, gw: GW, caller: CallerDep) -> Response:
     if filename:
         upload_extension(filename)  # 400 now rather than after the last byte
     if meta.get("autojob", "").strip() not in ("", "0"):
-        validate_job_options(gw.settings, meta.get("model"), meta.get("output") or "rgba",
-                             meta.get("callback_url"))
+        _, output, _ = validate_job_options(gw.settings, meta.get("model"),
+                                            meta.get("output") or "rgba",
+                                            meta.get("callback_url"))
+        validate_output_options(output, {k: meta.get(k) for k in OUTPUT_OPTION_KEYS})
     free = (await asyncio.to_thread(shutil.disk_usage, gw.storage.root)).free
     if free - length < gw.settings.min_free_disk:
         raise tus_error(507, f"not enough disk space for {length} bytes "

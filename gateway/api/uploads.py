@@ -12,13 +12,19 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 
 from gateway.api.deps import GW, CallerDep
 from gateway.api.docs import errors
 from gateway.api.errors import request_body
 from gateway.db import repo
-from gateway.intake.jobs import OUTPUTS, job_links, new_job, validate_job_options
+from gateway.intake.jobs import (
+    OUTPUTS,
+    job_links,
+    new_job,
+    validate_job_options,
+    validate_output_options,
+)
 from gateway.intake.pacing import paced
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import check_free_space, receive_upload
@@ -46,10 +52,19 @@ async def upload(
     output: Annotated[str, Query(description="rgba, alpha or both")] = "rgba",
     callback_url: Annotated[str | None, Query(description="webhook for the job's end")] = None,
     filename: Annotated[str | None, Query(description="name of a raw-body upload")] = None,
+    format: Annotated[str | None, Query(description="cut-out format: png, webp or avif")] = None,
+    max_size: Annotated[str | None, Query(
+        description="longest side of the cut-out in px (≥ 16; scaled down, never up)")] = None,
+    background: Annotated[str | None, Query(
+        description="colour under the cut-out (#ffffff, #fff) or transparent")] = None,
+    crop: Annotated[str | None, Query(
+        description="crop to the object plus this margin in % of its box (0: tight)")] = None,
 ) -> JobLinks:
     """Upload an archive (.zip, .tar, .tar.gz) or one image, as multipart field `file` or as
     the raw body; answers 202 with the job's status and download URLs."""
     model, output, callback_url = validate_job_options(gw.settings, model, output, callback_url)
+    options = validate_output_options(output, {"format": format, "max_size": max_size,
+                                               "background": background, "crop": crop})
     length = request.headers.get("content-length", "")
     await asyncio.to_thread(check_free_space, gw.storage.root, gw.settings.min_free_disk,
                             int(length) if length.isdigit() else 0)
@@ -59,7 +74,7 @@ async def upload(
         await enforce_quota(s, caller.key_hash, gw.settings)
         await new_job(
             s, job_id, model=model, output=output, callback_url=callback_url,
-            api_key_hash=caller.key_hash, filename=filename or "",
+            api_key_hash=caller.key_hash, filename=filename or "", options=options,
         )
     try:
         received = await receive_upload(
@@ -97,6 +112,15 @@ class JobFromUpload(BaseModel):
     filename: str | None = Field(
         default=None, description="overrides the upload's `filename` metadata (sets the type)"
     )
+    # output options: any JSON here, checked by `validate_output_options` (a 400 naming the
+    # field, where a typed field would coerce `true` to 1 or answer a framework 422)
+    format: JsonValue = Field(default=None, description="cut-out format: png, webp or avif")
+    max_size: JsonValue = Field(
+        default=None, description="longest side of the cut-out in px (≥ 16)")
+    background: JsonValue = Field(
+        default=None, description="colour under the cut-out (#ffffff) or transparent")
+    crop: JsonValue = Field(
+        default=None, description="crop to the object plus this margin in % of its box")
 
 
 @router.post(
@@ -113,5 +137,7 @@ async def create_job_from_upload(body: JobFromUpload, gw: GW, caller: CallerDep)
         body.upload_id, model=body.model, output=body.output,
         callback_url=body.callback_url, api_key_hash=caller.key_hash, filename=body.filename,
         owner=caller.owner,
+        finishing={"format": body.format, "max_size": body.max_size,
+                   "background": body.background, "crop": body.crop},
     )
     return job_links(job_id)

@@ -72,6 +72,21 @@ class Job(Base):
     """Ingests started for this job; a restart redoes an interrupted one only while this is
     under MAX_RETRIES, so an archive that kills the gateway cannot do it for ever."""
 
+    # --- output options (`shared.finishing`); defaults: a full-size transparent PNG -------
+    format: Mapped[str] = mapped_column(String(8), default="png", server_default="png")
+    """The cut-out's format: png, webp or avif."""
+    max_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Longest side of the cut-out in px (scaled down, never up); None: the input's size."""
+    background: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """`#rrggbb` composited under the cut-out; None: transparent."""
+    crop: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Crop to the object plus this margin (percent of its box); None: no crop."""
+
+    @property
+    def cutout_suffix(self) -> str:
+        """`.png`, `.webp` or `.avif`: how the job's cut-outs end (`shared.storage`)."""
+        return f".{self.format or 'png'}"
+
     __table_args__ = (Index("ix_jobs_state", "state"),)
 
 
@@ -171,6 +186,11 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
         "ingest_attempts": "INTEGER NOT NULL DEFAULT 0",
         "callback_attempts": "INTEGER NOT NULL DEFAULT 0",
         "callback_error": "TEXT",
+        # output options (shared.finishing)
+        "format": "VARCHAR(8) NOT NULL DEFAULT 'png'",
+        "max_size": "INTEGER",
+        "background": "VARCHAR(16)",
+        "crop": "FLOAT",
     },
 }
 """Columns added after the first release: `create_all` makes missing tables but never alters

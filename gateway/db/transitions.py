@@ -10,7 +10,7 @@ that has since been re-leased (or whose job is no longer running) matches no row
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import Table, case, func, select, update
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.repo import job_counts
 from gateway.db.tables import Job, Task
+from shared.finishing import OutputFormat, OutputOptions
 from shared.limits import ERROR_MAX_CHARS
 from shared.schemas import StageResult
 from shared.stages import Stage
@@ -30,6 +31,7 @@ __all__ = [
     "backoff_s",
     "claim",
     "finish_jobs",
+    "job_options",
     "reclaim_expired",
     "record_failure",
     "record_success",
@@ -72,6 +74,8 @@ class Claimed:
     model: str
     """The job's model option: one engine name, or several separated by commas."""
     output: str
+    options: OutputOptions = field(default_factory=OutputOptions)
+    """The job's output options (`shared.finishing`): format, max_size, background, crop."""
 
     @property
     def models(self) -> list[str]:
@@ -79,13 +83,22 @@ class Claimed:
         return [m for m in self.model.split(",") if m]
 
 
+def job_options(fmt: str | None, max_size: int | None, background: str | None,
+                crop: float | None) -> OutputOptions:
+    """A job row's output option columns as `OutputOptions` (checked when the job was made;
+    a row from before the columns has the defaults)."""
+    return OutputOptions(OutputFormat(fmt or OutputFormat.PNG.value), max_size, background, crop)
+
+
 async def claim(s: AsyncSession, stage: Stage, n: int, now: float, lease_s: float) -> list[Claimed]:
     """Lease up to `n` due tasks of running jobs for `stage`, shared evenly across the jobs
     that have due work (oldest job first when there are more jobs than slots)."""
     queue, dispatched = stage.queued_state, stage.dispatched_state
-    jq = select(J.c.id, J.c.model, J.c.output).where(J.c.state == JobState.RUNNING.value)
+    jq = select(J.c.id, J.c.model, J.c.output, J.c.format, J.c.max_size, J.c.background,
+                J.c.crop).where(J.c.state == JobState.RUNNING.value)
     jq = jq.order_by(J.c.created_at, J.c.id)
-    jobs = {jid: (model, output) for jid, model, output in (await s.execute(jq)).all()}
+    jobs = {r[0]: (r[1], r[2], job_options(r[3], r[4], r[5], r[6]))
+            for r in (await s.execute(jq)).all()}
     if n <= 0 or not jobs:
         return []
     col = _dispatched_col(stage)
@@ -111,8 +124,8 @@ async def claim(s: AsyncSession, stage: Stage, n: int, now: float, lease_s: floa
                 .returning(T.c.id, T.c.path, T.c.input, T.c.gt, T.c.matting_output)
             )
             rows = (await s.execute(stmt)).all()
-            model, output = jobs[jid]
-            claimed += [Claimed(i, jid, p, inp, gt, mo, now, model, output)
+            model, output, options = jobs[jid]
+            claimed += [Claimed(i, jid, p, inp, gt, mo, now, model, output, options)
                         for i, p, inp, gt, mo in rows]
             remaining -= len(rows)
             if len(rows) == take:

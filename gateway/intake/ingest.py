@@ -27,6 +27,7 @@ from typing import Any
 from gateway.db import repo
 from gateway.db.database import Database
 from gateway.db.tables import now
+from gateway.db.transitions import job_options
 from gateway.intake.archive import (
     ArchiveCorrupt,
     ArchiveLimits,
@@ -102,6 +103,8 @@ class _Start:
     filename: str
     models: list[str]
     output: str
+    keeps_matte: bool = False
+    """Output options shape the cut-out: `<x>.alpha.png` is written too (`OutputNames`)."""
 
 
 async def _begin(job_id: str, db: Database) -> _Start | None:
@@ -115,7 +118,8 @@ async def _begin(job_id: str, db: Database) -> _Start | None:
         # Counted before any byte is read: an archive that kills the process still counts.
         job.ingest_attempts = (job.ingest_attempts or 0) + 1
         models = [m for m in (job.model or "").split(",") if m]
-        return _Start(job.upload_path, job.filename, models, job.output)
+        options = job_options(job.format, job.max_size, job.background, job.crop)
+        return _Start(job.upload_path, job.filename, models, job.output, options.keeps_matte)
 
 
 async def _insert(db: Database, job_id: str, rows: list[dict[str, Any]]) -> int:
@@ -148,7 +152,7 @@ async def _extract(
     limits: ArchiveLimits,
 ) -> tuple[_Progress, ArchiveRejected | None]:  # fmt: skip
     progress = _Progress()
-    names = OutputNames(start.models, start.output)
+    names = OutputNames(start.models, start.output, start.keeps_matte)
     it = iter_members(upload, storage.job_chunks(job_id), limits, start.filename)
     try:
         while True:

@@ -28,8 +28,12 @@ class OutputNames:
     the extractor's own duplicate check), and a new stem is checked with |tags|² look-ups.
     """
 
-    def __init__(self, models: Sequence[str], output: str) -> None:
-        kinds = ("", ".alpha") if output == OutputMode.BOTH.value else ("",)
+    def __init__(self, models: Sequence[str], output: str, keeps_matte: bool = False) -> None:
+        # `keeps_matte`: output options shape the cut-out, so the full-size `<x>.alpha.png` is
+        # written as with output=both (`shared.finishing.OutputOptions.keeps_matte`). The
+        # cut-out's own suffix (.png/.webp/.avif) is one per job: it never tells names apart.
+        both = output == OutputMode.BOTH.value or keeps_matte
+        kinds = ("", ".alpha") if both else ("",)
         self.tags = sorted(
             {("" if i == 0 else f".{m}") + k for i, m in enumerate(models or [""]) for k in kinds}
         )

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,13 @@ from gateway.db import repo
 from gateway.db.database import Database
 from gateway.db.tables import Upload
 from gateway.errors import Conflict, GatewayError
-from gateway.intake.jobs import new_job, validate_job_options
+from gateway.intake.jobs import (
+    OUTPUT_OPTION_KEYS,
+    OptionValue,
+    new_job,
+    validate_job_options,
+    validate_output_options,
+)
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import upload_extension
 from gateway.intake.tus_store import UploadBusy, UploadLocks, file_size, tus_error
@@ -119,15 +125,18 @@ class TusUploads:
         api_key_hash: str | None = None,
         filename: str | None = None,
         owner: str | None = None,
+        finishing: Mapping[str, OptionValue] | None = None,
     ) -> str:
         """A finished upload becomes a job (id = the upload's id, so a retry can never make a
         second one): its file moves to `input/<job>/upload.<ext>`, the job row is created
         `ingesting` with the upload's `job_id` in the same transaction, then ingest starts.
         404 unknown (or, with `owner`, another key's), 409 unfinished or already used, 400 bad
-        options or file type."""
+        options or file type. `finishing`: the output options (format, max_size, background,
+        crop) as they came."""
         model, output, callback_url = validate_job_options(
             self.settings, model, output, callback_url
         )
+        options = validate_output_options(output, finishing)
         try:
             async with self.locks.hold(upload_id, TUS_LOCK_WAIT_S):
                 row = await self.get_upload(upload_id, owner=owner)
@@ -147,6 +156,7 @@ class TusUploads:
                             s, upload_id, model=model, output=output, callback_url=callback_url,
                             api_key_hash=api_key_hash, filename=name,
                             upload_path=self.storage.relative(dest), state=JobState.INGESTING,
+                            options=options,
                         )
                         await repo.set_upload(s, upload_id, job_id=upload_id)
                 except BaseException:
@@ -218,6 +228,7 @@ class TusUploads:
                 await self.job_from_upload(
                     row.id, model=meta.get("model"), output=meta.get("output") or "rgba",
                     callback_url=meta.get("callback_url"), api_key_hash=row.api_key_hash,
+                    finishing={k: meta.get(k) for k in OUTPUT_OPTION_KEYS},
                 )
                 created += 1
             except GatewayError as exc:

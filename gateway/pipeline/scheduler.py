@@ -202,10 +202,12 @@ class Scheduler:
         """The matting worker runs each of `models` on the image (batched per model list) and
         writes every cut-out."""
         models = c.models or [self.settings.default_model]
+        o = c.options
         return MattingRequest(
             task_id=c.id, job_id=c.job_id, input=c.input,
-            output=self.storage.matting_rel(c.job_id, c.path),
-            params=MattingParams(models=models, output=OutputMode(c.output)),
+            output=self.storage.matting_rel(c.job_id, c.path, o.suffix),
+            params=MattingParams(models=models, output=OutputMode(c.output), format=o.format,
+                                 max_size=o.max_size, background=o.background, crop=o.crop),
         )
 
     def comparison_request(self, c: transitions.Claimed) -> ComparisonRequest:
@@ -213,12 +215,15 @@ class Scheduler:
         row per model."""
         st = self.storage
         models = c.models or [self.settings.default_model]
-        first = c.matting_output or st.matting_rel(c.job_id, c.path)
+        first = c.matting_output or st.matting_rel(c.job_id, c.path, c.options.suffix)
+        # A cut-out shaped by output options is no full-size matte: the comparison reads the
+        # `<x>.alpha.png` the matting worker kept beside it (`OutputOptions.keeps_matte`).
+        alpha = c.options.keeps_matte
         return ComparisonRequest(
             task_id=c.id, job_id=c.job_id, input=c.input,
             output=st.compare_rel(c.job_id, c.path),
             params=ComparisonParams(
-                mattes=[MatteRef(model=m, path=model_output_rel(first, m, i))
+                mattes=[MatteRef(model=m, path=model_output_rel(first, m, i, alpha))
                         for i, m in enumerate(models)],
                 gt=c.gt,
                 metrics_output=st.metrics_rel(c.job_id, c.path),

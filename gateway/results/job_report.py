@@ -76,7 +76,7 @@ class Reports:
         try:
             async for page in task_pages(self.db, job.id):
                 await asyncio.to_thread(add_page, self.storage, job.id, job.output, models, page,
-                                        writer=writer)
+                                        writer=writer, suffix=job.cutout_suffix)
             await asyncio.to_thread(writer.finish)
         except BaseException:
             writer.abort()

@@ -28,6 +28,7 @@ from shared.states import TaskState
 from shared.storage import (
     FINAL_RESULTS,
     MATTING_OUTPUT,
+    PNG_SUFFIX,
     PathOutsideDataDir,
     Storage,
     model_output_rel,
@@ -74,13 +75,15 @@ def new_zip(sized: bool) -> zipstream.ZipStream:
 
 
 def task_members(storage: Storage, job_id: str, output: str, models: Sequence[str],
-                 t: Task) -> TaskMembers:
+                 t: Task, suffix: str = PNG_SUFFIX) -> TaskMembers:
     """The files of one task that exist (blocking: it stats them).
 
     A missing one (a failed image, or a partial download of a running job) is simply absent,
     and the report says why. With several `models` every model's cut-out goes in: the first
     under docs/DESIGN.md's name ("Public API"), the others as `matting_output/<x>.<model>.png`
-    (`shared.storage.model_output_rel`).
+    (`shared.storage.model_output_rel`). `suffix`: the job's cut-out format (`.png`, `.webp`,
+    `.avif`); `<x>.alpha.png` is in only with output=both (a job with output options keeps
+    one for the comparison stage, not asked for).
     """
     out = TaskMembers()
     if t.state == TaskState.REJECTED.value:
@@ -89,15 +92,15 @@ def task_members(storage: Storage, job_id: str, output: str, models: Sequence[st
         return out
     names = list(models) or [""]  # one unnamed model: docs/DESIGN.md's names ("Public API")
     stem = Storage.stem_path(t.path)
-    first_rel = storage.matting_rel(job_id, t.path)
+    first_rel = storage.matting_rel(job_id, t.path, suffix)
     for i, model in enumerate(names):
         kinds = (False, True) if output == "both" else (False,)
         for alpha in kinds:
             found = _existing(storage, model_output_rel(first_rel, model, i, alpha))
             if found is not None:
-                name = model_output_rel(f"{MATTING_OUTPUT}/{stem}.png", model, i, alpha)
+                name = model_output_rel(f"{MATTING_OUTPUT}/{stem}{suffix}", model, i, alpha)
                 out.files.append((found, name))
-    first_name = f"{MATTING_OUTPUT}/{stem}.png"
+    first_name = f"{MATTING_OUTPUT}/{stem}{suffix}"
     if any(name == first_name for _, name in out.files):
         out.matting_output = first_name
     sheet = _existing(storage, storage.compare_rel(job_id, t.path))
@@ -129,6 +132,7 @@ def add_page(
     zs: zipstream.ZipStream | None = None,
     writer: ReportWriter | None = None,
     added: set[str] | None = None,
+    suffix: str = PNG_SUFFIX,
 ) -> int:
     """One page of tasks into the zip and/or the report (blocking: call it in a thread);
     the number of zip members added. `added` (the names already in the zip, carried across
@@ -137,7 +141,7 @@ def add_page(
     members = 0
     items: list[ReportItem] = []
     for t in tasks:
-        found = task_members(storage, job_id, output, models, t)
+        found = task_members(storage, job_id, output, models, t, suffix)
         if added is not None:
             found = _unseen(found, added)
         if zs is not None:
@@ -179,19 +183,21 @@ def build_zip(
     report: Path | None = None,
     models: Sequence[str] = (),
     sized: bool = True,
+    suffix: str = PNG_SUFFIX,
 ) -> JobZip:
     """The zip of tasks held in memory (blocking; tests and small callers): with the report
     files in `report`, or without it a report written from `tasks` into a temporary folder
     that `zip_chunks` removes once the zip is read."""
     zs = new_zip(sized)
     if report is not None:
-        members = add_page(storage, job_id, output, models, tasks, zs=zs, added=set())
+        members = add_page(storage, job_id, output, models, tasks, zs=zs, added=set(),
+                           suffix=suffix)
         return JobZip(zs, len(zs) if sized else None, members + add_report(zs, report))
     tmp = Path(tempfile.mkdtemp(prefix="report-"))
     try:
         with ReportWriter(tmp, job_id, models, TIMING_KEYS) as writer:
             members = add_page(storage, job_id, output, models, tasks, zs=zs, writer=writer,
-                               added=set())
+                               added=set(), suffix=suffix)
             writer.finish()
         members += add_report(zs, tmp)
     except BaseException:
@@ -209,6 +215,7 @@ async def job_zip(
     *,
     report: Path | None,
     partial: Path | None = None,
+    suffix: str = PNG_SUFFIX,
 ) -> JobZip:
     """The job's zip, its rows walked a page at a time with each page's file checks in a
     thread. A finished job (`report`: its report folder) gets a sized zip; a running one
@@ -224,7 +231,8 @@ async def job_zip(
         added: set[str] = set()
         async for page in task_pages(db, job_id):
             members += await asyncio.to_thread(add_page, storage, job_id, output, models, page,
-                                               zs=zs, writer=writer, added=added)
+                                               zs=zs, writer=writer, added=added,
+                                               suffix=suffix)
         if writer is not None:
             await asyncio.to_thread(writer.finish)
     except BaseException:

@@ -228,9 +228,22 @@ import { PAGE, card, num, pageOf, parseSort, sortIndices } from "./gallery.js";
     }
     return { uploadId: url.replace(/\/+$/, "").split("/").pop(), store };
   }
+  // The output options that are set (README, "Output options"); empty fields are the defaults
+  // and are not sent, so the server's checks see only what the user chose.
+  function outputOptions() {
+    const opts = {};
+    const fields = { format: "format", max_size: "max-size", background: "background", crop: "crop" };
+    for (const [key, id] of Object.entries(fields)) {
+      const el = $(id);
+      const v = el ? el.value.trim() : "";
+      if (v !== "") { opts[key] = v; }
+    }
+    return opts;
+  }
   // Without the tus router (404/405 on /files/): one plain request, not resumable.
   async function plainUpload(blob, filename, onProgress) {
-    const q = new URLSearchParams({ filename, model: $("model").value, output: $("output").value });
+    const q = new URLSearchParams({ filename, model: $("model").value, output: $("output").value,
+      ...outputOptions() });
     const xhr = await send("POST", "/upload?" + q, { "Content-Type": "application/octet-stream" },
       blob, onProgress);
     if (xhr.status !== 202) { throw Object.assign(new Error(xhr.responseText + " (HTTP " + xhr.status + ")"), { status: xhr.status }); }
@@ -294,7 +307,8 @@ import { PAGE, card, num, pageOf, parseSort, sortIndices } from "./gallery.js";
         const done = await tusUpload(blob, filename, fp, progress);
         status.textContent = "upload complete, creating the job …";
         job = await api("/jobs", { method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ upload_id: done.uploadId, model: $("model").value, output: $("output").value }) });
+          body: JSON.stringify({ upload_id: done.uploadId, model: $("model").value, output: $("output").value,
+            ...outputOptions() }) });
         localStorage.removeItem(done.store);
       } catch (err) {
         if (!err.noTus) { throw err; }

@@ -80,6 +80,17 @@ Model = Annotated[str | None, typer.Option(
     "--model", help="engine name(s), comma-separated (default: the server's)")]
 Output = Annotated[str, typer.Option(
     "--output", help="rgba (cut-out), alpha (matte only) or both")]
+Format = Annotated[str | None, typer.Option(
+    "--format", help="cut-out format: png (default), webp or avif", show_default=False)]
+MaxSize = Annotated[int | None, typer.Option(
+    "--max-size", min=16, help="longest side of the cut-out in px (scaled down, never up)",
+    show_default=False)]
+Background = Annotated[str | None, typer.Option(
+    "--background", help="colour under the cut-out (#ffffff, #fff) or transparent",
+    show_default=False)]
+Crop = Annotated[float | None, typer.Option(
+    "--crop", min=0.0, help="crop to the object plus this margin in %% of its box (0: tight)",
+    show_default=False)]
 CallbackUrl = Annotated[str | None, typer.Option(
     "--callback-url", help="webhook the gateway calls when the job ends")]
 StateDir = Annotated[Path | None, typer.Option(
@@ -94,12 +105,32 @@ JobId = Annotated[str, typer.Argument(help="the job's id")]
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
-def _options(model: str | None, output: str, callback_url: str | None) -> Any:
+def _finishing(fmt: str | None, max_size: int | None, background: str | None,
+               crop: float | None, *, local: bool = False) -> Any:
+    """The output options checked here, so a typo is a usage error before any byte is sent
+    (the gateway checks them again). Whether AVIF can be written is the server's to say,
+    unless the matting runs here (`local`)."""
+    from shared.finishing import OutputFormat, OutputOptions
+
+    remote_avif = not local and fmt is not None and fmt.lower() == OutputFormat.AVIF
+    try:
+        checked = OutputOptions.check(None if remote_avif else fmt, max_size, background, crop)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return checked
+
+
+def _options(model: str | None, output: str, callback_url: str | None,
+             fmt: str | None = None, max_size: int | None = None,
+             background: str | None = None, crop: float | None = None) -> Any:
     from mattepipe.client.upload import JobOptions
 
     if output not in OUTPUT_MODES:
         raise typer.BadParameter(f"use one of {', '.join(OUTPUT_MODES)}", param_hint="--output")
-    return JobOptions(model=model, output=output, callback_url=callback_url)
+    _finishing(fmt, max_size, background, crop)
+    return JobOptions(model=model, output=output, callback_url=callback_url,
+                      format=fmt.lower() if fmt else None, max_size=max_size,
+                      background=background, crop=crop)
 
 
 def _conn(server: str, api_key: str | None) -> Any:
@@ -121,12 +152,14 @@ def run(path: Annotated[Path, typer.Argument(help="a folder, an archive or an im
             show_default=False)] = None,
         server: Server = DEFAULT_SERVER, api_key: ApiKeyOpt = None, model: Model = None,
         output: Output = "rgba", callback_url: CallbackUrl = None, state_dir: StateDir = None,
-        chunk_size: ChunkSize = 8 * 1024 * 1024, stop_after_bytes: StopAfter = None) -> None:
+        chunk_size: ChunkSize = 8 * 1024 * 1024, stop_after_bytes: StopAfter = None,
+        fmt: Format = None, max_size: MaxSize = None, background: Background = None,
+        crop: Crop = None) -> None:
     """Upload, process and download in one go: a folder is zipped on the fly. Interrupted, the
     same command again resumes the upload (or the wait) where it stopped."""
     from mattepipe.cli.flows import run_cmd
 
-    opts = _options(model, output, callback_url)
+    opts = _options(model, output, callback_url, fmt, max_size, background, crop)
     target = out or Path(f"{path.expanduser().absolute().name or 'result'}-matted.zip")
     raise typer.Exit(run_cmd(_conn(server, api_key), path, target, opts, _store(state_dir),
                              chunk_size, stop_after_bytes))
@@ -137,11 +170,12 @@ def upload(path: Annotated[Path, typer.Argument(help="a folder, an archive or an
            server: Server = DEFAULT_SERVER, api_key: ApiKeyOpt = None, model: Model = None,
            output: Output = "rgba", callback_url: CallbackUrl = None,
            state_dir: StateDir = None, chunk_size: ChunkSize = 8 * 1024 * 1024,
-           stop_after_bytes: StopAfter = None) -> None:
+           stop_after_bytes: StopAfter = None, fmt: Format = None, max_size: MaxSize = None,
+           background: Background = None, crop: Crop = None) -> None:
     """Upload (resumably) and start the job; prints the job id."""
     from mattepipe.cli.flows import upload_cmd
 
-    opts = _options(model, output, callback_url)
+    opts = _options(model, output, callback_url, fmt, max_size, background, crop)
     raise typer.Exit(upload_cmd(_conn(server, api_key), path, opts, _store(state_dir),
                                 chunk_size, stop_after_bytes))
 
@@ -208,14 +242,18 @@ def matte(in_dir: Annotated[Path, typer.Argument(help="folder of images (searche
           output: Output = "rgba",
           models_dir: Annotated[Path | None, typer.Option(
               "--models-dir", help="user models (default: MODELS_DIR)",
-              show_default=False)] = None) -> None:
+              show_default=False)] = None,
+          fmt: Format = None, max_size: MaxSize = None, background: Background = None,
+          crop: Crop = None) -> None:
     """Matte a folder locally in this process, without the services (like `rembg p`)."""
     from mattepipe.cli.matte import matte_cmd
 
     if output not in OUTPUT_MODES:
         raise typer.BadParameter(f"use one of {', '.join(OUTPUT_MODES)}", param_hint="--output")
+    finishing = _finishing(fmt, max_size, background, crop, local=True)
     s = settings_with(models_dir=models_dir)
-    raise typer.Exit(matte_cmd(in_dir, out_dir, model or s.default_model, s.models_dir, output))
+    raise typer.Exit(matte_cmd(in_dir, out_dir, model or s.default_model, s.models_dir, output,
+                               finishing))
 
 
 def main() -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 from rich.progress import (
@@ -21,8 +22,9 @@ __all__ = ["matte_cmd"]
 
 
 def matte_cmd(in_dir: Path, out_dir: Path, model: str, models_dir: Path,
-              output: str = "rgba") -> int:
-    """Local, no services: every image under `in_dir` matted into `out_dir` (same tree).
+              output: str = "rgba", options: Any = None) -> int:
+    """Local, no services: every image under `in_dir` matted into `out_dir` (same tree);
+    `options`: a `shared.finishing.OutputOptions` (format, max_size, background, crop).
     0 when every image came through, 3 when some failed (listed), 2 for bad arguments."""
     console = err_console()
     try:
@@ -36,7 +38,8 @@ def matte_cmd(in_dir: Path, out_dir: Path, model: str, models_dir: Path,
         try:
             res = matte_folder(in_dir, out_dir, model, models_dir, output,
                                lambda done, total: bar.update(task, completed=done,
-                                                              total=total))
+                                                              total=total),
+                               **({"options": options} if options is not None else {}))
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/yellow]")
             return int(ExitCode.INTERRUPTED)

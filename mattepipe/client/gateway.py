@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +43,11 @@ _TYPES = {".zip": "application/zip", ".tar": "application/x-tar", ".tgz": "appli
 
 
 M = TypeVar("M", bound=PublicModel)
+
+
+def _set(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The output options that are set (None means the server's default)."""
+    return {k: v for k, v in (options or {}).items() if v is not None}
 
 
 def _parse(model: type[M], resp: httpx.Response) -> M:
@@ -98,27 +103,31 @@ class GatewayClient:
 
     def upload_file(self, path: Path | str, model: str | None = None, output: str = "rgba",
                     progress_cb: ProgressCb | None = None,
-                    callback_url: str | None = None) -> JobLinks:
+                    callback_url: str | None = None,
+                    finishing: Mapping[str, Any] | None = None) -> JobLinks:
         """Stream one file as the raw request body; answers the gateway's 202 body."""
         path = Path(path)
         with path.open("rb") as f:
             return self.upload_stream(iter(lambda: f.read(CHUNK), b""),
                                       path.stat().st_size, path.name,
                                       content_type_for(path), model, output, progress_cb,
-                                      callback_url)
+                                      callback_url, finishing)
 
     def upload_stream(self, blocks: Iterable[bytes], size: int, filename: str,
                       content_type: str = "application/octet-stream",
                       model: str | None = None, output: str = "rgba",
                       progress_cb: ProgressCb | None = None,
-                      callback_url: str | None = None) -> JobLinks:
+                      callback_url: str | None = None,
+                      finishing: Mapping[str, Any] | None = None) -> JobLinks:
         """`size` bytes from `blocks` as one `POST /upload` (not resumable: for a gateway
-        without tus); answers the gateway's 202 body."""
-        params = {"filename": filename, "output": output}
+        without tus); answers the gateway's 202 body. `finishing`: the output options
+        (`format`, `max_size`, `background`, `crop`; None values are left out)."""
+        params: dict[str, Any] = {"filename": filename, "output": output}
         if model:
             params["model"] = model
         if callback_url:
             params["callback_url"] = callback_url
+        params.update(_set(finishing))
 
         def counted() -> Iterator[bytes]:
             sent = 0
@@ -138,13 +147,15 @@ class GatewayClient:
         return TusClient(self._http, chunk=chunk)
 
     def create_job(self, upload_id: str, model: str | None = None, output: str = "rgba",
-                   callback_url: str | None = None) -> JobLinks:
+                   callback_url: str | None = None,
+                   finishing: Mapping[str, Any] | None = None) -> JobLinks:
         """Turn a finished tus upload into a job; answers the 202 body like `/upload`."""
         payload: dict[str, Any] = {"upload_id": upload_id, "output": output}
         if model:
             payload["model"] = model
         if callback_url:
             payload["callback_url"] = callback_url
+        payload.update(_set(finishing))
         return _parse(JobLinks, self._request("POST", "/jobs", json=payload))
 
     def jobs(self, limit: int = 50, offset: int = 0) -> JobList:

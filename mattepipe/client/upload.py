@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mattepipe.client.gateway import GatewayClient, GatewayError
 from mattepipe.client.packing import Source
@@ -28,6 +29,17 @@ class JobOptions:
     model: str | None = None
     output: str = "rgba"
     callback_url: str | None = None
+    format: str | None = None
+    """Output options (`shared.finishing`); None: the server's default."""
+    max_size: int | None = None
+    background: str | None = None
+    crop: float | None = None
+
+    def finishing(self) -> dict[str, Any]:
+        """The output options that are set, as the gateway's fields."""
+        opts = {"format": self.format, "max_size": self.max_size,
+                "background": self.background, "crop": self.crop}
+        return {k: v for k, v in opts.items() if v is not None}
 
 
 @dataclass
@@ -67,8 +79,11 @@ def upload_source(client: GatewayClient, source: Source, options: JobOptions,
         if ev.note:
             ev.note(msg)
 
+    # the output options are part of the key: the same folder with another format is a new job
+    output_key = options.output + (f"|{sorted(options.finishing().items())}"
+                                   if options.finishing() else "")
     key = state_key(source.path, source.fingerprint, client.base_url, options.model,
-                    options.output)
+                    output_key)
     store.prune()
     state = store.load(key)
     if state is not None and state.job_id:
@@ -112,7 +127,7 @@ def upload_source(client: GatewayClient, source: Source, options: JobOptions,
         ev.started(source.size, offset, True)
     sent = tus.upload(url, source.read_from, offset, source.size, ev.progress, stop_after)
     job = client.create_job(url.rstrip("/").rsplit("/", 1)[-1], options.model, options.output,
-                            options.callback_url)
+                            options.callback_url, options.finishing())
     state.job_id = job.job_id
     store.save(state)
     return UploadOutcome(job=job, key=key, total=source.size, resumed_from=offset, sent=sent)
@@ -128,6 +143,7 @@ def _plain(client: GatewayClient, source: Source, options: JobOptions, ev: Uploa
     job = client.upload_stream(
         rechunk(source.read_from(0), PLAIN_BLOCK), source.size, source.name,
         source.content_type, options.model, options.output,
-        (lambda done, _total: progress(done)) if progress else None, options.callback_url)
+        (lambda done, _total: progress(done)) if progress else None, options.callback_url,
+        options.finishing())
     return UploadOutcome(job=job, key=key, total=source.size, sent=source.size,
                          resumable=False)

@@ -49,6 +49,8 @@ class StageServer:
     """Outcomes for requests whose input file name is the key (before `plan`)."""
     calls: list[tuple[str, int]] = field(default_factory=list)
     authorization: list[str] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    """Every request as it arrived (JSON), per call."""
     """The Authorization header of every call ("" when none)."""
     active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
     max_active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
@@ -60,6 +62,7 @@ class StageServer:
         async def handle(route: str, req: StageRequest[Any], request: Request) -> Any:
             self.calls.append((route, req.task_id))
             self.authorization.append(request.headers.get("authorization", ""))
+            self.requests.append(req.model_dump(mode="json"))
             queue = self.by_input.get(Path(req.input).name) or self.plan[route]
             step = queue.pop(0) if queue else "ok"
             self.active[route] += 1
@@ -99,7 +102,8 @@ class StageServer:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 if isinstance(req, MattingRequest):
                     Image.new("RGBA", (4, 3), (10, 20, 30, 128)).save(out, "PNG")
-                    if req.params.output == "both":
+                    # a shaped cut-out keeps the full-size matte, as the real worker does
+                    if req.params.output == "both" or req.params.options.keeps_matte:
                         Image.new("L", (4, 3), 128).save(out.with_suffix(".alpha.png"), "PNG")
                 else:
                     assert isinstance(req, ComparisonRequest)

@@ -34,6 +34,8 @@ class StandIn:
     patches: list[tuple[int, int]] = field(default_factory=list)
     """(offset, length) of every PATCH that arrived."""
     plain_bodies: list[bytes] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    """The options of every job-creating call: `POST /jobs` bodies, `POST /upload` queries."""
     status_outages: int = 0
     """How many /status calls answer 503 first (a gateway restarting)."""
     url: str = ""
@@ -129,6 +131,7 @@ def build_app(st: StandIn) -> FastAPI:
     @api.post("/jobs", status_code=202)
     async def create_job(request: Request) -> dict[str, Any]:
         body = await request.json()
+        st.requests.append(body)
         up = st.uploads.get(body["upload_id"])
         if up is None:
             raise HTTPException(404, detail="unknown upload")
@@ -141,6 +144,7 @@ def build_app(st: StandIn) -> FastAPI:
                      output: str = "rgba") -> dict[str, Any]:
         data = await request.body()
         st.plain_bodies.append(data)
+        st.requests.append(dict(request.query_params))
         return _job(st, data, model, output)
 
     @api.get("/status/{job_id}")

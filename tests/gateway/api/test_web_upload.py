@@ -143,6 +143,26 @@ def test_chunks_and_a_network_error(tus: TusServer, big_file: tuple[Path, bytes]
                          ".length") == 0
 
 
+def test_output_options_reach_the_job(tus: TusServer, tmp_path: Path,
+                                      page: Any) -> None:  # noqa: F811
+    """The form's format, max size, background and crop go into `POST /jobs` as set."""
+    f = tmp_path / "one.zip"
+    f.write_bytes(os.urandom(1000))
+    page.goto(tus.url + "/")
+    page.wait_for_function("document.querySelectorAll('#model option').length === 2")
+    page.select_option("#format", "webp")
+    page.fill("#max-size", "64")
+    page.fill("#background", "#ffffff")
+    page.fill("#crop", "5")
+    page.set_input_files("#file-input", str(f))
+    page.click("#start")
+    started(page)
+    (uid,) = tus.files
+    assert tus.jobs == [{"upload_id": uid, "model": "classical", "output": "rgba",
+                         "format": "webp", "max_size": "64", "background": "#ffffff",
+                         "crop": "5"}]
+
+
 def test_a_reload_resumes_where_the_server_stands(tus: TusServer, big_file: tuple[Path, bytes],
                                                   page: Any) -> None:  # noqa: F811
     f, data = big_file

@@ -280,6 +280,47 @@ def test_upload_status_jobs_wait_download_cancel(tmp_path: Path) -> None:
         assert cli(st, "status", "nope").exit_code == 4
 
 
+@pytest.mark.parametrize("tus", [True, False])
+def test_upload_passes_the_output_options(tmp_path: Path, tus: bool) -> None:
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.jpg", b"x")
+    with serve(StandIn(tus=tus)) as st:
+        up = cli(st, "upload", str(archive), "--state-dir", str(tmp_path / "s"),
+                 "--format", "webp", "--max-size", "64", "--background", "#fff",
+                 "--crop", "5")
+        assert up.exit_code == 0, up.output
+        (sent,) = st.requests
+        assert {k: str(sent[k]) for k in ("format", "max_size", "background", "crop")} == {
+            "format": "webp", "max_size": "64", "background": "#fff", "crop": "5.0"}
+        plain = cli(st, "upload", str(archive), "--state-dir", str(tmp_path / "s"))
+        assert plain.exit_code == 0, plain.output
+        assert not {"format", "max_size", "background", "crop"} & set(st.requests[-1])
+        for bad, why in ((["--format", "gif"], "unknown format"),
+                         (["--background", "white"], "background must be a colour"),
+                         (["--max-size", "8"], "greater than or equal to 16")):
+            refused = cli(st, "upload", str(archive), *bad)
+            assert refused.exit_code == 2 and why in refused.output, refused.output
+        assert len(st.requests) == 2  # the refusals sent nothing
+
+
+def test_matte_with_output_options(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (80, 40), (200, 10, 10)).save(tmp_path / "in" / "a.jpg")
+    result = runner.invoke(app, ["matte", str(tmp_path / "in"), str(tmp_path / "out"),
+                                 "--model", "identity", "--format", "webp", "--max-size", "20",
+                                 "--background", "#00ff00", "--output", "both"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    cut = Image.open(tmp_path / "out" / "a.webp")
+    assert cut.format == "WEBP" and cut.mode == "RGB" and cut.size == (20, 10)
+    assert Image.open(tmp_path / "out" / "a.alpha.png").size == (80, 40)  # the full matte
+    bad = runner.invoke(app, ["matte", str(tmp_path / "in"), str(tmp_path / "o2"),
+                              "--crop", "-3"])
+    assert bad.exit_code == 2
+
+
 def test_matte_a_folder_locally(tmp_path: Path) -> None:
     from PIL import Image
 
