@@ -16,7 +16,7 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
@@ -105,11 +105,7 @@ class ArchiveLimits:
     min_free_disk: int = 0
     """MIN_FREE_DISK: unpacking stops (the archive is refused) before DATA_DIR's file system
     falls below this many free bytes; 0 checks nothing beyond a real ENOSPC."""
-    video: VideoLimits = VideoLimits(
-        Settings.model_fields["max_video_seconds"].default,
-        Settings.model_fields["max_video_pixels"].default,
-        Settings.model_fields["max_video_frames"].default,
-    )
+    video: VideoLimits = field(default_factory=lambda: VideoLimits.from_settings(Settings()))
     """MAX_VIDEO_SECONDS, MAX_VIDEO_PIXELS, MAX_VIDEO_FRAMES (`gateway.intake.video`)."""
 
     @classmethod

@@ -281,7 +281,8 @@ async def receive_upload(
     ctype, opts = parse_options_header(headers.get("content-type", ""))
     content_type = ctype.decode("latin-1")
     multipart = content_type == "multipart/form-data"
-    if not multipart and content_type not in _RAW_TYPES and not content_type.startswith(("image/", "video/")):
+    media = content_type.startswith(("image/", "video/"))
+    if not multipart and content_type not in _RAW_TYPES and not media:
         raise UnsupportedMediaType(
             f"unsupported content type {content_type or '(none)'!r}: send multipart/form-data "
             f"with a 'file' field, or the raw bytes of {_ACCEPTED}",

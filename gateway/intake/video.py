@@ -26,6 +26,8 @@ from pathlib import Path, PurePosixPath
 
 import av
 import av.error
+from PIL import Image
+
 from shared.errors import IntakeError
 from shared.formats import VIDEO_SUFFIXES
 from shared.settings import Settings
@@ -178,7 +180,8 @@ def _decode_into(video: Path, video_path: str, folder: Path, limits: VideoLimits
                 raise VideoRejected(f"frame name {frame_path(video_path, n)!r} clashes with "
                                     "another file of the upload")
             written.append(target)
-            frame.to_image().save(target, format="PNG", compress_level=FRAME_PNG_LEVEL)
+            rgb = frame.to_ndarray(format="rgb24")
+            Image.fromarray(rgb, "RGB").save(target, format="PNG", compress_level=FRAME_PNG_LEVEL)
             account(target.stat().st_size)
             size = (frame.width, frame.height)
             n += 1
