@@ -155,8 +155,8 @@ def detect_kind(filename: str, head: bytes) -> Literal["zip", "tar", "image", "v
     is_empty_tar = len(head) >= TAR_BLOCK_BYTES and not any(head[:TAR_BLOCK_BYTES])
     if filename.lower().endswith(".tar") and (is_empty_tar or is_v7_tar(head)):
         return "tar"
-    raise ArchiveRejected(
-        "not an archive, image or video (accepted: .zip, .tar, .tar.gz, an image, a video)")
+    raise ArchiveRejected("not an archive or image (accepted: .zip, .tar, .tar.gz, an "
+                          "image, or a video: .mp4, .mov, .webm, .mkv)")
 
 
 def _read(src: IO[bytes], n: int) -> bytes:

@@ -290,7 +290,7 @@ async def ingest_job(
         if error is not None and (not isinstance(error, ArchiveCorrupt) or not progress.images):
             raise error
         if progress.tasks == 0:
-            raise ArchiveRejected("archive holds no images or videos")
+            raise ArchiveRejected("archive holds no images")
         paired = await _pair_gt(db, job_id, progress.gt) if progress.gt else 0
         note = None
         if error is not None:
