@@ -14,6 +14,8 @@ __all__ = [
     "METRIC_KEYS",
     "MODERN_IMAGE_TYPES",
     "OUTPUT_MODES",
+    "VIDEO_SUFFIXES",
+    "VIDEO_TYPES",
     "Metric",
     "OutputMode",
 ]
@@ -31,6 +33,12 @@ IMAGE_TYPES: dict[str, str] = {
 """Image file suffix (lower case) → its canonical short type; the decoders read all of them."""
 IMAGE_SUFFIXES = frozenset(IMAGE_TYPES)
 """Suffixes (lower case, with the dot) of the image files we accept."""
+
+VIDEO_TYPES: dict[str, str] = {".mp4": "mp4", ".mov": "mov", ".webm": "webm", ".mkv": "mkv"}
+"""Video file suffix (lower case) → its short type: read with PyAV (FFmpeg), one task per frame
+(`gateway.intake.video`)."""
+VIDEO_SUFFIXES = frozenset(VIDEO_TYPES)
+"""Suffixes (lower case, with the dot) of the video files we accept."""
 
 
 class OutputMode(StrEnum):

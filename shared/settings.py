@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     color_management: ColorManagement = ColorManagement.KEEP
     """`keep`: a cut-out embeds its input's ICC profile, pixels untouched; `srgb`: pixels are
     converted from the profile to sRGB before matting and the cut-out has none."""
+    max_video_seconds: float = Field(default=600.0, gt=0.0)
+    """A video longer than this is rejected (checked from the container, then while decoding)."""
+    max_video_pixels: int = Field(default=3840 * 2160, gt=0)
+    """Pixels per video frame: a larger video is rejected before any frame is decoded."""
+    max_video_frames: int = Field(default=20_000, gt=0)
+    """Frames (tasks) one video may become; more is a rejected video, not a truncated one."""
     min_free_disk: int = 256 * 1024**2
     """Uploads answer 507, and an archive being unpacked fails, when DATA_DIR would keep less
     free space than this."""

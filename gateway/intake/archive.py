@@ -16,7 +16,7 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
@@ -33,6 +33,15 @@ from gateway.intake.archive_names import (
     looks_like_archive,
 )
 from gateway.intake.ground_truth import GtIndex, gt_key, is_gt_path, match_gt
+from gateway.intake.video import (
+    VideoInfo,
+    VideoLimits,
+    VideoRejected,
+    decode_frames,
+    frame_path,
+    is_video_magic,
+    is_video_name,
+)
 from shared.errors import IntakeError
 from shared.imaging import probe_image
 from shared.limits import NAME_MAX_BYTES, TAR_BLOCK_BYTES, USTAR_MAGIC_SLICE
@@ -96,6 +105,8 @@ class ArchiveLimits:
     min_free_disk: int = 0
     """MIN_FREE_DISK: unpacking stops (the archive is refused) before DATA_DIR's file system
     falls below this many free bytes; 0 checks nothing beyond a real ENOSPC."""
+    video: VideoLimits = field(default_factory=lambda: VideoLimits.from_settings(Settings()))
+    """MAX_VIDEO_SECONDS, MAX_VIDEO_PIXELS, MAX_VIDEO_FRAMES (`gateway.intake.video`)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArchiveLimits:
@@ -105,6 +116,7 @@ class ArchiveLimits:
             max_ratio=settings.max_compression_ratio,
             max_image_pixels=settings.max_image_pixels,
             min_free_disk=settings.min_free_disk,
+            video=VideoLimits.from_settings(settings),
         )
 
     def total_budget(self, archive_bytes: int) -> int:
@@ -122,9 +134,14 @@ class Member:
     stored: Path | None
     error: str | None
     is_gt: bool
+    video: VideoInfo | None = None
+    """Set on the one member that stands for a whole decoded video (no task of its own: it
+    names the video for the job's manifest); its frames follow it."""
+    frame_of: str | None = None
+    """On a video's frame: the video's path (ingest refuses the frames of a refused video)."""
 
 
-def detect_kind(filename: str, head: bytes) -> Literal["zip", "tar", "image"]:
+def detect_kind(filename: str, head: bytes) -> Literal["zip", "tar", "image", "video"]:
     """Magic bytes decide; the file name is only a hint for magic-less v7 tars."""
     if head.startswith(ZIP_MAGIC):
         return "zip"
@@ -132,10 +149,14 @@ def detect_kind(filename: str, head: bytes) -> Literal["zip", "tar", "image"]:
         return "tar"
     if is_image_magic(head):
         return "image"
+    # A video's suffix is enough: a broken one is then a rejected item with FFmpeg's reason.
+    if is_video_name(filename) or is_video_magic(head):
+        return "video"
     is_empty_tar = len(head) >= TAR_BLOCK_BYTES and not any(head[:TAR_BLOCK_BYTES])
     if filename.lower().endswith(".tar") and (is_empty_tar or is_v7_tar(head)):
         return "tar"
-    raise ArchiveRejected("not an archive or image (accepted: .zip, .tar, .tar.gz, an image)")
+    raise ArchiveRejected("not an archive or image (accepted: .zip, .tar, .tar.gz, an "
+                          "image, or a video: .mp4, .mov, .webm, .mkv)")
 
 
 def _read(src: IO[bytes], n: int) -> bytes:
@@ -244,12 +265,49 @@ class _Extractor:
         return self.validate(path, target)
 
     def validate(self, path: str, target: Path) -> Member:
+        if is_video_name(path) and not is_gt_path(path):
+            return Member(path, target, None, False)  # decoded by `expand`
         try:
             probe_image(target, self.limits.max_image_pixels)
         except Exception as exc:  # PIL raises more than it documents; any failure is a reason
             target.unlink(missing_ok=True)
             return self.reject(path, str(exc) or f"cannot read image ({type(exc).__name__})")
         return Member(path, target, None, is_gt_path(path))
+
+    def expand(self, member: Member) -> Iterator[Member]:
+        """`member`, or for an extracted video: its frames (`gateway.intake.video`), the copy
+        of the video removed once decoded."""
+        if member.stored is None or member.is_gt or not is_video_name(member.path):
+            yield member
+            return
+        try:
+            yield from self.video(member.stored, member.path)
+        finally:
+            member.stored.unlink(missing_ok=True)
+
+    def video(self, source: Path, path: str) -> Iterator[Member]:
+        """One member naming the video, then one per frame; or one rejected member."""
+        counted = 0
+
+        def account(n: int) -> None:
+            nonlocal counted
+            counted += n
+            self.total += n
+            if self.total > self.limits.max_total_size:
+                raise VideoRejected(self._too_big())
+            self.check_disk(n)
+
+        try:
+            info, folder = decode_frames(source, path, self.dest, self.limits.video, account)
+        except VideoRejected as exc:
+            self.total -= counted
+            yield self.reject(path, exc.reason)
+            return
+        yield Member(path, None, None, False, video=info)
+        for i in range(info.frames):
+            name = frame_path(path, i)
+            self.seen.add(name)  # a later member of that name is a duplicate
+            yield Member(name, folder / PurePosixPath(name).name, None, False, frame_of=path)
 
 
 def _iter_zip(upload: Path, ex: _Extractor) -> Iterator[Member]:
@@ -282,7 +340,7 @@ def _iter_zip(upload: Path, ex: _Extractor) -> Iterator[Member]:
             if path is not None:
                 member = _zip_member(zf, info, path, ex, ratio)
             if member is not None:
-                yield member
+                yield from ex.expand(member)
 
 
 def _member_bomb(info: zipfile.ZipInfo, ratio: float) -> bool:
@@ -367,7 +425,7 @@ def _iter_tar(upload: Path, ex: _Extractor) -> Iterator[Member]:
                 if path is not None:
                     member = _tar_member(tf, ti, path, ex)
                 if member is not None:
-                    yield member
+                    yield from ex.expand(member)
 
 
 def _tar_member(tf: tarfile.TarFile, ti: tarfile.TarInfo, path: str, ex: _Extractor) -> Member:
@@ -404,6 +462,18 @@ def _iter_image(upload: Path, ex: _Extractor, filename: str) -> Iterator[Member]
     yield ex.validate(path, target)
 
 
+def _iter_video(upload: Path, ex: _Extractor, filename: str) -> Iterator[Member]:
+    """A single video: decoded straight from the upload (ingest removes the upload after)."""
+    base = PurePosixPath(filename.replace("\\", "/")).name
+    try:
+        path = clean_name(base) or ""
+    except BadName:
+        path = ""
+    if not path or "/" in path or not is_video_name(path):
+        path = "video" + (PurePosixPath(path or base).suffix.lower()[:6] or ".mp4")
+    yield from ex.video(upload, path)
+
+
 def iter_members(
     upload: Path, dest: Path, limits: ArchiveLimits, filename: str
 ) -> Iterator[Member]:
@@ -422,5 +492,7 @@ def iter_members(
         yield from _iter_zip(upload, ex)
     elif kind == "tar":
         yield from _iter_tar(upload, ex)
+    elif kind == "video":
+        yield from _iter_video(upload, ex, filename)
     else:
         yield from _iter_image(upload, ex, filename)

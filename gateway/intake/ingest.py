@@ -37,6 +37,7 @@ from gateway.intake.archive import (
     iter_members,
 )
 from gateway.intake.output_names import OutputNames
+from gateway.intake.video import MANIFEST, VideoInfo
 from shared.errors import MattepipeError
 from shared.settings import Settings
 from shared.states import JobState, TaskState
@@ -59,24 +60,34 @@ class _Take:
     done: bool = False
 
 
-def _unique_outputs(member: Member, names: OutputNames) -> Member:
+def _unique_outputs(member: Member, names: OutputNames, refused: dict[str, str]) -> Member:
     """A member whose output names another input already has becomes a rejected one (its
-    extracted file is removed); see `gateway.intake.output_names`."""
-    if member.is_gt or member.stored is None:
+    extracted file is removed); see `gateway.intake.output_names`. A video claims its own
+    names (`<stem>.webm`, `<stem>_compare.jpg`); when refused, its frames are refused too
+    (`refused`: video path → reason)."""
+    if member.frame_of is not None and member.frame_of in refused:
+        if member.stored is not None:
+            member.stored.unlink(missing_ok=True)
+        return Member(member.path, None, refused[member.frame_of], False)
+    if member.is_gt or (member.stored is None and member.video is None):
         return member
     first = names.claim(member.path)
     if first is None:
         return member
-    member.stored.unlink(missing_ok=True)
-    return Member(member.path, None, OutputNames.reason(first), False)
+    reason = OutputNames.reason(first)
+    if member.video is not None:
+        refused[member.path] = reason
+    if member.stored is not None:
+        member.stored.unlink(missing_ok=True)
+    return Member(member.path, None, reason, False)
 
 
-def _take(it: Iterator[Member], n: int, names: OutputNames) -> _Take:
+def _take(it: Iterator[Member], n: int, names: OutputNames, refused: dict[str, str]) -> _Take:
     """Advance the extractor by up to n members (runs in a worker thread)."""
     out: _Take = _Take([])
     try:
         for member in it:
-            out.members.append(_unique_outputs(member, names))
+            out.members.append(_unique_outputs(member, names, refused))
             if len(out.members) >= n:
                 return out
     except ArchiveRejected as exc:
@@ -91,6 +102,7 @@ class _Progress:
     images: int = 0
     gt: dict[str, str] = field(default_factory=dict)
     """Archive path of each good matte → its DATA_DIR-relative path."""
+    videos: int = 0
 
 
 class _Stop(MattepipeError):
@@ -153,18 +165,26 @@ async def _extract(
 ) -> tuple[_Progress, ArchiveRejected | None]:  # fmt: skip
     progress = _Progress()
     names = OutputNames(start.models, start.output, start.keeps_matte)
+    refused: dict[str, str] = {}
     it = iter_members(upload, storage.job_chunks(job_id), limits, start.filename)
     try:
         while True:
-            take = await asyncio.to_thread(_take, it, INSERT_BATCH, names)
+            take = await asyncio.to_thread(_take, it, INSERT_BATCH, names, refused)
             rows = []
+            videos: list[VideoInfo] = []
             for m in take.members:
+                if m.video is not None and m.error is None:
+                    videos.append(m.video)  # its frames are the tasks
+                    continue
                 if m.is_gt:
                     if m.stored is not None:
                         progress.gt[m.path] = _rel(m.stored, storage)
                     continue
                 progress.images += m.stored is not None
                 rows.append(_row(job_id, m, storage))
+            if videos:
+                await asyncio.to_thread(_note_videos, storage, job_id, videos)
+                progress.videos += len(videos)
             progress.tasks = await _insert(db, job_id, rows)
             if take.done:
                 return progress, take.error
@@ -172,6 +192,13 @@ async def _extract(
         if isinstance(it, Generator):
             with contextlib.suppress(ValueError):  # still running in a thread after cancellation
                 it.close()
+
+
+def _note_videos(storage: Storage, job_id: str, videos: list[VideoInfo]) -> None:
+    """Append to the job's video manifest (`gateway.intake.video.MANIFEST`), which the job's
+    end reads to assemble each video (`gateway.results.video`)."""
+    with (storage.job_input(job_id) / MANIFEST).open("a", encoding="utf-8") as f:
+        f.writelines(v.to_line() for v in videos)
 
 
 async def _pages(db: Database, job_id: str) -> AsyncIterator[list[tuple[int, str]]]:
@@ -251,7 +278,8 @@ async def ingest_job(
         return
     upload_rel = start.upload_path
     chunks = storage.job_chunks(job_id)
-    await asyncio.to_thread(_remove, chunks)
+    manifest = storage.job_input(job_id) / MANIFEST
+    await asyncio.to_thread(_remove, chunks, manifest)
     try:
         upload = storage.resolve(upload_rel)
     except PathOutsideDataDir:
@@ -280,17 +308,17 @@ async def ingest_job(
     except ArchiveRejected as exc:
         log.info("ingest: job %s rejected: %s", job_id, exc.reason)
         await _fail(db, job_id, exc.reason)
-        await asyncio.to_thread(_remove, chunks, upload)
+        await asyncio.to_thread(_remove, chunks, upload, manifest)
         return
     except Exception as exc:
         log.exception("ingest: job %s failed", job_id)
         # The text of an unexpected error (paths inside DATA_DIR, library internals) stays
         # in the log; the job shows its kind only.
         await _fail(db, job_id, unexpected_error(exc))
-        await asyncio.to_thread(_remove, chunks, upload)
+        await asyncio.to_thread(_remove, chunks, upload, manifest)
         return
     await asyncio.to_thread(_remove, upload)
     log.info(
-        "ingest: job %s: %d tasks, %d images, %d with ground truth",
-        job_id, progress.tasks, progress.images, paired,
+        "ingest: job %s: %d tasks, %d images (%d videos' frames among them), %d with ground "
+        "truth", job_id, progress.tasks, progress.images, progress.videos, paired,
     )  # fmt: skip

@@ -31,7 +31,7 @@ from gateway.errors import (
     UnsupportedMediaType,
 )
 from shared.errors import MattepipeError
-from shared.formats import IMAGE_TYPES
+from shared.formats import IMAGE_TYPES, VIDEO_TYPES
 
 __all__ = ["Received", "check_free_space", "receive_upload", "upload_extension"]
 
@@ -57,10 +57,14 @@ _DEFAULT_NAMES = {
     "image/heic": "image.heic",
     "image/heif": "image.heif",
     "image/avif": "image.avif",
+    "video/mp4": "video.mp4",
+    "video/quicktime": "video.mov",
+    "video/webm": "video.webm",
+    "video/x-matroska": "video.mkv",
 }
 _RAW_TYPES = frozenset(_DEFAULT_NAMES) | {"application/octet-stream"}
-_ACCEPTED = (".zip, .tar, .tar.gz/.tgz or an image "
-             "(.jpg, .png, .webp, .bmp, .tif, .heic/.heif, .avif)")
+_ACCEPTED = (".zip, .tar, .tar.gz/.tgz, an image (.jpg, .png, .webp, .bmp, .tif, .heic/.heif, "
+             ".avif) or a video (.mp4, .mov, .webm, .mkv)")
 
 
 @dataclass
@@ -81,6 +85,8 @@ def upload_extension(filename: str) -> str:
         return suffix[1:]
     if suffix in IMAGE_TYPES:
         return IMAGE_TYPES[suffix]
+    if suffix in VIDEO_TYPES:
+        return VIDEO_TYPES[suffix]
     raise BadRequest(f"unsupported file type {filename!r}: send {_ACCEPTED}")
 
 
@@ -278,7 +284,8 @@ async def receive_upload(
     ctype, opts = parse_options_header(headers.get("content-type", ""))
     content_type = ctype.decode("latin-1")
     multipart = content_type == "multipart/form-data"
-    if not multipart and content_type not in _RAW_TYPES and not content_type.startswith("image/"):
+    media = content_type.startswith(("image/", "video/"))
+    if not multipart and content_type not in _RAW_TYPES and not media:
         raise UnsupportedMediaType(
             f"unsupported content type {content_type or '(none)'!r}: send multipart/form-data "
             f"with a 'file' field, or the raw bytes of {_ACCEPTED}",

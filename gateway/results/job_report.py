@@ -28,6 +28,7 @@ from gateway.db.database import Database
 from gateway.db.tables import Job
 from gateway.results.pages import task_pages
 from gateway.results.report import REPORT_FILES, ReportWriter
+from gateway.results.video import add_videos, assemble_videos
 from gateway.results.zip_stream import TIMING_KEYS, add_page
 from shared.states import JobState
 from shared.storage import Storage
@@ -77,6 +78,8 @@ class Reports:
             async for page in task_pages(self.db, job.id):
                 await asyncio.to_thread(add_page, self.storage, job.id, job.output, models, page,
                                         writer=writer, suffix=job.cutout_suffix)
+            _, items = await asyncio.to_thread(add_videos, self.storage, job.id, True)
+            await asyncio.to_thread(writer.add, items)
             await asyncio.to_thread(writer.finish)
         except BaseException:
             writer.abort()
@@ -99,6 +102,9 @@ class Reports:
 
     async def _write_final(self, job: Job, folder: Path) -> None:
         started = time.monotonic()
+        # The job's videos are put together first (README, "Video"), so the report and every
+        # download that waits for it find them.
+        await asyncio.to_thread(assemble_videos, self.storage, job.id)
         await self.write(job, folder)
         self._done.add(job.id)
         log.info("report of job %s written in %.1f s", job.id, time.monotonic() - started)

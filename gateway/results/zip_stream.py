@@ -24,6 +24,7 @@ from gateway.db.database import Database
 from gateway.db.tables import Task
 from gateway.results.pages import task_pages
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
+from gateway.results.video import add_videos
 from shared.states import TaskState
 from shared.storage import (
     FINAL_RESULTS,
@@ -167,6 +168,12 @@ def _unseen(found: TaskMembers, added: set[str]) -> TaskMembers:
     )
 
 
+def _add_files(zs: zipstream.ZipStream, files: Sequence[tuple[Path, str]]) -> int:
+    for path, name in files:
+        zs.add_path(str(path), name)
+    return len(files)
+
+
 def add_report(zs: zipstream.ZipStream, folder: Path) -> int:
     """report.json, report.csv and index.html from `folder`, at the zip's root."""
     for name in REPORT_FILES:
@@ -189,15 +196,20 @@ def build_zip(
     files in `report`, or without it a report written from `tasks` into a temporary folder
     that `zip_chunks` removes once the zip is read."""
     zs = new_zip(sized)
+    added: set[str] = set()
     if report is not None:
-        members = add_page(storage, job_id, output, models, tasks, zs=zs, added=set(),
+        members = add_page(storage, job_id, output, models, tasks, zs=zs, added=added,
                            suffix=suffix)
+        members += _add_files(zs, add_videos(storage, job_id, True, added)[0])
         return JobZip(zs, len(zs) if sized else None, members + add_report(zs, report))
     tmp = Path(tempfile.mkdtemp(prefix="report-"))
     try:
         with ReportWriter(tmp, job_id, models, TIMING_KEYS) as writer:
             members = add_page(storage, job_id, output, models, tasks, zs=zs, writer=writer,
-                               added=set(), suffix=suffix)
+                               added=added, suffix=suffix)
+            files, items = add_videos(storage, job_id, True, added)
+            members += _add_files(zs, files)
+            writer.add(items)
             writer.finish()
         members += add_report(zs, tmp)
     except BaseException:
@@ -233,7 +245,10 @@ async def job_zip(
             members += await asyncio.to_thread(add_page, storage, job_id, output, models, page,
                                                zs=zs, writer=writer, added=added,
                                                suffix=suffix)
+        files, items = await asyncio.to_thread(add_videos, storage, job_id, sized, added)
+        members += _add_files(zs, files)
         if writer is not None:
+            await asyncio.to_thread(writer.add, items)
             await asyncio.to_thread(writer.finish)
     except BaseException:
         if writer is not None:
