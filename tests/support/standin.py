@@ -34,6 +34,8 @@ class StandIn:
     patches: list[tuple[int, int]] = field(default_factory=list)
     """(offset, length) of every PATCH that arrived."""
     plain_bodies: list[bytes] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    """The path of every request, in order (it has no /jobs/{id}/events: an older gateway)."""
     status_outages: int = 0
     """How many /status calls answer 503 first (a gateway restarting)."""
     url: str = ""
@@ -72,6 +74,7 @@ def build_app(st: StandIn) -> FastAPI:
 
     @api.middleware("http")
     async def auth(request: Request, call_next: Any) -> Any:
+        st.paths.append(request.url.path)
         if st.api_key and request.url.path != "/health" and \
                 request.headers.get("authorization") != f"Bearer {st.api_key}":
             return JSONResponse({"detail": "missing or wrong API key"}, status_code=401)
