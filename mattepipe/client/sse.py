@@ -26,12 +26,12 @@ class Event:
 def parse_events(lines: Iterable[str]) -> Iterator[Event]:
     """The events in `lines` (without their line ends, as `httpx.Response.iter_lines` gives
     them), each yielded when the blank line that ends it arrives; comments yield HEARTBEAT."""
-    name, data = "", []
+    name, data = "", list[str]()
     for line in lines:
         if not line:
             if data:
                 yield Event(name or "message", "\n".join(data))
-            name, data = "", []
+            name, data = "", list[str]()
             continue
         if line.startswith(":"):
             yield Event(HEARTBEAT, "")

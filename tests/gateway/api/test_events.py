@@ -6,6 +6,7 @@ none."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -86,7 +87,7 @@ def test_a_job_streams_its_progress_and_ends_with_end(start_gateway: Start,
     assert {k: v for k, v in sent.items() if k != "throughput_per_s"} == \
         {k: v for k, v in polled.items() if k != "throughput_per_s"}
     # consecutive events differ in more than the clock
-    for a, b in zip(statuses, statuses[1:], strict=False):
+    for a, b in itertools.pairwise(statuses):
         assert a.model_dump(exclude={"throughput_per_s", "eta_s"}) != \
             b.model_dump(exclude={"throughput_per_s", "eta_s"})
 
