@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from gateway.api import include_routes
+from gateway.api.cors import add_cors
 from gateway.api.errors import add_error_handlers
 from gateway.state import GatewayState
 from shared.settings import Settings, get_settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, **scheduler_opts: Any) -> FastA
     )
     include_routes(app)
     add_error_handlers(app)  # gateway.errors and a full database → {"detail": ...} answers
+    add_cors(app, settings or get_settings())  # CORS_ORIGINS; none by default
 
     return app
 

@@ -47,6 +47,8 @@ class GatewayState:
     tus: TusUploads = field(init=False)
     """Resumable uploads: their rows, locks, sweeper and reconciler."""
     tus_sweeper: asyncio.Task[None] | None = None
+    event_streams: int = 0
+    """Live progress streams open now (`gateway.api.events`), against MAX_EVENT_STREAMS."""
 
     def __post_init__(self) -> None:
         self.tus = TusUploads(self.db, self.storage, self.settings, self.start_ingest)

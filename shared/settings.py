@@ -137,6 +137,14 @@ class Settings(BaseSettings):
     """Bearer credential of the internal plane (gateway → balancers → workers, heartbeats).
     Balancers and workers refuse to start without it; the local stack generates one."""
 
+    # --- live progress and browsers on other origins ---------------------------------------
+    max_event_streams: int = Field(default=100, ge=0)
+    """Live progress streams (`GET /jobs/{id}/events`) the gateway holds open at once, all
+    keys together; beyond it they answer 429 and clients poll `/status`. 0 turns them off."""
+    cors_origins: str = ""
+    """Comma-separated origins (`https://app.example`) whose pages may call the API from a
+    browser; empty: no CORS headers at all (only the gateway's own page)."""
+
     log_level: str = "INFO"
 
     _key_table: KeyTable = PrivateAttr(default_factory=KeyTable)
@@ -172,6 +180,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'mattepipe.db').resolve()}"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def worker_url_list(self) -> list[str]:

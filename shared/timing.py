@@ -9,6 +9,9 @@ __all__ = [
     "BALANCER_REQUEST_TIMEOUT_S",
     "BALANCER_RETRY_AFTER_S",
     "CALLBACK_TIMEOUT_S",
+    "EVENTS_HEARTBEAT_S",
+    "EVENTS_MIN_INTERVAL_S",
+    "EVENTS_SEND_TIMEOUT_S",
     "FOLLOW_OUTAGE_S",
     "GRACEFUL_SHUTDOWN_S",
     "HEALTH_CHECK_INTERVAL_S",
@@ -107,3 +110,13 @@ STATE_MAX_AGE_S = 30 * 24 * 3600.0
 """CLI: a resume state untouched for this long is removed (its upload expired long ago)."""
 FOLLOW_OUTAGE_S = 120.0
 """CLI: how long `run`/`wait` keep polling a gateway that does not answer (or answers 5xx)."""
+EVENTS_MIN_INTERVAL_S = 0.5
+"""A live progress stream reads its job at most this often, however many writes wake it: a
+busy gateway commits many times a second, and one read per half second is what a fast poller
+of `/status` would cost."""
+EVENTS_HEARTBEAT_S = 15.0
+"""A live progress stream sends a comment line this often, so proxies and load balancers with
+idle timeouts (commonly 30-60 s) keep it open while nothing changes."""
+EVENTS_SEND_TIMEOUT_S = 30.0
+"""A live progress stream whose client takes no bytes for this long is closed (its slot of
+MAX_EVENT_STREAMS freed): a stalled reader cannot hold one for ever."""

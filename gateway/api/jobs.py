@@ -7,9 +7,11 @@ import asyncio
 import time
 
 from fastapi import APIRouter
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.deps import (
     GW,
+    Caller,
     CallerDep,
     Limit,
     Offset,
@@ -22,7 +24,7 @@ from gateway.api.docs import errors
 from gateway.db import repo
 from gateway.db.tables import Task
 from gateway.results.summary import summarize
-from gateway.state import DETAIL_CACHE_MAX_JOBS
+from gateway.state import DETAIL_CACHE_MAX_JOBS, GatewayState
 from shared.catalogue import list_models
 from shared.responses import (
     JobList,
@@ -38,7 +40,7 @@ from shared.responses import (
 from shared.states import FINAL_JOB_STATES, JobState, TaskState
 from shared.timing import STATUS_DETAIL_TTL_S
 
-__all__ = ["router", "task_view"]
+__all__ = ["read_status", "router", "task_view"]
 
 router = APIRouter(tags=["jobs"])
 
@@ -49,6 +51,12 @@ async def job_status(job_id: str, db: ReadDB, gw: GW, caller: CallerDep) -> JobS
     """Counts per task state, progress (%), throughput (images/s since the first dispatch),
     ETA, and where the time goes per stage (`stages`: mean worker time and wait, per worker;
     refreshed every few seconds while the job runs, since it reads all of the job's rows)."""
+    return await read_status(db, gw, job_id, caller)
+
+
+async def read_status(db: AsyncSession, gw: GatewayState, job_id: str,
+                      caller: Caller) -> JobStatus:
+    """`/status`'s answer; also each event of the live progress stream (`gateway.api.events`)."""
     now = time.time()
     job = await job_or_404(db, job_id, caller)
     counts = await repo.job_counts(db, job_id)

@@ -7,6 +7,10 @@ writers queue on the lock in the event loop instead of on SQLite's busy handler,
 read-then-update can never interleave with another write. Reads take `Database.read()`, a
 deferred-`BEGIN` session on a `query_only` engine, so `/status` polls run beside the writer
 (WAL) and never wait for the lock. Nothing else in the gateway makes sessions or engines.
+
+Because every write passes here, this is also where the gateway learns that something changed:
+each committed write bumps `generation` and wakes `wait_for_write` (the live progress streams,
+`gateway.api.events`, sleep on it instead of polling the database).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class Database:
         self._writes = session_factory(self._engine)
         self._reads = session_factory(self._read_engine)
         self._lock = asyncio.Lock()
+        self._generation = 0
+        self._written = asyncio.Event()
 
     @classmethod
     async def connect(cls, url: str) -> Database:
@@ -57,8 +63,28 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A write transaction (`BEGIN IMMEDIATE`), serialised with every other one of this
         process; committed when the block ends, rolled back when it raises."""
-        async with self._lock, self._writes.begin() as s:
-            yield s
+        async with self._lock:
+            async with self._writes.begin() as s:
+                yield s
+            self._committed()
+
+    def _committed(self) -> None:
+        self._generation += 1
+        woken, self._written = self._written, asyncio.Event()
+        woken.set()
+
+    @property
+    def generation(self) -> int:
+        """How many write transactions committed since the process started."""
+        return self._generation
+
+    async def wait_for_write(self, seen: int, most_s: float) -> int:
+        """Wait until a write commits after generation `seen` (at once if one already did),
+        or `most_s` seconds; answers the generation now. A waiter costs no database work."""
+        if self._generation == seen:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._written.wait(), most_s)
+        return self._generation
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from mattepipe.client.errors import GatewayError, error_detail
+from mattepipe.client.sse import parse_events
 from mattepipe.client.tus import UPLOAD_CHUNK, TusClient
 from shared.responses import (
     JobLinks,
@@ -28,12 +29,16 @@ from shared.responses import (
     TaskPage,
 )
 from shared.states import FINAL_JOB_STATES
+from shared.timing import EVENTS_HEARTBEAT_S
 
 __all__ = ["CHUNK", "GatewayClient", "GatewayError", "ProgressCb", "content_type_for"]
 
 CHUNK = 1024 * 1024
 ProgressCb = Callable[[int, int | None], None]
 """Called with (done, total); total is None when unknown (a chunked download)."""
+
+EVENTS_READ_TIMEOUT_S = 4 * EVENTS_HEARTBEAT_S
+"""A live progress stream that sends nothing, not even its heartbeat, for this long is dead."""
 
 _TYPES = {".zip": "application/zip", ".tar": "application/x-tar", ".tgz": "application/gzip",
           ".gz": "application/gzip", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
@@ -182,10 +187,47 @@ class GatewayClient:
         """The engines a job may name in `model=`, and the default."""
         return _parse(ModelList, self._request("GET", "/models"))
 
+    def events(self, job_id: str, deadline: float | None = None) -> Iterator[JobStatus]:
+        """The job's live progress (`GET /jobs/{id}/events`): each status the gateway sends,
+        the last one final. A refusal (an old gateway's 404, a full gateway's 429, ...), a
+        broken or ended stream raise `GatewayError`; passing `deadline` (monotonic) raises
+        `TimeoutError` once it is over (checked at each event and heartbeat)."""
+        try:
+            with self._http.stream(
+                "GET", f"/jobs/{job_id}/events", headers={"Accept": "text/event-stream"},
+                timeout=httpx.Timeout(EVENTS_READ_TIMEOUT_S, connect=10.0),
+            ) as resp:
+                self._check(resp)
+                if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+                    raise GatewayError(resp.status_code, "the gateway sent no event stream")
+                for event in parse_events(resp.iter_lines()):
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TimeoutError(f"job {job_id} not over by the deadline")
+                    if event.name not in ("status", "end"):
+                        continue
+                    try:
+                        st = JobStatus.model_validate_json(event.data)
+                    except ValueError as exc:
+                        raise GatewayError(resp.status_code,
+                                           f"unexpected event from the gateway: {exc}") from exc
+                    yield st
+                    if event.name == "end":
+                        return
+        except httpx.TransportError as exc:
+            raise GatewayError(0, f"the event stream of {job_id} broke off: {exc}") from exc
+        raise GatewayError(0, f"the event stream of {job_id} ended before the job did")
+
     def wait(self, job_id: str, progress_cb: Callable[[JobStatus], None] | None = None,
-             poll_s: float = 0.5, timeout: float | None = None) -> JobStatus:
-        """Poll /status until the job is in a final state; answers the last status."""
+             poll_s: float = 0.5, timeout: float | None = None,
+             use_events: bool = True) -> JobStatus:
+        """Follow the job until it is in a final state; answers the last status. Its live
+        event stream first (reopened after a break as long as each try delivers something);
+        when the gateway has none or refuses one, polling /status every `poll_s`."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if use_events:
+            final = self._wait_events(job_id, progress_cb, deadline)
+            if final is not None:
+                return final
         while True:
             st = self.status(job_id)
             if progress_cb:
@@ -195,6 +237,24 @@ class GatewayClient:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {st.state} after {timeout}s")
             time.sleep(poll_s)
+
+    def _wait_events(self, job_id: str, progress_cb: Callable[[JobStatus], None] | None,
+                     deadline: float | None) -> JobStatus | None:
+        """The final status as the event stream told it; None when the stream is not to be
+        had (the caller polls instead, which also reports any real error as before)."""
+        while True:
+            delivered = False
+            try:
+                for st in self.events(job_id, deadline):
+                    delivered = True
+                    if progress_cb:
+                        progress_cb(st)
+                    if st.state in FINAL_JOB_STATES:
+                        return st
+            except GatewayError:
+                pass
+            if not delivered:
+                return None
 
     def download(self, job_id: str, dest: Path | str, progress_cb: ProgressCb | None = None,
                  partial: bool = False) -> Path:

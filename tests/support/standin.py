@@ -36,6 +36,8 @@ class StandIn:
     plain_bodies: list[bytes] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     """The options of every job-creating call: `POST /jobs` bodies, `POST /upload` queries."""
+    paths: list[str] = field(default_factory=list)
+    """The path of every request, in order (it has no /jobs/{id}/events: an older gateway)."""
     status_outages: int = 0
     """How many /status calls answer 503 first (a gateway restarting)."""
     url: str = ""
@@ -74,6 +76,7 @@ def build_app(st: StandIn) -> FastAPI:
 
     @api.middleware("http")
     async def auth(request: Request, call_next: Any) -> Any:
+        st.paths.append(request.url.path)
         if st.api_key and request.url.path != "/health" and \
                 request.headers.get("authorization") != f"Bearer {st.api_key}":
             return JSONResponse({"detail": "missing or wrong API key"}, status_code=401)

@@ -378,3 +378,18 @@ def test_wait_rides_out_a_gateway_restart(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "gateway unavailable (restarting); waiting for it" in result.output
     assert st.status_outages == 0
+
+
+def test_wait_polls_a_gateway_without_event_streams(tmp_path: Path) -> None:
+    """The stand-in is an older gateway: `/jobs/{id}/events` is a 404. `wait` asks for the
+    stream once, then polls /status as before, with the same output and exit code."""
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    with serve(StandIn(final_state="completed_with_errors")) as st:
+        job_id = cli(st, "upload", str(tmp_path / "a.jpg"), "--state-dir",
+                     str(tmp_path / "s")).stdout.strip()
+        st.paths.clear()
+        result = cli(st, "wait", job_id)
+    assert result.exit_code == 3, result.output
+    assert "completed_with_errors" in result.output
+    assert st.paths[0] == f"/jobs/{job_id}/events"
+    assert st.paths[1:] == [f"/status/{job_id}"] * 3
