@@ -50,6 +50,8 @@ class StageServer:
     calls: list[tuple[str, int]] = field(default_factory=list)
     authorization: list[str] = field(default_factory=list)
     """The Authorization header of every call ("" when none)."""
+    request_ids: list[str] = field(default_factory=list)
+    """The X-Request-ID header of every call ("" when none)."""
     active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
     max_active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
 
@@ -60,6 +62,7 @@ class StageServer:
         async def handle(route: str, req: StageRequest[Any], request: Request) -> Any:
             self.calls.append((route, req.task_id))
             self.authorization.append(request.headers.get("authorization", ""))
+            self.request_ids.append(request.headers.get("x-request-id", ""))
             queue = self.by_input.get(Path(req.input).name) or self.plan[route]
             step = queue.pop(0) if queue else "ok"
             self.active[route] += 1
