@@ -19,6 +19,7 @@ from gateway.intake.ingest import ingest_job, unexpected_error
 from gateway.intake.tus_uploads import TusUploads
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.scheduler import Scheduler
+from shared.resources import resource_loop
 from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import Storage
@@ -49,6 +50,9 @@ class GatewayState:
     tus_sweeper: asyncio.Task[None] | None = None
     event_streams: int = 0
     """Live progress streams open now (`gateway.api.events`), against MAX_EVENT_STREAMS."""
+    resources: asyncio.Task[None] | None = None
+    """The debug log's resource lines (`shared.resources`)."""
+    started_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
         self.tus = TusUploads(self.db, self.storage, self.settings, self.start_ingest)
@@ -68,12 +72,21 @@ class GatewayState:
         await self.scheduler.start()
         await self.tus.reconcile_uploads()
         self.tus_sweeper = asyncio.create_task(self.tus.sweep_loop(), name="tus-sweeper")
+        self.resources = asyncio.create_task(
+            resource_loop("gateway", self.settings.resource_log_interval_s, self.queues),
+            name="resources")
+
+    async def queues(self) -> dict[str, Any]:
+        """The resource line's queue figures: tasks by state, stage calls in flight, ingests."""
+        async with self.db.read() as s:
+            tasks, _ = await repo.global_counts(s)
+        inflight = {str(stage): len(calls) for stage, calls in self.scheduler.inflight.items()}
+        return {"tasks": tasks, "in_flight": inflight, "ingests": len(self.ingests)}
 
     async def close(self) -> None:
         await self.scheduler.stop()
         tasks = list(self.ingests.values())
-        if self.tus_sweeper is not None:
-            tasks.append(self.tus_sweeper)
+        tasks += [t for t in (self.tus_sweeper, self.resources) if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -11,27 +11,44 @@ One record is one line: paths, file names and archive members come from users, a
 user text is logged, and every handler `setup_logging` installs formats through
 `EscapingFormatter`, which does the same to the whole message (tracebacks, which are ours,
 keep their lines).
+
+`LOG_FORMAT=json` makes every handler write one JSON object per line instead (for ELK, Loki
+and the like): `time`, `level`, `logger`, `service`, `pid`, `message`, and where known
+`request_id`, `job_id`, `task_id`, `stage` (`shared.log_context`), `exc_info` as one string,
+and the structured `fields` a line was logged with (`extra={"fields": {...}}`).
+Text lines show the request id and bound ids at their end, `[request_id=… task_id=…]`.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import re
 import shutil
 import time
+from datetime import UTC, datetime
 from logging.handlers import TimedRotatingFileHandler
 from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.log_context import (
+    CONTEXT_FIELDS,
+    REQUEST_ID,
+    REQUEST_ID_HEADER,
+    current_fields,
+    new_request_id,
+    valid_request_id,
+)
 from shared.metrics import IN_FLIGHT, REQUEST_SECONDS, REQUESTS
 from shared.settings import Settings
 
 __all__ = [
     "DEBUG_LOGGER",
     "EscapingFormatter",
+    "JsonFormatter",
     "RequestLoggingMiddleware",
     "SizedTimedRotatingFileHandler",
     "add_request_logging",
@@ -59,12 +76,63 @@ def safe(text: object) -> str:
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
+def _record_fields(record: logging.LogRecord) -> dict[str, object]:
+    """The context ids of a line: those bound where it was logged, overridden by its `extra`."""
+    out = current_fields()
+    for key in CONTEXT_FIELDS:
+        value = getattr(record, key, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
 class EscapingFormatter(logging.Formatter):
-    """A formatter whose message part is always one line (see the module's docstring)."""
+    """A formatter whose message part is always one line (see the module's docstring), with
+    the line's request id and bound ids appended."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = safe(record.message)
+        ids = _record_fields(record)
+        if ids:
+            record.message += " [" + " ".join(f"{k}={safe(v)}" for k, v in ids.items()) + "]"
         return super().formatMessage(record)
+
+
+_LINE_BREAKS = re.compile("[\x85\u2028\u2029]")
+"""What `json.dumps(ensure_ascii=False)` leaves raw but `str.splitlines` splits on."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (`LOG_FORMAT=json`); see the module's docstring for its keys.
+    JSON escapes every control character, and the three line breaks it would keep raw are
+    escaped here, so no message, name or traceback can span two lines."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, UTC)
+        out: dict[str, object] = {
+            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "service": self.service,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        out.update(_record_fields(record))
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out["fields"] = fields
+        if record.exc_info:
+            out["exc_info"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc_info"] = record.exc_text
+        if record.stack_info:
+            out["stack_info"] = self.formatStack(record.stack_info)
+        text = json.dumps(out, ensure_ascii=False, default=str)
+        return _LINE_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _gzip_rotator(source: str, dest: str) -> None:
@@ -123,10 +191,16 @@ class SizedTimedRotatingFileHandler(TimedRotatingFileHandler):
             old.unlink(missing_ok=True)
 
 
-def _file_handler(path: Path, level: int) -> logging.Handler:
+def _formatter(service: str, settings: Settings, text_format: str) -> logging.Formatter:
+    if settings.log_format == "json":
+        return JsonFormatter(service)
+    return EscapingFormatter(text_format)
+
+
+def _file_handler(path: Path, level: int, formatter: logging.Formatter) -> logging.Handler:
     h = SizedTimedRotatingFileHandler(path)
     h.setLevel(level)
-    h.setFormatter(EscapingFormatter(_FORMAT))
+    h.setFormatter(formatter)
     setattr(h, _OURS, True)
     return h
 
@@ -144,16 +218,19 @@ def setup_logging(service: str, settings: Settings) -> None:
             lg.removeHandler(h)
             h.close()
     root.setLevel(level)
-    root.addHandler(_file_handler(log_dir / f"{service}.log", level))
+    root.addHandler(_file_handler(log_dir / f"{service}.log", level,
+                                  _formatter(service, settings, _FORMAT)))
     console = logging.StreamHandler()
     console.setLevel(level)
-    console.setFormatter(EscapingFormatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
+    console.setFormatter(_formatter(service, settings,
+                                    f"%(asctime)s {service} %(levelname)s %(message)s"))
     setattr(console, _OURS, True)
     root.addHandler(console)
     # The debug stream goes to its own file only, so it cannot drown the main log.
     dbg.setLevel(logging.DEBUG)
     dbg.propagate = False
-    dbg.addHandler(_file_handler(log_dir / f"{service}_debug.log", logging.DEBUG))
+    dbg.addHandler(_file_handler(log_dir / f"{service}_debug.log", logging.DEBUG,
+                                 _formatter(service, settings, _FORMAT)))
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
@@ -161,8 +238,20 @@ def setup_logging(service: str, settings: Settings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def _incoming_request_id(scope: Scope) -> str | None:
+    want = REQUEST_ID_HEADER.lower().encode("latin-1")
+    for name, value in scope.get("headers") or ():
+        if name.lower() == want:
+            return valid_request_id(value.decode("latin-1"))
+    return None
+
+
 class RequestLoggingMiddleware:
-    """Pure ASGI (no body buffering, so 100 GB uploads and zip streams pass untouched)."""
+    """Pure ASGI (no body buffering, so 100 GB uploads and zip streams pass untouched).
+
+    It takes the caller's `X-Request-ID` when valid (1–128 visible ASCII characters; any other
+    is replaced by a fresh one), makes one otherwise, binds it for every line logged while the
+    request runs (`shared.log_context.REQUEST_ID`) and returns it in the answer's header."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -174,12 +263,18 @@ class RequestLoggingMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        rid = _incoming_request_id(scope) or new_request_id()
+        header = (REQUEST_ID_HEADER.lower().encode("latin-1"), rid.encode("latin-1"))
+        rid_token = REQUEST_ID.set(rid)
         IN_FLIGHT.labels(self.service).inc()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                headers = [(k, v) for k, v in message.get("headers") or ()
+                           if k.lower() != header[0]]
+                message = {**message, "headers": [*headers, header]}
             await send(message)
 
         try:
@@ -198,6 +293,7 @@ class RequestLoggingMiddleware:
                 client = scope.get("client") or ("-", 0)
                 _request_log.log(level, "%s %s %s %d %.1fms", client[0], scope["method"],
                                  safe(scope["path"]), status, elapsed * 1000)
+            REQUEST_ID.reset(rid_token)
 
 
 def add_request_logging(app: ASGIApp, service: str) -> None:

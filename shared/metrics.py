@@ -2,6 +2,12 @@
 
 Labels are kept to low-cardinality values (service, route template, status, engine) so a
 job with 100 000 images does not become 100 000 series.
+
+Every service's registry also carries prometheus_client's process and platform collectors
+(`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, …,
+`python_info`) and the GPU memory this process holds: per device from NVML when available
+(`mattepipe_gpu_process_memory_bytes`, whatever engine allocated it), and torch's allocator
+figures in processes that use torch.
 """
 
 from __future__ import annotations
@@ -17,11 +23,15 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from shared.gpu import process_gpu_memory
 
 __all__ = [
     "BATCH_SIZE",
@@ -38,6 +48,8 @@ __all__ = [
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
 
 REQUESTS = Counter(
     "mattepipe_http_requests_total",
@@ -87,9 +99,20 @@ WORKERS_HEALTHY = Gauge(
 
 
 class _GpuMemoryCollector(Collector):
-    """Reads CUDA memory at scrape time, only in processes that already use torch."""
+    """Reads GPU memory at scrape time: this process's use per device from NVML (any engine),
+    and torch's allocator figures only in processes that already use torch."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        used = process_gpu_memory()
+        if used:
+            family = GaugeMetricFamily(
+                "mattepipe_gpu_process_memory_bytes",
+                "GPU memory this process uses, as NVML reports it (torch, ONNX Runtime, ...).",
+                labels=["device"],
+            )
+            for device, n in sorted(used.items()):
+                family.add_metric([device], float(n))
+            yield family
         torch = sys.modules.get("torch")
         if torch is None:
             return

@@ -20,6 +20,8 @@ __all__ = [
     "ErrorDetail",
     "GalleryPage",
     "GalleryRow",
+    "GatewayInfo",
+    "GatewayLimits",
     "Health",
     "JobLinks",
     "JobList",
@@ -31,6 +33,7 @@ __all__ = [
     "ModelList",
     "ModelMetrics",
     "PublicModel",
+    "StageHealth",
     "StageStats",
     "TaskComparison",
     "TaskMatting",
@@ -235,3 +238,52 @@ class GalleryPage(PublicModel):
     job_id: str = ""
     total: int = 0
     tasks: list[GalleryRow] = Field(default_factory=list)
+
+
+class GatewayLimits(PublicModel):
+    """The limits a client should know before it uploads (the settings of the same names)."""
+
+    max_upload_size: int = 0
+    max_archive_members: int = 0
+    max_uncompressed_size: int = 0
+    max_compression_ratio: float = 0.0
+    max_image_pixels: int = 0
+    max_retries: int = 0
+    max_concurrent_jobs: int = 0
+    max_jobs_per_hour: int = 0
+    max_jobs_per_day: int = 0
+
+
+class StageHealth(PublicModel):
+    """One stage in `GET /info`: its balancer's health and the gateway's queue for it."""
+
+    stage: str = ""
+    service: str = ""
+    status: Literal["ok", "degraded", "unreachable"] = "unreachable"
+    healthy_workers: int = 0
+    workers: int = 0
+    balancer_queued: int = 0
+    """Requests waiting in the balancer for a free worker."""
+    queued_tasks: int = 0
+    """Tasks waiting in the gateway for this stage (all jobs)."""
+    in_flight: int = 0
+    """Stage calls this gateway has open now."""
+
+
+class GatewayInfo(PublicModel):
+    """`GET /info`: version, uptime, the limits and formats a client needs, and the stages'
+    health and queues (all tenants' load: behind the key like the rest of the API)."""
+
+    service: str = "gateway"
+    version: str = ""
+    started_at: float = 0.0
+    uptime_s: float = 0.0
+    default_model: str = ""
+    image_formats: list[str] = Field(default_factory=list)
+    """Image suffixes accepted, alone or inside an archive."""
+    archive_formats: list[str] = Field(default_factory=list)
+    output_modes: list[str] = Field(default_factory=list)
+    limits: GatewayLimits = Field(default_factory=GatewayLimits)
+    stages: list[StageHealth] = Field(default_factory=list)
+    tasks: dict[str, int] = Field(default_factory=dict)
+    """Tasks by state over all jobs."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -146,6 +147,11 @@ class Settings(BaseSettings):
     browser; empty: no CORS headers at all (only the gateway's own page)."""
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object per log line (console and files), for ELK, Loki and the like."""
+    resource_log_interval_s: float = Field(default=30.0, ge=0.0)
+    """Seconds between the resource lines of each service's debug log (RSS, CPU, open files,
+    queues, GPU memory); 0: none."""
 
     _key_table: KeyTable = PrivateAttr(default_factory=KeyTable)
 

@@ -24,10 +24,11 @@ from gateway.db import repo, transitions
 from gateway.db.database import Database
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.callbacks import WebhookSender
-from gateway.pipeline.stage_calls import Outcome, Recorded, call_stage
+from gateway.pipeline.stage_calls import Outcome, Recorded, call_stage, request_id_for
 from gateway.results.job_report import Reports
 from gateway.results.summary import job_summary
 from shared.formats import OutputMode
+from shared.log_context import bind
 from shared.schemas import (
     ComparisonParams,
     ComparisonRequest,
@@ -236,11 +237,15 @@ class Scheduler:
         gauge = self.metrics.inflight.labels(stage)
         gauge.inc()
         t0 = time.time()
-        try:
-            out = await call_stage(self.client, self.urls[stage], stage, req, self.storage,
-                                   self.request_timeout, self.settings.internal_token)
-        finally:
-            gauge.dec()
+        rid = request_id_for(stage, c.job_id, c.id)
+        with bind(rid, job_id=c.job_id, task_id=c.id, stage=stage.value):
+            try:
+                out = await call_stage(self.client, self.urls[stage], stage, req, self.storage,
+                                       self.request_timeout, self.settings.internal_token, rid)
+            finally:
+                gauge.dec()
+            log.info("task %s %s call: %s in %.0f ms", c.id, stage,
+                     "ok" if out.result is not None else out.error, (time.time() - t0) * 1000)
         if out.unavailable is not None:
             self._pause(stage, out.unavailable)
         elif out.result is not None:

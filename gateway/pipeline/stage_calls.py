@@ -11,11 +11,15 @@ image's.
 Every error kept on a task is user-visible (/status, /jobs/{id}/tasks, report.csv), so
 `public_error` takes internal addresses (balancer and worker URLs) and DATA_DIR's absolute
 path out of it, and transport failures are named by their kind, not their text.
+
+Each call carries an `X-Request-ID` (`request_id_for`: `<job>:<task>:<stage>:<random>`), which
+the balancer forwards to the worker; all three log it, so one grep finds a call's lines.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -24,11 +28,12 @@ import httpx
 from pydantic import ValidationError
 
 from shared.internal_auth import auth_headers
+from shared.log_context import REQUEST_ID_HEADER
 from shared.schemas import StageError, StageRequest, StageResult
 from shared.stages import Stage
 from shared.storage import PathOutsideDataDir, Storage
 
-__all__ = ["Outcome", "Recorded", "call_stage", "public_error"]
+__all__ = ["Outcome", "Recorded", "call_stage", "public_error", "request_id_for"]
 
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]{},;]+")
 """Any URL (scheme://host…): what the balancer and workers call each other by."""
@@ -40,6 +45,12 @@ def public_error(stage: Stage, text: str, storage: Storage) -> str:
     text = _URL.sub(f"<{stage.api_service}>", text)
     root = str(storage.root)
     return text.replace(root + "/", "").replace(root, "DATA_DIR")
+
+
+def request_id_for(stage: Stage, job_id: str, task_id: int) -> str:
+    """A stage call's `X-Request-ID`: its job, task and stage, and a random part that tells
+    one attempt from the next (≤ 128 characters: job ids are uuids)."""
+    return f"{job_id}:{task_id}:{stage}:{uuid.uuid4().hex[:12]}"
 
 
 class Recorded(StrEnum):
@@ -68,11 +79,15 @@ class Outcome:
 
 async def call_stage(
     client: httpx.AsyncClient, url: str, stage: Stage, req: StageRequest[Any], storage: Storage,
-    request_timeout: float, token: str | None = None,
+    request_timeout: float, token: str | None = None, request_id: str | None = None,
 ) -> Outcome:
     """One call to the stage's balancer with the internal token (per request: the client is
-    shared with webhooks, which must never see it); the error, if any, made public."""
-    out = await _call(client, url, stage, req, storage, request_timeout, token)
+    shared with webhooks, which must never see it) and `request_id` as its `X-Request-ID`;
+    the error, if any, made public."""
+    headers = auth_headers(token)
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
+    out = await _call(client, url, stage, req, storage, request_timeout, headers)
     if out.error:
         out.error = public_error(stage, out.error, storage)
     return out
@@ -80,11 +95,11 @@ async def call_stage(
 
 async def _call(
     client: httpx.AsyncClient, url: str, stage: Stage, req: StageRequest[Any], storage: Storage,
-    request_timeout: float, token: str | None,
+    request_timeout: float, headers: dict[str, str],
 ) -> Outcome:
     try:
         r = await client.post(url, json=req.model_dump(mode="json"), timeout=request_timeout,
-                              headers=auth_headers(token))
+                              headers=headers)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         return Outcome(error=f"{stage} API unreachable ({type(exc).__name__})", unavailable=0.0)
     except httpx.TimeoutException:

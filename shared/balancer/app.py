@@ -24,8 +24,10 @@ from fastapi.responses import JSONResponse
 from shared.balancer.pool import HeartbeatRefused, NoWorker, WorkerPool, WorkerState
 from shared.internal_auth import InternalAuth, auth_headers, require_token
 from shared.limits import MAX_WORKER_CAPACITY
+from shared.log_context import REQUEST_ID, REQUEST_ID_HEADER, bind
 from shared.logs import add_request_logging, debug_log
 from shared.metrics import QUEUE_DEPTH, WORKERS_HEALTHY, metrics_route
+from shared.resources import resource_loop
 from shared.schemas import ForwardedRequest, Heartbeat, StageError
 from shared.timing import (
     BALANCER_REQUEST_TIMEOUT_S,
@@ -60,6 +62,8 @@ class BalancerConfig:
     request_timeout_s: float = BALANCER_REQUEST_TIMEOUT_S
     token: str = ""
     """INTERNAL_TOKEN: required from callers (all routes but /health) and sent to workers."""
+    resource_interval_s: float = 30.0
+    """RESOURCE_LOG_INTERVAL_S: seconds between the debug log's resource lines; 0: none."""
 
 
 def _error(status: int, detail: str, retry_after: bool = True) -> JSONResponse:
@@ -75,6 +79,12 @@ class _Balancer:
         self.client: httpx.AsyncClient | None = None
         self.started_at = time.time()
         self.headers = auth_headers(config.token)
+
+    def queues(self) -> dict[str, Any]:
+        """The resource line's queue figures: requests waiting, and in flight per worker."""
+        return {"waiting": self.pool.waiting,
+                "in_flight": {w.worker_id or w.url: w.outstanding
+                              for w in self.pool.workers.values()}}
 
     def _gauges(self) -> None:
         WORKERS_HEALTHY.labels(self.config.service).set(self.pool.healthy_count())
@@ -120,6 +130,10 @@ class _Balancer:
     async def forward(self, req: ForwardedRequest) -> JSONResponse:
         assert self.client is not None
         body = req.model_dump(mode="json")
+        headers = dict(self.headers)
+        rid = REQUEST_ID.get()
+        if rid:  # the worker logs and returns the caller's id (`shared.log_context`)
+            headers[REQUEST_ID_HEADER] = rid
         tried: set[str] = set()
         last = ""
         for attempt in range(self.config.max_attempts):
@@ -132,8 +146,10 @@ class _Balancer:
                 return _error(502, f"{self.config.service}: {last}; then {exc}")
             self._gauges()
             try:
+                debug_log.debug("task %s → worker %s (attempt %d)", req.task_id,
+                                w.worker_id or w.url, attempt + 1)
                 r = await self.client.post(w.url + self.config.route, json=body,
-                                           headers=self.headers)
+                                           headers=headers)
             except httpx.TimeoutException as exc:
                 if not isinstance(exc, httpx.ConnectTimeout):
                     # The worker may still be on it; another try would double the wait.
@@ -200,11 +216,15 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=128)
         b.client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
         await b.check_all()  # so the first requests find the static workers ready
-        task = asyncio.create_task(b.health_loop())
+        tasks = [asyncio.create_task(b.health_loop()),
+                 asyncio.create_task(resource_loop(config.service, config.resource_interval_s,
+                                                   b.queues))]
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await b.client.aclose()
 
     app = FastAPI(title=f"mattepipe {config.service}", lifespan=lifespan)
@@ -214,7 +234,8 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
     metrics_route(app)
 
     async def route(req: ForwardedRequest) -> JSONResponse:
-        return await b.forward(req)
+        with bind(job_id=req.job_id, task_id=req.task_id):
+            return await b.forward(req)
 
     app.add_api_route(config.route, route, methods=["POST"],
                       responses={502: {"model": StageError}, 503: {"model": StageError}})

@@ -28,6 +28,7 @@ def balancer_config(
         queue_limit=s.balancer_queue_limit,
         queue_wait_s=BALANCER_QUEUE_WAIT_S,
         token=s.internal_token or "",
+        resource_interval_s=s.resource_log_interval_s,
     )
 
 

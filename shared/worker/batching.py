@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,7 +89,9 @@ class Batcher(Generic[T, R]):
         if self._wake is None:
             self._wake = asyncio.Event()
         if self._task is None or self._task.done():
-            self._task = loop.create_task(self._dispatch(), name=f"batcher-{self.name}")
+            # A context of its own: else every batch would log with the first request's ids.
+            self._task = loop.create_task(self._dispatch(), name=f"batcher-{self.name}",
+                                          context=contextvars.Context())
         fut: asyncio.Future[Batched[R]] = loop.create_future()
         self._pending.append((item, fut))
         self._wake.set()

@@ -25,8 +25,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from shared.internal_auth import InternalAuth, auth_headers, require_token
+from shared.log_context import bind
 from shared.logs import add_request_logging, debug_log
 from shared.metrics import BATCH_SIZE, QUEUE_DEPTH, STAGE_ERRORS, STAGE_SECONDS, metrics_route
+from shared.resources import resource_loop
 from shared.schemas import (
     ForwardedRequest,
     HealthInfo,
@@ -110,6 +112,12 @@ class _Worker:
             return run_isolated(lambda batch: self.stage.run_batch(key, batch), items)
 
         return run
+
+    def queues(self) -> dict[str, Any]:
+        """The resource line's queue figures: requests in flight, and each batcher's queue."""
+        return {"in_flight": self.in_flight,
+                "batchers": {k: {"queued": b.queued, "running": b.running}
+                             for k, b in self.batchers.items()}}
 
     def queue_depth(self) -> int:
         return sum(b.queued for b in self.batchers.values())
@@ -231,7 +239,9 @@ def create_worker_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(w.load())]
+        tasks = [asyncio.create_task(w.load()),
+                 asyncio.create_task(resource_loop(worker_id, settings.resource_log_interval_s,
+                                                   w.queues))]
         if balancer_url:
             tasks.append(asyncio.create_task(w.heartbeats(balancer_url, my_url)))
         yield
@@ -252,7 +262,8 @@ def create_worker_app(
         return w._error(422, False, f"invalid request: {msg}")
 
     async def run_stage(req: ForwardedRequest) -> JSONResponse:
-        return await w.handle(req)
+        with bind(job_id=req.job_id, task_id=req.task_id):  # and the caller's X-Request-ID
+            return await w.handle(req)
 
     app.add_api_route(stage.route, run_stage, methods=["POST"],
                       responses={400: {"model": StageError}, 503: {"model": StageError}})

@@ -52,6 +52,8 @@ class StageServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     """Every request as it arrived (JSON), per call."""
     """The Authorization header of every call ("" when none)."""
+    request_ids: list[str] = field(default_factory=list)
+    """The X-Request-ID header of every call ("" when none)."""
     active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
     max_active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
 
@@ -63,6 +65,7 @@ class StageServer:
             self.calls.append((route, req.task_id))
             self.authorization.append(request.headers.get("authorization", ""))
             self.requests.append(req.model_dump(mode="json"))
+            self.request_ids.append(request.headers.get("x-request-id", ""))
             queue = self.by_input.get(Path(req.input).name) or self.plan[route]
             step = queue.pop(0) if queue else "ok"
             self.active[route] += 1

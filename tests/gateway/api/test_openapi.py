@@ -61,6 +61,7 @@ def test_every_operation_has_a_schema_for_its_success_code(spec: dict[str, Any])
     ("get", "/models", "ModelList"),
     ("get", "/health", "Health"),
     ("get", "/api-info", "ApiInfo"),
+    ("get", "/info", "GatewayInfo"),
     ("get", "/jobs/{job_id}/gallery", "GalleryPage"),
 ])
 def test_json_answers_name_their_model(spec: dict[str, Any], method: str, path: str,

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from sqlalchemy import select
 from gateway.db.database import Database
 from gateway.db.tables import Job, Task
 from gateway.pipeline.scheduler import Scheduler
+from shared.log_context import current_fields
 from shared.settings import Settings
 from shared.storage import Storage
 from tests.support.gateway import FAST, StageServer, image_tasks, make_settings
@@ -333,3 +335,42 @@ async def test_a_refused_token_is_waited_out_not_counted(
     stage_server.plan["matting"] = ["unauthorized", "unauthorized"]
     job, (t,) = await run_job(["x.jpg"])
     assert job.state == "completed" and t.retry_count == 0
+
+
+
+class _Fields(logging.Handler):
+    """Keeps each line's message with the ids bound when it was logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[tuple[str, dict[str, object]]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.getMessage(), current_fields()))
+
+
+async def test_each_stage_call_carries_its_own_request_id(
+    run_job: RunJob, stage_server: StageServer
+) -> None:
+    stage_server.plan["matting"] = ["retryable"]  # two matting attempts for the first task
+    seen = _Fields()
+    lg = logging.getLogger("gateway.pipeline.scheduler")
+    lg.addHandler(seen)
+    level = lg.level
+    lg.setLevel(logging.INFO)
+    try:
+        job, _ = await run_job(["x.jpg", "y.jpg"])
+    finally:
+        lg.removeHandler(seen)
+        lg.setLevel(level)
+    assert job.state == "completed"
+    ids = stage_server.request_ids
+    assert len(ids) == len(stage_server.calls) == 5 and len(set(ids)) == 5  # one per attempt
+    for (route, task_id), rid in zip(stage_server.calls, ids, strict=True):
+        stage = "matting" if route == "matting" else "comparison"
+        assert rid.startswith(f"job1:{task_id}:{stage}:") and len(rid) <= 128
+    # the gateway logs each call with its request id, job, task and stage
+    calls = {str(f.get("request_id")): f for m, f in seen.lines if " call: " in m}
+    assert set(calls) == set(ids)
+    for rid, f in calls.items():
+        assert f["job_id"] == "job1" and rid.startswith(f"job1:{f['task_id']}:{f['stage']}:")
