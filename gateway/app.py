@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from gateway.api import include_routes
 from gateway.api.errors import add_error_handlers
+from gateway.api.mcp import mount_mcp
 from gateway.state import GatewayState
 from shared.settings import Settings, get_settings
 
@@ -31,7 +32,8 @@ def create_app(settings: Settings | None = None, **scheduler_opts: Any) -> FastA
         log.info("gateway ready: data in %s, stages at %s and %s", gw.storage.root,
                  gw.settings.matting_api_url, gw.settings.comparison_api_url)
         try:
-            yield
+            async with mcp_running():  # the MCP endpoint's sessions (gateway.api.mcp)
+                yield
         finally:
             await gw.close()
 
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None, **scheduler_opts: Any) -> FastA
     )
     include_routes(app)
     add_error_handlers(app)  # gateway.errors and a full database → {"detail": ...} answers
+    mcp_running = mount_mcp(app)  # /mcp: tools for agents, behind the same keys
 
     return app
 

@@ -127,6 +127,14 @@ class Settings(BaseSettings):
     """Bearer credential of the internal plane (gateway → balancers → workers, heartbeats).
     Balancers and workers refuse to start without it; the local stack generates one."""
 
+    # --- agents (MCP, gateway/api/mcp.py) ------------------------------------------------
+    mcp_max_image_bytes: int = Field(default=32 * 1024**2, ge=1)
+    """Largest image (decoded bytes) the MCP tool `remove_background` takes; its request body
+    is capped at the base64 of this plus a little JSON (more answers 413)."""
+    mcp_wait_s: float = Field(default=120.0, gt=0.0)
+    """How long `remove_background` waits for its one-image job; past it the tool answers an
+    error naming the job, which keeps running (follow it with `job_status`)."""
+
     log_level: str = "INFO"
 
     _key_table: KeyTable = PrivateAttr(default_factory=KeyTable)
