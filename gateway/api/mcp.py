@@ -47,7 +47,12 @@ from gateway.intake.pacing import paced
 from gateway.state import GatewayState
 from shared.responses import JobLinks, JobStatus, ModelList
 
-with warnings.catch_warnings():  # authlib (a fastmcp dependency) warns about itself on import
+with warnings.catch_warnings():
+    # authlib (a fastmcp dependency) warns about its own modules on import, through a filter
+    # it installs in front of everyone's: import it first, then silence it (the filters come
+    # back as they were when the block ends).
+    import authlib.deprecate  # type: ignore[import-untyped]  # noqa: F401
+
     warnings.simplefilter("ignore", DeprecationWarning)
     from fastmcp import FastMCP
     from fastmcp.exceptions import ToolError

@@ -20,8 +20,17 @@ from mcp.types import ImageContent, TextContent
 from PIL import Image
 
 from gateway.api.mcp import JSON_SLACK_BYTES, request_cap
-from tests.gateway.api.test_tenants import ADMIN, KEY_A, KEY_B, KEYS, PATCH, TUS, auth
-from tests.gateway.api.test_tenants import finished_job, zip_of_images
+from tests.gateway.api.test_tenants import (
+    ADMIN,
+    KEY_A,
+    KEY_B,
+    KEYS,
+    PATCH,
+    TUS,
+    auth,
+    finished_job,
+    zip_of_images,
+)
 from tests.support.gateway import Gateway, StageServer
 from tests.support.waiting import wait_for
 
@@ -132,7 +141,7 @@ async def test_start_job_from_a_finished_tus_upload(
     async with client(gw, KEY_A) as a, client(gw, KEY_B) as b:
         with pytest.raises(ToolError) as unfinished:
             await a.call_tool("start_job", {"upload_id": uid})
-        assert "unfinished" in error_of(unfinished) or "not finished" in error_of(unfinished)
+        assert error_of(unfinished) == f"upload is not complete (offset {half} of {len(body)})"
         r = gw.client.patch(f"/files/{uid}", content=body[half:],
                             headers={**PATCH, **auth(KEY_A), "Upload-Offset": str(half)})
         assert r.status_code == 204
