@@ -13,10 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastmcp import Client
-from fastmcp.client.transports import StreamableHttpTransport
-from fastmcp.exceptions import ToolError
-from mcp.types import ImageContent, TextContent
 from PIL import Image
 
 from gateway.api.mcp import JSON_SLACK_BYTES, request_cap
@@ -32,6 +28,7 @@ from tests.gateway.api.test_tenants import (
     zip_of_images,
 )
 from tests.support.gateway import Gateway, StageServer
+from tests.support.mcp import ImageContent, TextContent, ToolError, mcp_client
 from tests.support.waiting import wait_for
 
 Start = Callable[..., Gateway]
@@ -43,9 +40,8 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream",
                "Content-Type": "application/json"}
 
 
-def client(gw: Gateway, key: str | None = None) -> Client[Any]:
-    headers = auth(key) if key else {}
-    return Client(StreamableHttpTransport(f"{gw.url}/mcp", headers=headers), timeout=60)
+def client(gw: Gateway, key: str | None = None) -> Any:
+    return mcp_client(gw.url, key)
 
 
 def jpeg_b64(size: tuple[int, int] = (37, 23)) -> str:
