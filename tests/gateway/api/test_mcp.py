@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from gateway.api.mcp import JSON_SLACK_BYTES, request_cap
+from tests.gateway.api.test_slow_clients import SLOW, connect, read_answer
 from tests.gateway.api.test_tenants import (
     ADMIN,
     KEY_A,
@@ -305,3 +306,14 @@ async def test_the_quota_counts_remove_background_as_a_job(
             await c.call_tool("remove_background", {"image_base64": jpeg_b64()})
     assert "per hour" in error_of(err) or "hour" in error_of(err), error_of(err)
     assert gw.client.get("/jobs").json()["total"] == 1
+
+
+def test_a_stalled_request_body_is_cut_as_an_upload_is(start_gateway: Start) -> None:
+    gw = start_gateway(**SLOW)
+    with connect(gw) as sock:
+        sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Accept: application/json, text/event-stream\r\n"
+                     b"Content-Length: 5000\r\n\r\n" + json.dumps(INIT).encode()[:10])
+        answer = read_answer(sock)
+    assert answer.startswith("HTTP/1.1 408"), answer
+    assert "no body bytes" in answer and '"detail"' in answer
