@@ -6,7 +6,7 @@ Tools: `remove_background` (one image → its cut-out, through a one-image job:
 `job_status` (as `GET /status/{id}`), `list_models` (as `GET /models`). Each calls the very
 functions of those routes, so the answers, tenants and refusals are the API's: a tenant's tools
 see only its jobs, another tenant's job is an unknown job. A refusal comes back as an MCP tool
-error with the API's `detail` text; anything unexpected as a generic tool error (logged here,
+error with the API's `detail` text; anything unexpected as a generic tool error (logged by FastMCP,
 never shown: it might name paths).
 
 `McpGate` stands in front of FastMCP's app: it answers 401 for a missing or wrong key when
