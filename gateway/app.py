@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from gateway.api import include_routes
 from gateway.api.cors import add_cors
 from gateway.api.errors import add_error_handlers
+from gateway.api.mcp import mount_mcp
 from gateway.state import GatewayState
 from shared.settings import Settings, get_settings
 
@@ -32,7 +33,8 @@ def create_app(settings: Settings | None = None, **scheduler_opts: Any) -> FastA
         log.info("gateway ready: data in %s, stages at %s and %s", gw.storage.root,
                  gw.settings.matting_api_url, gw.settings.comparison_api_url)
         try:
-            yield
+            async with mcp_running():  # the MCP endpoint's sessions (gateway.api.mcp)
+                yield
         finally:
             await gw.close()
 
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None, **scheduler_opts: Any) -> FastA
     include_routes(app)
     add_error_handlers(app)  # gateway.errors and a full database → {"detail": ...} answers
     add_cors(app, settings or get_settings())  # CORS_ORIGINS; none by default
+    mcp_running = mount_mcp(app)  # /mcp: tools for agents, behind the same keys
 
     return app
 

@@ -145,6 +145,13 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     """Comma-separated origins (`https://app.example`) whose pages may call the API from a
     browser; empty: no CORS headers at all (only the gateway's own page)."""
+    # --- agents (MCP, gateway/api/mcp.py) ------------------------------------------------
+    mcp_max_image_bytes: int = Field(default=32 * 1024**2, ge=1)
+    """Largest image (decoded bytes) the MCP tool `remove_background` takes; its request body
+    is capped at the base64 of this plus a little JSON (more answers 413)."""
+    mcp_wait_s: float = Field(default=120.0, gt=0.0)
+    """How long `remove_background` waits for its one-image job; past it the tool answers an
+    error naming the job, which keeps running (follow it with `job_status`)."""
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

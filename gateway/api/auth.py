@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from shared.keys import key_hash
 from shared.settings import Settings
 
-__all__ = ["ANONYMOUS", "Caller", "bearer", "key_hash", "require_api_key"]
+__all__ = ["ANONYMOUS", "Caller", "bearer", "caller_for", "key_hash", "require_api_key"]
 
 bearer = HTTPBearer(auto_error=False,
                     description="a tenant's key (API_KEY / API_KEYS) or ADMIN_KEY, when set")
@@ -43,19 +43,27 @@ ANONYMOUS = Caller(key_hash=None, label="anonymous")
 """Every caller of a gateway without keys: one open tenant, as before tenants existed."""
 
 
+def caller_for(settings: Settings, key: str | None) -> Caller | None:
+    """The caller a presented bearer `key` makes (ANONYMOUS when no key is configured); None
+    when keys are configured and `key` is none of them. The one lookup of the API's routes
+    and of the MCP endpoint (`gateway.api.mcp`)."""
+    table = settings.key_table
+    if not table.configured:
+        return ANONYMOUS
+    tenant = table.lookup(key or "")
+    return None if tenant is None else Caller(tenant.key_hash, tenant.label, tenant.is_admin)
+
+
 async def require_api_key(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Caller:
     """The router-level guard; returns the caller (ANONYMOUS when no key is configured)."""
     settings: Settings = request.app.state.gw.settings
-    table = settings.key_table
-    if not table.configured:
-        return ANONYMOUS
-    tenant = table.lookup(creds.credentials if creds is not None else "")
-    if tenant is None:
+    caller = caller_for(settings, creds.credentials if creds is not None else None)
+    if caller is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="missing or wrong API key: send 'Authorization: Bearer <API_KEY>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return Caller(tenant.key_hash, tenant.label, tenant.is_admin)
+    return caller
