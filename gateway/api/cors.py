@@ -47,9 +47,11 @@ class _CORS(CORSMiddleware):
 
     async def simple_response(self, scope: Scope, receive: Receive, send: Send,
                               request_headers: Headers) -> None:
-        """An origin not listed gets the answer as it is, without Starlette's
-        `Access-Control-Expose-Headers` (which it adds for any origin)."""
-        if not self.is_allowed_origin(request_headers["origin"]):
+        """A request without an origin (not a browser's cross-origin call: curl, the CLI,
+        health checks) or from an origin not listed gets the answer as it is, without
+        Starlette's `Access-Control-Expose-Headers` (which it adds for any origin)."""
+        origin = request_headers.get("origin")
+        if origin is None or not self.is_allowed_origin(origin):
             await self.app(scope, receive, send)
             return
         await super().simple_response(scope, receive, send, request_headers)

@@ -63,5 +63,14 @@ def test_other_origins_and_the_default_get_no_cors_headers(start_gateway: Start,
         assert not cors_headers(preflight(gw, APP))
 
 
+def test_calls_without_an_origin_are_served_as_ever(start_gateway: Start) -> None:
+    """curl, the CLI and health checks send no Origin: with CORS_ORIGINS set they still get
+    their answers (found on the real stack: the gateway never became healthy)."""
+    gw = start_gateway(cors_origins=APP)
+    r = gw.client.get("/health")
+    assert r.status_code == 200 and not cors_headers(dict(r.headers))
+    assert gw.client.get("/models").status_code == 200
+
+
 def test_the_allowed_headers_cover_tus() -> None:
     assert {x.lower() for x in TUS_REQUEST} <= {x.lower() for x in ALLOWED_HEADERS}
