@@ -20,16 +20,14 @@ import asyncio
 import base64
 import binascii
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from gateway.api.auth import Caller
+from gateway.api.uploads import job_from_body
 from gateway.db import repo
 from gateway.errors import BadRequest
-from gateway.intake.jobs import new_job, validate_job_options
-from gateway.intake.quotas import enforce_quota
-from gateway.intake.receive import check_free_space, receive_upload
+from gateway.intake.jobs import validate_job_options
 from gateway.state import GatewayState
 from shared.formats import OutputMode
 from shared.imaging import ImageRejected, probe_image
@@ -97,35 +95,11 @@ async def one_image_job(
     if "," in model:
         raise BadRequest("remove_background takes one model; compare models in a job "
                          "(upload with tus, then start_job with model=a,b)")
-    await asyncio.to_thread(check_free_space, gw.storage.root, gw.settings.min_free_disk,
-                            len(data))
-    job_id = uuid.uuid4().hex
-    async with gw.db.write() as s:
-        await enforce_quota(s, caller.key_hash, gw.settings)
-        await new_job(s, job_id, model=model, output=output, callback_url=None,
-                      api_key_hash=caller.key_hash, filename=filename)
-    try:
-        received = await receive_upload(
-            _one_chunk(data), {"content-type": "application/octet-stream"},
-            gw.storage.job_input(job_id), gw.settings.max_upload_size,
-            gw.settings.min_free_disk, filename,
-        )
-    except BaseException:
-        await asyncio.shield(_drop(gw, job_id))  # no half job, as POST /upload
-        raise
-    async with gw.db.write() as s:
-        await repo.set_job(
-            s, job_id, state=JobState.INGESTING.value, filename=received.filename,
-            upload_path=gw.storage.relative(received.path), updated_at=time.time(),
-        )
-    gw.start_ingest(job_id)
+    job_id, _ = await job_from_body(
+        gw, caller, _one_chunk(data), {"content-type": "application/octet-stream"}, filename,
+        model=model, output=output, callback_url=None, declared=len(data),
+    )
     return job_id
-
-
-async def _drop(gw: GatewayState, job_id: str) -> None:
-    async with gw.db.write() as s:
-        await repo.delete_job(s, job_id)
-    await asyncio.to_thread(gw.storage.remove_job, job_id)
 
 
 async def wait_cut_out(gw: GatewayState, job_id: str, width: int, height: int) -> CutOut:

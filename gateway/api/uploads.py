@@ -9,11 +9,13 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field, JsonValue
 
+from gateway.api.auth import Caller
 from gateway.api.deps import GW, CallerDep
 from gateway.api.docs import errors
 from gateway.api.errors import request_body
@@ -27,13 +29,14 @@ from gateway.intake.jobs import (
 )
 from gateway.intake.pacing import paced
 from gateway.intake.quotas import enforce_quota
-from gateway.intake.receive import check_free_space, receive_upload
+from gateway.intake.receive import Received, check_free_space, receive_upload
 from gateway.state import GatewayState
+from shared.finishing import OutputOptions
 from shared.logs import safe
 from shared.responses import JobLinks
 from shared.states import JobState
 
-__all__ = ["OUTPUTS", "JobFromUpload", "router", "validate_job_options"]
+__all__ = ["OUTPUTS", "JobFromUpload", "job_from_body", "router", "validate_job_options"]
 
 router = APIRouter(tags=["upload"])
 log = logging.getLogger("gateway.intake.receive")
@@ -66,8 +69,34 @@ async def upload(
     options = validate_output_options(output, {"format": format, "max_size": max_size,
                                                "background": background, "crop": crop})
     length = request.headers.get("content-length", "")
+    job_id, received = await job_from_body(
+        gw, caller, paced(request_body(request), gw.settings), request.headers, filename,
+        model=model, output=output, callback_url=callback_url, options=options,
+        declared=int(length) if length.isdigit() else 0,
+    )
+    log.info("job %s: %s (%d bytes), model=%s output=%s", job_id, safe(received.filename),
+             received.size, model, output)
+    return job_links(job_id)
+
+
+async def job_from_body(
+    gw: GatewayState,
+    caller: Caller,
+    body: AsyncIterator[bytes],
+    headers: Mapping[str, str],
+    filename: str | None,
+    *,
+    model: str,
+    output: str,
+    callback_url: str | None,
+    options: OutputOptions | None = None,
+    declared: int = 0,
+) -> tuple[str, Received]:
+    """A job from one request body (`POST /upload`, the MCP tool `remove_background`): the
+    job row under the caller's quota, the body streamed to disk, then ingest in the background.
+    The job id and what was received; on any failure no half job is left."""
     await asyncio.to_thread(check_free_space, gw.storage.root, gw.settings.min_free_disk,
-                            int(length) if length.isdigit() else 0)
+                            declared)
     job_id = uuid.uuid4().hex
     async with gw.db.write() as s:
         # Checked in the transaction that creates the job: two racing uploads cannot share a slot.
@@ -78,8 +107,7 @@ async def upload(
         )
     try:
         received = await receive_upload(
-            paced(request_body(request), gw.settings), request.headers,
-            gw.storage.job_input(job_id), gw.settings.max_upload_size,
+            body, headers, gw.storage.job_input(job_id), gw.settings.max_upload_size,
             gw.settings.min_free_disk, filename,
         )
     except BaseException:
@@ -93,9 +121,7 @@ async def upload(
             upload_path=gw.storage.relative(received.path), updated_at=time.time(),
         )
     gw.start_ingest(job_id)
-    log.info("job %s: %s (%d bytes), model=%s output=%s", job_id, safe(received.filename),
-             received.size, model, output)
-    return job_links(job_id)
+    return job_id, received
 
 
 async def _drop(gw: GatewayState, job_id: str) -> None:
