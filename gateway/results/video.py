@@ -32,7 +32,14 @@ from PIL import Image, ImageDraw
 
 from gateway.intake.video import VideoInfo, frame_path, read_manifest
 from gateway.results.report import ReportItem
-from shared.storage import COMPARE_SUFFIX, FINAL_RESULTS, MATTING_OUTPUT, Storage, atomic_write
+from shared.storage import (
+    COMPARE_SUFFIX,
+    FINAL_RESULTS,
+    MATTING_OUTPUT,
+    Storage,
+    atomic_write,
+    model_output_rel,
+)
 
 __all__ = [
     "ALPHA_PIX_FMT",
@@ -70,16 +77,28 @@ def webm_rel(storage: Storage, job_id: str, info: VideoInfo) -> str:
     return storage.matting_rel(job_id, info.path, WEBM_SUFFIX)
 
 
+def _frame_sources(storage: Storage, job_id: str, name: str) -> tuple[Path, Path]:
+    """(the frame's default cut-out `<frame>.png`, its full-size matte `<frame>.alpha.png`)."""
+    cut_rel = storage.matting_rel(job_id, name)
+    return (storage.resolve(cut_rel),
+            storage.resolve(model_output_rel(cut_rel, "", 0, alpha=True)))
+
+
 def _frame_rgba(storage: Storage, job_id: str, info: VideoInfo, i: int
                 ) -> npt.NDArray[np.uint8] | None:
-    """Frame i's cut-out as H×W×4, at the video's size; None when it has none. An alpha-only
-    job (`output=alpha`) has a grey matte: the colour then comes from the decoded frame."""
+    """Frame i's cut-out as H×W×4, at the video's size; None when it has none.
+
+    Where the frame has its full-size matte (`output=both`, and every job with output options:
+    a cropped, resized or flattened cut-out is no video frame) the colour comes from the
+    decoded frame and the alpha from that matte; so it does for an alpha-only job, whose
+    cut-out is a grey matte. Otherwise the RGBA cut-out is the frame."""
     name = frame_path(info.path, i)
-    cut = storage.resolve(storage.matting_rel(job_id, name))
-    if not cut.is_file():
+    cut, matte = _frame_sources(storage, job_id, name)
+    source = matte if matte.is_file() else cut
+    if not source.is_file():
         return None
-    with Image.open(cut) as im:
-        if im.mode == "RGBA":
+    with Image.open(source) as im:
+        if im.mode == "RGBA" and source == cut:
             rgba = im.copy()
         else:
             with Image.open(storage.job_chunks(job_id) / name) as src:
@@ -176,7 +195,7 @@ class VideoMembers:
 
 def _missing_frames(storage: Storage, job_id: str, info: VideoInfo) -> int:
     return sum(
-        not storage.resolve(storage.matting_rel(job_id, frame_path(info.path, i))).is_file()
+        not any(p.is_file() for p in _frame_sources(storage, job_id, frame_path(info.path, i)))
         for i in range(info.frames)
     )
 
