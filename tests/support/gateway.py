@@ -23,6 +23,7 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.orm import Session
 
 from gateway.db.tables import Base, Job, Task
+from gateway.state import GatewayState
 from shared.schemas import (
     ComparisonRequest,
     MattingRequest,
@@ -183,3 +184,17 @@ class Gateway:
     settings: Settings
     storage: Storage
     client: httpx.Client
+
+
+def sweep_expired_uploads(settings: Settings) -> int:
+    """One pass of the tus sweeper, as a gateway started on `settings` runs it; how many
+    expired uploads it removed."""
+
+    async def sweep() -> int:
+        state = await GatewayState.open(settings)
+        try:
+            return await state.tus.sweep_expired()
+        finally:
+            await state.close()
+
+    return asyncio.run(sweep())

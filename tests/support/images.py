@@ -66,6 +66,18 @@ def noise_set(n: int, side: int) -> dict[str, bytes]:
     return out
 
 
+def zip_of_images(names: list[str]) -> bytes:
+    """A zip of small identical JPEGs (16×12) under `names`: uploads whose content the test
+    does not look at."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for n in names:
+            img = io.BytesIO()
+            Image.new("RGB", (16, 12), (120, 30, 200)).save(img, "JPEG")
+            zf.writestr(n, img.getvalue())
+    return buf.getvalue()
+
+
 def make_zip(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:

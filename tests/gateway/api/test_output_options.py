@@ -13,25 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from gateway.db.tables import Upload
 from shared.storage import Storage
 from tests.gateway.api.test_tus import TUS, meta, noise_zip
 from tests.support.gateway import Gateway, StageServer, make_settings, seed
+from tests.support.images import zip_of_images
 from tests.support.waiting import wait_for
 
 Start = Callable[..., Gateway]
 
-
-def zip_of_images(names: list[str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for n in names:
-            img = io.BytesIO()
-            Image.new("RGB", (16, 12), (120, 30, 200)).save(img, "JPEG")
-            zf.writestr(n, img.getvalue())
-    return buf.getvalue()
 
 
 BAD = [

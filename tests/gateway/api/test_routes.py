@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
 
 from shared.storage import Storage
 from tests.support.gateway import Gateway, StageServer, image_tasks, make_settings, seed
+from tests.support.images import zip_of_images
 from tests.support.waiting import wait_for
 
 Start = Callable[..., Gateway]
@@ -213,15 +213,6 @@ def test_python_m_gateway_serves(data_dir: Path) -> None:
         proc.wait(timeout=30)
 
 
-def _zip_of_images(names: list[str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for n in names:
-            img = io.BytesIO()
-            Image.new("RGB", (16, 12), (120, 30, 200)).save(img, "JPEG")
-            zf.writestr(n, img.getvalue())
-    return buf.getvalue()
-
 
 def test_failed_upload_leaves_no_half_job(start_gateway: Start) -> None:
     pytest.importorskip("gateway.intake.receive")
@@ -238,7 +229,7 @@ def test_upload_to_download(start_gateway: Start, stage_server: StageServer) -> 
     pytest.importorskip("gateway.intake.ingest")
     gw = start_gateway(stage_server.url)
     r = gw.client.post("/upload?filename=set.zip&output=rgba",
-                       content=_zip_of_images(["one.jpg", "dir/two.jpg"]),
+                       content=zip_of_images(["one.jpg", "dir/two.jpg"]),
                        headers={"Content-Type": "application/zip"})
     assert r.status_code == 202, r.text
     doc = r.json()

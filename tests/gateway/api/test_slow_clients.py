@@ -7,7 +7,6 @@ only on what the server answered and what is left on disk and in the database.""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import socket
@@ -19,9 +18,8 @@ from email.utils import parsedate_to_datetime
 
 from PIL import Image
 
-from gateway.state import GatewayState
 from tests.gateway.api.test_tus import PATCH, TUS, create, head_offset
-from tests.support.gateway import Gateway
+from tests.support.gateway import Gateway, sweep_expired_uploads
 
 Start = Callable[..., Gateway]
 SLOW = {"upload_idle_timeout_s": 0.5, "min_upload_rate": 0}
@@ -168,13 +166,6 @@ def test_patch_cannot_extend_an_upload_past_its_hard_deadline(start_gateway: Sta
     expires = parsedate_to_datetime(r.headers["Upload-Expires"]).timestamp()
     assert expires <= now + 100 + 1  # created_at + lifetime, not a day from now
 
-    async def sweep() -> int:
-        state = await GatewayState.open(gw.settings)
-        try:
-            return await state.tus.sweep_expired()
-        finally:
-            await state.close()
-
-    assert asyncio.run(sweep()) == 1
+    assert sweep_expired_uploads(gw.settings) == 1
     assert not gw.storage.upload_path(old).exists()
     assert gw.storage.upload_path(near).exists() and head_offset(gw, near) == 1

@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
 from gateway.__main__ import exposure_warning, is_loopback
 from shared.keys import key_hash
 from tests.support.gateway import Gateway, StageServer, make_settings
+from tests.support.images import zip_of_images
 from tests.support.waiting import wait_for
 
 Start = Callable[..., Gateway]
@@ -37,15 +37,6 @@ ROOT = Path(__file__).resolve().parents[3]
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
-
-def zip_of_images(names: list[str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for n in names:
-            img = io.BytesIO()
-            Image.new("RGB", (16, 12), (120, 30, 200)).save(img, "JPEG")
-            zf.writestr(n, img.getvalue())
-    return buf.getvalue()
 
 
 def upload(gw: Gateway, key: str, names: list[str] | None = None) -> httpx.Response:

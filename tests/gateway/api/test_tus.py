@@ -4,7 +4,6 @@ termination, expiry and the reconciler of finished uploads."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import io
@@ -21,9 +20,8 @@ from PIL import Image
 from tusclient import client as tus_client
 
 from gateway.db.tables import Upload
-from gateway.state import GatewayState
 from shared.storage import Storage
-from tests.support.gateway import Gateway, StageServer, make_settings, seed
+from tests.support.gateway import Gateway, StageServer, make_settings, seed, sweep_expired_uploads
 from tests.support.waiting import wait_for
 
 Start = Callable[..., Gateway]
@@ -193,14 +191,7 @@ def test_expired_uploads_are_refused_then_swept(start_gateway: Start) -> None:
     db.close()
     assert gw.client.head(f"/files/{old}", headers=TUS).status_code == 404
 
-    async def sweep() -> int:
-        state = await GatewayState.open(gw.settings)
-        try:
-            return await state.tus.sweep_expired()
-        finally:
-            await state.close()
-
-    assert asyncio.run(sweep()) == 1
+    assert sweep_expired_uploads(gw.settings) == 1
     assert not gw.storage.upload_path(old).exists()
     assert gw.storage.upload_path(fresh).exists() and head_offset(gw, fresh) == 0
 
