@@ -444,13 +444,19 @@ def _tar_member(tf: tarfile.TarFile, ti: tarfile.TarInfo, path: str, ex: _Extrac
         raise ArchiveCorrupt(f"corrupt archive: {exc}") from exc
 
 
-def _iter_image(upload: Path, ex: _Extractor, filename: str) -> Iterator[Member]:
-    """A single image: hard-linked into dest (no copy of a big file), then validated."""
+def _upload_name(filename: str) -> tuple[str, str]:
+    """(the upload's base name, that name made safe, or "" where it cannot be): the name a
+    single-file upload is stored under, before its kind's fallback."""
     base = PurePosixPath(filename.replace("\\", "/")).name
     try:
-        path = clean_name(base) or ""
+        return base, clean_name(base) or ""
     except BadName:
-        path = ""
+        return base, ""
+
+
+def _iter_image(upload: Path, ex: _Extractor, filename: str) -> Iterator[Member]:
+    """A single image: hard-linked into dest (no copy of a big file), then validated."""
+    base, path = _upload_name(filename)
     if not path or "/" in path:
         path = "image" + (PurePosixPath(base).suffix.lower()[:6] or ".jpg")
     target = ex.dest / path
@@ -464,11 +470,7 @@ def _iter_image(upload: Path, ex: _Extractor, filename: str) -> Iterator[Member]
 
 def _iter_video(upload: Path, ex: _Extractor, filename: str) -> Iterator[Member]:
     """A single video: decoded straight from the upload (ingest removes the upload after)."""
-    base = PurePosixPath(filename.replace("\\", "/")).name
-    try:
-        path = clean_name(base) or ""
-    except BadName:
-        path = ""
+    base, path = _upload_name(filename)
     if not path or "/" in path or not is_video_name(path):
         path = "video" + (PurePosixPath(path or base).suffix.lower()[:6] or ".mp4")
     yield from ex.video(upload, path)
