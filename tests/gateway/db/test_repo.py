@@ -68,13 +68,18 @@ async def test_concurrent_claimers_never_share_a_task(db: tuple[str, Sessions]) 
     engines = [create_engine(url) for _ in range(2)]
     makers = [session_factory(e) for e in engines]
     got: list[list[int]] = [[], []]
+    both_in = asyncio.Barrier(2)  # each claims once before either goes on: they really compete
 
     async def claimer(k: int) -> None:
+        first = True
         while True:
             batch = await claim(makers[k], Stage.MATTING, 7)
             if not batch:
                 return
             got[k] += [c.id for c in batch]
+            if first:
+                first = False
+                await both_in.wait()
             await asyncio.sleep(0.002)  # let the other one in: they must really interleave
 
     await asyncio.gather(claimer(0), claimer(1))
