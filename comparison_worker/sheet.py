@@ -2,8 +2,10 @@
 
 Layout: a header naming the columns, then per model a caption (name and metrics) over a row of
 tiles: original | alpha | composite on a checkerboard | composite on a solid colour | error heat
-map (only with ground truth). Tiles are scaled to fit TILE_MAX_W × TILE_MAX_H, so a 6000 px
-photo and a 64 px icon give sheets of similar size. Composites use the original colours with the
+map (only with ground truth). Tiles are scaled down to fit TILE_MAX_W × TILE_MAX_H, so a 6000 px
+photo gives a sheet of bounded size; a small input keeps its own size, enlarged only until its
+long side reaches TILE_MIN_SIDE (at most MAX_UPSCALE×), so the sheet of a 32 px icon costs what
+its pixels do, not what a photo's would (a 100 000-icon job renders 100 000 of them). Composites use the original colours with the
 matte, without foreground estimation: a fringe of old background is exactly what they must show.
 """
 
@@ -20,6 +22,8 @@ from shared.formats import GT_KEYS, Metric
 
 __all__ = [
     "MAX_UPSCALE",
+    "MIN_SHEET_W",
+    "TILE_MIN_SIDE",
     "SOLID_COLOURS",
     "TILE_MAX_H",
     "TILE_MAX_W",
@@ -35,6 +39,9 @@ TILE_MAX_H = 320
 TILE_MAX_W = 480
 MIN_SHEET_W = 360
 MAX_UPSCALE = 4.0
+TILE_MIN_SIDE = 64
+"""A small input's tiles are enlarged until their long side reaches this (nearest neighbour,
+at most MAX_UPSCALE×), never beyond: the sheet grows with the input up to the TILE_MAX caps."""
 GAP = 6
 BACKDROP = (32, 32, 36)
 TEXT = (236, 236, 236)
@@ -68,7 +75,8 @@ def _font(size: int) -> _Font:
 
 def tile_size(width: int, height: int) -> tuple[int, int]:
     """The size every tile of a sheet gets for an input of width × height."""
-    scale = min(TILE_MAX_W / width, TILE_MAX_H / height, MAX_UPSCALE)
+    scale = min(TILE_MAX_W / width, TILE_MAX_H / height,
+                max(1.0, min(MAX_UPSCALE, TILE_MIN_SIDE / max(width, height))))
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ERROR_MAX_CHARS",
     "MAX_ROW_OFFSET",
+    "MAX_STAGE_BATCH",
     "MAX_WORKER_CAPACITY",
     "NAME_MAX_BYTES",
     "NAME_PART_MAX_BYTES",
@@ -36,3 +37,8 @@ USTAR_MAGIC_SLICE = slice(257, 262)
 MAX_ROW_OFFSET = 2**62
 """The largest `offset=` a listing takes: a 64-bit SQLite integer holds it, a larger one would
 be an OverflowError (a 500) instead of an empty page."""
+
+MAX_STAGE_BATCH = 256
+"""Most stage requests one `<route>/batch` call carries (STAGE_BATCH_SIZE is capped here): a
+balancer or worker validates and holds a whole batch at once, so its size bounds their memory
+per call; 256 small requests are a few hundred KiB of JSON."""

@@ -24,6 +24,7 @@ from pydantic import (
 
 from shared.finishing import OutputFormat, OutputOptions
 from shared.formats import OutputMode
+from shared.limits import MAX_STAGE_BATCH
 
 __all__ = [
     "MODEL_SEP",
@@ -35,6 +36,9 @@ __all__ = [
     "MatteRef",
     "MattingParams",
     "MattingRequest",
+    "StageAnswer",
+    "StageBatch",
+    "StageBatchAnswer",
     "StageError",
     "StageRequest",
     "StageResult",
@@ -181,6 +185,29 @@ class ForwardedRequest(StageRequest[dict[str, JsonValue]]):
     envelope checked, the parameters any JSON object."""
 
     params: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class StageBatch(BaseModel):
+    """Several stage requests in one call to `<route>/batch` (STAGE_BATCH_SIZE): the gateway
+    sends one HTTP request per batch instead of one per image, so the per-request cost of the
+    gateway → balancer → worker hops is paid once for the batch. Each request is handled
+    exactly as if it had come alone; the balancer forwards the batch to one worker."""
+
+    requests: list[ForwardedRequest] = Field(min_length=1, max_length=MAX_STAGE_BATCH)
+
+
+class StageAnswer(BaseModel):
+    """One request's answer inside a batch: the status and body a single call would have
+    had (a `StageResult` for 200, a `StageError` else)."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+class StageBatchAnswer(BaseModel):
+    """The answer to a `StageBatch`: one `StageAnswer` per request, in the same order."""
+
+    answers: list[StageAnswer]
 
 
 def validation_detail(exc: ValidationError) -> str:

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.icc import ColorManagement
 from shared.keys import KeyTable, build_table
+from shared.limits import MAX_STAGE_BATCH
 
 __all__ = ["Settings", "get_settings"]
 
@@ -112,8 +113,12 @@ class Settings(BaseSettings):
     """Requests a balancer holds waiting for a free worker; more get 503 + Retry-After."""
 
     # --- scheduler -------------------------------------------------------------------------
-    matting_concurrency: int = 16
-    comparison_concurrency: int = 8
+    matting_concurrency: int = 64
+    """Matting tasks the gateway keeps in flight (sent STAGE_BATCH_SIZE to a call)."""
+    comparison_concurrency: int = 64
+    """Comparison tasks the gateway keeps in flight (sent STAGE_BATCH_SIZE to a call)."""
+    stage_batch_size: int = Field(default=32, ge=1, le=MAX_STAGE_BATCH)
+    """Tasks per stage call (`<route>/batch`); 1: one plain call per task, as before."""
 
     # --- access ------------------------------------------------------------------------------
     api_key: SecretStr | None = None

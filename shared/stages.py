@@ -22,7 +22,10 @@ from shared.storage import (
     Storage,
 )
 
-__all__ = ["Stage", "StageColumns"]
+__all__ = ["BATCH_ROUTE_SUFFIX", "Stage", "StageColumns"]
+
+BATCH_ROUTE_SUFFIX = "/batch"
+"""Appended to a stage's route: the endpoint for a `StageBatch` (balancer and worker)."""
 
 
 class Stage(StrEnum):
@@ -62,6 +65,15 @@ class Stage(StrEnum):
     def stage_url(self, s: Settings) -> str:
         """The balancer's stage endpoint, as the gateway calls it."""
         return self.api_url(s).rstrip("/") + self.route
+
+    @property
+    def batch_route(self) -> str:
+        """The endpoint that takes several requests at once (`shared.schemas.StageBatch`)."""
+        return self.route + BATCH_ROUTE_SUFFIX
+
+    def batch_url(self, s: Settings) -> str:
+        """The balancer's batch endpoint, as the gateway calls it."""
+        return self.api_url(s).rstrip("/") + self.batch_route
 
     def local_workers(self, s: Settings) -> int:
         """How many workers of this stage the local stack starts."""

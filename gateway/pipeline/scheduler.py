@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -24,7 +25,13 @@ from gateway.db import repo, transitions
 from gateway.db.database import Database
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.callbacks import WebhookSender
-from gateway.pipeline.stage_calls import Outcome, Recorded, call_stage, request_id_for
+from gateway.pipeline.stage_calls import (
+    Outcome,
+    Recorded,
+    call_stage,
+    call_stage_batch,
+    request_id_for,
+)
 from gateway.results.job_report import Reports
 from gateway.results.summary import job_summary
 from shared.formats import OutputMode
@@ -104,8 +111,16 @@ class Scheduler:
         self.idle_s, self.maintenance_s = idle_s, maintenance_s
         self.request_timeout, self.callback_backoff = request_timeout, callback_backoff
         self.concurrency = {s: s.concurrency(settings) for s in transitions.STAGES}
-        self._low_water = {s: max(1, n // CLAIM_SLOTS_DIVISOR) for s, n in self.concurrency.items()}
         self.urls = {s: s.stage_url(settings) for s in transitions.STAGES}
+        self.batch_urls = {s: s.batch_url(settings) for s in transitions.STAGES}
+        self.batch_size = max(1, settings.stage_batch_size)
+        """Tasks per stage call (STAGE_BATCH_SIZE): 1 keeps one plain call per task."""
+        # claim in batches: a quarter of the slots, and at least one full stage call
+        self._low_water = {s: min(n, max(1, n // CLAIM_SLOTS_DIVISOR, self.batch_size))
+                           for s, n in self.concurrency.items()}
+        self._inflight_items = {s: 0 for s in transitions.STAGES}
+        """Tasks in flight per stage: what `<stage>_concurrency` bounds (a call may carry
+        several)."""
         self.inflight: dict[Stage, set[asyncio.Task[None]]] = {s: set() for s in transitions.STAGES}
         self._wake = {s: asyncio.Event() for s in transitions.STAGES}
         self._paused_until = {s: 0.0 for s in transitions.STAGES}
@@ -166,7 +181,7 @@ class Scheduler:
             if pause > 0:
                 await asyncio.sleep(pause)
                 continue
-            free = self.concurrency[stage] - len(inflight)
+            free = self.concurrency[stage] - self._inflight_items[stage]
             if free <= 0 or (inflight and free < self._low_water[stage]):
                 # claim in batches: one transaction per quarter of the slots, not per answer
                 await asyncio.wait(set(inflight), return_when=asyncio.FIRST_COMPLETED)
@@ -181,10 +196,24 @@ class Scheduler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake[stage].wait(), self.idle_s)
                 continue
-            for c in claimed:
-                t = asyncio.create_task(self._dispatch(stage, c))
+            size = self.batch_size
+            for i in range(0, len(claimed), size):
+                chunk = claimed[i:i + size]
+                t = asyncio.create_task(self._dispatch_chunk(stage, chunk))
+                self._inflight_items[stage] += len(chunk)
                 inflight.add(t)
-                t.add_done_callback(inflight.discard)
+                t.add_done_callback(functools.partial(self._done, stage, len(chunk)))
+
+    def _done(self, stage: Stage, n: int, t: asyncio.Task[None]) -> None:
+        self.inflight[stage].discard(t)
+        self._inflight_items[stage] -= n
+
+    async def _dispatch_chunk(self, stage: Stage, chunk: list[transitions.Claimed]) -> None:
+        """One plain call per task with STAGE_BATCH_SIZE 1, else one batch call."""
+        if self.batch_size == 1:
+            await self._dispatch(stage, chunk[0])
+        else:
+            await self._dispatch_batch(stage, chunk)
 
     async def claim(self, stage: Stage, n: int) -> list[transitions.Claimed]:
         async with self.db.write() as s:
@@ -251,6 +280,32 @@ class Scheduler:
         elif out.result is not None:
             self._pause_streak[stage] = 0
         self._answers.put_nowait(_Answer(stage, c, req.output, out, t0))
+
+    async def _dispatch_batch(self, stage: Stage, chunk: list[transitions.Claimed]) -> None:
+        assert self.client is not None
+        reqs = [self.request_for(stage, c) for c in chunk]
+        gauge = self.metrics.inflight.labels(stage)
+        gauge.inc(len(chunk))
+        t0 = time.time()
+        first = chunk[0]
+        rid = request_id_for(stage, first.job_id, first.id)
+        with bind(rid, job_id=first.job_id, task_id=first.id, stage=stage.value):
+            try:
+                outs = await call_stage_batch(
+                    self.client, self.batch_urls[stage], stage, reqs, self.storage,
+                    self.request_timeout, self.settings.internal_token, rid)
+            finally:
+                gauge.dec(len(chunk))
+            ok = sum(o.result is not None for o in outs)
+            log.info("tasks %s..%s %s batch call: %d of %d ok in %.0f ms", first.id,
+                     chunk[-1].id, stage, ok, len(chunk), (time.time() - t0) * 1000)
+        unavailable = [o.unavailable for o in outs if o.unavailable is not None]
+        if unavailable:
+            self._pause(stage, max(unavailable))
+        elif ok:
+            self._pause_streak[stage] = 0
+        for c, req, out in zip(chunk, reqs, outs, strict=True):
+            self._answers.put_nowait(_Answer(stage, c, req.output, out, t0))
 
     # --- recording answers ---------------------------------------------------------------
     async def _writer_loop(self) -> None:

@@ -18,8 +18,10 @@ the balancer forwards to the worker; all three log it, so one grep finds a call'
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -29,11 +31,13 @@ from pydantic import ValidationError
 
 from shared.internal_auth import auth_headers
 from shared.log_context import REQUEST_ID_HEADER
-from shared.schemas import StageError, StageRequest, StageResult
+from shared.schemas import StageBatchAnswer, StageError, StageRequest, StageResult
 from shared.stages import Stage
 from shared.storage import PathOutsideDataDir, Storage
 
-__all__ = ["Outcome", "Recorded", "call_stage", "public_error", "request_id_for"]
+__all__ = [
+    "Outcome", "Recorded", "call_stage", "call_stage_batch", "public_error", "request_id_for",
+]
 
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]{},;]+")
 """Any URL (scheme://host…): what the balancer and workers call each other by."""
@@ -106,9 +110,19 @@ async def _call(
         return Outcome(error=f"{stage} stage timed out after {request_timeout:g} s")
     except httpx.HTTPError as exc:
         return Outcome(error=f"{stage} request failed ({type(exc).__name__})")
-    if r.status_code == 200:
+    return _answered(stage, req, storage, r.status_code, r.content, r.headers)
+
+
+def _answered(
+    stage: Stage, req: StageRequest[Any], storage: Storage, status: int, content: bytes | Any,
+    headers: httpx.Headers | None = None,
+) -> Outcome:
+    """What one answer (its status and body: raw JSON bytes, or the parsed object inside a
+    batch answer) means for the task."""
+    if status == 200:
         try:
-            result = StageResult.model_validate_json(r.content)
+            result = (StageResult.model_validate_json(content) if isinstance(content, bytes)
+                      else StageResult.model_validate(content))
         except ValidationError as exc:
             return Outcome(error=f"{stage} answer malformed: {exc.errors()[:1]}")
         try:
@@ -118,21 +132,74 @@ async def _call(
         if not present:
             return Outcome(error=f"{stage} reported success but {req.output} is missing")
         return Outcome(result=result)
-    if r.status_code == 401:
+    if status == 401:
         return Outcome(error=f"{stage} API refused the gateway's INTERNAL_TOKEN",
                        unavailable=0.0)
-    if r.status_code in (429, 503):
+    if status in (429, 503):
         try:
-            wait = float(r.headers.get("retry-after", "0"))
+            wait = float((headers or {}).get("retry-after", "0"))
         except ValueError:
             wait = 0.0
-        return Outcome(error=f"{stage} API busy ({r.status_code})", unavailable=wait)
+        return Outcome(error=f"{stage} API busy ({status})", unavailable=wait)
     try:
-        err = StageError.model_validate_json(r.content)
+        err = (StageError.model_validate_json(content) if isinstance(content, bytes)
+               else StageError.model_validate(content))
         detail, retryable = err.detail, err.retryable
     except ValidationError:
-        detail = f"HTTP {r.status_code}: {r.text[:500]}"
-        retryable = r.status_code >= 500 or r.status_code == 408
-    if r.status_code == 507:
+        text = (content.decode("utf-8", "replace") if isinstance(content, bytes)
+                else json.dumps(content))
+        detail = f"HTTP {status}: {text[:500]}"
+        retryable = status >= 500 or status == 408
+    if status == 507:
         return Outcome(error=f"{stage}: {detail}", unavailable=0.0)
     return Outcome(error=f"{stage}: {detail}", retryable=retryable)
+
+
+async def call_stage_batch(
+    client: httpx.AsyncClient, url: str, stage: Stage, reqs: Sequence[StageRequest[Any]],
+    storage: Storage, request_timeout: float, token: str | None = None,
+    request_id: str | None = None,
+) -> list[Outcome]:
+    """One call to the stage's batch route (`shared.schemas.StageBatch`) for several tasks;
+    one `Outcome` per request, in order. A failure of the call itself (transport, busy, a
+    malformed answer) is every task's outcome, counted or not as for a single call."""
+    headers = auth_headers(token)
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
+    outs = await _call_batch(client, url, stage, reqs, storage, request_timeout, headers)
+    for out in outs:
+        if out.error:
+            out.error = public_error(stage, out.error, storage)
+    return outs
+
+
+async def _call_batch(
+    client: httpx.AsyncClient, url: str, stage: Stage, reqs: Sequence[StageRequest[Any]],
+    storage: Storage, request_timeout: float, headers: dict[str, str],
+) -> list[Outcome]:
+    def every(out: Outcome) -> list[Outcome]:
+        return [Outcome(out.result, out.error, out.retryable, out.unavailable) for _ in reqs]
+
+    body = {"requests": [r.model_dump(mode="json") for r in reqs]}
+    try:
+        r = await client.post(url, json=body, timeout=request_timeout, headers=headers)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        return every(Outcome(error=f"{stage} API unreachable ({type(exc).__name__})",
+                             unavailable=0.0))
+    except httpx.TimeoutException:
+        return every(Outcome(error=f"{stage} stage timed out after {request_timeout:g} s"))
+    except httpx.HTTPError as exc:
+        return every(Outcome(error=f"{stage} request failed ({type(exc).__name__})"))
+    if r.status_code != 200:
+        # The call as a whole was refused (busy, no worker, bad token…): the same verdict a
+        # single request would have had, for each task.
+        return every(_answered(stage, reqs[0], storage, r.status_code, r.content, r.headers))
+    try:
+        answer = StageBatchAnswer.model_validate_json(r.content)
+    except ValidationError as exc:
+        return every(Outcome(error=f"{stage} answer malformed: {exc.errors()[:1]}"))
+    if len(answer.answers) != len(reqs):
+        return every(Outcome(error=f"{stage} answered {len(answer.answers)} results for "
+                                   f"{len(reqs)} requests"))
+    return [_answered(stage, req, storage, a.status_code, a.body)
+            for req, a in zip(reqs, answer.answers, strict=True)]

@@ -28,7 +28,14 @@ from shared.log_context import REQUEST_ID, REQUEST_ID_HEADER, bind
 from shared.logs import add_request_logging, debug_log
 from shared.metrics import QUEUE_DEPTH, WORKERS_HEALTHY, metrics_route
 from shared.resources import resource_loop
-from shared.schemas import ForwardedRequest, Heartbeat, StageError
+from shared.schemas import (
+    ForwardedRequest,
+    Heartbeat,
+    StageBatch,
+    StageBatchAnswer,
+    StageError,
+)
+from shared.stages import BATCH_ROUTE_SUFFIX
 from shared.timing import (
     BALANCER_REQUEST_TIMEOUT_S,
     BALANCER_RETRY_AFTER_S,
@@ -128,8 +135,20 @@ class _Balancer:
                 log.exception("health check round failed")
 
     async def forward(self, req: ForwardedRequest) -> JSONResponse:
+        return await self._forward(self.config.route, req.model_dump(mode="json"),
+                                   str(req.task_id))
+
+    async def forward_batch(self, batch: StageBatch) -> JSONResponse:
+        """A whole batch to one worker (its batch route): one slot of that worker, one
+        fail-over decision for the batch. Each request's own answer comes back inside the
+        worker's `StageBatchAnswer`, untouched."""
+        first = batch.requests[0].task_id
+        label = f"{first}+{len(batch.requests) - 1}"
+        return await self._forward(self.config.route + BATCH_ROUTE_SUFFIX,
+                                   batch.model_dump(mode="json"), label)
+
+    async def _forward(self, route: str, body: dict[str, Any], label: str) -> JSONResponse:
         assert self.client is not None
-        body = req.model_dump(mode="json")
         headers = dict(self.headers)
         rid = REQUEST_ID.get()
         if rid:  # the worker logs and returns the caller's id (`shared.log_context`)
@@ -146,10 +165,9 @@ class _Balancer:
                 return _error(502, f"{self.config.service}: {last}; then {exc}")
             self._gauges()
             try:
-                debug_log.debug("task %s → worker %s (attempt %d)", req.task_id,
+                debug_log.debug("task %s → worker %s (attempt %d)", label,
                                 w.worker_id or w.url, attempt + 1)
-                r = await self.client.post(w.url + self.config.route, json=body,
-                                           headers=headers)
+                r = await self.client.post(w.url + route, json=body, headers=headers)
             except httpx.TimeoutException as exc:
                 if not isinstance(exc, httpx.ConnectTimeout):
                     # The worker may still be on it; another try would double the wait.
@@ -190,7 +208,7 @@ class _Balancer:
                 if r.status_code == 503:  # loading, or its engine failed: skip it for now
                     self.pool.set_health(w, False, last)
                 tried.add(w.url)
-                debug_log.info("task %s: %s; trying another worker", req.task_id, last)
+                debug_log.info("task %s: %s; trying another worker", label, last)
                 continue
             if r.status_code < 400:
                 w.served += 1
@@ -238,6 +256,15 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
             return await b.forward(req)
 
     app.add_api_route(config.route, route, methods=["POST"],
+                      responses={502: {"model": StageError}, 503: {"model": StageError}})
+
+    async def batch_route(batch: StageBatch) -> JSONResponse:
+        first = batch.requests[0]
+        with bind(job_id=first.job_id, task_id=first.task_id):
+            return await b.forward_batch(batch)
+
+    app.add_api_route(config.route + BATCH_ROUTE_SUFFIX, batch_route, methods=["POST"],
+                      response_model=StageBatchAnswer,
                       responses={502: {"model": StageError}, 503: {"model": StageError}})
 
     @app.post("/workers/heartbeat")

@@ -33,6 +33,9 @@ from shared.schemas import (
     ForwardedRequest,
     HealthInfo,
     Heartbeat,
+    StageAnswer,
+    StageBatch,
+    StageBatchAnswer,
     StageError,
     StageRequest,
     StageResult,
@@ -40,6 +43,7 @@ from shared.schemas import (
     validation_detail,
 )
 from shared.settings import Settings
+from shared.stages import BATCH_ROUTE_SUFFIX
 from shared.storage import Storage
 from shared.timing import HEALTH_CHECK_TIMEOUT_S, HEARTBEAT_INTERVAL_S
 from shared.worker.batching import Batched, Batcher
@@ -130,11 +134,28 @@ class _Worker:
             raise BadInput(f"invalid request: {validation_detail(exc)}") from exc
 
     async def handle(self, raw: ForwardedRequest) -> JSONResponse:
+        status, body = await self.answer(raw)
+        return JSONResponse(body, status_code=status)
+
+    async def handle_batch(self, batch: StageBatch) -> JSONResponse:
+        """Every request of the batch side by side, as if each had come alone: they meet in
+        the stage's batcher like concurrent calls do. One answer per request, in order."""
+        answers = await asyncio.gather(*(self._answer_bound(r) for r in batch.requests))
+        body = StageBatchAnswer(answers=[StageAnswer(status_code=st, body=b)
+                                         for st, b in answers])
+        return JSONResponse(body.model_dump())
+
+    async def _answer_bound(self, raw: ForwardedRequest) -> tuple[int, dict[str, Any]]:
+        with bind(job_id=raw.job_id, task_id=raw.task_id):
+            return await self.answer(raw)
+
+    async def answer(self, raw: ForwardedRequest) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body) for one request: a `StageResult` or a `StageError`."""
         queued = time.time()
         req: StageRequest[Any] = raw
         if self.status != "ok":
             detail = "engine still loading" if self.status == "loading" else self.detail
-            return self._error(503, True, detail, req)
+            return self._error_body(503, True, detail, req)
         self.in_flight += 1
         try:
             req = self.typed(raw)
@@ -155,7 +176,7 @@ class _Worker:
             status, retryable, detail = classify_error(exc, self.storage)
             if status >= 500:
                 log.error("task %s failed: %s", req.task_id, detail, exc_info=status == 500)
-            return self._error(status, retryable, detail, req)
+            return self._error_body(status, retryable, detail, req)
         finally:
             self.in_flight -= 1
             QUEUE_DEPTH.labels(self.stage.name).set(self.queue_depth())
@@ -171,16 +192,21 @@ class _Worker:
                           batch_size=res.batch_size)
         result = StageResult(output=out.output, worker_id=self.worker_id, timings=timings,
                              extra=out.extra)
-        return JSONResponse(result.model_dump())
+        return 200, result.model_dump()
 
     def _error(self, status: int, retryable: bool, detail: str,
                req: StageRequest[Any] | None = None) -> JSONResponse:
+        status, body = self._error_body(status, retryable, detail, req)
+        return JSONResponse(body, status_code=status)
+
+    def _error_body(self, status: int, retryable: bool, detail: str,
+                    req: StageRequest[Any] | None = None) -> tuple[int, dict[str, Any]]:
         self.failed += 1
         STAGE_ERRORS.labels(self.stage.name, str(status)).inc()
         if req is not None and status < 500:
             log.info("task %s refused (%d): %s", req.task_id, status, detail)
         body = StageError(detail=detail, retryable=retryable, worker_id=self.worker_id)
-        return JSONResponse(body.model_dump(), status_code=status)
+        return status, body.model_dump()
 
     def info(self) -> dict[str, Any]:
         return {
@@ -267,6 +293,13 @@ def create_worker_app(
 
     app.add_api_route(stage.route, run_stage, methods=["POST"],
                       responses={400: {"model": StageError}, 503: {"model": StageError}})
+
+    async def run_batch(batch: StageBatch) -> JSONResponse:
+        return await w.handle_batch(batch)
+
+    app.add_api_route(stage.route + BATCH_ROUTE_SUFFIX, run_batch, methods=["POST"],
+                      response_model=StageBatchAnswer,
+                      responses={422: {"model": StageError}})
 
     @app.get("/health")
     async def health() -> JSONResponse:

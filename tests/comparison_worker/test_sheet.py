@@ -6,8 +6,10 @@ import pytest
 from comparison_worker.engine import compare
 from comparison_worker.sheet import (
     GAP,
+    MIN_SHEET_W,
     TILE_MAX_H,
     TILE_MAX_W,
+    TILE_MIN_SIDE,
     heat_colours,
     pick_solid_colour,
     render_sheet,
@@ -102,3 +104,17 @@ def test_bad_inputs_are_refused() -> None:
         compare(rgb, [], None)
     with pytest.raises(ValueError, match="duplicate"):
         compare(rgb, [("m", alpha), ("m", alpha)], None)
+
+
+def test_tiny_inputs_get_small_sheets() -> None:
+    """A 32 px icon's tiles are enlarged to TILE_MIN_SIDE only, not to photo size: its sheet
+    is the narrowest one (MIN_SHEET_W) and far smaller than a photo's."""
+    assert tile_size(32, 32) == (TILE_MIN_SIDE, TILE_MIN_SIDE)
+    assert tile_size(64, 48) == (64, 48)  # at the minimum already: its own size
+    assert tile_size(200, 100) == (200, 100)  # between the bounds: never scaled
+    rgb, alpha = scene(32, 32)
+    tiny = render_sheet(rgb, [("identity", alpha, {"coverage": 0.3})])
+    rgb, alpha = scene(640, 480)
+    photo = render_sheet(rgb, [("identity", alpha, {"coverage": 0.3})])
+    assert tiny.shape[1] == MIN_SHEET_W
+    assert tiny.shape[0] * tiny.shape[1] * 3 < photo.shape[0] * photo.shape[1]

@@ -142,6 +142,7 @@ def make_settings(data_dir: Path, stage_url: str = "http://127.0.0.1:9", **kw: A
         "max_retries": 3,
         "matting_concurrency": 4,
         "comparison_concurrency": 2,
+        "stage_batch_size": 1,  # one call per task, as the stage server's plans count them
         "models_dir": data_dir / "models",
     }
     base.update(kw)

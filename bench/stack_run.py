@@ -1,0 +1,233 @@
+"""One job of tiny generated images through a local stack, run from any checkout.
+
+`python bench/stack_run.py N [--probe]` with PYTHONPATH set to the checkout under test: it
+starts that checkout's stack (`mattepipe.stack`, as `make run` does) on free ports, uploads
+one zip of N 32×32 PNGs with `model=identity`, waits for the job and prints one JSON line of
+figures. It imports nothing from `bench`, so the same file measures the baseline commit's
+stack side by side with this one (`bench.scale`).
+
+With `--probe` it also samples the gateway's RSS, times `/status` while the job runs, pages
+`GET /jobs/{id}/tasks` at depth 0 and near the end, times the gallery's first page and the
+download against reading the same files (the 100 000-image figures of `bench.scale`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+FINAL = ("completed", "completed_with_errors", "failed", "cancelled")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tiny_zip(n: int, size: int = 32) -> bytes:
+    """n distinct size×size PNGs in folders of 1 000 (a few distinct pixels each)."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(n):
+            img = base.copy()
+            img[0, :4, 0] = np.frombuffer(i.to_bytes(4, "big"), np.uint8)  # no two alike
+            b = io.BytesIO()
+            Image.fromarray(img).save(b, "PNG", compress_level=1)
+            zf.writestr(f"d{i // 1000:03d}/img_{i:06d}.png", b.getvalue())
+    return buf.getvalue()
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _gateway_pid(port: int) -> int | None:
+    """The process listening on `port` (the gateway), from /proc (no psutil needed)."""
+    inode = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if int(f[1].split(":")[1], 16) == port and f[3] == "0A":
+                inode = f[9]
+                break
+    if inode is None:
+        return None
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return int(pid)
+        except OSError:
+            continue
+    return None
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return 0.0
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+class _Sampler(threading.Thread):
+    """Gateway RSS and /status latency every `every` seconds while the job runs."""
+
+    def __init__(self, url: str, job_id: str, pid: int | None, every: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.url, self.job_id, self.pid, self.every = url, job_id, pid, every
+        self.rss: list[float] = []
+        self.status_ms: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as c:
+            while not self.stop.is_set():
+                if self.pid:
+                    self.rss.append(_rss_mb(self.pid))
+                t0 = time.perf_counter()
+                c.get(f"/status/{self.job_id}")
+                self.status_ms.append((time.perf_counter() - t0) * 1000)
+                self.stop.wait(self.every)
+
+
+def _timed(c: httpx.Client, path: str, **params: Any) -> tuple[float, httpx.Response]:
+    t0 = time.perf_counter()
+    r = c.get(path, params=params)
+    return (time.perf_counter() - t0) * 1000, r
+
+
+def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    # keyset paging: depth 0 against depth ~0.9 n, best of 3 each
+    first = [_timed(c, f"/jobs/{job_id}/tasks", limit=100) for _ in range(3)]
+    out["page0_ms"] = min(t for t, _ in first)
+    deep_after = None
+    body = first[0][1].json()
+    ids = [t["id"] for t in body["tasks"]]
+    if ids:
+        deep_after = ids[0] + int(0.9 * n)
+    offset_ms = [_timed(c, f"/jobs/{job_id}/tasks", limit=100, offset=int(0.9 * n))[0]
+                 for _ in range(3)]
+    out["page_deep_offset_ms"] = min(offset_ms)
+    if deep_after is not None:
+        deep = [_timed(c, f"/jobs/{job_id}/tasks", limit=100, after=deep_after)
+                for _ in range(3)]
+        out["page_deep_after_ms"] = min(t for t, _ in deep)
+        out["page_deep_after_ok"] = deep[0][1].status_code == 200 and bool(
+            deep[0][1].json().get("tasks"))
+    # gallery: its first page and first API call
+    g_ms, g = _timed(c, f"/jobs/{job_id}/gallery", limit=100)
+    out["gallery_ms"] = g_ms
+    out["gallery_status"] = g.status_code
+    # download against reading the same files (cut-outs and sheets of the job), side by side
+    job_dirs = [p for p in (data_dir / "matting_output" / job_id,
+                            data_dir / "final_results" / job_id) if p.exists()]
+    files = [p for d in job_dirs for p in d.rglob("*") if p.is_file()]
+    t0 = time.perf_counter()
+    read_bytes = 0
+    for p in files:
+        with open(p, "rb") as f:
+            read_bytes += len(f.read())
+    read_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    got = 0
+    with c.stream("GET", f"/download/{job_id}") as r:
+        out["download_status"] = r.status_code
+        for chunk in r.iter_raw(1 << 20):
+            got += len(chunk)
+    dl_s = time.perf_counter() - t0
+    out.update(read_files=len(files), read_bytes=read_bytes, read_s=read_s,
+               download_bytes=got, download_s=dl_s)
+    return out
+
+
+def run(n: int, probe: bool) -> dict[str, Any]:
+    from mattepipe.stack import health_urls, start_stack, stop_stack, wait_healthy
+    from shared.settings import Settings
+
+    blob = tiny_zip(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        ports = {k: _free_port() for k in ("gw", "ma", "ca", "mw", "cw")}
+        # worker ports count up from the first: keep them apart
+        settings = Settings(
+            data_dir=base / "data", models_dir=base / "models",
+            gateway_port=ports["gw"], matting_api_port=ports["ma"],
+            comparison_api_port=ports["ca"], matting_worker_port=ports["mw"],
+            comparison_worker_port=ports["mw"] + 40,
+            matting_api_url=f"http://127.0.0.1:{ports['ma']}",
+            comparison_api_url=f"http://127.0.0.1:{ports['ca']}",
+            default_model="identity", max_jobs_per_hour=0, max_jobs_per_day=0,
+        )
+        proc = start_stack(settings, quiet=True)
+        try:
+            wait_healthy(health_urls(settings), timeout=300)
+            url = f"http://127.0.0.1:{settings.gateway_port}"
+            pid = _gateway_pid(settings.gateway_port)
+            with httpx.Client(base_url=url, timeout=600) as c:
+                t_up = time.perf_counter()
+                job = c.post("/upload", content=blob, params={"model": "identity"},
+                             headers={"Content-Type": "application/zip"}).json()
+                job_id = job["job_id"]
+                sampler = _Sampler(url, job_id, pid) if probe else None
+                if sampler:
+                    sampler.start()
+                while True:
+                    st = c.get(f"/status/{job_id}").json()
+                    if st["state"] in FINAL:
+                        break
+                    time.sleep(0.5)
+                wall = time.perf_counter() - t_up
+                if sampler:
+                    sampler.stop.set()
+                    sampler.join()
+                res: dict[str, Any] = {
+                    "n": n, "state": st["state"], "completed": st["completed"],
+                    "failed": st["failed"], "wall_s": wall,
+                    "started_at": st.get("started_at"), "finished_at": st.get("finished_at"),
+                }
+                if st.get("started_at") and st.get("finished_at"):
+                    res["stage_s"] = st["finished_at"] - st["started_at"]
+                    res["tasks_per_s"] = st["completed"] / max(1e-9, res["stage_s"])
+                if sampler:
+                    res["rss_max_mb"] = max(sampler.rss, default=0.0)
+                    res["rss_samples"] = len(sampler.rss)
+                    res["status_p50_ms"] = _pct(sampler.status_ms, 0.5)
+                    res["status_p99_ms"] = _pct(sampler.status_ms, 0.99)
+                    res["status_samples"] = len(sampler.status_ms)
+                    res.update(_probe_results(c, job_id, settings.data_dir, n))
+                    res["rss_after_mb"] = _rss_mb(pid) if pid else 0.0
+        finally:
+            stop_stack(proc)
+    return res
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    print(json.dumps(run(int(args[0]), "--probe" in args)), flush=True)
