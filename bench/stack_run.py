@@ -167,7 +167,61 @@ def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int) -> dict
     return out
 
 
-def run(n: int, probe: bool) -> dict[str, Any]:
+def _pyspy() -> str | None:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else None
+
+
+def _start_profiles(ports: dict[str, int], seconds: float, out: Path) -> dict[str, Any]:
+    """py-spy on each service (by its listening port) for `seconds`, raw folded stacks."""
+    spy = _pyspy()
+    procs: dict[str, Any] = {}
+    if spy is None:
+        return procs
+    import subprocess
+
+    for name, port in ports.items():
+        pid = _gateway_pid(port)
+        if pid is None:
+            continue
+        f = out / f"{name}.txt"
+        procs[name] = (subprocess.Popen(
+            [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50",
+             "--format", "raw", "--output", str(f), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), f)
+    return procs
+
+
+def _profile_summary(procs: dict[str, Any], top: int = 8) -> dict[str, Any]:
+    """Per process: samples and the `top` functions by own time (share of its samples)."""
+    out: dict[str, Any] = {}
+    for name, (proc, f) in procs.items():
+        try:
+            proc.wait(120)
+        except Exception:
+            proc.kill()
+        own: dict[str, int] = {}
+        total = 0
+        try:
+            lines = Path(f).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            frames = [fr for fr in stack.split(";") if fr]
+            leaf = frames[-1] if frames else "?"
+            n = int(count)
+            total += n
+            own[leaf] = own.get(leaf, 0) + n
+        best = sorted(own.items(), key=lambda kv: -kv[1])[:top]
+        out[name] = {"samples": total,
+                     "top": [[k, round(100.0 * v / max(1, total), 1)] for k, v in best]}
+    return out
+
+
+def run(n: int, probe: bool, profile_s: float = 0.0) -> dict[str, Any]:
     from mattepipe.stack import health_urls, start_stack, stop_stack, wait_healthy
     from shared.settings import Settings
 
@@ -195,6 +249,16 @@ def run(n: int, probe: bool) -> dict[str, Any]:
                 job = c.post("/upload", content=blob, params={"model": "identity"},
                              headers={"Content-Type": "application/zip"}).json()
                 job_id = job["job_id"]
+                spies: dict[str, Any] = {}
+                if profile_s > 0:
+                    time.sleep(min(5.0, profile_s / 3))  # past ingest, into the stages
+                    spies = _start_profiles(
+                        {"gateway": settings.gateway_port,
+                         "matting_api": settings.matting_api_port,
+                         "comparison_api": settings.comparison_api_port,
+                         "matting_worker_1": settings.matting_worker_port,
+                         "comparison_worker_1": settings.comparison_worker_port},
+                        profile_s, base)
                 sampler = _Sampler(url, job_id, pid) if probe else None
                 if sampler:
                     sampler.start()
@@ -215,6 +279,8 @@ def run(n: int, probe: bool) -> dict[str, Any]:
                 if st.get("started_at") and st.get("finished_at"):
                     res["stage_s"] = st["finished_at"] - st["started_at"]
                     res["tasks_per_s"] = st["completed"] / max(1e-9, res["stage_s"])
+                if spies:
+                    res["profile"] = _profile_summary(spies)
                 if sampler:
                     res["rss_max_mb"] = max(sampler.rss, default=0.0)
                     res["rss_samples"] = len(sampler.rss)
@@ -230,4 +296,5 @@ def run(n: int, probe: bool) -> dict[str, Any]:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    print(json.dumps(run(int(args[0]), "--probe" in args)), flush=True)
+    prof = float(args[args.index("--profile") + 1]) if "--profile" in args else 0.0
+    print(json.dumps(run(int(args[0]), "--probe" in args, prof)), flush=True)

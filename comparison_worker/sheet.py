@@ -5,8 +5,9 @@ tiles: original | alpha | composite on a checkerboard | composite on a solid col
 map (only with ground truth). Tiles are scaled down to fit TILE_MAX_W × TILE_MAX_H, so a 6000 px
 photo gives a sheet of bounded size; a small input keeps its own size, enlarged only until its
 long side reaches TILE_MIN_SIDE (at most MAX_UPSCALE×), so the sheet of a 32 px icon costs what
-its pixels do, not what a photo's would (a 100 000-icon job renders 100 000 of them). Composites use the original colours with the
-matte, without foreground estimation: a fringe of old background is exactly what they must show.
+its pixels do, not what a photo's would (a 100 000-icon job renders 100 000 of them).
+Composites use the original colours with the matte, without foreground estimation: a fringe of
+old background is exactly what they must show.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from shared.formats import GT_KEYS, Metric
 __all__ = [
     "MAX_UPSCALE",
     "MIN_SHEET_W",
-    "TILE_MIN_SIDE",
     "SOLID_COLOURS",
     "TILE_MAX_H",
     "TILE_MAX_W",
+    "TILE_MIN_SIDE",
     "SheetRow",
     "caption_lines",
     "heat_colours",

@@ -187,7 +187,10 @@ class TaskPage(PublicModel):
     total: int = 0
     limit: int = 0
     offset: int = 0
+    after: int | None = None
     tasks: list[TaskView] = Field(default_factory=list)
+    next_after: int | None = Field(
+        default=None, description="pass as `after` for the next page; null on the last page")
 
 
 class ModelList(PublicModel):
@@ -238,6 +241,8 @@ class GalleryPage(PublicModel):
     job_id: str = ""
     total: int = 0
     tasks: list[GalleryRow] = Field(default_factory=list)
+    next_after: int | None = Field(
+        default=None, description="pass as `after` for the next page; null on the last page")
 
 
 class GatewayLimits(PublicModel):

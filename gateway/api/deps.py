@@ -23,6 +23,7 @@ from shared.storage import Storage
 
 __all__ = [
     "GW",
+    "After",
     "Caller",
     "CallerDep",
     "Limit",
@@ -78,6 +79,10 @@ async def job_or_404(db: AsyncSession, job_id: str, caller: Caller) -> Job:
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="most rows in one page")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ROW_OFFSET, description="rows to skip")]
+After = Annotated[int | None, Query(
+    ge=0, le=MAX_ROW_OFFSET,
+    description="keyset cursor: only tasks whose id is above this (a page's `next_after`); "
+                "costs the same at any depth, unlike `offset`")]
 
 
 def task_state_filter(

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.deps import (
     GW,
+    After,
     Caller,
     CallerDep,
     Limit,
@@ -126,17 +127,22 @@ async def job_tasks(
     state: TaskStateFilter = None,
     limit: Limit = 100,
     offset: Offset = 0,
+    after: After = None,
 ) -> TaskPage:
-    """One page of a job's tasks (by id), optionally only those in one state."""
+    """One page of a job's tasks (by id), optionally only those in one state. Page with
+    `after` (the previous page's `next_after`) for constant time at any depth; `offset` still
+    works but costs the rows it skips."""
     await job_or_404(db, job_id, caller)
-    rows = await repo.list_tasks(db, job_id, state, limit, offset)
+    rows = await repo.list_tasks(db, job_id, state, limit, offset, after)
     return TaskPage(
         job_id=job_id,
         state=state,
         total=await repo.count_tasks(db, job_id, state),
         limit=limit,
         offset=offset,
+        after=after,
         tasks=[task_view(t) for t in rows],
+        next_after=rows[-1].id if len(rows) == limit else None,
     )
 
 

@@ -20,6 +20,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
 from gateway.api.deps import (
+    After,
     CallerDep,
     Limit,
     Offset,
@@ -128,13 +129,16 @@ async def job_gallery(
     state: TaskStateFilter = None,
     limit: Limit = 100,
     offset: Offset = 0,
+    after: After = None,
 ) -> GalleryPage:
     """One page of a job's images for the web page's gallery (by task id): path, state,
-    error, metrics, and the URLs of the comparison sheet and cut-out (null until made)."""
+    error, metrics, and the URLs of the comparison sheet and cut-out (null until made).
+    `after` (a page's `next_after`) pages in constant time at any depth."""
     await job_or_404(db, job_id, caller)
-    rows = await repo.list_tasks(db, job_id, state, limit, offset)
+    rows = await repo.list_tasks(db, job_id, state, limit, offset, after)
     return GalleryPage(job_id=job_id, total=await repo.count_tasks(db, job_id, state),
-                       tasks=[gallery_row(job_id, t) for t in rows])
+                       tasks=[gallery_row(job_id, t) for t in rows],
+                       next_after=rows[-1].id if len(rows) == limit else None)
 
 
 @router.get("/jobs/{job_id}/files/{path:path}",

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.db.tables import Job, Task, Upload
+from gateway.db.tables import Job, Task, Upload, task_counts
 from shared.stages import Stage
 from shared.states import FINAL_JOB_STATES, JobState, TaskState
 
@@ -101,6 +101,7 @@ async def set_job(
 async def delete_job(s: AsyncSession, job_id: str, *, keep_job: bool = False) -> None:
     """Remove a job's tasks, and the job row itself unless `keep_job`."""
     await s.execute(delete(Task).where(Task.job_id == job_id))
+    await s.execute(delete(task_counts).where(task_counts.c.job_id == job_id))
     if not keep_job:
         await s.execute(delete(Job).where(Job.id == job_id))
 
@@ -128,19 +129,21 @@ async def count_jobs(s: AsyncSession, *, owner: str | None = None) -> int:
     return int((await s.execute(q)).scalar_one())
 
 
+_C = task_counts
+
+
 async def job_counts(s: AsyncSession, job_id: str) -> dict[str, int]:
-    q = select(Task.state, func.count()).where(Task.job_id == job_id).group_by(Task.state)
+    """The job's tasks by state, from the trigger-kept counters (`tables.TASK_COUNTS`): a
+    few rows whatever the job's size."""
+    q = select(_C.c.state, _C.c.n).where(_C.c.job_id == job_id, _C.c.n > 0)
     return {state: int(n) for state, n in (await s.execute(q)).all()}
 
 
 async def job_counts_many(s: AsyncSession, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {j: {} for j in job_ids}
     if job_ids:
-        q = (
-            select(Task.job_id, Task.state, func.count())
-            .where(Task.job_id.in_(list(job_ids)))
-            .group_by(Task.job_id, Task.state)
-        )
+        q = select(_C.c.job_id, _C.c.state, _C.c.n).where(
+            _C.c.job_id.in_(list(job_ids)), _C.c.n > 0)
         for job_id, state, n in (await s.execute(q)).all():
             out[job_id][state] = int(n)
     return out
@@ -148,7 +151,7 @@ async def job_counts_many(s: AsyncSession, job_ids: Sequence[str]) -> dict[str, 
 
 async def global_counts(s: AsyncSession) -> tuple[dict[str, int], dict[str, int]]:
     """(tasks by state, jobs by state) over the whole database, for /metrics."""
-    tq = select(Task.state, func.count()).group_by(Task.state)
+    tq = select(_C.c.state, func.sum(_C.c.n)).where(_C.c.n > 0).group_by(_C.c.state)
     jq = select(Job.state, func.count()).group_by(Job.state)
     tasks = {st: int(n) for st, n in (await s.execute(tq)).all()}
     jobs = {st: int(n) for st, n in (await s.execute(jq)).all()}
@@ -188,19 +191,28 @@ async def stage_stats(s: AsyncSession, job_id: str) -> dict[str, Any]:
 
 
 async def list_tasks(
-    s: AsyncSession, job_id: str, state: str | None, limit: int, offset: int
+    s: AsyncSession, job_id: str, state: str | None, limit: int, offset: int,
+    after: int | None = None,
 ) -> list[Task]:
+    """A page of the job's tasks by id: `offset` rows skipped (O(depth)), or, with `after`,
+    those whose id is above it (O(page), at any depth); both may be combined."""
     q = select(Task).where(Task.job_id == job_id)
     if state:
         q = q.where(Task.state == state)
-    q = q.order_by(Task.id).limit(limit).offset(offset)
+    if after is not None:
+        # keyset paging: (job_id[, state], rowid) indexes, so any depth costs what page 1 does
+        q = q.where(Task.id > after)
+    q = q.order_by(Task.id).limit(limit)
+    if offset:
+        q = q.offset(offset)
     return list((await s.execute(q)).scalars())
 
 
 async def count_tasks(s: AsyncSession, job_id: str, state: str | None) -> int:
-    q = select(func.count()).select_from(Task).where(Task.job_id == job_id)
+    """From the counters (`job_counts`), not by counting rows."""
+    q = select(func.coalesce(func.sum(_C.c.n), 0)).where(_C.c.job_id == job_id)
     if state:
-        q = q.where(Task.state == state)
+        q = q.where(_C.c.state == state)
     return int((await s.execute(q)).scalar_one())
 
 

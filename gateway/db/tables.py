@@ -12,12 +12,15 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    Column,
     Connection,
     Float,
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     String,
+    Table,
     Text,
     event,
     inspect,
@@ -29,8 +32,8 @@ from shared.states import JobState, TaskState
 from shared.timing import SQLITE_BUSY_TIMEOUT_MS
 
 __all__ = [
-    "ADDED_COLUMNS", "Base", "Job", "Task", "Upload", "create_engine", "init_db", "now",
-    "session_factory",
+    "ADDED_COLUMNS", "ADDED_INDEXES", "TASK_COUNTS", "Base", "Job", "Task", "Upload",
+    "create_engine", "init_db", "now", "session_factory", "task_counts",
 ]
 
 
@@ -132,6 +135,7 @@ class Task(Base):
         Index("ix_tasks_claim", "state", "next_attempt_at"),
         Index("ix_tasks_lease", "state", "lease_expires_at"),
         Index("ix_tasks_job_path", "job_id", "path"),
+        Index("ix_tasks_job", "job_id"),
     )
 
 
@@ -197,6 +201,45 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
 an existing one, so a database file from an older version gets them here (idempotent)."""
 
 
+ADDED_INDEXES: dict[str, str] = {
+    # keyset paging of a job's tasks by id (`repo.list_tasks` with `after`): (job_id, rowid)
+    "ix_tasks_job": "tasks (job_id)",
+}
+"""Indexes added after the first release (`create_all` adds none to an existing table)."""
+
+TASK_COUNTS = "task_counts"
+"""Tasks per (job, state), kept by triggers on `tasks`: `/status`, `/jobs`, the task pages'
+totals and the job closer read a handful of rows instead of counting every task of a job.
+Triggers, not application code, keep it: every write path (claims, answers, ingest, cancel,
+reclaim, a test seeding rows) moves it in the same statement that moves the task, so it can
+never drift from the rows."""
+
+task_counts = Table(
+    TASK_COUNTS, MetaData(),  # its own MetaData: `_add_missing_columns` makes it, with triggers
+    Column("job_id", String(32), primary_key=True),
+    Column("state", String(32), primary_key=True),
+    Column("n", Integer, nullable=False),
+)
+"""The counters as a Core table for queries (`gateway.db.repo`)."""
+
+_TASK_COUNT_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {TASK_COUNTS} (job_id VARCHAR(32) NOT NULL, "
+    "state VARCHAR(32) NOT NULL, n INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (job_id, state)) "
+    "WITHOUT ROWID",
+    f"""CREATE TRIGGER IF NOT EXISTS tasks_count_insert AFTER INSERT ON tasks BEGIN
+        INSERT INTO {TASK_COUNTS} (job_id, state, n) VALUES (NEW.job_id, NEW.state, 1)
+        ON CONFLICT (job_id, state) DO UPDATE SET n = n + 1; END""",
+    f"""CREATE TRIGGER IF NOT EXISTS tasks_count_update AFTER UPDATE OF state, job_id ON tasks
+        WHEN OLD.state IS NOT NEW.state OR OLD.job_id IS NOT NEW.job_id BEGIN
+        UPDATE {TASK_COUNTS} SET n = n - 1 WHERE job_id = OLD.job_id AND state = OLD.state;
+        INSERT INTO {TASK_COUNTS} (job_id, state, n) VALUES (NEW.job_id, NEW.state, 1)
+        ON CONFLICT (job_id, state) DO UPDATE SET n = n + 1; END""",
+    f"""CREATE TRIGGER IF NOT EXISTS tasks_count_delete AFTER DELETE ON tasks BEGIN
+        UPDATE {TASK_COUNTS} SET n = n - 1 WHERE job_id = OLD.job_id AND state = OLD.state;
+        END""",
+)
+
+
 def _add_missing_columns(conn: Connection) -> None:
     have = inspect(conn)
     for table, columns in ADDED_COLUMNS.items():
@@ -204,6 +247,16 @@ def _add_missing_columns(conn: Connection) -> None:
         for name, ddl in columns.items():
             if name not in present:
                 conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
+    for name, target in ADDED_INDEXES.items():
+        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {target}")
+    if conn.dialect.name != "sqlite":
+        return
+    fresh = not have.has_table(TASK_COUNTS)
+    for ddl in _TASK_COUNT_DDL:
+        conn.exec_driver_sql(ddl)
+    if fresh:  # a database from before the counters: count once, in this transaction
+        conn.exec_driver_sql(f"INSERT INTO {TASK_COUNTS} (job_id, state, n) "
+                             "SELECT job_id, state, count(*) FROM tasks GROUP BY job_id, state")
 
 
 async def init_db(engine: AsyncEngine) -> None:
