@@ -40,8 +40,9 @@ def _free_port() -> int:
 
 def tiny_zip(n: int, size: int = 32) -> bytes:
     """n distinct size×size PNGs in folders of 1 000 (a few distinct pixels each)."""
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size]
+    base = np.stack([xx * 255 // size, yy * 255 // size, (xx + yy) * 127 // size], axis=2)
+    base = base.astype(np.uint8)  # a smooth gradient: ~150-byte PNGs, a small zip
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         for i in range(n):
@@ -122,7 +123,8 @@ def _timed(c: httpx.Client, path: str, **params: Any) -> tuple[float, httpx.Resp
     return (time.perf_counter() - t0) * 1000, r
 
 
-def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int) -> dict[str, Any]:
+def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int,
+                   final: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     # keyset paging: depth 0 against depth ~0.9 n, best of 3 each
     first = [_timed(c, f"/jobs/{job_id}/tasks", limit=100) for _ in range(3)]
@@ -157,7 +159,8 @@ def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int) -> dict
     read_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     got = 0
-    with c.stream("GET", f"/download/{job_id}") as r:
+    params = {} if final else {"partial": "1"}
+    with c.stream("GET", f"/download/{job_id}", params=params) as r:
         out["download_status"] = r.status_code
         for chunk in r.iter_raw(1 << 20):
             got += len(chunk)
@@ -221,7 +224,7 @@ def _profile_summary(procs: dict[str, Any], top: int = 8) -> dict[str, Any]:
     return out
 
 
-def run(n: int, probe: bool, profile_s: float = 0.0) -> dict[str, Any]:
+def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) -> dict[str, Any]:
     from mattepipe.stack import health_urls, start_stack, stop_stack, wait_healthy
     from shared.settings import Settings
 
@@ -262,9 +265,16 @@ def run(n: int, probe: bool, profile_s: float = 0.0) -> dict[str, Any]:
                 sampler = _Sampler(url, job_id, pid) if probe else None
                 if sampler:
                     sampler.start()
+                last_log = 0.0
                 while True:
                     st = c.get(f"/status/{job_id}").json()
                     if st["state"] in FINAL:
+                        break
+                    if time.perf_counter() - last_log > 30:
+                        last_log = time.perf_counter()
+                        print(f"{time.perf_counter() - t_up:.0f}s {st['state']} "
+                              f"{st['completed']}/{n}", file=sys.stderr, flush=True)
+                    if deadline_s and time.perf_counter() - t_up > deadline_s:
                         break
                     time.sleep(0.5)
                 wall = time.perf_counter() - t_up
@@ -287,7 +297,8 @@ def run(n: int, probe: bool, profile_s: float = 0.0) -> dict[str, Any]:
                     res["status_p50_ms"] = _pct(sampler.status_ms, 0.5)
                     res["status_p99_ms"] = _pct(sampler.status_ms, 0.99)
                     res["status_samples"] = len(sampler.status_ms)
-                    res.update(_probe_results(c, job_id, settings.data_dir, n))
+                    res.update(_probe_results(c, job_id, settings.data_dir, n,
+                                              st["state"] in FINAL))
                     res["rss_after_mb"] = _rss_mb(pid) if pid else 0.0
         finally:
             stop_stack(proc)
@@ -297,4 +308,5 @@ def run(n: int, probe: bool, profile_s: float = 0.0) -> dict[str, Any]:
 if __name__ == "__main__":
     args = sys.argv[1:]
     prof = float(args[args.index("--profile") + 1]) if "--profile" in args else 0.0
-    print(json.dumps(run(int(args[0]), "--probe" in args, prof)), flush=True)
+    until = float(args[args.index("--deadline") + 1]) if "--deadline" in args else 0.0
+    print(json.dumps(run(int(args[0]), "--probe" in args, prof, until)), flush=True)

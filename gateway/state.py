@@ -45,6 +45,9 @@ class GatewayState:
     ingests: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     detail_cache: dict[str, tuple[float, str, dict[str, Any]]] = field(default_factory=dict)
     """job id → (valid until, job state, `/status` stage aggregates)."""
+    detail_refresh: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    """`/status` stage details being recomputed in the background (one per job): a poll
+    answers from the cache meanwhile, never waiting for a scan of a big job's rows."""
     tus: TusUploads = field(init=False)
     """Resumable uploads: their rows, locks, sweeper and reconciler."""
     tus_sweeper: asyncio.Task[None] | None = None

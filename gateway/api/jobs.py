@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +46,7 @@ from shared.timing import STATUS_DETAIL_TTL_S
 __all__ = ["read_status", "router", "task_view"]
 
 router = APIRouter(tags=["jobs"])
+log = logging.getLogger("gateway.api.jobs")
 
 
 
@@ -66,12 +69,34 @@ async def read_status(db: AsyncSession, gw: GatewayState, job_id: str,
     final = JobState(job.state) in FINAL_JOB_STATES
     if cached and cached[1] == job.state and (final or cached[0] > now):
         stages = cached[2]
+    elif cached and cached[1] == job.state:
+        # stale while the job runs: answer from the cache, recompute in the background
+        stages = cached[2]
+        if job_id not in gw.detail_refresh:
+            t = asyncio.create_task(_refresh_details(gw, job_id, job.state))
+            gw.detail_refresh[job_id] = t
+            t.add_done_callback(lambda _t: gw.detail_refresh.pop(job_id, None))
     else:
         stages = await repo.stage_stats(db, job_id)
-        gw.detail_cache[job_id] = (now + STATUS_DETAIL_TTL_S, job.state, stages)
-        if len(gw.detail_cache) > DETAIL_CACHE_MAX_JOBS:
-            gw.detail_cache.clear()
+        _cache_details(gw, job_id, job.state, stages)
     return JobStatus(**summary.model_dump(), stages=JobStages.model_validate(stages))
+
+
+def _cache_details(gw: GatewayState, job_id: str, state: str, stages: dict[str, Any]) -> None:
+    gw.detail_cache[job_id] = (time.time() + STATUS_DETAIL_TTL_S, state, stages)
+    if len(gw.detail_cache) > DETAIL_CACHE_MAX_JOBS:
+        gw.detail_cache.clear()
+
+
+async def _refresh_details(gw: GatewayState, job_id: str, state: str) -> None:
+    """`stage_stats` reads every row of the job (means over its tasks): for a 100 000-image
+    job that is a scan no `/status` poll should wait for, so it runs here, off the request."""
+    try:
+        async with gw.db.read() as s:
+            stages = await repo.stage_stats(s, job_id)
+        _cache_details(gw, job_id, state, stages)
+    except Exception:
+        log.exception("stage details of job %s", job_id)
 
 
 @router.get("/jobs", response_model=JobList)

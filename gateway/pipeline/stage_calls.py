@@ -137,7 +137,7 @@ def _answered(
                        unavailable=0.0)
     if status in (429, 503):
         try:
-            wait = float((headers or {}).get("retry-after", "0"))
+            wait = float(headers.get("retry-after", "0") if headers is not None else "0")
         except ValueError:
             wait = 0.0
         return Outcome(error=f"{stage} API busy ({status})", unavailable=wait)
