@@ -7,6 +7,7 @@ Each section is also kept as `bench/last_<name>.md`, so one benchmark can be rer
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import sys
 import time
@@ -14,7 +15,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SECTIONS = ["quality", "pipeline", "upload_memory", "status_load", "report_memory"]
+SECTIONS = [
+    "quality", "pipeline", "upload_memory", "status_load", "report_memory", "scale",
+]
+SMALL_SCALE = {"BENCH_SCALE_IMAGES": "5000", "BENCH_DB_ROWS": "100000"}
+"""`make bench` (every section) runs the scale section small; `python -m bench scale` runs
+it at 100 000 images and a million rows."""
 
 HEADER = """# Benchmarks
 
@@ -25,6 +31,9 @@ baseline measured side by side in the same run, on the machine named in each sec
 
 def main(argv: list[str]) -> int:
     wanted = argv or SECTIONS
+    if not argv:
+        for k, v in SMALL_SCALE.items():
+            os.environ.setdefault(k, v)
     for name in wanted:
         try:
             mod = importlib.import_module(f"bench.{name}")

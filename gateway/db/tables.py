@@ -204,6 +204,9 @@ an existing one, so a database file from an older version gets them here (idempo
 ADDED_INDEXES: dict[str, str] = {
     # keyset paging of a job's tasks by id (`repo.list_tasks` with `after`): (job_id, rowid)
     "ix_tasks_job": "tasks (job_id)",
+    # `/jobs`, newest first (`repo.list_jobs`): the page read off the index, no sort of all jobs
+    "ix_jobs_created": "jobs (created_at DESC, id)",
+    "ix_jobs_owner_created": "jobs (api_key_hash, created_at DESC, id)",
 }
 """Indexes added after the first release (`create_all` adds none to an existing table)."""
 

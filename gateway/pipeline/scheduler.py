@@ -324,7 +324,7 @@ class Scheduler:
         try:
             async with self.db.write() as s:
                 now = time.time()
-                kinds = [await self._apply(s, a, now) for a in batch]
+                kinds = await self._apply_all(s, batch, now)
                 await transitions.touch_jobs(s, (a.claimed.job_id for a in batch), now)
         except Exception:
             # E.g. SQLite out of disk: the answers are kept and written once it can. One
@@ -341,6 +341,24 @@ class Scheduler:
                 late_jobs.add(a.claimed.job_id)
         for job_id in late_jobs:
             await self._drop_if_gone(job_id)
+
+    async def _apply_all(self, s: AsyncSession, batch: list[_Answer],
+                         now: float) -> list[Recorded]:
+        """Record a batch of answers: the successes of each stage in one go
+        (`transitions.record_successes`), the rest one by one; what each did, in order."""
+        kinds: list[Recorded | None] = [None] * len(batch)
+        for stage in transitions.STAGES:
+            idx = [i for i, a in enumerate(batch) if a.stage is stage
+                   and a.outcome.unavailable is None and a.outcome.result is not None]
+            done = [(batch[i].claimed, batch[i].outcome.result, batch[i].output) for i in idx]
+            oks = await transitions.record_successes(
+                s, stage, [(c, r, o) for c, r, o in done if r is not None], now)
+            for i, ok in zip(idx, oks, strict=True):
+                kinds[i] = Recorded.DONE if ok else Recorded.LATE
+        out: list[Recorded] = []
+        for a, kind in zip(batch, kinds, strict=True):
+            out.append(kind if kind is not None else await self._apply(s, a, now))
+        return out
 
     async def _apply(self, s: AsyncSession, a: _Answer, now: float) -> Recorded:
         """Record one answer; what it did to the task."""

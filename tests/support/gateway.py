@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ class StageServer:
     """The Authorization header of every call ("" when none)."""
     request_ids: list[str] = field(default_factory=list)
     """The X-Request-ID header of every call ("" when none)."""
+    batch_calls: list[tuple[str, int]] = field(default_factory=list)
+    """(route, requests in it) of every `<route>/batch` call."""
     active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
     max_active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
 
@@ -127,6 +130,30 @@ class StageServer:
         @app.post("/compare")
         async def compare(req: ComparisonRequest, request: Request) -> Any:
             return await handle("compare", req, request)
+
+        async def batch(route: str, body: dict[str, Any], request: Request) -> Any:
+            """`<route>/batch`: each request handled as a single call would be (the plan
+            counts per task), the answers wrapped as the worker server wraps them."""
+            self.batch_calls.append((route, len(body["requests"])))
+            model = MattingRequest if route == "matting" else ComparisonRequest
+            answers = []
+            for raw in body["requests"]:
+                r = await handle(route, model.model_validate(raw), request)
+                if isinstance(r, StageResult):
+                    answers.append({"status_code": 200, "body": r.model_dump(mode="json")})
+                else:
+                    b = json.loads(bytes(r.body))
+                    answers.append({"status_code": r.status_code,
+                                    "body": b if isinstance(b, dict) else {"detail": str(b)}})
+            return {"answers": answers}
+
+        @app.post("/matting/batch")
+        async def matting_batch(body: dict[str, Any], request: Request) -> Any:
+            return await batch("matting", body, request)
+
+        @app.post("/compare/batch")
+        async def compare_batch(body: dict[str, Any], request: Request) -> Any:
+            return await batch("compare", body, request)
 
         return app
 
