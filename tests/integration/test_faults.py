@@ -40,6 +40,11 @@ def fstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         matting_workers=2,
         comparison_workers=2,
         max_batch_size=4,
+        # batched stage calls, but few enough in flight that a 60-image job is caught
+        # "half done, with calls in flight and tasks still pending" by the polls below
+        stage_batch_size=4,
+        matting_concurrency=16,
+        comparison_concurrency=8,
     ) as s:
         yield s
 
