@@ -171,6 +171,8 @@ def render(res: dict[str, Any]) -> str:
     if res.get("db"):
         parts.append("\n### A million task rows\n")
         parts += _db_lines(res["db"])
+    if res.get("notes"):
+        parts.append("\n" + res["notes"])
     return "\n".join(parts) + "\n"
 
 
