@@ -3,8 +3,9 @@
 One loop per stage keeps at most `<stage>_concurrency` tasks in flight, sent
 STAGE_BATCH_SIZE to a call (`<route>/batch`: the hops' per-request cost is paid once a batch).
 Answers go to one writer that records them in batches (one short transaction for all answers
-that arrived meanwhile), and every write goes through `Database.write()`, the process's one write lock:
-the gateway is the database's sole writer, so its writes never wait on SQLite's busy handler.
+that arrived meanwhile), and every write goes through `Database.write()`, the process's one
+write lock: the gateway is the database's sole writer, so its writes never wait on SQLite's
+busy handler.
 A maintenance loop requeues due retries, reclaims expired leases, closes finished jobs and
 fires their webhooks. See `gateway.pipeline.stage_calls` for what counts as a failed attempt.
 """
