@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from shared.balancer.pool import HeartbeatRefused, NoWorker, WorkerPool, WorkerState
 from shared.internal_auth import InternalAuth, auth_headers, require_token
+from shared.lanes import LANE_HEADER, Lane, lane_of
 from shared.limits import MAX_WORKER_CAPACITY
 from shared.log_context import REQUEST_ID, REQUEST_ID_HEADER, bind
 from shared.logs import add_request_logging, debug_log
@@ -64,6 +65,10 @@ class BalancerConfig:
     """INTERNAL_TOKEN: required from callers (all routes but /health) and sent to workers."""
     resource_interval_s: float = 30.0
     """RESOURCE_LOG_INTERVAL_S: seconds between the debug log's resource lines; 0: none."""
+    sync_limit: int = 0
+    """SYNC_QUEUE_LIMIT: sync-lane requests (`shared.lanes`) waiting at most; more get 503."""
+    sync_wait_s: float = 0.0
+    """SYNC_QUEUE_WAIT_S: the longest a sync-lane request waits for a free worker slot."""
 
 
 def _error(status: int, detail: str, retry_after: bool = True) -> JSONResponse:
@@ -75,14 +80,15 @@ def _error(status: int, detail: str, retry_after: bool = True) -> JSONResponse:
 class _Balancer:
     def __init__(self, config: BalancerConfig) -> None:
         self.config = config
-        self.pool = WorkerPool(config.worker_urls, config.queue_limit, config.queue_wait_s)
+        self.pool = WorkerPool(config.worker_urls, config.queue_limit, config.queue_wait_s,
+                               config.sync_limit, config.sync_wait_s)
         self.client: httpx.AsyncClient | None = None
         self.started_at = time.time()
         self.headers = auth_headers(config.token)
 
     def queues(self) -> dict[str, Any]:
         """The resource line's queue figures: requests waiting, and in flight per worker."""
-        return {"waiting": self.pool.waiting,
+        return {"waiting": self.pool.waiting, "sync_waiting": self.pool.sync_waiting,
                 "in_flight": {w.worker_id or w.url: w.outstanding
                               for w in self.pool.workers.values()}}
 
@@ -127,7 +133,7 @@ class _Balancer:
             except Exception:
                 log.exception("health check round failed")
 
-    async def forward(self, req: ForwardedRequest) -> JSONResponse:
+    async def forward(self, req: ForwardedRequest, lane: Lane = Lane.BULK) -> JSONResponse:
         assert self.client is not None
         body = req.model_dump(mode="json")
         headers = dict(self.headers)
@@ -138,7 +144,7 @@ class _Balancer:
         last = ""
         for attempt in range(self.config.max_attempts):
             try:
-                w = await self.pool.acquire(tried)
+                w = await self.pool.acquire(tried, sync=lane is Lane.SYNC)
             except NoWorker as exc:
                 self._gauges()
                 if attempt == 0:
@@ -233,9 +239,9 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
     add_request_logging(app, config.service)
     metrics_route(app)
 
-    async def route(req: ForwardedRequest) -> JSONResponse:
+    async def route(req: ForwardedRequest, request: Request) -> JSONResponse:
         with bind(job_id=req.job_id, task_id=req.task_id):
-            return await b.forward(req)
+            return await b.forward(req, lane_of(request.headers.get(LANE_HEADER)))
 
     app.add_api_route(config.route, route, methods=["POST"],
                       responses={502: {"model": StageError}, 503: {"model": StageError}})
@@ -260,7 +266,8 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
         """Always 200 while the balancer runs (liveness); `status` says whether it can serve."""
         n = b.pool.healthy_count()
         return {"status": "ok" if n else "degraded", "service": config.service,
-                "healthy_workers": n, "workers": len(b.pool.workers), "queued": b.pool.waiting}
+                "healthy_workers": n, "workers": len(b.pool.workers), "queued": b.pool.waiting,
+                "sync_queued": b.pool.sync_waiting}
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
@@ -268,6 +275,7 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
             "service": config.service, "route": config.route, "port": config.port,
             "static_workers": config.worker_urls, "queue_limit": config.queue_limit,
             "queue_wait_s": config.queue_wait_s, "max_attempts": config.max_attempts,
+            "sync_limit": config.sync_limit, "sync_wait_s": config.sync_wait_s,
             "health_interval_s": config.health_interval_s, "stale_s": config.stale_s,
             "started_at": b.started_at, "queued": b.pool.waiting,
             "outstanding": sum(w.outstanding for w in b.pool.workers.values()),
