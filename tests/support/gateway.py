@@ -55,6 +55,8 @@ class StageServer:
     """The Authorization header of every call ("" when none)."""
     request_ids: list[str] = field(default_factory=list)
     """The X-Request-ID header of every call ("" when none)."""
+    lanes: list[str] = field(default_factory=list)
+    """The X-Mattepipe-Lane header of every call ("" when none: bulk)."""
     active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
     max_active: dict[str, int] = field(default_factory=lambda: {"matting": 0, "compare": 0})
 
@@ -67,6 +69,7 @@ class StageServer:
             self.authorization.append(request.headers.get("authorization", ""))
             self.requests.append(req.model_dump(mode="json"))
             self.request_ids.append(request.headers.get("x-request-id", ""))
+            self.lanes.append(request.headers.get("x-mattepipe-lane", ""))
             queue = self.by_input.get(Path(req.input).name) or self.plan[route]
             step = queue.pop(0) if queue else "ok"
             self.active[route] += 1
