@@ -126,8 +126,12 @@ class Task(Base):
     comparison_worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
     completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     updated_at: Mapped[float] = mapped_column(Float, default=now, onupdate=now)
+    cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The content-hash cache's key (`gateway.pipeline.result_cache`): the image's bytes, the
+    job's models and options, and its tenant, hashed at ingest; None with RESULT_CACHE=0."""
 
     __table_args__ = (
+        Index("ix_tasks_cache_key", "cache_key"),
         Index("ix_tasks_job_state", "job_id", "state"),
         Index("ix_tasks_claim", "state", "next_attempt_at"),
         Index("ix_tasks_lease", "state", "lease_expires_at"),
@@ -192,6 +196,9 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
         "background": "VARCHAR(16)",
         "crop": "FLOAT",
     },
+    "tasks": {
+        "cache_key": "VARCHAR(64)",  # the content-hash cache (gateway.pipeline.result_cache)
+    },
 }
 """Columns added after the first release: `create_all` makes missing tables but never alters
 an existing one, so a database file from an older version gets them here (idempotent)."""
@@ -204,6 +211,8 @@ def _add_missing_columns(conn: Connection) -> None:
         for name, ddl in columns.items():
             if name not in present:
                 conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
+    # indexes on added columns: `create_all` makes them only with a new table
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_tasks_cache_key ON tasks (cache_key)")
 
 
 async def init_db(engine: AsyncEngine) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -24,6 +25,7 @@ from gateway.db import repo, transitions
 from gateway.db.database import Database
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.callbacks import WebhookSender
+from gateway.pipeline.result_cache import ResultCache
 from gateway.pipeline.stage_calls import Outcome, Recorded, call_stage, request_id_for
 from gateway.results.job_report import Reports
 from gateway.results.summary import job_summary
@@ -116,6 +118,8 @@ class Scheduler:
         self.webhooks: WebhookSender | None = None
         """The webhooks' own client: never `client`, whose pool is the stages'."""
         self._answers: asyncio.Queue[_Answer] = asyncio.Queue()
+        self.cache = ResultCache(db, storage)
+        """The content-hash cache: a matting task whose result exists is not dispatched."""
 
     # --- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -240,8 +244,14 @@ class Scheduler:
         rid = request_id_for(stage, c.job_id, c.id)
         with bind(rid, job_id=c.job_id, task_id=c.id, stage=stage.value):
             try:
-                out = await call_stage(self.client, self.urls[stage], stage, req, self.storage,
-                                       self.request_timeout, self.settings.internal_token, rid)
+                def call() -> Awaitable[Outcome]:
+                    assert self.client is not None
+                    return call_stage(self.client, self.urls[stage], stage, req, self.storage,
+                                      self.request_timeout, self.settings.internal_token, rid)
+                if isinstance(req, MattingRequest):  # the content-hash cache, matting only
+                    out = await self.cache.matting(c, req, call)
+                else:
+                    out = await call()
             finally:
                 gauge.dec()
             log.info("task %s %s call: %s in %.0f ms", c.id, stage,
