@@ -33,7 +33,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from gateway.api.deps import GW, CallerDep
-from gateway.api.docs import errors
+from gateway.api.docs import BINARY, errors
 from gateway.api.errors import request_body
 from gateway.errors import BadRequest, Forbidden, PayloadTooLarge, Unprocessable
 from gateway.intake.pacing import paced
@@ -71,7 +71,8 @@ _DOC_PARAMETERS: list[dict[str, Any]] = [
      "description": d} for n, d in _PARAM_DOCS.items()
 ]
 _IMAGE_ANSWER: dict[int | str, dict[str, Any]] = {
-    200: {"content": {PNG: {}}, "description": "the cut-out (or, with om, the matte) as PNG"},
+    200: {"content": {PNG: {"schema": BINARY}},
+          "description": "the cut-out (or, with om, the matte) as PNG"},
 }
 
 
