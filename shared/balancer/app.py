@@ -88,7 +88,7 @@ class _Balancer:
 
     def queues(self) -> dict[str, Any]:
         """The resource line's queue figures: requests waiting, and in flight per worker."""
-        return {"waiting": self.pool.waiting, "sync_waiting": self.pool.sync_waiting,
+        return {"waiting": self.pool.waiting,
                 "in_flight": {w.worker_id or w.url: w.outstanding
                               for w in self.pool.workers.values()}}
 
