@@ -15,10 +15,12 @@ from typing import ClassVar
 from shared.errors import MattepipeError
 
 __all__ = [
+    "BadGateway",
     "BadRequest",
     "ChecksumMismatch",
     "ClientGone",
     "Conflict",
+    "Forbidden",
     "GatewayError",
     "Gone",
     "InsufficientStorage",
@@ -26,6 +28,8 @@ __all__ = [
     "PayloadTooLarge",
     "PreconditionFailed",
     "QuotaExceeded",
+    "ServiceBusy",
+    "Unprocessable",
     "UnsupportedMediaType",
     "UploadStalled",
     "error_for_status",
@@ -120,6 +124,36 @@ class InsufficientStorage(GatewayError):
     """507: DATA_DIR would drop below MIN_FREE_DISK."""
 
     status_code = 507
+
+
+# --- the synchronous API's refusals (`POST /api/remove`) ---------------------------------
+class Forbidden(GatewayError):
+    """403: the request is understood but switched off here (`?url=` without REMOVE_URL_FETCH)."""
+
+    status_code = 403
+
+
+class Unprocessable(GatewayError):
+    """422: the request is well formed but asks for something the engines cannot do (a rembg
+    option mattepipe has no equivalent for)."""
+
+    status_code = 422
+
+
+class ServiceBusy(GatewayError):
+    """503: every worker is busy and the sync lane is full; `Retry-After` says when to ask
+    again."""
+
+    status_code = 503
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class BadGateway(GatewayError):
+    """502: the matting stage failed on a request the gateway made for the caller."""
+
+    status_code = 502
 
 
 _BY_STATUS: dict[int, type[GatewayError]] = {

@@ -19,6 +19,7 @@ from gateway.intake.ingest import ingest_job, unexpected_error
 from gateway.intake.tus_uploads import TusUploads
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.scheduler import Scheduler
+from gateway.pipeline.sync_remove import SyncRemover
 from shared.resources import resource_loop
 from shared.settings import Settings
 from shared.states import JobState
@@ -50,6 +51,8 @@ class GatewayState:
     answers from the cache meanwhile, never waiting for a scan of a big job's rows."""
     tus: TusUploads = field(init=False)
     """Resumable uploads: their rows, locks, sweeper and reconciler."""
+    sync: SyncRemover = field(init=False)
+    """`/api/remove`'s way to the matting stage: the sync lane, its client and scratch files."""
     tus_sweeper: asyncio.Task[None] | None = None
     event_streams: int = 0
     """Live progress streams open now (`gateway.api.events`), against MAX_EVENT_STREAMS."""
@@ -59,6 +62,7 @@ class GatewayState:
 
     def __post_init__(self) -> None:
         self.tus = TusUploads(self.db, self.storage, self.settings, self.start_ingest)
+        self.sync = SyncRemover(self.settings, self.storage)
 
     @classmethod
     async def open(cls, settings: Settings, **scheduler_opts: Any) -> GatewayState:
@@ -73,6 +77,7 @@ class GatewayState:
     async def start(self) -> None:
         await self.recover()
         await self.scheduler.start()
+        await self.sync.start()
         await self.tus.reconcile_uploads()
         self.tus_sweeper = asyncio.create_task(self.tus.sweep_loop(), name="tus-sweeper")
         self.resources = asyncio.create_task(
@@ -88,6 +93,7 @@ class GatewayState:
 
     async def close(self) -> None:
         await self.scheduler.stop()
+        await self.sync.close()
         tasks = list(self.ingests.values())
         tasks += [t for t in (self.tus_sweeper, self.resources) if t is not None]
         for t in tasks:

@@ -158,6 +158,23 @@ class Settings(BaseSettings):
     """How long `remove_background` waits for its one-image job; past it the tool answers an
     error naming the job, which keeps running (follow it with `job_status`)."""
 
+    # --- rembg's HTTP API (`POST /api/remove`, gateway/api/remove.py) and its sync lane ---
+    remove_max_image_bytes: int = Field(default=50 * 1024**2, ge=1)
+    """Largest image `/api/remove` takes (upload or fetched URL), in bytes; more answers 413
+    (rembg's own server caps a fetched URL at 50 MiB)."""
+    remove_url_fetch: bool = False
+    """Allow `GET /api/remove?url=`: the gateway fetches the image itself (off: 403)."""
+    remove_url_allow_private: bool = False
+    """Let `?url=` reach loopback, private, link-local and CGNAT addresses (tests, a LAN)."""
+    sync_queue_limit: int = Field(default=16, ge=0)
+    """Sync-lane requests a balancer holds waiting for a worker slot; more get 503."""
+    sync_queue_wait_s: float = Field(default=30.0, ge=0.0)
+    """Longest a sync-lane request waits in the balancer for a slot; then 503 + Retry-After."""
+    # --- the content-hash cache (gateway/pipeline/result_cache.py) -------------------------
+    result_cache: bool = True
+    """Reuse the cut-out of an image already processed (same bytes, models, options and
+    tenant) instead of running the model again; the report marks such items `cached`."""
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     """`json`: one JSON object per log line (console and files), for ELK, Loki and the like."""

@@ -21,6 +21,8 @@ __all__ = [
     "LEASE_S",
     "MAINTENANCE_INTERVAL_S",
     "QUOTA_RETRY_AFTER_S",
+    "REMOVE_STAGE_TIMEOUT_S",
+    "REMOVE_URL_TIMEOUT_S",
     "SCHEDULER_IDLE_S",
     "SQLITE_BUSY_TIMEOUT_MS",
     "STAGE_CONNECT_TIMEOUT_S",
@@ -87,6 +89,11 @@ BALANCER_REQUEST_TIMEOUT_S = STAGE_REQUEST_TIMEOUT_S - BALANCER_QUEUE_WAIT_S - 1
 so the gateway hears a clear 504 instead of timing out itself."""
 BALANCER_RETRY_AFTER_S = 2
 """Retry-After (seconds) on a balancer's 503: no healthy worker, or its queue is full."""
+REMOVE_URL_TIMEOUT_S = 20.0
+"""How long `GET /api/remove?url=` may spend fetching the image, resolution and redirects
+included (one deadline over all of it)."""
+REMOVE_STAGE_TIMEOUT_S = 120.0
+"""How long `/api/remove` waits for the matting stage's answer (the lane's wait included)."""
 QUOTA_RETRY_AFTER_S = 30
 """Retry-After (seconds) on a 429 for too many concurrent jobs: a job's end cannot be foretold."""
 TUS_EXPIRY_S = 24 * 3600.0

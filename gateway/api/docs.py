@@ -24,6 +24,10 @@ _WHY = {
     413: "too large",
     415: "unsupported media type",
     429: "quota reached: too many jobs (or open uploads) for this key",
+    403: "switched off on this server (GET /api/remove?url= without REMOVE_URL_FETCH)",
+    422: "a parameter is missing, wrong, or asks for what mattepipe cannot do",
+    502: "the matting stage failed",
+    503: "every worker busy and the sync lane full, or none up: see Retry-After",
     460: "checksum mismatch: the chunk was damaged on the way; send it again",
     507: "not enough disk space",
 }

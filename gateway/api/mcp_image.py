@@ -1,6 +1,7 @@
 """One image in, its cut-out out: the MCP tool `remove_background` (`gateway.api.mcp`).
 
-There is no synchronous lane: the image becomes an ordinary one-image job through the same
+It does not use `/api/remove`'s sync lane (`gateway.pipeline.sync_remove`): the image
+becomes an ordinary one-image job through the same
 intake as `POST /upload` (options checked by `validate_job_options`, the caller's quota, the
 file written by `receive_upload`, then the background ingest), goes through the same stages
 and workers as any job, and the tool waits (at most MCP_WAIT_S) for the job to end before it

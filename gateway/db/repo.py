@@ -31,6 +31,7 @@ from shared.stages import Stage
 from shared.states import FINAL_JOB_STATES, JobState, TaskState
 
 __all__ = [
+    "MATTED_STATES",
     "add_upload",
     "count_callback_attempt",
     "count_jobs",
@@ -40,6 +41,7 @@ __all__ = [
     "create_job",
     "delete_job",
     "delete_upload",
+    "done_outputs_for_key",
     "existing_job_ids",
     "expired_upload_ids",
     "get_job",
@@ -364,3 +366,19 @@ async def existing_job_ids(s: AsyncSession, job_ids: Iterable[str]) -> set[str]:
     """Those of `job_ids` that have a job row."""
     q = select(Job.id).where(Job.id.in_(list(job_ids)))
     return set((await s.execute(q)).scalars())
+
+
+# --- the content-hash cache (gateway.pipeline.result_cache) --------------------------------
+MATTED_STATES = (TaskState.MATTING_DONE.value, TaskState.DISPATCHED_COMPARISON.value,
+                 TaskState.COMPLETED.value)
+"""A task in one of these states has its matting outputs written (until its job goes)."""
+
+
+async def done_outputs_for_key(s: AsyncSession, cache_key: str, limit: int = 4) -> list[str]:
+    """First matting outputs of tasks with `cache_key` whose matting is done, newest first,
+    in jobs that are not cancelled (their files are being removed)."""
+    q = (select(Task.matting_output).join(Job, Job.id == Task.job_id)
+         .where(Task.cache_key == cache_key, Task.state.in_(MATTED_STATES),
+                Task.matting_output.is_not(None), Job.state != JobState.CANCELLED.value)
+         .order_by(Task.id.desc()).limit(limit))
+    return [o for o in (await s.execute(q)).scalars() if o]

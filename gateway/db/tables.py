@@ -129,8 +129,12 @@ class Task(Base):
     comparison_worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
     completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     updated_at: Mapped[float] = mapped_column(Float, default=now, onupdate=now)
+    cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The content-hash cache's key (`gateway.pipeline.result_cache`): the image's bytes, the
+    job's models and options, and its tenant, hashed at ingest; None with RESULT_CACHE=0."""
 
     __table_args__ = (
+        Index("ix_tasks_cache_key", "cache_key"),
         Index("ix_tasks_job_state", "job_id", "state"),
         Index("ix_tasks_claim", "state", "next_attempt_at"),
         Index("ix_tasks_lease", "state", "lease_expires_at"),
@@ -196,12 +200,18 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
         "background": "VARCHAR(16)",
         "crop": "FLOAT",
     },
+    "tasks": {
+        "cache_key": "VARCHAR(64)",  # the content-hash cache (gateway.pipeline.result_cache)
+    },
 }
 """Columns added after the first release: `create_all` makes missing tables but never alters
 an existing one, so a database file from an older version gets them here (idempotent)."""
 
 
 ADDED_INDEXES: dict[str, str] = {
+    # the result cache's lookup (`gateway.pipeline.result_cache`) on a column older databases
+    # gain through ADDED_COLUMNS: `create_all` makes its index only with a new table
+    "ix_tasks_cache_key": "tasks (cache_key)",
     # keyset paging of a job's tasks by id (`repo.list_tasks` with `after`): (job_id, rowid)
     "ix_tasks_job": "tasks (job_id)",
     # `/jobs`, newest first (`repo.list_jobs`): the page read off the index, no sort of all jobs

@@ -77,6 +77,8 @@ class Claimed:
     output: str
     options: OutputOptions = field(default_factory=OutputOptions)
     """The job's output options (`shared.finishing`): format, max_size, background, crop."""
+    cache_key: str | None = None
+    """The content-hash cache's key (`gateway.pipeline.result_cache`); None: no reuse."""
 
     @property
     def models(self) -> list[str]:
@@ -122,12 +124,13 @@ async def claim(s: AsyncSession, stage: Stage, n: int, now: float, lease_s: floa
                 update(T)
                 .where(T.c.id.in_(sub))
                 .values(state=dispatched.value, lease_expires_at=now + lease_s, **{col.key: now})
-                .returning(T.c.id, T.c.path, T.c.input, T.c.gt, T.c.matting_output)
+                .returning(T.c.id, T.c.path, T.c.input, T.c.gt, T.c.matting_output,
+                           T.c.cache_key)
             )
             rows = (await s.execute(stmt)).all()
             model, output, options = jobs[jid]
-            claimed += [Claimed(i, jid, p, inp, gt, mo, now, model, output, options)
-                        for i, p, inp, gt, mo in rows]
+            claimed += [Claimed(i, jid, p, inp, gt, mo, now, model, output, options, ck)
+                        for i, p, inp, gt, mo, ck in rows]
             remaining -= len(rows)
             if len(rows) == take:
                 still.append(jid)  # may have more due tasks

@@ -38,6 +38,7 @@ from gateway.intake.archive import (
 )
 from gateway.intake.output_names import OutputNames
 from gateway.intake.video import MANIFEST, VideoInfo
+from gateway.pipeline.result_cache import add_cache_keys, job_salt
 from shared.errors import MattepipeError
 from shared.settings import Settings
 from shared.states import JobState, TaskState
@@ -117,9 +118,12 @@ class _Start:
     output: str
     keeps_matte: bool = False
     """Output options shape the cut-out: `<x>.alpha.png` is written too (`OutputNames`)."""
+    cache_salt: bytes | None = None
+    """The content-hash cache's salt for this job (`gateway.pipeline.result_cache`); None
+    with RESULT_CACHE=0: the rows get no key."""
 
 
-async def _begin(job_id: str, db: Database) -> _Start | None:
+async def _begin(job_id: str, db: Database, settings: Settings) -> _Start | None:
     async with db.write() as s:
         job = await repo.get_job(s, job_id)
         if job is None or job.state not in (JobState.UPLOADING, JobState.INGESTING):
@@ -131,7 +135,11 @@ async def _begin(job_id: str, db: Database) -> _Start | None:
         job.ingest_attempts = (job.ingest_attempts or 0) + 1
         models = [m for m in (job.model or "").split(",") if m]
         options = job_options(job.format, job.max_size, job.background, job.crop)
-        return _Start(job.upload_path, job.filename, models, job.output, options.keeps_matte)
+        salt = (job_salt(models or [settings.default_model], job.output, options,
+                         job.api_key_hash, settings.models_dir)
+                if settings.result_cache else None)
+        return _Start(job.upload_path, job.filename, models, job.output, options.keeps_matte,
+                      salt)
 
 
 async def _insert(db: Database, job_id: str, rows: list[dict[str, Any]]) -> int:
@@ -185,6 +193,8 @@ async def _extract(
             if videos:
                 await asyncio.to_thread(_note_videos, storage, job_id, videos)
                 progress.videos += len(videos)
+            if start.cache_salt is not None:  # hashed at ingest: the cache's key per image
+                await asyncio.to_thread(add_cache_keys, rows, storage, start.cache_salt)
             progress.tasks = await _insert(db, job_id, rows)
             if take.done:
                 return progress, take.error
@@ -272,7 +282,7 @@ async def ingest_job(
     job_id: str, db: Database, storage: Storage, settings: Settings
 ) -> None:
     """Unpack the job's upload into tasks; leaves the job `running`, `failed` or finished."""
-    start = await _begin(job_id, db)
+    start = await _begin(job_id, db, settings)
     if start is None:
         log.info("ingest: job %s is not waiting for ingest; nothing to do", job_id)
         return

@@ -50,6 +50,7 @@ __all__ = [
     "WebhookSender",
     "address_refusal",
     "check_callback_url",
+    "resolve_addresses",
     "sign",
     "valid_callback_url",
 ]
@@ -186,7 +187,7 @@ class Attempt:
     final: bool = False
 
 
-async def _resolve(host: str, port: int) -> list[IPAddress]:
+async def resolve_addresses(host: str, port: int) -> list[IPAddress]:
     """Every address `host` resolves to; `loop.getaddrinfo` runs in the default executor,
     so a slow resolver never blocks the event loop."""
     infos = await asyncio.get_running_loop().getaddrinfo(
@@ -252,7 +253,7 @@ class WebhookSender:
         host = target.raw_host.decode("ascii")  # IDNA-encoded: what DNS and TLS are given
         port = target.port or (443 if target.scheme == "https" else 80)
         try:
-            addresses = await _resolve(host, port)
+            addresses = await resolve_addresses(host, port)
         except OSError as exc:  # socket.gaierror: may be a passing resolver failure
             return Attempt(False, f"cannot resolve {host}: {exc}")
         if not addresses:

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -27,6 +28,7 @@ from gateway.db import repo, transitions
 from gateway.db.database import Database
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.callbacks import WebhookSender
+from gateway.pipeline.result_cache import ResultCache
 from gateway.pipeline.stage_calls import (
     Outcome,
     Recorded,
@@ -133,6 +135,8 @@ class Scheduler:
         self.webhooks: WebhookSender | None = None
         """The webhooks' own client: never `client`, whose pool is the stages'."""
         self._answers: asyncio.Queue[_Answer] = asyncio.Queue()
+        self.cache = ResultCache(db, storage)
+        """The content-hash cache: a matting task whose result exists is not dispatched."""
 
     # --- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -271,8 +275,14 @@ class Scheduler:
         rid = request_id_for(stage, c.job_id, c.id)
         with bind(rid, job_id=c.job_id, task_id=c.id, stage=stage.value):
             try:
-                out = await call_stage(self.client, self.urls[stage], stage, req, self.storage,
-                                       self.request_timeout, self.settings.internal_token, rid)
+                def call() -> Awaitable[Outcome]:
+                    assert self.client is not None
+                    return call_stage(self.client, self.urls[stage], stage, req, self.storage,
+                                      self.request_timeout, self.settings.internal_token, rid)
+                if isinstance(req, MattingRequest):  # the content-hash cache, matting only
+                    out = await self.cache.matting(c, req, call)
+                else:
+                    out = await call()
             finally:
                 gauge.dec()
             log.info("task %s %s call: %s in %.0f ms", c.id, stage,
@@ -292,10 +302,22 @@ class Scheduler:
         first = chunk[0]
         rid = request_id_for(stage, first.job_id, first.id)
         with bind(rid, job_id=first.job_id, task_id=first.id, stage=stage.value):
-            try:
-                outs = await call_stage_batch(
-                    self.client, self.batch_urls[stage], stage, reqs, self.storage,
+            def call_batch(batch: list[Any]) -> Awaitable[list[Outcome]]:
+                assert self.client is not None
+                return call_stage_batch(
+                    self.client, self.batch_urls[stage], stage, batch, self.storage,
                     self.request_timeout, self.settings.internal_token, rid)
+
+            def call_one(req: MattingRequest) -> Awaitable[Outcome]:
+                assert self.client is not None
+                return call_stage(self.client, self.urls[stage], stage, req, self.storage,
+                                  self.request_timeout, self.settings.internal_token, rid)
+            try:
+                if stage is Stage.MATTING:  # the content-hash cache, matting only
+                    mreqs = [r for r in reqs if isinstance(r, MattingRequest)]
+                    outs = await self.cache.matting_batch(chunk, mreqs, call_batch, call_one)
+                else:
+                    outs = await call_batch(reqs)
             finally:
                 gauge.dec(len(chunk))
             ok = sum(o.result is not None for o in outs)

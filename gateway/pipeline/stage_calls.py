@@ -30,6 +30,7 @@ import httpx
 from pydantic import ValidationError
 
 from shared.internal_auth import auth_headers
+from shared.lanes import LANE_HEADER, Lane
 from shared.log_context import REQUEST_ID_HEADER
 from shared.schemas import StageBatchAnswer, StageError, StageRequest, StageResult
 from shared.stages import Stage
@@ -84,13 +85,16 @@ class Outcome:
 async def call_stage(
     client: httpx.AsyncClient, url: str, stage: Stage, req: StageRequest[Any], storage: Storage,
     request_timeout: float, token: str | None = None, request_id: str | None = None,
+    lane: Lane = Lane.BULK,
 ) -> Outcome:
     """One call to the stage's balancer with the internal token (per request: the client is
     shared with webhooks, which must never see it) and `request_id` as its `X-Request-ID`;
-    the error, if any, made public."""
+    the error, if any, made public. `lane`: sync for `/api/remove` (`shared.lanes`)."""
     headers = auth_headers(token)
     if request_id:
         headers[REQUEST_ID_HEADER] = request_id
+    if lane is not Lane.BULK:
+        headers[LANE_HEADER] = lane.value
     out = await _call(client, url, stage, req, storage, request_timeout, headers)
     if out.error:
         out.error = public_error(stage, out.error, storage)

@@ -86,6 +86,9 @@ class ReportItem:
     """Name inside the zip, e.g. matting_output/a/b.png."""
     compare_output: str | None = None
     """Name inside the zip, e.g. final_results/a/b_compare.jpg."""
+    cached: bool = False
+    """The cut-out was reused from an identical earlier image, not computed again
+    (`gateway.pipeline.result_cache`)."""
 
 
 @dataclass
@@ -209,7 +212,7 @@ class ReportWriter:
         self.multi = len(self.models) > 1
         self.stats = {m: _ModelStats() for m in self.models}
         self.times = {k: _Mean() for k in self.timing_keys}
-        self.counts = {"items": 0, "completed": 0, "failed": 0, "rejected": 0}
+        self.counts = {"items": 0, "completed": 0, "failed": 0, "rejected": 0, "cached": 0}
         self.names = gallery_names()
         folder.mkdir(parents=True, exist_ok=True)
         self._spool = Path(tempfile.mkdtemp(prefix=".report-", dir=folder))
@@ -222,7 +225,8 @@ class ReportWriter:
         self._cols = [(m, k, k if not self.multi else f"{m}.{k}")
                       for m in self.models for k in keys]
         self._csv.writerow(["path", "state", "error", *self.timing_keys,
-                            *(c for _, _, c in self._cols), "matting_output", "compare_output"])
+                            *(c for _, _, c in self._cols), "matting_output", "compare_output",
+                            "cached"])
 
     def __enter__(self) -> ReportWriter:
         return self
@@ -239,6 +243,7 @@ class ReportWriter:
             self.counts["completed"] += r.state == "completed"
             self.counts["failed"] += r.state in FAILED_STATES
             self.counts["rejected"] += r.state == "rejected"
+            self.counts["cached"] += r.cached
             per = _per_model(r.metrics, primary)
             for name, m in per.items():
                 if name in self.stats:
@@ -251,6 +256,7 @@ class ReportWriter:
                 "path": r.path, "state": r.state, "error": r.error,
                 "metrics": per.get(primary), "timings": timings,
                 "matting_output": r.matting_output, "compare_output": r.compare_output,
+                "cached": r.cached,
             }
             if self.multi:
                 item["metrics_by_model"] = per
@@ -265,7 +271,7 @@ class ReportWriter:
                   for k in self.timing_keys),
                 *(v if (v := per.get(model, {}).get(k)) is not None else ""
                   for model, k, _ in self._cols),
-                csv_cell(r.matting_output), csv_cell(r.compare_output),
+                csv_cell(r.matting_output), csv_cell(r.compare_output), int(r.cached),
             ])
 
     def summary(self) -> dict[str, Any]:

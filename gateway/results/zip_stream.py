@@ -22,6 +22,7 @@ import zipstream
 
 from gateway.db.database import Database
 from gateway.db.tables import Task
+from gateway.pipeline.result_cache import CACHE_WORKER
 from gateway.results.pages import task_pages
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
@@ -120,6 +121,7 @@ def report_item(t: Task, members: TaskMembers) -> ReportItem:
         timings=_timings(t),
         matting_output=members.matting_output,
         compare_output=members.compare_output,
+        cached=t.matting_worker == CACHE_WORKER,
     )
 
 

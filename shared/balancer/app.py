@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from shared.balancer.pool import HeartbeatRefused, NoWorker, WorkerPool, WorkerState
 from shared.internal_auth import InternalAuth, auth_headers, require_token
+from shared.lanes import LANE_HEADER, Lane, lane_of
 from shared.limits import MAX_WORKER_CAPACITY
 from shared.log_context import REQUEST_ID, REQUEST_ID_HEADER, bind
 from shared.logs import add_request_logging, debug_log
@@ -71,6 +72,10 @@ class BalancerConfig:
     """INTERNAL_TOKEN: required from callers (all routes but /health) and sent to workers."""
     resource_interval_s: float = 30.0
     """RESOURCE_LOG_INTERVAL_S: seconds between the debug log's resource lines; 0: none."""
+    sync_limit: int = 0
+    """SYNC_QUEUE_LIMIT: sync-lane requests (`shared.lanes`) waiting at most; more get 503."""
+    sync_wait_s: float = 0.0
+    """SYNC_QUEUE_WAIT_S: the longest a sync-lane request waits for a free worker slot."""
 
 
 def _error(status: int, detail: str, retry_after: bool = True) -> JSONResponse:
@@ -82,7 +87,8 @@ def _error(status: int, detail: str, retry_after: bool = True) -> JSONResponse:
 class _Balancer:
     def __init__(self, config: BalancerConfig) -> None:
         self.config = config
-        self.pool = WorkerPool(config.worker_urls, config.queue_limit, config.queue_wait_s)
+        self.pool = WorkerPool(config.worker_urls, config.queue_limit, config.queue_wait_s,
+                               config.sync_limit, config.sync_wait_s)
         self.client: httpx.AsyncClient | None = None
         self.started_at = time.time()
         self.headers = auth_headers(config.token)
@@ -134,9 +140,9 @@ class _Balancer:
             except Exception:
                 log.exception("health check round failed")
 
-    async def forward(self, req: ForwardedRequest) -> JSONResponse:
+    async def forward(self, req: ForwardedRequest, lane: Lane = Lane.BULK) -> JSONResponse:
         return await self._forward(self.config.route, req.model_dump(mode="json"),
-                                   str(req.task_id))
+                                   str(req.task_id), lane)
 
     async def forward_batch(self, batch: StageBatch) -> JSONResponse:
         """A whole batch to one worker (its batch route): one slot of that worker, one
@@ -147,7 +153,8 @@ class _Balancer:
         return await self._forward(self.config.route + BATCH_ROUTE_SUFFIX,
                                    batch.model_dump(mode="json"), label)
 
-    async def _forward(self, route: str, body: dict[str, Any], label: str) -> JSONResponse:
+    async def _forward(self, route: str, body: dict[str, Any], label: str,
+                       lane: Lane = Lane.BULK) -> JSONResponse:
         assert self.client is not None
         headers = dict(self.headers)
         rid = REQUEST_ID.get()
@@ -157,7 +164,7 @@ class _Balancer:
         last = ""
         for attempt in range(self.config.max_attempts):
             try:
-                w = await self.pool.acquire(tried)
+                w = await self.pool.acquire(tried, sync=lane is Lane.SYNC)
             except NoWorker as exc:
                 self._gauges()
                 if attempt == 0:
@@ -251,9 +258,9 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
     add_request_logging(app, config.service)
     metrics_route(app)
 
-    async def route(req: ForwardedRequest) -> JSONResponse:
+    async def route(req: ForwardedRequest, request: Request) -> JSONResponse:
         with bind(job_id=req.job_id, task_id=req.task_id):
-            return await b.forward(req)
+            return await b.forward(req, lane_of(request.headers.get(LANE_HEADER)))
 
     app.add_api_route(config.route, route, methods=["POST"],
                       responses={502: {"model": StageError}, 503: {"model": StageError}})
@@ -287,7 +294,8 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
         """Always 200 while the balancer runs (liveness); `status` says whether it can serve."""
         n = b.pool.healthy_count()
         return {"status": "ok" if n else "degraded", "service": config.service,
-                "healthy_workers": n, "workers": len(b.pool.workers), "queued": b.pool.waiting}
+                "healthy_workers": n, "workers": len(b.pool.workers), "queued": b.pool.waiting,
+                "sync_queued": b.pool.sync_waiting}
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
@@ -295,6 +303,7 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
             "service": config.service, "route": config.route, "port": config.port,
             "static_workers": config.worker_urls, "queue_limit": config.queue_limit,
             "queue_wait_s": config.queue_wait_s, "max_attempts": config.max_attempts,
+            "sync_limit": config.sync_limit, "sync_wait_s": config.sync_wait_s,
             "health_interval_s": config.health_interval_s, "stale_s": config.stale_s,
             "started_at": b.started_at, "queued": b.pool.waiting,
             "outstanding": sum(w.outstanding for w in b.pool.workers.values()),

@@ -29,6 +29,8 @@ def balancer_config(
         queue_wait_s=BALANCER_QUEUE_WAIT_S,
         token=s.internal_token or "",
         resource_interval_s=s.resource_log_interval_s,
+        sync_limit=s.sync_queue_limit,
+        sync_wait_s=s.sync_queue_wait_s,
     )
 
 

@@ -61,7 +61,8 @@ class WorkerPool:
     event that is replaced on every change (asyncio wakes them in arrival order).
     """
 
-    def __init__(self, static_urls: list[str], queue_limit: int, queue_wait_s: float) -> None:
+    def __init__(self, static_urls: list[str], queue_limit: int, queue_wait_s: float,
+                 sync_limit: int = 0, sync_wait_s: float = 0.0) -> None:
         self.workers: dict[str, WorkerState] = {}
         for url in static_urls:
             u = url.strip().rstrip("/")
@@ -70,6 +71,11 @@ class WorkerPool:
         self.queue_limit = queue_limit
         self.queue_wait_s = queue_wait_s
         self.waiting = 0
+        self.sync_limit, self.sync_wait_s = sync_limit, sync_wait_s
+        """The sync lane (`shared.lanes`): its own queue bound and wait (sync_limit 0: a sync
+        request that would have to wait is refused at once)."""
+        self.sync_waiting = 0
+        """Sync-lane requests waiting now: while any waits, bulk ones take no free slot."""
         self._changed = asyncio.Event()
         self._picks = itertools.count(1)
 
@@ -129,7 +135,9 @@ class WorkerPool:
     def _candidates(self, exclude: set[str]) -> list[WorkerState]:
         return [w for w in self.workers.values() if w.healthy and w.url not in exclude]
 
-    def _pick(self, exclude: set[str]) -> WorkerState | None:
+    def _pick(self, exclude: set[str], sync: bool = False) -> WorkerState | None:
+        if self.sync_waiting and not sync:
+            return None  # the sync lane goes first: the next free slot is a sync request's
         free = [w for w in self._candidates(exclude) if w.outstanding < w.capacity]
         if not free:
             return None
@@ -138,35 +146,49 @@ class WorkerPool:
         w.last_pick = next(self._picks)
         return w
 
-    async def acquire(self, exclude: set[str] | None = None) -> WorkerState:
-        """A worker with a free slot; waits in the queue up to `queue_wait_s` for one."""
+    async def acquire(self, exclude: set[str] | None = None, sync: bool = False) -> WorkerState:
+        """A worker with a free slot; waits in the queue up to `queue_wait_s` for one.
+
+        `sync`: the request is in the sync lane (`POST /api/remove`): it waits in its own
+        queue (`sync_limit`, `sync_wait_s`) and takes the next free slot before any bulk
+        request does; with `sync_limit` 0 there is no lane and it is refused when it would
+        wait."""
         exclude = exclude or set()
-        w = self._pick(exclude)
+        w = self._pick(exclude, sync)
         if w is not None:
             return w
         if not self._candidates(exclude):
             raise NoWorker("no healthy worker available")
-        if self.waiting >= self.queue_limit:
+        if sync:
+            if self.sync_waiting >= self.sync_limit:
+                raise NoWorker(f"all workers busy and the sync lane is full ({self.sync_limit} "
+                               "waiting; SYNC_QUEUE_LIMIT)")
+        elif self.waiting - self.sync_waiting >= self.queue_limit:
             raise NoWorker(f"all workers busy and the queue is full ({self.queue_limit} waiting)")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.queue_wait_s
+        wait_s = self.sync_wait_s if sync else self.queue_wait_s
+        deadline = loop.time() + wait_s
         self.waiting += 1
-        debug_log.debug("queued: waiting=%d", self.waiting)
+        self.sync_waiting += sync
+        debug_log.debug("queued: waiting=%d (sync %d)", self.waiting, self.sync_waiting)
         try:
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise NoWorker(f"all workers busy for {self.queue_wait_s:g}s")
+                    raise NoWorker(f"all workers busy for {wait_s:g}s")
                 changed = self._changed
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), remaining)
-                w = self._pick(exclude)
+                w = self._pick(exclude, sync)
                 if w is not None:
                     return w
                 if not self._candidates(exclude):
                     raise NoWorker("no healthy worker available")
         finally:
             self.waiting -= 1
+            self.sync_waiting -= sync
+            if sync:
+                self._notify()  # bulk waiters may take a slot again
 
     def release(self, w: WorkerState) -> None:
         w.outstanding = max(0, w.outstanding - 1)

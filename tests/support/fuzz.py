@@ -1,5 +1,6 @@
 """schemathesis over a running service's OpenAPI schema: every operation, a bounded number of
-generated cases each; no answer may be a 5xx, and every refusal must carry a JSON `detail`."""
+generated cases each; no answer may be a 5xx (but a 503 with Retry-After: backpressure), and
+every refusal must carry a JSON `detail`."""
 
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ def _check(case: Any, url: str, headers: dict[str, str],
     response = case.call(base_url=url, headers=headers, timeout=30)
     codes.append((case.path, response.status_code))
     where = f"{case.method} {case.formatted_path}"
-    assert response.status_code < 500, (where, response.text[:300])
-    if 400 <= response.status_code < 500 and case.method.upper() != "HEAD":
+    # 503 with Retry-After is designed backpressure, not a failure: `/api/remove` answers it
+    # when no matting worker can take the image now (the fuzzed gateway has none at all)
+    busy = response.status_code == 503 and "retry-after" in response.headers
+    assert response.status_code < 500 or busy, (where, response.text[:300])
+    if (400 <= response.status_code < 500 or busy) and case.method.upper() != "HEAD":
         body = response.json()
         assert isinstance(body, dict) and "detail" in body, (where, response.text[:300])
 
