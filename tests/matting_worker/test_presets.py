@@ -16,7 +16,7 @@ from matting_worker.engines.presets import PRESETS, PresetError, match_preset, r
         ("u2net_human_seg", "u2net"),
         ("silueta", "silueta"),
         ("isnet-general-use", "isnet"),
-        ("isnet-anime", "isnet"),
+        ("isnet-anime", "isnet-anime"),
         ("birefnet-general", "birefnet"),
         ("birefnet-general-lite", "birefnet"),
         ("birefnet-portrait", "birefnet"),
@@ -28,7 +28,8 @@ from matting_worker.engines.presets import PRESETS, PresetError, match_preset, r
         ("modnet_photographic_portrait_matting", "modnet"),
         ("rvm_mobilenetv3_fp32", "rvm"),
         ("selfie_segmentation", "selfie"),
-        ("u2net_cloth_seg", "generic"),
+        ("u2net_cloth_seg", "u2net_cloth_seg"),
+        ("ben_custom", "ben"),
         ("my-own-model", "generic"),
     ],
 )
