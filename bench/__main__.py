@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SECTIONS = ["quality", "pipeline", "upload_memory", "status_load", "report_memory", "rembg"]
+SECTIONS = ["quality", "pipeline", "upload_memory", "status_load", "report_memory", "vs_rembg"]
 
 HEADER = """# Benchmarks
 
