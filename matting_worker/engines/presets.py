@@ -85,6 +85,13 @@ class Preset(BaseModel):
             raise ValueError("input_size must be at least 8 pixels a side")
         return value
 
+    @field_validator("classes")
+    @classmethod
+    def _labels(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (not value or min(value) < 0 or max(value) > 255):
+            raise ValueError("classes must be one or more class numbers from 0 to 255")
+        return value
+
     @field_validator("std")
     @classmethod
     def _nonzero(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
