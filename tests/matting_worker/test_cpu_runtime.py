@@ -108,3 +108,17 @@ def test_bad_settings_are_refused() -> None:
         Settings(cpu_precision="fp8")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="onnx_cpu_runtime"):
         Settings(onnx_cpu_runtime="tensorrt")  # type: ignore[arg-type]
+
+
+def test_matte_folder_says_what_the_model_ran_on(models: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from matting_worker.oneshot import matte_folder
+
+    _set(monkeypatch, ONNX_CPU_RUNTIME="onnxruntime")
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(scene(60, 80, 2)).save(src / "a.png")
+    res = matte_folder(src, tmp_path / "out", "u2netp", models)
+    assert res.done == 1 and res.runs_on == "onnxruntime f32"
