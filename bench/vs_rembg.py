@@ -178,6 +178,13 @@ def run() -> str:
         + " images/s.",
         f"Machine: {os.cpu_count()} cores, shared; load average (1 min) at the runs' starts "
         f"{min(loads):.1f}–{max(loads):.1f}.",
+        "Reading the ratios: the CLI timings include process start and model load for both "
+        "tools; the stack's workers were warm (a warm-up job loaded the model). On a "
+        "machine this loaded, CPU time is shared among runnable threads, so the stack — "
+        "two matting workers and a comparison worker, each its own process — gets a larger "
+        "slice of the machine than one rembg process: its ratio overstates what an idle "
+        "machine would show. The fair figure is one process against one process "
+        "(`mattepipe matte`).",
         f"Alpha, mattepipe's default against rembg on these images: mean |Δ| {gap[0]:.2f} "
         f"levels, {gap[1]:.2%} of pixels over 2 levels. With random weights U²-Net-p's d0 "
         "spans ~0.01 before rembg's min-max stretch, which magnifies bf16's rounding ~80×: "
