@@ -27,8 +27,9 @@ FloatArray = npt.NDArray[np.float32]
 
 FIXED_BATCH_IMAGES = 4
 """Images per batch for a model whose graph takes one at a time: enough to overlap decode and
-encode with inference, few enough that 1080p images decoded ahead stay small (16 cost
-~160 MB more than rembg's peak on U²-Net-p)."""
+encode with inference, few enough that the 1080p images decoded ahead stay small: with 16,
+`mattepipe matte` on U²-Net-p peaked at 858 MB against rembg's 693; with 4, at 459 MiB
+against rembg's 671 (BENCHMARKS.md "mattepipe vs rembg")."""
 
 
 def run_with_backoff(
