@@ -41,7 +41,16 @@ test: lint browser
 gpu-test: install
 	$(PY) -m pytest -q -p no:cacheprovider -m gpu tests/matting_worker
 
-bench: install
+# rembg in its own venv: the bench runs it side by side with mattepipe (BENCHMARKS.md).
+REMBG_VENV := bench/.venv-rembg
+REMBG_VERSION := 2.0.86
+
+$(REMBG_VENV)/.installed:
+	test -x $(REMBG_VENV)/bin/python || $(PYTHON) -m venv $(REMBG_VENV)
+	$(REMBG_VENV)/bin/pip install -q "rembg[cpu]==$(REMBG_VERSION)"
+	touch $@
+
+bench: install $(REMBG_VENV)/.installed
 	$(PY) -m bench
 
 clean:

@@ -36,6 +36,8 @@ class OneshotResult:
     failed: list[tuple[str, str]] = field(default_factory=list)
     """(path relative to IN_DIR, reason)."""
     seconds: float = 0.0
+    runs_on: str = ""
+    """Runtime and precision, e.g. "openvino bf16": what the speed and the answers depend on."""
 
 
 def find_images(in_dir: Path, exclude: Path | None = None) -> list[Path]:
@@ -101,7 +103,9 @@ def matte_folder(
     engine.load()
     max_pixels = get_settings().max_image_pixels
     color = get_settings().color_management
-    result = OneshotResult()
+    info = engine.info()
+    result = OneshotResult(runs_on=" ".join(str(info[k]) for k in ("runtime", "precision")
+                                            if info.get(k)))
     jobs: list[tuple[str, Path, Path]] = []
     claimed: dict[Path, str] = {}
     for src in find_images(in_dir, exclude=out_dir):

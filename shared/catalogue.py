@@ -42,9 +42,12 @@ MODEL_SUFFIXES: dict[str, ModelKind] = {
 """File suffix → runtime; on a name clash the first suffix here wins."""
 
 PRESET_PATTERNS: tuple[tuple[str, str], ...] = (
-    (r"^u2net(?!_cloth)", "u2net"),  # u2net, u2netp, u2net_human_seg; not cloth_seg
+    (r"^u2net[-_]?cloth", "u2net_cloth_seg"),  # 4-class segmenter, before plain u2net
+    (r"^u2net", "u2net"),  # u2net, u2netp, u2net_human_seg
     (r"^silueta", "silueta"),
+    (r"^(isnet|dis)[-_]anime", "isnet-anime"),
     (r"^(isnet|dis)([-_]|$)", "isnet"),
+    (r"^ben([-_]|$)", "ben"),  # rembg's ben_custom
     (r"^birefnet.*[-_]hr([-_]|$)", "birefnet-hr"),
     (r"^birefnet", "birefnet"),
     (r"^(bria[-_])?rmbg[-_]?1[._]4", "rmbg-1.4"),

@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     worker_threads: int = 0
     """CPU threads per worker for decode/encode and engines; 0 means cores / workers."""
 
+    # --- CPU inference for .onnx models (issue 14: rembg's answers, faster) ---------------
+    onnx_cpu_runtime: Literal["auto", "openvino", "onnxruntime"] = "auto"
+    """Without CUDA: `auto` runs .onnx models on OpenVINO when installed, else onnxruntime."""
+    cpu_precision: Literal["auto", "bf16", "f32"] = "auto"
+    """OpenVINO's precision: `auto` is bf16 where the CPU has bf16 instructions; f32 is the
+    switch for exact float agreement (onnxruntime always runs f32)."""
+
     balancer_queue_limit: int = 1000
     """Requests a balancer holds waiting for a free worker; more get 503 + Retry-After."""
 

@@ -49,6 +49,8 @@ def matte_cmd(in_dir: Path, out_dir: Path, model: str, models_dir: Path,
     rate = res.done / res.seconds if res.seconds > 0 else 0.0
     console.print(f"{res.done} matted, {len(res.failed)} failed in {res.seconds:.1f} s "
                   f"({rate:.2f} images/s) → [bold]{escape(str(out_dir.resolve()))}")
+    if res.runs_on:
+        console.print(f"  model ran on {escape(res.runs_on)}")
     for rel, reason in res.failed[:20]:
         console.print(f"  failed: {escape(rel)}: {escape(reason)}")
     if len(res.failed) > 20:

@@ -25,6 +25,7 @@ __all__ = [
     "gpu_memory_limit",
     "gpu_total_memory",
     "onnx_providers",
+    "openvino_precision",
     "set_cpu_threads",
 ]
 
@@ -137,3 +138,21 @@ def onnx_providers(settings: Settings | None = None) -> tuple[list[Any], Any]:
             log.warning("GPU size unknown: ONNX Runtime runs without gpu_mem_limit")
         providers.insert(0, ("CUDAExecutionProvider", cuda))
     return providers, opts
+
+
+def openvino_precision(core: Any, settings: Settings | None = None) -> str:
+    """CPU_PRECISION for OpenVINO on this CPU: `auto` is bf16 where the CPU computes it
+    natively (AVX-512 BF16 or AMX; OpenVINO lists BF16 then), else f32. bf16 asked for on a
+    CPU without it falls back to f32 with a warning: emulated, it would be slower."""
+    wanted = _settings(settings).cpu_precision
+    if wanted == "f32":
+        return "f32"
+    try:
+        caps = [str(c).upper() for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    except Exception:  # an OpenVINO without the property: assume nothing
+        caps = []
+    if "BF16" in caps:
+        return "bf16"
+    if wanted == "bf16":
+        log.warning("CPU_PRECISION=bf16 but this CPU has no bf16 instructions; running f32")
+    return "f32"

@@ -16,13 +16,20 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from matting_worker.engines.base import Engine, EngineError, Matte, RGBImage
 from matting_worker.engines.presets import Preset
 
-__all__ = ["FloatArray", "LearnedEngine", "run_with_backoff", "to_maps"]
+__all__ = ["FloatArray", "LearnedEngine", "run_with_backoff", "to_class_maps", "to_maps"]
 
 FloatArray = npt.NDArray[np.float32]
+
+FIXED_BATCH_IMAGES = 4
+"""Images per batch for a model whose graph takes one at a time: enough to overlap decode and
+encode with inference, few enough that the 1080p images decoded ahead stay small: with 16,
+`mattepipe matte` on U²-Net-p peaked at 858 MB against rembg's 693; with 4, at 459 MiB
+against rembg's 671 (BENCHMARKS.md "mattepipe vs rembg")."""
 
 
 def run_with_backoff(
@@ -69,6 +76,22 @@ def to_maps(raw: npt.NDArray[Any], n: int, layout: str, channel: int) -> FloatAr
     return out
 
 
+def to_class_maps(raw: npt.NDArray[Any], n: int, layout: str) -> FloatArray:
+    """A per-class output (NCHW or NHWC scores) → N×H×W of each pixel's most likely class."""
+    arr = np.asarray(raw)
+    if arr.ndim != 4 or arr.shape[0] != n:
+        raise EngineError(f"a class map needs an N×C×H×W output, not {raw.shape}")
+    axis = 3 if layout == "nhwc" else 1
+    out: FloatArray = np.argmax(arr, axis=axis).astype(np.float32)
+    return out
+
+
+def _pil_resize(array: npt.NDArray[np.uint8], h: int, w: int) -> npt.NDArray[np.uint8]:
+    """Pillow's LANCZOS, as rembg resizes (its filter differs from OpenCV's Lanczos4)."""
+    im = Image.fromarray(array)
+    return np.asarray(im.resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
 class LearnedEngine(Engine):
     """A model file plus its preset; subclasses bring the runtime."""
 
@@ -84,6 +107,10 @@ class LearnedEngine(Engine):
         """The model's own fixed input size, when its graph has one; wins over the preset."""
         self.fixed_batch = False
         """The batch axis is fixed to 1: run image by image."""
+        self.runtime = ""
+        """What runs the model (onnxruntime, openvino, torch, litert); reported in /health."""
+        self.precision = "f32"
+        """The arithmetic it runs at (f32, bf16, f16); reported in /health and the logs."""
         self._loaded = False
         self._lock = threading.Lock()
 
@@ -108,6 +135,10 @@ class LearnedEngine(Engine):
         with self._lock:
             if not self._loaded:
                 self._load()
+                if self.fixed_batch:
+                    # A batch-1 graph gains nothing from big batches; fewer images decoded
+                    # ahead keep the worker's memory below rembg's (BENCHMARKS.md).
+                    self.max_batch_size = min(self.max_batch_size, FIXED_BATCH_IMAGES)
                 self._loaded = True
 
     def info(self) -> dict[str, object]:
@@ -118,6 +149,9 @@ class LearnedEngine(Engine):
             "preset": self.preset.name,
             "input": list(self.static_hw) if self.static_hw else self.preset.size_policy,
             "refine": self.preset.refine,
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "resample": self.preset.resample,
         }
 
     def predict(self, images: Sequence[RGBImage]) -> list[Matte]:
@@ -165,7 +199,9 @@ class LearnedEngine(Engine):
     def preprocess(self, image: RGBImage, hw: tuple[int, int]) -> FloatArray:
         th, tw = hw
         h, w = image.shape[:2]
-        if (h, w) != (th, tw):
+        if self.preset.resample == "rembg":
+            image = _pil_resize(image, th, tw)  # rembg resizes even at the same size
+        elif (h, w) != (th, tw):
             shrink = th * tw < h * w
             interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
             image = np.asarray(cv2.resize(image, (tw, th), interpolation=interp), np.uint8)
@@ -186,6 +222,8 @@ class LearnedEngine(Engine):
         def run(b: FloatArray) -> FloatArray:
             if self.fixed_batch and len(b) > 1:
                 return np.concatenate([run(b[i : i + 1]) for i in range(len(b))])
+            if self.preset.classes is not None:
+                return to_class_maps(self._run(b), len(b), self.layout)
             return to_maps(self._run(b), len(b), self.layout, self.preset.channel)
 
         try:
@@ -199,6 +237,8 @@ class LearnedEngine(Engine):
         """One raw map → alpha in [0, 1] at the image's size."""
         p = self.preset
         y: FloatArray = raw.astype(np.float32)
+        if p.classes is not None:
+            return self._class_alpha(y, h, w)
         if p.activation == "sigmoid" or (
             p.activation == "auto" and (float(y.min()) < 0.0 or float(y.max()) > 1.0)
         ):
@@ -208,10 +248,39 @@ class LearnedEngine(Engine):
             if hi - lo > 1e-6:
                 y = ((y - lo) / (hi - lo)).astype(np.float32)
         y = np.clip(y, 0.0, 1.0).astype(np.float32)
+        if p.resample == "rembg":
+            # rembg truncates to 8 bits at the model's size, then resizes the 8-bit mask.
+            return self._grow8((y * 255.0).astype(np.uint8), h, w)
         if y.shape != (h, w):
             y = np.asarray(cv2.resize(y, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
         out: FloatArray = np.clip(y, 0.0, 1.0).astype(np.float32)
         return out
+
+    def _grow8(self, mask: npt.NDArray[np.uint8], h: int, w: int) -> FloatArray:
+        if mask.shape != (h, w):
+            mask = _pil_resize(mask, h, w)
+        out: FloatArray = mask.astype(np.float32) / np.float32(255.0)
+        return out
+
+    def _class_alpha(self, labels: FloatArray, h: int, w: int) -> FloatArray:
+        """Class labels → alpha: 1 where the label is one of the preset's classes.
+
+        rembg resizes the 8-bit label image itself (LANCZOS rings into neighbouring labels at
+        class borders) and then maps labels through a palette; `rembg` resampling does that.
+        """
+        wanted = np.zeros(256, np.float32)
+        wanted[list(self.preset.classes or ())] = 1.0
+        idx = np.clip(labels, 0, 255).astype(np.uint8)
+        if self.preset.resample == "rembg":
+            if idx.shape != (h, w):
+                idx = _pil_resize(idx, h, w)
+            out: FloatArray = wanted[idx]
+            return out
+        member = wanted[idx]
+        if member.shape != (h, w):
+            member = np.asarray(cv2.resize(member, (w, h), interpolation=cv2.INTER_LINEAR),
+                                np.float32)
+        return np.clip(member, 0.0, 1.0).astype(np.float32)
 
     def _matte(self, image: RGBImage, coarse: FloatArray) -> Matte:
         if not self.preset.refine:

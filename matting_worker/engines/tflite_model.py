@@ -42,6 +42,7 @@ class TFLiteEngine(LearnedEngine):
             self.interpreter.allocate_tensors()
         except Exception as exc:
             raise EngineError(f"cannot load TFLite model {self.path.name}: {exc}") from exc
+        self.runtime = "litert"
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1:

@@ -55,6 +55,7 @@ class TorchEngine(LearnedEngine):
         self.model = model.eval()
         if self.device == "cuda" and self.preset.half:
             self.half = self._try_half()
+        self.runtime, self.precision = "torch", "f16" if self.half else "f32"
         log.info("%s: torch on %s%s", self.name, self.device, " fp16" if self.half else "")
 
     def _try_half(self) -> bool:

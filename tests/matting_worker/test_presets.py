@@ -16,7 +16,7 @@ from matting_worker.engines.presets import PRESETS, PresetError, match_preset, r
         ("u2net_human_seg", "u2net"),
         ("silueta", "silueta"),
         ("isnet-general-use", "isnet"),
-        ("isnet-anime", "isnet"),
+        ("isnet-anime", "isnet-anime"),
         ("birefnet-general", "birefnet"),
         ("birefnet-general-lite", "birefnet"),
         ("birefnet-portrait", "birefnet"),
@@ -28,7 +28,8 @@ from matting_worker.engines.presets import PRESETS, PresetError, match_preset, r
         ("modnet_photographic_portrait_matting", "modnet"),
         ("rvm_mobilenetv3_fp32", "rvm"),
         ("selfie_segmentation", "selfie"),
-        ("u2net_cloth_seg", "generic"),
+        ("u2net_cloth_seg", "u2net_cloth_seg"),
+        ("ben_custom", "ben"),
         ("my-own-model", "generic"),
     ],
 )
@@ -48,6 +49,28 @@ def test_zoo_conventions() -> None:
     assert (modnet.size_policy, modnet.ref_size, modnet.multiple) == ("ref", 512, 32)
     assert modnet.mean == (0.5, 0.5, 0.5) and modnet.std == (0.5, 0.5, 0.5)
     assert PRESETS["rvm"].recurrent and PRESETS["rvm"].output == 1
+
+
+def test_rembg_families_follow_rembgs_sessions() -> None:
+    """rembg 2.0.86's sessions: each family's statistics, size and output handling."""
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    expect = {
+        "u2net": ((320, 320), imagenet, "none", None),
+        "silueta": ((320, 320), imagenet, "none", None),
+        "u2net_cloth_seg": ((768, 768), imagenet, "none", (1, 2, 3)),
+        "isnet": ((1024, 1024), ((0.5, 0.5, 0.5), (1.0, 1.0, 1.0)), "none", None),
+        "isnet-anime": ((1024, 1024), (imagenet[0], (1.0, 1.0, 1.0)), "none", None),
+        "ben": ((1024, 1024), ((0.5, 0.5, 0.5), (1.0, 1.0, 1.0)), "none", None),
+        "birefnet": ((1024, 1024), imagenet, "sigmoid", None),
+        "bria-rmbg": ((1024, 1024), imagenet, "none", None),
+    }
+    for name, (size, (mean, std), activation, classes) in expect.items():
+        p = PRESETS[name]
+        assert (p.input_size, p.mean, p.std, p.activation, p.classes) == (
+            size, mean, std, activation, classes), name
+        assert p.resample == "rembg" and p.scale == "max", name
+    # Not rembg's: the finer resampling stays the default for everything else.
+    assert {PRESETS[n].resample for n in ("generic", "modnet", "rvm", "selfie")} == {"fine"}
 
 
 def test_json_overrides_fields(tmp_path: Path) -> None:
@@ -83,6 +106,10 @@ def test_no_json_means_file_name_preset(tmp_path: Path) -> None:
         ('{"std": [1, 0, 1]}', "std"),
         ('{"colour": "rgb"}', "colour"),
         ('{"preset": "nope"}', "unknown 'nope'"),
+        ('{"resample": "bicubic"}', "resample"),
+        ('{"classes": []}', "classes"),
+        ('{"classes": [1, 256]}', "classes"),
+        ('{"classes": [-1]}', "classes"),
     ],
 )
 def test_bad_json_is_a_clear_error(tmp_path: Path, content: str, needle: str) -> None:

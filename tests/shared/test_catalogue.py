@@ -15,7 +15,7 @@ def test_the_catalogue_names_what_the_registry_builds() -> None:
 
 
 def test_presets_by_file_stem(tmp_path: Path) -> None:
-    for stem, name in [("u2netp", "u2net"), ("u2net_cloth_seg", "generic"),
+    for stem, name in [("u2netp", "u2net"), ("u2net_cloth_seg", "u2net_cloth_seg"),
                        ("BiRefNet-general-HR", "birefnet-hr"), ("modnet_photo", "modnet"),
                        ("mine", "generic")]:
         assert preset_name(stem) == name == match_preset(stem).name
