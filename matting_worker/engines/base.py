@@ -28,6 +28,11 @@ class Matte:
     """H×W in [0, 1], the input's size."""
     foreground: RGBImage | None = None
     """Estimated foreground colours (H×W×3) for fringe-free RGBA; None: use the input's."""
+    confidence: float | None = None
+    """How sure the engine is that this cut-out is right, in [0, 1] (1: right). None: the
+    engine has no view; the worker then derives one from the matte (`output_confidence`)."""
+    route: str | None = None
+    """Which of the engine's own paths made it (e.g. classical's 'studio' or 'cluttered')."""
 
 
 class Engine(ABC):
