@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     worker_threads: int = 0
     """CPU threads per worker for decode/encode and engines; 0 means cores / workers."""
 
+    # --- low-confidence fallback (issue 16) --------------------------------------------------
+    fallback_model: str | None = None
+    """A learned engine (built-in or a file in MODELS_DIR) that takes over an image when the
+    weight-free engine's confidence is below FALLBACK_BELOW; unset: no fallback."""
+    fallback_below: float = Field(default=0.3, ge=0.0, le=1.0)
+    """Confidence under which the weight-free engine's cut-out is redone by FALLBACK_MODEL."""
+
     balancer_queue_limit: int = 1000
     """Requests a balancer holds waiting for a free worker; more get 503 + Retry-After."""
 

@@ -113,6 +113,11 @@ class Task(Base):
     matting_output: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     compare_output: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The matting engine's confidence in the (first model's) cut-out, 0–1 (issue 16)."""
+    fallback: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    """Set when a low-confidence cut-out was redone by FALLBACK_MODEL: from, model, the
+    confidence that sent it there (and `error` if the fallback failed)."""
 
     queued_at: Mapped[float] = mapped_column(Float, default=now)
     matting_dispatched_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -191,6 +196,11 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
         "max_size": "INTEGER",
         "background": "VARCHAR(16)",
         "crop": "FLOAT",
+    },
+    "tasks": {
+        # confidence and fallback (issue 16)
+        "confidence": "FLOAT",
+        "fallback": "JSON",
     },
 }
 """Columns added after the first release: `create_all` makes missing tables but never alters

@@ -76,6 +76,9 @@ class Claimed:
     output: str
     options: OutputOptions = field(default_factory=OutputOptions)
     """The job's output options (`shared.finishing`): format, max_size, background, crop."""
+    confidence: float | None = None
+    """The matting engine's confidence in the cut-out (comparison stage only: the sheet
+    shows it)."""
 
     @property
     def models(self) -> list[str]:
@@ -121,12 +124,13 @@ async def claim(s: AsyncSession, stage: Stage, n: int, now: float, lease_s: floa
                 update(T)
                 .where(T.c.id.in_(sub))
                 .values(state=dispatched.value, lease_expires_at=now + lease_s, **{col.key: now})
-                .returning(T.c.id, T.c.path, T.c.input, T.c.gt, T.c.matting_output)
+                .returning(T.c.id, T.c.path, T.c.input, T.c.gt, T.c.matting_output,
+                           T.c.confidence)
             )
             rows = (await s.execute(stmt)).all()
             model, output, options = jobs[jid]
-            claimed += [Claimed(i, jid, p, inp, gt, mo, now, model, output, options)
-                        for i, p, inp, gt, mo in rows]
+            claimed += [Claimed(i, jid, p, inp, gt, mo, now, model, output, options, conf)
+                        for i, p, inp, gt, mo, conf in rows]
             remaining -= len(rows)
             if len(rows) == take:
                 still.append(jid)  # may have more due tasks
@@ -159,6 +163,15 @@ async def touch_jobs(s: AsyncSession, job_ids: Iterable[str], now: float) -> Non
         await s.execute(update(J).where(J.c.id.in_(ids)).values(updated_at=now))
 
 
+def _confidence(v: Any) -> float | None:
+    """A worker's confidence as stored: a number in [0, 1], else nothing (never trusted
+    blindly: a worker of another version may send anything)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    f = float(v)
+    return f if 0.0 <= f <= 1.0 else None
+
+
 async def record_success(
     s: AsyncSession, stage: Stage, c: Claimed, result: StageResult, output: str, now: float
 ) -> bool:
@@ -174,7 +187,10 @@ async def record_success(
         cols.output: output,
     }
     if stage is Stage.MATTING:
-        values.update(matting_batch_size=t.batch_size)
+        fallback = result.extra.get("fallback")
+        values.update(matting_batch_size=t.batch_size,
+                      confidence=_confidence(result.extra.get("confidence")),
+                      fallback=fallback if isinstance(fallback, dict) else None)
     else:
         metrics = result.extra.get("metrics")
         values.update(completed_at=now, metrics=metrics if isinstance(metrics, dict) else None)

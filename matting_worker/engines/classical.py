@@ -39,6 +39,7 @@ SOLVE_SIDE = 360
 class ClassicalEngine(Engine):
     name = "classical"
     max_batch_size = 4
+    falls_back = True
 
     def __init__(self) -> None:
         self.last_paths: list[str] = []

@@ -27,6 +27,7 @@ __all__ = [
     "cluttered_confidence",
     "edge_support",
     "output_confidence",
+    "shadow_share",
     "studio_confidence",
 ]
 
@@ -36,6 +37,8 @@ UNCERTAIN = (0.1, 0.9)
 CLUTTERED_CEILING = 0.55
 """The most a cluttered-path cut-out may score: that path is a colour-model segmentation
 without a known background, wrong far more often than any studio answer (bench figures)."""
+SHADE_COS = 0.998
+"""Colour-direction agreement (cosine) of a pixel with its backdrop that counts as shade."""
 NAIVE_CEILING = 0.2
 """The most a cut-out may score when every real cut failed and the plain threshold won."""
 
@@ -89,17 +92,33 @@ def edge_support(image: npt.NDArray[np.uint8], alpha: F32) -> float:
     return float(np.median(peak)) / max(ref, 1.0)
 
 
+def shadow_share(image: npt.NDArray[np.uint8], surface: F32, alpha: F32) -> float:
+    """Share of the cut-out's partial pixels that look like the backdrop in shade: the same
+    colour direction, only darker. A soft contact shadow ends up there (the engine cannot
+    tell it from a translucent object), and so does a grey object on a grey sweep."""
+    part = (alpha > 0.05) & (alpha < 0.95)
+    subject = int(np.count_nonzero(alpha > 0.05))
+    if not part.any() or subject == 0:
+        return 0.0
+    img = image[part].astype(np.float32)
+    bg = surface[part]
+    ni, nb = np.linalg.norm(img, axis=1), np.linalg.norm(bg, axis=1)
+    cos = (img * bg).sum(axis=1) / np.maximum(ni * nb, 1e-3)
+    shade = (cos > SHADE_COS) & (ni < 0.98 * nb)
+    return float(np.count_nonzero(shade)) / subject
+
+
 def studio_confidence(image: npt.NDArray[np.uint8], model: BorderModel, res: StudioResult,
                       alpha: F32) -> float:
     """The studio path's score: the border model's fit and noise, the object's contrast
     against its backdrop, edge support of the outline, undecided share and coverage."""
-    fit = _ramp(model.inlier_fraction, 0.55, 0.9) * _ramp(9.0 - model.sigma, 0.0, 5.0)
-    contrast = _ramp(res.contrast, 0.8, 3.0)
+    fit = _ramp(model.inlier_fraction, 0.55, 0.9) * (1.0 - 0.3 * _ramp(model.sigma, 6.0, 9.0))
+    contrast = _ramp(res.contrast, 1.0, 4.0)
     edges = _ramp(edge_support(image, alpha), 1.0, 6.0)
-    faint = 1.0 - 0.5 * _ramp(res.faint_share, 0.05, 0.5)
-    undecided = 1.0 - _ramp(_undecided(alpha), 0.1, 0.6)
-    score = (0.45 + 0.55 * fit) * (0.5 + 0.5 * contrast) * (0.5 + 0.5 * edges) * faint
-    score *= (0.6 + 0.4 * undecided) * _cover_ok(alpha)
+    undecided = 1.0 - _ramp(_undecided(alpha), 0.1, 0.5)
+    shade = 1.0 - _ramp(shadow_share(image, model.surface, alpha), 0.03, 0.25)
+    score = (0.45 + 0.55 * fit) * (0.6 + 0.4 * contrast) * (0.5 + 0.5 * edges)
+    score *= (0.5 + 0.5 * undecided) * (0.3 + 0.7 * shade) * _cover_ok(alpha)
     return round(float(np.clip(score, 0.0, 1.0)), 4)
 
 

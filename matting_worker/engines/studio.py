@@ -49,8 +49,8 @@ class StudioResult:
     foreground: F32
     """H×W×3 estimated object colours (0–255)."""
     contrast: float = 0.0
-    """Median distance of the object's pixels from the backdrop, in units of the threshold
-    that calls a pixel surely object (≤ 1: the object is barely told from its backdrop)."""
+    """Median (locally averaged) distance of the object's pixels from the backdrop, in units
+    of the averaged noise threshold (≤ 1: the object is barely told from its backdrop)."""
     faint_share: float = 0.0
     """Share of the object found only by the averaged low-contrast test."""
 
@@ -201,7 +201,8 @@ def _see_through(
     return glass | rim, lvl
 
 
-def _denoised_clear(img: F32, surface: F32, t_hi: float, clear: B8) -> B8:
+def _denoised_clear(img: F32, surface: F32, t_hi: float, clear: B8
+                    ) -> tuple[B8, F32, float]:
     """Faint object: pixels whose locally averaged colour is off the backdrop by more than
     the averaged noise allows, in pieces whose outline is a real edge.
 
@@ -225,7 +226,7 @@ def _denoised_clear(img: F32, surface: F32, t_hi: float, clear: B8) -> B8:
     cand = (above & ~near_clear).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
     if n <= 1:
-        return np.zeros((h, w), bool)
+        return np.zeros((h, w), bool), d, thr
     gy, gx = np.gradient(avg.mean(axis=2))
     mag = np.hypot(gx, gy).astype(np.float32)
     noise = float(np.percentile(mag[strip], 90)) + 1e-3
@@ -245,7 +246,7 @@ def _denoised_clear(img: F32, surface: F32, t_hi: float, clear: B8) -> B8:
     faint = keep[labels].astype(np.uint8)
     grown = cv2.dilate(faint, np.ones((reach, reach), np.uint8)) > 0
     out: B8 = (faint > 0) | (grown & above & near_clear)
-    return out
+    return out, d, thr
 
 
 def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) -> StudioResult:
@@ -261,7 +262,7 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     # Averaged over a few pixels the noise shrinks and a faint object clears it; the border
     # says how far the averaged distance still wanders on plain backdrop.
     clear = (dist > t_hi) | (smooth > t_hi)
-    strong = _denoised_clear(img, model.surface, t_hi, clear)
+    strong, d_avg, t_avg = _denoised_clear(img, model.surface, t_hi, clear)
     coarse = clear | strong
     coarse = _keep_components(coarse, max(30, (h * w) // 20000))
     coarse = _fill_holes(coarse, (h * w) // 2000, dist < t_lo)
@@ -304,7 +305,8 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
                                   model.surface, band)
     alpha[glass] = ratio_g[glass]
     area = max(int(np.count_nonzero(coarse)), 1)
-    contrast = float(np.median(dist[coarse])) / t_hi if coarse.any() else 0.0
+    # Contrast as the averaged test sees it: a faint object found there is as clear as it is.
+    contrast = float(np.median(d_avg[coarse])) / t_avg if coarse.any() else 0.0
     faint = float(np.count_nonzero(strong & ~clear)) / area
     return StudioResult(alpha=alpha, coarse=coarse, foreground=fg, contrast=contrast,
                         faint_share=faint)
