@@ -90,12 +90,12 @@ def _mask(kind: str, w: int, h: int, rng: np.random.Generator, touch: str | None
         cv2.fillPoly(m, [np.stack([xs, ys], 1).astype(np.int32)], 255)
     elif kind == "capsule":
         ang = rng.uniform(0, math.pi)
-        half, rad = r * 0.9, r * 0.35
+        half, crad = r * 0.9, r * 0.35
         p0 = (int(cx - half * math.cos(ang)), int(cy - half * math.sin(ang)))
         p1 = (int(cx + half * math.cos(ang)), int(cy + half * math.sin(ang)))
-        cv2.line(m, p0, p1, 255, int(2 * rad))
-        cv2.circle(m, p0, int(rad), 255, -1)
-        cv2.circle(m, p1, int(rad), 255, -1)
+        cv2.line(m, p0, p1, 255, int(2 * crad))
+        cv2.circle(m, p0, int(crad), 255, -1)
+        cv2.circle(m, p1, int(crad), 255, -1)
     elif kind == "mug":
         bw, bh = int(r * 0.7), int(r * 0.9)
         cv2.rectangle(m, (int(cx - bw), int(cy - bh)), (int(cx + bw), int(cy + bh)), 255, -1)
@@ -217,7 +217,8 @@ def item(seed: int, i: int, photos: list[U8] | None = None) -> ThirdItem:
             panel = np.asarray(cv2.GaussianBlur(panel, (0, 0), 1.0), np.float32)
             level = rng.uniform(0.25, 0.7)
             alpha = alpha * (1 - panel * (1 - level))
-            fg = fg * (1 - panel[..., None]) + panel[..., None] * rng.uniform(150, 250, 3)
+            tint = rng.uniform(150, 250, 3).astype(np.float32)
+            fg = (fg * (1 - panel[..., None]) + panel[..., None] * tint).astype(np.float32)
     if kind == "shadow":
         ys, xs = np.nonzero(alpha > 0.5)
         if len(ys):
@@ -235,7 +236,8 @@ def item(seed: int, i: int, photos: list[U8] | None = None) -> ThirdItem:
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, quality])
         if ok:
-            rgb = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            bgr = np.asarray(cv2.imdecode(buf, cv2.IMREAD_COLOR), np.uint8)
+            rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8)
     gt = np.clip(np.rint(alpha * 255), 0, 255).astype(np.uint8)
     return ThirdItem(f"t3_{i:03d}_{kind}_{shape}", kind, shape, rgb, gt, quality)
 

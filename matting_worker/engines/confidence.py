@@ -7,7 +7,8 @@ the true error and the share of all error in the least confident tenth).
 - The weight-free `classical` engine scores itself from its own signals: how well the border
   model explains the border, how clearly the object stands off its backdrop, whether the
   matte's outline sits on real image edges, how much of the object is left partial, and —
-  on the cluttered path — which cut won and how well the cuts it tried agree.
+  on the cluttered path — how well the cuts it tried agree and how much of the frame the
+  winner claims. The path itself splits the range (`PATH_SPLIT`).
 - Learned engines get a score from their output alone (`output_confidence`): the share of
   the subject's pixels that the model left undecided, and whether it found a subject at all.
 """
@@ -23,7 +24,7 @@ from matting_worker.engines.cluttered import ClutteredCut
 from matting_worker.engines.studio import StudioResult
 
 __all__ = [
-    "CLUTTERED_CEILING",
+    "PATH_SPLIT",
     "cluttered_confidence",
     "edge_support",
     "output_confidence",
@@ -34,13 +35,12 @@ __all__ = [
 F32 = npt.NDArray[np.float32]
 UNCERTAIN = (0.1, 0.9)
 """Alpha strictly between these is 'undecided' for `output_confidence`."""
-CLUTTERED_CEILING = 0.55
-"""The most a cluttered-path cut-out may score: that path is a colour-model segmentation
-without a known background, wrong far more often than any studio answer (bench figures)."""
+PATH_SPLIT = 0.35
+"""Which path the engine took is its strongest signal: a cluttered-path cut-out (a colour-model
+segmentation without a known background, wrong far more often than any studio answer on every
+bench set) scores in [0, PATH_SPLIT], a studio one in [PATH_SPLIT, 1]."""
 SHADE_COS = 0.998
 """Colour-direction agreement (cosine) of a pixel with its backdrop that counts as shade."""
-NAIVE_CEILING = 0.2
-"""The most a cut-out may score when every real cut failed and the plain threshold won."""
 
 
 def _ramp(x: float, lo: float, hi: float) -> float:
@@ -119,15 +119,17 @@ def studio_confidence(image: npt.NDArray[np.uint8], model: BorderModel, res: Stu
     shade = 1.0 - _ramp(shadow_share(image, model.surface, alpha), 0.03, 0.25)
     score = (0.45 + 0.55 * fit) * (0.6 + 0.4 * contrast) * (0.5 + 0.5 * edges)
     score *= (0.5 + 0.5 * undecided) * (0.3 + 0.7 * shade) * _cover_ok(alpha)
-    return round(float(np.clip(score, 0.0, 1.0)), 4)
+    return round(float(np.clip(PATH_SPLIT + (1.0 - PATH_SPLIT) * score, 0.0, 1.0)), 4)
 
 
 def cluttered_confidence(image: npt.NDArray[np.uint8], cut: ClutteredCut, alpha: F32) -> float:
-    """The cluttered path's score, below `CLUTTERED_CEILING`: agreement of the cuts it tried,
-    how cleanly the winner separates the colours, edge support, and which cut won."""
-    ceiling = NAIVE_CEILING if cut.how == "naive" else CLUTTERED_CEILING
+    """The cluttered path's score, at most `PATH_SPLIT`: agreement of the cuts it tried, how
+    cleanly the winner separates the colours, edge support of its outline, and whether it
+    claims a plausible share of the frame (a cut that takes half a busy photo has usually
+    swallowed background)."""
     agree = _ramp(cut.agreement, 0.3, 0.9)
-    sep = _ramp(cut.separation, 0.3, 1.5)
-    edges = _ramp(edge_support(image, alpha), 1.0, 4.0)
-    score = ceiling * (0.2 + 0.4 * agree + 0.2 * sep + 0.2 * edges) * _cover_ok(alpha)
-    return round(float(np.clip(score, 0.0, 1.0)), 4)
+    sep = _ramp(cut.separation, 0.5, 2.5)
+    edges = _ramp(edge_support(image, alpha), 1.5, 8.0)
+    modest = 1.0 - _ramp(float(np.mean(alpha)), 0.2, 0.5)
+    score = (0.2 * agree + 0.35 * sep + 0.25 * edges + 0.2 * modest) * _cover_ok(alpha)
+    return round(float(np.clip(PATH_SPLIT * score, 0.0, 1.0)), 4)
