@@ -86,6 +86,10 @@ class ReportItem:
     """Name inside the zip, e.g. matting_output/a/b.png."""
     compare_output: str | None = None
     """Name inside the zip, e.g. final_results/a/b_compare.jpg."""
+    confidence: float | None = None
+    """The matting engine's confidence in the cut-out, 0–1 (1: right); None: not matted."""
+    fallback: dict[str, Any] | None = None
+    """Set when a low-confidence cut-out was redone by FALLBACK_MODEL (issue 16)."""
 
 
 @dataclass
@@ -251,7 +255,10 @@ class ReportWriter:
                 "path": r.path, "state": r.state, "error": r.error,
                 "metrics": per.get(primary), "timings": timings,
                 "matting_output": r.matting_output, "compare_output": r.compare_output,
+                "confidence": r.confidence,
             }
+            if r.fallback is not None:
+                item["fallback"] = r.fallback
             if self.multi:
                 item["metrics_by_model"] = per
             sep = ",\n" if order else "\n"

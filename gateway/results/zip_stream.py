@@ -120,6 +120,8 @@ def report_item(t: Task, members: TaskMembers) -> ReportItem:
         timings=_timings(t),
         matting_output=members.matting_output,
         compare_output=members.compare_output,
+        confidence=t.confidence,
+        fallback=t.fallback,
     )
 
 
