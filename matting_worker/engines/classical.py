@@ -32,7 +32,7 @@ __all__ = ["SOLVE_SIDE", "WORK_SIDE", "ClassicalEngine"]
 
 WORK_SIDE = 1024
 """Longest side the engine reasons at; larger images are matted there and guided back up."""
-SOLVE_SIDE = 360
+SOLVE_SIDE = 480
 """Longest side of the closed-form solve on the cluttered path (its band can be wide)."""
 
 

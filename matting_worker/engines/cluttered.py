@@ -26,7 +26,7 @@ __all__ = ["ClutteredCut", "border_distance_mask", "cluttered_coarse", "cluttere
            "is_degenerate", "spectral_saliency"]
 
 F32 = npt.NDArray[np.float32]
-_SIDE = 320
+_SIDE = 400
 RIVAL_MARGIN = 1.5
 """How much better (edge-following × wholeness) the centre-seeded cut must score to replace
 the border-seeded one."""
