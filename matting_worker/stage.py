@@ -95,8 +95,8 @@ class MattingStage:
                        ) -> list[Matte]:
         """Every matte with a confidence; those of a `falls_back` engine under FALLBACK_BELOW
         redone by FALLBACK_MODEL (one batch of just those images)."""
-        out = [m if m.confidence is not None else replace(m, confidence=output_confidence(m.alpha))
-               for m in mattes]
+        out = [m if m.confidence is not None or not engine.scored
+               else replace(m, confidence=output_confidence(m.alpha)) for m in mattes]
         target = self.settings.fallback_model
         if not target or not engine.falls_back or target == engine.name:
             return out

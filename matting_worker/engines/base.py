@@ -44,6 +44,9 @@ class Engine(ABC):
     device: str = "cpu"
     max_batch_size: int = 8
     """The most images one `predict` call gets; the worker's batcher keeps to it."""
+    scored: bool = True
+    """Whether its mattes get a confidence; `identity` (alpha 1 everywhere, a measurement of
+    the pipeline, not a cut-out) has none to give."""
     falls_back: bool = False
     """Whether a low-confidence matte of this engine may be redone by FALLBACK_MODEL (the
     weight-free engine: it knows when it is guessing)."""
