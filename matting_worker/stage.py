@@ -106,7 +106,10 @@ class MattingStage:
             return out
         note = {"from": engine.name, "model": target, "below": self.settings.fallback_below}
         try:
-            redo = self.engine(target).predict([rgbs[i] for i in low])
+            other = self.engine(target)
+            step = self._batch_size(other)  # keep to the fallback's own batch limit
+            redo = [m for j in range(0, len(low), step)
+                    for m in other.predict([rgbs[i] for i in low[j:j + step]])]
             if len(redo) != len(low):
                 raise StageFailure(f"fallback {target!r} returned {len(redo)} mattes for "
                                    f"{len(low)} images", status=500, retryable=False)
