@@ -53,9 +53,10 @@ def main(argv: list[str]) -> int:
         f = HERE / f"last_{name}.md"
         if f.exists():
             parts.append(f.read_text())
-    extra = HERE / "gpu.md"
-    if extra.exists():
-        parts.append(extra.read_text())
+    for static in ("classical_issue16.md", "gpu.md"):  # hand-measured sections, kept as is
+        extra = HERE / static
+        if extra.exists():
+            parts.append(extra.read_text())
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
     return 0
 

@@ -6,13 +6,14 @@ numbers out) so it can run off the event loop and be tested without a server.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from comparison_worker.metrics import free_metrics, gt_metrics
-from comparison_worker.sheet import SheetRow, render_sheet
+from comparison_worker.sheet import CONFIDENCE_KEY, SheetRow, render_sheet
 
 __all__ = ["Comparison", "compare"]
 
@@ -40,7 +41,8 @@ def _check_matte(what: str, matte: npt.NDArray[np.floating], hw: tuple[int, int]
 
 
 def compare(
-    original: npt.NDArray[np.uint8], mattes: list[tuple[str, Alpha]], gt: Alpha | None
+    original: npt.NDArray[np.uint8], mattes: list[tuple[str, Alpha]], gt: Alpha | None,
+    confidences: Mapping[str, float] | None = None,
 ) -> Comparison:
     """Score each (model name, alpha) against gt when given and render one sheet row per model.
 
@@ -68,5 +70,6 @@ def compare(
         m = gt_metrics(alpha, gt) if gt is not None else {}
         m.update(free_metrics(alpha))
         metrics[name] = m
-        rows.append((name, alpha, m))
+        conf = (confidences or {}).get(name)
+        rows.append((name, alpha, m if conf is None else {**m, CONFIDENCE_KEY: conf}))
     return Comparison(sheet=render_sheet(original, rows, gt), metrics=metrics)

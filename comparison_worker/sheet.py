@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from shared.formats import GT_KEYS, Metric
 
 __all__ = [
+    "CONFIDENCE_KEY",
     "MAX_UPSCALE",
     "MIN_SHEET_W",
     "SOLID_COLOURS",
@@ -160,6 +161,10 @@ def _composite(rgb: RGB, alpha: npt.NDArray[np.float32], backdrop: npt.NDArray[n
     return result
 
 
+CONFIDENCE_KEY = "confidence"
+"""A caption's entry for the matting engine's confidence (not a metric the sheet computes)."""
+
+
 def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
@@ -175,6 +180,8 @@ def caption_lines(name: str, metrics: Mapping[str, float]) -> list[list[str]]:
                          (Metric.BORDER_ALPHA, "border alpha"))
         if k in metrics
     ]
+    if CONFIDENCE_KEY in metrics:  # the matting engine's own confidence (issue 16)
+        free.append(f"confidence {metrics[CONFIDENCE_KEY]:.2f}")
     return [first, free] if free else [first]
 
 

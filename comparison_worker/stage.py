@@ -38,6 +38,8 @@ class ComparisonItem:
     output: Path
     metrics_output: Path | None
     notes: list[str] = field(default_factory=list)
+    confidences: dict[str, float] = field(default_factory=dict)
+    """The matting engine's confidence per model, where the gateway knew it (sheet caption)."""
 
 
 def _fit(alpha: Alpha, shape: tuple[int, int]) -> Alpha:
@@ -113,10 +115,12 @@ class ComparisonStage:
                 notes.append(f"ground truth {gt.shape[1]}x{gt.shape[0]} resized (bilinear) "
                              f"to the image's {shape[1]}x{shape[0]}")
                 gt = _fit(gt, shape)
-        return ComparisonItem(rgb, mattes, gt, output, metrics_output, notes)
+        confidences = {ref.model: ref.confidence for ref in p.mattes
+                       if ref.confidence is not None}
+        return ComparisonItem(rgb, mattes, gt, output, metrics_output, notes, confidences)
 
     def run_batch(self, key: str, items: list[ComparisonItem]) -> list[Comparison]:
-        return [compare(it.rgb, it.mattes, it.gt) for it in items]
+        return [compare(it.rgb, it.mattes, it.gt, it.confidences) for it in items]
 
     def finish(
         self, req: StageRequest[ComparisonParams], item: ComparisonItem, out: Comparison,

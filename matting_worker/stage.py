@@ -7,17 +7,25 @@ still sees a full batch. The first model writes `req.output` (docs/DESIGN.md's n
 API"), every further one `<x>.<model>.png` (see `shared.storage.model_output_rel`). One request
 per image rather than one per (image, model) keeps the gateway's one-task-one-answer
 bookkeeping and decodes once.
+
+Confidence and fallback (issue 16): every matte leaves with a confidence in [0, 1] — the
+engine's own (`Matte.confidence`, the weight-free engine scores itself) or one derived from
+the matte (`output_confidence`). When FALLBACK_MODEL is set, an engine that `falls_back`
+hands the images it scored under FALLBACK_BELOW to that model, and the answer's
+`extra.fallback` says so. A fallback model that fails leaves the first answer in place, with
+the reason in `extra.fallback.error`: a worse cut-out beats none.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from matting_worker.cutout import encode_cutout
 from matting_worker.engines.base import Engine, Matte, RGBImage
+from matting_worker.engines.confidence import output_confidence
 from matting_worker.engines.registry import UnknownModel, create_engine
 from matting_worker.finishing import finished_cutout
 from shared.finishing import OutputOptions
@@ -79,6 +87,42 @@ class MattingStage:
 
     def load(self) -> None:
         self.engine(self.default_model)
+        if self.settings.fallback_model:
+            # A misnamed fallback should stop the worker at start, not fail images later.
+            self.engine(self.settings.fallback_model)
+
+    def _with_fallback(self, engine: Engine, rgbs: list[RGBImage], mattes: list[Matte]
+                       ) -> list[Matte]:
+        """Every matte with a confidence; those of a `falls_back` engine under FALLBACK_BELOW
+        redone by FALLBACK_MODEL (one batch of just those images)."""
+        out = [m if m.confidence is not None or not engine.scored
+               else replace(m, confidence=output_confidence(m.alpha)) for m in mattes]
+        target = self.settings.fallback_model
+        if not target or not engine.falls_back or target == engine.name:
+            return out
+        low = [i for i, m in enumerate(out)
+               if m.confidence is not None and m.confidence < self.settings.fallback_below]
+        if not low:
+            return out
+        note = {"from": engine.name, "model": target, "below": self.settings.fallback_below}
+        try:
+            other = self.engine(target)
+            step = self._batch_size(other)  # keep to the fallback's own batch limit
+            redo = [m for j in range(0, len(low), step)
+                    for m in other.predict([rgbs[i] for i in low[j:j + step]])]
+            if len(redo) != len(low):
+                raise StageFailure(f"fallback {target!r} returned {len(redo)} mattes for "
+                                   f"{len(low)} images", status=500, retryable=False)
+        except Exception as exc:  # the first answer stands; the report says why
+            for i in low:
+                out[i] = replace(out[i], fallback={**note, "confidence": out[i].confidence,
+                                                   "error": str(exc)[:500]})
+            return out
+        for i, m in zip(low, redo, strict=True):
+            conf = m.confidence if m.confidence is not None else output_confidence(m.alpha)
+            out[i] = replace(m, confidence=conf, route=m.route or target,
+                             fallback={**note, "confidence": out[i].confidence})
+        return out
 
     def _batch_size(self, engine: Engine) -> int:
         return max(1, min(self.settings.max_batch_size, engine.max_batch_size))
@@ -135,10 +179,13 @@ class MattingStage:
         """Per item, one matte per model of the key (each engine runs the whole batch)."""
         per_item: list[list[Matte]] = [[] for _ in items]
         for name in key.split(KEY_SEP):
-            mattes = self.engines[name].predict([it.rgb for it in items])
+            engine = self.engines[name]
+            rgbs = [it.rgb for it in items]
+            mattes = engine.predict(rgbs)
             if len(mattes) != len(items):
                 raise StageFailure(f"engine {name!r} returned {len(mattes)} mattes for "
                                    f"{len(items)} images", status=500, retryable=False)
+            mattes = self._with_fallback(engine, rgbs, mattes)
             for it, m, acc in zip(items, mattes, per_item, strict=True):
                 h, w = it.rgb.shape[:2]
                 if m.alpha.shape != (h, w) or (
@@ -178,6 +225,17 @@ class MattingStage:
                 atomic_write_bytes(alpha_path, encode_png_alpha(matte.alpha))
                 alphas[model] = storage.relative(alpha_path)
         first = item.outputs[0][0]
+        lead = out[0]
+        if lead.confidence is not None:
+            extra["confidence"] = round(float(lead.confidence), 4)
+        if lead.route:
+            extra["route"] = lead.route
+        if lead.fallback is not None:
+            extra["fallback"] = lead.fallback
+        if len(out) > 1:
+            extra["confidences"] = {m: (round(float(x.confidence), 4)
+                                        if x.confidence is not None else None)
+                                    for (m, _, _), x in zip(item.outputs, out, strict=True)}
         if first in alphas:
             extra["alpha_output"] = alphas[first]
         if len(item.outputs) > 1:

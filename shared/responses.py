@@ -233,6 +233,8 @@ class GalleryRow(PublicModel):
     metrics: ModelMetrics | None = None
     sheet: str | None = None
     cutout: str | None = None
+    confidence: float | None = None
+    """The matting engine's confidence in the cut-out, 0–1; null until matted (issue 16)."""
 
 
 class GalleryPage(PublicModel):

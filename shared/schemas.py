@@ -140,6 +140,10 @@ class MatteRef(_Params):
     model: str = Field(min_length=1)
     path: str = Field(min_length=1)
     """DATA_DIR-relative path of the matte (the model's cut-out or alpha PNG)."""
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0,
+                                     exclude_if=lambda v: v is None)
+    """The matting engine's confidence in this matte, shown on the sheet; None: unknown (and
+    left off the wire, so a request without one reads as before)."""
 
 
 class ComparisonParams(_Params):

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     cpu_precision: Literal["auto", "bf16", "f32"] = "auto"
     """OpenVINO's precision: `auto` is bf16 where the CPU has bf16 instructions; f32 is the
     switch for exact float agreement (onnxruntime always runs f32)."""
+    # --- low-confidence fallback (issue 16) --------------------------------------------------
+    fallback_model: str | None = None
+    """A learned engine (built-in or a file in MODELS_DIR) that takes over an image when the
+    weight-free engine's confidence is below FALLBACK_BELOW; unset: no fallback."""
+    fallback_below: float = Field(default=0.3, ge=0.0, le=1.0)
+    """Confidence under which the weight-free engine's cut-out is redone by FALLBACK_MODEL."""
 
     balancer_queue_limit: int = 1000
     """Requests a balancer holds waiting for a free worker; more get 503 + Retry-After."""

@@ -88,6 +88,7 @@ def gallery_row(job_id: str, t: Task) -> GalleryRow:
         metrics=t.metrics,
         sheet=file_url(job_id, t.compare_output),
         cutout=file_url(job_id, t.matting_output),
+        confidence=t.confidence,
     )
 
 

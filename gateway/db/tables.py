@@ -116,6 +116,11 @@ class Task(Base):
     matting_output: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     compare_output: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The matting engine's confidence in the (first model's) cut-out, 0–1 (issue 16)."""
+    fallback: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    """Set when a low-confidence cut-out was redone by FALLBACK_MODEL: from, model, the
+    confidence that sent it there (and `error` if the fallback failed)."""
 
     queued_at: Mapped[float] = mapped_column(Float, default=now)
     matting_dispatched_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -202,6 +207,9 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
     },
     "tasks": {
         "cache_key": "VARCHAR(64)",  # the content-hash cache (gateway.pipeline.result_cache)
+        # confidence and fallback (issue 16)
+        "confidence": "FLOAT",
+        "fallback": "JSON",
     },
 }
 """Columns added after the first release: `create_all` makes missing tables but never alters
@@ -260,8 +268,13 @@ def _add_missing_columns(conn: Connection) -> None:
         for name, ddl in columns.items():
             if name not in present:
                 conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
+    have = inspect(conn)  # afresh: the columns just added
     for name, target in ADDED_INDEXES.items():
-        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {target}")
+        table, _, cols = target.partition(" ")
+        present = {c["name"] for c in have.get_columns(table)}
+        if {c.strip() for c in cols.strip("()").split(",")} <= present:
+            # (a table of some very old layout without the column simply goes unindexed)
+            conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {target}")
     if conn.dialect.name != "sqlite":
         return
     fresh = not have.has_table(TASK_COUNTS)

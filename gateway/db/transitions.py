@@ -79,6 +79,9 @@ class Claimed:
     """The job's output options (`shared.finishing`): format, max_size, background, crop."""
     cache_key: str | None = None
     """The content-hash cache's key (`gateway.pipeline.result_cache`); None: no reuse."""
+    confidence: float | None = None
+    """The matting engine's confidence in the cut-out (comparison stage only: the sheet
+    shows it)."""
 
     @property
     def models(self) -> list[str]:
@@ -125,12 +128,12 @@ async def claim(s: AsyncSession, stage: Stage, n: int, now: float, lease_s: floa
                 .where(T.c.id.in_(sub))
                 .values(state=dispatched.value, lease_expires_at=now + lease_s, **{col.key: now})
                 .returning(T.c.id, T.c.path, T.c.input, T.c.gt, T.c.matting_output,
-                           T.c.cache_key)
+                           T.c.cache_key, T.c.confidence)
             )
             rows = (await s.execute(stmt)).all()
             model, output, options = jobs[jid]
-            claimed += [Claimed(i, jid, p, inp, gt, mo, now, model, output, options, ck)
-                        for i, p, inp, gt, mo, ck in rows]
+            claimed += [Claimed(i, jid, p, inp, gt, mo, now, model, output, options, ck, conf)
+                        for i, p, inp, gt, mo, ck, conf in rows]
             remaining -= len(rows)
             if len(rows) == take:
                 still.append(jid)  # may have more due tasks
@@ -163,6 +166,15 @@ async def touch_jobs(s: AsyncSession, job_ids: Iterable[str], now: float) -> Non
         await s.execute(update(J).where(J.c.id.in_(ids)).values(updated_at=now))
 
 
+def _confidence(v: Any) -> float | None:
+    """A worker's confidence as stored: a number in [0, 1], else nothing (never trusted
+    blindly: a worker of another version may send anything)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    f = float(v)
+    return f if 0.0 <= f <= 1.0 else None
+
+
 async def record_success(
     s: AsyncSession, stage: Stage, c: Claimed, result: StageResult, output: str, now: float
 ) -> bool:
@@ -178,7 +190,10 @@ async def record_success(
         cols.output: output,
     }
     if stage is Stage.MATTING:
-        values.update(matting_batch_size=t.batch_size)
+        fallback = result.extra.get("fallback")
+        values.update(matting_batch_size=t.batch_size,
+                      confidence=_confidence(result.extra.get("confidence")),
+                      fallback=fallback if isinstance(fallback, dict) else None)
     else:
         metrics = result.extra.get("metrics")
         values.update(completed_at=now, metrics=metrics if isinstance(metrics, dict) else None)
@@ -207,7 +222,8 @@ async def record_successes(
     cols = stage.columns
     names = ["state", "lease_expires_at", "error", cols.started_at, cols.finished_at,
              cols.worker, cols.output]
-    names += ["matting_batch_size"] if stage is Stage.MATTING else ["completed_at", "metrics"]
+    names += (["matting_batch_size", "confidence", "fallback"] if stage is Stage.MATTING
+              else ["completed_at", "metrics"])
     stmt = (update(T).where(T.c.id == bindparam("b_id"))
             .values({n: bindparam(f"b_{n}", type_=T.c[n].type) for n in names}))
     rows: list[dict[str, Any]] = []
@@ -222,7 +238,10 @@ async def record_successes(
             f"b_{cols.output}": output,
         }
         if stage is Stage.MATTING:
+            fallback = result.extra.get("fallback")
             row["b_matting_batch_size"] = t.batch_size
+            row["b_confidence"] = _confidence(result.extra.get("confidence"))
+            row["b_fallback"] = fallback if isinstance(fallback, dict) else None
         else:
             metrics = result.extra.get("metrics")
             row["b_completed_at"] = now

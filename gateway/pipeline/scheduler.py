@@ -259,7 +259,8 @@ class Scheduler:
             task_id=c.id, job_id=c.job_id, input=c.input,
             output=st.compare_rel(c.job_id, c.path),
             params=ComparisonParams(
-                mattes=[MatteRef(model=m, path=model_output_rel(first, m, i, alpha))
+                mattes=[MatteRef(model=m, path=model_output_rel(first, m, i, alpha),
+                                 confidence=c.confidence if i == 0 else None)
                         for i, m in enumerate(models)],
                 gt=c.gt,
                 metrics_output=st.metrics_rel(c.job_id, c.path),

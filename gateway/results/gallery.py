@@ -39,6 +39,9 @@ GALLERY_JS = Path(__file__).resolve().parent.parent / "web" / "gallery.js"
 """The gallery module shared with the live page, inlined into every index.html."""
 KEYS = METRIC_KEYS
 """Fallback metric columns, for a doc whose summary does not name them."""
+CONFIDENCE = "confidence"
+"""The matting engine's confidence (first model), the last value of every item's row: the
+gallery offers it as "needs review first" (least confident first)."""
 DEFAULT_SORT = "mse"
 """The ground-truth metric the gallery sorts by first (worst first), as the summary's worst ten."""
 
@@ -103,10 +106,14 @@ def gallery_names() -> dict[str, list[str]]:
 def _row(it: Mapping[str, Any], models: Sequence[str], multi: bool,
          names: Mapping[str, Sequence[str]], keys: Sequence[str]) -> list[Any]:
     per = it.get("metrics_by_model") if multi else {models[0]: it.get("metrics")}
-    vals = [
-        [_short(m.get(k)) for k in keys] if (m := (per or {}).get(name)) else None
-        for name in models
-    ]
+    conf = _short(float(c)) if isinstance(c := it.get("confidence"), int | float) else None
+    metric_keys = [k for k in keys if k != CONFIDENCE]
+    vals: list[list[float | None] | None] = []
+    for i, name in enumerate(models):
+        m = (per or {}).get(name) or {}
+        mine = conf if i == 0 else None  # the engine's confidence is the first model's
+        vals.append([*[_short(m.get(k)) for k in metric_keys], mine]
+                    if m or mine is not None else None)
     return [
         it["path"],
         it["state"],
@@ -128,7 +135,8 @@ def _data_head(job_id: str, models: Sequence[str], summary: Mapping[str, Any],
     gt_keys = list(summary.get("metrics") or KEYS[:4])
     free_keys = list(summary.get("metrics_free") or KEYS[4:])
     return {"job_id": job_id, "models": list(models) or ["model"],
-            "keys": gt_keys + free_keys, "gt_keys": gt_keys, "free_keys": free_keys,
+            "keys": [*gt_keys, *free_keys, CONFIDENCE], "gt_keys": gt_keys,
+            "free_keys": free_keys, "review_key": CONFIDENCE,
             "default_sort": DEFAULT_SORT, "ranking": summary.get("ranking"),
             "names": dict(names)}
 

@@ -89,6 +89,10 @@ class ReportItem:
     cached: bool = False
     """The cut-out was reused from an identical earlier image, not computed again
     (`gateway.pipeline.result_cache`)."""
+    confidence: float | None = None
+    """The matting engine's confidence in the cut-out, 0–1 (1: right); None: not matted."""
+    fallback: dict[str, Any] | None = None
+    """Set when a low-confidence cut-out was redone by FALLBACK_MODEL (issue 16)."""
 
 
 @dataclass
@@ -257,7 +261,10 @@ class ReportWriter:
                 "metrics": per.get(primary), "timings": timings,
                 "matting_output": r.matting_output, "compare_output": r.compare_output,
                 "cached": r.cached,
+                "confidence": r.confidence,
             }
+            if r.fallback is not None:
+                item["fallback"] = r.fallback
             if self.multi:
                 item["metrics_by_model"] = per
             sep = ",\n" if order else "\n"

@@ -122,6 +122,8 @@ def report_item(t: Task, members: TaskMembers) -> ReportItem:
         matting_output=members.matting_output,
         compare_output=members.compare_output,
         cached=t.matting_worker == CACHE_WORKER,
+        confidence=t.confidence,
+        fallback=t.fallback,
     )
 
 

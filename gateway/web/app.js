@@ -535,7 +535,8 @@ import { PAGE, card, num, pageOf, parseSort, sortIndices } from "./gallery.js";
         if (gal.all.length >= SORT_CAP) { note = " (sorted: the first " + SORT_CAP + "; the zip's index.html sorts all)"; }
         const all = gal.all, key = parseSort(sort).key;  // rows come in task id order
         const idx = sortIndices(all.map((_, i) => i), parseSort(sort), (i) => all[i].path,
-          (i) => flatMetrics(all[i].metrics, j.model)[key]);
+          (i) => (key === "confidence" ? all[i].confidence
+            : flatMetrics(all[i].metrics, j.model)[key]));
         const pg = pageOf(idx.length, gal.page);
         total = idx.length; tasks = idx.slice(pg.start, pg.end).map((i) => all[i]);
       }
@@ -575,7 +576,9 @@ import { PAGE, card, num, pageOf, parseSort, sortIndices } from "./gallery.js";
     const frag = document.createDocumentFragment();
     for (const t of tasks) {
       const m = flatMetrics(t.metrics, j.model);
-      frag.append(card(t, keys.map((k) => [k, typeof m[k] === "number" ? m[k] : null]), {
+      const vals = keys.map((k) => [k, typeof m[k] === "number" ? m[k] : null]);
+      vals.push(["confidence", typeof t.confidence === "number" ? t.confidence : null]);
+      frag.append(card(t, vals, {
         setSrc, cutoutLink: false,
         onOpen: (img) => view(img.src, t.path, t.cutout),
         noSheet: () => (info.final_task_states.includes(t.state) ? "no comparison sheet" : "not done yet"),

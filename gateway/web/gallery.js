@@ -126,7 +126,7 @@ export function rankingList(ranking) {
 
 // ---- the offline page (index.html in the result zip) ----------------------------------------
 // D: gateway/results/gallery.py's gallery_data(): { models, keys, gt_keys, free_keys,
-// default_sort, ranking, names, items }, an
+// review_key, default_sort, ranking, names, items }, an
 // item being [path, state, error, sheet, cut-out, [[values per key] per model] | null] where
 // sheet/cut-out is 1 for names[col] = [prefix, suffix] around the path's stem, 0 for none,
 // else the name itself.
@@ -150,8 +150,16 @@ export function offlineGallery(D) {
   (D.free_keys || []).forEach((k) => {
     opt(sortEl, k + "-desc", k + " (high first)"); opt(sortEl, k + "-asc", k + " (low first)");
   });
+  // The engine's confidence (issue 16): least confident first is the review order.
+  const ri = D.review_key ? D.keys.indexOf(D.review_key) : -1;
+  const hasConf = ri >= 0 && D.items.some((it) => it[M] && it[M][0] && it[M][0][ri] !== null);
+  if (ri >= 0) {
+    opt(sortEl, D.review_key + "-asc", "needs review first (least confident)");
+    opt(sortEl, D.review_key + "-desc", "most confident first");
+  }
   opt(sortEl, "name-asc", "name (A→Z)"); opt(sortEl, "name-desc", "name (Z→A)");
-  sortEl.value = hasGt ? D.default_sort + "-desc" : "name-asc";
+  sortEl.value = hasGt ? D.default_sort + "-desc"
+    : hasConf ? D.review_key + "-asc" : "name-asc";
   D.models.forEach((m, i) => opt(modelEl, String(i), m));
   if (D.models.length < 2) { $("model-label").hidden = true; }
   const states = {};

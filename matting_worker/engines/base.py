@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,14 @@ class Matte:
     """H×W in [0, 1], the input's size."""
     foreground: RGBImage | None = None
     """Estimated foreground colours (H×W×3) for fringe-free RGBA; None: use the input's."""
+    confidence: float | None = None
+    """How sure the engine is that this cut-out is right, in [0, 1] (1: right). None: the
+    engine has no view; the worker then derives one from the matte (`output_confidence`)."""
+    route: str | None = None
+    """Which of the engine's own paths made it (e.g. classical's 'studio' or 'cluttered')."""
+    fallback: dict[str, Any] | None = None
+    """Set by the worker when this matte replaced a low-confidence one: which engine gave
+    way, at what confidence (`matting_worker.stage`)."""
 
 
 class Engine(ABC):
@@ -35,6 +44,12 @@ class Engine(ABC):
     device: str = "cpu"
     max_batch_size: int = 8
     """The most images one `predict` call gets; the worker's batcher keeps to it."""
+    scored: bool = True
+    """Whether its mattes get a confidence; `identity` (alpha 1 everywhere, a measurement of
+    the pipeline, not a cut-out) has none to give."""
+    falls_back: bool = False
+    """Whether a low-confidence matte of this engine may be redone by FALLBACK_MODEL (the
+    weight-free engine: it knows when it is guessing)."""
 
     def load(self) -> None:  # noqa: B027 — optional hook
         """Heavy one-time set-up (weights, sessions). Called once before the first predict."""

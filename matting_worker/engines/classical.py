@@ -17,7 +17,8 @@ import numpy.typing as npt
 
 from matting_worker.engines.background import fit_border_model
 from matting_worker.engines.base import Engine, EngineError, Matte, RGBImage
-from matting_worker.engines.cluttered import cluttered_coarse
+from matting_worker.engines.cluttered import cluttered_cut
+from matting_worker.engines.confidence import cluttered_confidence, studio_confidence
 from matting_worker.engines.guided import guided_upsample
 from matting_worker.engines.refine import (
     default_band,
@@ -38,6 +39,7 @@ SOLVE_SIDE = 480
 class ClassicalEngine(Engine):
     name = "classical"
     max_batch_size = 4
+    falls_back = True
 
     def __init__(self) -> None:
         self.last_paths: list[str] = []
@@ -55,13 +57,13 @@ class ClassicalEngine(Engine):
             raise EngineError(f"image too small to matte: {w}x{h}")
         scale = min(1.0, WORK_SIDE / max(h, w))
         if scale >= 1.0:
-            alpha = self._alpha(image)
+            alpha, confidence = self._alpha(image)
         else:
             # Work at bounded size; the guided filter carries the matte back along the
             # full-resolution edges, so time stays flat in the megapixels.
             size = (max(4, round(w * scale)), max(4, round(h * scale)))
             small = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.uint8)
-            alpha_small = self._alpha(small)
+            alpha_small, confidence = self._alpha(small)
             alpha = guided_upsample(
                 small.astype(np.float32) / 255.0,
                 alpha_small,
@@ -71,17 +73,22 @@ class ClassicalEngine(Engine):
             )
             alpha[alpha < 0.004] = 0.0
             alpha[alpha > 0.996] = 1.0
-        return Matte(alpha=alpha, foreground=estimate_foreground(image, alpha))
+        return Matte(alpha=alpha, foreground=estimate_foreground(image, alpha),
+                     confidence=confidence, route=self.last_paths[-1])
 
-    def _alpha(self, image: RGBImage) -> npt.NDArray[np.float32]:
+    def _alpha(self, image: RGBImage) -> tuple[npt.NDArray[np.float32], float]:
+        """The matte at working size and the engine's confidence in it
+        (`matting_worker.engines.confidence`)."""
         h, w = image.shape[:2]
         band = default_band(h, w)
         model = fit_border_model(image)
         if model.holds:
             self.last_paths.append("studio")
-            alpha = studio_alpha(image, model, band).alpha
-        else:
-            self.last_paths.append("cluttered")
-            coarse = cluttered_coarse(image)
-            alpha = solve_trimap(image, trimap_from_coarse(coarse, band), max_side=SOLVE_SIDE)
-        return np.clip(alpha, 0.0, 1.0).astype(np.float32)
+            res = studio_alpha(image, model, band)
+            alpha = np.clip(res.alpha, 0.0, 1.0).astype(np.float32)
+            return alpha, studio_confidence(image, model, res, alpha)
+        self.last_paths.append("cluttered")
+        cut = cluttered_cut(image)
+        alpha = solve_trimap(image, trimap_from_coarse(cut.mask, band), max_side=SOLVE_SIDE)
+        alpha = np.clip(alpha, 0.0, 1.0).astype(np.float32)
+        return alpha, cluttered_confidence(image, cut, alpha)

@@ -24,6 +24,21 @@ RAMP_DEPTH = 3.0
 GLASS_MAD = 0.035
 """Largest spread (robust, in alpha) of a plateau still taken for one see-through part."""
 B8 = npt.NDArray[np.bool_]
+T_LO_FLOOR = 6.0
+"""Smallest distance (8-bit RGB) from the backdrop that may still be object at an edge."""
+T_HI_FLOOR = 20.0
+"""Smallest distance from the backdrop that is surely object (noise permitting)."""
+DENOISE_SIGMA = 2.0
+"""Gaussian averaging (pixels) before the low-contrast test."""
+LOW_CONTRAST_K = 2.5
+"""How many times the averaged residual's 95th percentile on the border it must clear."""
+PLATEAU_MARGIN = 1.5
+"""A faint piece's median distance must clear the threshold by this factor (JPEG banding
+on a sweep only just crosses it)."""
+LOW_CONTRAST_FLOOR = 6.0
+"""Smallest averaged distance (8-bit RGB) taken as object, whatever the noise."""
+EDGE_SUPPORT = 2.0
+"""How much stronger than the border's gradient a faint piece's outline must be."""
 
 
 @dataclass
@@ -33,6 +48,11 @@ class StudioResult:
     """The object's mask before matting (components of the clearly-not-background pixels)."""
     foreground: F32
     """H×W×3 estimated object colours (0–255)."""
+    contrast: float = 0.0
+    """Median (locally averaged) distance of the object's pixels from the backdrop, in units
+    of the averaged noise threshold (≤ 1: the object is barely told from its backdrop)."""
+    faint_share: float = 0.0
+    """Share of the object found only by the averaged low-contrast test."""
 
 
 def _disk(r: int) -> npt.NDArray[np.uint8]:
@@ -181,16 +201,68 @@ def _see_through(
     return glass | rim, lvl
 
 
+def _denoised_clear(img: F32, surface: F32, t_hi: float, clear: B8
+                    ) -> tuple[B8, F32, float]:
+    """Faint object: pixels whose locally averaged colour is off the backdrop by more than
+    the averaged noise allows, in pieces whose outline is a real edge.
+
+    The border's residual mixes noise with a smooth misfit of the surface (a spotlight's
+    falloff is not a quadratic); only the noise part (residual minus its own wide blur) sets
+    the threshold, and the misfit, which has no edge, is rejected by the edge test."""
+    h, w = surface.shape[:2]
+    avg = np.asarray(cv2.GaussianBlur(img, (0, 0), DENOISE_SIGMA), np.float32)
+    d = np.linalg.norm(avg - surface, axis=2)
+    s = max(2, round(0.03 * min(h, w)))
+    strip = np.zeros((h, w), bool)
+    strip[:s], strip[-s:], strip[:, :s], strip[:, -s:] = True, True, True, True
+    hp = np.abs(d - np.asarray(cv2.GaussianBlur(d, (0, 0), 4 * DENOISE_SIGMA), np.float32))
+    spread = float(np.percentile(hp[strip], 95)) + 0.25
+    thr = min(t_hi, max(LOW_CONTRAST_K * spread, LOW_CONTRAST_FLOOR))
+    above = d > thr
+    # Near the clearly found object, the averaging smears its edge outwards and would join
+    # it to any banding nearby: judge faint pieces away from it, then give them their rim back.
+    reach = 2 * round(3 * DENOISE_SIGMA) + 1
+    near_clear = cv2.dilate(clear.astype(np.uint8), np.ones((reach, reach), np.uint8)) > 0
+    cand = (above & ~near_clear).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
+    if n <= 1:
+        return np.zeros((h, w), bool), d, thr
+    gy, gx = np.gradient(avg.mean(axis=2))
+    mag = np.hypot(gx, gy).astype(np.float32)
+    noise = float(np.percentile(mag[strip], 90)) + 1e-3
+    k = np.ones((3, 3), np.uint8)
+    rim = (np.asarray(cv2.dilate(cand, k)) - np.asarray(cv2.erode(cand, k))) > 0
+    sums = np.bincount(labels[rim].ravel(), weights=mag[rim], minlength=n)
+    counts = np.bincount(labels[rim].ravel(), minlength=n)
+    # Edge support per piece: mean gradient on its own edge pixels (the rim's outer ring is
+    # backdrop, label 0, and not counted).
+    support = sums / np.maximum(counts, 1)
+    big = stats[:, cv2.CC_STAT_AREA] >= max(30, h * w // 20000)
+    keep = (support >= EDGE_SUPPORT * noise) & big
+    keep[0] = False
+    for i in np.flatnonzero(keep):  # few survive the two cheap tests; only they get a median
+        keep[i] = float(np.median(d[labels == i])) >= PLATEAU_MARGIN * thr
+    faint = keep[labels].astype(np.uint8)
+    grown = cv2.dilate(faint, np.ones((reach, reach), np.uint8)) > 0
+    out: B8 = (faint > 0) | (grown & above & near_clear)
+    return out, d, thr
+
+
 def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) -> StudioResult:
     h, w = image.shape[:2]
     img = image.astype(np.float32)
     diff = img - model.surface
     dist = np.linalg.norm(diff, axis=2)
     sigma = model.sigma
-    t_lo = max(2.5 * sigma, 6.0)
-    t_hi = max(5.0 * sigma, 20.0)
+    t_lo = max(2.5 * sigma, T_LO_FLOOR)
+    t_hi = max(5.0 * sigma, T_HI_FLOOR)
     smooth = np.asarray(cv2.GaussianBlur(dist, (0, 0), 1.0), np.float32)
-    coarse = (dist > t_hi) | (smooth > t_hi)
+    # Low contrast (white on white, grey on grey): noise, not the object, sets the threshold.
+    # Averaged over a few pixels the noise shrinks and a faint object clears it; the border
+    # says how far the averaged distance still wanders on plain backdrop.
+    clear = (dist > t_hi) | (smooth > t_hi)
+    strong, d_avg, t_avg = _denoised_clear(img, model.surface, t_hi, clear)
+    coarse = clear | strong
     coarse = _keep_components(coarse, max(30, (h * w) // 20000))
     coarse = _fill_holes(coarse, (h * w) // 2000, dist < t_lo)
     # Uniform areas: a see-through part shows a flat blend, texture shows its own detail.
@@ -218,7 +290,8 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     # surface chain inwards along the texture, but they are the object, not its edge.
     depth = cv2.distanceTransform(coarse.astype(np.uint8), cv2.DIST_L2, 3)
     ramp &= depth <= RAMP_DEPTH * band
-    solid = _erode(coarse & (smooth >= 0.8 * local_max) & (dist > t_hi) & ~ramp | textured)
+    solid = _erode(coarse & (smooth >= 0.8 * local_max) & ((dist > t_hi) | strong) & ~ramp
+                   | textured)
     fg = _object_colour(img, solid, band)
     ratio = _ratio(diff, dist, fg, model.surface, sigma)
     near = cv2.dilate(coarse.astype(np.uint8), _disk(band)) > 0
@@ -230,4 +303,9 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     glass, ratio_g = _see_through(img, diff, dist, smooth, coarse, flat, textured, t_hi, sigma,
                                   model.surface, band)
     alpha[glass] = ratio_g[glass]
-    return StudioResult(alpha=alpha, coarse=coarse, foreground=fg)
+    area = max(int(np.count_nonzero(coarse)), 1)
+    # Contrast as the averaged test sees it: a faint object found there is as clear as it is.
+    contrast = float(np.median(d_avg[coarse])) / t_avg if coarse.any() else 0.0
+    faint = float(np.count_nonzero(strong & ~clear)) / area
+    return StudioResult(alpha=alpha, coarse=coarse, foreground=fg, contrast=contrast,
+                        faint_share=faint)

@@ -136,3 +136,33 @@ def test_a_worker_writes_only_its_own_outputs_of_its_job(
     assert not (data_dir / "final_results/j/x.html").exists()
     assert not (data_dir / "final_results/j/m.html").exists()
     assert not fresh.exists()  # nothing written, not even the good sheet
+
+
+def test_confidence_is_printed_on_the_sheet_and_checked(worker: ThreadServer,
+                                                        data_dir: Path) -> None:
+    """Issue 16: the matting engine's confidence rides in `MatteRef.confidence` and is part of
+    the caption (so the sheet differs from one without it); out of [0, 1] is a 400."""
+    body = {"task_id": 7, "job_id": "j", "input": "input/j/p.png",
+            "params": {"mattes": [{"model": "classical", "path": "matting_output/j/p.png",
+                                   "confidence": 0.37}]}}
+    plain = compare(worker, "final_results/j/nc_compare.jpg")
+    assert plain.status_code == 200, plain.text
+    r = httpx.post(worker.url + "/compare",
+                   json={**body, "output": "final_results/j/c_compare.jpg"},
+                   timeout=60, headers=INTERNAL_HEADERS)
+    assert r.status_code == 200, r.text
+    assert "confidence" not in r.json()["extra"]["metrics"]["classical"]  # not a metric
+    with_c = np.asarray(Image.open(data_dir / "final_results/j/c_compare.jpg"))
+    without = np.asarray(Image.open(data_dir / "final_results/j/nc_compare.jpg"))
+    assert with_c.shape != without.shape or np.abs(with_c.astype(int) - without).max() > 50
+    body["params"]["mattes"][0]["confidence"] = 1.5
+    bad = httpx.post(worker.url + "/compare", json={**body, "output": "final_results/j/b.jpg"},
+                     timeout=60, headers=INTERNAL_HEADERS)
+    assert bad.status_code == 400 and "confidence" in bad.json()["detail"]
+
+
+def test_caption_names_the_confidence() -> None:
+    from comparison_worker.sheet import CONFIDENCE_KEY, caption_lines
+
+    lines = caption_lines("classical", {"mse": 0.01, "coverage": 0.5, CONFIDENCE_KEY: 0.375})
+    assert "confidence 0.38" in lines[-1] or "confidence 0.37" in lines[-1]

@@ -66,6 +66,12 @@ def test_nested_tree_with_a_corrupt_file_and_ground_truth(stack: Stack) -> None:
     assert report["summary"]["rejected"] == 1
     disc_metrics = by_path["shoot/studio/disc.png"]["metrics"]
     assert disc_metrics and disc_metrics["mse"] < 0.01
+    # Issue 16: every matted item carries the engine's confidence in [0, 1]; the rejected one
+    # was never matted and has none.
+    for item in report["items"]:
+        if item["state"] == "completed":
+            assert 0.0 <= item["confidence"] <= 1.0, item
+    assert broken["confidence"] is None
 
 
 def test_unknown_job_is_404(stack: Stack) -> None:

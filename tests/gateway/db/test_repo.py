@@ -265,3 +265,31 @@ async def test_finish_waits_for_all_announced_tasks(db: tuple[str, Sessions]) ->
 
 def test_backoff_doubles_and_caps() -> None:
     assert [transitions.backoff_s(n, 1.0, 5.0) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 5, 5]
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [(0.42, 0.42), (0, 0.0), (1, 1.0), (1.5, None), (-0.1, None), ("0.9", None), (True, None),
+     (None, None)],
+)
+@pytest.mark.parametrize("bulk", [False, True], ids=["record_success", "record_successes"])
+async def test_matting_confidence_is_stored_only_when_it_is_one(
+    db: tuple[str, Sessions], sent: object, stored: float | None, bulk: bool,
+) -> None:
+    """Issue 16: the worker's confidence lands on the task (and reaches the comparison claim,
+    for the sheet) only as a number in [0, 1]; anything else is stored as none."""
+    _, sessions = db
+    await add_job(sessions, "j", 1)
+    (c,) = await claim(sessions, Stage.MATTING, 1)
+    res = ok_result()
+    res.extra.update(confidence=sent, fallback={"from": "classical", "model": "tiny"})
+    async with sessions.begin() as s:
+        if bulk:  # the batched path (STAGE_BATCH_SIZE > 1) stores the same
+            assert await tr.record_successes(s, Stage.MATTING, [(c, res, "mo/x.png")],
+                                             time.time()) == [True]
+        else:
+            assert await tr.record_success(s, Stage.MATTING, c, res, "mo/x.png", time.time())
+    t = await task(sessions, c.id)
+    assert t.confidence == stored and t.fallback == {"from": "classical", "model": "tiny"}
+    (c2,) = await claim(sessions, Stage.COMPARISON, 1)
+    assert c2.confidence == stored

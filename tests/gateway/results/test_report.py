@@ -266,3 +266,25 @@ def test_csv_cells_never_become_formulas() -> None:
     # report.json and the gallery keep the real names
     doc = json.loads(build_report("j", rows, ["classical"]).json_bytes)
     assert doc["items"][0]["path"] == evil
+
+
+def test_confidence_and_fallback_travel_to_report_and_gallery() -> None:
+    """Issue 16: report.json items carry the engine's confidence (and a fallback note where
+    one happened); the gallery data offers it as the review order, least confident first."""
+    rows = [
+        ReportItem(path="sure.jpg", state="completed", metrics={"classical": FREE},
+                   confidence=0.91),
+        ReportItem(path="unsure.jpg", state="completed", metrics={"classical": FREE},
+                   confidence=0.12,
+                   fallback={"from": "classical", "model": "tiny.onnx", "confidence": 0.12}),
+        ReportItem(path="bad.jpg", state="rejected", error="not a recognised image file"),
+    ]
+    doc = json.loads(build_report("j", rows, ["classical"]).json_bytes)
+    by = {it["path"]: it for it in doc["items"]}
+    assert by["sure.jpg"]["confidence"] == 0.91 and "fallback" not in by["sure.jpg"]
+    assert by["unsure.jpg"]["fallback"]["model"] == "tiny.onnx"
+    assert by["bad.jpg"]["confidence"] is None
+    data = gallery_data(doc)
+    assert data["review_key"] == "confidence" and data["keys"][-1] == "confidence"
+    conf = {it[0]: (it[5][0][-1] if it[5] else None) for it in data["items"]}
+    assert conf == {"sure.jpg": 0.91, "unsure.jpg": 0.12, "bad.jpg": None}
