@@ -83,6 +83,13 @@ class ModelInfo(BaseModel):
         description="the preset its file name implies (a JSON override may change it at load)",
     )
     size: int = Field(default=0, description="file size in bytes; 0 for built-ins")
+    present: bool = Field(
+        default=True,
+        description="false: a zoo model not downloaded yet (`mattepipe models pull NAME`, or "
+                    "a worker with MODEL_DOWNLOAD=1 fetches it on first use)",
+    )
+    description: str = Field(default="", description="what it is for (zoo models)")
+    licence: str = Field(default="", description="as its source publishes it (zoo models)")
 
 
 def list_models(models_dir: Path | None) -> list[ModelInfo]:

@@ -17,19 +17,22 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from shared.errors import EngineError
+from shared.settings import Settings
 from shared.timing import MODEL_DOWNLOAD_RETRY_S, MODEL_DOWNLOAD_TIMEOUT_S
-from shared.zoo import ZooModel, new_hasher
+from shared.zoo import Zoo, ZooModel, load_zoo, new_hasher
 
 __all__ = [
     "DOWNLOAD_ATTEMPTS",
     "MAX_MODEL_BYTES",
     "ModelDownloadError",
     "Progress",
+    "ZooSource",
     "fetch_model",
     "file_digest",
     "model_lock",
@@ -54,6 +57,20 @@ Progress = Callable[[int, int | None], None]
 class ModelDownloadError(EngineError):
     """A model could not be fetched. `retryable`: a network failure (another try may work);
     not retryable: a hash mismatch, a missing file at the source or an oversized one."""
+
+
+@dataclass(frozen=True)
+class ZooSource:
+    """Where a missing zoo model may come from, and whether a worker may fetch it itself."""
+
+    zoo: Zoo
+    base_url: str = ""
+    download: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ZooSource:
+        return cls(load_zoo(settings.model_catalogue), settings.model_base_url,
+                   settings.model_download)
 
 
 def file_digest(path: Path, algorithm: str) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "MatteRef",
     "MattingParams",
     "MattingRequest",
+    "ModelReload",
     "StageError",
     "StageRequest",
     "StageResult",
@@ -218,6 +219,15 @@ class Heartbeat(BaseModel):
     worker_id: str
     capacity: int = 8
     engine: str = ""
+
+
+class ModelReload(BaseModel):
+    """`POST /models/reload` (worker, balancer): which loaded engines to load again from their
+    files; none named: every loaded one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] | None = Field(default=None, max_length=100)
 
 
 class HealthInfo(BaseModel):

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.catalogue import BUILTIN_NAMES, preset_name
+from shared.catalogue import BUILTIN_NAMES, ModelInfo, list_models, preset_name
 from shared.errors import ConfigError
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "Zoo",
     "ZooError",
     "ZooModel",
+    "all_models",
     "load_zoo",
     "new_hasher",
 ]
@@ -161,3 +162,20 @@ def load_zoo(path: Path | None = None) -> Zoo:
         raise ZooError(f"model catalogue {target}: {exc.strerror or exc}") from exc
     return _load(target, mtime)
 
+
+
+def all_models(models_dir: Path | None, zoo: Zoo) -> list[ModelInfo]:
+    """What a job may name: `list_models` (built-ins, MODELS_DIR's files; a zoo model's file
+    gains its description and licence), then the zoo models not downloaded yet
+    (`present=False`)."""
+    found = list_models(models_dir)
+    listed = {m.name for m in found}
+    out = []
+    for info in found:
+        entry = zoo.get(info.name)
+        out.append(info if entry is None else info.model_copy(
+            update={"description": entry.description, "licence": entry.licence}))
+    out += [ModelInfo(name=m.name, kind="onnx", preset=m.preset, present=False,
+                      description=m.description, licence=m.licence)
+            for m in zoo.models if m.name not in listed]
+    return out

@@ -25,7 +25,6 @@ from gateway.db import repo
 from gateway.db.tables import Task
 from gateway.results.summary import summarize
 from gateway.state import DETAIL_CACHE_MAX_JOBS, GatewayState
-from shared.catalogue import list_models
 from shared.responses import (
     JobList,
     JobStages,
@@ -39,6 +38,7 @@ from shared.responses import (
 )
 from shared.states import FINAL_JOB_STATES, JobState, TaskState
 from shared.timing import STATUS_DETAIL_TTL_S
+from shared.zoo import all_models, load_zoo
 
 __all__ = ["read_status", "router", "task_view"]
 
@@ -164,7 +164,9 @@ async def cancel_job(job_id: str, gw: GW, caller: CallerDep) -> JobSummary:
 
 @router.get("/models", response_model=ModelList)
 async def models(settings: SettingsDep) -> ModelList:
-    """The engines a job may name in `model=`: built-ins and model files in MODELS_DIR."""
-    found = await asyncio.to_thread(list_models, settings.models_dir)
+    """The engines a job may name in `model=`: built-ins, model files in MODELS_DIR, and the
+    zoo models a worker downloads on first use (`present: false`)."""
+    found = await asyncio.to_thread(
+        all_models, settings.models_dir, load_zoo(settings.model_catalogue))
     return ModelList(default=settings.default_model, models=found)
 
