@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BUILTIN_ABOUT",
     "BUILTIN_NAMES",
     "MODEL_SUFFIXES",
     "PRESET_PATTERNS",
@@ -30,6 +31,14 @@ log = logging.getLogger("shared.catalogue")
 
 BUILTIN_NAMES: tuple[str, ...] = ("classical", "portrait", "identity")
 """The engines that need no model file, in listing order."""
+BUILTIN_ABOUT: dict[str, tuple[str, str]] = {
+    "classical": ("Weight-free: the backdrop modelled from the image border; studio and "
+                  "product shots.", "mattepipe's own (no weights)"),
+    "portrait": ("MediaPipe selfie segmentation refined at full resolution: people.",
+                 "Apache-2.0 (the shipped MediaPipe model)"),
+    "identity": ("Alpha 1 everywhere: measures the pipeline itself.", "mattepipe's own"),
+}
+"""Built-in → (what it is for, licence), for `GET /models` and `mattepipe models list`."""
 
 ModelKind = Literal["builtin", "onnx", "torchscript", "tflite"]
 
@@ -95,7 +104,8 @@ class ModelInfo(BaseModel):
 def list_models(models_dir: Path | None) -> list[ModelInfo]:
     """Cheap: names only, nothing loaded: the built-ins, then MODELS_DIR's model files by
     name (a file whose stem is already taken is skipped, with a warning)."""
-    found = [ModelInfo(name=name, kind="builtin") for name in BUILTIN_NAMES]
+    found = [ModelInfo(name=name, kind="builtin", description=BUILTIN_ABOUT[name][0],
+                       licence=BUILTIN_ABOUT[name][1]) for name in BUILTIN_NAMES]
     if models_dir is None or not models_dir.is_dir():
         return found
     taken = set(BUILTIN_NAMES)
