@@ -16,6 +16,7 @@ BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
 _WHY = {
     400: "bad request: the detail says what is wrong",
     401: "missing or wrong API key",
+    403: "this needs the ADMIN_KEY",
     404: "no such job, upload or file",
     408: "the body stalled or came slower than MIN_UPLOAD_RATE; a tus PATCH keeps what arrived",
     409: "conflict with the job's or upload's state",
@@ -24,6 +25,7 @@ _WHY = {
     413: "too large",
     415: "unsupported media type",
     429: "quota reached: too many jobs (or open uploads) for this key",
+    502: "a stage behind the gateway did not answer",
     460: "checksum mismatch: the chunk was damaged on the way; send it again",
     507: "not enough disk space",
 }

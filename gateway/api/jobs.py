@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.deps import (
@@ -23,19 +23,23 @@ from gateway.api.deps import (
 from gateway.api.docs import errors
 from gateway.db import repo
 from gateway.db.tables import Task
+from gateway.pipeline.model_reload import reload_models
 from gateway.results.summary import summarize
 from gateway.state import DETAIL_CACHE_MAX_JOBS, GatewayState
+from shared.errors import StageFailure
 from shared.responses import (
     JobList,
     JobStages,
     JobStatus,
     JobSummary,
     ModelList,
+    ModelReloadReport,
     TaskComparison,
     TaskMatting,
     TaskPage,
     TaskView,
 )
+from shared.schemas import ModelReload
 from shared.states import FINAL_JOB_STATES, JobState, TaskState
 from shared.timing import STATUS_DETAIL_TTL_S
 from shared.zoo import all_models, load_zoo
@@ -170,3 +174,16 @@ async def models(settings: SettingsDep) -> ModelList:
         all_models, settings.models_dir, load_zoo(settings.model_catalogue))
     return ModelList(default=settings.default_model, models=found)
 
+
+@router.post("/models/reload", response_model=ModelReloadReport, responses=errors(403, 502))
+async def models_reload(settings: SettingsDep, caller: CallerDep,
+                        body: ModelReload | None = None) -> ModelReloadReport:
+    """ADMIN_KEY only: every matting worker loads the named models (default: every one it has
+    loaded) again from their files, now; a file that no longer loads is listed per worker.
+    (A changed file is also picked up by itself on its next use.)"""
+    if not caller.is_admin:
+        raise HTTPException(403, detail="reloading models needs the ADMIN_KEY")
+    try:
+        return await reload_models(settings, body.models if body is not None else None)
+    except StageFailure as exc:
+        raise HTTPException(502, detail=str(exc)) from None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from mattepipe.cli.flows import ExitCode, err_console, fail
@@ -61,10 +62,14 @@ def pull_cmd(names: list[str], models_dir: Path, source: ZooSource, force: bool 
             continue
         with transfer_bar(console) as bar:
             task = bar.add_task(name, total=None)
+
+            def shown(done: int, total: int | None, bar: Progress = bar,
+                      task: TaskID = task) -> None:
+                bar.update(task, completed=done, total=total)
+
             try:
                 path = fetch_model(model, models_dir, source.base_url, force=force,
-                                   progress=lambda done, total, t=task: bar.update(
-                                       t, completed=done, total=total))
+                                   progress=shown)
             except ModelDownloadError as exc:
                 bar.stop()
                 fail(console, ExitCode.WITH_ERRORS, str(exc))
