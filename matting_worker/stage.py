@@ -115,7 +115,8 @@ class MattingStage:
 
     def ensure(self, key: str) -> BatchPolicy:
         """Load every engine of the key; a batch is as big as the smallest engine allows."""
-        size = min(self._batch_size(self.engine(name)) for name in key.split(KEY_SEP))
+        with self.pool.using(key.split(KEY_SEP)) as engines:  # all at once: none evicts another
+            size = min(self._batch_size(e) for e in engines.values())
         return BatchPolicy(size, 1, self.settings.max_batch_delay_ms)
 
     def prepare(self, req: StageRequest[MattingParams], storage: Storage) -> MattingItem:

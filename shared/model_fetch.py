@@ -12,6 +12,7 @@ mismatch deletes the part: resuming a wrong file could never make it right.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -156,10 +157,22 @@ def fetch_model(model: ZooModel, models_dir: Path, base_url: str = "", *, force:
                 attempts: int = DOWNLOAD_ATTEMPTS) -> Path:
     """`MODELS_DIR/<name>.onnx`, downloaded and checked unless it is there already (`force`:
     download again and replace it). Raises ModelDownloadError."""
-    models_dir.mkdir(parents=True, exist_ok=True)
     target = models_dir / model.local_name
     if target.is_file() and not force:
         return target
+    try:
+        return _fetch(model, models_dir, base_url, force, progress, max_bytes, attempts)
+    except OSError as exc:  # MODELS_DIR not writable, disk full: the operator's to fix
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise ModelDownloadError(
+            f"model {model.name}: cannot write it into MODELS_DIR: {exc.strerror or exc}",
+            retryable=full) from exc
+
+
+def _fetch(model: ZooModel, models_dir: Path, base_url: str, force: bool,
+           progress: Progress | None, max_bytes: int, attempts: int) -> Path:
+    models_dir.mkdir(parents=True, exist_ok=True)
+    target = models_dir / model.local_name
     url = model.url_from(base_url)
     part = models_dir / f".{model.local_name}.part"
     with model_lock(models_dir, model.local_name):

@@ -170,3 +170,14 @@ def test_verify_detects_a_corrupted_file(tmp_path: Path) -> None:
         f.write(b"\x00\x01\x02")
     wrong = verify_file(model, path)
     assert wrong is not None and "does not match its published sha256" in wrong
+
+
+def test_an_unwritable_models_dir_is_a_clear_error(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "models"
+    not_a_dir.write_text("a file where MODELS_DIR should be")
+    with serving_models(ModelMirror({"tiny.onnx": DATA})) as base:
+        model = load_zoo(_zoo(tmp_path, base)).get("tiny")
+        assert model is not None
+        with pytest.raises(ModelDownloadError, match="cannot write it into MODELS_DIR") as err:
+            fetch_model(model, not_a_dir)
+    assert not err.value.retryable
