@@ -23,6 +23,7 @@ from matting_worker.finishing import finished_cutout
 from shared.finishing import OutputOptions
 from shared.formats import IMAGE_SUFFIXES, OUTPUT_MODES, OutputMode
 from shared.imaging import DecodedImage, ImageRejected, decode_image, encode_png_alpha
+from shared.model_fetch import ZooSource
 from shared.settings import get_settings
 from shared.storage import atomic_write_bytes
 from shared.worker.fallback import Failed, run_isolated
@@ -99,7 +100,9 @@ def matte_folder(
         raise ValueError(f"input folder not found: {in_dir}")
     started = time.perf_counter()
     set_cpu_threads(os.cpu_count())  # the only process on the machine: every core is ours
-    engine = create_engine(model, models_dir)
+    # a zoo model missing from models_dir: fetched with MODEL_DOWNLOAD=1, else a KeyError
+    # that says `mattepipe models pull NAME`
+    engine = create_engine(model, models_dir, ZooSource.from_settings(get_settings()))
     engine.load()
     max_pixels = get_settings().max_image_pixels
     color = get_settings().color_management

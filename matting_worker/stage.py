@@ -18,7 +18,6 @@ the reason in `extra.fallback.error`: a worse cut-out beats none.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,13 @@ from typing import Any
 from matting_worker.cutout import encode_cutout
 from matting_worker.engines.base import Engine, Matte, RGBImage
 from matting_worker.engines.confidence import output_confidence
+from matting_worker.engines.pool import EnginePool
 from matting_worker.engines.registry import UnknownModel, create_engine
 from matting_worker.finishing import finished_cutout
 from shared.finishing import OutputOptions
 from shared.formats import OUTPUT_MODES, OutputMode
 from shared.imaging import DecodedImage, decode_image, encode_png_alpha
+from shared.model_fetch import ZooSource
 from shared.schemas import MODEL_SEP, MattingParams, MattingRequest, StageRequest
 from shared.settings import Settings
 from shared.stages import Stage
@@ -61,7 +62,8 @@ def request_models(params: MattingParams, default: str) -> list[str]:
 
 
 class MattingStage:
-    """Loads the default engine at start; other engines on first use, then kept."""
+    """Loads the default engine at start, others on first use; at most MAX_LOADED_MODELS stay
+    loaded (`matting_worker.engines.pool`), and a changed model file is loaded again."""
 
     name = Stage.MATTING
     route = Stage.MATTING.route
@@ -70,20 +72,24 @@ class MattingStage:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.default_model = settings.default_model
-        self.engines: dict[str, Engine] = {}
-        self._lock = threading.Lock()
+        self.zoo = ZooSource.from_settings(settings)
+        self.pool = EnginePool(self._create, settings.max_loaded_models)
+
+    def _create(self, name: str) -> Engine:
+        """A new engine; a missing zoo model is downloaded (MODEL_DOWNLOAD=1) or refused with
+        how to get it. Unknown and missing models are the request's fault (400)."""
+        try:
+            return create_engine(name, self.settings.models_dir, self.zoo)
+        except UnknownModel as exc:
+            raise BadInput(str(exc.args[0] if exc.args else exc)) from exc
+
+    @property
+    def engines(self) -> dict[str, Engine]:
+        """The engines loaded now, by name."""
+        return self.pool.loaded()
 
     def engine(self, name: str) -> Engine:
-        with self._lock:
-            engine = self.engines.get(name)
-            if engine is None:
-                try:
-                    engine = create_engine(name, self.settings.models_dir)
-                except UnknownModel as exc:
-                    raise BadInput(str(exc.args[0] if exc.args else exc)) from exc
-                engine.load()
-                self.engines[name] = engine
-            return engine
+        return self.pool.engine(name)
 
     def load(self) -> None:
         self.engine(self.default_model)
@@ -124,18 +130,27 @@ class MattingStage:
                              fallback={**note, "confidence": out[i].confidence})
         return out
 
+    def models(self) -> dict[str, Any]:
+        """`GET /models` on the worker: what is loaded now, least recently used first."""
+        return self.pool.status()
+
+    def reload_models(self, names: list[str] | None) -> dict[str, Any]:
+        """`POST /models/reload`: load `names` (default: all loaded) again from their files."""
+        return self.pool.reload(names)
+
     def _batch_size(self, engine: Engine) -> int:
         return max(1, min(self.settings.max_batch_size, engine.max_batch_size))
 
     def capacity(self) -> int:
         """One batch running and one filling up."""
-        engine = self.engines.get(self.default_model)
+        engine = self.pool.get(self.default_model)
         return 2 * (self._batch_size(engine) if engine else self.settings.max_batch_size)
 
     def info(self) -> dict[str, Any]:
         return {
             "engine": self.default_model,
-            "engines": {name: e.info() for name, e in self.engines.items()},
+            "engines": self.pool.infos(),
+            "max_loaded_models": self.pool.max_loaded,
             "output_modes": list(OUTPUT_MODES),
         }
 
@@ -144,7 +159,8 @@ class MattingStage:
 
     def ensure(self, key: str) -> BatchPolicy:
         """Load every engine of the key; a batch is as big as the smallest engine allows."""
-        size = min(self._batch_size(self.engine(name)) for name in key.split(KEY_SEP))
+        with self.pool.using(key.split(KEY_SEP)) as engines:  # all at once: none evicts another
+            size = min(self._batch_size(e) for e in engines.values())
         return BatchPolicy(size, 1, self.settings.max_batch_delay_ms)
 
     def prepare(self, req: StageRequest[MattingParams], storage: Storage) -> MattingItem:
@@ -178,8 +194,15 @@ class MattingStage:
     def run_batch(self, key: str, items: list[MattingItem]) -> list[list[Matte]]:
         """Per item, one matte per model of the key (each engine runs the whole batch)."""
         per_item: list[list[Matte]] = [[] for _ in items]
-        for name in key.split(KEY_SEP):
-            engine = self.engines[name]
+        names = key.split(KEY_SEP)
+        with self.pool.using(names) as engines:  # loaded again if evicted or its file changed
+            self._run_engines(names, engines, items, per_item)
+        return per_item
+
+    def _run_engines(self, names: list[str], engines: dict[str, Engine],
+                     items: list[MattingItem], per_item: list[list[Matte]]) -> None:
+        for name in names:
+            engine = engines[name]
             rgbs = [it.rgb for it in items]
             mattes = engine.predict(rgbs)
             if len(mattes) != len(items):
@@ -196,7 +219,6 @@ class MattingStage:
                         f"{w}x{h} image", status=500, retryable=False,
                     )
                 acc.append(m)
-        return per_item
 
     def finish(
         self, req: StageRequest[MattingParams], item: MattingItem, out: list[Matte],

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BUILTIN_ABOUT",
     "BUILTIN_NAMES",
     "MODEL_SUFFIXES",
     "PRESET_PATTERNS",
@@ -30,6 +31,14 @@ log = logging.getLogger("shared.catalogue")
 
 BUILTIN_NAMES: tuple[str, ...] = ("classical", "portrait", "identity")
 """The engines that need no model file, in listing order."""
+BUILTIN_ABOUT: dict[str, tuple[str, str]] = {
+    "classical": ("Weight-free: the backdrop modelled from the image border; studio and "
+                  "product shots.", "mattepipe's own (no weights)"),
+    "portrait": ("MediaPipe selfie segmentation refined at full resolution: people.",
+                 "Apache-2.0 (the shipped MediaPipe model)"),
+    "identity": ("Alpha 1 everywhere: measures the pipeline itself.", "mattepipe's own"),
+}
+"""Built-in → (what it is for, licence), for `GET /models` and `mattepipe models list`."""
 
 ModelKind = Literal["builtin", "onnx", "torchscript", "tflite"]
 
@@ -86,12 +95,20 @@ class ModelInfo(BaseModel):
         description="the preset its file name implies (a JSON override may change it at load)",
     )
     size: int = Field(default=0, description="file size in bytes; 0 for built-ins")
+    present: bool = Field(
+        default=True,
+        description="false: a zoo model not downloaded yet (`mattepipe models pull NAME`, or "
+                    "a worker with MODEL_DOWNLOAD=1 fetches it on first use)",
+    )
+    description: str = Field(default="", description="what it is for (zoo models)")
+    licence: str = Field(default="", description="as its source publishes it (zoo models)")
 
 
 def list_models(models_dir: Path | None) -> list[ModelInfo]:
     """Cheap: names only, nothing loaded: the built-ins, then MODELS_DIR's model files by
     name (a file whose stem is already taken is skipped, with a warning)."""
-    found = [ModelInfo(name=name, kind="builtin") for name in BUILTIN_NAMES]
+    found = [ModelInfo(name=name, kind="builtin", description=BUILTIN_ABOUT[name][0],
+                       licence=BUILTIN_ABOUT[name][1]) for name in BUILTIN_NAMES]
     if models_dir is None or not models_dir.is_dir():
         return found
     taken = set(BUILTIN_NAMES)

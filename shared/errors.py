@@ -9,10 +9,13 @@
     │   └── BadInput                     400, not retryable (shared.worker.stage)
     ├── EngineError(retryable)           a matting engine cannot handle this input:
     │                                    503 when another try may work, else 400
-    │                                    (matting_worker.engines.base re-exports it)
+    │   │                                (matting_worker.engines.base re-exports it)
+    │   └── shared.model_fetch.ModelDownloadError          a zoo download failed
     ├── ConfigError                      a model name or model file the operator got wrong
     │   ├── matting_worker.engines.registry.UnknownModel   (also a KeyError)
-    │   └── matting_worker.engines.presets.PresetError     (also a ValueError)
+    │   │   └── ModelNotDownloaded       a zoo model not in MODELS_DIR, downloads off
+    │   ├── matting_worker.engines.presets.PresetError     (also a ValueError)
+    │   └── shared.zoo.ZooError          a bad model catalogue (also a ValueError)
     ├── IntakeError                      an upload the gateway cannot turn into tasks
     │   ├── gateway.intake.archive.ArchiveRejected → ArchiveCorrupt
     │   └── gateway.intake.archive_names.BadName           (also a ValueError)

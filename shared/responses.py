@@ -32,6 +32,7 @@ __all__ = [
     "ModelInfo",
     "ModelList",
     "ModelMetrics",
+    "ModelReloadReport",
     "PublicModel",
     "StageHealth",
     "StageStats",
@@ -39,6 +40,7 @@ __all__ = [
     "TaskMatting",
     "TaskPage",
     "TaskView",
+    "WorkerReload",
 ]
 
 
@@ -198,6 +200,25 @@ class ModelList(PublicModel):
 
     default: str = ""
     models: list[ModelInfo] = Field(default_factory=list)
+
+
+class WorkerReload(PublicModel):
+    """One matting worker's answer to a reload (no address: internal URLs stay internal)."""
+
+    worker_id: str = ""
+    ok: bool = False
+    reloaded: list[str] = Field(default_factory=list)
+    failed: dict[str, str] = Field(default_factory=dict,
+                                   description="model → why its file no longer loads")
+    not_loaded: list[str] = Field(default_factory=list,
+                                  description="named, but not loaded on this worker: untouched")
+    error: str = Field(default="", description="why the worker did not answer")
+
+
+class ModelReloadReport(PublicModel):
+    """`POST /models/reload` (ADMIN_KEY): every matting worker loads its engines again."""
+
+    workers: list[WorkerReload] = Field(default_factory=list)
 
 
 class Health(PublicModel):

@@ -36,6 +36,7 @@ __all__ = [
     "MatteRef",
     "MattingParams",
     "MattingRequest",
+    "ModelReload",
     "StageAnswer",
     "StageBatch",
     "StageBatchAnswer",
@@ -249,6 +250,15 @@ class Heartbeat(BaseModel):
     worker_id: str
     capacity: int = 8
     engine: str = ""
+
+
+class ModelReload(BaseModel):
+    """`POST /models/reload` (worker, balancer): which loaded engines to load again from their
+    files; none named: every loaded one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] | None = Field(default=None, max_length=100)
 
 
 class HealthInfo(BaseModel):

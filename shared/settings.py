@@ -121,6 +121,17 @@ class Settings(BaseSettings):
     weight-free engine's confidence is below FALLBACK_BELOW; unset: no fallback."""
     fallback_below: float = Field(default=0.3, ge=0.0, le=1.0)
     """Confidence under which the weight-free engine's cut-out is redone by FALLBACK_MODEL."""
+    # --- models on first use, and in memory (shared/zoo.py, shared/model_fetch.py) ----------
+    model_download: bool = False
+    """A worker downloads a missing zoo model (`mattepipe models list`) on first use into
+    MODELS_DIR; off: such a job's images are rejected with `mattepipe models pull NAME`."""
+    model_base_url: str = ""
+    """A mirror: zoo models are fetched from `<base>/<file>`; empty: the URLs rembg publishes."""
+    model_catalogue: Path | None = None
+    """A JSON catalogue replacing the packaged one (`shared/zoo.json`): names, URLs, hashes."""
+    max_loaded_models: int = Field(default=4, ge=1)
+    """Engines one worker keeps loaded; past it the least recently used is unloaded (its GPU
+    memory freed). A request naming more models than this loads them all for its batch."""
 
     balancer_queue_limit: int = 1000
     """Requests a balancer holds waiting for a free worker; more get 503 + Retry-After."""
@@ -198,10 +209,21 @@ class Settings(BaseSettings):
     _key_table: KeyTable = PrivateAttr(default_factory=KeyTable)
 
     @field_validator("api_key", "api_keys", "api_keys_file", "admin_key", "callback_secret",
-                     "internal_token", "cuda_visible_devices", mode="before")
+                     "internal_token", "cuda_visible_devices", "model_catalogue",
+                     mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("model_catalogue")
+    @classmethod
+    def _catalogue_readable(cls, value: Path | None) -> Path | None:
+        """A broken MODEL_CATALOGUE stops every service at start, naming the file and entry."""
+        if value is not None:
+            from shared.zoo import load_zoo  # shared.zoo reads no settings: no cycle
+
+            load_zoo(value)
+        return value
 
     @model_validator(mode="after")
     def _parse_keys(self) -> Settings:

@@ -20,6 +20,8 @@ __all__ = [
     "KEEP_ALIVE_S",
     "LEASE_S",
     "MAINTENANCE_INTERVAL_S",
+    "MODEL_DOWNLOAD_RETRY_S",
+    "MODEL_DOWNLOAD_TIMEOUT_S",
     "QUOTA_RETRY_AFTER_S",
     "REMOVE_STAGE_TIMEOUT_S",
     "REMOVE_URL_TIMEOUT_S",
@@ -127,3 +129,8 @@ idle timeouts (commonly 30-60 s) keep it open while nothing changes."""
 EVENTS_SEND_TIMEOUT_S = 30.0
 """A live progress stream whose client takes no bytes for this long is closed (its slot of
 MAX_EVENT_STREAMS freed): a stalled reader cannot hold one for ever."""
+MODEL_DOWNLOAD_TIMEOUT_S = 30.0
+"""A model download waits this long to connect, and for each next byte: a stalled mirror is
+dropped and the download resumed (HTTP Range) instead of hanging a worker for ever."""
+MODEL_DOWNLOAD_RETRY_S = 1.0
+"""First pause before a cut model download is resumed; doubles with every failure, up to 8×."""

@@ -16,6 +16,8 @@ BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
 _WHY = {
     400: "bad request: the detail says what is wrong",
     401: "missing or wrong API key",
+    403: "forbidden: this needs the ADMIN_KEY, or it is switched off on this server "
+         "(GET /api/remove?url= without REMOVE_URL_FETCH)",
     404: "no such job, upload or file",
     408: "the body stalled or came slower than MIN_UPLOAD_RATE; a tus PATCH keeps what arrived",
     409: "conflict with the job's or upload's state",
@@ -24,10 +26,9 @@ _WHY = {
     413: "too large",
     415: "unsupported media type",
     429: "quota reached: too many jobs (or open uploads) for this key",
-    403: "switched off on this server (GET /api/remove?url= without REMOVE_URL_FETCH)",
     422: "a parameter is missing, wrong, or asks for what mattepipe cannot do",
-    502: "the matting stage failed",
     503: "every worker busy and the sync lane full, or none up: see Retry-After",
+    502: "a stage behind the gateway did not answer (for /api/remove: the matting stage failed)",
     460: "checksum mismatch: the chunk was damaged on the way; send it again",
     507: "not enough disk space",
 }

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.deps import (
@@ -26,22 +26,26 @@ from gateway.api.deps import (
 from gateway.api.docs import errors
 from gateway.db import repo
 from gateway.db.tables import Task
+from gateway.pipeline.model_reload import reload_models
 from gateway.results.summary import summarize
 from gateway.state import DETAIL_CACHE_MAX_JOBS, GatewayState
-from shared.catalogue import list_models
+from shared.errors import StageFailure
 from shared.responses import (
     JobList,
     JobStages,
     JobStatus,
     JobSummary,
     ModelList,
+    ModelReloadReport,
     TaskComparison,
     TaskMatting,
     TaskPage,
     TaskView,
 )
+from shared.schemas import ModelReload
 from shared.states import FINAL_JOB_STATES, JobState, TaskState
 from shared.timing import STATUS_DETAIL_TTL_S
+from shared.zoo import all_models, load_zoo
 
 __all__ = ["read_status", "router", "task_view"]
 
@@ -195,7 +199,22 @@ async def cancel_job(job_id: str, gw: GW, caller: CallerDep) -> JobSummary:
 
 @router.get("/models", response_model=ModelList)
 async def models(settings: SettingsDep) -> ModelList:
-    """The engines a job may name in `model=`: built-ins and model files in MODELS_DIR."""
-    found = await asyncio.to_thread(list_models, settings.models_dir)
+    """The engines a job may name in `model=`: built-ins, model files in MODELS_DIR, and the
+    zoo models a worker downloads on first use (`present: false`)."""
+    found = await asyncio.to_thread(
+        all_models, settings.models_dir, load_zoo(settings.model_catalogue))
     return ModelList(default=settings.default_model, models=found)
 
+
+@router.post("/models/reload", response_model=ModelReloadReport, responses=errors(403, 502))
+async def models_reload(settings: SettingsDep, caller: CallerDep,
+                        body: ModelReload | None = None) -> ModelReloadReport:
+    """ADMIN_KEY only: every matting worker loads the named models (default: every one it has
+    loaded) again from their files, now; a file that no longer loads is listed per worker.
+    (A changed file is also picked up by itself on its next use.)"""
+    if not caller.is_admin:
+        raise HTTPException(403, detail="reloading models needs the ADMIN_KEY")
+    try:
+        return await reload_models(settings, body.models if body is not None else None)
+    except StageFailure as exc:
+        raise HTTPException(502, detail=str(exc)) from None

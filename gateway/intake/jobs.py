@@ -10,12 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.db import repo
 from gateway.errors import BadRequest
 from gateway.pipeline.callbacks import check_callback_url
-from shared.catalogue import model_names
 from shared.finishing import OutputOptions
 from shared.formats import OUTPUT_MODES, OutputMode
 from shared.responses import JobLinks
 from shared.settings import Settings
 from shared.states import JobState
+from shared.zoo import all_models, load_zoo
 
 __all__ = ["OUTPUTS", "OUTPUT_OPTION_KEYS", "OptionValue", "job_links", "new_job",
            "validate_job_options", "validate_output_options"]
@@ -34,7 +34,7 @@ def validate_job_options(
     known, none twice; the first keeps docs/DESIGN.md's output names ("Public API"), the others get
     `<x>.<model>.png` (`shared.storage.model_output_rel`)."""
     names = [m.strip() for m in (model or settings.default_model).split(",")]
-    known = model_names(settings.models_dir)
+    known = [m.name for m in all_models(settings.models_dir, load_zoo(settings.model_catalogue))]
     for name in names:
         if name not in known:
             raise BadRequest(f"unknown model {name!r}; available: {', '.join(known)}")

@@ -612,7 +612,7 @@ import { PAGE, card, num, pageOf, parseSort, sortIndices } from "./gallery.js";
   async function loadModels() {
     try {
       const data = await api("/models"), sel = $("model");
-      sel.replaceChildren(...data.models.map((m) => new Option(m.name + (m.kind && m.kind !== "builtin" ? " (" + m.kind + ")" : ""), m.name)));
+      sel.replaceChildren(...data.models.map((m) => new Option(m.name + (m.kind && m.kind !== "builtin" ? " (" + m.kind + (m.present === false ? ", not downloaded yet" : "") + ")" : ""), m.name)));
       sel.value = data.default;
     } catch (err) { sayError(err); }
   }

@@ -256,6 +256,53 @@ def matte(in_dir: Annotated[Path, typer.Argument(help="folder of images (searche
                                finishing))
 
 
+models_app = typer.Typer(name="models", no_args_is_help=True,
+                         help="The model zoo in MODELS_DIR: list, pull (download), verify.")
+app.add_typer(models_app)
+ModelsDir = Annotated[Path | None, typer.Option(
+    "--models-dir", help="where models live (default: MODELS_DIR)", show_default=False)]
+
+
+def _zoo_settings(models_dir: Path | None) -> tuple[Path, Any]:
+    from shared.model_fetch import ZooSource
+
+    s = settings_with(models_dir=models_dir)
+    return s.models_dir, ZooSource.from_settings(s)
+
+
+@models_app.command("list")
+def models_list(models_dir: ModelsDir = None,
+                as_json: Annotated[bool, typer.Option("--json", help="one JSON list")] = False
+                ) -> None:
+    """Every model a job may name: built-ins, files in MODELS_DIR, and the zoo (`pull`)."""
+    from mattepipe.cli.models import list_cmd
+
+    raise typer.Exit(list_cmd(*_zoo_settings(models_dir), as_json))
+
+
+@models_app.command("pull")
+def models_pull(names: Annotated[list[str], typer.Argument(help="zoo model names")],
+                models_dir: ModelsDir = None,
+                force: Annotated[bool, typer.Option(
+                    "--force", help="download again even if the file is there")] = False
+                ) -> None:
+    """Download zoo models into MODELS_DIR, checked against their published hashes;
+    interrupted, the same command resumes."""
+    from mattepipe.cli.models import pull_cmd
+
+    raise typer.Exit(pull_cmd(names, *_zoo_settings(models_dir), force))
+
+
+@models_app.command("verify")
+def models_verify(names: Annotated[list[str] | None, typer.Argument(
+                      help="zoo model names (default: every one in MODELS_DIR)")] = None,
+                  models_dir: ModelsDir = None) -> None:
+    """Check zoo model files against their published hashes; exit 3 if one is corrupt."""
+    from mattepipe.cli.models import verify_cmd
+
+    raise typer.Exit(verify_cmd(names or [], *_zoo_settings(models_dir)))
+
+
 def main() -> None:
     app()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,14 @@ class Engine(ABC):
 
     def load(self) -> None:  # noqa: B027 — optional hook
         """Heavy one-time set-up (weights, sessions). Called once before the first predict."""
+
+    def unload(self) -> None:  # noqa: B027 — optional hook
+        """Drop the heavy objects `load` made, so their (GPU) memory can be freed; the worker
+        calls it when it evicts the engine, and never uses the engine afterwards."""
+
+    def watched_files(self) -> tuple[Path, ...]:
+        """The files whose change means this engine must be loaded again (none: built-in)."""
+        return ()
 
     @abstractmethod
     def predict(self, images: Sequence[RGBImage]) -> list[Matte]:

@@ -141,6 +141,22 @@ class LearnedEngine(Engine):
                     self.max_batch_size = min(self.max_batch_size, FIXED_BATCH_IMAGES)
                 self._loaded = True
 
+    _RUNTIME_ATTRS = ("session", "_ov_request", "model", "interpreter")
+    """Where the runtimes keep what `_load` opened (onnxruntime, OpenVINO, torch, LiteRT)."""
+
+    def unload(self) -> None:
+        """Drop the runtime's objects; the last reference to an onnxruntime session or a torch
+        module going is what frees its memory (the worker then empties torch's CUDA cache)."""
+        with self._lock:
+            for attr in self._RUNTIME_ATTRS:
+                if getattr(self, attr, None) is not None:
+                    setattr(self, attr, None)
+            self._loaded = False
+
+    def watched_files(self) -> tuple[Path, ...]:
+        """The model file and its `<stem>.json` override."""
+        return (self.path, self.path.with_suffix(".json"))
+
     def info(self) -> dict[str, object]:
         return {
             **super().info(),

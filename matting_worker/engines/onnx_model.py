@@ -50,6 +50,12 @@ class OnnxEngine(LearnedEngine):
         self._extra: dict[str, Any] = {}
         self._output = ""
 
+    @property
+    def handle(self) -> Any:
+        """What the runtime opened: the onnxruntime session or OpenVINO's infer request;
+        None before loading and after `unload`."""
+        return self.session if self.session is not None else self._ov_request
+
     def _load(self) -> None:
         import onnxruntime as ort
 

@@ -16,11 +16,13 @@ from matting_worker.engines.identity import IdentityEngine
 from matting_worker.engines.presets import resolve_preset
 from shared.catalogue import BUILTIN_NAMES, MODEL_SUFFIXES, ModelInfo, list_models
 from shared.errors import ConfigError
+from shared.model_fetch import ZooSource, fetch_model
 
 __all__ = [
     "BUILTIN_ENGINES",
     "MODEL_SUFFIXES",
     "ModelInfo",
+    "ModelNotDownloaded",
     "UnknownModel",
     "create_engine",
     "find_model",
@@ -53,6 +55,26 @@ class UnknownModel(ConfigError, KeyError):
         return str(self.args[0])
 
 
+class ModelNotDownloaded(UnknownModel):
+    """A zoo model whose file is not in MODELS_DIR, and this process may not download it."""
+
+
+def _from_zoo(name: str, models_dir: Path | None, zoo: ZooSource, missing: UnknownModel
+              ) -> None:
+    """Download a zoo model named `name` into MODELS_DIR, or say how to get it; re-raises
+    `missing` for a name the zoo does not know either."""
+    model = zoo.zoo.get(name)
+    if model is None:
+        raise missing
+    if not zoo.download or models_dir is None:
+        raise ModelNotDownloaded(
+            f"model {name!r} is not downloaded: run `mattepipe models pull {name}` on the "
+            "workers' MODELS_DIR, or set MODEL_DOWNLOAD=1 to fetch it on first use",
+            missing.available,
+        ) from None
+    fetch_model(model, models_dir, zoo.base_url)
+
+
 def find_model(name: str, models_dir: Path | None) -> ModelInfo:
     models = list_models(models_dir)
     for info in models:
@@ -62,12 +84,20 @@ def find_model(name: str, models_dir: Path | None) -> ModelInfo:
     raise UnknownModel(f"unknown model {name!r}; available: {', '.join(names)}", names)
 
 
-def create_engine(name: str, models_dir: Path | None) -> Engine:
+def create_engine(name: str, models_dir: Path | None, zoo: ZooSource | None = None) -> Engine:
     """A new, not yet loaded engine; UnknownModel (a KeyError) when there is no such name.
 
+    With `zoo`, a zoo model missing from MODELS_DIR is downloaded first (ModelDownloadError
+    when that fails) or, downloads being off, ModelNotDownloaded says how to get it.
     A broken `<stem>.json` raises PresetError (a ValueError) naming the file and field.
     """
-    info = find_model(name, models_dir)
+    try:
+        info = find_model(name, models_dir)
+    except UnknownModel as missing:
+        if zoo is None:
+            raise
+        _from_zoo(name, models_dir, zoo, missing)
+        info = find_model(name, models_dir)
     if info.kind == "builtin":
         return BUILTIN_ENGINES[name]()
     assert models_dir is not None  # a model file was found in it

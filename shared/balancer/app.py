@@ -32,6 +32,7 @@ from shared.resources import resource_loop
 from shared.schemas import (
     ForwardedRequest,
     Heartbeat,
+    ModelReload,
     StageBatch,
     StageBatchAnswer,
     StageError,
@@ -224,6 +225,25 @@ class _Balancer:
             return JSONResponse(payload, status_code=r.status_code)
         return _error(502, f"{self.config.service}: gave up after {len(tried)} worker(s): {last}")
 
+    async def to_every_worker(self, method: str, path: str,
+                              body: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """`method path` on every known worker at once: per worker its URL, id and HTTP status
+        with its answer, or the error that kept it from answering (status 0)."""
+        client = self.client
+        assert client is not None
+
+        async def one(w: WorkerState) -> dict[str, Any]:
+            out: dict[str, Any] = {"url": w.url, "worker_id": w.worker_id}
+            try:
+                r = await client.request(method, w.url + path, json=body, headers=self.headers)
+                out["status"] = r.status_code
+                out["answer"] = r.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                out["status"], out["error"] = 0, f"{type(exc).__name__}: {exc}"
+            return out
+
+        return list(await asyncio.gather(*(one(w) for w in list(self.pool.workers.values()))))
+
     def _lost(self, w: WorkerState, detail: str) -> None:
         w.failures += 1
         self.pool.set_health(w, False, detail)
@@ -284,6 +304,19 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
             raise HTTPException(409, str(exc)) from None
         b._gauges()
         return {"status": "ok", "url": w.url, "source": w.source}
+
+    @app.get("/models")
+    async def models() -> dict[str, Any]:
+        """Every worker's loaded engines (`GET /models` of each)."""
+        return {"service": config.service, "workers": await b.to_every_worker("GET", "/models")}
+
+    @app.post("/models/reload")
+    async def reload_models(body: ModelReload | None = None) -> dict[str, Any]:
+        """Every worker loads the named engines (default: all it has loaded) again from their
+        files; the answer lists each worker's outcome."""
+        payload = (body or ModelReload()).model_dump()
+        return {"service": config.service,
+                "workers": await b.to_every_worker("POST", "/models/reload", payload)}
 
     @app.get("/workers")
     async def workers() -> list[dict[str, Any]]:

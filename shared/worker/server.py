@@ -33,6 +33,7 @@ from shared.schemas import (
     ForwardedRequest,
     HealthInfo,
     Heartbeat,
+    ModelReload,
     StageAnswer,
     StageBatch,
     StageBatchAnswer,
@@ -50,6 +51,7 @@ from shared.worker.batching import Batched, Batcher
 from shared.worker.fallback import Failed, run_isolated
 from shared.worker.stage import (
     BadInput,
+    HoldsModels,
     StageOutput,
     WorkerStage,
     classify_error,
@@ -345,5 +347,23 @@ def create_worker_app(
     @app.get("/info")
     async def info() -> dict[str, Any]:
         return w.info()
+
+    @app.get("/models")
+    async def models() -> dict[str, Any]:
+        """The engines loaded now, least recently used first, and MAX_LOADED_MODELS."""
+        base = {"service": stage.name, "worker_id": worker_id}
+        if not isinstance(stage, HoldsModels):
+            return {**base, "max_loaded": 0, "loaded": []}
+        return {**base, **await asyncio.to_thread(stage.models)}
+
+    @app.post("/models/reload")
+    async def reload_models(body: ModelReload | None = None) -> dict[str, Any]:
+        """Load the named engines (default: every loaded one) again from their files, now;
+        a file that no longer loads is listed under `failed`."""
+        base = {"service": stage.name, "worker_id": worker_id}
+        if not isinstance(stage, HoldsModels) or w.status != "ok":
+            return {**base, "reloaded": [], "failed": {}, "not_loaded": []}
+        names = body.models if body is not None else None
+        return {**base, **await asyncio.to_thread(stage.reload_models, names)}
 
     return app

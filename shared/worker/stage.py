@@ -12,7 +12,7 @@ import errno
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from shared.errors import EngineError, InputRejected, StageFailure
 from shared.schemas import StageRequest
@@ -22,6 +22,7 @@ from shared.storage import Storage
 __all__ = [
     "BadInput",
     "BatchPolicy",
+    "HoldsModels",
     "StageFailure",
     "StageOutput",
     "WorkerStage",
@@ -99,6 +100,18 @@ class WorkerStage(Protocol[Params, Item, Out]):
         self, req: StageRequest[Params], item: Item, out: Out, storage: Storage
     ) -> StageOutput:
         """Encode and write the outputs atomically."""
+
+
+@runtime_checkable
+class HoldsModels(Protocol):
+    """A stage whose engines come from model files (matting): the worker's `GET /models` and
+    `POST /models/reload` reach it; a stage without (comparison) answers with nothing loaded."""
+
+    def models(self) -> dict[str, Any]:
+        """What is loaded now (`matting_worker.engines.pool.EnginePool.status`)."""
+
+    def reload_models(self, names: list[str] | None) -> dict[str, Any]:
+        """Load `names` (None: every loaded engine) again from their files."""
 
 
 def classify_error(exc: BaseException, storage: Storage | None = None) -> tuple[int, bool, str]:

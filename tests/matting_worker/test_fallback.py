@@ -19,6 +19,7 @@ from PIL import Image
 
 from matting_worker.engines.base import Engine, Matte, RGBImage
 from matting_worker.engines.classical import ClassicalEngine
+from matting_worker.engines.pool import EnginePool
 from matting_worker.stage import MattingStage
 from shared.settings import Settings
 from tests.matting_worker.tiny_models import TinyNet, export_onnx
@@ -93,9 +94,10 @@ class Broken(Engine):
 def test_failing_fallback_keeps_the_first_answer(tmp_path: Path) -> None:
     stage = MattingStage(Settings(_env_file=None, data_dir=tmp_path,  # type: ignore[call-arg]
                                   fallback_model="broken", fallback_below=BELOW))
-    stage.engines = {"classical": ClassicalEngine(), "broken": Broken()}
+    made: dict[str, Engine] = {"classical": ClassicalEngine(), "broken": Broken()}
+    stage.pool = EnginePool(made.__getitem__, stage.settings.max_loaded_models)
     photo = np.asarray(Image.open(SAMPLE).convert("RGB").resize((160, 120)), np.uint8)
-    engine = stage.engines["classical"]
+    engine = stage.engine("classical")
     first = engine.predict([photo])
     out = stage._with_fallback(engine, [photo], first)
     assert out[0].alpha is first[0].alpha

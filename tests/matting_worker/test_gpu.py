@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from matting_worker.engines import device
 from matting_worker.engines.registry import create_engine
@@ -96,3 +97,35 @@ def test_real_out_of_memory_halves_the_batch(
     assert 1 <= engine.max_batch_size < 8
     one = engine.predict(images[:1])[0]
     np.testing.assert_allclose(mattes[0].alpha, one.alpha, atol=1e-3)
+
+
+class _Heavy(nn.Module):
+    """TinyNet's answer plus 64 Mi unused floats: a model whose memory is easy to see."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TinyNet()
+        self.ballast = nn.Parameter(torch.zeros(64 * 1024 * 1024))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) + 0.0 * self.ballast[0]
+
+
+def test_an_evicted_engine_gives_its_gpu_memory_back(tmp_path: Path) -> None:
+    """MAX_LOADED_MODELS=1: loading the second model unloads the first, and the CUDA memory
+    torch held for it (allocated and cached) goes back."""
+    from matting_worker.engines.pool import EnginePool
+
+    for name in ("a", "b"):
+        save_script(_Heavy(), tmp_path / f"{name}.pt")
+    torch.cuda.empty_cache()
+    base, reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+    pool = EnginePool(lambda n: create_engine(n, tmp_path), 1)
+    pool.engine("a")
+    one = torch.cuda.memory_allocated() - base
+    assert one >= 100 * 1024**2  # the ballast is on the card (fp32 256 MB, or fp16 128 MB)
+    pool.engine("b")
+    assert list(pool.loaded()) == ["b"]
+    assert torch.cuda.memory_allocated() - base <= one + 16 * 1024**2  # a's memory went
+    # and torch's cache gave a's blocks back to the driver (not kept for reuse)
+    assert torch.cuda.memory_reserved() - reserved <= one + 64 * 1024**2
