@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SECTIONS = ["quality", "pipeline", "upload_memory", "status_load", "report_memory"]
+SECTIONS = ["quality", "pipeline", "upload_memory", "upload_speed", "status_load", "report_memory"]
 
 HEADER = """# Benchmarks
 

@@ -18,7 +18,14 @@ from starlette.types import ASGIApp
 from shared.settings import Settings, get_settings
 from shared.timing import GRACEFUL_SHUTDOWN_S, KEEP_ALIVE_S
 
-__all__ = ["serve", "server_config"]
+__all__ = ["HTTP_PARSER", "serve", "server_config"]
+
+HTTP_PARSER = "httptools"
+"""uvicorn's HTTP/1.1 implementation for every service. httptools (llhttp, in C) hands a body
+over as it comes off the socket; h11, uvicorn's pure-Python fallback, copies every body chunk
+through its own receive buffer, which alone held `POST /upload` well below a 10 Gbit/s
+link (BENCHMARKS.md, "Upload speed"). Named rather than left to uvicorn's "auto", so a
+missing httptools is an error at start-up, not a silent fall back to the slow path."""
 
 
 def server_config(app: ASGIApp, host: str, port: int, settings: Settings) -> uvicorn.Config:
@@ -34,6 +41,7 @@ def server_config(app: ASGIApp, host: str, port: int, settings: Settings) -> uvi
         limit_concurrency=settings.max_connections,
         backlog=settings.max_connections,
         lifespan="on",
+        http=HTTP_PARSER,
     )
 
 
