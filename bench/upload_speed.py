@@ -115,11 +115,12 @@ class _Gateway:
     """`python -m gateway` from `tree` on a fresh DATA_DIR; uploads it takes are dropped
     again (DELETE) so a round leaves no GiB behind."""
 
-    def __init__(self, tree: Path, data: Path) -> None:
+    def __init__(self, tree: Path, data: Path, shim: Path | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data = data
-        env = {**os.environ, "PYTHONPATH": str(tree), "DATA_DIR": str(data),
+        path = f"{shim}{os.pathsep}{tree}" if shim else str(tree)
+        env = {**os.environ, "PYTHONPATH": path, "DATA_DIR": str(data),
                "GATEWAY_PORT": str(self.port), "MAX_CONCURRENT_JOBS": "0",
                "LOG_LEVEL": "WARNING"}  # fmt: skip
         self.proc = subprocess.Popen(
@@ -231,7 +232,15 @@ def run() -> str:
                     time.sleep(0.1)
             gateways.append(("this tree", _Gateway(ROOT, tmp / "gw")))
             if compare:
-                gateways.append((f"`{compare}`", _Gateway(Path(compare), tmp / "gw-compare")))
+                # The other tree's dependencies do not name httptools: its gateway runs as a
+                # fresh install of it would, on uvicorn's h11 fallback, even though this venv
+                # has httptools (a sitecustomize that hides it).
+                shim = tmp / "no-httptools"
+                shim.mkdir()
+                hide = "import sys\nsys.modules['httptools'] = None\n"
+                (shim / "sitecustomize.py").write_text(hide)
+                gateways.append((f"`{compare}`",
+                                 _Gateway(Path(compare), tmp / "gw-compare", shim)))
             targets = [_Target("raw socket → file (baseline)",
                                lambda: _sink_upload(sink_url, src, size), sink_proc.pid)]
             for label, gw in gateways:

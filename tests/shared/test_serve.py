@@ -81,3 +81,12 @@ def test_connections_beyond_max_connections_get_503(tmp_path: Path) -> None:
         finally:
             first.close()
         wait_for(lambda: get(url) == 200, 10, "room again once the idle sockets went")
+
+
+def test_every_service_parses_http_with_httptools() -> None:
+    """The C parser, named: uploads run at the wire's speed only on it, and a machine without
+    it fails at start-up instead of falling back to h11 unnoticed."""
+    config = server_config(Starlette(), "127.0.0.1", 0, Settings())
+    config.load()
+    assert config.http == "httptools"
+    assert config.http_protocol_class.__name__ == "HttpToolsProtocol"
