@@ -14,18 +14,40 @@ import logging
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.settings import Settings, get_settings
 from shared.timing import GRACEFUL_SHUTDOWN_S, KEEP_ALIVE_S
 
-__all__ = ["HTTP_PARSER", "serve", "server_config"]
+__all__ = ["HttpProtocol", "serve", "server_config"]
 
-HTTP_PARSER = "httptools"
-"""uvicorn's HTTP/1.1 implementation for every service. httptools (llhttp, in C) hands a body
-over as it comes off the socket; h11, uvicorn's pure-Python fallback, copies every body chunk
-through its own receive buffer, which alone held `POST /upload` well below a 10 Gbit/s
-link (BENCHMARKS.md, "Upload speed"). Named rather than left to uvicorn's "auto", so a
-missing httptools is an error at start-up, not a silent fall back to the slow path."""
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol on httptools, less two copies of every request body byte.
+
+    Every service runs on it, named rather than left to uvicorn's "auto": a missing httptools
+    is an error at start-up, not a silent fall back to h11, uvicorn's pure-Python parser, which
+    copies each body chunk through its own buffers and alone held `POST /upload` well below a
+    10 Gbit/s link (BENCHMARKS.md, "Upload speed"). uvicorn's httptools protocol then still
+    appends each body piece to a bytearray and hands the app `bytes()` of it: two more copies.
+    Here a piece that arrives while the app has taken everything before it is handed over as
+    the very bytes object httptools made (`bytes()` of a bytes is the object itself); pieces
+    that pile up before the app reads are joined as uvicorn joins them, and flow control
+    (pausing the socket past HIGH_WATER_LIMIT unread bytes) is uvicorn's, unchanged."""
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if (cycle.body or cycle.response_complete
+                or (self.parser.should_upgrade() and self._should_upgrade())):
+            if isinstance(cycle.body, bytes):  # a piece handed over whole: join as uvicorn does
+                cycle.body = bytearray(cycle.body)
+            super().on_body(body)
+            return
+        cycle.body = body  # type: ignore[assignment]  # read once by receive(), never mutated
+        if len(body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
 
 def server_config(app: ASGIApp, host: str, port: int, settings: Settings) -> uvicorn.Config:
@@ -41,7 +63,7 @@ def server_config(app: ASGIApp, host: str, port: int, settings: Settings) -> uvi
         limit_concurrency=settings.max_connections,
         backlog=settings.max_connections,
         lifespan="on",
-        http=HTTP_PARSER,
+        http=HttpProtocol,
     )
 
 
