@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -128,3 +129,44 @@ def test_request_bodies_arrive_intact_without_copies(tmp_path: Path, pause: floa
             assert got["sha256"] == hashlib.sha256(body).hexdigest()
             assert got["size"] == len(body)
             assert got["whole"] == got["pieces"]  # every piece a bytes object, as ASGI says
+
+
+def test_one_read_buffer_serves_split_and_pipelined_requests(tmp_path: Path) -> None:
+    """The protocol reads every connection into one reused buffer: requests whose headers and
+    bodies arrive a few bytes at a time on two interleaved connections, and two requests
+    pipelined in one write, each get exactly their own bytes."""
+    app = Starlette(routes=[Route("/d", digest, methods=["POST"])])
+    bodies = [os.urandom(5000), os.urandom(7000)]
+
+    def request(body: bytes) -> bytes:
+        return (b"POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+
+    def answers(sock: socket.socket, n: int) -> list[dict[str, object]]:
+        got, out = b"", []
+        sock.settimeout(30)
+        while len(out) < n:
+            got += sock.recv(65536)
+            while b"\r\n\r\n" in got:
+                head, rest = got.split(b"\r\n\r\n", 1)
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                if len(rest) < length:
+                    break
+                out.append(json.loads(rest[:length]))
+                got = rest[length:]
+        return out
+
+    with running(Settings(data_dir=tmp_path), app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        a, b = (socket.create_connection(("127.0.0.1", port)) for _ in range(2))
+        with a, b:
+            ra, rb = request(bodies[0]), request(bodies[1])
+            for i in range(0, max(len(ra), len(rb)), 997):
+                a.sendall(ra[i : i + 997])
+                b.sendall(rb[i : i + 997])
+            for sock, body in ((a, bodies[0]), (b, bodies[1])):
+                (got,) = answers(sock, 1)
+                assert got["sha256"] == hashlib.sha256(body).hexdigest()
+            a.sendall(request(bodies[1]) + request(bodies[0]))
+            first, second = answers(a, 2)
+            assert first["sha256"] == hashlib.sha256(bodies[1]).hexdigest()
+            assert second["sha256"] == hashlib.sha256(bodies[0]).hexdigest()
