@@ -279,7 +279,15 @@ def run() -> str:
         runs = ", ".join(f"{x:.2f}" for x in target.times)
         lines.append(f"| {target.name} | {best:.2f} | {size / MIB / best:.0f} "
                      f"| {base / best:.2f} | {runs} | {target.peak_mib:.0f} |")
-    lines.append("")
+    lines += [
+        "",
+        "Peak RSS is the server process's (the gateway's whole import set, DB and scheduler "
+        "included; the sink is this module's process). A load average above the core count "
+        "means neighbours took CPU during the run: every time is then longer and the ratios "
+        "noisier; compare rows of one run only. What the gateway does to go at the wire's "
+        "speed: README, \"Decisions\", \"Upload speed\".",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -74,10 +74,16 @@ class Spool:
         return self.gathered >= self.batch
 
     def _write(self, chunks: list[bytes | memoryview]) -> int:
-        if self.digest is not None:
-            for c in chunks:
-                self.digest.update(c)
-        n = write_all(self.fd, chunks)
+        try:
+            if self.digest is not None:
+                for c in chunks:
+                    self.digest.update(c)
+            n = write_all(self.fd, chunks)
+        finally:
+            # Let go of the batch here, in the worker thread: the executor keeps its work item
+            # (and so this list) until the thread next holds the GIL, which on a busy event
+            # loop can be several batches later.
+            chunks.clear()
         if self.check is not None:
             self.check(n)
         return n
