@@ -251,9 +251,11 @@ def run() -> str:
                             partial(gw.upload_multipart, src), gw.proc.pid),
                     _Target(f"{label}: tus PATCH", partial(gw.tus_patch, src), gw.proc.pid),
                 ]  # fmt: skip
-            for _ in range(rounds):
+            for i in range(rounds):
                 for target in targets:
                     _timed(target, src)
+                    print(f"round {i + 1}: {target.name}: {target.times[-1]:.2f} s, "
+                          f"load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
         finally:
             for _, gw in gateways:
                 gw.close()
