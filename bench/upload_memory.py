@@ -68,14 +68,15 @@ def _rss_kib(pid: int, field: str = "VmRSS") -> int:
 
 
 class _Sampler(threading.Thread):
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
         super().__init__(daemon=True)
         self.pid, self.peak, self.stop = pid, 0, threading.Event()
+        self.interval = interval
 
     def run(self) -> None:
         while not self.stop.is_set():
             self.peak = max(self.peak, _rss_kib(self.pid))
-            self.stop.wait(0.1)
+            self.stop.wait(self.interval)
 
 
 def _raw_body(total: int) -> Iterator[bytes]:

@@ -10,15 +10,68 @@ memory without limit (docs/guarantees.md, "Threat model", "Slow clients and disk
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.settings import Settings, get_settings
 from shared.timing import GRACEFUL_SHUTDOWN_S, KEEP_ALIVE_S
 
-__all__ = ["serve", "server_config"]
+__all__ = ["HttpProtocol", "serve", "server_config"]
+
+
+READ_BYTES = 1 << 20
+"""Bytes one socket read may take (asyncio's own transports read at most 256 KiB): a 1 GiB
+body in ~1000 reads rather than ~4000, each with its Python work (parse, wake the app)."""
+_reads = threading.local()
+"""One read buffer per event-loop thread (see `HttpProtocol.get_buffer`)."""
+
+
+class HttpProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
+    """uvicorn's HTTP/1.1 protocol on httptools, less three copies of every request body byte.
+
+    Every service runs on it, named rather than left to uvicorn's "auto": a missing httptools
+    is an error at start-up, not a silent fall back to h11, uvicorn's pure-Python parser, which
+    copies each body chunk through its own buffers and alone held `POST /upload` well below a
+    10 Gbit/s link (BENCHMARKS.md, "Upload speed"). uvicorn's httptools protocol then still
+    appends each body piece to a bytearray and hands the app `bytes()` of it: two more copies.
+    Here a piece that arrives while the app has taken everything before it is handed over as
+    the very bytes object httptools made (`bytes()` of a bytes is the object itself); pieces
+    that pile up before the app reads are joined as uvicorn joins them, and flow control
+    (pausing the socket past HIGH_WATER_LIMIT unread bytes) is uvicorn's, unchanged.
+
+    And it reads the socket as a `BufferedProtocol`: `recv_into` one READ_BYTES buffer, reused
+    for every read of every connection its event loop serves, instead of a fresh bytes object
+    per read. httptools copies what it hands on (URL, headers, each body piece) before
+    `buffer_updated` returns and keeps no reference to the buffer, so the next read may
+    overwrite it; one buffer per thread keeps two servers in one process (tests) apart."""
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        view: memoryview | None = getattr(_reads, "view", None)
+        if view is None:
+            view = _reads.view = memoryview(bytearray(READ_BYTES))
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_reads.view[:nbytes])  # type: ignore[arg-type]  # httptools takes any buffer
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if (cycle.body or cycle.response_complete
+                or (self.parser.should_upgrade() and self._should_upgrade())):
+            if isinstance(cycle.body, bytes):  # a piece handed over whole: join as uvicorn does
+                cycle.body = bytearray(cycle.body)
+            super().on_body(body)
+            return
+        cycle.body = body  # type: ignore[assignment]  # read once by receive(), never mutated
+        if len(body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
 
 def server_config(app: ASGIApp, host: str, port: int, settings: Settings) -> uvicorn.Config:
@@ -34,6 +87,7 @@ def server_config(app: ASGIApp, host: str, port: int, settings: Settings) -> uvi
         limit_concurrency=settings.max_connections,
         backlog=settings.max_connections,
         lifespan="on",
+        http=HttpProtocol,
     )
 
 

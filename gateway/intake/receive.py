@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import errno
 import shutil
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -30,15 +30,18 @@ from gateway.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from gateway.intake.spool import WRITE_BYTES, Spool
 from shared.errors import MattepipeError
 from shared.formats import IMAGE_TYPES, VIDEO_TYPES
 
 __all__ = ["Received", "check_free_space", "receive_upload", "upload_extension"]
 
-FLUSH_BYTES = 4 << 20
-"""Body bytes gathered before one write in a worker thread."""
 DISK_CHECK_BYTES = 64 << 20
 """Bytes written between two free-space checks (a statvfs per buffer would cost more)."""
+MAX_PART_HEADERS_BYTES = 16 << 10
+"""Most bytes of header names and values one form part may carry: a part's headers are held
+in memory until its body starts, so a client streaming an endless header gets a 400 here
+instead of growing the gateway (python-multipart's own per-line limit depends on its version)."""
 MULTIPART_SLACK = 1 << 20
 """Room for boundaries and other form fields when comparing Content-Length with the limit."""
 
@@ -98,14 +101,8 @@ class _InsufficientStorage(MattepipeError):
     pass
 
 
-def _write(f: BinaryIO, data: bytes | bytearray, check: Path | None, min_free: int) -> None:
-    f.write(data)
-    if check is not None and shutil.disk_usage(check).free < min_free:
-        raise _InsufficientStorage
-
-
 class _Sink:
-    """The file being written: buffers, one write in flight, limits, cleanup."""
+    """The file being written: a `Spool` (no copies, one write in flight), limits, cleanup."""
 
     def __init__(self, dest_dir: Path, max_size: int, min_free: int) -> None:
         self.dest_dir = dest_dir
@@ -114,48 +111,52 @@ class _Sink:
         self.filename: str | None = None
         self.path: Path | None = None
         self.file: BinaryIO | None = None
-        self.buf = bytearray()
+        self.spool: Spool | None = None
+        self.pre: list[bytes | memoryview] = []
+        """Chunks that arrived before the file was opened (the first batch)."""
         self.size = 0
         self.unchecked = 0
-        self.pending: asyncio.Future[None] | None = None
+        self.full = False
+        """A batch has gathered: the caller should `flush`."""
 
     def start(self, filename: str) -> None:
         self.filename = filename
         self.path = self.dest_dir / f"upload.{upload_extension(filename)}"
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         if self.size > self.max_size:
             raise PayloadTooLarge(f"upload larger than the limit of {self.max_size} bytes")
-        self.buf += data
+        if self.spool is None:
+            self.pre.append(data)
+            self.full = self.size >= WRITE_BYTES
+        else:
+            self.full = self.spool.add(data)
 
-    async def flush(self, final: bool = False) -> None:
-        if len(self.buf) < FLUSH_BYTES and not (final and self.buf):
-            if final:
-                await self._settle()
-            return
-        assert self.path is not None
-        await self._settle()
-        if self.file is None:
-            self.file = await asyncio.to_thread(self.path.open, "wb")
-        data, self.buf = self.buf, bytearray()
-        self.unchecked += len(data)
-        check = None
-        if self.unchecked >= DISK_CHECK_BYTES or final:
-            check, self.unchecked = self.dest_dir, 0
-        self.pending = asyncio.ensure_future(
-            asyncio.to_thread(_write, self.file, data, check, self.min_free)
-        )
-        if final:
-            await self._settle()
+    def _check(self, written: int) -> None:
+        """In the writer thread: a statvfs every DISK_CHECK_BYTES, not per write."""
+        self.unchecked += written
+        if self.unchecked >= DISK_CHECK_BYTES:
+            self.unchecked = 0
+            if shutil.disk_usage(self.dest_dir).free < self.min_free:
+                raise _InsufficientStorage
 
-    async def _settle(self) -> None:
-        """Wait for the write in flight, turning a full disk into 507."""
-        pending, self.pending = self.pending, None
-        if pending is None:
-            return
+    async def flush(self) -> None:
+        """Start writing the gathered batch (opening the file first if need be)."""
+        self.full = False
+        if self.spool is None:
+            assert self.path is not None
+            self.file = await asyncio.to_thread(self.path.open, "wb", buffering=0)
+            self.spool = Spool(self.file.fileno(), self._check)
+            for chunk in self.pre:
+                self.spool.add(chunk)
+            self.pre = []
+        await self._guard(self.spool.flush())
+
+    async def _guard(self, step: Awaitable[None]) -> None:
+        """Run a spool step, turning a full disk into 507."""
         try:
-            await pending
+            await step
         except _InsufficientStorage:
             raise _insufficient(self.min_free) from None
         except OSError as exc:
@@ -164,15 +165,17 @@ class _Sink:
             raise
 
     async def close(self) -> None:
-        await self.flush(final=True)
-        if self.file is not None:
-            await asyncio.to_thread(self.file.close)
-            self.file = None
+        await self.flush()
+        assert self.spool is not None and self.file is not None
+        await self._guard(self.spool.drain())
+        if (await asyncio.to_thread(shutil.disk_usage, self.dest_dir)).free < self.min_free:
+            raise _insufficient(self.min_free)
+        await asyncio.to_thread(self.file.close)
+        self.file = None
 
     async def discard(self) -> None:
-        with contextlib.suppress(BaseException):
-            if self.pending is not None:
-                await asyncio.wait([self.pending])
+        if self.spool is not None:
+            await self.spool.abandon()
         if self.file is not None:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(self.file.close)
@@ -200,6 +203,7 @@ class _FormReader:
         self.headers: dict[str, str] = {}
         self.field = b""
         self.value = b""
+        self.header_bytes = 0
         self.in_file = False
         self.seen_file = False
         self.file_done = False
@@ -218,12 +222,20 @@ class _FormReader:
 
     def _part_begin(self) -> None:
         self.headers, self.field, self.value = {}, b"", b""
+        self.header_bytes = 0
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_room(end - start)
         self.field += data[start:end]
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_room(end - start)
         self.value += data[start:end]
+
+    def _header_room(self, more: int) -> None:
+        self.header_bytes += more
+        if self.header_bytes > MAX_PART_HEADERS_BYTES:
+            raise BadRequest(f"multipart part headers longer than {MAX_PART_HEADERS_BYTES} bytes")
 
     def _header_end(self) -> None:
         self.headers[self.field.decode("latin-1").lower()] = self.value.decode("utf-8", "replace")
@@ -246,7 +258,9 @@ class _FormReader:
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self.in_file:
-            self.sink.feed(data[start:end])
+            # A view, not a slice: bytes never change, so the view is as good as a copy.
+            part = memoryview(data)[start:end] if isinstance(data, bytes) else data[start:end]
+            self.sink.feed(part)
 
     def _part_end(self) -> None:
         if self.in_file:
@@ -310,7 +324,7 @@ async def receive_upload(
                 form.parser.write(chunk)
             elif chunk:
                 sink.feed(chunk)
-            if sink.path is not None:
+            if sink.full:
                 await sink.flush()
         if form is not None:
             form.parser.finalize()

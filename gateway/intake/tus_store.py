@@ -2,8 +2,9 @@
 
 The offset of an upload is the size of its file on disk, never a number kept beside it: after
 a crash or a cut connection whatever reached the disk is what the client resumes from, and no
-stored counter can disagree with the bytes. Appends run in worker threads, chunk by chunk as
-the body arrives, under a per-upload lock so two PATCHes never interleave.
+stored counter can disagree with the bytes. Appends run in worker threads, a batch at a time
+as the body arrives (`gateway.intake.spool`), under a per-upload lock so two PATCHes never
+interleave.
 """
 
 from __future__ import annotations
@@ -15,18 +16,20 @@ import contextlib
 import errno
 import hashlib
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
 from pathlib import Path
 from typing import BinaryIO
 
 from gateway.errors import ClientGone, GatewayError, UploadStalled, error_for_status
+from gateway.intake.spool import Spool
 from shared.errors import Busy
 
 __all__ = [
     "CHECKSUM_ALGORITHMS",
     "EXTENSIONS",
     "TUS_VERSION",
+    "TUS_WRITE_BYTES",
     "UploadBusy",
     "UploadLocks",
     "append_body",
@@ -38,10 +41,11 @@ __all__ = [
 ]
 
 TUS_VERSION = "1.0.0"
+TUS_WRITE_BYTES = 1 << 20
+"""A PATCH body's write batch: smaller than `POST /upload`'s, because what reached the disk is
+what a client resumes from, and a gateway that dies keeps everything but the last batch."""
 EXTENSIONS = "creation,termination,checksum,expiration"
 CHECKSUM_ALGORITHMS = "sha1"
-WRITE_BYTES = 1 << 20
-"""Body bytes gathered before one write in a worker thread."""
 
 
 def tus_error(code: int, detail: str, **headers: str) -> GatewayError:
@@ -137,10 +141,12 @@ def _open_append(path: Path) -> BinaryIO:
     return open(path, "r+b", buffering=0)  # closed by append_body
 
 
-def _write_at(f: BinaryIO, data: bytes, root: Path, min_free: int) -> None:
-    f.write(data)
-    if shutil.disk_usage(root).free < min_free:
-        raise OSError(errno.ENOSPC, "free space below MIN_FREE_DISK")
+def _free_space_check(root: Path, min_free: int) -> Callable[[int], None]:
+    def check(_written: int) -> None:
+        if shutil.disk_usage(root).free < min_free:
+            raise OSError(errno.ENOSPC, "free space below MIN_FREE_DISK")
+
+    return check
 
 
 async def append_body(
@@ -153,42 +159,35 @@ async def append_body(
 ) -> int:
     """Append a PATCH body at `offset` (the file's size) and return the new size.
 
+    The body goes through a `Spool` (`gateway.intake.spool`): kept as it arrived, written a
+    batch at a time in a worker thread, hashed there only when a checksum was announced.
     A client that disconnects keeps every byte that arrived, unless it announced a checksum
     (then the unverifiable part is dropped). A checksum mismatch (460), a body past
     `Upload-Length` (413) or a full disk (507) truncate the file back to `offset`."""
     f = await asyncio.to_thread(_open_append, path)
-    sha1 = hashlib.sha1()
-    written = offset
-    buf = bytearray()
+    sha1 = hashlib.sha1() if checksum is not None else None
+    spool = Spool(f.fileno(), _free_space_check(path.parent, min_free), sha1, TUS_WRITE_BYTES)
+    arrived = offset
     keep = True
-
-    async def flush() -> None:
-        nonlocal written, buf
-        if buf:
-            data, buf = bytes(buf), bytearray()
-            await asyncio.to_thread(_write_at, f, data, path.parent, min_free)
-            written += len(data)
-
     try:
         await asyncio.to_thread(f.seek, offset)
         try:
             async for chunk in chunks:
-                if written + len(buf) + len(chunk) > length:
+                if arrived + len(chunk) > length:
                     raise tus_error(413, f"the body goes past Upload-Length ({length} bytes)")
-                sha1.update(chunk)
-                buf += chunk
-                if len(buf) >= WRITE_BYTES:
-                    await flush()
+                arrived += len(chunk)
+                if spool.add(chunk):
+                    await spool.flush()
         except (ClientGone, UploadStalled):
             # A cut or stalled body keeps what arrived (tus semantics) and frees its buffer.
             if checksum is not None:
                 raise
-            await flush()
+            await spool.drain()
             raise
-        await flush()
-        if checksum is not None and sha1.digest() != checksum:
+        await spool.drain()
+        if sha1 is not None and sha1.digest() != checksum:
             raise tus_error(460, "checksum mismatch: the body's sha1 differs from Upload-Checksum")
-        return written
+        return offset + spool.written
     except OSError as exc:
         keep = False
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -201,6 +200,7 @@ async def append_body(
         keep = False
         raise
     finally:
+        await spool.abandon()  # nothing in flight once the file is truncated or closed
         with contextlib.suppress(OSError):
             if not keep:
                 await asyncio.shield(asyncio.to_thread(f.truncate, offset))

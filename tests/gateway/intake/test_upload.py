@@ -1,6 +1,8 @@
+import asyncio
 import hashlib
 import os
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -8,7 +10,9 @@ import pytest
 from fastapi import FastAPI, Request
 
 from gateway.api.errors import add_error_handlers, request_body
-from gateway.intake.receive import receive_upload
+from gateway.errors import BadRequest, ClientGone, PayloadTooLarge
+from gateway.intake.receive import MAX_PART_HEADERS_BYTES, Received, receive_upload
+from gateway.intake.spool import WRITE_BYTES
 from tests.support.servers import ThreadServer
 
 
@@ -190,3 +194,156 @@ def test_enospc_while_writing_is_507(server: tuple[str, Path]) -> None:
     )
     assert r.status_code == 507
     assert files_in(root / "enospc") == []
+
+
+# --- The body as the parser meets it: any chunking, truncation at any byte, huge headers ---
+# `receive_upload` is fed by hand here, so every chunk boundary is the test's to choose.
+
+B = b"b0und4ry"
+TRICKY = (b"\r\n--b0und4r" + os.urandom(200) + b"\r\n-" + b"\r--b0und4ry-" + os.urandom(300)
+          + b"\r\n--b0und4")  # near-misses of the delimiter, one at the very end
+FORM_HEAD = (b'--b0und4ry\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
+             b'--b0und4ry\r\nContent-Disposition: form-data; name="file"; filename="a.zip"\r\n'
+             b"Content-Type: application/zip\r\n\r\n")
+FORM_TAIL = b"\r\n--b0und4ry--\r\n"
+FORM = FORM_HEAD + TRICKY + FORM_TAIL
+MULTIPART = {"content-type": "multipart/form-data; boundary=b0und4ry"}
+RAW = {"content-type": "application/zip"}
+
+
+async def feed(chunks: list[bytes], cut: bool = False) -> AsyncIterator[bytes]:
+    for c in chunks:
+        yield c
+    if cut:
+        raise ClientGone()
+
+
+async def receive(dest: Path, chunks: list[bytes], headers: dict[str, str],
+                  cut: bool = False, max_size: int = 1 << 30) -> Received:
+    return await receive_upload(feed(chunks, cut), headers, dest, max_size, 0)
+
+
+def test_multipart_split_at_every_offset(tmp_path: Path) -> None:
+    """Two chunks, split at each byte: part headers, the delimiter and its near-misses cut
+    anywhere; plus the whole form a byte at a time."""
+
+    async def go() -> None:
+        for k in range(len(FORM) + 1):
+            got = await receive(tmp_path / str(k), [FORM[:k], FORM[k:]], MULTIPART)
+            assert got.path.read_bytes() == TRICKY, k
+            assert got.filename == "a.zip" and got.size == len(TRICKY)
+        got = await receive(tmp_path / "bytes", [FORM[i : i + 1] for i in range(len(FORM))],
+                            MULTIPART)
+        assert got.path.read_bytes() == TRICKY
+
+    asyncio.run(go())
+
+
+def test_multipart_truncated_at_every_offset_is_refused_and_removed(tmp_path: Path) -> None:
+    """A form cut anywhere before its file part's delimiter is complete is a 400, whether the
+    stream ends or the client goes away, and leaves no file behind."""
+    delimited = len(FORM_HEAD) + len(TRICKY) + len(b"\r\n--b0und4ry")
+
+    async def go() -> None:
+        for k in range(delimited):
+            for cut in (False, True):
+                dest = tmp_path / f"{k}-{cut}"
+                with pytest.raises(BadRequest):
+                    await receive(dest, [FORM[:k]], MULTIPART, cut=cut)
+                assert files_in(dest) == [], k
+
+    asyncio.run(go())
+
+
+def test_big_bodies_in_odd_chunks_round_trip(tmp_path: Path) -> None:
+    """Several write batches, chunk sizes that never line up with them, raw and multipart."""
+    content = os.urandom(3 * WRITE_BYTES + 12345)
+    sizes = [1, 65536, 262144 + 3, 999_999, 17]
+
+    def chunked(data: bytes) -> list[bytes]:
+        out, i = [], 0
+        while i < len(data):
+            out.append(data[i : i + sizes[len(out) % len(sizes)]])
+            i += len(out[-1])
+        return out
+
+    async def go() -> None:
+        raw = await receive(tmp_path / "raw", chunked(content), RAW)
+        form = await receive(tmp_path / "form", chunked(FORM_HEAD + content + FORM_TAIL),
+                             MULTIPART)
+        for got in (raw, form):
+            assert got.size == len(content)
+            assert hashlib.sha256(got.path.read_bytes()).digest() == \
+                hashlib.sha256(content).digest()
+
+    asyncio.run(go())
+
+
+def test_a_client_gone_with_writes_in_flight_leaves_nothing(tmp_path: Path) -> None:
+    chunks = [os.urandom(256 * 1024)] * (3 * WRITE_BYTES // (256 * 1024))
+
+    async def go() -> None:
+        for name, headers, body in (("raw", RAW, chunks),
+                                    ("form", MULTIPART, [FORM_HEAD, *chunks])):
+            with pytest.raises(BadRequest, match="interrupted"):
+                await receive(tmp_path / name, body, headers, cut=True)
+            assert files_in(tmp_path / name) == []
+            with pytest.raises(PayloadTooLarge):
+                await receive(tmp_path / f"{name}-413", body, headers,
+                              max_size=2 * WRITE_BYTES + 1)
+            assert files_in(tmp_path / f"{name}-413") == []
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("headers", "needle"),
+    [
+        # One endless header line: python-multipart's own per-line limit, or ours.
+        ([b"X-Pad: " + b"a" * (1 << 20)], "multipart"),
+        # Lines each under any per-line limit, together past MAX_PART_HEADERS_BYTES.
+        ([b"X-Pad%d: " % i + b"a" * 4000 for i in range(5)], "part headers longer than"),
+    ],
+)
+def test_huge_part_headers_are_refused(tmp_path: Path, headers: list[bytes],
+                                       needle: str) -> None:
+    head = (b'--b0und4ry\r\nContent-Disposition: form-data; name="file"; filename="a.zip"\r\n'
+            + b"\r\n".join(headers) + b"\r\n\r\n")
+    body = head + b"data" + FORM_TAIL
+
+    async def go() -> None:
+        chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+        with pytest.raises(BadRequest, match=needle):
+            await receive(tmp_path / "h", chunks, MULTIPART)
+
+    asyncio.run(go())
+    assert files_in(tmp_path / "h") == []
+    assert sum(len(h) for h in headers) > MAX_PART_HEADERS_BYTES
+
+
+def test_memory_stays_flat_whatever_the_size(tmp_path: Path) -> None:
+    """48 MiB in fresh 256 KiB pieces, raw and multipart: what the receive path holds at once
+    (tracemalloc's peak, Python allocations) is two write batches, not the body: one
+    gathering, one in flight."""
+    piece = os.urandom(256 * 1024)
+
+    async def body(head: bytes, tail: bytes) -> AsyncIterator[bytes]:
+        yield head
+        for _ in range(192):
+            yield bytes(bytearray(piece))  # a new object each time, as the socket gives
+        yield tail
+
+    async def go() -> None:
+        await receive_upload(body(b"", b""), RAW, tmp_path / "raw", 1 << 30, 0)
+        await receive_upload(body(FORM_HEAD, FORM_TAIL), MULTIPART, tmp_path / "form",
+                             1 << 30, 0)
+
+    tracemalloc.start()
+    try:
+        asyncio.run(go())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "raw" / "upload.zip").stat().st_size == 48 << 20
+    assert (tmp_path / "form" / "upload.zip").stat().st_size == 48 << 20
+    assert peak < 3 * WRITE_BYTES, peak
