@@ -78,7 +78,7 @@ images: engine build-extra
 
 # What the compose suite runs; skipped with the reason where no engine can be had.
 images-cpu: engine build-extra
-	@if $(HAVE_ENGINE); then $(BUILD_ENV) $(COMPOSE_CPU) build; \
+	@if $(HAVE_ENGINE); then $(BUILD_ENV) $(COMPOSE_CPU) --progress quiet build; \
 	else echo "warning: no Docker engine: the compose suite will skip"; fi
 
 compose-test: install images-cpu

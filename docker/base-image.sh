@@ -42,7 +42,8 @@ deb $MIRROR $SUITE main
 deb $MIRROR $SUITE-updates main
 deb $security $SUITE-security main
 LIST
-rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/tmp/*
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* \
+  "$root"/tmp/*
 tar -C "$root" -c . | docker import \
   --change 'ENV LANG=C.UTF-8' --change 'CMD ["bash"]' \
   --message "debootstrap --variant=minbase $SUITE $MIRROR" - "$IMAGE"

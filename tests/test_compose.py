@@ -182,7 +182,8 @@ def test_one_dockerfile_two_images(services: dict[str, dict[str, Any]]) -> None:
             assert cpu[name]["build"]["args"]["ACCELERATOR"] == "cpu"
             assert cpu[name]["image"] == "mattepipe-engines:cpu"
         else:
-            assert build["target"] == "light" and services[name]["image"] == "mattepipe-light:latest"
+            assert build["target"] == "light"
+            assert services[name]["image"] == "mattepipe-light:latest"
         if name.startswith("matting-worker"):
             assert "deploy" in cpu[name] and cpu[name]["deploy"] is None  # !reset
 

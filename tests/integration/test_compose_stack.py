@@ -3,7 +3,8 @@ docker-compose.yml with the CPU override, a project of its own with the gateway 
 at a free port and the data folder in a tmp dir (DATA_HOST_PATH).
 
 A new user's round trip through the published port, then crashes mid-job: a matting worker and
-then the gateway SIGKILLed (`docker kill -s KILL`), brought back by the restart policy, and the
+then the gateway SIGKILLed (the container's main process, by its host pid), brought back by
+the restart policy, and the
 jobs still finish with every image exactly once; the host folder holds the database and the
 outputs. Skipped, with the reason, where no engine or images can be had (`make test` installs
 and starts the engine and builds the images first).
