@@ -55,8 +55,9 @@ COMPOSE := docker compose -f docker-compose.yml
 COMPOSE_CPU := $(COMPOSE) -f docker-compose.cpu.yml
 LOCAL_BASE := mattepipe-base:bookworm
 REGISTRY_BASE := debian:bookworm-slim
-# compose reads INTERNAL_TOKEN even to build; building needs no real one
-BUILD_ENV = INTERNAL_TOKEN=$${INTERNAL_TOKEN:-build} BASE_IMAGE=$$(docker/base-image.sh --pick $(REGISTRY_BASE) $(LOCAL_BASE))
+# compose reads INTERNAL_TOKEN even to build (building needs no real one); no buildx: the
+# engine's own BuildKit, not Bake
+BUILD_ENV = COMPOSE_BAKE=false INTERNAL_TOKEN=$${INTERNAL_TOKEN:-build} BASE_IMAGE=$$(docker/base-image.sh --pick $(REGISTRY_BASE) $(LOCAL_BASE))
 HAVE_ENGINE = docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1
 
 # Docker's engine and compose plugin, installed and started when missing (as for Chromium).
