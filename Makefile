@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
 .PHONY: install browser run demo lint test gpu-test bench clean
+.PHONY: engine base-image build-extra images images-cpu compose-test
 
 install: $(STAMP)
 
@@ -34,7 +35,7 @@ browser:
 	  (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium)) || \
 	  echo "warning: no chromium and no apt-get to install it: the browser tests will skip"
 
-test: lint browser
+test: lint browser images-cpu
 	$(PY) -m pytest -q -rs -p no:cacheprovider
 
 # The CUDA tests alone (they skip without a GPU; `make test` runs them too).
@@ -55,3 +56,40 @@ bench: install $(REMBG_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+
+# --- containers (README, "Containers") ------------------------------------------------------
+# The images come from docker/Dockerfile through compose (BuildKit, layer cache kept between
+# runs): mattepipe-light (gateway, balancers), mattepipe-engines:cuda and :cpu (workers).
+COMPOSE := docker compose -f docker-compose.yml
+COMPOSE_CPU := $(COMPOSE) -f docker-compose.cpu.yml
+LOCAL_BASE := mattepipe-base:bookworm
+REGISTRY_BASE := debian:bookworm-slim
+# compose reads INTERNAL_TOKEN even to build (building needs no real one); no buildx: the
+# engine's own BuildKit, not Bake
+BUILD_ENV = COMPOSE_BAKE=false INTERNAL_TOKEN=$${INTERNAL_TOKEN:-build} BASE_IMAGE=$$(docker/base-image.sh --pick $(REGISTRY_BASE) $(LOCAL_BASE))
+HAVE_ENGINE = docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1
+
+# Docker's engine and compose plugin, installed and started when missing (as for Chromium).
+engine:
+	@docker/engine.sh
+
+# A Debian bookworm base made from Debian packages, for where no registry is reachable.
+base-image: engine
+	docker/base-image.sh $(LOCAL_BASE)
+
+# This machine's pip CA bundle and local torch wheel, for the build stages only.
+build-extra:
+	@docker/build-extra.sh $(TORCH_VERSION) >/dev/null
+
+images: engine build-extra
+	$(BUILD_ENV) $(COMPOSE) build
+	$(BUILD_ENV) $(COMPOSE_CPU) build
+	@docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' 'mattepipe*'
+
+# What the compose suite runs; skipped with the reason where no engine can be had.
+images-cpu: engine build-extra
+	@if $(HAVE_ENGINE); then $(BUILD_ENV) $(COMPOSE_CPU) --progress quiet build; \
+	else echo "warning: no Docker engine: the compose suite will skip"; fi
+
+compose-test: install images-cpu
+	$(PY) -m pytest -q -rs -p no:cacheprovider -m compose tests/integration/test_compose_stack.py

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     database_url: str = ""
     """Empty means SQLite at DATA_DIR/mattepipe.db."""
     models_dir: Path = Path("./models")
+    data_host_path: str = ""
+    """docker compose only: the host folder bound at /app/data (empty: ./data beside the
+    compose file), so the data does not land in Docker's own folder. No service reads it;
+    it is a field so that `.env` (which compose reads too) lists it with the others."""
 
     # --- service addresses ---------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -19,7 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = {"gateway", "matting-api", "comparison-api", "matting-worker-1", "matting-worker-2",
         "matting-worker-3", "comparison-worker-1", "comparison-worker-2"}
 MONITORING = {"prometheus", "grafana"}
-EXTERNAL_VARS = {"GRAFANA_ADMIN_PASSWORD"}
+INIT = "data-init"
+LIGHT = {"gateway", "matting-api", "comparison-api"}
+ENGINES = CORE - LIGHT
+# compose-only variables: where the gateway is published, the image's base, Grafana's password
+EXTERNAL_VARS = {"GRAFANA_ADMIN_PASSWORD", "GATEWAY_PUBLISH", "BASE_IMAGE"}
+DATA_MOUNT = "${DATA_HOST_PATH:-./data}:/app/data"
 FIELDS = {name.upper() for name in Settings.model_fields}
 
 
@@ -54,7 +59,7 @@ def port_of(command: list[str], default: int) -> int:
 
 
 def test_every_service_is_there(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == CORE | MONITORING
+    assert set(services) == CORE | MONITORING | {INIT}
     for name in MONITORING:
         assert services[name]["profiles"] == ["monitoring"]
 
@@ -62,7 +67,7 @@ def test_every_service_is_there(services: dict[str, dict[str, Any]]) -> None:
 def test_only_the_gateway_is_published(services: dict[str, dict[str, Any]]) -> None:
     published = {n for n, s in services.items() if s.get("ports")}
     assert published == {"gateway", "grafana"}
-    assert services["gateway"]["ports"] == ["8000:8000"]
+    assert services["gateway"]["ports"] == ["${GATEWAY_PUBLISH:-8000}:8000"]
     assert all(p.startswith("127.0.0.1:") for p in services["grafana"]["ports"])
     # The CPU variant (an override file) publishes nothing more and keeps the networks.
     for name, svc in load("docker-compose.cpu.yml")["services"].items():
@@ -73,18 +78,40 @@ def test_health_restart_volume_network(compose: dict[str, Any],
                                        services: dict[str, dict[str, Any]]) -> None:
     assert compose["networks"]["internal"]["internal"] is True
     for name, svc in services.items():
+        if name == INIT:
+            continue
         assert svc["restart"] == "unless-stopped", name
         assert svc["healthcheck"]["test"][0] == "CMD", name
         assert "internal" in svc["networks"], name
         assert ("public" in svc["networks"]) == (name in {"gateway", "grafana"}), name
     for name in CORE:
         svc = services[name]
-        assert "data:/app/data" in svc["volumes"], name
+        assert DATA_MOUNT in svc["volumes"], name
         assert svc["environment"]["DATA_DIR"] == "/app/data"
         # the healthcheck asks the port the service listens on
         port = port_of(svc["command"], 8000)
         assert f"http://127.0.0.1:{port}/health" in svc["healthcheck"]["test"][-1], name
-    assert "data" in compose["volumes"]
+    assert "data" not in compose["volumes"]  # a bind mount of DATA_HOST_PATH, not Docker's
+
+
+def test_the_data_folder_is_the_users_and_handed_to_the_services(
+        services: dict[str, dict[str, Any]]) -> None:
+    """DATA_HOST_PATH (default ./data) is bind-mounted everywhere; `data-init` runs once as
+    root to give it to the services' uid, and every service waits for it (directly, or
+    through what it depends on)."""
+    init = services[INIT]
+    assert init["volumes"] == [DATA_MOUNT]
+    assert init["user"] == "0" and init["restart"] == "no" and init["network_mode"] == "none"
+    assert init["command"] == ["find", "/app/data", "!", "-user", "10001",
+                               "-exec", "chown", "10001:10001", "{}", "+"]
+
+    def waits_for_init(name: str) -> bool:
+        deps = services[name].get("depends_on", {})
+        return deps.get(INIT) == {"condition": "service_completed_successfully"} or any(
+            waits_for_init(d) for d in deps if d in CORE)
+    assert all(waits_for_init(n) for n in CORE)
+    dockerfile = (ROOT / "docker/Dockerfile").read_text()
+    assert "useradd --uid 10001" in dockerfile
 
 
 def test_gpu_goes_to_the_matting_workers_only(services: dict[str, dict[str, Any]]) -> None:
@@ -133,24 +160,53 @@ def test_commands_ports_and_worker_lists_agree(services: dict[str, dict[str, Any
         "matting-api": "service_healthy", "comparison-api": "service_healthy"}
 
 
-def test_dockerfiles_exist_and_build_every_package(services: dict[str, dict[str, Any]]) -> None:
+def stages(dockerfile: str) -> dict[str, str]:
+    """The Dockerfile's stages by name: the text of each `FROM … AS name` up to the next."""
+    parts = re.split(r"^FROM ", dockerfile, flags=re.M)[1:]
+    return {re.search(r" AS (\S+)", p.splitlines()[0]).group(1): p  # type: ignore[union-attr]
+            for p in parts}
+
+
+def test_one_dockerfile_two_images(services: dict[str, dict[str, Any]]) -> None:
+    """The gateway and the balancers run the light image (no engine), the workers the
+    engines image; the CPU override changes only the workers' image and accelerator."""
     cpu = load("docker-compose.cpu.yml")["services"]
-    assert set(cpu) == CORE
-    for name in CORE:
-        assert services[name]["build"]["dockerfile"] == "docker/Dockerfile"
-        assert cpu[name]["build"]["dockerfile"] == "docker/Dockerfile.cpu"
-        assert cpu[name]["image"] != services[name]["image"]
+    assert set(cpu) == ENGINES
+    for name in CORE | {INIT}:
+        build = services[name]["build"]
+        assert build["dockerfile"] == "docker/Dockerfile"
+        if name in ENGINES:
+            assert build["target"] == "engines" and build["args"]["ACCELERATOR"] == "cuda"
+            assert services[name]["image"] == "mattepipe-engines:cuda"
+            assert cpu[name]["build"]["target"] == "engines"
+            assert cpu[name]["build"]["args"]["ACCELERATOR"] == "cpu"
+            assert cpu[name]["image"] == "mattepipe-engines:cpu"
+        else:
+            assert build["target"] == "light"
+            assert services[name]["image"] == "mattepipe-light:latest"
         if name.startswith("matting-worker"):
             assert "deploy" in cpu[name] and cpu[name]["deploy"] is None  # !reset
-    for file in ("docker/Dockerfile", "docker/Dockerfile.cpu"):
-        text = (ROOT / file).read_text()
-        for pkg in ("shared", "gateway", "matting_api", "matting_worker", "comparison_api",
-                    "comparison_worker"):
-            assert f"COPY {pkg} ./{pkg}" in text, (file, pkg)
-        assert re.search(r"^USER app$", text, re.M), f"{file} must not run as root"
-        assert "pip install --no-deps ." in text
-    assert "python:3.11-slim" in (ROOT / "docker/Dockerfile.cpu").read_text()
-    assert "nvidia/cuda" in (ROOT / "docker/Dockerfile").read_text()
+
+    text = (ROOT / "docker/Dockerfile").read_text()
+    st = stages(text)
+    for target, packages in (("light", {"shared", "gateway", "matting_api", "comparison_api"}),
+                             ("engines", {"shared", "matting_worker", "comparison_worker"})):
+        copied = set(re.findall(r"^COPY (\w+) \./\1$", st[target], re.M))
+        assert copied == packages, target  # never mattepipe/ (no service imports it)
+        assert re.search(r"^USER app$", st[target], re.M), f"{target} must not run as root"
+        # the final images take only the virtualenv from the build stages: no build-extra
+        assert "build-extra" not in st[target] and "pip-install" not in st[target], target
+        assert st[target].startswith("os AS "), target
+    for name in CORE:
+        command = services[name]["command"]
+        target = "engines" if name in ENGINES else "light"
+        assert command[2] in {p for p in re.findall(r"^COPY (\w+) ", st[target], re.M)}, name
+    # no vendor's registry in the GPU image: PyPI's torch and onnxruntime-gpu bring CUDA
+    assert "nvidia/cuda" not in text and "ARG BASE_IMAGE=debian:bookworm-slim" in text
+    assert "# syntax=" not in text  # no frontend image to pull where no registry answers
+    make = (ROOT / "Makefile").read_text()
+    torch = re.search(r"^TORCH_VERSION := (\S+)$", make, re.M).group(1)  # type: ignore[union-attr]
+    assert f"ARG TORCH_VERSION={torch}" in text
 
 
 def test_prometheus_scrapes_every_service(services: dict[str, dict[str, Any]]) -> None:
