@@ -101,9 +101,10 @@ def test_fetched_on_first_use_once_for_all_workers(tmp_path: Path) -> None:
     mirror = ModelMirror({FILE: blob}, chunk=16_384, delay_s=0.02)  # slow: the workers meet
     with serving_models(mirror) as base:
         zoo = _catalogue(tmp_path, "https://example.invalid/not-used", blob)
+        # one call per task (not one batched call), so both workers get images at once
         with running_stack(tmp_path / "data", matting_workers=2, comparison_workers=1,
                            model_catalogue=zoo, model_base_url=base,
-                           model_download=True) as stack:
+                           model_download=True, stage_batch_size=1) as stack:
             job_id, st = _job(stack, "tiny")
             assert st["state"] == "completed", st
             assert _alphas(stack, job_id) == pytest.approx([0.7 * 255] * 4, abs=3)
