@@ -17,13 +17,12 @@ No proxy from the environment, no cookies, no keep-alive between fetches.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
 from gateway.errors import BadRequest, PayloadTooLarge
-from gateway.pipeline.callbacks import address_refusal, resolve_addresses
+from gateway.pipeline.callbacks import address_refusal, check_outbound_url, resolve_addresses
 from shared.timing import REMOVE_URL_TIMEOUT_S
 
 __all__ = ["MAX_FETCH_URL_LENGTH", "MAX_REDIRECTS", "check_fetch_url", "fetch_image"]
@@ -37,34 +36,9 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 
 def check_fetch_url(url: str, *, allow_private: bool = False) -> str | None:
     """Why `url` cannot be fetched, or None when its form may be (the resolved addresses are
-    checked at fetch time)."""
-    if len(url) > MAX_FETCH_URL_LENGTH:
-        return f"url is longer than {MAX_FETCH_URL_LENGTH} characters"
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        return "url must not contain spaces or control characters"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-        httpx.URL(url)
-    except (ValueError, httpx.InvalidURL) as exc:
-        return f"url is not a valid URL: {exc}"
-    if parts.scheme not in ("http", "https"):
-        return "url must be an http:// or https:// URL"
-    if not parts.hostname:
-        return "url must name a host"
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        return "url must not contain a user name or password"
-    if port is not None and not 1 <= port <= 65535:
-        return "url's port must be between 1 and 65535"
-    if not allow_private:
-        try:
-            ip = ipaddress.ip_address(parts.hostname)
-        except ValueError:
-            return None
-        why = address_refusal(ip)
-        if why is not None:
-            return f"url must be a public address: {why}"
-    return None
+    checked at fetch time): the webhooks' check (`check_outbound_url`), one implementation."""
+    return check_outbound_url(url, what="url", max_length=MAX_FETCH_URL_LENGTH,
+                              allow_private=allow_private)
 
 
 async def fetch_image(url: str, max_bytes: int, *, allow_private: bool = False,

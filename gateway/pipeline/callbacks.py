@@ -36,7 +36,7 @@ import logging
 import socket
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -50,6 +50,7 @@ __all__ = [
     "WebhookSender",
     "address_refusal",
     "check_callback_url",
+    "check_outbound_url",
     "resolve_addresses",
     "sign",
     "valid_callback_url",
@@ -137,39 +138,42 @@ def _literal_ip(host: str) -> IPAddress | None:
 
 
 # --- creation-time check -----------------------------------------------------------------
-def check_callback_url(url: str, *, allow_private: bool = False) -> str | None:
-    """Why `url` cannot be a job's webhook, or None when it can (at creation; the resolved
-    addresses are checked again at every send, see `WebhookSender.post`)."""
-    if len(url) > MAX_CALLBACK_URL_LENGTH:
-        return f"callback_url is longer than {MAX_CALLBACK_URL_LENGTH} characters"
+def check_outbound_url(url: str, *, what: str, max_length: int,
+                       allow_private: bool = False) -> str | None:
+    """Why the gateway must not send a request to `url`, or None when its form may be sent to
+    (a literal address is checked here; a name's addresses at every send). `what` names the
+    parameter in the answer: a webhook's `callback_url`, `/api/remove`'s `url`."""
+    if len(url) > max_length:
+        return f"{what} is longer than {max_length} characters"
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        return "callback_url must not contain spaces or control characters"
+        return f"{what} must not contain spaces or control characters"
     try:
         parts = urlsplit(url)
         port = parts.port
         httpx.URL(url)
-    except ValueError as exc:  # httpx.InvalidURL is no ValueError
-        return f"callback_url is not a valid URL: {exc}"
-    except httpx.InvalidURL as exc:
-        return f"callback_url is not a valid URL: {exc}"
-    return _check_parts(parts, port, allow_private)
-
-
-def _check_parts(parts: SplitResult, port: int | None, allow_private: bool) -> str | None:
+    except (ValueError, httpx.InvalidURL) as exc:  # httpx.InvalidURL is no ValueError
+        return f"{what} is not a valid URL: {exc}"
     if parts.scheme not in ("http", "https"):
-        return "callback_url must be an http:// or https:// URL"
+        return f"{what} must be an http:// or https:// URL"
     if not parts.hostname:
-        return "callback_url must name a host"
+        return f"{what} must name a host"
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        return "callback_url must not contain a user name or password"
+        return f"{what} must not contain a user name or password"
     if port is not None and not 1 <= port <= 65535:
-        return "callback_url's port must be between 1 and 65535"
+        return f"{what}'s port must be between 1 and 65535"
     ip = _literal_ip(parts.hostname)
     if ip is not None and not allow_private:
         why = address_refusal(ip)
         if why is not None:
-            return f"callback_url must be a public address: {why}"
+            return f"{what} must be a public address: {why}"
     return None
+
+
+def check_callback_url(url: str, *, allow_private: bool = False) -> str | None:
+    """Why `url` cannot be a job's webhook, or None when it can (at creation; the resolved
+    addresses are checked again at every send, see `WebhookSender.post`)."""
+    return check_outbound_url(url, what="callback_url", max_length=MAX_CALLBACK_URL_LENGTH,
+                              allow_private=allow_private)
 
 
 def valid_callback_url(url: str, *, allow_private: bool = False) -> bool:
