@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.pipeline import _free_port, _studio_images
+from bench.pipeline import _free_port, _studio_images, run_job
 
 N_IMAGES = int(os.environ.get("BENCH_CACHE_IMAGES", "40"))
 DUP_SHARE = 0.3
@@ -57,15 +56,8 @@ def _job_zip(folder: Path, seed: int, duplicates: bool) -> bytes:
 
 
 def _run_job(c: httpx.Client, body: bytes) -> tuple[float, dict[str, Any]]:
-    t0 = time.perf_counter()
-    job = c.post("/upload", content=body, headers={"Content-Type": "application/zip"}).json()
-    while True:
-        st = c.get(f"/status/{job['job_id']}").json()
-        if st["state"] not in ("uploading", "ingesting", "running"):
-            break
-        time.sleep(0.2)
-    elapsed = time.perf_counter() - t0
-    tasks = c.get(f"/jobs/{job['job_id']}/tasks", params={"limit": 1000}).json()["tasks"]
+    elapsed, job_id, st = run_job(c, body)
+    tasks = c.get(f"/jobs/{job_id}/tasks", params={"limit": 1000}).json()["tasks"]
     cached = sum(1 for t in tasks if t["matting"]["worker"] == "(cache)")
     assert st["state"] == "completed", st
     return elapsed, {"cached": cached, "completed": st["completed"]}

@@ -24,6 +24,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import mean
+from typing import Any
 
 import httpx
 import numpy as np
@@ -39,6 +40,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def run_job(c: httpx.Client, body: bytes) -> tuple[float, str, dict[str, Any]]:
+    """Upload a zip to the stack behind `c` and wait for the job's end: (seconds from upload
+    to the end, the job id, its last status)."""
+    t0 = time.perf_counter()
+    job = c.post("/upload", content=body, headers={"Content-Type": "application/zip"}).json()
+    while True:
+        st: dict[str, Any] = c.get(f"/status/{job['job_id']}").json()
+        if st["state"] not in ("uploading", "ingesting", "running"):
+            return time.perf_counter() - t0, str(job["job_id"]), st
+        time.sleep(0.2)
 
 
 def _env() -> dict[str, str]:
@@ -111,16 +124,8 @@ def _cpu_section() -> str:
             wait_healthy(health_urls(settings), timeout=300)
             url = f"http://127.0.0.1:{settings.gateway_port}"
             with httpx.Client(base_url=url, timeout=120) as c:
-                t0 = time.perf_counter()
-                job = c.post("/upload", content=buf.getvalue(),
-                             headers={"Content-Type": "application/zip"}).json()
-                while True:
-                    st = c.get(f"/status/{job['job_id']}").json()
-                    if st["state"] not in ("uploading", "ingesting", "running"):
-                        break
-                    time.sleep(0.2)
-                elapsed = time.perf_counter() - t0
-                tasks = c.get(f"/jobs/{job['job_id']}/tasks", params={"limit": 1000}).json()
+                elapsed, job_id, st = run_job(c, buf.getvalue())
+                tasks = c.get(f"/jobs/{job_id}/tasks", params={"limit": 1000}).json()
         finally:
             stop_stack(proc)
         batches = [t["matting"]["batch_size"] for t in tasks["tasks"] if t["matting"]["batch_size"]]

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.pipeline import ROOT, _env, _free_port, _studio_images
+from bench.pipeline import ROOT, _env, _free_port, _studio_images, run_job
 from bench.proctree import TreePeak
 
 __all__ = ["run"]
@@ -65,14 +65,8 @@ def _alpha_gap(ours: Path, theirs: Path) -> tuple[float, float]:
 
 def _job(url: str, body: bytes) -> tuple[float, int]:
     with httpx.Client(base_url=url, timeout=120) as c:
-        t0 = time.perf_counter()
-        job = c.post("/upload", content=body, headers={"Content-Type": "application/zip"}).json()
-        while True:
-            st = c.get(f"/status/{job['job_id']}").json()
-            if st["state"] not in ("uploading", "ingesting", "running"):
-                break
-            time.sleep(0.2)
-        return time.perf_counter() - t0, int(st["completed"])
+        elapsed, _, st = run_job(c, body)
+        return elapsed, int(st["completed"])
 
 
 def _precision(models: Path, env: dict[str, str]) -> str:
