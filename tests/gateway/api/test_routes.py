@@ -203,7 +203,7 @@ def test_python_m_gateway_serves(data_dir: Path) -> None:
             except httpx.HTTPError:
                 return False
 
-        wait_for(up)
+        wait_for(up, timeout=120, what="python -m gateway answers /health")  # a whole start
         assert httpx.get(f"{url}/jobs").status_code == 401
         r = httpx.get(f"{url}/jobs", headers={"Authorization": "Bearer k"})
         assert r.json()["jobs"] == []
