@@ -12,7 +12,6 @@ from pydantic import ValidationError
 
 from matting_worker.stage import MattingStage, request_models
 from shared.schemas import MattingParams, MattingRequest, StageRequest
-from shared.settings import Settings
 from shared.storage import Storage
 from shared.worker.stage import BadInput
 
@@ -26,14 +25,6 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Storage:
     for name, size in (("cat", (64, 48)), ("wide", (80, 40))):
         Image.open(SAMPLE).convert("RGB").resize(size).save(d / f"input/j/{name}.jpg")
     return Storage(d)
-
-
-@pytest.fixture(scope="module")
-def stage(storage: Storage) -> MattingStage:
-    st = MattingStage(Settings(_env_file=None, data_dir=storage.root,  # type: ignore[call-arg]
-                               default_model="classical", max_batch_size=8))
-    st.load()
-    return st
 
 
 def request(name: str, **params: Any) -> MattingRequest:

@@ -15,7 +15,6 @@ from PIL import Image
 from matting_worker.stage import MattingStage
 from shared.finishing import avif_supported, bounding_box, crop_box
 from shared.schemas import MattingParams, MattingRequest
-from shared.settings import Settings
 from shared.storage import Storage
 from shared.worker.stage import BadInput
 
@@ -29,14 +28,6 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Storage:
     (d / "input/j").mkdir(parents=True)
     Image.open(SAMPLE).convert("RGB").resize((W, H)).save(d / "input/j/cat.jpg")
     return Storage(d)
-
-
-@pytest.fixture(scope="module")
-def stage(storage: Storage) -> MattingStage:
-    st = MattingStage(Settings(_env_file=None, data_dir=storage.root,  # type: ignore[call-arg]
-                               default_model="classical", max_batch_size=8))
-    st.load()
-    return st
 
 
 def run(stage: MattingStage, storage: Storage, suffix: str, **params: Any) -> dict[str, Any]:
