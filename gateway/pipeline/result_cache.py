@@ -129,16 +129,33 @@ class ResultCache:
 
     async def matting(self, c: Claimed, req: MattingRequest,
                       call: Callable[[], Awaitable[Outcome]]) -> Outcome:
-        """The task's matting outcome: reused when its key's result exists, else `call()`
-        (`matting_batch` for a batch of one)."""
-        async def call_batch(_: list[MattingRequest]) -> list[Outcome]:
-            return [await call()]
-
-        async def call_one(_: MattingRequest) -> Outcome:
+        """The task's matting outcome: reused when its key's result exists, else `call()`."""
+        key = c.cache_key
+        if not key:
             return await call()
-
-        (out,) = await self.matting_batch([c], [req], call_batch, call_one)
-        return out
+        leader = self.inflight.get(key)
+        if leader is not None:
+            theirs = await asyncio.shield(leader)
+            reused = await self._reuse(theirs, req) if theirs else None
+            return reused if reused is not None else await call()
+        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.inflight[key] = fut  # before any await: the next of this key waits on us
+        source: str | None = None
+        try:
+            async with self.db.read() as s:
+                found = await repo.done_outputs_for_key(s, key)
+            for prev in found:
+                reused = await self._reuse(prev, req)
+                if reused is not None:
+                    source = req.output
+                    return reused
+            out = await call()
+            if out.result is not None:
+                source = req.output
+            return out
+        finally:
+            self.inflight.pop(key, None)
+            fut.set_result(source)
 
     async def matting_batch(
         self, chunk: list[Claimed], reqs: list[MattingRequest],
