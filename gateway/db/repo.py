@@ -42,7 +42,6 @@ __all__ = [
     "delete_job",
     "delete_upload",
     "done_outputs_for_key",
-    "done_outputs_for_keys",
     "existing_job_ids",
     "expired_upload_ids",
     "get_job",
@@ -375,30 +374,11 @@ MATTED_STATES = (TaskState.MATTING_DONE.value, TaskState.DISPATCHED_COMPARISON.v
 """A task in one of these states has its matting outputs written (until its job goes)."""
 
 
-async def done_outputs_for_keys(s: AsyncSession, cache_keys: Iterable[str], limit: int = 4
-                                ) -> dict[str, list[str]]:
-    """Per cache key, the first matting outputs of tasks with that key whose matting is done,
-    newest first, at most `limit` each, in jobs that are not cancelled (their files are being
-    removed): one query for a whole batch of keys."""
-    keys = sorted(set(cache_keys))
-    if not keys:
-        return {}
-    newest = func.row_number().over(partition_by=Task.cache_key,
-                                    order_by=Task.id.desc()).label("newest")
-    ranked = (select(Task.cache_key, Task.matting_output, Task.id, newest)
-              .join(Job, Job.id == Task.job_id)
-              .where(Task.cache_key.in_(keys), Task.state.in_(MATTED_STATES),
-                     Task.matting_output.is_not(None), Job.state != JobState.CANCELLED.value)
-              .subquery())
-    q = (select(ranked.c.cache_key, ranked.c.matting_output).where(ranked.c.newest <= limit)
-         .order_by(ranked.c.id.desc()))
-    found: dict[str, list[str]] = {}
-    for key, output in (await s.execute(q)).all():
-        if output:
-            found.setdefault(str(key), []).append(str(output))
-    return found
-
-
 async def done_outputs_for_key(s: AsyncSession, cache_key: str, limit: int = 4) -> list[str]:
-    """`done_outputs_for_keys` for one key."""
-    return (await done_outputs_for_keys(s, [cache_key], limit)).get(cache_key, [])
+    """First matting outputs of tasks with `cache_key` whose matting is done, newest first,
+    in jobs that are not cancelled (their files are being removed)."""
+    q = (select(Task.matting_output).join(Job, Job.id == Task.job_id)
+         .where(Task.cache_key == cache_key, Task.state.in_(MATTED_STATES),
+                Task.matting_output.is_not(None), Job.state != JobState.CANCELLED.value)
+         .order_by(Task.id.desc()).limit(limit))
+    return [o for o in (await s.execute(q)).scalars() if o]

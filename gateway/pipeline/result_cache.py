@@ -180,13 +180,10 @@ class ResultCache:
             else:
                 led[i] = self.inflight[key] = loop.create_future()
         try:
-            found: dict[str, list[str]] = {}
-            if led:  # one read for the whole batch's keys
-                async with self.db.read() as s:
-                    found = await repo.done_outputs_for_keys(
-                        s, (chunk[i].cache_key or "" for i in led))
             for i in led:
-                for prev in found.get(chunk[i].cache_key or "", []):
+                async with self.db.read() as s:
+                    found = await repo.done_outputs_for_key(s, chunk[i].cache_key or "")
+                for prev in found:
                     if (reused := await self._reuse(prev, reqs[i])) is not None:
                         outs[i] = reused
                         break

@@ -293,30 +293,3 @@ async def test_matting_confidence_is_stored_only_when_it_is_one(
     assert t.confidence == stored and t.fallback == {"from": "classical", "model": "tiny"}
     (c2,) = await claim(sessions, Stage.COMPARISON, 1)
     assert c2.confidence == stored
-
-
-async def test_done_outputs_for_keys_reads_a_batch_of_keys_newest_first(
-    db: tuple[str, Sessions],
-) -> None:
-    """The content-hash cache's lookup: per key at most `limit` outputs, newest first, only
-    of matted tasks in jobs not cancelled, all keys in one query."""
-    _, sessions = db
-    done = TaskState.MATTING_DONE.value
-    async with sessions.begin() as s:
-        s.add_all([Job(id="j", state="running", total=9, created_at=1.0),
-                   Job(id="gone", state=JobState.CANCELLED.value, total=1, created_at=1.0)])
-        await s.flush()
-        for i in range(6):
-            s.add(Task(job_id="j", path=f"a{i}.png", input="x", cache_key="ka", state=done,
-                       matting_output=f"mo/a{i}.png"))
-        s.add(Task(job_id="j", path="b.png", input="x", cache_key="kb", state=done,
-                   matting_output="mo/b.png"))
-        s.add(Task(job_id="j", path="b2.png", input="x", cache_key="kb",
-                   state=TaskState.PENDING.value))  # not matted yet
-        s.add(Task(job_id="gone", path="c.png", input="x", cache_key="kc", state=done,
-                   matting_output="mo/c.png"))
-    async with sessions() as s:
-        found = await repo.done_outputs_for_keys(s, ["ka", "kb", "kc", "kd"], limit=4)
-        assert found == {"ka": [f"mo/a{i}.png" for i in (5, 4, 3, 2)], "kb": ["mo/b.png"]}
-        assert await repo.done_outputs_for_key(s, "kb") == ["mo/b.png"]
-        assert await repo.done_outputs_for_keys(s, []) == {}
