@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.icc import ColorManagement
 from shared.keys import KeyTable, build_table
 from shared.limits import MAX_STAGE_BATCH
+from shared.timing import LEASE_S
 
 __all__ = ["Settings", "get_settings"]
 
@@ -147,6 +148,9 @@ class Settings(BaseSettings):
     """Comparison tasks the gateway keeps in flight (sent STAGE_BATCH_SIZE to a call)."""
     stage_batch_size: int = Field(default=32, ge=1, le=MAX_STAGE_BATCH)
     """Tasks per stage call (`<route>/batch`); 1: one plain call per task, as before."""
+    lease_s: float = Field(default=LEASE_S, gt=0)
+    """A dispatched task whose answer never came goes back to pending after this many seconds:
+    how soon a dead gateway's tasks are taken over by the others (several gateways)."""
 
     # --- access ------------------------------------------------------------------------------
     api_key: SecretStr | None = None

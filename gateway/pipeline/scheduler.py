@@ -55,7 +55,6 @@ from shared.storage import Storage, model_output_rel
 from shared.timing import (
     BACKOFF_BASE_S,
     BACKOFF_MAX_S,
-    LEASE_S,
     MAINTENANCE_INTERVAL_S,
     SCHEDULER_IDLE_S,
     STAGE_PAUSE_BASE_S,
@@ -97,7 +96,7 @@ class Scheduler:
         storage: Storage,
         metrics: GatewayMetrics | None = None,
         *,
-        lease_s: float = LEASE_S,
+        lease_s: float | None = None,
         backoff_base: float = BACKOFF_BASE_S,
         backoff_max: float = BACKOFF_MAX_S,
         idle_s: float = SCHEDULER_IDLE_S,
@@ -111,7 +110,8 @@ class Scheduler:
         """Finished jobs' report files: the maintenance pass writes those that are missing."""
         self._report_pass: asyncio.Task[int] | None = None
         self.metrics = metrics or GatewayMetrics()
-        self.lease_s, self.backoff_base, self.backoff_max = lease_s, backoff_base, backoff_max
+        self.lease_s = settings.lease_s if lease_s is None else lease_s
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.idle_s, self.maintenance_s = idle_s, maintenance_s
         self.request_timeout, self.callback_backoff = request_timeout, callback_backoff
         self.concurrency = {s: s.concurrency(settings) for s in transitions.STAGES}

@@ -72,6 +72,8 @@ class Program:
     health_path: str = "/health"
     internal: bool = False
     """A balancer or worker: binds to INTERNAL_HOST, not HOST."""
+    autorestart: bool = True
+    """Supervisor brings it back when it dies (off for a process a test kills for good)."""
 
 
 def repo_root() -> Path:
@@ -255,7 +257,8 @@ def render_config(settings: Settings, programs: Sequence[Program] | None = None,
             "command=" + _ini(shlex.join(p.argv), f"{p.name} command"),
             f"directory={workdir}",
             "environment=" + ",".join(_env_value(k, v) for k, v in sorted(env.items())),
-            f"priority={p.priority}", "autostart=true", "autorestart=true", "startsecs=1",
+            f"priority={p.priority}", "autostart=true",
+            f"autorestart={'true' if p.autorestart else 'false'}", "startsecs=1",
             "startretries=1000", "stopsignal=TERM", f"stopwaitsecs={STOP_WAIT_S}",
             "stopasgroup=true", "killasgroup=true", "redirect_stderr=true",
             f"stdout_logfile={log}", "stdout_logfile_maxbytes=20MB", "stdout_logfile_backups=3",

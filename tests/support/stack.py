@@ -19,7 +19,9 @@ from typing import Any
 import httpx
 
 from mattepipe.stack import (
+    Program,
     health_urls,
+    stack_programs,
     start_stack,
     stop_stack,
     wait_healthy,
@@ -38,6 +40,12 @@ class Stack:
     conf: Path
     settings: Settings
     proc: subprocess.Popen[bytes]
+    gateways: tuple[str, ...] = ()
+    """Every gateway's URL: `url` first, then the extra ones (`running_stack(gateways=n)`)."""
+
+    def gateway(self, n: int) -> httpx.Client:
+        """A client of the `n`-th gateway (1 is `url`, the supervised `gateway` program)."""
+        return httpx.Client(base_url=self.gateways[n - 1], timeout=60)
 
     @property
     def internal_headers(self) -> dict[str, str]:
@@ -125,16 +133,43 @@ def stack_settings(data: Path, **overrides: Any) -> Settings:
     return Settings(**fields)
 
 
+def gateway_programs(settings: Settings, gateways: int) -> list[Program]:
+    """The stack's programs with `gateways` gateways on one database: `gateway` (GATEWAY_ID
+    `gateway-1`, restarted by Supervisor as usual) and `gateway-2`… on free ports, which
+    Supervisor does NOT restart, so a test can kill one for good."""
+    programs = stack_programs(settings)
+    if gateways <= 1:
+        return programs
+    out: list[Program] = []
+    for p in programs:
+        if p.name != "gateway":
+            out.append(p)
+            continue
+        out.append(Program(p.name, p.argv, {**p.env, "GATEWAY_ID": "gateway-1"}, p.port,
+                           p.priority))
+        for n in range(2, gateways + 1):
+            port = free_port()
+            out.append(Program(f"gateway-{n}", (*p.argv, "--port", str(port)),
+                               {**p.env, "GATEWAY_ID": f"gateway-{n}"}, port, p.priority,
+                               autorestart=False))
+    return out
+
+
 @contextmanager
-def running_stack(data: Path, conf: Path | None = None, **overrides: Any) -> Iterator[Stack]:
-    """The whole stack under Supervisor until the block ends (`overrides`: Settings fields)."""
+def running_stack(data: Path, conf: Path | None = None, gateways: int = 1,
+                  **overrides: Any) -> Iterator[Stack]:
+    """The whole stack under Supervisor until the block ends (`overrides`: Settings fields;
+    `gateways` > 1 needs a shared database: a Postgres DATABASE_URL)."""
     settings = with_internal_token(stack_settings(data, **overrides))
     conf = conf or data / "supervisord.conf"
-    proc = start_stack(settings, conf=conf, quiet=True)
+    programs = gateway_programs(settings, gateways)
+    proc = start_stack(settings, programs, conf=conf, quiet=True)
     try:
-        wait_healthy(health_urls(settings), timeout=240)
-        url = f"http://127.0.0.1:{settings.gateway_port}"
-        yield Stack(url=url, data_dir=data, conf=conf, settings=settings, proc=proc)
+        wait_healthy(health_urls(settings, programs), timeout=240)
+        urls = tuple(f"http://127.0.0.1:{p.port}" for p in programs
+                     if p.name.startswith("gateway"))
+        yield Stack(url=urls[0], data_dir=data, conf=conf, settings=settings, proc=proc,
+                    gateways=urls)
     finally:
         stop_stack(proc)
 

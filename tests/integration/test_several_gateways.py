@@ -1,0 +1,158 @@
+"""Several gateways on one Postgres (issue 13, "Past one machine"): the real stack with two
+gateway processes sharing the task database, the workers and the balancers.
+
+- Either gateway serves every job: status, the task list, the page, the live events, tus.
+- One gateway is SIGKILLed while it holds dispatched tasks of a job and stays dead: the other
+  one takes its tasks back when their lease runs out, finishes the job, and every image is in
+  the download exactly once.
+
+`STORAGE` runs the round trip on the local DATA_DIR both gateways share and, where the object
+store is there, on S3 (SeaweedFS on loopback) with no shared folder for the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tusclient import client as tus_client
+
+from tests.integration.test_faults import assert_each_once, progressed
+from tests.support.images import make_zip, noise_set
+from tests.support.postgres import PostgresServer, fresh_database_url, postgres_server
+from tests.support.stack import Stack, running_stack
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.scale]
+
+__all__ = ["postgres_server"]  # the fixture, imported for this module's tests
+
+IMAGES = 60
+SIDE = 256  # noise at this size keeps a worker busy for tens of ms a batch: polls see it
+LEASE_S = 20.0
+"""Short, so the dead gateway's tasks come back within the test (the default is minutes)."""
+
+
+@pytest.fixture
+def two_gateways(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[Stack]:
+    url = fresh_database_url(postgres_server)
+    with running_stack(
+        tmp_path / "data",
+        gateways=2,
+        database_url=url,
+        default_model="identity",
+        matting_workers=2,
+        comparison_workers=2,
+        max_batch_size=4,
+        stage_batch_size=4,
+        matting_concurrency=8,
+        comparison_concurrency=4,
+        lease_s=LEASE_S,
+    ) as s:
+        yield s
+
+
+def upload(c: httpx.Client, members: dict[str, bytes]) -> str:
+    r = c.post("/upload", content=make_zip(members), headers={"Content-Type": "application/zip"})
+    assert r.status_code == 202, r.text
+    return str(r.json()["job_id"])
+
+
+def counts(c: httpx.Client, job_id: str) -> dict[str, int]:
+    try:
+        return dict(c.get(f"/status/{job_id}").json().get("counts", {}))
+    except (httpx.TransportError, ValueError):
+        return {}
+
+
+async def _dispatched_by(url: str, job_id: str) -> dict[str, int]:
+    import asyncpg  # the driver the gateway uses; a plain connection for the check
+
+    con = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        rows = await con.fetch(
+            "SELECT dispatched_by, count(*) FROM tasks WHERE job_id = $1 "
+            "AND state LIKE 'dispatched%' GROUP BY dispatched_by", job_id)
+    finally:
+        await con.close()
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+def dispatched_by(stack: Stack, job_id: str) -> dict[str, int]:
+    """Tasks of the job in a dispatched state, by the gateway that dispatched them."""
+    assert stack.settings.database_url
+    return asyncio.run(_dispatched_by(stack.settings.database_url, job_id))
+
+
+def test_either_gateway_serves_every_job(two_gateways: Stack, tmp_path: Path) -> None:
+    stack = two_gateways
+    members = noise_set(6, 64)
+    with stack.gateway(1) as one, stack.gateway(2) as two:
+        job_id = upload(one, members)
+        st = stack.wait_final(job_id)
+        assert st["state"] == "completed", st
+        for c in (one, two):
+            assert c.get(f"/status/{job_id}").json()["completed"] == len(members)
+            rows = c.get(f"/jobs/{job_id}/tasks").json()["tasks"]
+            assert sorted(t["path"] for t in rows) == sorted(members)
+            assert job_id in {j["job_id"] for j in c.get("/jobs").json()["jobs"]}
+            assert c.get("/").status_code == 200
+            with c.stream("GET", f"/jobs/{job_id}/events") as ev:
+                first = next(line for line in ev.iter_lines() if line.startswith("data:"))
+            assert job_id in first and "completed" in first
+        # the download from the gateway that did not take the upload
+        r = two.get(f"/download/{job_id}")
+        assert r.status_code == 200
+        names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+        assert len([n for n in names if n.startswith("matting_output/")]) == len(members)
+
+        # a tus upload begun on one gateway and finished on the other becomes a job on either
+        src = tmp_path / "photos.zip"
+        src.write_bytes(make_zip(noise_set(3, 200)))
+        chunk = 64 * 1024
+        assert src.stat().st_size > 3 * chunk
+        first_half = tus_client.TusClient(stack.gateways[0] + "/files/").uploader(
+            file_path=str(src), chunk_size=chunk, metadata={"filename": "photos.zip"})
+        first_half.upload_chunk()
+        assert first_half.url is not None
+        upload_id = first_half.url.rsplit("/", 1)[-1]
+        rest = tus_client.TusClient(stack.gateways[1] + "/files/").uploader(
+            file_path=str(src), url=f"{stack.gateways[1]}/files/{upload_id}", chunk_size=chunk)
+        assert rest.offset == chunk
+        rest.upload()
+        r = one.post("/jobs", json={"upload_id": upload_id})
+        assert r.status_code == 202, r.text
+        assert two.post("/jobs", json={"upload_id": upload_id}).status_code == 409
+        st = stack.wait_final(r.json()["job_id"])
+        assert st["state"] == "completed" and st["total"] == 3, st
+
+
+def test_gateway_killed_mid_job_the_other_finishes_it(two_gateways: Stack) -> None:
+    stack = two_gateways
+    members = noise_set(IMAGES, SIDE)
+    with stack.gateway(2) as two:
+        job_id = upload(two, members)
+
+    def both_hold_work() -> dict[str, Any] | None:
+        with stack.gateway(1) as one:
+            c = counts(one, job_id)
+        held = dispatched_by(stack, job_id)
+        if c.get("pending", 0) and progressed(c) and held.get("gateway-2"):
+            return held
+        return None
+
+    held = wait_for(both_hold_work, 300, "gateway-2 holding tasks of a half-done job",
+                    interval=0.02)
+    stack.kill("gateway-2")
+    # it stays dead (Supervisor does not restart it): gateway-1 alone finishes the job, taking
+    # the dead one's tasks back when their lease runs out
+    assert stack.pid("gateway-2") == 0
+    assert_each_once(stack, job_id, members)
+    assert dispatched_by(stack, job_id) == {}
+    print(f"\ngateway-2 held {held} when killed; gateway-1 finished the job")
