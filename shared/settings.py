@@ -6,6 +6,8 @@ file, so the same `.env` drives the local stack and the containers.
 
 from __future__ import annotations
 
+import os
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -31,7 +33,13 @@ class Settings(BaseSettings):
     # --- storage and database -----------------------------------------------------------
     data_dir: Path = Path("./data")
     database_url: str = ""
-    """Empty means SQLite at DATA_DIR/mattepipe.db."""
+    """Empty means SQLite at DATA_DIR/mattepipe.db; `postgresql+asyncpg://user:pw@host/db`
+    for Postgres (several gateways on one database)."""
+    gateway_id: str = ""
+    """This gateway's name in the task rows it leases (`tasks.dispatched_by`): a restarting
+    gateway releases only its own. Empty: `<hostname>-<pid>` (`gateway_name`). Give each
+    gateway of one Postgres a stable, distinct one (a pod name) to release its leases at
+    once after a restart instead of waiting for them to expire."""
     models_dir: Path = Path("./models")
     data_host_path: str = ""
     """docker compose only: the host folder bound at /app/data (empty: ./data beside the
@@ -254,10 +262,22 @@ class Settings(BaseSettings):
         return self.model_copy(update={"api_key": None, "api_keys": None, "admin_key": None})
 
     @property
-    def sqlite_url(self) -> str:
+    def database(self) -> str:
+        """The task database's SQLAlchemy URL: DATABASE_URL, else SQLite in DATA_DIR."""
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'mattepipe.db').resolve()}"
+
+    @property
+    def sqlite_url(self) -> str:
+        """The old name of `database` (it may name Postgres too); kept for callers."""
+        return self.database
+
+    @property
+    def gateway_name(self) -> str:
+        """GATEWAY_ID, else `<hostname>-<pid>`: unique among live gateways (a pid is unique
+        on its host), and a restarted process gets a new one."""
+        return self.gateway_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -11,6 +11,13 @@ deferred-`BEGIN` session on a `query_only` engine, so `/status` polls run beside
 Because every write passes here, this is also where the gateway learns that something changed:
 each committed write bumps `generation` and wakes `wait_for_write` (the live progress streams,
 `gateway.api.events`, sleep on it instead of polling the database).
+
+On Postgres (DATABASE_URL=postgresql+asyncpg://…) several gateway processes write at once, so
+nothing may rely on the lock: writes are ordinary read-committed transactions, claims lock
+their rows (`FOR UPDATE SKIP LOCKED`, `gateway.db.transitions`), quota checks take a per-key
+advisory lock and singleton chores a session advisory lock (`gateway.db.locks`, `chores`).
+The lock stays as a per-process queue (fewer connections, the same write signal); only
+`generation` then counts this process's writes, not the other gateways'.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.db.tables import create_engine, init_db, session_factory
+from gateway.db.locks import ChoreLocks
+from gateway.db.tables import create_engine, init_db, is_postgres, session_factory
 from shared.settings import Settings
 
 __all__ = ["Database"]
@@ -42,20 +50,25 @@ class Database:
         self._lock = asyncio.Lock()
         self._generation = 0
         self._written = asyncio.Event()
+        self.postgres = is_postgres(url)
+        """Several gateways may share this database (`gateway.db.locks`)."""
+        self.chores = ChoreLocks(self._engine if self.postgres else None)
+        """Which singleton chores this gateway runs (all of them on SQLite)."""
 
     @classmethod
     async def connect(cls, url: str) -> Database:
-        """A database on `url`, its tables created if they are missing."""
+        """A database on `url`, migrated to the newest schema (`gateway.db.migrations`)."""
         db = cls(url)
         await init_db(db._engine)
         return db
 
     @classmethod
     async def open(cls, settings: Settings) -> Database:
-        """The gateway's database (SQLITE_URL)."""
-        return await cls.connect(settings.sqlite_url)
+        """The gateway's database (DATABASE_URL, else SQLite in DATA_DIR)."""
+        return await cls.connect(settings.database)
 
     async def close(self) -> None:
+        await self.chores.close()
         await self._engine.dispose()
         await self._read_engine.dispose()
 

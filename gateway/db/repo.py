@@ -26,13 +26,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.db.tables import Job, Task, Upload, task_counts
+from gateway.db.tables import TASK_COUNTS, Job, Task, Upload, task_counts
 from shared.stages import Stage
 from shared.states import FINAL_JOB_STATES, JobState, TaskState
 
 __all__ = [
     "MATTED_STATES",
     "add_upload",
+    "compact_counts",
     "count_callback_attempt",
     "count_jobs",
     "count_jobs_in_states",
@@ -103,7 +104,11 @@ async def set_job(
 async def delete_job(s: AsyncSession, job_id: str, *, keep_job: bool = False) -> None:
     """Remove a job's tasks, and the job row itself unless `keep_job`."""
     await s.execute(delete(Task).where(Task.job_id == job_id))
-    await s.execute(delete(task_counts).where(task_counts.c.job_id == job_id))
+    if s.bind.dialect.name == "sqlite":
+        # the rows the delete trigger left at zero; on Postgres its deltas already net the
+        # job to zero, and `compact_counts` drops them (deleting them here could miss a delta
+        # another gateway commits meanwhile)
+        await s.execute(delete(task_counts).where(task_counts.c.job_id == job_id))
     if not keep_job:
         await s.execute(delete(Job).where(Job.id == job_id))
 
@@ -134,26 +139,45 @@ async def count_jobs(s: AsyncSession, *, owner: str | None = None) -> int:
 _C = task_counts
 
 
+_N = func.sum(_C.c.n)
+"""A counter is the sum of its rows: one per (job, state) on SQLite, deltas on Postgres."""
+
+
 async def job_counts(s: AsyncSession, job_id: str) -> dict[str, int]:
     """The job's tasks by state, from the trigger-kept counters (`tables.TASK_COUNTS`): a
     few rows whatever the job's size."""
-    q = select(_C.c.state, _C.c.n).where(_C.c.job_id == job_id, _C.c.n > 0)
+    q = (select(_C.c.state, _N).where(_C.c.job_id == job_id)
+         .group_by(_C.c.state).having(_N > 0))
     return {state: int(n) for state, n in (await s.execute(q)).all()}
 
 
 async def job_counts_many(s: AsyncSession, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {j: {} for j in job_ids}
     if job_ids:
-        q = select(_C.c.job_id, _C.c.state, _C.c.n).where(
-            _C.c.job_id.in_(list(job_ids)), _C.c.n > 0)
+        q = (select(_C.c.job_id, _C.c.state, _N).where(_C.c.job_id.in_(list(job_ids)))
+             .group_by(_C.c.job_id, _C.c.state).having(_N > 0))
         for job_id, state, n in (await s.execute(q)).all():
             out[job_id][state] = int(n)
     return out
 
 
+async def compact_counts(s: AsyncSession) -> int:
+    """Postgres: fold the counters' delta rows into one row per (job, state), dropping those
+    that net to zero (a deleted job's); the rows folded. SQLite: nothing (one row each).
+    Concurrent deltas are safe: the fold deletes and re-adds only rows it saw."""
+    if s.bind.dialect.name == "sqlite":
+        return 0
+    res = await s.execute(text(
+        f"WITH gone AS (DELETE FROM {TASK_COUNTS} RETURNING job_id, state, n), "
+        f"kept AS (INSERT INTO {TASK_COUNTS} (job_id, state, n) "
+        "SELECT job_id, state, sum(n) FROM gone GROUP BY job_id, state HAVING sum(n) <> 0 "
+        "RETURNING 1) SELECT (SELECT count(*) FROM gone) - (SELECT count(*) FROM kept)"))
+    return int(res.scalar_one())
+
+
 async def global_counts(s: AsyncSession) -> tuple[dict[str, int], dict[str, int]]:
     """(tasks by state, jobs by state) over the whole database, for /metrics."""
-    tq = select(_C.c.state, func.sum(_C.c.n)).where(_C.c.n > 0).group_by(_C.c.state)
+    tq = select(_C.c.state, _N).group_by(_C.c.state).having(_N > 0)
     jq = select(Job.state, func.count()).group_by(Job.state)
     tasks = {st: int(n) for st, n in (await s.execute(tq)).all()}
     jobs = {st: int(n) for st, n in (await s.execute(jq)).all()}

@@ -1,8 +1,13 @@
-"""The task database: SQLAlchemy 2 async on aiosqlite. Only the gateway writes it.
+"""The task database: SQLAlchemy 2 async on aiosqlite (the embedded default) or asyncpg
+(Postgres, for several gateways: README, "Postgres and several gateways").
 
 SQLite is tuned for one writer with many readers: WAL so `/status` reads never block the
 scheduler, a busy timeout so a brief lock waits instead of failing, `BEGIN IMMEDIATE` for the
-claim transactions so two claimers can never take the same row.
+claim transactions so two claimers can never take the same row. Postgres needs none of that:
+its row locks (`gateway.db.transitions`) and advisory locks (`gateway.db.locks`) do the job.
+
+The schema is made by Alembic (`gateway.db.migrations`); a database made by `create_all`
+before Alembic is brought to the first revision by `adopt_legacy` and stamped.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Connection,
     Float,
@@ -32,13 +38,24 @@ from shared.states import JobState, TaskState
 from shared.timing import SQLITE_BUSY_TIMEOUT_MS
 
 __all__ = [
-    "ADDED_COLUMNS", "ADDED_INDEXES", "TASK_COUNTS", "Base", "Job", "Task", "Upload",
-    "create_engine", "init_db", "now", "session_factory", "task_counts",
+    "ADDED_COLUMNS", "ADDED_INDEXES", "TASK_COUNTS", "Base", "BigInt", "Job", "Task", "Upload",
+    "adopt_legacy", "create_counters", "create_engine", "include_name", "init_db", "is_postgres",
+    "now", "session_factory", "task_counts",
 ]
 
 
 def now() -> float:
     return time.time()
+
+
+BigInt = BigInteger().with_variant(Integer, "sqlite")
+"""64 bits for what can pass 2^31 (ids, byte counts): BIGINT on Postgres, INTEGER on SQLite,
+whose integers are 64-bit whatever the declared type (and whose row ids must be INTEGER)."""
+
+
+def is_postgres(url_or_dialect: str) -> bool:
+    """A `postgresql…://` URL or the `postgresql` dialect name."""
+    return url_or_dialect.startswith("postgresql")
 
 
 class Base(DeclarativeBase):
@@ -58,7 +75,7 @@ class Job(Base):
     output: Mapped[str] = mapped_column(String(16), default="rgba")
     callback_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     api_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    total: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(BigInt, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=now)
     updated_at: Mapped[float] = mapped_column(Float, default=now, onupdate=now)
@@ -93,10 +110,15 @@ class Job(Base):
     __table_args__ = (Index("ix_jobs_state", "state"),)
 
 
+# `/jobs`, newest first (`repo.list_jobs`): the page read off the index, no sort of all jobs
+Index("ix_jobs_created", Job.created_at.desc(), Job.id)
+Index("ix_jobs_owner_created", Job.api_key_hash, Job.created_at.desc(), Job.id)
+
+
 class Task(Base):
     __tablename__ = "tasks"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(String(4096))
     """Relative path inside the archive: every output name keeps it."""
@@ -137,6 +159,9 @@ class Task(Base):
     cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """The content-hash cache's key (`gateway.pipeline.result_cache`): the image's bytes, the
     job's models and options, and its tenant, hashed at ingest; None with RESULT_CACHE=0."""
+    dispatched_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """GATEWAY_ID of the gateway whose claim leased the task (several gateways on one
+    Postgres): a restarting gateway releases only its own leases, others' come back by lease."""
 
     __table_args__ = (
         Index("ix_tasks_cache_key", "cache_key"),
@@ -154,7 +179,7 @@ class Upload(Base):
     __tablename__ = "uploads"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    length: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    length: Mapped[int | None] = mapped_column(BigInt, nullable=True)
     filename: Mapped[str] = mapped_column(String(1024), default="")
     metadata_json: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     api_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -166,7 +191,8 @@ class Upload(Base):
 
 def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
     """`read_only`: an engine for the API's reads, with plain deferred `BEGIN`, so `/status`
-    polls run beside the scheduler's writes (WAL) instead of queueing for the write lock."""
+    polls run beside the scheduler's writes (WAL) instead of queueing for the write lock.
+    On Postgres both engines are plain ones (MVCC: readers never wait for writers)."""
     engine = create_async_engine(url, pool_pre_ping=False)
     if url.startswith("sqlite"):
 
@@ -261,6 +287,88 @@ _TASK_COUNT_DDL = (
 )
 
 
+TASK_COUNTS = "task_counts"
+"""Tasks per (job, state), kept by triggers on `tasks`: `/status`, `/jobs`, the task pages'
+totals and the job closer read a handful of rows instead of counting every task of a job.
+Triggers, not application code, keep it: every write path (claims, answers, ingest, cancel,
+reclaim, a test seeding rows) moves it in the same statement that moves the task, so it can
+never drift from the rows.
+
+On SQLite one row per (job, state), moved by row triggers (one writer at a time: no
+contention). On Postgres the rows are *deltas* (no key), appended by statement triggers from
+the statement's transition tables: several gateways moving tasks of one job at once would
+otherwise queue on, and deadlock over, the same counter rows. A count is the sum of its rows
+on both dialects (`gateway.db.repo`); `compact_counts` folds the deltas now and then."""
+
+task_counts = Table(
+    TASK_COUNTS, MetaData(),  # its own MetaData: made with its triggers, never by create_all
+    Column("job_id", String(32), primary_key=True),
+    Column("state", String(32), primary_key=True),
+    Column("n", BigInt, nullable=False),
+)
+"""The counters as a Core table for queries (`gateway.db.repo`): sum `n` per (job, state)."""
+
+_TASK_COUNT_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {TASK_COUNTS} (job_id VARCHAR(32) NOT NULL, "
+    "state VARCHAR(32) NOT NULL, n INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (job_id, state)) "
+    "WITHOUT ROWID",
+    f"""CREATE TRIGGER IF NOT EXISTS tasks_count_insert AFTER INSERT ON tasks BEGIN
+        INSERT INTO {TASK_COUNTS} (job_id, state, n) VALUES (NEW.job_id, NEW.state, 1)
+        ON CONFLICT (job_id, state) DO UPDATE SET n = n + 1; END""",
+    f"""CREATE TRIGGER IF NOT EXISTS tasks_count_update AFTER UPDATE OF state, job_id ON tasks
+        WHEN OLD.state IS NOT NEW.state OR OLD.job_id IS NOT NEW.job_id BEGIN
+        UPDATE {TASK_COUNTS} SET n = n - 1 WHERE job_id = OLD.job_id AND state = OLD.state;
+        INSERT INTO {TASK_COUNTS} (job_id, state, n) VALUES (NEW.job_id, NEW.state, 1)
+        ON CONFLICT (job_id, state) DO UPDATE SET n = n + 1; END""",
+    f"""CREATE TRIGGER IF NOT EXISTS tasks_count_delete AFTER DELETE ON tasks BEGIN
+        UPDATE {TASK_COUNTS} SET n = n - 1 WHERE job_id = OLD.job_id AND state = OLD.state;
+        END""",
+)
+
+_PG_DELTAS = {
+    "insert": ("NEW TABLE AS new_rows",
+               "SELECT job_id, state, count(*) FROM new_rows GROUP BY job_id, state"),
+    "update": ("OLD TABLE AS old_rows NEW TABLE AS new_rows",
+               "SELECT job_id, state, sum(d) FROM (SELECT job_id, state, -1 AS d FROM old_rows "
+               "UNION ALL SELECT job_id, state, 1 FROM new_rows) x GROUP BY job_id, state "
+               "HAVING sum(d) <> 0"),
+    "delete": ("OLD TABLE AS old_rows",
+               "SELECT job_id, state, -count(*) FROM old_rows GROUP BY job_id, state"),
+}
+"""Postgres: per statement kind, its transition tables and the deltas it appends."""
+
+
+def _pg_task_count_ddl() -> list[str]:
+    ddl = [f"CREATE TABLE IF NOT EXISTS {TASK_COUNTS} (job_id VARCHAR(32) NOT NULL, "
+           "state VARCHAR(32) NOT NULL, n BIGINT NOT NULL)",
+           f"CREATE INDEX IF NOT EXISTS ix_{TASK_COUNTS}_job ON {TASK_COUNTS} (job_id, state)"]
+    for kind, (refs, deltas) in _PG_DELTAS.items():
+        fn = f"tasks_count_{kind}_fn"
+        ddl.append(f"""CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN INSERT INTO {TASK_COUNTS} (job_id, state, n) {deltas}; RETURN NULL; END $$""")
+        ddl.append(f"DROP TRIGGER IF EXISTS tasks_count_{kind} ON tasks")
+        ddl.append(f"CREATE TRIGGER tasks_count_{kind} AFTER {kind.upper()} ON tasks "
+                   f"REFERENCING {refs} FOR EACH STATEMENT EXECUTE FUNCTION {fn}()")
+    return ddl
+
+
+def create_counters(conn: Connection) -> None:
+    """The counters table and its triggers for the connection's dialect (idempotent); a
+    database whose tasks predate the counters has them counted once, in this transaction."""
+    fresh = not inspect(conn).has_table(TASK_COUNTS)
+    ddl = _pg_task_count_ddl() if is_postgres(conn.dialect.name) else _TASK_COUNT_DDL
+    for stmt in ddl:
+        conn.exec_driver_sql(stmt)
+    if fresh:
+        conn.exec_driver_sql(f"INSERT INTO {TASK_COUNTS} (job_id, state, n) "
+                             "SELECT job_id, state, count(*) FROM tasks GROUP BY job_id, state")
+
+
+def include_name(name: str | None, type_: str, _parents: Any) -> bool:
+    """What Alembic compares with `Base.metadata`: not the counters (their own DDL)."""
+    return not (type_ == "table" and name == TASK_COUNTS)
+
+
 def _add_missing_columns(conn: Connection) -> None:
     have = inspect(conn)
     for table, columns in ADDED_COLUMNS.items():
@@ -272,20 +380,25 @@ def _add_missing_columns(conn: Connection) -> None:
     for name, target in ADDED_INDEXES.items():
         table, _, cols = target.partition(" ")
         present = {c["name"] for c in have.get_columns(table)}
-        if {c.strip() for c in cols.strip("()").split(",")} <= present:
+        wanted = {c.strip().removesuffix(" DESC") for c in cols.strip("()").split(",")}
+        if wanted <= present:
             # (a table of some very old layout without the column simply goes unindexed)
             conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {target}")
-    if conn.dialect.name != "sqlite":
-        return
-    fresh = not have.has_table(TASK_COUNTS)
-    for ddl in _TASK_COUNT_DDL:
-        conn.exec_driver_sql(ddl)
-    if fresh:  # a database from before the counters: count once, in this transaction
-        conn.exec_driver_sql(f"INSERT INTO {TASK_COUNTS} (job_id, state, n) "
-                             "SELECT job_id, state, count(*) FROM tasks GROUP BY job_id, state")
+    create_counters(conn)
+
+
+def adopt_legacy(conn: Connection) -> None:
+    """Bring a database made by `create_all` before Alembic (no `alembic_version`) to the
+    first revision: missing tables, the columns and indexes added since, the counters. The
+    caller stamps it `0001` afterwards (`gateway.db.migrations`)."""
+    Base.metadata.create_all(conn)
+    _add_missing_columns(conn)
 
 
 async def init_db(engine: AsyncEngine) -> None:
+    """The schema at the newest revision: Alembic's `upgrade head` in one transaction
+    (`gateway.db.migrations.upgrade`), a pre-Alembic database adopted first."""
+    from gateway.db.migrations import upgrade
+
     async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-        await conn.run_sync(_add_missing_columns)
+        await conn.run_sync(upgrade)

@@ -96,9 +96,16 @@ def job_options(fmt: str | None, max_size: int | None, background: str | None,
     return OutputOptions(OutputFormat(fmt or OutputFormat.PNG.value), max_size, background, crop)
 
 
-async def claim(s: AsyncSession, stage: Stage, n: int, now: float, lease_s: float) -> list[Claimed]:
+async def claim(s: AsyncSession, stage: Stage, n: int, now: float, lease_s: float,
+                by: str | None = None) -> list[Claimed]:
     """Lease up to `n` due tasks of running jobs for `stage`, shared evenly across the jobs
-    that have due work (oldest job first when there are more jobs than slots)."""
+    that have due work (oldest job first when there are more jobs than slots); `by` (the
+    GATEWAY_ID) is written into each leased row's `dispatched_by`.
+
+    On SQLite `BEGIN IMMEDIATE` makes the read-then-update atomic. On Postgres (read
+    committed, several gateways) the row choice is `SELECT … FOR UPDATE SKIP LOCKED`: a row
+    another claimer has locked is passed over, not waited for, and the UPDATE re-checks the
+    state, so no task is leased twice and neither claimer stalls on the other."""
     queue, dispatched = stage.queued_state, stage.dispatched_state
     jq = select(J.c.id, J.c.model, J.c.output, J.c.format, J.c.max_size, J.c.background,
                 J.c.crop).where(J.c.state == JobState.RUNNING.value)
@@ -121,12 +128,14 @@ async def claim(s: AsyncSession, stage: Stage, n: int, now: float, lease_s: floa
                 .where(T.c.job_id == jid, T.c.state == queue.value, T.c.next_attempt_at <= now)
                 .order_by(T.c.id)
                 .limit(take)
+                .with_for_update(skip_locked=True)  # (SQLite renders no FOR UPDATE)
                 .scalar_subquery()
             )
             stmt = (
                 update(T)
-                .where(T.c.id.in_(sub))
-                .values(state=dispatched.value, lease_expires_at=now + lease_s, **{col.key: now})
+                .where(T.c.id.in_(sub), T.c.state == queue.value)
+                .values(state=dispatched.value, lease_expires_at=now + lease_s,
+                        dispatched_by=by, **{col.key: now})
                 .returning(T.c.id, T.c.path, T.c.input, T.c.gt, T.c.matting_output,
                            T.c.cache_key, T.c.confidence)
             )
@@ -207,16 +216,18 @@ async def record_successes(
 ) -> list[bool]:
     """`record_success` for many answers in two statements instead of one per answer: one
     read of the fences (rows still leased by these very claims, of running jobs), then one
-    executemany UPDATE of the rows that pass. The caller's write transaction holds the
-    database's one write lock, so nothing can move a row between the two. Per answer: False
+    executemany UPDATE of the rows that pass. On SQLite the caller's write transaction holds
+    the database's one write lock, so nothing can move a row between the two; on Postgres
+    the read locks the rows (`FOR UPDATE`, in id order) until the commit. Per answer: False
     when it came too late, as `record_success` says."""
     if not done:
         return []
     col = _dispatched_col(stage)
     ids = [c.id for c, _, _ in done]
     live = select(J.c.id).where(J.c.state == JobState.RUNNING.value)
-    q = select(T.c.id, col).where(T.c.id.in_(ids), T.c.state == stage.dispatched_state.value,
-                                  T.c.job_id.in_(live))
+    q = (select(T.c.id, col).where(T.c.id.in_(ids), T.c.state == stage.dispatched_state.value,
+                                   T.c.job_id.in_(live))
+         .order_by(T.c.id).with_for_update(of=T))
     leased = {int(i): d for i, d in (await s.execute(q)).all()}
     ok = [leased.get(c.id) == c.dispatched_at for c, _, _ in done]
     cols = stage.columns
@@ -265,7 +276,8 @@ async def record_failure(
     backoff_max: float,
 ) -> TaskState | None:
     """Count a failed attempt; the new state (failed or permanently_failed), None if too late."""
-    q = select(T.c.retry_count).where(*_fence(stage, c.id, c.dispatched_at))
+    q = (select(T.c.retry_count).where(*_fence(stage, c.id, c.dispatched_at))
+         .with_for_update(of=T))
     count = (await s.execute(q)).scalar_one_or_none()
     if count is None:
         return None
@@ -343,15 +355,20 @@ async def reclaim_expired(s: AsyncSession, now: float, max_retries: int) -> int:
     return n
 
 
-async def release_dispatched(s: AsyncSession) -> int:
+async def release_dispatched(s: AsyncSession, by: str | None = None) -> int:
     """At startup: whatever the previous gateway process had in flight goes back to its queue
-    (its answer can never arrive here); not counted as an attempt."""
+    (its answer can never arrive here); not counted as an attempt.
+
+    `by` (several gateways on one Postgres): only the tasks that gateway id leased; the other
+    gateways' leases are theirs, and a dead one's come back when they expire
+    (`reclaim_expired`). None: every lease (one gateway, SQLite)."""
     n = 0
     for stage in STAGES:
+        q = update(T).where(T.c.state == stage.dispatched_state.value)
+        if by is not None:
+            q = q.where(T.c.dispatched_by == by)
         res = await s.execute(
-            update(T)
-            .where(T.c.state == stage.dispatched_state.value)
-            .values(state=stage.queued_state.value, lease_expires_at=None)
+            q.values(state=stage.queued_state.value, lease_expires_at=None)
         )
         n += int(getattr(res, "rowcount", 0))
     return n
@@ -369,10 +386,11 @@ async def finish_jobs(s: AsyncSession, now: float) -> list[FinishedJob]:
     for job_id, total in (await s.execute(
         select(J.c.id, J.c.total).where(J.c.state == JobState.RUNNING.value)
     )).all():
-        busy = select(T.c.id).where(T.c.job_id == job_id, T.c.state.in_(_UNFINISHED)).limit(1)
-        if (await s.execute(busy)).first() is not None:
-            continue
+        # one read of the counters, not a look for unfinished rows and then a count: under
+        # read committed (Postgres) an ingest could add tasks between two statements
         counts = await job_counts(s, job_id)
+        if any(counts.get(st, 0) for st in _UNFINISHED):
+            continue
         if sum(counts.values()) < total:
             continue  # ingest is still adding tasks
         completed = counts.get(TaskState.COMPLETED.value, 0)

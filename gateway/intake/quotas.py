@@ -12,6 +12,11 @@ Resumable (tus) uploads are limited per key too, before any byte arrives
 (`enforce_upload_limits`, in the transaction that creates the upload): how many unfinished
 ones a key holds (MAX_OPEN_UPLOADS, 429) and the sum of their declared lengths
 (MAX_OPEN_UPLOAD_BYTES, 413), so that nobody reserves the disk with uploads they never send.
+
+On Postgres several gateways create jobs at once and read committed lets two transactions
+count the same rows: each check first takes the key's advisory transaction lock
+(`gateway.db.locks.lock_key`), held until the creating transaction commits, so the second
+racer counts the first one's job. On SQLite the write lock already serialises them.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import repo
+from gateway.db.locks import QUOTA_LOCK_SPACE, lock_for_transaction, lock_key
 from gateway.errors import PayloadTooLarge, QuotaExceeded
 from shared.settings import Settings
 from shared.states import JobState
@@ -35,6 +41,7 @@ __all__ = [
     "check_quota",
     "enforce_quota",
     "enforce_upload_limits",
+    "lock_quota",
 ]
 
 ACTIVE_JOB_STATES = (JobState.UPLOADING.value, JobState.INGESTING.value, JobState.RUNNING.value)
@@ -43,6 +50,12 @@ HOUR_S = 3600.0
 """The hourly quota's sliding window."""
 DAY_S = 86400.0
 """The daily quota's sliding window."""
+
+
+async def lock_quota(s: AsyncSession, key_hash: str | None) -> None:
+    """Serialise the key's quota checks until this transaction ends (Postgres; a no-op on
+    SQLite). The anonymous key (NULL) has a lock of its own too."""
+    await lock_for_transaction(s, lock_key(QUOTA_LOCK_SPACE, key_hash or "\0anonymous"))
 
 
 async def _window(
@@ -64,6 +77,9 @@ async def check_quota(
     """The first quota the key is at (concurrent, hourly, daily) as the refusal to raise, or
     None. 0 means no limit."""
     now = time.time() if now is None else now
+    if settings.max_concurrent_jobs > 0 or settings.max_jobs_per_hour > 0 or \
+            settings.max_jobs_per_day > 0:
+        await lock_quota(s, key_hash)
     if settings.max_concurrent_jobs > 0:
         active = await repo.count_jobs_in_states(s, key_hash, ACTIVE_JOB_STATES)
         if active >= settings.max_concurrent_jobs:
@@ -100,6 +116,8 @@ async def enforce_upload_limits(
     MAX_OPEN_UPLOADS live uploads not yet turned into jobs (429 + Retry-After) or when their
     declared bytes plus `length` pass MAX_OPEN_UPLOAD_BYTES (413). 0 means no limit."""
     now = time.time() if now is None else now
+    if settings.max_open_uploads > 0 or settings.max_open_upload_bytes > 0:
+        await lock_quota(s, key_hash)
     count, total = await repo.open_uploads(s, key_hash, now)
     if settings.max_open_uploads > 0 and count >= settings.max_open_uploads:
         raise QuotaExceeded(

@@ -99,6 +99,7 @@ async def test_an_older_database_gets_its_counters_at_start_up(tmp_path: Path) -
         for name in ("tasks_count_insert", "tasks_count_update", "tasks_count_delete"):
             con.execute(f"DROP TRIGGER {name}")
         con.execute(f"DROP TABLE {TASK_COUNTS}")
+        con.execute("DROP TABLE alembic_version")  # nor migrations (`adopt_legacy`)
         con.execute("UPDATE tasks SET state = 'completed' WHERE id <= 5")
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     await init_db(engine)
