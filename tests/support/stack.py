@@ -135,8 +135,8 @@ def stack_settings(data: Path, **overrides: Any) -> Settings:
 
 def gateway_programs(settings: Settings, gateways: int) -> list[Program]:
     """The stack's programs with `gateways` gateways on one database: `gateway` (GATEWAY_ID
-    `gateway-1`, restarted by Supervisor as usual) and `gateway-2`… on free ports, which
-    Supervisor does NOT restart, so a test can kill one for good."""
+    `gateway-1`) and `gateway-2`… on free ports. With more than one, Supervisor restarts none
+    of them, so a test can kill one for good and watch the others take over."""
     programs = stack_programs(settings)
     if gateways <= 1:
         return programs
@@ -146,7 +146,7 @@ def gateway_programs(settings: Settings, gateways: int) -> list[Program]:
             out.append(p)
             continue
         out.append(Program(p.name, p.argv, {**p.env, "GATEWAY_ID": "gateway-1"}, p.port,
-                           p.priority))
+                           p.priority, autorestart=False))
         for n in range(2, gateways + 1):
             port = free_port()
             out.append(Program(f"gateway-{n}", (*p.argv, "--port", str(port)),
