@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text
 
 from gateway.db import repo, transitions
 from gateway.db.database import Database
-from gateway.db.locks import Chore, ChoreLocks
+from gateway.db.locks import Chore
 from gateway.db.tables import Job, Task, task_counts
 from shared.stages import Stage
 from shared.states import TaskState
@@ -53,7 +53,7 @@ async def test_two_gateways_never_claim_one_task_twice(gateways: Gateways) -> No
 
     async def gateway(db: Database, name: str) -> None:
         first = True
-        while batch := await claim(db, name == "a" and 7 or 11, name):
+        while batch := await claim(db, (name == "a" and 7) or 11, name):
             got[name] += [c.id for c in batch]
             if first:
                 first = False
