@@ -48,8 +48,10 @@ scale-deps:
 	    else echo "warning: no Postgres (initdb) and no root apt-get to install Debian's \
 	postgresql: the Postgres tests will skip"; fi; }
 
-# The several-gateways suite: the database on both dialects, the quota race, the migrations.
-SCALE_TESTS := tests/gateway/db tests/gateway/intake/test_quota_race.py
+# The several-gateways suite: the database on both dialects, the quota race, the migrations,
+# the gateway on Postgres and a dead gateway's jobs taken over.
+SCALE_TESTS := tests/gateway/db tests/gateway/intake/test_quota_race.py \
+	tests/gateway/test_state_postgres.py
 scale-test: install scale-deps
 	$(PY) -m pytest -q -rs -p no:cacheprovider $(SCALE_TESTS)
 
