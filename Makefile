@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: install browser run demo lint test gpu-test bench clean
+.PHONY: install browser run demo lint test gpu-test bench clean scale-deps scale-test
 .PHONY: engine base-image build-extra images images-cpu compose-test
 
 install: $(STAMP)
@@ -35,8 +35,25 @@ browser:
 	  (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium)) || \
 	  echo "warning: no chromium and no apt-get to install it: the browser tests will skip"
 
-test: lint browser images-cpu
+test: lint browser images-cpu scale-deps
 	$(PY) -m pytest -q -rs -p no:cacheprovider
+
+# --- past one machine (README, "Postgres and several gateways") ------------------------------
+# Debian's Postgres for the throwaway test clusters (tests/support/postgres.py), installed when
+# missing and we are root; otherwise the reason is printed and those tests skip with it.
+scale-deps:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update -qq && apt-get install -y -qq postgresql; \
+	    else echo "warning: no Postgres (initdb) and no root apt-get to install Debian's \
+	postgresql: the Postgres tests will skip"; fi; }
+
+# The several-gateways suite: the database on both dialects, the quota race, the migrations,
+# the gateway on Postgres and a dead gateway's jobs taken over.
+SCALE_TESTS := tests/gateway/db tests/gateway/intake/test_quota_race.py \
+	tests/gateway/test_state_postgres.py
+scale-test: install scale-deps
+	$(PY) -m pytest -q -rs -p no:cacheprovider $(SCALE_TESTS)
 
 # The CUDA tests alone (they skip without a GPU; `make test` runs them too).
 gpu-test: install

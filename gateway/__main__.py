@@ -1,17 +1,23 @@
-"""`python -m gateway [--host H] [--port N]`: the gateway, by default on HOST:GATEWAY_PORT."""
+"""`python -m gateway [--host H] [--port N]`: the gateway, by default on HOST:GATEWAY_PORT.
+
+`python -m gateway migrate`: migrate the task database (DATABASE_URL) to the newest schema
+and exit (a Kubernetes Job before a release's gateways start; they would migrate at start
+anyway, one at a time under a lock, so the Job is for doing it once, visibly)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import logging
+import sys
 
 from gateway.app import create_app
 from shared.logs import add_request_logging, setup_logging
 from shared.serve import serve
 from shared.settings import Settings, get_settings
 
-__all__ = ["exposure_warning", "is_loopback", "main", "token_warning"]
+__all__ = ["exposure_warning", "is_loopback", "main", "migrate", "token_warning"]
 
 SERVICE = "gateway"
 log = logging.getLogger("gateway")
@@ -48,7 +54,25 @@ def token_warning(settings: Settings) -> str | None:
             "one in DATA_DIR/internal_token).")
 
 
+def migrate(settings: Settings) -> None:
+    """Migrate DATABASE_URL to head (`gateway.db.migrations`), adopting a pre-Alembic one."""
+    from gateway.db.database import Database
+
+    async def run() -> None:
+        db = await Database.connect(settings.database)
+        await db.close()
+
+    asyncio.run(run())
+    log.info("the task database is at the newest schema")
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["migrate"]:
+        settings = get_settings()
+        setup_logging(SERVICE, settings)
+        migrate(settings)
+        return
     # Only the keys' hashes stay in this process's settings (`Settings.without_raw_keys`).
     settings = get_settings().without_raw_keys()
     get_settings.cache_clear()

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import repo, transitions
 from gateway.db.database import Database
+from gateway.db.locks import JOB_LOCK_SPACE, Chore, lock_key
 from gateway.intake.ingest import ingest_job, unexpected_error
 from gateway.intake.tus_uploads import TusUploads
 from gateway.metrics import GatewayMetrics
@@ -59,10 +60,14 @@ class GatewayState:
     resources: asyncio.Task[None] | None = None
     """The debug log's resource lines (`shared.resources`)."""
     started_at: float = field(default_factory=time.time)
+    held_jobs: set[str] = field(default_factory=set)
+    """Jobs whose lock this gateway holds while it receives or ingests them (Postgres: a
+    session advisory lock per job, `hold_job`; SQLite: bookkeeping only)."""
 
     def __post_init__(self) -> None:
         self.tus = TusUploads(self.db, self.storage, self.settings, self.start_ingest)
         self.sync = SyncRemover(self.settings, self.storage)
+        self.scheduler.on_maintenance = self.take_over_jobs
 
     @classmethod
     async def open(cls, settings: Settings, **scheduler_opts: Any) -> GatewayState:
@@ -78,7 +83,8 @@ class GatewayState:
         await self.recover()
         await self.scheduler.start()
         await self.sync.start()
-        await self.tus.reconcile_uploads()
+        if await self.db.chores.holds(Chore.TUS):
+            await self.tus.reconcile_uploads()
         self.tus_sweeper = asyncio.create_task(self.tus.sweep_loop(), name="tus-sweeper")
         self.resources = asyncio.create_task(
             resource_loop("gateway", self.settings.resource_log_interval_s, self.queues),
@@ -108,7 +114,19 @@ class GatewayState:
 
         An ingest that was already started MAX_RETRIES times is not redone: an archive that
         kills the gateway (memory, a library crash) would otherwise kill it at every start-up.
-        That job fails with the reason, and its files go."""
+        That job fails with the reason, and its files go.
+
+        On Postgres other gateways may be receiving, ingesting and dispatching right now:
+        only this gateway's own leases are released (`GATEWAY_ID`), and cut uploads and
+        interrupted ingests are left to `take_over_jobs`, which touches a job only once it
+        holds the job's lock, i.e. once the gateway that had it is gone."""
+        if self.db.postgres:
+            async with self.db.write() as s:
+                released = await transitions.release_dispatched(
+                    s, by=self.settings.gateway_name)
+            if released:
+                log.info("recovered: %d of this gateway's leases released", released)
+            return
         async with self.db.write() as s:
             cut = await repo.jobs_in_state(s, JobState.UPLOADING)
             for job_id in cut:
@@ -128,22 +146,80 @@ class GatewayState:
 
     async def _ingests_to_redo(self, s: AsyncSession) -> tuple[list[str], list[str]]:
         """(jobs whose ingest restarts, jobs failed for crashing it MAX_RETRIES times)."""
-        redo, given_up = [], []
-        limit = self.settings.max_retries
+        redo: list[str] = []
+        given_up: list[str] = []
         for job_id in await repo.jobs_in_state(s, JobState.INGESTING):
-            job = await repo.get_job(s, job_id)
-            attempts = (job.ingest_attempts or 0) if job is not None else 0
-            if attempts < limit:
-                redo.append(job_id)
-                continue
-            log.warning("job %s: ingest crashed %d times; giving up", job_id, attempts)
-            await repo.delete_job(s, job_id, keep_job=True)
-            await repo.set_job(
-                s, job_id, state=JobState.FAILED.value, total=0, finished_at=time.time(),
-                error=f"ingest crashed {attempts} times (the gateway stopped during it; "
-                      f"MAX_RETRIES={limit})")  # fmt: skip
-            given_up.append(job_id)
+            (redo if await self._redo_or_give_up(s, job_id) else given_up).append(job_id)
         return redo, given_up
+
+    async def _redo_or_give_up(self, s: AsyncSession, job_id: str) -> bool:
+        """True: the interrupted ingest is to be redone; False: it crashed MAX_RETRIES times
+        and the job is failed here, with the reason."""
+        limit = self.settings.max_retries
+        job = await repo.get_job(s, job_id)
+        attempts = (job.ingest_attempts or 0) if job is not None else 0
+        if attempts < limit:
+            return True
+        log.warning("job %s: ingest crashed %d times; giving up", job_id, attempts)
+        await repo.delete_job(s, job_id, keep_job=True)
+        await repo.set_job(
+            s, job_id, state=JobState.FAILED.value, total=0, finished_at=time.time(),
+            error=f"ingest crashed {attempts} times (the gateway stopped during it; "
+                  f"MAX_RETRIES={limit})")  # fmt: skip
+        return False
+
+    # --- jobs of a gateway that died (several gateways on one Postgres) ----------------------
+    async def hold_job(self, job_id: str) -> bool:
+        """Take the job's lock for as long as this gateway receives or ingests it; False when
+        another live gateway has it. Always True on SQLite (one gateway)."""
+        if job_id in self.held_jobs:
+            return True
+        if not await self.db.chores.take(lock_key(JOB_LOCK_SPACE, job_id)):
+            return False
+        self.held_jobs.add(job_id)
+        return True
+
+    async def release_job(self, job_id: str) -> None:
+        if job_id in self.held_jobs:
+            self.held_jobs.discard(job_id)
+            await self.db.chores.give(lock_key(JOB_LOCK_SPACE, job_id))
+
+    async def take_over_jobs(self) -> None:
+        """Postgres, under the INGESTS chore (one gateway at a time), at each maintenance pass:
+        a job still `uploading` or `ingesting` whose lock is free has lost its gateway. A cut
+        upload is removed (as `recover` does on SQLite); an interrupted ingest is redone here,
+        under the job's lock, so exactly one gateway redoes it (or it is given up after
+        MAX_RETRIES attempts)."""
+        if not self.db.postgres or not await self.db.chores.holds(Chore.INGESTS):
+            return
+        async with self.db.read() as s:
+            jobs = [*await repo.jobs_in_state(s, JobState.UPLOADING),
+                    *await repo.jobs_in_state(s, JobState.INGESTING)]
+        for job_id in jobs:
+            if job_id in self.held_jobs or job_id in self.ingests:
+                continue
+            if not await self.hold_job(job_id):
+                continue  # its gateway is alive
+            redo = False
+            try:
+                async with self.db.write() as s:
+                    job = await repo.get_job(s, job_id)  # afresh, under the lock
+                    state = job.state if job is not None else None
+                    if state == JobState.UPLOADING.value:
+                        await repo.delete_job(s, job_id)
+                    elif state == JobState.INGESTING.value:
+                        redo = await self._redo_or_give_up(s, job_id)
+                if state == JobState.UPLOADING.value:
+                    log.info("job %s: its gateway died during the upload; removed", job_id)
+                    await asyncio.to_thread(self.storage.remove_job, job_id)
+                elif state == JobState.INGESTING.value and not redo:
+                    await asyncio.to_thread(shutil.rmtree, self.storage.job_input(job_id), True)
+            finally:
+                if redo:
+                    log.info("job %s: its gateway died during the ingest; taken over", job_id)
+                    self.start_ingest(job_id)  # keeps the lock until the ingest ends
+                else:
+                    await self.release_job(job_id)
 
     # --- ingest in the background ------------------------------------------------------------
     def start_ingest(self, job_id: str) -> asyncio.Task[None]:
@@ -153,6 +229,10 @@ class GatewayState:
         return task
 
     async def _ingest(self, job_id: str) -> None:
+        if not await self.hold_job(job_id):
+            # another gateway took the job over first (`take_over_jobs`): it ingests it
+            log.info("job %s: another gateway ingests it", job_id)
+            return
         try:
             await ingest_job(job_id, self.db, self.storage, self.settings)
         except Exception as exc:
@@ -166,6 +246,7 @@ class GatewayState:
                     finished_at=time.time(),
                 )
         finally:
+            await self.release_job(job_id)
             self.scheduler.wake()
 
     async def cancel_ingest(self, job_id: str) -> None:

@@ -98,13 +98,21 @@ async def job_from_body(
     await asyncio.to_thread(check_free_space, gw.storage.root, gw.settings.min_free_disk,
                             declared)
     job_id = uuid.uuid4().hex
-    async with gw.db.write() as s:
-        # Checked in the transaction that creates the job: two racing uploads cannot share a slot.
-        await enforce_quota(s, caller.key_hash, gw.settings)
-        await new_job(
-            s, job_id, model=model, output=output, callback_url=callback_url,
-            api_key_hash=caller.key_hash, filename=filename or "", options=options,
-        )
+    # The job's lock before its row (several gateways: no other takes an upload in progress
+    # for a dead one's); held through the ingest (`GatewayState.take_over_jobs`).
+    await gw.hold_job(job_id)
+    try:
+        async with gw.db.write() as s:
+            # Checked in the transaction that creates the job: two racing uploads cannot
+            # share a slot.
+            await enforce_quota(s, caller.key_hash, gw.settings)
+            await new_job(
+                s, job_id, model=model, output=output, callback_url=callback_url,
+                api_key_hash=caller.key_hash, filename=filename or "", options=options,
+            )
+    except BaseException:
+        await asyncio.shield(gw.release_job(job_id))
+        raise
     try:
         received = await receive_upload(
             body, headers, gw.storage.job_input(job_id), gw.settings.max_upload_size,
@@ -125,9 +133,12 @@ async def job_from_body(
 
 
 async def _drop(gw: GatewayState, job_id: str) -> None:
-    async with gw.db.write() as s:
-        await repo.delete_job(s, job_id)
-    await asyncio.to_thread(gw.storage.remove_job, job_id)
+    try:
+        async with gw.db.write() as s:
+            await repo.delete_job(s, job_id)
+        await asyncio.to_thread(gw.storage.remove_job, job_id)
+    finally:
+        await gw.release_job(job_id)
 
 
 class JobFromUpload(BaseModel):

@@ -23,7 +23,10 @@ from enum import IntEnum
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-__all__ = ["JOB_LOCK_SPACE", "QUOTA_LOCK_SPACE", "Chore", "ChoreLocks", "lock_for_transaction", "lock_key"]
+__all__ = [
+    "JOB_LOCK_SPACE", "QUOTA_LOCK_SPACE", "Chore", "ChoreLocks", "lock_for_transaction",
+    "lock_key",
+]
 
 log = logging.getLogger("gateway.db.locks")
 
@@ -67,7 +70,7 @@ def lock_key(space: int, name: str) -> int:
 async def lock_for_transaction(s: AsyncSession, key: int) -> None:
     """Postgres: wait for the transaction lock `key` (released at commit or rollback).
     SQLite: nothing (its one writer at a time is lock enough)."""
-    if s.bind.dialect.name == "postgresql":
+    if s.get_bind().dialect.name == "postgresql":
         await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 

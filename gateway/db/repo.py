@@ -104,7 +104,7 @@ async def set_job(
 async def delete_job(s: AsyncSession, job_id: str, *, keep_job: bool = False) -> None:
     """Remove a job's tasks, and the job row itself unless `keep_job`."""
     await s.execute(delete(Task).where(Task.job_id == job_id))
-    if s.bind.dialect.name == "sqlite":
+    if s.get_bind().dialect.name == "sqlite":
         # the rows the delete trigger left at zero; on Postgres its deltas already net the
         # job to zero, and `compact_counts` drops them (deleting them here could miss a delta
         # another gateway commits meanwhile)
@@ -165,7 +165,7 @@ async def compact_counts(s: AsyncSession) -> int:
     """Postgres: fold the counters' delta rows into one row per (job, state), dropping those
     that net to zero (a deleted job's); the rows folded. SQLite: nothing (one row each).
     Concurrent deltas are safe: the fold deletes and re-adds only rows it saw."""
-    if s.bind.dialect.name == "sqlite":
+    if s.get_bind().dialect.name == "sqlite":
         return 0
     res = await s.execute(text(
         f"WITH gone AS (DELETE FROM {TASK_COUNTS} RETURNING job_id, state, n), "

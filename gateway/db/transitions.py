@@ -115,6 +115,7 @@ async def claim(s: AsyncSession, stage: Stage, n: int, now: float, lease_s: floa
     if n <= 0 or not jobs:
         return []
     col = _dispatched_col(stage)
+    pg = s.get_bind().dialect.name == "postgresql"
     claimed: list[Claimed] = []
     remaining, active = n, list(jobs)
     while remaining > 0 and active:
@@ -123,14 +124,20 @@ async def claim(s: AsyncSession, stage: Stage, n: int, now: float, lease_s: floa
             if remaining <= 0:
                 break
             take = min(share, remaining)
-            sub = (
+            due = (
                 select(T.c.id)
                 .where(T.c.job_id == jid, T.c.state == queue.value, T.c.next_attempt_at <= now)
                 .order_by(T.c.id)
                 .limit(take)
-                .with_for_update(skip_locked=True)  # (SQLite renders no FOR UPDATE)
-                .scalar_subquery()
             )
+            if pg:
+                # a materialised CTE: a LIMIT … FOR UPDATE subquery inside IN may be run more
+                # than once by the planner and lease more than `take` rows
+                picked = (due.with_for_update(skip_locked=True).cte("picked")
+                          .prefix_with("MATERIALIZED"))
+                sub: Any = select(picked.c.id).scalar_subquery()
+            else:
+                sub = due.scalar_subquery()
             stmt = (
                 update(T)
                 .where(T.c.id.in_(sub), T.c.state == queue.value)

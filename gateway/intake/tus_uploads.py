@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.db import repo
 from gateway.db.database import Database
+from gateway.db.locks import Chore
 from gateway.db.tables import Upload
 from gateway.errors import Conflict, GatewayError
 from gateway.intake.jobs import (
@@ -241,6 +242,8 @@ class TusUploads:
         while True:
             await asyncio.sleep(interval)
             try:
+                if not await self.db.chores.holds(Chore.TUS):
+                    continue  # another gateway of the same Postgres runs the sweep
                 await self.sweep_expired()
                 await self.reconcile_uploads(grace=TUS_AUTOJOB_GRACE_S)
             except Exception:

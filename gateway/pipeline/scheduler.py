@@ -17,7 +17,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import repo, transitions
 from gateway.db.database import Database
+from gateway.db.locks import Chore
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.callbacks import WebhookSender
 from gateway.pipeline.result_cache import ResultCache
@@ -109,6 +110,8 @@ class Scheduler:
         self.reports = reports or Reports(db, storage)
         """Finished jobs' report files: the maintenance pass writes those that are missing."""
         self._report_pass: asyncio.Task[int] | None = None
+        self.on_maintenance: Callable[[], Awaitable[None]] | None = None
+        """Run at each maintenance pass (the gateway's takeover of dead gateways' ingests)."""
         self.metrics = metrics or GatewayMetrics()
         self.lease_s = settings.lease_s if lease_s is None else lease_s
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
@@ -223,7 +226,8 @@ class Scheduler:
 
     async def claim(self, stage: Stage, n: int) -> list[transitions.Claimed]:
         async with self.db.write() as s:
-            return await transitions.claim(s, stage, n, time.time(), self.lease_s)
+            return await transitions.claim(s, stage, n, time.time(), self.lease_s,
+                                           by=self.settings.gateway_name)
 
     def request_for(self, stage: Stage, c: transitions.Claimed) -> StageRequest[Any]:
         """One request per image, whatever the number of models (see `matting_request` and
@@ -453,21 +457,34 @@ class Scheduler:
             await asyncio.sleep(self.maintenance_s)
 
     async def maintain_once(self) -> list[transitions.FinishedJob]:
-        now = time.time()
-        async with self.db.write() as s:
-            moved = await transitions.requeue_due(s, now)
-            moved += await transitions.reclaim_expired(s, now, self.settings.max_retries)
-            finished = await transitions.finish_jobs(s, now)
-        if moved:
-            self.wake()
-        for f in finished:
-            log.info("job %s finished: %s", f.job_id, f.state.value)
-        await self._fire_callbacks()
+        """One pass of the singleton chores this gateway holds (`gateway.db.locks`; all of
+        them on SQLite): requeues, lease reclaims, job closing and the counters' fold, then
+        webhooks. Another gateway of the same Postgres holding them does them instead."""
+        chores = self.db.chores
+        finished: list[transitions.FinishedJob] = []
+        if await chores.holds(Chore.MAINTENANCE):
+            now = time.time()
+            async with self.db.write() as s:
+                moved = await transitions.requeue_due(s, now)
+                moved += await transitions.reclaim_expired(s, now, self.settings.max_retries)
+                finished = await transitions.finish_jobs(s, now)
+                await repo.compact_counts(s)
+            if moved:
+                self.wake()
+            for f in finished:
+                log.info("job %s finished: %s", f.job_id, f.state.value)
+        if self.on_maintenance is not None:
+            await self.on_maintenance()
+        if await chores.holds(Chore.WEBHOOKS):
+            await self._fire_callbacks()
+        await chores.holds(Chore.REPORTS)  # taken if free: `_start_report_pass` reads it
         return finished
 
     def _start_report_pass(self) -> None:
         """Write missing report files in the background (one pass at a time): a big job's
         report takes a while, and closing jobs, requeues and webhooks must not wait for it."""
+        if Chore.REPORTS not in self.db.chores.held:  # (asked for by `maintain_once`)
+            return
         if self._report_pass is None or self._report_pass.done():
             self._report_pass = asyncio.create_task(self.reports.write_missing(),
                                                     name="report-pass")

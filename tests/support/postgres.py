@@ -15,6 +15,7 @@ API: the session fixture `postgres_server` (a `PostgresServer`, its admin DSN in
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -29,7 +30,10 @@ import pytest
 
 from tests.support.servers import free_port
 
-__all__ = ["PostgresServer", "fresh_database_url", "postgres_bin_dir", "postgres_server"]
+__all__ = [
+    "PostgresServer", "PostgresUnavailable", "fresh_database_url", "postgres_bin_dir",
+    "postgres_server", "running_postgres",
+]
 
 RUN_AS = "nobody"
 """The unprivileged user the cluster runs as when the tests run as root."""
@@ -94,12 +98,17 @@ def _why_not() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One cluster for the whole test session; each test makes its own databases."""
+class PostgresUnavailable(RuntimeError):
+    """Why no cluster could be had (the tests skip with it; the bench prints it)."""
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A throwaway cluster for the duration of the block (also used by `bench.db_postgres`);
+    raises `PostgresUnavailable` with the reason when none can be had."""
     why = _why_not()
     if why is not None:
-        pytest.skip(why)
+        raise PostgresUnavailable(why)
     bin_dir = postgres_bin_dir()
     assert bin_dir is not None
     root = Path(tempfile.mkdtemp(prefix="mattepipe-pg-"))
@@ -113,7 +122,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         capture_output=True, text=True, timeout=120)
     if init.returncode:
         shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"initdb failed: {init.stderr.strip()[-500:]}")
+        raise PostgresUnavailable(f"initdb failed: {init.stderr.strip()[-500:]}")
     opts = f"-k {root} -h 127.0.0.1 -p {port} -F -c max_connections=200"
     start = subprocess.run(
         _as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
@@ -122,10 +131,24 @@ def postgres_server() -> Iterator[PostgresServer]:
     if start.returncode:
         log = (root / "log").read_text(errors="replace")[-1000:] if (root / "log").exists() else ""
         shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"Postgres did not start: {start.stderr.strip()} {log}")
+        raise PostgresUnavailable(f"Postgres did not start: {start.stderr.strip()} {log}")
     try:
         yield PostgresServer("127.0.0.1", port, "postgres", bin_dir, root)
     finally:
         subprocess.run(_as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
                                   "stop"]), capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One cluster for the whole test session; each test makes its own databases."""
+    try:
+        cluster = running_postgres()
+        server = cluster.__enter__()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        cluster.__exit__(None, None, None)

@@ -10,6 +10,7 @@ transaction lock, so gateways starting together migrate one after the other, nev
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -25,6 +26,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent
 FIRST_REVISION = "0001"
 """The schema `create_all` made before there were migrations."""
 HEAD = "head"
+
+logging.getLogger("alembic").setLevel(logging.WARNING)  # not its plugin list at every start
+logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)  # but each revision run
 
 
 def alembic_config(conn: Connection | None = None) -> Config:

@@ -1,11 +1,11 @@
-"""The task database's transitions, on a real SQLite file with the gateway's engine setup."""
+"""The task database's transitions, on a real SQLite file and a real Postgres database
+(`database_url`, tests/gateway/db/conftest.py) with the gateway's engine setup."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +23,8 @@ Sessions = async_sessionmaker[AsyncSession]
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[tuple[str, Sessions]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+async def db(database_url: str) -> AsyncIterator[tuple[str, Sessions]]:
+    url = database_url
     engine = create_engine(url)
     await init_db(engine)
     yield url, session_factory(engine)

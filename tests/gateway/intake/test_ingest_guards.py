@@ -202,14 +202,16 @@ gateway.intake.ingest.INSERT_BATCH = 1
 
 async def main() -> None:
     gw = await GatewayState.open(Settings(data_dir=Path(sys.argv[1]), max_retries=3))
+    async with gw.db.read() as s:
+        before = (await s.get(Job, "k1")).ingest_attempts
     await gw.recover()
     if "k1" not in gw.ingests:
         print("not restarted", flush=True)
         os._exit(0)
-    while True:  # until this attempt has inserted rows: it is under way
+    while True:  # until this attempt (not the last one's rows) has inserted rows: under way
         async with gw.db.read() as s:
             job = await s.get(Job, "k1")
-        if job is not None and job.total >= 1:
+        if job is not None and job.ingest_attempts > before and job.total >= 1:
             break
         await asyncio.sleep(0.01)
     print("killed mid-ingest", flush=True)

@@ -1,0 +1,56 @@
+"""Alembic migrations (gateway/db/migrations): an empty database migrated to head matches
+tables.py exactly, on SQLite and on Postgres; a pre-Alembic SQLite file is adopted."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, text
+
+from gateway.db.tables import Base, create_engine, include_name, init_db
+
+
+def _diff(conn: Connection) -> list[Any]:
+    mc = MigrationContext.configure(conn, opts={"include_name": include_name,
+                                                "compare_type": True})
+    return list(compare_metadata(mc, Base.metadata))
+
+
+async def _head(url: str) -> tuple[list[Any], str]:
+    engine = create_engine(url)
+    try:
+        await init_db(engine)
+        await init_db(engine)  # a second start migrates nothing
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(_diff)
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))
+                       ).scalar_one()
+    finally:
+        await engine.dispose()
+    return diff, str(version)
+
+
+async def test_an_empty_database_migrated_to_head_is_tables_py(database_url: str) -> None:
+    diff, version = await _head(database_url)
+    assert diff == []
+    assert version == "0002"
+
+
+async def test_a_database_from_before_alembic_is_adopted(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    await _head(f"sqlite+aiosqlite:///{path}")
+    with sqlite3.connect(path) as con:  # as create_all left it: no version, no new column
+        con.execute("DROP TABLE alembic_version")
+        con.execute("DROP INDEX ix_jobs_created")
+        con.execute("ALTER TABLE tasks DROP COLUMN dispatched_by")
+        con.execute("INSERT INTO jobs (id, state, filename, upload_path, model, output, total,"
+                    " created_at, updated_at, callback_done) VALUES "
+                    "('old', 'completed', '', '', 'classical', 'rgba', 0, 1, 1, 1)")
+    diff, version = await _head(f"sqlite+aiosqlite:///{path}")
+    assert diff == [] and version == "0002"
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT id FROM jobs").fetchall() == [("old",)]
