@@ -11,8 +11,12 @@ __all__ = [
     "MAX_ROW_OFFSET",
     "MAX_STAGE_BATCH",
     "MAX_WORKER_CAPACITY",
+    "MULTIPART_MAX_PARTS",
+    "MULTIPART_MIN_PART_BYTES",
     "NAME_MAX_BYTES",
     "NAME_PART_MAX_BYTES",
+    "OBJECT_PUT_FILE_PART_BYTES",
+    "OBJECT_READ_AHEAD_BYTES",
     "TAR_BLOCK_BYTES",
     "USTAR_MAGIC_SLICE",
 ]
@@ -42,3 +46,20 @@ MAX_STAGE_BATCH = 256
 """Most stage requests one `<route>/batch` call carries (STAGE_BATCH_SIZE is capped here): a
 balancer or worker validates and holds a whole batch at once, so its size bounds their memory
 per call; 256 small requests are a few hundred KiB of JSON."""
+
+
+# --- object storage (shared.objects) ------------------------------------------------------
+MULTIPART_MAX_PARTS = 10_000
+"""Most parts one multipart upload may have: S3's own limit, kept by LocalStore too, so a tus
+upload sized its parts for S3 (part size grows with the declared length) works on both."""
+MULTIPART_MIN_PART_BYTES = 5 * 1024**2
+"""Smallest part S3 takes in a multipart upload, the last part excepted (S3 refuses
+`complete` otherwise). LocalStore does not enforce it; a caller sizes parts for S3."""
+OBJECT_PUT_FILE_PART_BYTES = 64 * 1024**2
+"""`put_file` of a file above this size uploads it in parts of this size (S3 multipart): a
+single PUT of many GiB would restart from zero on one network error, and parts go in parallel.
+64 MiB × 10 000 parts is 625 GiB, above any upload we take."""
+OBJECT_READ_AHEAD_BYTES = 8 * 1024**2
+"""How much `open_read` of an S3 object fetches per ranged GET: zipfile and tarfile read in
+small pieces and seek; a GET per `read(4096)` would be a round trip each, while 8 MiB keeps
+the number of requests low and the memory per open archive bounded."""

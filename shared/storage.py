@@ -15,8 +15,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from shared.errors import InputRejected
+
+if TYPE_CHECKING:
+    from shared.objects import ObjectStore
+    from shared.settings import Settings
 
 __all__ = [
     "COMPARE_SUFFIX",
@@ -34,7 +39,9 @@ __all__ = [
     "Storage",
     "atomic_write",
     "atomic_write_bytes",
+    "check_relative",
     "model_output_rel",
+    "resolve_under",
 ]
 
 INPUT = "input"
@@ -85,7 +92,9 @@ class PathNotAllowed(InputRejected, ValueError):
     a worker writes only its own stage's outputs of the job it was given."""
 
 
-def _check_relative(rel: str) -> PurePosixPath:
+def check_relative(rel: str) -> PurePosixPath:
+    """`rel` as a path if it is a safe DATA_DIR-relative name (also the rule for object keys,
+    `shared.objects.check_key`); `PathOutsideDataDir` otherwise."""
     if not rel or "\x00" in rel or "\\" in rel:
         raise PathOutsideDataDir(f"invalid path {rel!r}")
     p = PurePosixPath(rel)
@@ -94,11 +103,44 @@ def _check_relative(rel: str) -> PurePosixPath:
     return p
 
 
-class Storage:
-    """Paths under one DATA_DIR; the only way the services turn names into files."""
+def resolve_under(root: Path, rel: str) -> Path:
+    """`rel` below the resolved folder `root`, refusing anything that escapes (`..`,
+    absolute names, symlinks that lead out)."""
+    p = check_relative(rel)
+    full = (root / p).resolve()
+    if full != root and root not in full.parents:
+        raise PathOutsideDataDir(f"path escapes DATA_DIR: {rel!r}")
+    return full
 
-    def __init__(self, data_dir: Path) -> None:
+
+class Storage:
+    """Paths under one DATA_DIR; the only way the services turn names into files.
+
+    `objects` is where jobs' files live (`shared.objects`): the DATA_DIR itself by default
+    (`LocalStore`), or an S3 bucket (`Storage.from_settings` with `STORAGE_URL=s3://…`). The
+    names, the layout and the path rules are the same for both; what stays a local file either
+    way is the database, logs and tus uploads in progress.
+    """
+
+    def __init__(self, data_dir: Path, objects: ObjectStore | None = None) -> None:
         self.root = data_dir.resolve()
+        if objects is None:
+            from shared.objects import LocalStore  # shared.objects imports this module
+
+            objects = LocalStore(self.root)
+        self.objects: ObjectStore = objects
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Storage:
+        """DATA_DIR and the object store that `settings` name (`shared.objects.open_store`)."""
+        from shared.objects import open_store
+
+        return cls(settings.data_dir, open_store(settings))
+
+    @property
+    def is_local(self) -> bool:
+        """True when jobs' files are files in DATA_DIR (no object store in between)."""
+        return self.objects.local_path(f"{INPUT}/x") is not None
 
     def ensure_layout(self) -> None:
         for sub in (INPUT, MATTING_OUTPUT, FINAL_RESULTS, LOGS, UPLOADS, REPORTS):
@@ -106,11 +148,7 @@ class Storage:
 
     def resolve(self, rel: str) -> Path:
         """DATA_DIR-relative name → absolute path, refusing anything that escapes."""
-        p = _check_relative(rel)
-        full = (self.root / p).resolve()
-        if full != self.root and self.root not in full.parents:
-            raise PathOutsideDataDir(f"path escapes DATA_DIR: {rel!r}")
-        return full
+        return resolve_under(self.root, rel)
 
     def scrub(self, text: str) -> str:
         """`text` (an error's detail) with DATA_DIR's absolute path taken out: paths inside it
@@ -118,16 +156,15 @@ class Storage:
         root = str(self.root)
         return text.replace(root + "/", "").replace(root, "DATA_DIR")
 
-    def job_file(self, rel: str, area: str, job_id: str, suffix: str = "") -> Path:
-        """`rel` resolved, if it names a file below `<area>/<job_id>/` whose name ends with
+    def job_key(self, rel: str, area: str, job_id: str, suffix: str = "") -> str:
+        """`rel` itself, if it names an object below `<area>/<job_id>/` whose name ends with
         `suffix` (any case); `PathNotAllowed` (or `PathOutsideDataDir`) otherwise.
 
         The rule every worker keeps before it reads or writes (`shared.stages.Stage.output_path`
-        and `input_path`): a stage request cannot reach the task database, another job's files or
-        a page the gateway would serve. The resolved path is checked as well, so a symlinked
-        folder cannot lead out of the job's own.
+        and `input_path`), on a key as much as on a file: a stage request cannot reach the task
+        database, another job's files or a page the gateway would serve.
         """
-        p = _check_relative(rel)
+        p = check_relative(rel)
         if not job_id or job_id in (".", "..") or "/" in job_id or "\\" in job_id:
             raise PathNotAllowed(f"invalid job id {job_id!r}")
         where = f"{area}/{job_id}/"
@@ -135,10 +172,16 @@ class Storage:
             raise PathNotAllowed(f"{rel!r} is not under {where} (this request's job folder)")
         if suffix and not p.name.lower().endswith(suffix):
             raise PathNotAllowed(f"{rel!r} must be a file under {where} ending {suffix!r}")
+        return rel
+
+    def job_file(self, rel: str, area: str, job_id: str, suffix: str = "") -> Path:
+        """`job_key`'s rule, resolved to the file in DATA_DIR. The resolved path is checked
+        as well, so a symlinked folder cannot lead out of the job's own."""
+        self.job_key(rel, area, job_id, suffix)
         full = self.resolve(rel)
         folder = (self.root / area / job_id).resolve()
         if folder not in full.parents:
-            raise PathNotAllowed(f"{rel!r} resolves outside {where}")
+            raise PathNotAllowed(f"{rel!r} resolves outside {area}/{job_id}/")
         return full
 
     def relative(self, path: Path) -> str:

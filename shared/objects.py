@@ -1,0 +1,323 @@
+"""Where jobs' files live: one small object-store interface, two backends.
+
+`LocalStore` is today's DATA_DIR: a key is a DATA_DIR-relative name and the object is the file
+of that name, written under a temporary name and renamed (`shared.storage.atomic_write`), so
+every fast path on files (sendfile, decoding straight from disk) keeps working through
+`local_path`. `S3Store` (`STORAGE_URL=s3://bucket/prefix`, `S3_ENDPOINT_URL`, credentials from
+the standard `AWS_*` variables) keeps the same keys as objects below the prefix, so inputs,
+cut-outs, sheets and reports need no shared volume: a worker on another machine reads and
+writes them over HTTP.
+
+Keys are checked by the same rule as DATA_DIR paths (`shared.storage`'s: no absolute name, no
+`..`, no empty part, no backslash or NUL), whatever the backend: a key that would escape on
+disk is refused on S3 too, so moving a deployment between the two changes nothing a caller
+can reach. Which keys one request may touch (its own job, its own suffix) is
+`shared.storage.Storage.job_key`'s rule, on top of this one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from builtins import list as builtins_list
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from shared.errors import ConfigError, ObjectMissing
+from shared.limits import MULTIPART_MAX_PARTS
+from shared.storage import PathOutsideDataDir, atomic_write, check_relative, resolve_under
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+__all__ = [
+    "MULTIPART_FOLDER",
+    "LocalStore",
+    "ObjectMissing",
+    "ObjectStore",
+    "Parts",
+    "check_key",
+    "check_part_number",
+    "open_store",
+]
+
+MULTIPART_FOLDER = ".multipart"
+"""LocalStore's parts of multipart uploads in progress: `<root>/.multipart/<upload id>/`. A
+hidden top-level folder, outside every job's area, so no listing of a job's prefix sees it."""
+_COPY_CHUNK = 1024 * 1024
+
+Parts = list[tuple[int, str]]
+"""A multipart upload's `(part_number, etag)` pairs, as `complete_multipart` takes them
+(a module-level name: inside the stores `list` is the listing method)."""
+
+
+def check_key(key: str) -> str:
+    """`key` if it is a valid object name (the DATA_DIR path rule); `PathOutsideDataDir`
+    (an InputRejected, so a worker answers 400) otherwise. Stricter than a path by one rule:
+    every `/`-separated part is a real name (no `a//b`, `./a`, trailing `/`), because on S3
+    those are distinct keys that a file system would fold into one."""
+    check_relative(key)
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise PathOutsideDataDir(f"invalid key {key!r}: empty, '.' or '..' parts")
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """A listing prefix: empty (everything) or a key-like string, optionally ending in `/`."""
+    if prefix:
+        check_key(prefix.rstrip("/") or "/")
+    return prefix
+
+
+def check_part_number(part_number: int) -> int:
+    """S3's part numbers are 1…10 000; both backends refuse anything else (ValueError)."""
+    if not 1 <= part_number <= MULTIPART_MAX_PARTS:
+        raise ValueError(f"part number {part_number} is outside 1..{MULTIPART_MAX_PARTS}")
+    return part_number
+
+
+class ObjectStore(ABC):
+    """Bytes under keys. Every method checks its key first (`check_key`); an absent object is
+    `ObjectMissing` (a FileNotFoundError) from `get`, `open_read`, and `size` answers None.
+
+    Writes are atomic for readers: a reader sees the old object, or none, or the whole new
+    one, never a part. Methods are blocking; async code calls them through
+    `asyncio.to_thread` (the gateway) or in a worker's thread pool (the stages).
+    """
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The whole object."""
+
+    @abstractmethod
+    def open_read(self, key: str) -> BinaryIO:
+        """A seekable binary reader (for zipfile / tarfile); the caller closes it."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Write (or replace) the object, atomically for readers."""
+
+    @abstractmethod
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload a local file as the object (S3: in parts above a threshold)."""
+
+    @abstractmethod
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes, or None when there is none."""
+
+    def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """Every `(key, size)` whose key starts with `prefix` (a plain string prefix, as on
+        S3: `input/j1/` lists a folder, `input/j1` also `input/j10/`), sorted by key."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; an absent one is not an error."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under `prefix`; how many there were. An empty prefix is
+        refused (ValueError): nothing deletes a whole store by accident."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The file behind `key` when the store is a local folder (it may not exist yet: a
+        writer may write it there through `shared.storage.atomic_write`); None on S3."""
+        check_key(key)
+        return None
+
+    @abstractmethod
+    def start_multipart(self, key: str) -> str:
+        """Begin a multipart upload to `key`; its upload id."""
+
+    @abstractmethod
+    def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
+        """Store part `part_number` (1…10 000; a part sent again replaces it); its etag."""
+
+    @abstractmethod
+    def complete_multipart(self, key: str, upload_id: str, parts: Parts) -> None:
+        """Join the named `(part_number, etag)` parts, in order, into the object."""
+
+    @abstractmethod
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop an upload in progress and its parts; an unknown id is not an error."""
+
+    def describe(self) -> str:
+        """Where the objects live, for logs and `/health` (no credentials)."""
+        return type(self).__name__
+
+
+def _no_empty_prefix(prefix: str) -> str:
+    if not prefix.strip("/"):
+        raise ValueError("delete_prefix needs a non-empty prefix")
+    return check_prefix(prefix)
+
+
+class LocalStore(ObjectStore):
+    """Objects as files under one folder (DATA_DIR): today's layout, byte for byte."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def describe(self) -> str:
+        return f"local folder {self.root}"
+
+    def path(self, key: str) -> Path:
+        """`key`'s file, refusing keys that escape the folder (symlinks included)."""
+        return resolve_under(self.root, check_key(key))
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path(key)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectMissing(f"no object {key!r}") from exc
+
+    def open_read(self, key: str) -> BinaryIO:
+        p = self.path(key)
+        if not p.is_file():
+            raise ObjectMissing(f"no object {key!r}")
+        try:
+            return p.open("rb")
+        except FileNotFoundError as exc:
+            raise ObjectMissing(f"no object {key!r}") from exc
+
+    def put(self, key: str, data: bytes) -> None:
+        with atomic_write(self.path(key)) as tmp:
+            tmp.write_bytes(data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        target = self.path(key)
+        if path.resolve() == target:
+            return
+        with atomic_write(target) as tmp:
+            shutil.copyfile(path, tmp)
+
+    def size(self, key: str) -> int | None:
+        try:
+            st = self.path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_size if os.path.isfile(self.path(key)) else None
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        check_prefix(prefix)
+        # The deepest folder the prefix names whole; the rest filters names below it.
+        folder_rel = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        try:
+            top = resolve_under(self.root, folder_rel) if folder_rel else self.root
+        except PathOutsideDataDir:
+            return iter(())
+        found: builtins_list[tuple[str, int]] = []
+        for dirpath, dirnames, filenames in os.walk(top):
+            if Path(dirpath) == self.root and MULTIPART_FOLDER in dirnames:
+                dirnames.remove(MULTIPART_FOLDER)
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                if name.startswith(".") and name.endswith(".tmp"):
+                    continue  # an atomic_write in progress: not an object yet
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    found.append((key, os.stat(os.path.join(dirpath, name)).st_size))
+                except FileNotFoundError:
+                    continue  # deleted while we walked
+        found.sort()
+        return iter(found)
+
+    def delete(self, key: str) -> None:
+        p = self.path(key)
+        if p.is_file() or p.is_symlink():
+            p.unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> int:
+        _no_empty_prefix(prefix)
+        keys = [k for k, _ in self.list(prefix)]
+        for k in keys:
+            self.delete(k)
+        if prefix.endswith("/"):
+            folder = self.path(prefix.rstrip("/"))
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+        return len(keys)
+
+    # --- multipart: parts as files, joined on complete ------------------------------------
+    def _upload_dir(self, upload_id: str) -> Path:
+        if not upload_id.isalnum():
+            raise PathOutsideDataDir(f"invalid upload id {upload_id!r}")
+        return self.root / MULTIPART_FOLDER / upload_id
+
+    def _owned(self, key: str, upload_id: str) -> Path:
+        folder = self._upload_dir(upload_id)
+        try:
+            owner = (folder / "key").read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise ObjectMissing(f"no multipart upload {upload_id!r}") from exc
+        if owner != key:
+            raise ObjectMissing(f"multipart upload {upload_id!r} is not for {key!r}")
+        return folder
+
+    def start_multipart(self, key: str) -> str:
+        self.path(key)
+        upload_id = uuid.uuid4().hex
+        folder = self._upload_dir(upload_id)
+        folder.mkdir(parents=True)
+        (folder / "key").write_text(key, encoding="utf-8")
+        return upload_id
+
+    def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
+        check_key(key)
+        check_part_number(part_number)
+        folder = self._owned(key, upload_id)
+        with atomic_write(folder / f"{part_number:05d}") as tmp:
+            tmp.write_bytes(data)
+        return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+    def complete_multipart(self, key: str, upload_id: str, parts: Parts) -> None:
+        target = self.path(key)
+        folder = self._owned(key, upload_id)
+        if not parts:
+            raise ValueError("a multipart upload needs at least one part")
+        numbers = [check_part_number(n) for n, _ in parts]
+        if numbers != sorted(set(numbers)):
+            raise ValueError("parts must be in ascending order, each once")
+        files: builtins_list[Path] = []
+        for n, etag in parts:
+            f = folder / f"{n:05d}"
+            if not f.is_file():
+                raise ValueError(f"part {n} was never uploaded")
+            digest = hashlib.md5(usedforsecurity=False)
+            with f.open("rb") as src:
+                while chunk := src.read(_COPY_CHUNK):
+                    digest.update(chunk)
+            if digest.hexdigest() != etag.strip('"'):
+                raise ValueError(f"part {n}: etag {etag!r} does not match the part stored")
+            files.append(f)
+        with atomic_write(target) as tmp, tmp.open("wb") as out:
+            for f in files:
+                with f.open("rb") as src:
+                    shutil.copyfileobj(src, out, _COPY_CHUNK)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        check_key(key)
+        shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    """The store `settings` name: S3 for `STORAGE_URL=s3://bucket/prefix`, else DATA_DIR."""
+    url = settings.storage_url.strip()
+    if not url:
+        return LocalStore(settings.data_dir)
+    if url.startswith("s3://"):
+        raise ConfigError("STORAGE_URL=s3://… is not built yet")
+    raise ConfigError(f"STORAGE_URL must be empty or s3://bucket/prefix, not {url!r}")
