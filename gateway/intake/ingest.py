@@ -308,7 +308,6 @@ async def ingest_job(
         log.info("ingest: job %s is not waiting for ingest; nothing to do", job_id)
         return
     upload_rel = start.upload_path
-    chunks = storage.job_chunks(job_id)
     manifest = storage.job_input(job_id) / MANIFEST
     await asyncio.to_thread(_wipe_attempt, storage, job_id)
     try:
