@@ -17,18 +17,26 @@ can reach. Which keys one request may touch (its own job, its own suffix) is
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
+import io
 import os
 import shutil
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from builtins import list as builtins_list
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from shared.errors import ConfigError, ObjectMissing
-from shared.limits import MULTIPART_MAX_PARTS
+from shared.limits import (
+    MULTIPART_MAX_PARTS,
+    OBJECT_PUT_FILE_PART_BYTES,
+    OBJECT_READ_AHEAD_BYTES,
+)
 from shared.storage import PathOutsideDataDir, atomic_write, check_relative, resolve_under
 
 if TYPE_CHECKING:
@@ -40,6 +48,7 @@ __all__ = [
     "ObjectMissing",
     "ObjectStore",
     "Parts",
+    "S3Store",
     "check_key",
     "check_part_number",
     "open_store",
@@ -49,6 +58,8 @@ MULTIPART_FOLDER = ".multipart"
 """LocalStore's parts of multipart uploads in progress: `<root>/.multipart/<upload id>/`. A
 hidden top-level folder, outside every job's area, so no listing of a job's prefix sees it."""
 _COPY_CHUNK = 1024 * 1024
+_DELETE_BATCH = 1000
+"""Keys per delete request: S3's DeleteObjects takes at most 1000."""
 
 Parts = list[tuple[int, str]]
 """A multipart upload's `(part_number, etag)` pairs, as `complete_multipart` takes them
@@ -313,11 +324,244 @@ class LocalStore(ObjectStore):
         shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
 
 
+class _RangedReader(io.RawIOBase):
+    """A seekable raw reader over one S3 object: each `readinto` is a ranged GET, and
+    `io.BufferedReader` on top turns zipfile's small reads into GETs of
+    `OBJECT_READ_AHEAD_BYTES` (`S3Store.open_read`)."""
+
+    def __init__(self, store: S3Store, key: str, size: int) -> None:
+        self._store = store
+        self._key = key
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise OSError(f"seek before the start of {self._key!r}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        end = min(self._pos + len(view), self._size)
+        if end <= self._pos:
+            return 0
+        data = self._store._range(self._key, self._pos, end)
+        n = len(data)
+        view[:n] = data
+        self._pos += n
+        return n
+
+
+class S3Store(ObjectStore):
+    """Objects in an S3-compatible bucket below a prefix (`s3://bucket/prefix`).
+
+    Data goes through obstore (Rust `object_store`, connection pooling, retries; about twice
+    boto3's rate on the small objects the workers read and write: BENCHMARKS.md, "Object
+    storage"). Multipart uploads that outlive one call (a tus upload's parts arrive in separate
+    requests, maybe to separate gateways) need S3's upload ids, which obstore does not expose:
+    those four calls go through boto3, created on first use, so a worker never loads it.
+    Credentials and region: the standard `AWS_*` variables, read by both libraries.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+        from obstore.store import S3Store as _Obstore
+
+        if not bucket or "/" in bucket:
+            raise ConfigError(f"invalid S3 bucket name {bucket!r}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            check_key(self.prefix)
+        self.endpoint_url = endpoint_url or None
+        options: dict[str, Any] = {}
+        if self.endpoint_url and self.endpoint_url.startswith("http://"):
+            options["allow_http"] = True
+        config: dict[str, Any] = {}
+        if self.endpoint_url:
+            config["endpoint"] = self.endpoint_url
+            # Path-style URLs (endpoint/bucket/key): what MinIO and SeaweedFS answer.
+            config["virtual_hosted_style_request"] = False
+        self._store = _Obstore(bucket, prefix=self.prefix or None, config=config,  # type: ignore[arg-type]
+                               client_options=options)  # type: ignore[arg-type]
+        self._boto: Any = None
+        self._boto_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, endpoint_url: str | None = None) -> S3Store:
+        """`s3://bucket/prefix` → a store (the prefix may be empty)."""
+        if not url.startswith("s3://"):
+            raise ConfigError(f"an S3 storage URL starts with s3://, not {url!r}")
+        bucket, _, prefix = url[len("s3://"):].partition("/")
+        return cls(bucket, prefix, endpoint_url)
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        return f"s3://{self.bucket}/{self.prefix}{where}"
+
+    def full_key(self, key: str) -> str:
+        """The key inside the bucket (the prefix joined on)."""
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    # --- data: obstore ----------------------------------------------------------------------
+    def get(self, key: str) -> bytes:
+        import obstore
+
+        try:
+            return bytes(obstore.get(self._store, check_key(key)).bytes())
+        except FileNotFoundError as exc:
+            raise ObjectMissing(f"no object {key!r}") from exc
+
+    def _range(self, key: str, start: int, end: int) -> bytes:
+        import obstore
+
+        try:
+            return bytes(obstore.get_range(self._store, key, start=start, end=end))
+        except FileNotFoundError as exc:
+            raise ObjectMissing(f"no object {key!r}") from exc
+
+    def open_read(self, key: str) -> BinaryIO:
+        size = self.size(key)
+        if size is None:
+            raise ObjectMissing(f"no object {key!r}")
+        raw = _RangedReader(self, key, size)
+        return cast(BinaryIO, io.BufferedReader(raw, buffer_size=OBJECT_READ_AHEAD_BYTES))
+
+    def put(self, key: str, data: bytes) -> None:
+        import obstore
+
+        obstore.put(self._store, check_key(key), data, use_multipart=False)
+
+    def put_file(self, key: str, path: Path) -> None:
+        import obstore
+
+        check_key(key)
+        if path.stat().st_size <= OBJECT_PUT_FILE_PART_BYTES:
+            obstore.put(self._store, key, path.read_bytes(), use_multipart=False)
+        else:
+            obstore.put(self._store, key, path, use_multipart=True,
+                        chunk_size=OBJECT_PUT_FILE_PART_BYTES)
+
+    def size(self, key: str) -> int | None:
+        import obstore
+
+        try:
+            return int(obstore.head(self._store, check_key(key))["size"])
+        except FileNotFoundError:
+            return None
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        import obstore
+
+        check_prefix(prefix)
+        # obstore lists whole path segments: list the folder the prefix is in, filter the rest.
+        # Sorted here: AWS lists in key order, SeaweedFS walks its folders instead.
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else None
+        found = [(meta["path"], int(meta["size"]))
+                 for batch in obstore.list(self._store, folder) for meta in batch
+                 if meta["path"].startswith(prefix)]
+        found.sort()
+        return iter(found)
+
+    def delete(self, key: str) -> None:
+        import obstore
+
+        with contextlib.suppress(FileNotFoundError):
+            obstore.delete(self._store, check_key(key))
+
+    def delete_prefix(self, prefix: str) -> int:
+        import obstore
+
+        _no_empty_prefix(prefix)
+        count = 0
+        batch: builtins_list[str] = []
+        for key, _ in self.list(prefix):
+            batch.append(key)
+            if len(batch) == _DELETE_BATCH:
+                obstore.delete(self._store, batch)
+                count += len(batch)
+                batch = []
+        if batch:
+            obstore.delete(self._store, batch)
+            count += len(batch)
+        return count
+
+    def presign_get(self, key: str, expires_s: float) -> str:
+        """A URL that GETs the object without credentials until `expires_s` from now."""
+        import obstore
+
+        return str(obstore.sign(self._store, "GET", check_key(key),
+                                datetime.timedelta(seconds=expires_s)))
+
+    # --- multipart: boto3, for the upload ids -----------------------------------------------
+    def _client(self) -> Any:
+        with self._boto_lock:
+            if self._boto is None:
+                import boto3
+                from botocore.config import Config
+
+                self._boto = boto3.client(
+                    "s3", endpoint_url=self.endpoint_url,
+                    config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}))
+            return self._boto
+
+    def start_multipart(self, key: str) -> str:
+        answer = self._client().create_multipart_upload(
+            Bucket=self.bucket, Key=self.full_key(check_key(key)))
+        return str(answer["UploadId"])
+
+    def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
+        check_part_number(part_number)
+        answer = self._client().upload_part(
+            Bucket=self.bucket, Key=self.full_key(check_key(key)), UploadId=upload_id,
+            PartNumber=part_number, Body=data)
+        return str(answer["ETag"]).strip('"')
+
+    def complete_multipart(self, key: str, upload_id: str, parts: Parts) -> None:
+        from botocore.exceptions import ClientError
+
+        if not parts:
+            raise ValueError("a multipart upload needs at least one part")
+        numbers = [check_part_number(n) for n, _ in parts]
+        if numbers != sorted(set(numbers)):
+            raise ValueError("parts must be in ascending order, each once")
+        try:
+            self._client().complete_multipart_upload(
+                Bucket=self.bucket, Key=self.full_key(check_key(key)), UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{e.strip(chr(34))}"'}
+                                           for n, e in parts]})
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchUpload",):
+                raise ObjectMissing(f"no multipart upload {upload_id!r}") from exc
+            raise ValueError(f"multipart upload {upload_id!r} not completed: {code}") from exc
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client().abort_multipart_upload(
+                Bucket=self.bucket, Key=self.full_key(check_key(key)), UploadId=upload_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
+
+
 def open_store(settings: Settings) -> ObjectStore:
     """The store `settings` name: S3 for `STORAGE_URL=s3://bucket/prefix`, else DATA_DIR."""
     url = settings.storage_url.strip()
     if not url:
         return LocalStore(settings.data_dir)
     if url.startswith("s3://"):
-        raise ConfigError("STORAGE_URL=s3://… is not built yet")
+        return S3Store.from_url(url, endpoint_url=settings.s3_endpoint_url or None)
     raise ConfigError(f"STORAGE_URL must be empty or s3://bucket/prefix, not {url!r}")

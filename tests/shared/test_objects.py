@@ -7,25 +7,25 @@ from __future__ import annotations
 import io
 import tarfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from shared.errors import InputRejected, ObjectMissing
-from shared.objects import LocalStore, ObjectStore, check_key, open_store
+from shared.objects import LocalStore, ObjectStore, S3Store, check_key, open_store
 from shared.settings import Settings
 from shared.storage import PathOutsideDataDir, Storage
 
 BAD_KEYS = ["/etc/passwd", "../x", "a/../../x", "", "a\\b", "a\x00b", "a//b", "./a/../.."]
 
 
-@pytest.fixture(params=["local"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
-        yield LocalStore(tmp_path / "data")
-    else:  # pragma: no cover - added with S3Store
-        raise AssertionError(request.param)
+        return LocalStore(tmp_path / "data")
+    storage: Storage = request.getfixturevalue("s3_storage")
+    assert isinstance(storage.objects, S3Store)
+    return storage.objects
 
 
 def test_put_get_roundtrip_and_replace(store: ObjectStore) -> None:
@@ -195,3 +195,35 @@ def test_storage_defaults_to_local_objects(tmp_path: Path) -> None:
     st.objects.put("input/j/a.jpg", b"x")
     assert st.resolve("input/j/a.jpg").read_bytes() == b"x"
     assert Storage.from_settings(Settings(data_dir=tmp_path)).objects.get("input/j/a.jpg") == b"x"
+
+
+def test_s3_store_from_settings(s3_settings: Settings) -> None:
+    store = open_store(s3_settings)
+    assert isinstance(store, S3Store) and store.local_path("input/j/a.jpg") is None
+    assert not Storage.from_settings(s3_settings).is_local
+    assert store.describe().startswith("s3://")
+
+
+def test_s3_prefixes_keep_deployments_apart(s3_settings: Settings) -> None:
+    a = open_store(s3_settings)
+    b = open_store(s3_settings.model_copy(update={"storage_url": s3_settings.storage_url + "x"}))
+    a.put("input/j/a.jpg", b"a")
+    assert not b.exists("input/j/a.jpg") and list(b.list("")) == []
+
+
+def test_s3_presigned_get_needs_no_credentials(s3_settings: Settings) -> None:
+    import httpx
+
+    store = open_store(s3_settings)
+    assert isinstance(store, S3Store)
+    store.put("reports/j/report.json", b"{}")
+    assert httpx.get(store.presign_get("reports/j/report.json", 60)).content == b"{}"
+
+
+def test_storage_url_must_be_s3_or_empty(tmp_path: Path) -> None:
+    from shared.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        open_store(Settings(data_dir=tmp_path, storage_url="gs://bucket/x"))
+    with pytest.raises(ConfigError):
+        open_store(Settings(data_dir=tmp_path, storage_url="s3://"))
