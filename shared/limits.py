@@ -19,6 +19,7 @@ __all__ = [
     "OBJECT_PUT_CONCURRENCY",
     "OBJECT_PUT_FILE_PART_BYTES",
     "OBJECT_READ_AHEAD_BYTES",
+    "S3_MAX_OBJECT_BYTES",
     "TAR_BLOCK_BYTES",
     "TUS_PART_ROUND_BYTES",
     "USTAR_MAGIC_SLICE",
@@ -77,6 +78,9 @@ without holding more than sixteen files' worth of buffers."""
 OBJECT_COPY_BYTES = 1024**2
 """Chunk of a copy between an object and a local file (a single image or video fetched to
 scratch for decoding)."""
+S3_MAX_OBJECT_BYTES = 5 * 1024**4
+"""S3's largest object (5 TiB): on object storage a tus upload declaring more is refused (413)
+whatever MAX_UPLOAD_SIZE says, since it could never be completed."""
 TUS_PART_ROUND_BYTES = 1024**2
 """A tus upload's part size (`tus_part_bytes`) is a whole number of these."""
 

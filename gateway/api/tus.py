@@ -29,6 +29,7 @@ from gateway.intake.tus_store import (
     parse_metadata,
     tus_error,
 )
+from shared.limits import S3_MAX_OBJECT_BYTES
 from shared.timing import TUS_EXPIRY_S, TUS_LOCK_WAIT_S
 
 __all__ = ["router"]
@@ -92,6 +93,8 @@ async def tus_create(request: Request, gw: GW, caller: CallerDep) -> Response:
         raise tus_error(400, "Upload-Defer-Length is not supported: send Upload-Length")
     length = _int_header(request, "upload-length")
     limit = gw.settings.max_upload_size
+    if gw.tus.on_objects:
+        limit = min(limit, S3_MAX_OBJECT_BYTES)  # an object can be no larger
     if length > limit:
         raise tus_error(413, f"upload larger than the limit of {limit} bytes")
     if length == 0:

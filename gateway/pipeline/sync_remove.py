@@ -13,7 +13,9 @@ Files: workers read and write only on the shared DATA_DIR, under a job's folders
 `input/sync-<id>/image.<ext>`, the worker writes `matting_output/sync-<id>/image.png`, the
 gateway reads that back, and both folders are removed before the answer is sent, whatever
 happened. A gateway that dies in between leaves them; its next start removes every
-`sync-*` folder (`sweep_scratch`). The calls use their own HTTP client, so bulk dispatch
+`sync-*` folder (`sweep_scratch`). On object storage (STORAGE_URL=s3://…) the image and the
+cut-out are objects of those names (the worker may be on another machine), removed the same
+way. The calls use their own HTTP client, so bulk dispatch
 holding every connection of the scheduler's pool cannot delay them.
 """
 
@@ -24,7 +26,6 @@ import logging
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
@@ -67,11 +68,12 @@ def sweep_scratch(storage: Storage) -> int:
     n = 0
     for area in (INPUT, MATTING_OUTPUT):
         root = storage.root / area
-        if not root.is_dir():
-            continue
-        for d in root.glob(f"{SCRATCH_PREFIX}*"):
-            shutil.rmtree(d, ignore_errors=True)
-            n += 1
+        if root.is_dir():
+            for d in root.glob(f"{SCRATCH_PREFIX}*"):
+                shutil.rmtree(d, ignore_errors=True)
+                n += 1
+        if not storage.is_local:
+            n += storage.objects.delete_prefix(f"{area}/{SCRATCH_PREFIX}")
     return n
 
 
@@ -112,13 +114,13 @@ class SyncRemover:
                                  background=req.options.background, crop=req.options.crop),
         )
         try:
-            await asyncio.to_thread(_write, source, req.data)
+            await asyncio.to_thread(st.objects.put, stage_req.input, req.data)
             out = await call_stage(
                 self.client, self.url, Stage.MATTING, stage_req, st, self.timeout,
                 self.settings.internal_token, request_id_for(Stage.MATTING, scratch, 0),
                 lane=Lane.SYNC)
             if out.result is not None:
-                return await asyncio.to_thread(st.resolve(stage_req.output).read_bytes)
+                return await asyncio.to_thread(st.objects.get, stage_req.output)
             if out.unavailable is not None:
                 wait = max(BALANCER_RETRY_AFTER_S, round(out.unavailable))
                 raise ServiceBusy(f"no matting worker free now ({out.error}); retry in "
@@ -130,11 +132,9 @@ class SyncRemover:
             await asyncio.shield(asyncio.to_thread(_drop, st, scratch))
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-
-
 def _drop(storage: Storage, scratch: str) -> None:
     for d in (storage.job_input(scratch), storage.job_matting(scratch)):
         shutil.rmtree(d, ignore_errors=True)
+    if not storage.is_local:
+        for area in (INPUT, MATTING_OUTPUT):
+            storage.objects.delete_prefix(f"{area}/{scratch}/")
