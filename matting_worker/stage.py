@@ -19,7 +19,6 @@ the reason in `extra.fallback.error`: a worse cut-out beats none.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from matting_worker.cutout import encode_cutout
@@ -28,6 +27,7 @@ from matting_worker.engines.confidence import output_confidence
 from matting_worker.engines.pool import EnginePool
 from matting_worker.engines.registry import UnknownModel, create_engine
 from matting_worker.finishing import finished_cutout
+from shared.errors import ObjectMissing
 from shared.finishing import OutputOptions
 from shared.formats import OUTPUT_MODES, OutputMode
 from shared.imaging import DecodedImage, decode_image, encode_png_alpha
@@ -35,7 +35,7 @@ from shared.model_fetch import ZooSource
 from shared.schemas import MODEL_SEP, MattingParams, MattingRequest, StageRequest
 from shared.settings import Settings
 from shared.stages import Stage
-from shared.storage import PNG_SUFFIX, Storage, atomic_write_bytes, model_output_rel
+from shared.storage import PNG_SUFFIX, Storage, model_output_rel
 from shared.worker.stage import BadInput, BatchPolicy, StageFailure, StageOutput
 
 __all__ = ["MattingItem", "MattingStage", "request_models"]
@@ -47,8 +47,9 @@ KEY_SEP = MODEL_SEP
 @dataclass
 class MattingItem:
     rgb: RGBImage
-    outputs: list[tuple[str, Path, Path | None]]
-    """Per model, in the request's order: (model, RGBA-or-alpha path, alpha path for `both`)."""
+    outputs: list[tuple[str, str, str | None]]
+    """Per model, in the request's order: (model, RGBA-or-alpha key, alpha key for `both`),
+    checked keys of the object store (`Stage.output_key`)."""
     mode: OutputMode
     image: DecodedImage | None = None
     """The decoded input with its profile and 16-bit data (`rgb` is `image.rgb`)."""
@@ -168,10 +169,10 @@ class MattingStage:
         options = req.params.options
         if not req.output.lower().endswith(options.suffix):
             raise BadInput(f"output must be a {options.suffix} path, not {req.output!r}")
-        source = Stage.input_path(storage, req.job_id, req.input)
+        source_key = Stage.input_key(storage, req.job_id, req.input)
 
-        def target(rel: str, suffix: str) -> Path:  # only matting_output/<job_id>/….<suffix>
-            return Stage.MATTING.output_path(storage, req.job_id, rel, suffix)
+        def target(rel: str, suffix: str) -> str:  # only matting_output/<job_id>/….<suffix>
+            return Stage.MATTING.output_key(storage, req.job_id, rel, suffix)
 
         outputs = []
         keep_alpha = mode == OutputMode.BOTH or options.keeps_matte
@@ -184,8 +185,10 @@ class MattingStage:
         if len(set(paths)) != len(paths):  # e.g. a second model called "alpha" with `both`
             raise BadInput("two outputs of this request would have the same name: "
                            f"{[m for m, _, _ in outputs]} with output={mode}")
-        if not source.is_file():
-            raise BadInput(f"input not found: {req.input}")
+        try:
+            source = storage.source(source_key)  # the file itself on a local store
+        except ObjectMissing as exc:
+            raise BadInput(f"input not found: {req.input}") from exc
         image = decode_image(source, self.settings.max_image_pixels,
                              self.settings.color_management)
         return MattingItem(rgb=image.rgb, outputs=outputs, mode=mode, image=image,
@@ -233,7 +236,7 @@ class MattingStage:
         }
         written: dict[str, str] = {}
         alphas: dict[str, str] = {}
-        for (model, path, alpha_path), matte in zip(item.outputs, out, strict=True):
+        for (model, key, alpha_key), matte in zip(item.outputs, out, strict=True):
             if not item.options.is_default:
                 data = finished_cutout(item.rgb, matte, item.mode, item.options)
             elif item.mode == OutputMode.ALPHA:
@@ -241,11 +244,11 @@ class MattingStage:
             else:
                 data = encode_cutout(item.image or DecodedImage(item.rgb), matte.alpha,
                                      matte.foreground)
-            atomic_write_bytes(path, data)
-            written[model] = storage.relative(path)
-            if alpha_path is not None:
-                atomic_write_bytes(alpha_path, encode_png_alpha(matte.alpha))
-                alphas[model] = storage.relative(alpha_path)
+            storage.objects.put(key, data)  # local: temp file + rename, as before
+            written[model] = key
+            if alpha_key is not None:
+                storage.objects.put(alpha_key, encode_png_alpha(matte.alpha))
+                alphas[model] = alpha_key
         first = item.outputs[0][0]
         lead = out[0]
         if lead.confidence is not None:

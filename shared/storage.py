@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from shared.errors import InputRejected
+from shared.errors import InputRejected, ObjectMissing
 
 if TYPE_CHECKING:
     from shared.objects import ObjectStore
@@ -183,6 +183,29 @@ class Storage:
         if folder not in full.parents:
             raise PathNotAllowed(f"{rel!r} resolves outside {area}/{job_id}/")
         return full
+
+    def job_object(self, rel: str, area: str, job_id: str, suffix: str = "") -> str:
+        """`job_key`'s rule, for the object store: the key itself. On a local store the file
+        is checked too (as `job_file` does), so a symlinked folder cannot lead out of the
+        job's own."""
+        self.job_key(rel, area, job_id, suffix)
+        full = self.objects.local_path(rel)
+        if full is not None:
+            folder = self.objects.local_path(f"{area}/{job_id}")
+            if folder is None or folder not in full.parents:
+                raise PathNotAllowed(f"{rel!r} resolves outside {area}/{job_id}/")
+        return rel
+
+    def source(self, key: str) -> Path | bytes:
+        """What the decoders (`shared.imaging`) take for `key`: the file itself on a local
+        store, decoded straight from disk as before objects, or the object's bytes on S3.
+        `ObjectMissing` (a FileNotFoundError) when there is none."""
+        path = self.objects.local_path(key)
+        if path is None:
+            return self.objects.get(key)
+        if not path.is_file():
+            raise ObjectMissing(f"no object {key!r}")
+        return path
 
     def relative(self, path: Path) -> str:
         return path.resolve().relative_to(self.root).as_posix()
