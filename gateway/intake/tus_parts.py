@@ -8,13 +8,13 @@ arrives, and the multipart upload is completed into `input/<id>/upload`, the obj
 made of it reads (a job's id is its upload's id: no copy, which S3 would need for a rename).
 
 State, shared by every gateway (several serve the same uploads): the parts' etags are recorded
-in the upload's row (`Upload.parts_json`, after each part unless the PATCH carries a checksum,
-then once the body is verified); bytes past the last whole part — a PATCH smaller than a part,
-or a body cut off — are kept as the small object `uploads/<id>/tail.<n>`, `n` the number of
-parts it follows. The offset is `parts × part size + size of tail.<n>`: a tail left from an
-earlier part count is never read (so no crash between a part and the tail's rewrite can count
-bytes twice) and goes when the upload does. A gateway that dies mid-PATCH loses only what it
-held in memory; HEAD on any gateway answers what the store and the row hold, and the client
+in the database (`UploadPart`, a row per part, as each is stored unless the PATCH carries a
+checksum, then once the body is verified); bytes past the last whole part — a PATCH smaller
+than a part, or a body cut off — are kept as the small object `uploads/<id>/tail.<n>`, `n` the
+number of parts it follows. The offset is `parts × part size + size of tail.<n>`: a tail left
+from an earlier part count is never read (so no crash between a part and the tail's rewrite can
+count bytes twice) and goes when the upload does. A gateway that dies mid-PATCH loses only what
+it held in memory; HEAD on any gateway answers what the store and the row hold, and the client
 resends from there. A tail costs one GET and one PUT per PATCH, so clients should send chunks
 of at least a part (tuspy and tus-js-client send the whole file in one PATCH by default).
 """
@@ -42,8 +42,8 @@ __all__ = [
     "tail_key",
 ]
 
-Record = Callable[[list[str]], Awaitable[None]]
-"""Writes the parts' etags to the upload's row."""
+Record = Callable[[int, list[str]], Awaitable[None]]
+"""Records parts `first`, `first + 1`, … by their etags (`repo.add_upload_parts`)."""
 
 
 def object_key(upload_id: str) -> str:
@@ -97,19 +97,29 @@ class _Parts:
     """Parts of one PATCH: numbered after those stored, one upload in flight at a time."""
 
     def __init__(self, store: ObjectStore, upload_id: str, multipart_id: str,
-                 etags: list[str], record: Record | None) -> None:
+                 etags: list[str], record: Record, eager: bool) -> None:
         self.store, self.key, self.multipart_id = store, object_key(upload_id), multipart_id
         self.etags = etags
+        self.recorded = len(etags)
         self.record = record
-        """None while a checksum is pending: nothing is recorded before the body is verified."""
+        self.eager = eager
+        """Record each part as it is stored; off while a checksum is pending (nothing of the
+        body counts before it is verified)."""
         self.pending: asyncio.Future[str] | None = None
 
     async def settle(self) -> None:
         pending, self.pending = self.pending, None
         if pending is not None:
             self.etags.append(await pending)
-            if self.record is not None:
-                await self.record(self.etags)
+            if self.eager:
+                await self.flush()
+
+    async def flush(self) -> None:
+        """Record the parts stored but not yet recorded."""
+        new = self.etags[self.recorded:]
+        if new:
+            await self.record(self.recorded + 1, new)
+            self.recorded = len(self.etags)
 
     async def send(self, data: bytes) -> None:
         await self.settle()
@@ -150,8 +160,8 @@ async def append_parts(
     arrived unless a checksum was announced. The final byte completes the multipart upload."""
     tail = tail_key(upload_id, len(state.etags))
     buf = bytearray(await asyncio.to_thread(store.get, tail) if state.tail else b"")
-    parts = _Parts(store, upload_id, multipart_id, list(state.etags),
-                   record if checksum is None else None)
+    parts = _Parts(store, upload_id, multipart_id, list(state.etags), record,
+                   eager=checksum is None)
     sha1 = hashlib.sha1() if checksum is not None else None
     size = state.part_bytes
     arrived = state.offset
@@ -161,7 +171,7 @@ async def append_parts(
         await parts.settle()
         if buf:
             await asyncio.to_thread(store.put, tail_key(upload_id, len(parts.etags)), bytes(buf))
-        await record(parts.etags)
+        await parts.flush()
         if len(parts.etags) != len(state.etags):
             await asyncio.to_thread(store.delete, tail)
 
@@ -193,7 +203,7 @@ async def append_parts(
             await parts.send(bytes(buf))
             buf.clear()
         await parts.complete()
-        await record(parts.etags)
+        await parts.flush()
         await asyncio.to_thread(store.delete_prefix, _tails(upload_id))
         return arrived
     finally:
