@@ -64,6 +64,7 @@ def _tails(upload_id: str) -> str:
 class PartState:
     """What the store and the row hold of one upload."""
 
+    length: int
     part_bytes: int
     etags: list[str]
     tail: int
@@ -71,7 +72,9 @@ class PartState:
 
     @property
     def offset(self) -> int:
-        return len(self.etags) * self.part_bytes + self.tail
+        """Only the final part can be short, and it is stored only with the final byte: parts
+        that reach `length` hold all of it."""
+        return min(self.length, len(self.etags) * self.part_bytes + self.tail)
 
 
 def read_state(store: ObjectStore, upload_id: str, length: int,
@@ -79,7 +82,7 @@ def read_state(store: ObjectStore, upload_id: str, length: int,
     """The upload's state from its row's etags and its tail object. Blocking."""
     parts = list(etags or [])
     tail = store.size(tail_key(upload_id, len(parts))) or 0
-    return PartState(tus_part_bytes(length), parts, tail)
+    return PartState(length, tus_part_bytes(length), parts, tail)
 
 
 def discard(store: ObjectStore, upload_id: str, multipart_id: str | None,

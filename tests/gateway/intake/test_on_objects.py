@@ -5,6 +5,7 @@ multipart upload that survives a gateway restart, and every limit still holds.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -21,7 +22,9 @@ import pytest
 from tusclient import client as tus_client
 
 from gateway.app import create_app
+from gateway.db import repo
 from gateway.intake.tus_parts import object_key
+from gateway.state import GatewayState
 from shared.limits import MULTIPART_MIN_PART_BYTES, S3_MAX_OBJECT_BYTES, tus_part_bytes
 from shared.settings import Settings
 from shared.storage import Storage
@@ -317,3 +320,34 @@ def test_tus_checksum_mismatch_and_termination(gateway: Gateway) -> None:
     assert gateway.client.delete(f"/files/{upload_id}", headers=TUS).status_code == 204
     assert objects(gateway.storage, f"uploads/{upload_id}/") == {}
     assert objects(gateway.storage, f"input/{upload_id}/") == {}
+
+
+def test_reconciler_completes_an_upload_whose_gateway_died_before_complete(
+    data_dir: Path, on_s3: dict[str, Any]
+) -> None:
+    """Every part stored and recorded, the multipart upload never completed (the gateway died
+    in between): the reconciler of any gateway completes it, and `autojob` makes the job."""
+    settings = make_settings(data_dir, **on_s3)
+    members = png_set(3)
+    body = zip_of(members)
+    with gateway_on(settings) as gw:
+        upload_id = create(gw, len(body), filename="set.zip", autojob="1")
+
+    async def die_then_reconcile() -> int:
+        state = await GatewayState.open(settings)
+        try:
+            row = await state.tus.get_upload(upload_id)
+            assert row.multipart_id is not None
+            etag = await asyncio.to_thread(state.storage.objects.upload_part,
+                                           object_key(upload_id), row.multipart_id, 1, body)
+            async with state.db.write() as s:
+                await repo.add_upload_parts(s, upload_id, 1, [etag])
+            return await state.tus.reconcile_uploads()
+        finally:
+            await state.close()
+
+    assert asyncio.run(die_then_reconcile()) == 1
+    with gateway_on(settings) as gw:  # its start redoes the ingest the closed state cut off
+        assert gw.client.get(f"/status/{upload_id}").status_code == 200
+        wait_ingested(gw, upload_id)
+        assert_inputs_are_objects(gw, upload_id, members)
