@@ -67,7 +67,7 @@ class GatewayState:
     @classmethod
     async def open(cls, settings: Settings, **scheduler_opts: Any) -> GatewayState:
         settings = settings.without_raw_keys()  # the keys' hashes are all the gateway needs
-        storage = Storage(settings.data_dir)
+        storage = Storage.from_settings(settings)
         storage.ensure_layout()
         db = await Database.open(settings)
         metrics = GatewayMetrics()
