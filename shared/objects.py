@@ -124,6 +124,12 @@ class ObjectStore(ABC):
         return self.size(key) is not None
 
     @abstractmethod
+    def copy(self, src: str, dst: str) -> None:
+        """`dst` becomes a copy of `src` (atomically for readers; `ObjectMissing` when `src`
+        is absent). Local: a hard link where the file system allows, else a copy; S3: a
+        server-side copy, no bytes through the caller."""
+
+    @abstractmethod
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         """Every `(key, size)` whose key starts with `prefix` (a plain string prefix, as on
         S3: `input/j1/` lists a folder, `input/j1` also `input/j10/`), sorted by key."""
@@ -211,6 +217,21 @@ class LocalStore(ObjectStore):
             return
         with atomic_write(target) as tmp:
             shutil.copyfile(path, tmp)
+
+    def copy(self, src: str, dst: str) -> None:
+        source, target = self.path(src), self.path(dst)
+        if not source.is_file():
+            raise ObjectMissing(f"no object {src!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            try:
+                os.link(source, tmp)
+            except OSError:  # another file system, or links not allowed: a copy
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def size(self, key: str) -> int | None:
         try:
@@ -472,6 +493,14 @@ class S3Store(ObjectStore):
                  if meta["path"].startswith(prefix)]
         found.sort()
         return iter(found)
+
+    def copy(self, src: str, dst: str) -> None:
+        import obstore
+
+        try:
+            obstore.copy(self._store, check_key(src), check_key(dst))
+        except FileNotFoundError as exc:
+            raise ObjectMissing(f"no object {src!r}") from exc
 
     def delete(self, key: str) -> None:
         import obstore

@@ -248,9 +248,17 @@ class Storage:
         return self.root / UPLOADS / upload_id
 
     def remove_job(self, job_id: str) -> None:
+        """Every file of the job: its four folders in DATA_DIR (on S3 the gateway's local
+        leftovers: partial reports, tus parts) and, on S3, its objects by prefix."""
         for d in (self.job_input(job_id), self.job_matting(job_id), self.job_results(job_id),
                   self.job_reports(job_id)):
             shutil.rmtree(d, ignore_errors=True)
+        if not self.is_local:
+            check_relative(job_id)
+            if "/" in job_id:
+                raise PathNotAllowed(f"invalid job id {job_id!r}")
+            for area in (INPUT, MATTING_OUTPUT, FINAL_RESULTS, REPORTS):
+                self.objects.delete_prefix(f"{area}/{job_id}/")
 
     def free_bytes(self) -> int:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -13,10 +13,15 @@ Files: workers read and write only on the shared DATA_DIR, under a job's folders
 `input/sync-<id>/image.<ext>`, the worker writes `matting_output/sync-<id>/image.png`, the
 gateway reads that back, and both folders are removed before the answer is sent, whatever
 happened. A gateway that dies in between leaves them; its next start removes every
-`sync-*` folder (`sweep_scratch`). On object storage (STORAGE_URL=s3://…) the image and the
-cut-out are objects of those names (the worker may be on another machine), removed the same
-way. The calls use their own HTTP client, so bulk dispatch
+`sync-*` folder (`sweep_scratch`). The calls use their own HTTP client, so bulk dispatch
 holding every connection of the scheduler's pool cannot delay them.
+
+On S3 (`STORAGE_URL=s3://…`) the scratch files are objects under the same keys, written and
+read back through `Storage.objects` and deleted by prefix. The start-up sweep is not done
+there: several gateways share the bucket, and one starting would delete the others' requests
+in flight. A gateway killed mid-request leaves its two small objects; a bucket lifecycle rule
+on the `input/sync-` and `matting_output/sync-` prefixes (expire after a day) removes them
+(README, "Object storage (S3)").
 """
 
 from __future__ import annotations
@@ -64,16 +69,18 @@ class SyncRequest:
 
 
 def sweep_scratch(storage: Storage) -> int:
-    """Remove every sync request's scratch folder (at start-up: a crash left them)."""
+    """Remove every sync request's scratch folder (at start-up: a crash left them). Local
+    stores only (see the module)."""
     n = 0
+    if not storage.is_local:
+        return 0
     for area in (INPUT, MATTING_OUTPUT):
         root = storage.root / area
-        if root.is_dir():
-            for d in root.glob(f"{SCRATCH_PREFIX}*"):
-                shutil.rmtree(d, ignore_errors=True)
-                n += 1
-        if not storage.is_local:
-            n += storage.objects.delete_prefix(f"{area}/{SCRATCH_PREFIX}")
+        if not root.is_dir():
+            continue
+        for d in root.glob(f"{SCRATCH_PREFIX}*"):
+            shutil.rmtree(d, ignore_errors=True)
+            n += 1
     return n
 
 
@@ -105,16 +112,16 @@ class SyncRemover:
             raise ServiceBusy("the gateway is starting", BALANCER_RETRY_AFTER_S)
         scratch = f"{SCRATCH_PREFIX}{uuid.uuid4().hex}"
         st = self.storage
-        source = st.job_input(scratch) / f"image.{req.fmt.lower()}"
+        source = f"{INPUT}/{scratch}/image.{req.fmt.lower()}"
         stage_req = MattingRequest(
-            task_id=0, job_id=scratch, input=f"{INPUT}/{scratch}/{source.name}",
+            task_id=0, job_id=scratch, input=source,
             output=st.matting_rel(scratch, "image", req.options.suffix),
             params=MattingParams(models=[req.model], output=req.output,
                                  format=req.options.format, max_size=req.options.max_size,
                                  background=req.options.background, crop=req.options.crop),
         )
         try:
-            await asyncio.to_thread(st.objects.put, stage_req.input, req.data)
+            await asyncio.to_thread(st.objects.put, source, req.data)
             out = await call_stage(
                 self.client, self.url, Stage.MATTING, stage_req, st, self.timeout,
                 self.settings.internal_token, request_id_for(Stage.MATTING, scratch, 0),
@@ -133,8 +140,5 @@ class SyncRemover:
 
 
 def _drop(storage: Storage, scratch: str) -> None:
-    for d in (storage.job_input(scratch), storage.job_matting(scratch)):
-        shutil.rmtree(d, ignore_errors=True)
-    if not storage.is_local:
-        for area in (INPUT, MATTING_OUTPUT):
-            storage.objects.delete_prefix(f"{area}/{scratch}/")
+    for area in (INPUT, MATTING_OUTPUT):
+        storage.objects.delete_prefix(f"{area}/{scratch}/")

@@ -136,6 +136,18 @@ def test_delete_and_delete_prefix(store: ObjectStore) -> None:
     assert [k for k, _ in store.list("input/")] == ["input/j10/c.jpg"]
 
 
+def test_copy(store: ObjectStore) -> None:
+    store.put("matting_output/j1/a.png", b"cut")
+    store.copy("matting_output/j1/a.png", "matting_output/j2/b.png")
+    store.put("matting_output/j1/a.png", b"new")  # the copy keeps the old bytes
+    assert store.get("matting_output/j2/b.png") == b"cut"
+    with pytest.raises(ObjectMissing):
+        store.copy("matting_output/j1/none.png", "matting_output/j2/c.png")
+    assert not store.exists("matting_output/j2/c.png")
+    with pytest.raises(PathOutsideDataDir):
+        store.copy("matting_output/j1/a.png", "../x.png")
+
+
 def test_multipart_joins_parts_in_order(store: ObjectStore) -> None:
     part = 5 * 1024 * 1024  # S3's smallest part but the last
     uid = store.start_multipart("input/j1/up.bin")
