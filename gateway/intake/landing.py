@@ -38,6 +38,7 @@ __all__ = [
     "keep_upload",
     "publish",
     "remove_job",
+    "scratch",
     "upload_source",
 ]
 
@@ -81,6 +82,12 @@ def upload_source(storage: Storage, rel: str) -> UploadSource | None:
         return None
     size = storage.objects.size(rel)
     return None if size is None else ObjectSource(storage.objects, rel, size)
+
+
+def scratch(storage: Storage) -> Storage:
+    """DATA_DIR's own files under the same names: where ingest's extracted batch is until
+    `publish` (on S3), and everything (with the local DATA_DIR, where this is `storage`)."""
+    return storage if storage.is_local else Storage(storage.root)
 
 
 def keep_upload(storage: Storage, path: Path) -> None:

@@ -144,6 +144,7 @@ async def test_tree_with_gt_and_bad_files(any_env: Env, tmp_path: Path, kind: st
         assert t.state == TaskState.PENDING and t.error is None
         assert t.input == f"input/j1/chunks/{path}"
         assert env.storage.objects.get(t.input) == data
+        assert t.cache_key and len(t.cache_key) == 64  # hashed before the batch left, on S3
     for bad in ("photos/corrupt.jpg", "photos/notes.txt"):
         assert tasks[bad].state == TaskState.REJECTED and tasks[bad].error and not tasks[bad].input
     assert tasks["photos/a/x.jpg"].gt == "input/j1/chunks/gt/a/x.png"
