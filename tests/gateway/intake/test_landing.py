@@ -16,7 +16,6 @@ from gateway.intake.landing import (
     drop_inputs,
     is_remote,
     publish,
-    remove_job,
     scratch,
     upload_source,
 )
@@ -85,7 +84,7 @@ def test_remove_job_takes_every_area_and_no_other_job(s3_storage: Storage) -> No
     for k in [*keys, "input/j10/x.png", "reports/j10/report.json"]:
         s3_storage.objects.put(k, b"x")
     write(s3_storage.root / "input/j1/upload.zip", b"spool")
-    remove_job(s3_storage, "j1")
+    s3_storage.remove_job("j1")  # (shared.storage: what job deletion calls)
     assert [k for k, _ in s3_storage.objects.list("")] == ["input/j10/x.png",
                                                            "reports/j10/report.json"]
     assert not (s3_storage.root / "input/j1").exists()
