@@ -313,16 +313,30 @@ class TusUploads:
 
     async def _reconcile_parts(self, row: Upload) -> Upload:
         """On S3: an upload whose parts hold every byte but whose multipart upload was never
-        completed (the gateway died in between) is completed now and gets its event."""
+        completed (the gateway died in between) is completed now and gets its event. One busy
+        with a PATCH here is left to it; one that another gateway completes meanwhile is
+        recognised by its object."""
         if row.completed_at is not None or row.multipart_id is None:
             return row
         store, key = self.storage.objects, object_key(row.id)
-        if await asyncio.to_thread(store.size, key) != row.length:
-            if await self.offset(row) != row.length:
-                return row
-            parts = [(i + 1, etag) for i, etag in enumerate((await self._state(row)).etags)]
-            await asyncio.to_thread(store.complete_multipart, key, row.multipart_id, parts)
-        return await self.mark_progress(row, row.length or 0)
+        try:
+            async with self.locks.hold(row.id, 0.0):
+                if await asyncio.to_thread(store.size, key) != row.length:
+                    state = await self._state(row)
+                    if state.offset != row.length:
+                        return row
+                    parts = [(i + 1, etag) for i, etag in enumerate(state.etags)]
+                    try:
+                        await asyncio.to_thread(store.complete_multipart, key,
+                                                row.multipart_id, parts)
+                    except Exception:
+                        if await asyncio.to_thread(store.size, key) != row.length:
+                            log.warning("upload %s: its parts could not be completed",
+                                        row.id, exc_info=True)
+                            return row
+                return await self.mark_progress(row, row.length or 0)
+        except UploadBusy:
+            return row
 
 
     async def sweep_loop(self, interval: float = TUS_SWEEP_INTERVAL_S) -> None:
