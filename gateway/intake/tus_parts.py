@@ -159,8 +159,10 @@ async def append_parts(
     """Append a PATCH body at `state.offset`; the new offset.
 
     As `gateway.intake.tus_store.append_body` on a file: a body past `length` is a 413, a
-    checksum mismatch a 460 (nothing of the body counts), a cut or stalled body keeps what
-    arrived unless a checksum was announced. The final byte completes the multipart upload."""
+    checksum mismatch a 460, a failing store an error — and then nothing of the body counts
+    (parts recorded meanwhile are struck off again; the old tail was never touched); a cut or
+    stalled body keeps what arrived unless a checksum was announced. The final byte completes
+    the multipart upload."""
     tail = tail_key(upload_id, len(state.etags))
     buf = bytearray(await asyncio.to_thread(store.get, tail) if state.tail else b"")
     parts = _Parts(store, upload_id, multipart_id, list(state.etags), record,
@@ -179,6 +181,7 @@ async def append_parts(
             await asyncio.to_thread(store.delete, tail)
 
     start = arrived
+    kept = False
     try:
         try:
             async for chunk in chunks:
@@ -195,6 +198,7 @@ async def append_parts(
         except (ClientGone, UploadStalled):
             if checksum is None:  # a cut body keeps what arrived (tus semantics)
                 await keep()
+                kept = True
             raise
         if sha1 is not None and sha1.digest() != checksum:
             raise tus_error(460, "checksum mismatch: the body's sha1 differs from Upload-Checksum")
@@ -209,5 +213,10 @@ async def append_parts(
         await parts.flush()
         await asyncio.to_thread(store.delete_prefix, _tails(upload_id))
         return arrived
+    except BaseException:
+        await parts.abandon()
+        if not kept and parts.recorded > len(state.etags):
+            await asyncio.shield(record(len(state.etags) + 1, []))
+        raise
     finally:
         await parts.abandon()

@@ -351,3 +351,24 @@ def test_reconciler_completes_an_upload_whose_gateway_died_before_complete(
         assert gw.client.get(f"/status/{upload_id}").status_code == 200
         wait_ingested(gw, upload_id)
         assert_inputs_are_objects(gw, upload_id, members)
+
+
+def test_tus_body_past_the_length_counts_nothing_even_after_a_whole_part(
+    gateway: Gateway,
+) -> None:
+    """As on the disk, a 413 mid-body keeps nothing of that body: the part stored and recorded
+    before the overflow is struck off again, and the upload goes on from where it was."""
+    body = (bytes(range(256)) * ((3 * PART + 1000) // 256 + 1))[:3 * PART + 1000]
+    upload_id = create(gateway, len(body), filename="a.tar")
+
+    def too_long() -> Iterator[bytes]:
+        # part 1 is recorded once part 2 is sent, well before the overflow arrives
+        yield from (body[i:i + 1024**2] for i in range(0, len(body), 1024**2))
+        yield b"overflow"
+
+    r = gateway.client.patch(f"/files/{upload_id}", content=too_long(),
+                             headers={**PATCH, "Upload-Offset": "0"})
+    assert r.status_code == 413, r.text
+    assert head_offset(gateway, upload_id) == 0
+    assert patch(gateway, upload_id, 0, body).status_code == 204
+    assert gateway.storage.objects.get(object_key(upload_id)) == body
