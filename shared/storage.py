@@ -207,6 +207,27 @@ class Storage:
             raise ObjectMissing(f"no object {key!r}")
         return path
 
+    @contextlib.contextmanager
+    def writing(self, key: str) -> Iterator[Path]:
+        """A local path to write `key`'s content into, for writers that need a file (a video
+        encoder): on success it becomes the object, atomically for readers. On a local store
+        it is `atomic_write`'s temporary file beside the target; on S3 a temporary file in
+        DATA_DIR, uploaded (`put_file`) and removed."""
+        local = self.objects.local_path(key)
+        if local is not None:
+            with atomic_write(local) as tmp:
+                yield tmp
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".object-", suffix=".tmp", dir=self.root)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+            self.objects.put_file(key, tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def relative(self, path: Path) -> str:
         return path.resolve().relative_to(self.root).as_posix()
 

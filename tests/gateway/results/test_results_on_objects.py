@@ -10,6 +10,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.report_memory import seed_rows
@@ -119,3 +120,37 @@ def test_removing_a_job_removes_its_objects_only(s3_storage: Storage) -> None:
     s3_storage.objects.put("reports/j/report.json", b"{}")
     s3_storage.remove_job("j")
     assert [k for k, _ in s3_storage.objects.list("")] == ["matting_output/j2/two.png"]
+
+
+def test_videos_are_assembled_from_objects(s3_storage: Storage, tmp_path: Path) -> None:
+    """A job's video on S3: frames, cut-outs and frame sheets are objects; the WebM with alpha
+    and the contact sheet are written as objects and go into the zip; nothing stays in the
+    gateway's DATA_DIR."""
+    from gateway.intake.video import frame_path
+    from gateway.results.video import assemble_videos, webm_rel
+    from tests.gateway.results.test_video_outputs import (
+        INFO,
+        N,
+        alpha_of,
+        decode_alpha_video,
+        lay_out,
+    )
+
+    staging = Storage(tmp_path / "staging")
+    lay_out(staging, "j", INFO, missing=(3,))
+    for f in sorted(p for p in staging.root.rglob("*") if p.is_file()):
+        s3_storage.objects.put_file(staging.relative(f), f)
+    assert assemble_videos(s3_storage, "j") == 1
+    assert assemble_videos(s3_storage, "j") == 0  # done once: both objects exist
+    tasks = [Task(job_id="j", path=frame_path(INFO.path, i), input="",
+                  state="failed" if i == 3 else "completed") for i in range(N)]
+    zf, _ = _zip_of(s3_storage, tasks)
+    webm = tmp_path / "walk.webm"
+    webm.write_bytes(zf.read("matting_output/clips/walk.webm"))
+    assert webm.read_bytes() == s3_storage.objects.get(webm_rel(s3_storage, "j", INFO))
+    frames, _, _ = decode_alpha_video(webm)
+    assert len(frames) == N
+    assert frames[3][..., 3].max() < 16
+    assert np.abs(frames[5][..., 3].astype(int) - alpha_of(5)).mean() < 8
+    assert "final_results/clips/walk_compare.jpg" in zf.namelist()
+    assert [p for p in s3_storage.root.rglob("*") if p.is_file()] == []
