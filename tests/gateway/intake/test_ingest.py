@@ -109,16 +109,6 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     await db.close()
 
 
-@pytest.fixture(params=["local", "s3"])
-async def any_env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
-    """`env` on the local DATA_DIR and on S3 (SeaweedFS): the same assertions hold on both."""
-    (tmp_path / "data").mkdir()
-    db = await Database.connect(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'test.db'}")
-    settings = request.getfixturevalue("s3_settings") if request.param == "s3" else None
-    yield Env(tmp_path, db, settings)
-    await db.close()
-
-
 def archive_bytes(tmp_path: Path, kind: str, members: list[tuple[str, bytes]]) -> bytes:
     path = tmp_path / f"a.{kind}"
     (write_zip if kind == "zip" else write_tgz)(path, members)
