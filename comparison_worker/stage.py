@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -35,9 +36,9 @@ class ComparisonItem:
     mattes: list[tuple[str, Alpha]]
     """(model, alpha at the image's size), in the request's order."""
     gt: Alpha | None
-    output: str
-    """The sheet's object key (checked: `Stage.output_key`)."""
-    metrics_output: str | None
+    output: Path | str
+    """The sheet's target (checked: `Stage.output_target`): a file on DATA_DIR, a key on S3."""
+    metrics_output: Path | str | None
     notes: list[str] = field(default_factory=list)
     confidences: dict[str, float] = field(default_factory=dict)
     """The matting engine's confidence per model, where the gateway knew it (sheet caption)."""
@@ -78,28 +79,28 @@ class ComparisonStage:
     def ensure(self, key: str) -> BatchPolicy:
         return BatchPolicy(max_batch_size=1, concurrency=max(1, self.threads))
 
-    def _read_alpha(self, storage: Storage, key: str, what: str) -> Alpha:
+    def _read_alpha(self, storage: Storage, target: Path | str, rel: str, what: str) -> Alpha:
         try:
-            source = storage.source(key)  # the file itself on a local store
+            source = storage.read_target(target)  # the file itself on DATA_DIR
         except ObjectMissing as exc:
-            raise BadInput(f"{what} not found: {key}") from exc
+            raise BadInput(f"{what} not found: {rel}") from exc
         return decode_alpha(source)
 
     def prepare(self, req: StageRequest[ComparisonParams], storage: Storage) -> ComparisonItem:
-        """Every key is checked against the job's areas first (`Stage.output_key`,
-        `Stage.input_key`): the sheet and metrics go to final_results/<job_id>/ only, and
+        """Every key is checked against the job's areas first (`Stage.output_target`,
+        `Stage.input_target`): the sheet and metrics go to final_results/<job_id>/ only, and
         the image, mattes and ground truth come from this job's own, on disk or on S3."""
         p = req.params
         job = req.job_id
-        output = Stage.COMPARISON.output_key(storage, job, req.output)
-        metrics_output = (Stage.COMPARISON.output_key(storage, job, p.metrics_output,
-                                                      METRICS_SUFFIX)
+        output = Stage.COMPARISON.output_target(storage, job, req.output)
+        metrics_output = (Stage.COMPARISON.output_target(storage, job, p.metrics_output,
+                                                         METRICS_SUFFIX)
                           if p.metrics_output else None)
-        matte_keys = [Stage.MATTING.output_key(storage, job, ref.path) for ref in p.mattes]
-        gt_key = Stage.input_key(storage, job, p.gt) if p.gt else None
-        source_key = Stage.input_key(storage, job, req.input)
+        matte_keys = [Stage.MATTING.output_target(storage, job, ref.path) for ref in p.mattes]
+        gt_key = Stage.input_target(storage, job, p.gt) if p.gt else None
+        source_key = Stage.input_target(storage, job, req.input)
         try:
-            source = storage.source(source_key)
+            source = storage.read_target(source_key)
         except ObjectMissing as exc:
             raise BadInput(f"input not found: {req.input}") from exc
         rgb = decode_rgb(source, self.settings.max_image_pixels)
@@ -107,7 +108,7 @@ class ComparisonStage:
         notes: list[str] = []
         mattes: list[tuple[str, Alpha]] = []
         for i, (ref, matte_key) in enumerate(zip(p.mattes, matte_keys, strict=True)):
-            alpha = self._read_alpha(storage, matte_key, f"mattes[{i}].path")
+            alpha = self._read_alpha(storage, matte_key, ref.path, f"mattes[{i}].path")
             if alpha.shape != shape:
                 notes.append(f"matte of {ref.model} {alpha.shape[1]}x{alpha.shape[0]} resized "
                              "to the image")
@@ -115,7 +116,7 @@ class ComparisonStage:
             mattes.append((ref.model, alpha))
         gt = None
         if p.gt and gt_key is not None:
-            gt = self._read_alpha(storage, gt_key, "gt")
+            gt = self._read_alpha(storage, gt_key, p.gt, "gt")
             if gt.shape != shape:
                 notes.append(f"ground truth {gt.shape[1]}x{gt.shape[0]} resized (bilinear) "
                              f"to the image's {shape[1]}x{shape[0]}")
@@ -131,7 +132,7 @@ class ComparisonStage:
         self, req: StageRequest[ComparisonParams], item: ComparisonItem, out: Comparison,
         storage: Storage,
     ) -> StageOutput:
-        storage.objects.put(item.output, encode_jpeg(np.ascontiguousarray(out.sheet)))
+        storage.write_target(item.output, encode_jpeg(np.ascontiguousarray(out.sheet)))
         extra: dict[str, Any] = {"metrics": out.metrics, "has_gt": item.gt is not None}
         if item.notes:
             extra["notes"] = item.notes
@@ -145,6 +146,6 @@ class ComparisonStage:
                 "metrics": out.metrics,
                 "notes": item.notes,
             }
-            storage.objects.put(item.metrics_output, json.dumps(doc, indent=2).encode())
-            extra["metrics_output"] = item.metrics_output
+            storage.write_target(item.metrics_output, json.dumps(doc, indent=2).encode())
+            extra["metrics_output"] = storage.target_name(item.metrics_output)
         return StageOutput(output=req.output, extra=extra)

@@ -19,6 +19,7 @@ the reason in `extra.fallback.error`: a worse cut-out beats none.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from matting_worker.cutout import encode_cutout
@@ -47,9 +48,9 @@ KEY_SEP = MODEL_SEP
 @dataclass
 class MattingItem:
     rgb: RGBImage
-    outputs: list[tuple[str, str, str | None]]
-    """Per model, in the request's order: (model, RGBA-or-alpha key, alpha key for `both`),
-    checked keys of the object store (`Stage.output_key`)."""
+    outputs: list[tuple[str, Path | str, Path | str | None]]
+    """Per model, in the request's order: (model, RGBA-or-alpha target, alpha target for
+    `both`): checked files on DATA_DIR, keys on S3 (`Stage.output_target`)."""
     mode: OutputMode
     image: DecodedImage | None = None
     """The decoded input with its profile and 16-bit data (`rgb` is `image.rgb`)."""
@@ -169,10 +170,10 @@ class MattingStage:
         options = req.params.options
         if not req.output.lower().endswith(options.suffix):
             raise BadInput(f"output must be a {options.suffix} path, not {req.output!r}")
-        source_key = Stage.input_key(storage, req.job_id, req.input)
+        source_target = Stage.input_target(storage, req.job_id, req.input)
 
-        def target(rel: str, suffix: str) -> str:  # only matting_output/<job_id>/….<suffix>
-            return Stage.MATTING.output_key(storage, req.job_id, rel, suffix)
+        def target(rel: str, suffix: str) -> Path | str:  # only matting_output/<job_id>/….<suffix>
+            return Stage.MATTING.output_target(storage, req.job_id, rel, suffix)
 
         outputs = []
         keep_alpha = mode == OutputMode.BOTH or options.keeps_matte
@@ -186,7 +187,7 @@ class MattingStage:
             raise BadInput("two outputs of this request would have the same name: "
                            f"{[m for m, _, _ in outputs]} with output={mode}")
         try:
-            source = storage.source(source_key)  # the file itself on a local store
+            source = storage.read_target(source_target)  # the file itself on DATA_DIR
         except ObjectMissing as exc:
             raise BadInput(f"input not found: {req.input}") from exc
         image = decode_image(source, self.settings.max_image_pixels,
@@ -244,11 +245,11 @@ class MattingStage:
             else:
                 data = encode_cutout(item.image or DecodedImage(item.rgb), matte.alpha,
                                      matte.foreground)
-            storage.objects.put(key, data)  # local: temp file + rename, as before
-            written[model] = key
+            storage.write_target(key, data)  # local: temp file + rename, as before
+            written[model] = storage.target_name(key)
             if alpha_key is not None:
-                storage.objects.put(alpha_key, encode_png_alpha(matte.alpha))
-                alphas[model] = alpha_key
+                storage.write_target(alpha_key, encode_png_alpha(matte.alpha))
+                alphas[model] = storage.target_name(alpha_key)
         first = item.outputs[0][0]
         lead = out[0]
         if lead.confidence is not None:

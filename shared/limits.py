@@ -17,6 +17,7 @@ __all__ = [
     "NAME_PART_MAX_BYTES",
     "OBJECT_COPY_BYTES",
     "OBJECT_PUT_CONCURRENCY",
+    "OBJECT_PUT_FILE_CONCURRENCY",
     "OBJECT_PUT_FILE_PART_BYTES",
     "OBJECT_READ_AHEAD_BYTES",
     "S3_MAX_OBJECT_BYTES",
@@ -60,10 +61,14 @@ upload sized its parts for S3 (part size grows with the declared length) works o
 MULTIPART_MIN_PART_BYTES = 5 * 1024**2
 """Smallest part S3 takes in a multipart upload, the last part excepted (S3 refuses
 `complete` otherwise). LocalStore does not enforce it; a caller sizes parts for S3."""
-OBJECT_PUT_FILE_PART_BYTES = 64 * 1024**2
-"""`put_file` of a file above this size uploads it in parts of this size (S3 multipart): a
-single PUT of many GiB would restart from zero on one network error, and parts go in parallel.
-64 MiB × 10 000 parts is 625 GiB, above any upload we take."""
+OBJECT_PUT_FILE_PART_BYTES = 16 * 1024**2
+"""`put_file` of a file up to this size is one PUT (read into memory: an image, a report);
+above it, a multipart upload in parts of this size, or larger where 10 000 of them would not
+cover the file: a single PUT of many GiB would restart from zero on one network error, and
+parts go in parallel."""
+OBJECT_PUT_FILE_CONCURRENCY = 4
+"""Parts of one `put_file` in flight at once (each held in memory): 4 × 16 MiB per file, so
+the intake's parallel uploads stay bounded too."""
 OBJECT_READ_AHEAD_BYTES = 8 * 1024**2
 """How much `open_read` of an S3 object fetches per ranged GET: zipfile and tarfile read in
 small pieces and seek; a GET per `read(4096)` would be a round trip each, while 8 MiB keeps

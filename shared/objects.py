@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from shared.errors import ConfigError, ObjectMissing
 from shared.limits import (
     MULTIPART_MAX_PARTS,
+    OBJECT_PUT_FILE_CONCURRENCY,
     OBJECT_PUT_FILE_PART_BYTES,
     OBJECT_READ_AHEAD_BYTES,
 )
@@ -467,11 +468,15 @@ class S3Store(ObjectStore):
         import obstore
 
         check_key(key)
-        if path.stat().st_size <= OBJECT_PUT_FILE_PART_BYTES:
+        size = path.stat().st_size
+        if size <= OBJECT_PUT_FILE_PART_BYTES:
             obstore.put(self._store, key, path.read_bytes(), use_multipart=False)
-        else:
-            obstore.put(self._store, key, path, use_multipart=True,
-                        chunk_size=OBJECT_PUT_FILE_PART_BYTES)
+            return
+        # Parts big enough for S3's 10 000, read from the file a few at a time: memory is
+        # OBJECT_PUT_FILE_CONCURRENCY parts, whatever the file's size.
+        part = max(OBJECT_PUT_FILE_PART_BYTES, -(-size // MULTIPART_MAX_PARTS))
+        obstore.put(self._store, key, path, use_multipart=True, chunk_size=part,
+                    max_concurrency=OBJECT_PUT_FILE_CONCURRENCY)
 
     def size(self, key: str) -> int | None:
         import obstore

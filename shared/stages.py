@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from shared.settings import Settings
 from shared.states import TaskState
@@ -112,21 +113,22 @@ class Stage(StrEnum):
         """How every main output of this stage ends (`.png`, `_compare.jpg`)."""
         return _SPECS[self].output_suffix
 
-    def output_key(self, storage: Storage, job_id: str, rel: str, suffix: str | None = None,
-                   ) -> str:
-        """The object key a worker of this stage may write `rel` as for `job_id`: only below
+    def output_target(self, storage: Storage, job_id: str, rel: str,
+                      suffix: str | None = None) -> Path | str:
+        """Where a worker of this stage may write `rel` for `job_id`: only below
         `<output_folder>/<job_id>/`, ending `suffix` (default: the stage's own). Anything else
         (the task database, another job, a `.html` page under final_results/) is
         `PathNotAllowed`: a 400 the gateway does not retry. The same rule on S3 as on disk
-        (`Storage.job_object`)."""
-        return storage.job_object(rel, self.output_folder, job_id,
+        (`Storage.job_target`): the resolved file on DATA_DIR (the fast path, written with no
+        second resolve), the checked key on S3."""
+        return storage.job_target(rel, self.output_folder, job_id,
                                   self.output_suffix if suffix is None else suffix)
 
     @staticmethod
-    def input_key(storage: Storage, job_id: str, rel: str) -> str:
-        """The key a worker may read a job's upload (image, ground truth) from:
-        `input/<job_id>/…`."""
-        return storage.job_object(rel, INPUT, job_id)
+    def input_target(storage: Storage, job_id: str, rel: str) -> Path | str:
+        """Where a worker may read a job's upload (image, ground truth): `input/<job_id>/…`,
+        as a file on DATA_DIR or a key on S3 (`Storage.job_target`)."""
+        return storage.job_target(rel, INPUT, job_id)
 
     @property
     def next(self) -> Stage | None:

@@ -129,6 +129,11 @@ class Storage:
 
             objects = LocalStore(self.root)
         self.objects: ObjectStore = objects
+        probe = objects.local_path(f"{INPUT}/x")
+        self.is_local: bool = probe is not None
+        """True when jobs' files are files (a LocalStore), not objects elsewhere (S3)."""
+        self._files_here = probe == self.root / INPUT / "x"
+        """The store is this DATA_DIR itself: the path fast paths (`job_target`) apply."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Storage:
@@ -136,11 +141,6 @@ class Storage:
         from shared.objects import open_store
 
         return cls(settings.data_dir, open_store(settings))
-
-    @property
-    def is_local(self) -> bool:
-        """True when jobs' files are files in DATA_DIR (no object store in between)."""
-        return self.objects.local_path(f"{INPUT}/x") is not None
 
     def ensure_layout(self) -> None:
         for sub in (INPUT, MATTING_OUTPUT, FINAL_RESULTS, LOGS, UPLOADS, REPORTS):
@@ -160,8 +160,8 @@ class Storage:
         """`rel` itself, if it names an object below `<area>/<job_id>/` whose name ends with
         `suffix` (any case); `PathNotAllowed` (or `PathOutsideDataDir`) otherwise.
 
-        The rule every worker keeps before it reads or writes (`shared.stages.Stage.output_path`
-        and `input_path`), on a key as much as on a file: a stage request cannot reach the task
+        The rule every worker keeps before it reads or writes (`shared.stages.Stage.output_target`
+        and `input_target`), on a key as much as on a file: a stage request cannot reach the task
         database, another job's files or a page the gateway would serve.
         """
         p = check_relative(rel)
@@ -195,6 +195,34 @@ class Storage:
             if folder is None or folder not in full.parents:
                 raise PathNotAllowed(f"{rel!r} resolves outside {area}/{job_id}/")
         return rel
+
+    def job_target(self, rel: str, area: str, job_id: str, suffix: str = "") -> Path | str:
+        """Where a stage reads or writes `rel`, checked by `job_key`'s rule: on DATA_DIR the
+        resolved file (`job_file`, exactly as before objects: no second resolve when it is
+        written), on S3 the key. `read_target` and `write_target` take either."""
+        if self._files_here:
+            return self.job_file(rel, area, job_id, suffix)
+        return self.job_object(rel, area, job_id, suffix)
+
+    def read_target(self, target: Path | str) -> Path | bytes:
+        """What the decoders take for a `job_target`: the file, or the object's bytes;
+        `ObjectMissing` when there is none."""
+        if isinstance(target, Path):
+            if not target.is_file():
+                raise ObjectMissing(f"no object {self.relative(target)!r}")
+            return target
+        return self.source(target)
+
+    def write_target(self, target: Path | str, data: bytes) -> None:
+        """Write a `job_target` atomically: temporary file and rename, or one PUT."""
+        if isinstance(target, Path):
+            atomic_write_bytes(target, data)
+        else:
+            self.objects.put(target, data)
+
+    def target_name(self, target: Path | str) -> str:
+        """A `job_target`'s DATA_DIR-relative name (its key)."""
+        return self.relative(target) if isinstance(target, Path) else target
 
     def source(self, key: str) -> Path | bytes:
         """What the decoders (`shared.imaging`) take for `key`: the file itself on a local

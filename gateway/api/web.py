@@ -67,17 +67,14 @@ def job_file(storage: Storage, job_id: str, path: str) -> Path | str:
                             f"use {FINAL_RESULTS}/… or {MATTING_OUTPUT}/…")
     key = f"{top}/{job_id}/{rest}"
     try:
-        storage.job_object(key, top, job_id)
-        full = storage.objects.local_path(key)
-        if full is None:
-            if storage.objects.size(key) is None:
-                raise HTTPException(404, detail=f"job {job_id!r} has no file {path!r}")
-            return key
+        found = storage.job_target(key, top, job_id)
     except (PathOutsideDataDir, PathNotAllowed) as exc:
         raise HTTPException(404, detail=str(exc)) from None
-    if not full.is_file():
+    present = (found.is_file() if isinstance(found, Path)
+               else storage.objects.size(found) is not None)
+    if not present:
         raise HTTPException(404, detail=f"job {job_id!r} has no file {path!r}")
-    return full
+    return found
 
 
 def file_url(job_id: str, stored: str | None) -> str | None:

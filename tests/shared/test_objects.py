@@ -93,6 +93,20 @@ def test_put_file_and_open_read_seeks(store: ObjectStore, tmp_path: Path) -> Non
         assert f.read(0) == b""
 
 
+def test_put_file_in_parts(store: ObjectStore, tmp_path: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above OBJECT_PUT_FILE_PART_BYTES a file goes up as a multipart upload (S3), whole."""
+    import shared.objects
+
+    monkeypatch.setattr(shared.objects, "OBJECT_PUT_FILE_PART_BYTES", 5 * 1024 * 1024)
+    data = bytes(range(256)) * (11 * 4096) + b"tail"  # 11 MiB + 4 bytes: three parts
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    store.put_file("input/j1/video.mp4", src)
+    assert store.size("input/j1/video.mp4") == len(data)
+    assert store.get("input/j1/video.mp4") == data
+
+
 def test_archives_read_straight_from_objects(store: ObjectStore) -> None:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

