@@ -281,6 +281,7 @@ def test_tus_oversize_is_refused_before_anything_is_stored(
     big = start_gateway(**on_s3, max_upload_size=S3_MAX_OBJECT_BYTES * 2)
     r = big.client.post("/files/", headers={**TUS, "Upload-Length": str(S3_MAX_OBJECT_BYTES + 1)})
     assert r.status_code == 413 and str(S3_MAX_OBJECT_BYTES) in r.json()["detail"]
+    assert big.client.options("/files/").headers["Tus-Max-Size"] == str(S3_MAX_OBJECT_BYTES)
     upload_id = create(gw, 1000, filename="a.zip")
     # A body past Upload-Length: refused up front by its Content-Length, and mid-stream when
     # it has none (chunked), with nothing of it counted.
