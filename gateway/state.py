@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from gateway.db import repo, transitions
 from gateway.db.database import Database
 from gateway.db.locks import JOB_LOCK_SPACE, Chore, lock_key
 from gateway.intake.ingest import ingest_job, unexpected_error
+from gateway.intake.landing import drop_inputs
 from gateway.intake.tus_uploads import TusUploads
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.scheduler import Scheduler
@@ -72,7 +72,7 @@ class GatewayState:
     @classmethod
     async def open(cls, settings: Settings, **scheduler_opts: Any) -> GatewayState:
         settings = settings.without_raw_keys()  # the keys' hashes are all the gateway needs
-        storage = Storage(settings.data_dir)
+        storage = Storage.from_settings(settings)
         storage.ensure_layout()
         db = await Database.open(settings)
         metrics = GatewayMetrics()
@@ -136,7 +136,7 @@ class GatewayState:
         for job_id in cut:
             await asyncio.to_thread(self.storage.remove_job, job_id)
         for job_id in given_up:
-            await asyncio.to_thread(shutil.rmtree, self.storage.job_input(job_id), True)
+            await asyncio.to_thread(drop_inputs, self.storage, job_id)
         for job_id in redo:
             self.start_ingest(job_id)
         if cut or redo or given_up or released:
