@@ -213,7 +213,7 @@ class GatewayState:
                     log.info("job %s: its gateway died during the upload; removed", job_id)
                     await asyncio.to_thread(self.storage.remove_job, job_id)
                 elif state == JobState.INGESTING.value and not redo:
-                    await asyncio.to_thread(shutil.rmtree, self.storage.job_input(job_id), True)
+                    await asyncio.to_thread(drop_inputs, self.storage, job_id)
             finally:
                 if redo:
                     log.info("job %s: its gateway died during the ingest; taken over", job_id)

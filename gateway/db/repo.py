@@ -26,22 +26,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-<<<<<<< HEAD
-from gateway.db.tables import TASK_COUNTS, Job, Task, Upload, task_counts
-=======
-from gateway.db.tables import Job, Task, Upload, UploadPart, task_counts
->>>>>>> s3-intake
+from gateway.db.tables import TASK_COUNTS, Job, Task, Upload, UploadPart, task_counts
 from shared.stages import Stage
 from shared.states import FINAL_JOB_STATES, JobState, TaskState
 
 __all__ = [
     "MATTED_STATES",
     "add_upload",
-<<<<<<< HEAD
-    "compact_counts",
-=======
     "add_upload_parts",
->>>>>>> s3-intake
+    "compact_counts",
     "count_callback_attempt",
     "count_jobs",
     "count_jobs_in_states",

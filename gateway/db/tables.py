@@ -38,14 +38,9 @@ from shared.states import JobState, TaskState
 from shared.timing import SQLITE_BUSY_TIMEOUT_MS
 
 __all__ = [
-<<<<<<< HEAD
     "ADDED_COLUMNS", "ADDED_INDEXES", "TASK_COUNTS", "Base", "BigInt", "Job", "Task", "Upload",
-    "adopt_legacy", "create_counters", "create_engine", "include_name", "init_db", "is_postgres",
-    "now", "session_factory", "task_counts",
-=======
-    "ADDED_COLUMNS", "ADDED_INDEXES", "TASK_COUNTS", "Base", "Job", "Task", "Upload",
-    "UploadPart", "create_engine", "init_db", "now", "session_factory", "task_counts",
->>>>>>> s3-intake
+    "UploadPart", "adopt_legacy", "create_counters", "create_engine", "include_name", "init_db",
+    "is_postgres", "now", "session_factory", "task_counts",
 ]
 
 
