@@ -6,8 +6,9 @@ gateway processes sharing the task database, the workers and the balancers.
   one takes its tasks back when their lease runs out, finishes the job, and every image is in
   the download exactly once.
 
-`STORAGE` runs the round trip on the local DATA_DIR both gateways share and, where the object
-store is there, on S3 (SeaweedFS on loopback) with no shared folder for the workers.
+The kill runs with the jobs' files in the DATA_DIR both gateways share and with them in S3
+(SeaweedFS on loopback), where no image file may land in DATA_DIR at all; the serving checks
+run on S3, where a tus upload begun on one gateway is one multipart upload the other finishes.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import asyncio
 import io
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from tusclient import client as tus_client
 
+from shared.settings import Settings
 from tests.integration.test_faults import assert_each_once, progressed
 from tests.support.images import make_zip, noise_set
 from tests.support.postgres import PostgresServer, fresh_database_url, postgres_server
@@ -39,13 +43,20 @@ LEASE_S = 20.0
 """Short, so the dead gateway's tasks come back within the test (the default is minutes)."""
 
 
-@pytest.fixture
-def two_gateways(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[Stack]:
-    url = fresh_database_url(postgres_server)
+@contextmanager
+def two_gateways(request: pytest.FixtureRequest, storage: str, data: Path) -> Iterator[Stack]:
+    """The stack with two gateways on a fresh Postgres database; `storage` "s3": the jobs'
+    files in a fresh prefix of the SeaweedFS bucket (the AWS_* variables set for the test),
+    "local": in the DATA_DIR the two gateways share."""
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    objects: dict[str, Any] = {}
+    if storage == "s3":
+        s3: Settings = request.getfixturevalue("s3_settings")
+        objects = {"storage_url": s3.storage_url, "s3_endpoint_url": s3.s3_endpoint_url}
     with running_stack(
-        tmp_path / "data",
+        data,
         gateways=2,
-        database_url=url,
+        database_url=fresh_database_url(server),
         default_model="identity",
         matting_workers=2,
         comparison_workers=2,
@@ -54,6 +65,7 @@ def two_gateways(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[St
         matting_concurrency=8,
         comparison_concurrency=4,
         lease_s=LEASE_S,
+        **objects,
     ) as s:
         yield s
 
@@ -91,8 +103,13 @@ def held(stack: Stack, job_id: str) -> dict[str, int]:
     return asyncio.run(_held(stack.settings.database_url, job_id))
 
 
-def test_either_gateway_serves_every_job(two_gateways: Stack, tmp_path: Path) -> None:
-    stack = two_gateways
+def test_either_gateway_serves_every_job(request: pytest.FixtureRequest,
+                                         tmp_path: Path) -> None:
+    with two_gateways(request, "s3", tmp_path / "data") as stack:
+        either_gateway_serves_every_job(stack, tmp_path)
+
+
+def either_gateway_serves_every_job(stack: Stack, tmp_path: Path) -> None:
     members = noise_set(6, 64)
     with stack.gateway(1) as one, stack.gateway(2) as two:
         job_id = upload(one, members)
@@ -134,8 +151,16 @@ def test_either_gateway_serves_every_job(two_gateways: Stack, tmp_path: Path) ->
         assert st["state"] == "completed" and st["total"] == 3, st
 
 
-def test_gateway_killed_mid_job_the_other_finishes_it(two_gateways: Stack) -> None:
-    stack = two_gateways
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_gateway_killed_mid_job_the_other_finishes_it(request: pytest.FixtureRequest,
+                                                       storage: str, tmp_path: Path) -> None:
+    with two_gateways(request, storage, tmp_path / "data") as stack:
+        gateway_killed_mid_job(stack)
+    if storage == "s3":  # every file was an object: none of the job's landed in DATA_DIR
+        assert not [p for p in (tmp_path / "data").rglob("*.png")]
+
+
+def gateway_killed_mid_job(stack: Stack) -> None:
     members = noise_set(IMAGES, SIDE)
     with stack.gateway(2) as two:
         job_id = upload(two, members)
@@ -151,7 +176,7 @@ def test_gateway_killed_mid_job_the_other_finishes_it(two_gateways: Stack) -> No
     stack.kill(names[victim])
     # it stays dead (Supervisor restarts no gateway of a multi-gateway stack): the other one
     # alone finishes the job, taking the dead one's tasks back when their lease runs out
-    assert stack.pid(names[victim]) == 0
+    wait_for(lambda: stack.pid(names[victim]) == 0, 30, f"{victim} seen dead by Supervisor")
     survivor = stack.gateways[1] if victim == "gateway-1" else stack.gateways[0]
     assert_each_once(replace(stack, url=survivor), job_id, members)
     assert held(stack, job_id) == {"completed": len(members)}
