@@ -51,7 +51,7 @@ scale-deps:
 # The several-gateways suite: the database on both dialects, the quota race, the migrations,
 # the gateway on Postgres and a dead gateway's jobs taken over.
 SCALE_TESTS := tests/gateway/db tests/gateway/intake/test_quota_race.py \
-	tests/gateway/test_state_postgres.py
+	tests/gateway/test_state_postgres.py tests/gateway/pipeline/test_scheduler_postgres.py
 scale-test: install scale-deps
 	$(PY) -m pytest -q -rs -p no:cacheprovider $(SCALE_TESTS)
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import repo, transitions
 from gateway.db.database import Database
-from gateway.db.locks import JOB_LOCK_SPACE, Chore, lock_key
+from gateway.db.locks import GATEWAY_LOCK_SPACE, JOB_LOCK_SPACE, Chore, lock_key
 from gateway.intake.ingest import ingest_job, unexpected_error
 from gateway.intake.landing import drop_inputs
 from gateway.intake.tus_uploads import TusUploads
@@ -80,6 +80,7 @@ class GatewayState:
         return cls(settings, storage, db, metrics, scheduler)
 
     async def start(self) -> None:
+        await self.claim_gateway_id()
         await self.recover()
         await self.scheduler.start()
         await self.sync.start()
@@ -106,6 +107,15 @@ class GatewayState:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.db.close()
+
+    async def claim_gateway_id(self) -> None:
+        """Postgres: hold this gateway's GATEWAY_ID lock for as long as it lives (the others'
+        maintenance releases a dead gateway's leases by it). Two live gateways with one id
+        would release each other's work: the second one refuses to start."""
+        key = lock_key(GATEWAY_LOCK_SPACE, self.settings.gateway_name)
+        if not await self.db.chores.take(key):
+            raise RuntimeError(f"GATEWAY_ID {self.settings.gateway_name!r} is in use by another "
+                               "live gateway on this database: give each gateway its own")
 
     async def recover(self) -> None:
         """Make a restart safe: uploads cut by the crash are dropped, interrupted ingests are

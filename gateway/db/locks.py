@@ -24,8 +24,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 __all__ = [
-    "JOB_LOCK_SPACE", "QUOTA_LOCK_SPACE", "Chore", "ChoreLocks", "lock_for_transaction",
-    "lock_key",
+    "GATEWAY_LOCK_SPACE", "JOB_LOCK_SPACE", "QUOTA_LOCK_SPACE", "Chore", "ChoreLocks",
+    "lock_for_transaction", "lock_key",
 ]
 
 log = logging.getLogger("gateway.db.locks")
@@ -55,6 +55,10 @@ class Chore(IntEnum):
 
 QUOTA_LOCK_SPACE = 0x6D71
 """The high 16 bits of per-key quota lock keys (`lock_key`): apart from the chores'."""
+GATEWAY_LOCK_SPACE = 0x6D73
+"""The high 16 bits of per-gateway lock keys: each gateway holds its GATEWAY_ID's for as long
+as it lives, so the maintenance chore can tell a dead gateway's leases from a live one's and
+release them at once (`Scheduler.release_dead_gateways`) instead of after LEASE_S."""
 JOB_LOCK_SPACE = 0x6D72
 """The high 16 bits of per-job lock keys: held by the gateway receiving or ingesting the job
 (`gateway.state`), so a dead gateway's job is taken over by exactly one other."""

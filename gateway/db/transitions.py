@@ -32,6 +32,7 @@ __all__ = [
     "claim",
     "finish_jobs",
     "job_options",
+    "lease_holders",
     "reclaim_expired",
     "record_failure",
     "record_success",
@@ -379,6 +380,14 @@ async def release_dispatched(s: AsyncSession, by: str | None = None) -> int:
         )
         n += int(getattr(res, "rowcount", 0))
     return n
+
+
+async def lease_holders(s: AsyncSession) -> list[str]:
+    """The gateway ids (`dispatched_by`) that hold leases now (a few: one per gateway)."""
+    dispatched = [st.dispatched_state.value for st in STAGES]
+    q = (select(T.c.dispatched_by).where(T.c.state.in_(dispatched),
+                                         T.c.dispatched_by.is_not(None)).distinct())
+    return sorted(str(b) for b in (await s.execute(q)).scalars())
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import repo, transitions
 from gateway.db.database import Database
-from gateway.db.locks import Chore
+from gateway.db.locks import GATEWAY_LOCK_SPACE, Chore, lock_key
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.callbacks import WebhookSender
 from gateway.pipeline.result_cache import ResultCache
@@ -469,6 +469,7 @@ class Scheduler:
                 moved += await transitions.reclaim_expired(s, now, self.settings.max_retries)
                 finished = await transitions.finish_jobs(s, now)
                 await repo.compact_counts(s)
+            moved += await self.release_dead_gateways()
             if moved:
                 self.wake()
             for f in finished:
@@ -479,6 +480,32 @@ class Scheduler:
             await self._fire_callbacks()
         await chores.holds(Chore.REPORTS)  # taken if free: `_start_report_pass` reads it
         return finished
+
+    async def release_dead_gateways(self) -> int:
+        """Postgres (under the maintenance chore): the leases of gateways that are gone go
+        back to their queues now, not when they expire. A gateway holds its GATEWAY_ID's lock
+        while it lives (`GatewayState.start`); a lease holder whose lock can be taken is
+        dead. Its answers can never arrive; one that somehow did would be fenced out."""
+        if not self.db.postgres:
+            return 0
+        async with self.db.read() as s:
+            holders = await transitions.lease_holders(s)
+        released = 0
+        for holder in holders:
+            if holder == self.settings.gateway_name:
+                continue
+            key = lock_key(GATEWAY_LOCK_SPACE, holder)
+            if not await self.db.chores.take(key):
+                continue  # alive
+            try:
+                async with self.db.write() as s:
+                    n = await transitions.release_dispatched(s, by=holder)
+                if n:
+                    log.warning("gateway %s is gone: %d of its leases released", holder, n)
+                released += n
+            finally:
+                await self.db.chores.give(key)
+        return released
 
     def _start_report_pass(self) -> None:
         """Write missing report files in the background (one pass at a time): a big job's

@@ -10,6 +10,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from gateway.db import repo
@@ -64,6 +65,22 @@ def test_two_gateways_serve_one_job(start_gateway: Start, stage_server: StageSer
     assert b.client.get(doc["download_url"]).status_code == 200
     tasks = b.client.get(f"/jobs/{doc['job_id']}/tasks?limit=100").json()["tasks"]
     assert len(tasks) == 12 and {t["state"] for t in tasks} == {"completed"}
+
+
+async def test_two_live_gateways_may_not_share_an_id(
+    postgres_server: PostgresServer, tmp_path: Path,
+) -> None:
+    url = fresh_database_url(postgres_server)
+    first, second = [await GatewayState.open(make_settings(tmp_path / "data", database_url=url,
+                                                           gateway_id="same"))
+                     for _ in range(2)]
+    try:
+        await first.claim_gateway_id()
+        with pytest.raises(RuntimeError, match="GATEWAY_ID 'same' is in use"):
+            await second.claim_gateway_id()
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def _ingesting_job(db: Database, storage: Storage, job_id: str, names: list[str]) -> None:
