@@ -3,8 +3,8 @@ gateway processes sharing the task database, the workers and the balancers.
 
 - Either gateway serves every job: status, the task list, the page, the live events, tus.
 - One gateway is SIGKILLed while it holds dispatched tasks of a job and stays dead: the other
-  one takes its tasks back when their lease runs out, finishes the job, and every image is in
-  the download exactly once.
+  one sees it gone and takes its tasks back at once (long before their lease would run out),
+  finishes the job, and every image is in the download exactly once.
 
 The kill runs with the jobs' files in the DATA_DIR both gateways share and with them in S3
 (SeaweedFS on loopback), where no image file may land in DATA_DIR at all; the serving checks
@@ -39,8 +39,9 @@ __all__ = ["postgres_server"]  # the fixture, imported for this module's tests
 
 IMAGES = 60
 SIDE = 256  # noise at this size keeps a worker busy for tens of ms a batch: polls see it
-LEASE_S = 20.0
-"""Short, so the dead gateway's tasks come back within the test (the default is minutes)."""
+LEASE_S = 600.0
+"""Longer than the test waits for the job (`Stack.wait_final`, 240 s): the dead gateway's
+leases must come back because it is gone (its GATEWAY_ID lock is free), not by expiring."""
 
 
 @contextmanager
@@ -175,7 +176,7 @@ def gateway_killed_mid_job(stack: Stack) -> None:
                               "a gateway holding tasks of a half-done job", interval=0.01)
     stack.kill(names[victim])
     # it stays dead (Supervisor restarts no gateway of a multi-gateway stack): the other one
-    # alone finishes the job, taking the dead one's tasks back when their lease runs out
+    # alone finishes the job, taking the dead one's tasks back as soon as it sees it gone
     wait_for(lambda: stack.pid(names[victim]) == 0, 30, f"{victim} seen dead by Supervisor")
     survivor = stack.gateways[1] if victim == "gateway-1" else stack.gateways[0]
     assert_each_once(replace(stack, url=survivor), job_id, members)
