@@ -68,7 +68,7 @@ $(REMBG_VENV)/.installed:
 	$(REMBG_VENV)/bin/pip install -q "rembg[cpu]==$(REMBG_VERSION)"
 	touch $@
 
-bench: install $(REMBG_VENV)/.installed
+bench: install $(REMBG_VENV)/.installed scale-deps
 	$(PY) -m bench
 
 clean:
