@@ -267,6 +267,25 @@ def test_defaults(tmp_path: Path) -> None:
     assert len(secrets) == 1 and len(secrets[0]["data"]["INTERNAL_TOKEN"]) > 64
 
 
+def test_the_internal_plane_is_fenced(tmp_path: Path) -> None:
+    """NetworkPolicies as compose's internal network: who may call a balancer or a worker."""
+    _, docs = render(tmp_path, {})
+    allowed = {}
+    for p in by_kind(docs, "NetworkPolicy"):
+        target = p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        (rule,) = p["spec"]["ingress"]
+        allowed[target] = ({f["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                            for f in rule["from"]}, rule["ports"][0]["port"])
+    assert allowed == {
+        "matting-api": ({"gateway", "matting-worker"}, 8001),
+        "comparison-api": ({"gateway", "comparison-worker"}, 8002),
+        "matting-worker": ({"matting-api"}, 9001),
+        "comparison-worker": ({"comparison-api"}, 9101),
+    }
+    _, docs = render(tmp_path, {"networkPolicy": {"enabled": False}})
+    assert by_kind(docs, "NetworkPolicy") == []
+
+
 def test_cpu_only(tmp_path: Path) -> None:
     _, docs = render(tmp_path, VALUE_SETS["cpu-only"])
     assert gpu_requests(docs) == []
