@@ -196,6 +196,10 @@ def test_renders_and_validates(tmp_path: Path, name: str) -> None:
             assert env(c)["INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"]
     for cm in by_kind(docs, "ConfigMap"):
         assert set(cm["data"]) <= FIELDS | PARALLEL_SETTINGS
+    # each credential only where it is used
+    holders = {d["metadata"]["labels"]["app.kubernetes.io/component"]
+               for d, c in containers(docs) if "DATABASE_URL" in env(c)}
+    assert holders == {"gateway", "migrate"}
     no_password_anywhere(text, docs)
 
 
@@ -425,6 +429,15 @@ def test_registry_and_service_account(tmp_path: Path) -> None:
     ({"mattingWorker": {"gpu": {"sharedBy": 0}}}, "sharedBy must be at least 1"),
     ({"mattingWorker": {"gpu": {"count": -1}}}, "count must be 0"),
     ({"gateway": {"replicas": 0}}, "gateway.replicas must be at least 1"),
+    # values.schema.json: a misspelt value, a wrong type or range, a setting in lower case
+    ({"gatway": {"replicas": 3}}, "additional properties 'gatway' not allowed"),
+    ({"gateway": {"replicas": "two"}}, "/gateway/replicas"),
+    ({"mattingWorker": {"gpu": {"memoryFraction": 1.5}}}, "/mattingWorker/gpu/memoryFraction"),
+    ({"mattingWorker": {"gpu": {"memoryFraction": "lots"}}}, "/mattingWorker/gpu/memoryFraction"),
+    ({"comparisonWorker": {"autoscaling": {"targetCPUUtilizationPercentage": 0}}},
+     "targetCPUUtilizationPercentage"),
+    ({"config": {"log_level": "debug"}}, "log_level"),
+    ({"ingress": {"host": ""}}, "/ingress/host"),
 ])
 def test_bad_values_are_refused_with_the_reason(
     tmp_path: Path, values: dict[str, Any], message: str
@@ -432,6 +445,14 @@ def test_bad_values_are_refused_with_the_reason(
     done = helm_template(tmp_path, values)
     assert done.returncode != 0
     assert message in done.stderr
+
+
+def test_the_schema_knows_every_value() -> None:
+    """values.schema.json refuses unknown top-level values, so it must list every one."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == set(values)
 
 
 def test_values_are_documented() -> None:
