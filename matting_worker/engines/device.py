@@ -73,16 +73,17 @@ def cuda_available() -> bool:
 
 
 def _torch_device_memory() -> int | None:
-    """What CUDA itself says device 0 holds (cudaMemGetInfo's total: a MIG slice's own size,
-    and the figure torch's `set_per_process_memory_fraction` multiplies); None without torch
-    or CUDA."""
+    """What CUDA itself says device 0 holds (its properties' total global memory: under MIG
+    the slice's own, as deviceQuery shows it); None without torch or CUDA. The properties,
+    not cudaMemGetInfo: reading them makes no CUDA context, which would hold a few hundred MB
+    of an ONNX-only worker's card for nothing."""
     try:
         import torch
     except ImportError:
         return None
     if not torch.cuda.is_available():
         return None
-    return int(torch.cuda.mem_get_info(0)[1])
+    return int(torch.cuda.get_device_properties(0).total_memory)
 
 
 def _smi_memory(visible: VisibleDevice) -> int | None:

