@@ -210,11 +210,25 @@ def test_renders_and_validates(helm: str, tmp_path: Path, name: str) -> None:
             assert env(c)["INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"]
     for cm in by_kind(docs, "ConfigMap"):
         assert set(cm["data"]) <= FIELDS | PARALLEL_SETTINGS
+    settings_of_every_container(docs)
     # each credential only where it is used
     holders = {d["metadata"]["labels"]["app.kubernetes.io/component"]
                for d, c in containers(docs) if "DATABASE_URL" in env(c)}
     assert holders == {"gateway", "migrate"}
     no_password_anywhere(text, docs)
+
+
+def settings_of_every_container(docs: list[dict[str, Any]]) -> None:
+    """What a container's environment sets (the ConfigMap, then its own plain values) loads
+    as the services' Settings: a value the chart writes that a service would refuse at start
+    (a bad GPU_MEMORY_FRACTION, a LOG_FORMAT it does not know) fails here."""
+    (cm,) = by_kind(docs, "ConfigMap")
+    for _d, c in containers(docs):
+        values = {k: v for k, v in cm["data"].items()
+                  if any("configMapRef" in e for e in c.get("envFrom", []))}
+        values.update({k: e["value"] for k, e in env(c).items() if "value" in e})
+        known = {k.lower(): v for k, v in values.items() if k in FIELDS}
+        Settings(_env_file=None, **known)
 
 
 def no_password_anywhere(text: str, docs: list[dict[str, Any]]) -> None:
