@@ -545,3 +545,25 @@ def test_the_commands_are_the_services(tmp_path: Path) -> None:
         for flag in command[3:]:
             if flag.startswith("--"):
                 assert flag in done.stdout, (command, flag)
+
+
+@pytest.mark.skipif("helm4" not in HELMS, reason="Helm 4 renders NOTES without a cluster")
+@pytest.mark.parametrize(("values", "expected"), [
+    ({}, ["mattepipe-postgres (key DATABASE_URL)", "the gateway is OPEN",
+          "http://mattepipe.example.com/", "1 nvidia.com/gpu (sharing: none, "
+          "GPU_MEMORY_FRACTION 0.9)"]),
+    ({"ingress": {"enabled": False}, "auth": {"existingSecret": "keys"},
+      "keda": {"enabled": True}, "mattingWorker": {"gpu": {"count": 0}}},
+     ["port-forward svc/mp-mattepipe-gateway 8000:80", "keys: API_KEY", "1–8 (KEDA",
+      "on the CPU"]),
+])
+def test_notes(tmp_path: Path, values: dict[str, Any], expected: list[str]) -> None:
+    """NOTES.txt, as `helm install` prints it (a client-side dry run: no cluster)."""
+    done = subprocess.run(
+        [HELMS["helm4"], "install", RELEASE, str(CHART), "--dry-run=client", "--namespace",
+         NAMESPACE, "-f", str(_values_file(tmp_path, values))],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    for text in expected:
+        assert text in notes, text
