@@ -381,6 +381,11 @@ def test_existing_secrets(helm: str, tmp_path: Path) -> None:
     assert models["persistentVolumeClaim"]["claimName"] == "models"
     mount = next(m for m in mw["containers"][0]["volumeMounts"] if m["name"] == "models")
     assert mount["readOnly"] is True  # MODEL_DOWNLOAD off: nothing writes there
+    # the gateways see the same user models (a job naming one is checked against them)
+    gp = one(docs, "Deployment", "gateway")["spec"]["template"]["spec"]
+    assert next(v for v in gp["volumes"] if v["name"] == "models") == models
+    gmount = next(m for m in gp["containers"][0]["volumeMounts"] if m["name"] == "models")
+    assert gmount == {"name": "models", "mountPath": "/app/models", "readOnly": True}
 
 
 def test_replicas(helm: str, tmp_path: Path) -> None:
