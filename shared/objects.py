@@ -54,6 +54,7 @@ __all__ = [
     "S3Store",
     "check_key",
     "check_part_number",
+    "check_prefix",
     "open_store",
 ]
 
