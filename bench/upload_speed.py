@@ -13,6 +13,13 @@ shows that memory stays flat while a whole GiB goes through.
     python -m bench upload_speed                    # writes bench/last_upload_speed.md
     BENCH_SPEED_GIB=1 BENCH_SPEED_ROUNDS=3 python -m bench.upload_speed
     BENCH_SPEED_COMPARE=/tmp/up-base python -m bench.upload_speed   # also another tree's gateway
+    BENCH_SPEED_S3=0 python -m bench.upload_speed   # without the object-storage rows
+
+Object storage (on by default when SeaweedFS's `weed` is installed: the dev extra): a SeaweedFS
+server on loopback (`tests.support.seaweed.start_seaweed`, the tests' own) and a second gateway
+of this tree with STORAGE_URL=s3://… on it, measured in the same rounds as the local one;
+its own baseline is the store's speed for the same file (`S3Store.put_file`, in this process),
+so the ratios say what the gateway costs on top of the store, beside what the local disk costs.
 """
 
 from __future__ import annotations
@@ -115,14 +122,15 @@ class _Gateway:
     """`python -m gateway` from `tree` on a fresh DATA_DIR; uploads it takes are dropped
     again (DELETE) so a round leaves no GiB behind."""
 
-    def __init__(self, tree: Path, data: Path, shim: Path | None = None) -> None:
+    def __init__(self, tree: Path, data: Path, shim: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data = data
         path = f"{shim}{os.pathsep}{tree}" if shim else str(tree)
         env = {**os.environ, "PYTHONPATH": path, "DATA_DIR": str(data),
                "GATEWAY_PORT": str(self.port), "MAX_CONCURRENT_JOBS": "0",
-               "LOG_LEVEL": "WARNING"}  # fmt: skip
+               "LOG_LEVEL": "WARNING", **(extra_env or {})}  # fmt: skip
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "--port", str(self.port)], cwd=tree, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -186,6 +194,33 @@ def _sink_upload(url: str, src: Path, size: int) -> float:
     return s
 
 
+class _S3:
+    """A SeaweedFS server for the object-storage rows, and the store's own speed."""
+
+    def __init__(self, folder: Path) -> None:
+        from tests.support.seaweed import start_seaweed
+
+        self.server = start_seaweed(folder)
+        self.env = {**self.server.env, "STORAGE_URL": self.server.storage_url("bench")}
+
+    def put_file(self, src: Path) -> float:
+        from shared.objects import S3Store
+
+        os.environ.update(self.server.env)
+        store = S3Store(self.server.bucket, "bench-baseline", self.server.endpoint)
+        t0 = time.perf_counter()
+        store.put_file("input/baseline/upload.bin", src)
+        took = time.perf_counter() - t0
+        store.delete("input/baseline/upload.bin")
+        return took
+
+
+def _s3_wanted() -> bool:
+    from tests.support.seaweed import weed_binary
+
+    return os.environ.get("BENCH_SPEED_S3", "1") != "0" and weed_binary() is not None
+
+
 def _timed(target: _Target, source: Path) -> None:
     sampler = _Sampler(target.pid, interval=0.05)
     sampler.start()
@@ -220,6 +255,7 @@ def run() -> str:
         )  # fmt: skip
         sink_url = f"http://127.0.0.1:{sink_port}"
         gateways: list[tuple[str, _Gateway]] = []
+        s3: _S3 | None = None
         try:
             deadline = time.monotonic() + 30
             while True:
@@ -251,6 +287,18 @@ def run() -> str:
                             partial(gw.upload_multipart, src), gw.proc.pid),
                     _Target(f"{label}: tus PATCH", partial(gw.tus_patch, src), gw.proc.pid),
                 ]  # fmt: skip
+            if _s3_wanted():
+                s3 = _S3(tmp / "seaweed")
+                gw = _Gateway(ROOT, tmp / "gw-s3", extra_env=s3.env)
+                gateways.append(("S3", gw))
+                targets += [
+                    _Target("S3 store: put_file (object-storage baseline)",
+                            partial(s3.put_file, src), s3.server.proc.pid),
+                    _Target("this tree on S3: POST /upload raw body",
+                            partial(gw.upload_raw, src), gw.proc.pid),
+                    _Target("this tree on S3: tus PATCH", partial(gw.tus_patch, src),
+                            gw.proc.pid),
+                ]  # fmt: skip
             for i in range(rounds):
                 for target in targets:
                     _timed(target, src)
@@ -261,6 +309,8 @@ def run() -> str:
                 gw.close()
             sink_proc.terminate()
             sink_proc.wait(10)
+            if s3 is not None:
+                s3.server.stop()
     load_after = os.getloadavg()
     base = min(targets[0].times)
     lines = [
@@ -276,11 +326,15 @@ def run() -> str:
         "| target | best s | MiB/s | ratio | all runs s | peak RSS MiB |",
         "|---|---|---|---|---|---|",
     ]
+    store_base = next((min(t.times) for t in targets if t.name.startswith("S3 store")), None)
     for target in targets:
         best = min(target.times)
         runs = ", ".join(f"{x:.2f}" for x in target.times)
+        # Rows on S3 get a second ratio: against the store's own put_file of the same file.
+        vs_store = (f" ({store_base / best:.2f} of put_file)"
+                    if store_base is not None and "S3" in target.name else "")
         lines.append(f"| {target.name} | {best:.2f} | {size / MIB / best:.0f} "
-                     f"| {base / best:.2f} | {runs} | {target.peak_mib:.0f} |")
+                     f"| {base / best:.2f}{vs_store} | {runs} | {target.peak_mib:.0f} |")
     lines += [
         "",
         "Peak RSS is the server process's (the gateway's whole import set, DB and scheduler "

@@ -17,11 +17,12 @@ import numpy as np
 import numpy.typing as npt
 
 from comparison_worker.engine import Comparison, compare
+from shared.errors import ObjectMissing
 from shared.imaging import decode_alpha, decode_rgb, encode_jpeg
 from shared.schemas import ComparisonParams, ComparisonRequest, StageRequest
 from shared.settings import Settings
 from shared.stages import Stage
-from shared.storage import METRICS_SUFFIX, Storage, atomic_write_bytes
+from shared.storage import METRICS_SUFFIX, Storage
 from shared.worker.stage import BadInput, BatchPolicy, StageOutput, thread_count
 
 __all__ = ["ComparisonItem", "ComparisonStage"]
@@ -35,8 +36,9 @@ class ComparisonItem:
     mattes: list[tuple[str, Alpha]]
     """(model, alpha at the image's size), in the request's order."""
     gt: Alpha | None
-    output: Path
-    metrics_output: Path | None
+    output: Path | str
+    """The sheet's target (checked: `Stage.output_target`): a file on DATA_DIR, a key on S3."""
+    metrics_output: Path | str | None
     notes: list[str] = field(default_factory=list)
     confidences: dict[str, float] = field(default_factory=dict)
     """The matting engine's confidence per model, where the gateway knew it (sheet caption)."""
@@ -77,40 +79,44 @@ class ComparisonStage:
     def ensure(self, key: str) -> BatchPolicy:
         return BatchPolicy(max_batch_size=1, concurrency=max(1, self.threads))
 
-    def _read_alpha(self, path: Path, rel: str, what: str) -> Alpha:
-        if not path.is_file():
-            raise BadInput(f"{what} not found: {rel}")
-        return decode_alpha(path)
+    def _read_alpha(self, storage: Storage, target: Path | str, rel: str, what: str) -> Alpha:
+        try:
+            source = storage.read_target(target)  # the file itself on DATA_DIR
+        except ObjectMissing as exc:
+            raise BadInput(f"{what} not found: {rel}") from exc
+        return decode_alpha(source)
 
     def prepare(self, req: StageRequest[ComparisonParams], storage: Storage) -> ComparisonItem:
-        """Every path is checked against the job's folders first (`Stage.output_path`,
-        `Stage.input_path`): the sheet and metrics go to final_results/<job_id>/ only, and
-        the image, mattes and ground truth come from this job's own folders."""
+        """Every key is checked against the job's areas first (`Stage.output_target`,
+        `Stage.input_target`): the sheet and metrics go to final_results/<job_id>/ only, and
+        the image, mattes and ground truth come from this job's own, on disk or on S3."""
         p = req.params
         job = req.job_id
-        output = Stage.COMPARISON.output_path(storage, job, req.output)
-        metrics_output = (Stage.COMPARISON.output_path(storage, job, p.metrics_output,
-                                                       METRICS_SUFFIX)
+        output = Stage.COMPARISON.output_target(storage, job, req.output)
+        metrics_output = (Stage.COMPARISON.output_target(storage, job, p.metrics_output,
+                                                         METRICS_SUFFIX)
                           if p.metrics_output else None)
-        matte_paths = [Stage.MATTING.output_path(storage, job, ref.path) for ref in p.mattes]
-        gt_path = Stage.input_path(storage, job, p.gt) if p.gt else None
-        source = Stage.input_path(storage, job, req.input)
-        if not source.is_file():
-            raise BadInput(f"input not found: {req.input}")
+        matte_keys = [Stage.MATTING.output_target(storage, job, ref.path) for ref in p.mattes]
+        gt_key = Stage.input_target(storage, job, p.gt) if p.gt else None
+        source_key = Stage.input_target(storage, job, req.input)
+        try:
+            source = storage.read_target(source_key)
+        except ObjectMissing as exc:
+            raise BadInput(f"input not found: {req.input}") from exc
         rgb = decode_rgb(source, self.settings.max_image_pixels)
         shape = (int(rgb.shape[0]), int(rgb.shape[1]))
         notes: list[str] = []
         mattes: list[tuple[str, Alpha]] = []
-        for i, (ref, matte_path) in enumerate(zip(p.mattes, matte_paths, strict=True)):
-            alpha = self._read_alpha(matte_path, ref.path, f"mattes[{i}].path")
+        for i, (ref, matte_key) in enumerate(zip(p.mattes, matte_keys, strict=True)):
+            alpha = self._read_alpha(storage, matte_key, ref.path, f"mattes[{i}].path")
             if alpha.shape != shape:
                 notes.append(f"matte of {ref.model} {alpha.shape[1]}x{alpha.shape[0]} resized "
                              "to the image")
                 alpha = _fit(alpha, shape)
             mattes.append((ref.model, alpha))
         gt = None
-        if p.gt and gt_path is not None:
-            gt = self._read_alpha(gt_path, p.gt, "gt")
+        if p.gt and gt_key is not None:
+            gt = self._read_alpha(storage, gt_key, p.gt, "gt")
             if gt.shape != shape:
                 notes.append(f"ground truth {gt.shape[1]}x{gt.shape[0]} resized (bilinear) "
                              f"to the image's {shape[1]}x{shape[0]}")
@@ -126,7 +132,7 @@ class ComparisonStage:
         self, req: StageRequest[ComparisonParams], item: ComparisonItem, out: Comparison,
         storage: Storage,
     ) -> StageOutput:
-        atomic_write_bytes(item.output, encode_jpeg(np.ascontiguousarray(out.sheet)))
+        storage.write_target(item.output, encode_jpeg(np.ascontiguousarray(out.sheet)))
         extra: dict[str, Any] = {"metrics": out.metrics, "has_gt": item.gt is not None}
         if item.notes:
             extra["notes"] = item.notes
@@ -140,6 +146,6 @@ class ComparisonStage:
                 "metrics": out.metrics,
                 "notes": item.notes,
             }
-            atomic_write_bytes(item.metrics_output, json.dumps(doc, indent=2).encode())
-            extra["metrics_output"] = storage.relative(item.metrics_output)
+            storage.write_target(item.metrics_output, json.dumps(doc, indent=2).encode())
+            extra["metrics_output"] = storage.target_name(item.metrics_output)
         return StageOutput(output=req.output, extra=extra)

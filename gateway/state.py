@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.db import repo, transitions
 from gateway.db.database import Database
 from gateway.intake.ingest import ingest_job, unexpected_error
+from gateway.intake.landing import drop_inputs, remove_job
 from gateway.intake.tus_uploads import TusUploads
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.scheduler import Scheduler
@@ -67,7 +67,7 @@ class GatewayState:
     @classmethod
     async def open(cls, settings: Settings, **scheduler_opts: Any) -> GatewayState:
         settings = settings.without_raw_keys()  # the keys' hashes are all the gateway needs
-        storage = Storage(settings.data_dir)
+        storage = Storage.from_settings(settings)
         storage.ensure_layout()
         db = await Database.open(settings)
         metrics = GatewayMetrics()
@@ -116,9 +116,9 @@ class GatewayState:
             redo, given_up = await self._ingests_to_redo(s)
             released = await transitions.release_dispatched(s)
         for job_id in cut:
-            await asyncio.to_thread(self.storage.remove_job, job_id)
+            await asyncio.to_thread(remove_job, self.storage, job_id)
         for job_id in given_up:
-            await asyncio.to_thread(shutil.rmtree, self.storage.job_input(job_id), True)
+            await asyncio.to_thread(drop_inputs, self.storage, job_id)
         for job_id in redo:
             self.start_ingest(job_id)
         if cut or redo or given_up or released:

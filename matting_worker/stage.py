@@ -28,6 +28,7 @@ from matting_worker.engines.confidence import output_confidence
 from matting_worker.engines.pool import EnginePool
 from matting_worker.engines.registry import UnknownModel, create_engine
 from matting_worker.finishing import finished_cutout
+from shared.errors import ObjectMissing
 from shared.finishing import OutputOptions
 from shared.formats import OUTPUT_MODES, OutputMode
 from shared.imaging import DecodedImage, decode_image, encode_png_alpha
@@ -35,7 +36,7 @@ from shared.model_fetch import ZooSource
 from shared.schemas import MODEL_SEP, MattingParams, MattingRequest, StageRequest
 from shared.settings import Settings
 from shared.stages import Stage
-from shared.storage import PNG_SUFFIX, Storage, atomic_write_bytes, model_output_rel
+from shared.storage import PNG_SUFFIX, Storage, model_output_rel
 from shared.worker.stage import BadInput, BatchPolicy, StageFailure, StageOutput
 
 __all__ = ["MattingItem", "MattingStage", "request_models"]
@@ -47,8 +48,9 @@ KEY_SEP = MODEL_SEP
 @dataclass
 class MattingItem:
     rgb: RGBImage
-    outputs: list[tuple[str, Path, Path | None]]
-    """Per model, in the request's order: (model, RGBA-or-alpha path, alpha path for `both`)."""
+    outputs: list[tuple[str, Path | str, Path | str | None]]
+    """Per model, in the request's order: (model, RGBA-or-alpha target, alpha target for
+    `both`): checked files on DATA_DIR, keys on S3 (`Stage.output_target`)."""
     mode: OutputMode
     image: DecodedImage | None = None
     """The decoded input with its profile and 16-bit data (`rgb` is `image.rgb`)."""
@@ -168,10 +170,10 @@ class MattingStage:
         options = req.params.options
         if not req.output.lower().endswith(options.suffix):
             raise BadInput(f"output must be a {options.suffix} path, not {req.output!r}")
-        source = Stage.input_path(storage, req.job_id, req.input)
+        source_target = Stage.input_target(storage, req.job_id, req.input)
 
-        def target(rel: str, suffix: str) -> Path:  # only matting_output/<job_id>/….<suffix>
-            return Stage.MATTING.output_path(storage, req.job_id, rel, suffix)
+        def target(rel: str, suffix: str) -> Path | str:  # only matting_output/<job_id>/….<suffix>
+            return Stage.MATTING.output_target(storage, req.job_id, rel, suffix)
 
         outputs = []
         keep_alpha = mode == OutputMode.BOTH or options.keeps_matte
@@ -184,8 +186,10 @@ class MattingStage:
         if len(set(paths)) != len(paths):  # e.g. a second model called "alpha" with `both`
             raise BadInput("two outputs of this request would have the same name: "
                            f"{[m for m, _, _ in outputs]} with output={mode}")
-        if not source.is_file():
-            raise BadInput(f"input not found: {req.input}")
+        try:
+            source = storage.read_target(source_target)  # the file itself on DATA_DIR
+        except ObjectMissing as exc:
+            raise BadInput(f"input not found: {req.input}") from exc
         image = decode_image(source, self.settings.max_image_pixels,
                              self.settings.color_management)
         return MattingItem(rgb=image.rgb, outputs=outputs, mode=mode, image=image,
@@ -233,7 +237,7 @@ class MattingStage:
         }
         written: dict[str, str] = {}
         alphas: dict[str, str] = {}
-        for (model, path, alpha_path), matte in zip(item.outputs, out, strict=True):
+        for (model, key, alpha_key), matte in zip(item.outputs, out, strict=True):
             if not item.options.is_default:
                 data = finished_cutout(item.rgb, matte, item.mode, item.options)
             elif item.mode == OutputMode.ALPHA:
@@ -241,11 +245,11 @@ class MattingStage:
             else:
                 data = encode_cutout(item.image or DecodedImage(item.rgb), matte.alpha,
                                      matte.foreground)
-            atomic_write_bytes(path, data)
-            written[model] = storage.relative(path)
-            if alpha_path is not None:
-                atomic_write_bytes(alpha_path, encode_png_alpha(matte.alpha))
-                alphas[model] = storage.relative(alpha_path)
+            storage.write_target(key, data)  # local: temp file + rename, as before
+            written[model] = storage.target_name(key)
+            if alpha_key is not None:
+                storage.write_target(alpha_key, encode_png_alpha(matte.alpha))
+                alphas[model] = storage.target_name(alpha_key)
         first = item.outputs[0][0]
         lead = out[0]
         if lead.confidence is not None:

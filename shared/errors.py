@@ -19,6 +19,8 @@
     ├── IntakeError                      an upload the gateway cannot turn into tasks
     │   ├── gateway.intake.archive.ArchiveRejected → ArchiveCorrupt
     │   └── gateway.intake.archive_names.BadName           (also a ValueError)
+    ├── ObjectMissing                    no object under that key (shared.objects); also a
+    │                                    FileNotFoundError, so `except OSError` still holds
     ├── Busy                             a shared resource is taken; try again shortly
     │   ├── shared.balancer.pool.NoWorker                  (503 with Retry-After)
     │   └── gateway.intake.tus_store.UploadBusy
@@ -43,6 +45,7 @@ __all__ = [
     "InputRejected",
     "IntakeError",
     "MattepipeError",
+    "ObjectMissing",
     "StageFailure",
 ]
 
@@ -85,6 +88,12 @@ class ConfigError(MattepipeError):
 
 class IntakeError(MattepipeError):
     """An upload, or a part of one, that the gateway cannot turn into tasks."""
+
+
+class ObjectMissing(MattepipeError, FileNotFoundError):
+    """No object under the key asked for (shared.objects): a local file or an S3 object.
+    A FileNotFoundError too, so code written for files (`except FileNotFoundError`) keeps
+    working against S3 without a second except clause."""
 
 
 class Busy(MattepipeError):

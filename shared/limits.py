@@ -11,10 +11,20 @@ __all__ = [
     "MAX_ROW_OFFSET",
     "MAX_STAGE_BATCH",
     "MAX_WORKER_CAPACITY",
+    "MULTIPART_MAX_PARTS",
+    "MULTIPART_MIN_PART_BYTES",
     "NAME_MAX_BYTES",
     "NAME_PART_MAX_BYTES",
+    "OBJECT_COPY_BYTES",
+    "OBJECT_PUT_CONCURRENCY",
+    "OBJECT_PUT_FILE_CONCURRENCY",
+    "OBJECT_PUT_FILE_PART_BYTES",
+    "OBJECT_READ_AHEAD_BYTES",
+    "S3_MAX_OBJECT_BYTES",
     "TAR_BLOCK_BYTES",
+    "TUS_PART_ROUND_BYTES",
     "USTAR_MAGIC_SLICE",
+    "tus_part_bytes",
 ]
 
 ERROR_MAX_CHARS = 4000
@@ -42,3 +52,51 @@ MAX_STAGE_BATCH = 256
 """Most stage requests one `<route>/batch` call carries (STAGE_BATCH_SIZE is capped here): a
 balancer or worker validates and holds a whole batch at once, so its size bounds their memory
 per call; 256 small requests are a few hundred KiB of JSON."""
+
+
+# --- object storage (shared.objects) ------------------------------------------------------
+MULTIPART_MAX_PARTS = 10_000
+"""Most parts one multipart upload may have: S3's own limit, kept by LocalStore too, so a tus
+upload sized its parts for S3 (part size grows with the declared length) works on both."""
+MULTIPART_MIN_PART_BYTES = 5 * 1024**2
+"""Smallest part S3 takes in a multipart upload, the last part excepted (S3 refuses
+`complete` otherwise). LocalStore does not enforce it; a caller sizes parts for S3."""
+OBJECT_PUT_FILE_PART_BYTES = 16 * 1024**2
+"""`put_file` of a file up to this size is one PUT (read into memory: an image, a report);
+above it, a multipart upload in parts of this size, or larger where 10 000 of them would not
+cover the file: a single PUT of many GiB would restart from zero on one network error, and
+parts go in parallel."""
+OBJECT_PUT_FILE_CONCURRENCY = 4
+"""Parts of one `put_file` in flight at once (each held in memory): 4 × 16 MiB per file, so
+the intake's parallel uploads stay bounded too."""
+OBJECT_READ_AHEAD_BYTES = 8 * 1024**2
+"""How much `open_read` of an S3 object fetches per ranged GET: zipfile and tarfile read in
+small pieces and seek; a GET per `read(4096)` would be a round trip each, while 8 MiB keeps
+the number of requests low and the memory per open archive bounded."""
+
+
+# --- intake on object storage (gateway.intake.landing, gateway.intake.tus_parts) -----------
+OBJECT_PUT_CONCURRENCY = 16
+"""Extracted inputs uploaded at once by ingest on S3: a batch is hundreds of small images, one
+PUT each, and a PUT's time is mostly the round trip, so sixteen in flight keep the link busy
+without holding more than sixteen files' worth of buffers."""
+OBJECT_COPY_BYTES = 1024**2
+"""Chunk of a copy between an object and a local file (a single image or video fetched to
+scratch for decoding)."""
+S3_MAX_OBJECT_BYTES = 5 * 1024**4
+"""S3's largest object (5 TiB): on object storage a tus upload declaring more is refused (413)
+whatever MAX_UPLOAD_SIZE says, since it could never be completed."""
+TUS_PART_ROUND_BYTES = 1024**2
+"""A tus upload's part size (`tus_part_bytes`) is a whole number of these."""
+
+
+def tus_part_bytes(length: int) -> int:
+    """The part size of a tus upload of `length` bytes on S3: one tus upload is one multipart
+    upload, and S3 allows MULTIPART_MAX_PARTS parts of at least MULTIPART_MIN_PART_BYTES (the
+    last excepted). So: the smallest whole MiB that covers `length` in 10 000 parts, never under
+    5 MiB — 5 MiB up to 48.8 GiB, 11 MiB for the default 100 GiB MAX_UPLOAD_SIZE, 525 MiB for
+    S3's own 5 TiB object limit. Every part but the last has exactly this size, so a part count
+    is an offset. Memory: a PATCH holds at most two parts (one gathering, one being sent)."""
+    per_part = -(-max(length, 1) // MULTIPART_MAX_PARTS)
+    rounded = -(-per_part // TUS_PART_ROUND_BYTES) * TUS_PART_ROUND_BYTES
+    return max(MULTIPART_MIN_PART_BYTES, rounded)

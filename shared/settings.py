@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     database_url: str = ""
     """Empty means SQLite at DATA_DIR/mattepipe.db."""
+    storage_url: str = ""
+    """Where jobs' files live: empty for the local DATA_DIR, `s3://bucket/prefix` for an
+    S3-compatible object store (shared.objects). The database, logs and tus parts in progress
+    stay in DATA_DIR either way."""
+    s3_endpoint_url: str = ""
+    """The S3 endpoint (SeaweedFS, MinIO, R2 ...); empty: AWS itself. Credentials and region
+    come from the standard AWS_* variables, not from here."""
     models_dir: Path = Path("./models")
     data_host_path: str = ""
     """docker compose only: the host folder bound at /app/data (empty: ./data beside the

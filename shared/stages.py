@@ -113,19 +113,22 @@ class Stage(StrEnum):
         """How every main output of this stage ends (`.png`, `_compare.jpg`)."""
         return _SPECS[self].output_suffix
 
-    def output_path(self, storage: Storage, job_id: str, rel: str, suffix: str | None = None,
-                    ) -> Path:
+    def output_target(self, storage: Storage, job_id: str, rel: str,
+                      suffix: str | None = None) -> Path | str:
         """Where a worker of this stage may write `rel` for `job_id`: only below
         `<output_folder>/<job_id>/`, ending `suffix` (default: the stage's own). Anything else
         (the task database, another job, a `.html` page under final_results/) is
-        `PathNotAllowed`: a 400 the gateway does not retry."""
-        return storage.job_file(rel, self.output_folder, job_id,
-                                self.output_suffix if suffix is None else suffix)
+        `PathNotAllowed`: a 400 the gateway does not retry. The same rule on S3 as on disk
+        (`Storage.job_target`): the resolved file on DATA_DIR (the fast path, written with no
+        second resolve), the checked key on S3."""
+        return storage.job_target(rel, self.output_folder, job_id,
+                                  self.output_suffix if suffix is None else suffix)
 
     @staticmethod
-    def input_path(storage: Storage, job_id: str, rel: str) -> Path:
-        """Where a worker may read a job's upload (image, ground truth): `input/<job_id>/…`."""
-        return storage.job_file(rel, INPUT, job_id)
+    def input_target(storage: Storage, job_id: str, rel: str) -> Path | str:
+        """Where a worker may read a job's upload (image, ground truth): `input/<job_id>/…`,
+        as a file on DATA_DIR or a key on S3 (`Storage.job_target`)."""
+        return storage.job_target(rel, INPUT, job_id)
 
     @property
     def next(self) -> Stage | None:

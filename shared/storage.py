@@ -15,8 +15,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from shared.errors import InputRejected
+from shared.errors import InputRejected, ObjectMissing
+
+if TYPE_CHECKING:
+    from shared.objects import ObjectStore
+    from shared.settings import Settings
 
 __all__ = [
     "COMPARE_SUFFIX",
@@ -34,7 +39,9 @@ __all__ = [
     "Storage",
     "atomic_write",
     "atomic_write_bytes",
+    "check_relative",
     "model_output_rel",
+    "resolve_under",
 ]
 
 INPUT = "input"
@@ -85,7 +92,9 @@ class PathNotAllowed(InputRejected, ValueError):
     a worker writes only its own stage's outputs of the job it was given."""
 
 
-def _check_relative(rel: str) -> PurePosixPath:
+def check_relative(rel: str) -> PurePosixPath:
+    """`rel` as a path if it is a safe DATA_DIR-relative name (also the rule for object keys,
+    `shared.objects.check_key`); `PathOutsideDataDir` otherwise."""
     if not rel or "\x00" in rel or "\\" in rel:
         raise PathOutsideDataDir(f"invalid path {rel!r}")
     p = PurePosixPath(rel)
@@ -94,11 +103,44 @@ def _check_relative(rel: str) -> PurePosixPath:
     return p
 
 
-class Storage:
-    """Paths under one DATA_DIR; the only way the services turn names into files."""
+def resolve_under(root: Path, rel: str) -> Path:
+    """`rel` below the resolved folder `root`, refusing anything that escapes (`..`,
+    absolute names, symlinks that lead out)."""
+    p = check_relative(rel)
+    full = (root / p).resolve()
+    if full != root and root not in full.parents:
+        raise PathOutsideDataDir(f"path escapes DATA_DIR: {rel!r}")
+    return full
 
-    def __init__(self, data_dir: Path) -> None:
+
+class Storage:
+    """Paths under one DATA_DIR; the only way the services turn names into files.
+
+    `objects` is where jobs' files live (`shared.objects`): the DATA_DIR itself by default
+    (`LocalStore`), or an S3 bucket (`Storage.from_settings` with `STORAGE_URL=s3://…`). The
+    names, the layout and the path rules are the same for both; what stays a local file either
+    way is the database, logs and tus uploads in progress.
+    """
+
+    def __init__(self, data_dir: Path, objects: ObjectStore | None = None) -> None:
         self.root = data_dir.resolve()
+        if objects is None:
+            from shared.objects import LocalStore  # shared.objects imports this module
+
+            objects = LocalStore(self.root)
+        self.objects: ObjectStore = objects
+        probe = objects.local_path(f"{INPUT}/x")
+        self.is_local: bool = probe is not None
+        """True when jobs' files are files (a LocalStore), not objects elsewhere (S3)."""
+        self._files_here = probe == self.root / INPUT / "x"
+        """The store is this DATA_DIR itself: the path fast paths (`job_target`) apply."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Storage:
+        """DATA_DIR and the object store that `settings` name (`shared.objects.open_store`)."""
+        from shared.objects import open_store
+
+        return cls(settings.data_dir, open_store(settings))
 
     def ensure_layout(self) -> None:
         for sub in (INPUT, MATTING_OUTPUT, FINAL_RESULTS, LOGS, UPLOADS, REPORTS):
@@ -106,11 +148,7 @@ class Storage:
 
     def resolve(self, rel: str) -> Path:
         """DATA_DIR-relative name → absolute path, refusing anything that escapes."""
-        p = _check_relative(rel)
-        full = (self.root / p).resolve()
-        if full != self.root and self.root not in full.parents:
-            raise PathOutsideDataDir(f"path escapes DATA_DIR: {rel!r}")
-        return full
+        return resolve_under(self.root, rel)
 
     def scrub(self, text: str) -> str:
         """`text` (an error's detail) with DATA_DIR's absolute path taken out: paths inside it
@@ -118,16 +156,15 @@ class Storage:
         root = str(self.root)
         return text.replace(root + "/", "").replace(root, "DATA_DIR")
 
-    def job_file(self, rel: str, area: str, job_id: str, suffix: str = "") -> Path:
-        """`rel` resolved, if it names a file below `<area>/<job_id>/` whose name ends with
+    def job_key(self, rel: str, area: str, job_id: str, suffix: str = "") -> str:
+        """`rel` itself, if it names an object below `<area>/<job_id>/` whose name ends with
         `suffix` (any case); `PathNotAllowed` (or `PathOutsideDataDir`) otherwise.
 
-        The rule every worker keeps before it reads or writes (`shared.stages.Stage.output_path`
-        and `input_path`): a stage request cannot reach the task database, another job's files or
-        a page the gateway would serve. The resolved path is checked as well, so a symlinked
-        folder cannot lead out of the job's own.
+        The rule every worker keeps before it reads or writes (`shared.stages.Stage.output_target`
+        and `input_target`), on a key as much as on a file: a stage request cannot reach the task
+        database, another job's files or a page the gateway would serve.
         """
-        p = _check_relative(rel)
+        p = check_relative(rel)
         if not job_id or job_id in (".", "..") or "/" in job_id or "\\" in job_id:
             raise PathNotAllowed(f"invalid job id {job_id!r}")
         where = f"{area}/{job_id}/"
@@ -135,11 +172,89 @@ class Storage:
             raise PathNotAllowed(f"{rel!r} is not under {where} (this request's job folder)")
         if suffix and not p.name.lower().endswith(suffix):
             raise PathNotAllowed(f"{rel!r} must be a file under {where} ending {suffix!r}")
+        return rel
+
+    def job_file(self, rel: str, area: str, job_id: str, suffix: str = "") -> Path:
+        """`job_key`'s rule, resolved to the file in DATA_DIR. The resolved path is checked
+        as well, so a symlinked folder cannot lead out of the job's own."""
+        self.job_key(rel, area, job_id, suffix)
         full = self.resolve(rel)
         folder = (self.root / area / job_id).resolve()
         if folder not in full.parents:
-            raise PathNotAllowed(f"{rel!r} resolves outside {where}")
+            raise PathNotAllowed(f"{rel!r} resolves outside {area}/{job_id}/")
         return full
+
+    def job_object(self, rel: str, area: str, job_id: str, suffix: str = "") -> str:
+        """`job_key`'s rule, for the object store: the key itself. On a local store the file
+        is checked too (as `job_file` does), so a symlinked folder cannot lead out of the
+        job's own."""
+        self.job_key(rel, area, job_id, suffix)
+        full = self.objects.local_path(rel)
+        if full is not None:
+            folder = self.objects.local_path(f"{area}/{job_id}")
+            if folder is None or folder not in full.parents:
+                raise PathNotAllowed(f"{rel!r} resolves outside {area}/{job_id}/")
+        return rel
+
+    def job_target(self, rel: str, area: str, job_id: str, suffix: str = "") -> Path | str:
+        """Where a stage reads or writes `rel`, checked by `job_key`'s rule: on DATA_DIR the
+        resolved file (`job_file`, exactly as before objects: no second resolve when it is
+        written), on S3 the key. `read_target` and `write_target` take either."""
+        if self._files_here:
+            return self.job_file(rel, area, job_id, suffix)
+        return self.job_object(rel, area, job_id, suffix)
+
+    def read_target(self, target: Path | str) -> Path | bytes:
+        """What the decoders take for a `job_target`: the file, or the object's bytes;
+        `ObjectMissing` when there is none."""
+        if isinstance(target, Path):
+            if not target.is_file():
+                raise ObjectMissing(f"no object {self.relative(target)!r}")
+            return target
+        return self.source(target)
+
+    def write_target(self, target: Path | str, data: bytes) -> None:
+        """Write a `job_target` atomically: temporary file and rename, or one PUT."""
+        if isinstance(target, Path):
+            atomic_write_bytes(target, data)
+        else:
+            self.objects.put(target, data)
+
+    def target_name(self, target: Path | str) -> str:
+        """A `job_target`'s DATA_DIR-relative name (its key)."""
+        return self.relative(target) if isinstance(target, Path) else target
+
+    def source(self, key: str) -> Path | bytes:
+        """What the decoders (`shared.imaging`) take for `key`: the file itself on a local
+        store, decoded straight from disk as before objects, or the object's bytes on S3.
+        `ObjectMissing` (a FileNotFoundError) when there is none."""
+        path = self.objects.local_path(key)
+        if path is None:
+            return self.objects.get(key)
+        if not path.is_file():
+            raise ObjectMissing(f"no object {key!r}")
+        return path
+
+    @contextlib.contextmanager
+    def writing(self, key: str) -> Iterator[Path]:
+        """A local path to write `key`'s content into, for writers that need a file (a video
+        encoder): on success it becomes the object, atomically for readers. On a local store
+        it is `atomic_write`'s temporary file beside the target; on S3 a temporary file in
+        DATA_DIR, uploaded (`put_file`) and removed."""
+        local = self.objects.local_path(key)
+        if local is not None:
+            with atomic_write(local) as tmp:
+                yield tmp
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".object-", suffix=".tmp", dir=self.root)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+            self.objects.put_file(key, tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def relative(self, path: Path) -> str:
         return path.resolve().relative_to(self.root).as_posix()
@@ -182,9 +297,17 @@ class Storage:
         return self.root / UPLOADS / upload_id
 
     def remove_job(self, job_id: str) -> None:
+        """Every file of the job: its four folders in DATA_DIR (on S3 the gateway's local
+        leftovers: partial reports, tus parts) and, on S3, its objects by prefix."""
         for d in (self.job_input(job_id), self.job_matting(job_id), self.job_results(job_id),
                   self.job_reports(job_id)):
             shutil.rmtree(d, ignore_errors=True)
+        if not self.is_local:
+            check_relative(job_id)
+            if "/" in job_id:
+                raise PathNotAllowed(f"invalid job id {job_id!r}")
+            for area in (INPUT, MATTING_OUTPUT, FINAL_RESULTS, REPORTS):
+                self.objects.delete_prefix(f"{area}/{job_id}/")
 
     def free_bytes(self) -> int:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -50,8 +50,8 @@ async def download(
         raise HTTPException(409, detail="job is still running; use ?partial=1")
     reports, models = gw.scheduler.reports, job_models(job)
     if final:
-        folder = await reports.final(job)
-        job_zip = await make_zip(gw.db, storage, job_id, job.output, models, report=folder,
+        files = await reports.files(job)  # the report folder's files, or its objects on S3
+        job_zip = await make_zip(gw.db, storage, job_id, job.output, models, report=files,
                                  suffix=job.cutout_suffix)
     else:  # a running job's files may still be replaced by a retry: its zip is not pre-sized
         async with reports.partial_folder(job_id) as tmp:

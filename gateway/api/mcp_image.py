@@ -125,5 +125,5 @@ async def wait_cut_out(gw: GatewayState, job_id: str, width: int, height: int) -
     rels = [task.matting_output]
     if job.output == OutputMode.BOTH:
         rels.append(model_output_rel(task.matting_output, job.model, 0, alpha=True))
-    pngs = [await asyncio.to_thread(gw.storage.resolve(rel).read_bytes) for rel in rels]
+    pngs = [await asyncio.to_thread(gw.storage.objects.get, rel) for rel in rels]  # file or S3
     return CutOut(job_id, width, height, pngs)

@@ -24,13 +24,12 @@ from gateway.intake.tus_store import (
     EXTENSIONS,
     TUS_VERSION,
     UploadBusy,
-    append_body,
-    file_size,
     http_date,
     parse_checksum,
     parse_metadata,
     tus_error,
 )
+from shared.limits import S3_MAX_OBJECT_BYTES
 from shared.timing import TUS_EXPIRY_S, TUS_LOCK_WAIT_S
 
 __all__ = ["router"]
@@ -94,6 +93,8 @@ async def tus_create(request: Request, gw: GW, caller: CallerDep) -> Response:
         raise tus_error(400, "Upload-Defer-Length is not supported: send Upload-Length")
     length = _int_header(request, "upload-length")
     limit = gw.settings.max_upload_size
+    if gw.tus.on_objects:
+        limit = min(limit, S3_MAX_OBJECT_BYTES)  # an object can be no larger
     if length > limit:
         raise tus_error(413, f"upload larger than the limit of {limit} bytes")
     if length == 0:
@@ -107,14 +108,13 @@ async def tus_create(request: Request, gw: GW, caller: CallerDep) -> Response:
                                             meta.get("output") or "rgba",
                                             meta.get("callback_url"))
         validate_output_options(output, {k: meta.get(k) for k in OUTPUT_OPTION_KEYS})
-    free = (await asyncio.to_thread(shutil.disk_usage, gw.storage.root)).free
-    if free - length < gw.settings.min_free_disk:
-        raise tus_error(507, f"not enough disk space for {length} bytes "
-                        f"(keeping {gw.settings.min_free_disk} bytes free)")
+    if not gw.tus.on_objects:  # on S3 the bytes never land on this disk (tus_parts)
+        free = (await asyncio.to_thread(shutil.disk_usage, gw.storage.root)).free
+        if free - length < gw.settings.min_free_disk:
+            raise tus_error(507, f"not enough disk space for {length} bytes "
+                            f"(keeping {gw.settings.min_free_disk} bytes free)")
     upload_id = uuid.uuid4().hex
-    path = gw.storage.upload_path(upload_id)
-    await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-    await asyncio.to_thread(path.touch)
+    where = await gw.tus.new_bytes(upload_id)
     now = time.time()
     expires = now + min(TUS_EXPIRY_S, gw.settings.tus_max_lifetime_s)
     try:
@@ -124,10 +124,10 @@ async def tus_create(request: Request, gw: GW, caller: CallerDep) -> Response:
             await repo.add_upload(
                 s, upload_id, length=length, filename=filename or "upload.bin",
                 metadata_json=meta, api_key_hash=caller.key_hash, created_at=now,
-                expires_at=expires,
+                expires_at=expires, **where,
             )
     except BaseException as exc:
-        await asyncio.shield(asyncio.to_thread(path.unlink, True))
+        await asyncio.shield(gw.tus.drop_bytes(upload_id, where.get("multipart_id")))
         if isinstance(exc, GatewayError):
             exc.headers["Tus-Resumable"] = TUS_VERSION
         raise
@@ -145,7 +145,8 @@ async def tus_create(request: Request, gw: GW, caller: CallerDep) -> Response:
                             Upload_Length="the declared size")},
 )
 async def tus_head(upload_id: str, request: Request, gw: GW, caller: CallerDep) -> Response:
-    """Where to resume: `Upload-Offset` is the size of the file on disk. A PATCH in flight is
+    """Where to resume: `Upload-Offset` is the size of the file on disk (on object storage:
+    the parts and tail stored, README "Uploads on object storage"). A PATCH in flight is
     given a moment to settle, so a client that was just cut off reads the final offset."""
     _require_tus(request)
     _check_id(upload_id)
@@ -156,7 +157,7 @@ async def tus_head(upload_id: str, request: Request, gw: GW, caller: CallerDep) 
     except UploadBusy:
         pass
     row = await gw.tus.get_upload(upload_id, owner=caller.owner)
-    size = await asyncio.to_thread(file_size, gw.storage.upload_path(upload_id))
+    size = await gw.tus.offset(row)
     if row.job_id is not None:
         size = row.length
     if size is None:
@@ -191,8 +192,7 @@ async def tus_patch(upload_id: str, request: Request, gw: GW, caller: CallerDep)
             row = await gw.tus.get_upload(upload_id, owner=caller.owner)
             if row.job_id is not None:
                 raise tus_error(409, f"upload already used by job {row.job_id}")
-            path = gw.storage.upload_path(upload_id)
-            size = await asyncio.to_thread(file_size, path)
+            size = await gw.tus.offset(row)
             if size is None:
                 raise tus_error(404, f"upload {upload_id!r} has lost its data")
             if offset != size:
@@ -203,11 +203,11 @@ async def tus_patch(upload_id: str, request: Request, gw: GW, caller: CallerDep)
             if declared.isdigit() and size + int(declared) > length:
                 raise tus_error(413, f"the body goes past Upload-Length ({length} bytes)")
             try:
-                size = await append_body(paced(request_body(request), gw.settings), path, size,
-                                         length, checksum, gw.settings.min_free_disk)
+                size = await gw.tus.append(row, size, paced(request_body(request), gw.settings),
+                                           checksum)
             finally:
                 # Also after a cut: the bytes that stayed count, and the expiry moves on.
-                now_size = await asyncio.to_thread(file_size, path)
+                now_size = await gw.tus.offset(row)
                 row = await asyncio.shield(gw.tus.mark_progress(row, now_size or 0))
     except UploadBusy:
         raise tus_error(409, "another PATCH to this upload is in progress") from None

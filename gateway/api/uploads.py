@@ -27,6 +27,7 @@ from gateway.intake.jobs import (
     validate_job_options,
     validate_output_options,
 )
+from gateway.intake.landing import keep_upload, remove_job
 from gateway.intake.pacing import paced
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import Received, check_free_space, receive_upload
@@ -110,6 +111,9 @@ async def job_from_body(
             body, headers, gw.storage.job_input(job_id), gw.settings.max_upload_size,
             gw.settings.min_free_disk, filename,
         )
+        # On S3 the spooled body is stored as its object before the 202, so any gateway can
+        # ingest it; this one still reads its local copy (gateway.intake.landing).
+        await asyncio.to_thread(keep_upload, gw.storage, received.path)
     except BaseException:
         # No half job: the row and whatever reached the disk go, the error propagates. A body
         # cut for being idle or too slow (408) lands here too, so it frees its quota slot.
@@ -127,7 +131,7 @@ async def job_from_body(
 async def _drop(gw: GatewayState, job_id: str) -> None:
     async with gw.db.write() as s:
         await repo.delete_job(s, job_id)
-    await asyncio.to_thread(gw.storage.remove_job, job_id)
+    await asyncio.to_thread(remove_job, gw.storage, job_id)
 
 
 class JobFromUpload(BaseModel):

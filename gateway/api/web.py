@@ -12,12 +12,13 @@ names the pipeline stored (`file_url`, the inverse of `job_file`).
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from gateway.api.deps import (
     After,
@@ -33,9 +34,16 @@ from gateway.api.docs import BINARY, errors
 from gateway.db import repo
 from gateway.db.tables import Task
 from gateway.results.report import FREE_KEYS, GT_KEYS
+from shared.errors import ObjectMissing
 from shared.responses import ApiInfo, GalleryPage, GalleryRow, MetricNames
 from shared.states import FINAL_JOB_STATES, FINAL_TASK_STATES, JobState, TaskState
-from shared.storage import FINAL_RESULTS, MATTING_OUTPUT, PathOutsideDataDir, Storage
+from shared.storage import (
+    FINAL_RESULTS,
+    MATTING_OUTPUT,
+    PathNotAllowed,
+    PathOutsideDataDir,
+    Storage,
+)
 
 __all__ = ["STATIC", "WEB_DIR", "api_info", "file_url", "gallery_row", "job_file", "router"]
 
@@ -49,21 +57,24 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 router = APIRouter(tags=["web"])
 
 
-def job_file(storage: Storage, job_id: str, path: str) -> Path:
+def job_file(storage: Storage, job_id: str, path: str) -> Path | str:
     """`final_results/a/b_compare.jpg` of job J → DATA_DIR/final_results/J/a/b_compare.jpg
-    (the zip's names); anything outside the job's two output folders is a 404."""
+    (the zip's names), or on S3 its object key `final_results/J/a/b_compare.jpg`; anything
+    outside the job's two output folders is a 404 (blocking: it stats the file or object)."""
     top, _, rest = path.partition("/")
     if top not in JOB_FOLDERS or not rest:
         raise HTTPException(404, detail=f"not an output file of a job: {path!r}; "
                             f"use {FINAL_RESULTS}/… or {MATTING_OUTPUT}/…")
+    key = f"{top}/{job_id}/{rest}"
     try:
-        folder = storage.resolve(f"{top}/{job_id}")
-        full = storage.resolve(f"{top}/{job_id}/{rest}")
-    except PathOutsideDataDir as exc:
+        found = storage.job_target(key, top, job_id)
+    except (PathOutsideDataDir, PathNotAllowed) as exc:
         raise HTTPException(404, detail=str(exc)) from None
-    if folder not in full.parents or not full.is_file():
+    present = (found.is_file() if isinstance(found, Path)
+               else storage.objects.size(found) is not None)
+    if not present:
         raise HTTPException(404, detail=f"job {job_id!r} has no file {path!r}")
-    return full
+    return found
 
 
 def file_url(job_id: str, stored: str | None) -> str | None:
@@ -150,10 +161,17 @@ async def job_gallery(
                        **errors(401, 404)})
 async def job_output(
     job_id: str, path: str, storage: StorageDep, db: ReadDB, caller: CallerDep
-) -> FileResponse:
+) -> Response:
     """One output file of a job by its name in the zip: a comparison sheet
     (`final_results/<path>_compare.jpg`) or a cut-out (`matting_output/<path>.png`)."""
     await job_or_404(db, job_id, caller)
-    full = job_file(storage, job_id, path)
-    media = mimetypes.guess_type(full.name)[0] or "application/octet-stream"
-    return FileResponse(full, media_type=media, headers={"Cache-Control": "private, max-age=300"})
+    found = await asyncio.to_thread(job_file, storage, job_id, path)
+    media = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    headers = {"Cache-Control": "private, max-age=300"}
+    if isinstance(found, Path):
+        return FileResponse(found, media_type=media, headers=headers)
+    try:  # S3: the gateway fetches it (no store credentials or endpoint reach the browser)
+        data = await asyncio.to_thread(storage.objects.get, found)
+    except ObjectMissing:
+        raise HTTPException(404, detail=f"job {job_id!r} has no file {path!r}") from None
+    return Response(data, media_type=media, headers=headers)

@@ -149,7 +149,8 @@ class Task(Base):
 
 
 class Upload(Base):
-    """A resumable (tus) upload; its offset is the file's size on disk, never a stored number."""
+    """A resumable (tus) upload; its offset is the file's size on disk, never a stored number
+    (on object storage: its stored parts plus the tail object, `gateway.intake.tus_parts`)."""
 
     __tablename__ = "uploads"
 
@@ -162,6 +163,11 @@ class Upload(Base):
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=now)
     expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+    # On object storage (STORAGE_URL=s3://…; gateway.intake.tus_parts) the upload is one S3
+    # multipart upload: its id, and the etags of the parts stored so far, in order (each part
+    # is `shared.limits.tus_part_bytes(length)` long, so their count is most of the offset).
+    multipart_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    parts_json: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Literal
+from typing import IO, Literal, Protocol
 
 from gateway.intake.archive_headers import HeaderRefused, guarded_tarinfo, read_zip_directory
 from gateway.intake.archive_names import (
@@ -53,8 +53,10 @@ __all__ = [
     "ArchiveLimits",
     "ArchiveRejected",
     "BadName",
+    "FileSource",
     "GtIndex",
     "Member",
+    "UploadSource",
     "clean_name",
     "detect_kind",
     "gt_key",
@@ -107,6 +109,11 @@ class ArchiveLimits:
     falls below this many free bytes; 0 checks nothing beyond a real ENOSPC."""
     video: VideoLimits = field(default_factory=lambda: VideoLimits.from_settings(Settings()))
     """MAX_VIDEO_SECONDS, MAX_VIDEO_PIXELS, MAX_VIDEO_FRAMES (`gateway.intake.video`)."""
+    members_leave: bool = False
+    """True on object storage (STORAGE_URL=s3://…): ingest uploads each batch of members and
+    removes their local copies (`gateway.intake.landing`), so the local disk never holds a
+    whole archive's unpacked bytes: free space is checked per member as it is written, not for
+    a zip's declared total up front."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArchiveLimits:
@@ -117,6 +124,7 @@ class ArchiveLimits:
             max_image_pixels=settings.max_image_pixels,
             min_free_disk=settings.min_free_disk,
             video=VideoLimits.from_settings(settings),
+            members_leave=settings.storage_url.startswith("s3://"),
         )
 
     def total_budget(self, archive_bytes: int) -> int:
@@ -125,6 +133,49 @@ class ArchiveLimits:
         RATIO_FLOOR."""
         by_ratio = max(RATIO_FLOOR, int(self.max_ratio * max(archive_bytes, 1)))
         return min(self.max_total_size, by_ratio)
+
+
+class UploadSource(Protocol):
+    """Where ingest reads an upload from: a file in DATA_DIR (`FileSource`), or an object
+    (`gateway.intake.landing.ObjectSource`: ranged reads, nothing downloaded for an archive)."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def local(self) -> Path | None:
+        """The upload as a local file, when it is one (hard links, decoding in place)."""
+
+    def open(self) -> IO[bytes]:
+        """A binary, seekable reader from the first byte (the caller closes it)."""
+
+    def copy_to(self, target: Path) -> None:
+        """The whole upload as the file `target` (a single image or video needs a file)."""
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """An upload that is a local file: what every upload is with the local DATA_DIR."""
+
+    path: Path
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    @property
+    def local(self) -> Path | None:
+        return self.path
+
+    def open(self) -> IO[bytes]:
+        return self.path.open("rb")
+
+    def copy_to(self, target: Path) -> None:
+        """A hard link (no copy of a big file), or a copy across file systems."""
+        try:
+            os.link(self.path, target)
+        except OSError:
+            shutil.copyfile(self.path, target)
 
 
 @dataclass
@@ -310,15 +361,20 @@ class _Extractor:
             yield Member(name, folder / PurePosixPath(name).name, None, False, frame_of=path)
 
 
-def _iter_zip(upload: Path, ex: _Extractor) -> Iterator[Member]:
+def _iter_zip(src: UploadSource, ex: _Extractor) -> Iterator[Member]:
+    with src.open() as f:
+        yield from _iter_zip_file(f, ex)
+
+
+def _iter_zip_file(f: IO[bytes], ex: _Extractor) -> Iterator[Member]:
     try:
-        read_zip_directory(upload, ex.limits.max_members)
+        read_zip_directory(f, ex.limits.max_members)
     except HeaderRefused as exc:
         raise ArchiveRejected(exc.reason) from exc
     except OSError as exc:
         raise ArchiveCorrupt(f"corrupt archive: {exc}") from exc
     try:
-        zf = zipfile.ZipFile(upload)
+        zf = zipfile.ZipFile(f)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise ArchiveCorrupt(f"corrupt archive: {exc}") from exc
     with zf:
@@ -331,7 +387,8 @@ def _iter_zip(upload: Path, ex: _Extractor) -> Iterator[Member]:
         # Members the per-member check refuses are never written: they do not count.
         declared = sum(i.file_size for i in infos if not _member_bomb(i, ratio))
         ex.check_total(declared)
-        ex.check_disk(declared)
+        if not ex.limits.members_leave:
+            ex.check_disk(declared)
         for info in infos:
             ex.count_entry()
             if info.is_dir():
@@ -390,9 +447,9 @@ def _check_complete(tf: tarfile.TarFile, clean_end: bool) -> None:
         raise ArchiveCorrupt("corrupt archive: compressed stream is truncated")
 
 
-def _iter_tar(upload: Path, ex: _Extractor) -> Iterator[Member]:
+def _iter_tar(src: UploadSource, ex: _Extractor) -> Iterator[Member]:
     info_cls, clean_end = _end_tracking_info()
-    with upload.open("rb") as f:
+    with src.open() as f:
         try:
             tf = tarfile.open(  # noqa: SIM115
                 fileobj=f,
@@ -454,47 +511,59 @@ def _upload_name(filename: str) -> tuple[str, str]:
         return base, ""
 
 
-def _iter_image(upload: Path, ex: _Extractor, filename: str) -> Iterator[Member]:
-    """A single image: hard-linked into dest (no copy of a big file), then validated."""
+def _iter_image(src: UploadSource, ex: _Extractor, filename: str) -> Iterator[Member]:
+    """A single image: hard-linked into dest (no copy of a big file) or fetched from its
+    object, then validated."""
     base, path = _upload_name(filename)
     if not path or "/" in path:
         path = "image" + (PurePosixPath(base).suffix.lower()[:6] or ".jpg")
     target = ex.dest / path
     target.unlink(missing_ok=True)
-    try:
-        os.link(upload, target)
-    except OSError:
-        shutil.copyfile(upload, target)
+    if src.local is None:
+        ex.check_disk(src.size)
+    src.copy_to(target)
     yield ex.validate(path, target)
 
 
-def _iter_video(upload: Path, ex: _Extractor, filename: str) -> Iterator[Member]:
-    """A single video: decoded straight from the upload (ingest removes the upload after)."""
+def _iter_video(src: UploadSource, ex: _Extractor, filename: str) -> Iterator[Member]:
+    """A single video: decoded straight from the upload (ingest removes the upload after);
+    one stored as an object is fetched to scratch first (FFmpeg seeks through a file)."""
     base, path = _upload_name(filename)
     if not path or "/" in path or not is_video_name(path):
         path = "video" + (PurePosixPath(path or base).suffix.lower()[:6] or ".mp4")
-    yield from ex.video(upload, path)
+    if src.local is not None:
+        yield from ex.video(src.local, path)
+        return
+    scratch = ex.dest.parent / f"upload-video{PurePosixPath(path).suffix}"
+    ex.check_disk(src.size)
+    try:
+        src.copy_to(scratch)
+        yield from ex.video(scratch, path)
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def iter_members(
-    upload: Path, dest: Path, limits: ArchiveLimits, filename: str
+    upload: Path | UploadSource, dest: Path, limits: ArchiveLimits, filename: str
 ) -> Iterator[Member]:
-    """Extract `upload` into `dest`, one Member per file entry (junk and folders skipped).
+    """Extract `upload` (a file, or any `UploadSource`) into `dest`, one Member per file entry
+    (junk and folders skipped).
 
     Raises ArchiveRejected for a refusal of the whole archive (limits, not an archive), and
     ArchiveCorrupt when it breaks off — after yielding every member read before that point.
     """
-    with upload.open("rb") as f:
+    src: UploadSource = FileSource(upload) if isinstance(upload, Path) else upload
+    with src.open() as f:
         head = f.read(TAR_BLOCK_BYTES)
     if not head:
         raise ArchiveRejected("empty file")
     kind = detect_kind(filename, head)
-    ex = _Extractor(dest, limits, upload.stat().st_size)
+    ex = _Extractor(dest, limits, src.size)
     if kind == "zip":
-        yield from _iter_zip(upload, ex)
+        yield from _iter_zip(src, ex)
     elif kind == "tar":
-        yield from _iter_tar(upload, ex)
+        yield from _iter_tar(src, ex)
     elif kind == "video":
-        yield from _iter_video(upload, ex, filename)
+        yield from _iter_video(src, ex, filename)
     else:
-        yield from _iter_image(upload, ex, filename)
+        yield from _iter_image(src, ex, filename)

@@ -9,11 +9,12 @@ count them. Both are checked here from the fixed-size records first, in constant
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import IO, Any, Self
 
 from shared.errors import IntakeError
 from shared.limits import NAME_MAX_BYTES
@@ -158,15 +159,16 @@ def _end_record(f: Any, file_size: int) -> tuple[int, int, int, int] | None:
     return eocd_at, entries, size, end_at - size
 
 
-def read_zip_directory(upload: Path, max_members: int) -> ZipDirectory | None:
+def read_zip_directory(upload: Path | IO[bytes], max_members: int) -> ZipDirectory | None:
     """Check a zip's member count and directory size before `zipfile` reads the directory.
 
     The end record's count is checked first (no directory read at all), then the directory is
     walked in 1 MiB chunks, counting real entries, since the end record may lie. Returns None
     when the end record is missing or the directory does not parse: `zipfile` then reports the
-    archive as corrupt in its own words.
+    archive as corrupt in its own words. `upload` is a path or an open, seekable file (an
+    object store's `open_read`), which is left open.
     """
-    with upload.open("rb") as f:
+    with upload.open("rb") if isinstance(upload, Path) else contextlib.nullcontext(upload) as f:
         file_size = f.seek(0, 2)
         found = _end_record(f, file_size)
         if found is None:

@@ -34,8 +34,10 @@ from gateway.intake.archive import (
     ArchiveRejected,
     GtIndex,
     Member,
+    UploadSource,
     iter_members,
 )
+from gateway.intake.landing import drop_inputs, is_remote, publish, upload_source
 from gateway.intake.output_names import OutputNames
 from gateway.intake.video import MANIFEST, VideoInfo
 from gateway.pipeline.result_cache import add_cache_keys, job_salt
@@ -168,7 +170,7 @@ def _row(job_id: str, member: Member, storage: Storage) -> dict[str, Any]:
 
 
 async def _extract(
-    job_id: str, upload: Path, start: _Start, db: Database, storage: Storage,
+    job_id: str, upload: UploadSource, start: _Start, db: Database, storage: Storage,
     limits: ArchiveLimits,
 ) -> tuple[_Progress, ArchiveRejected | None]:  # fmt: skip
     progress = _Progress()
@@ -180,6 +182,7 @@ async def _extract(
             take = await asyncio.to_thread(_take, it, INSERT_BATCH, names, refused)
             rows = []
             videos: list[VideoInfo] = []
+            stored = [m.stored for m in take.members if m.stored is not None]
             for m in take.members:
                 if m.video is not None and m.error is None:
                     videos.append(m.video)  # its frames are the tasks
@@ -195,6 +198,9 @@ async def _extract(
                 progress.videos += len(videos)
             if start.cache_salt is not None:  # hashed at ingest: the cache's key per image
                 await asyncio.to_thread(add_cache_keys, rows, storage, start.cache_salt)
+            # On S3 the batch leaves for the store now, before its rows exist: a worker never
+            # sees a task whose input is not there (no-op with the local DATA_DIR).
+            await asyncio.to_thread(publish, storage, stored)
             progress.tasks = await _insert(db, job_id, rows)
             if take.done:
                 return progress, take.error
@@ -270,12 +276,27 @@ async def _finish(
         return True
 
 
-def _remove(*paths: Path) -> None:
-    for p in paths:
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+def _wipe_attempt(storage: Storage, job_id: str) -> None:
+    """What a dead attempt extracted (files and, on S3, objects); the upload stays."""
+    drop_inputs(storage, job_id, sub="chunks")
+    drop_inputs(storage, job_id, sub=MANIFEST)
+
+
+def _drop_upload(storage: Storage, job_id: str, upload_rel: str) -> None:
+    """The upload, once ingested (its file, its object); on S3 the job's local scratch
+    folder too, whose extracted files have all left for the store."""
+    with contextlib.suppress(PathOutsideDataDir):
+        storage.resolve(upload_rel).unlink(missing_ok=True)
+    if is_remote(storage):
+        with contextlib.suppress(FileNotFoundError, PathOutsideDataDir):
+            storage.objects.delete(upload_rel)
+        shutil.rmtree(storage.job_input(job_id), ignore_errors=True)
+
+
+def _drop_attempt(storage: Storage, job_id: str, upload_rel: str) -> None:
+    """A failed ingest: what it extracted and the upload."""
+    _wipe_attempt(storage, job_id)
+    _drop_upload(storage, job_id, upload_rel)
 
 
 async def ingest_job(
@@ -287,15 +308,14 @@ async def ingest_job(
         log.info("ingest: job %s is not waiting for ingest; nothing to do", job_id)
         return
     upload_rel = start.upload_path
-    chunks = storage.job_chunks(job_id)
     manifest = storage.job_input(job_id) / MANIFEST
-    await asyncio.to_thread(_remove, chunks, manifest)
+    await asyncio.to_thread(_wipe_attempt, storage, job_id)
     try:
-        upload = storage.resolve(upload_rel)
+        upload = await asyncio.to_thread(upload_source, storage, upload_rel)
     except PathOutsideDataDir:
         await _fail(db, job_id, "uploaded file path is invalid")
         return
-    if not await asyncio.to_thread(upload.is_file):
+    if upload is None:
         await _fail(db, job_id, "uploaded file is missing")
         return
     limits = ArchiveLimits.from_settings(settings)
@@ -305,6 +325,8 @@ async def ingest_job(
             raise error
         if progress.tasks == 0:
             raise ArchiveRejected("archive holds no images")
+        if progress.videos:
+            await asyncio.to_thread(publish, storage, [manifest])
         paired = await _pair_gt(db, job_id, progress.gt) if progress.gt else 0
         note = None
         if error is not None:
@@ -313,21 +335,21 @@ async def ingest_job(
             raise _Stop
     except _Stop:
         log.info("ingest: job %s was cancelled; stopping", job_id)
-        await asyncio.to_thread(_remove, storage.job_input(job_id))
+        await asyncio.to_thread(drop_inputs, storage, job_id)
         return
     except ArchiveRejected as exc:
         log.info("ingest: job %s rejected: %s", job_id, exc.reason)
         await _fail(db, job_id, exc.reason)
-        await asyncio.to_thread(_remove, chunks, upload, manifest)
+        await asyncio.to_thread(_drop_attempt, storage, job_id, upload_rel)
         return
     except Exception as exc:
         log.exception("ingest: job %s failed", job_id)
         # The text of an unexpected error (paths inside DATA_DIR, library internals) stays
         # in the log; the job shows its kind only.
         await _fail(db, job_id, unexpected_error(exc))
-        await asyncio.to_thread(_remove, chunks, upload, manifest)
+        await asyncio.to_thread(_drop_attempt, storage, job_id, upload_rel)
         return
-    await asyncio.to_thread(_remove, upload)
+    await asyncio.to_thread(_drop_upload, storage, job_id, upload_rel)
     log.info(
         "ingest: job %s: %d tasks, %d images (%d videos' frames among them), %d with ground "
         "truth", job_id, progress.tasks, progress.images, progress.videos, paired,

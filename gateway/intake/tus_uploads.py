@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from gateway.intake.jobs import (
 )
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import upload_extension
-from gateway.intake.tus_store import UploadBusy, UploadLocks, file_size, tus_error
+from gateway.intake.tus_parts import append_parts, discard, object_key, read_state
+from gateway.intake.tus_store import UploadBusy, UploadLocks, append_body, file_size, tus_error
 from shared.logs import safe
 from shared.settings import Settings
 from shared.states import JobState
@@ -67,6 +68,64 @@ class TusUploads:
     start_ingest: Callable[[str], object]
     locks: UploadLocks = field(default_factory=UploadLocks)
     """One lock per resumable upload: its PATCHes, `POST /jobs` and the sweeper take turns."""
+
+    # --- where the bytes are: a file in DATA_DIR/uploads, or one multipart upload on S3 ----
+    @property
+    def on_objects(self) -> bool:
+        """True with STORAGE_URL=s3://…: uploads are multipart uploads (`tus_parts`)."""
+        return not self.storage.is_local
+
+    async def new_bytes(self, upload_id: str) -> dict[str, Any]:
+        """Room for a new upload's bytes: an empty file, or a multipart upload begun on the
+        store. The row's fields that go with it."""
+        if self.on_objects:
+            mp = await asyncio.to_thread(self.storage.objects.start_multipart,
+                                         object_key(upload_id))
+            return {"multipart_id": mp, "parts_json": []}
+        path = self.storage.upload_path(upload_id)
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(path.touch)
+        return {}
+
+    async def drop_bytes(self, upload_id: str, multipart_id: str | None,
+                         completed: bool = False) -> None:
+        """An upload's bytes that no job owns: its file, or its multipart upload and tails."""
+        if self.on_objects:
+            await asyncio.to_thread(discard, self.storage.objects, upload_id, multipart_id,
+                                    completed)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(self.storage.upload_path(upload_id).unlink)
+
+    async def offset(self, row: Upload) -> int | None:
+        """The bytes the server holds of the upload (None when its file is gone): the file's
+        size, or on S3 its stored parts and tail (the declared length once completed)."""
+        if not self.on_objects:
+            return await asyncio.to_thread(file_size, self.storage.upload_path(row.id))
+        if row.completed_at is not None or row.job_id is not None:
+            return row.length
+        state = await asyncio.to_thread(read_state, self.storage.objects, row.id,
+                                        row.length or 0, row.parts_json)
+        return state.offset
+
+    async def append(self, row: Upload, offset: int, body: AsyncIterator[bytes],
+                     checksum: bytes | None) -> int:
+        """Append a PATCH body at `offset` (checked to be the upload's); the new offset."""
+        length = row.length or 0
+        if not self.on_objects:
+            return await append_body(body, self.storage.upload_path(row.id), offset, length,
+                                     checksum, self.settings.min_free_disk)
+
+        async def record(etags: list[str]) -> None:
+            async with self.db.write() as s:
+                await repo.set_upload(s, row.id, parts_json=list(etags))
+            row.parts_json = list(etags)
+
+        state = await asyncio.to_thread(read_state, self.storage.objects, row.id, length,
+                                        row.parts_json)
+        assert row.multipart_id is not None
+        return await append_parts(body, self.storage.objects, row.id, row.multipart_id, length,
+                                  state, checksum, record)
 
     def deadline(self, row: Upload) -> float:
         """The upload's hard end (created_at + TUS_MAX_LIFETIME_S): no PATCH moves its expiry
@@ -110,9 +169,12 @@ class TusUploads:
     async def remove_upload(self, upload_id: str) -> None:
         """Row and bytes (a file that already became a job's input is the job's, and stays)."""
         async with self.db.write() as s:
+            row = await repo.get_upload(s, upload_id)
             await repo.delete_upload(s, upload_id)
-        with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(self.storage.upload_path(upload_id).unlink)
+        if row is not None and row.job_id is None:
+            await self.drop_bytes(upload_id, row.multipart_id, row.completed_at is not None)
+        elif row is None:
+            await self.drop_bytes(upload_id, None)
 
 
     async def job_from_upload(
@@ -144,23 +206,27 @@ class TusUploads:
                     raise Conflict(f"upload already used by job {row.job_id}")
                 src = self.storage.upload_path(upload_id)
                 if row.completed_at is None:
-                    size = await asyncio.to_thread(file_size, src)
+                    size = await self.offset(row)
                     raise Conflict(f"upload is not complete (offset {size or 0} of {row.length})")
                 name = filename or row.filename
                 dest = self.storage.job_input(upload_id) / f"upload.{upload_extension(name)}"
-                await asyncio.to_thread(_move, src, dest)
+                if self.on_objects:  # completed into the job's folder already: nothing moves
+                    upload_rel = object_key(upload_id)
+                else:
+                    await asyncio.to_thread(_move, src, dest)
+                    upload_rel = self.storage.relative(dest)
                 try:
                     async with self.db.write() as s:
                         await enforce_quota(s, api_key_hash, self.settings)
                         await new_job(
                             s, upload_id, model=model, output=output, callback_url=callback_url,
-                            api_key_hash=api_key_hash, filename=name,
-                            upload_path=self.storage.relative(dest), state=JobState.INGESTING,
-                            options=options,
+                            api_key_hash=api_key_hash, filename=name, upload_path=upload_rel,
+                            state=JobState.INGESTING, options=options,
                         )
                         await repo.set_upload(s, upload_id, job_id=upload_id)
                 except BaseException:
-                    await asyncio.shield(asyncio.to_thread(_move, dest, src))
+                    if not self.on_objects:
+                        await asyncio.shield(asyncio.to_thread(_move, dest, src))
                     raise
         except UploadBusy:
             raise Conflict("another request is using this upload; try again") from None
@@ -187,10 +253,9 @@ class TusUploads:
                                 row.job_id is not None or self.deadline(row) >= t)):
                             continue
                         await repo.delete_upload(s, upload_id)
-                        used = row.job_id is not None
-                    if not used:
-                        with contextlib.suppress(FileNotFoundError):
-                            await asyncio.to_thread(self.storage.upload_path(upload_id).unlink)
+                    if row.job_id is None:
+                        await self.drop_bytes(upload_id, row.multipart_id,
+                                              row.completed_at is not None)
                     removed += 1
             except UploadBusy:
                 continue
@@ -210,15 +275,10 @@ class TusUploads:
             job_ids = await repo.existing_job_ids(s, [r.id for r in rows])
         created = 0
         for row in rows:
-            path = self.storage.upload_path(row.id)
-            size = await asyncio.to_thread(file_size, path)
-            if size is None and row.id not in job_ids:
-                moved = sorted(self.storage.job_input(row.id).glob("upload.*"))
-                if moved:
-                    await asyncio.to_thread(_move, moved[0], path)
-                    size = await asyncio.to_thread(file_size, path)
-            if row.completed_at is None and size is not None and size == row.length:
-                row = await self.mark_progress(row, size)
+            if self.on_objects:
+                row = await self._reconcile_parts(row)
+            else:
+                row = await self._reconcile_file(row, job_ids)
             meta = row.metadata_json or {}
             if row.completed_at is None or not _truthy(meta.get("autojob")):
                 continue
@@ -234,6 +294,33 @@ class TusUploads:
             except GatewayError as exc:
                 log.warning("upload %s: no automatic job: %s", row.id, exc.detail)
         return created
+
+    async def _reconcile_file(self, row: Upload, job_ids: Collection[str]) -> Upload:
+        """A file moved for a job whose row never got written moves back; a file that holds
+        every byte gets the upload-complete event."""
+        path = self.storage.upload_path(row.id)
+        size = await asyncio.to_thread(file_size, path)
+        if size is None and row.id not in job_ids:
+            moved = sorted(self.storage.job_input(row.id).glob("upload.*"))
+            if moved:
+                await asyncio.to_thread(_move, moved[0], path)
+                size = await asyncio.to_thread(file_size, path)
+        if row.completed_at is None and size is not None and size == row.length:
+            row = await self.mark_progress(row, size)
+        return row
+
+    async def _reconcile_parts(self, row: Upload) -> Upload:
+        """On S3: an upload whose parts hold every byte but whose multipart upload was never
+        completed (the gateway died in between) is completed now and gets its event."""
+        if row.completed_at is not None or row.multipart_id is None:
+            return row
+        store, key = self.storage.objects, object_key(row.id)
+        if await asyncio.to_thread(store.size, key) != row.length:
+            if await self.offset(row) != row.length:
+                return row
+            parts = [(i + 1, etag) for i, etag in enumerate(row.parts_json or [])]
+            await asyncio.to_thread(store.complete_multipart, key, row.multipart_id, parts)
+        return await self.mark_progress(row, row.length or 0)
 
 
     async def sweep_loop(self, interval: float = TUS_SWEEP_INTERVAL_S) -> None:

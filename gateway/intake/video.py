@@ -31,7 +31,7 @@ from PIL import Image
 from shared.errors import IntakeError
 from shared.formats import VIDEO_SUFFIXES
 from shared.settings import Settings
-from shared.storage import Storage
+from shared.storage import INPUT, Storage
 
 __all__ = [
     "DEFAULT_RATE",
@@ -116,14 +116,15 @@ def frame_path(video_path: str, index: int) -> str:
 
 
 def read_manifest(storage: Storage, job_id: str) -> Iterator[VideoInfo]:
-    """The job's videos, in upload order (none when it had none). Blocking."""
-    path = storage.job_input(job_id) / MANIFEST
-    if not path.is_file():
+    """The job's videos, in upload order (none when it had none). Blocking. Read through the
+    object store: the file in DATA_DIR, or the object ingest published on S3."""
+    try:
+        text = storage.objects.get(f"{INPUT}/{job_id}/{MANIFEST}").decode("utf-8")
+    except FileNotFoundError:  # ObjectMissing is one
         return
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield VideoInfo(**json.loads(line))
+    for line in text.splitlines():
+        if line.strip():
+            yield VideoInfo(**json.loads(line))
 
 
 def _seconds(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:

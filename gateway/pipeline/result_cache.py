@@ -17,10 +17,11 @@ At dispatch (`gateway.pipeline.scheduler`, matting stage only), `ResultCache.mat
 2. else a task of the same key whose matting is done, in a job not cancelled, with its files
    still on disk (newest first): reuse them;
 3. else call the stage as usual (others of the same key wait on this one).
-Reuse links the files (a hard link, a copy where links fail) under the task's own names,
-atomically, and answers a success whose worker is `CACHE_WORKER`: the task goes on to the
-comparison stage (its ground truth may differ) and its report row says `cached: true`. A
-missing file, a failed link: the task simply runs. RESULT_CACHE=0: no keys, no lookups.
+Reuse links the files (a hard link, a copy where links fail; on S3 a server-side copy:
+`ObjectStore.copy`) under the task's own names, atomically, and answers a success whose
+worker is `CACHE_WORKER`: the task goes on to the comparison stage (its ground truth may
+differ) and its report row says `cached: true`. A missing file, a failed link: the task simply
+runs. RESULT_CACHE=0: no keys, no lookups.
 """
 
 from __future__ import annotations
@@ -29,13 +30,10 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from gateway.db import repo
 from gateway.db.database import Database
@@ -48,7 +46,7 @@ from shared.schemas import MattingRequest, StageResult, Timings
 from shared.storage import PathOutsideDataDir, Storage, model_output_rel
 
 __all__ = ["CACHE_WORKER", "HASH_CHUNK", "ResultCache", "add_cache_keys", "file_key",
-           "job_salt"]
+           "job_salt", "object_key"]
 
 CACHE_WORKER = "(cache)"
 """The worker id of a reused result (parentheses: no WORKER_ID a service sets has them)."""
@@ -76,11 +74,25 @@ def job_salt(models: list[str], output: str, options: OutputOptions, tenant: str
 
 def file_key(path: Path, salt: bytes) -> str:
     """sha256 of `salt`, a separator and the file's bytes, in hex (64 characters)."""
+    with path.open("rb") as f:
+        return _hash(f, salt)
+
+
+def object_key(storage: Storage, key: str, salt: bytes) -> str:
+    """`file_key` of an input wherever it is: the file on a local store, the object on S3
+    (read in ranged blocks, never whole)."""
+    local = storage.objects.local_path(key)
+    if local is not None:
+        return file_key(local, salt)
+    with storage.objects.open_read(key) as f:
+        return _hash(f, salt)
+
+
+def _hash(f: BinaryIO, salt: bytes) -> str:
     h = hashlib.sha256(salt)
     h.update(b"\0")
-    with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
+    while chunk := f.read(HASH_CHUNK):
+        h.update(chunk)
     return h.hexdigest()
 
 
@@ -91,7 +103,7 @@ def add_cache_keys(rows: list[dict[str, Any]], storage: Storage, salt: bytes) ->
         row["cache_key"] = None
         if row.get("input"):
             try:
-                row["cache_key"] = file_key(storage.resolve(row["input"]), salt)
+                row["cache_key"] = object_key(storage, row["input"], salt)
             except (OSError, PathOutsideDataDir):
                 row["cache_key"] = None
 
@@ -103,19 +115,6 @@ def _outputs(first: str, models: list[str], keep_alpha: bool) -> list[str]:
         if keep_alpha:
             rels.append(model_output_rel(first, m, i, alpha=True))
     return rels
-
-
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:  # another file system, or links not allowed: a copy
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class ResultCache:
@@ -224,9 +223,8 @@ class ResultCache:
         return Outcome(result=result)
 
     def _link_all(self, pairs: list[tuple[str, str]]) -> None:
-        st = self.storage
-        sources = [(st.resolve(a), st.resolve(b)) for a, b in pairs]
-        if not all(src.is_file() for src, _ in sources):
+        objects = self.storage.objects
+        if not all(objects.exists(src) for src, _ in pairs):
             raise FileNotFoundError("a cached output is gone")
-        for src, dst in sources:
-            _link(src, dst)
+        for src, dst in pairs:
+            objects.copy(src, dst)

@@ -18,6 +18,7 @@ the balancer forwards to the worker; all three log it, so one grep finds a call'
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -114,7 +115,32 @@ async def _call(
         return Outcome(error=f"{stage} stage timed out after {request_timeout:g} s")
     except httpx.HTTPError as exc:
         return Outcome(error=f"{stage} request failed ({type(exc).__name__})")
-    return _answered(stage, req, storage, r.status_code, r.content, r.headers)
+    out = _answered(stage, req, storage, r.status_code, r.content, r.headers)
+    return (await _confirm_objects(stage, [req], storage, [out]))[0]
+
+
+async def _confirm_objects(stage: Stage, reqs: Sequence[StageRequest[Any]], storage: Storage,
+                           outs: list[Outcome]) -> list[Outcome]:
+    """On S3, `_answered`'s check that a success's output exists: one HEAD per success, in a
+    thread (not a stat on the event loop). A worker pointed at another bucket or prefix, or at
+    a local folder, fails its tasks here as one on the wrong volume does locally."""
+    if storage.is_local:
+        return outs
+    wanted = [i for i, o in enumerate(outs) if o.result is not None]
+    if not wanted:
+        return outs
+
+    def missing() -> set[int]:
+        return {i for i in wanted if not storage.objects.exists(reqs[i].output)}
+
+    try:
+        gone = await asyncio.to_thread(missing)
+    except Exception as exc:  # the store is unreachable: the tasks go back, not failed
+        return [Outcome(error=f"cannot check {stage}'s outputs in the object store "
+                              f"({type(exc).__name__})", unavailable=0.0)
+                if o.result is not None else o for o in outs]
+    return [Outcome(error=f"{stage} reported success but {reqs[i].output} is missing")
+            if i in gone else o for i, o in enumerate(outs)]
 
 
 def _answered(
@@ -129,8 +155,8 @@ def _answered(
                       else StageResult.model_validate(content))
         except ValidationError as exc:
             return Outcome(error=f"{stage} answer malformed: {exc.errors()[:1]}")
-        try:
-            present = storage.resolve(req.output).is_file()
+        try:  # a local stat; on S3 `_confirm_objects` checks, off the event loop
+            present = not storage.is_local or storage.resolve(req.output).is_file()
         except PathOutsideDataDir:
             present = False
         if not present:
@@ -205,5 +231,6 @@ async def _call_batch(
     if len(answer.answers) != len(reqs):
         return every(Outcome(error=f"{stage} answered {len(answer.answers)} results for "
                                    f"{len(reqs)} requests"))
-    return [_answered(stage, req, storage, a.status_code, a.body)
+    outs = [_answered(stage, req, storage, a.status_code, a.body)
             for req, a in zip(reqs, answer.answers, strict=True)]
+    return await _confirm_objects(stage, reqs, storage, outs)

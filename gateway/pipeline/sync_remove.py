@@ -15,6 +15,13 @@ gateway reads that back, and both folders are removed before the answer is sent,
 happened. A gateway that dies in between leaves them; its next start removes every
 `sync-*` folder (`sweep_scratch`). The calls use their own HTTP client, so bulk dispatch
 holding every connection of the scheduler's pool cannot delay them.
+
+On S3 (`STORAGE_URL=s3://…`) the scratch files are objects under the same keys, written and
+read back through `Storage.objects` and deleted by prefix. The start-up sweep is not done
+there: several gateways share the bucket, and one starting would delete the others' requests
+in flight. A gateway killed mid-request leaves its two small objects; a bucket lifecycle rule
+on the `input/sync-` and `matting_output/sync-` prefixes (expire after a day) removes them
+(README, "Object storage (S3)").
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import logging
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
@@ -63,8 +69,11 @@ class SyncRequest:
 
 
 def sweep_scratch(storage: Storage) -> int:
-    """Remove every sync request's scratch folder (at start-up: a crash left them)."""
+    """Remove every sync request's scratch folder (at start-up: a crash left them). Local
+    stores only (see the module)."""
     n = 0
+    if not storage.is_local:
+        return 0
     for area in (INPUT, MATTING_OUTPUT):
         root = storage.root / area
         if not root.is_dir():
@@ -103,22 +112,22 @@ class SyncRemover:
             raise ServiceBusy("the gateway is starting", BALANCER_RETRY_AFTER_S)
         scratch = f"{SCRATCH_PREFIX}{uuid.uuid4().hex}"
         st = self.storage
-        source = st.job_input(scratch) / f"image.{req.fmt.lower()}"
+        source = f"{INPUT}/{scratch}/image.{req.fmt.lower()}"
         stage_req = MattingRequest(
-            task_id=0, job_id=scratch, input=f"{INPUT}/{scratch}/{source.name}",
+            task_id=0, job_id=scratch, input=source,
             output=st.matting_rel(scratch, "image", req.options.suffix),
             params=MattingParams(models=[req.model], output=req.output,
                                  format=req.options.format, max_size=req.options.max_size,
                                  background=req.options.background, crop=req.options.crop),
         )
         try:
-            await asyncio.to_thread(_write, source, req.data)
+            await asyncio.to_thread(st.objects.put, source, req.data)
             out = await call_stage(
                 self.client, self.url, Stage.MATTING, stage_req, st, self.timeout,
                 self.settings.internal_token, request_id_for(Stage.MATTING, scratch, 0),
                 lane=Lane.SYNC)
             if out.result is not None:
-                return await asyncio.to_thread(st.resolve(stage_req.output).read_bytes)
+                return await asyncio.to_thread(st.objects.get, stage_req.output)
             if out.unavailable is not None:
                 wait = max(BALANCER_RETRY_AFTER_S, round(out.unavailable))
                 raise ServiceBusy(f"no matting worker free now ({out.error}); retry in "
@@ -130,11 +139,6 @@ class SyncRemover:
             await asyncio.shield(asyncio.to_thread(_drop, st, scratch))
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-
-
 def _drop(storage: Storage, scratch: str) -> None:
-    for d in (storage.job_input(scratch), storage.job_matting(scratch)):
-        shutil.rmtree(d, ignore_errors=True)
+    for area in (INPUT, MATTING_OUTPUT):
+        storage.objects.delete_prefix(f"{area}/{scratch}/")

@@ -10,6 +10,11 @@ the next pass; a download that comes first writes it itself — once, however ma
 wait for it. A running job's `?partial=1` download writes its own report into a temporary
 folder during the zip's walk (`gateway.results.zip_stream.job_zip`), at most
 `PARTIAL_AT_ONCE` at a time, removed once the zip has been sent.
+
+On S3 (`STORAGE_URL=s3://…`) the three files are objects, `reports/<job>/<name>`: written
+into a temporary folder of the gateway's own DATA_DIR as above, then uploaded, report.json
+first and index.html last; any gateway finds them there (`Reports.files`). A partial
+download's report stays a temporary local folder on the gateway that serves it.
 """
 
 from __future__ import annotations
@@ -26,12 +31,13 @@ from pathlib import Path
 from gateway.db import repo
 from gateway.db.database import Database
 from gateway.db.tables import Job
+from gateway.results.members import JobFinder, Member, ObjectFile
 from gateway.results.pages import task_pages
 from gateway.results.report import REPORT_FILES, ReportWriter
 from gateway.results.video import add_videos, assemble_videos
 from gateway.results.zip_stream import TIMING_KEYS, add_page
 from shared.states import JobState
-from shared.storage import Storage
+from shared.storage import REPORTS, Storage
 
 __all__ = ["PARTIAL_AT_ONCE", "REPORTED_STATES", "RETRY_FAILED_S", "Reports", "job_models"]
 
@@ -56,6 +62,11 @@ def _complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in REPORT_FILES)
 
 
+def report_key(job_id: str, name: str) -> str:
+    """A report file's object key: `reports/<job>/<name>`."""
+    return f"{REPORTS}/{job_id}/{name}"
+
+
 class Reports:
     """The report folders of one gateway: who writes them, and when."""
 
@@ -70,14 +81,39 @@ class Reports:
     def folder(self, job_id: str) -> Path:
         return self.storage.job_reports(job_id)
 
+    def _complete(self, job_id: str) -> bool:
+        """All three files are there (blocking)."""
+        if self.storage.is_local:
+            return _complete(self.folder(job_id))
+        return all(self.storage.objects.exists(report_key(job_id, n)) for n in REPORT_FILES)
+
+    async def files(self, job: Job) -> list[tuple[Member, str]]:
+        """The finished job's three report files by zip name (written first if needed): the
+        files of its folder, or on S3 its objects with their sizes."""
+        folder = await self.final(job)
+        if self.storage.is_local:
+            return [(folder / n, n) for n in REPORT_FILES]
+
+        def sizes() -> list[tuple[Member, str]]:
+            out: list[tuple[Member, str]] = []
+            for n in REPORT_FILES:
+                size = self.storage.objects.size(report_key(job.id, n))
+                if size is None:
+                    raise FileNotFoundError(f"report file {n} of job {job.id} is gone")
+                out.append((ObjectFile(report_key(job.id, n), size), n))
+            return out
+
+        return await asyncio.to_thread(sizes)
+
     async def write(self, job: Job, folder: Path) -> None:
         """The job's three report files into `folder`, a page of rows at a time."""
         models = job_models(job)
         writer = await asyncio.to_thread(ReportWriter, folder, job.id, models, TIMING_KEYS)
+        finder = JobFinder(self.storage)
         try:
             async for page in task_pages(self.db, job.id):
                 await asyncio.to_thread(add_page, self.storage, job.id, job.output, models, page,
-                                        writer=writer, suffix=job.cutout_suffix)
+                                        writer=writer, suffix=job.cutout_suffix, finder=finder)
             _, items = await asyncio.to_thread(add_videos, self.storage, job.id, True)
             await asyncio.to_thread(writer.add, items)
             await asyncio.to_thread(writer.finish)
@@ -90,7 +126,7 @@ class Reports:
         folder = self.folder(job.id)
         task = self._writing.get(job.id)
         if task is None:
-            if await asyncio.to_thread(_complete, folder):
+            if await asyncio.to_thread(self._complete, job.id):
                 self._done.add(job.id)
                 return folder
             task = asyncio.create_task(self._write_final(job, folder), name=f"report-{job.id}")
@@ -105,9 +141,26 @@ class Reports:
         # The job's videos are put together first (README, "Video"), so the report and every
         # download that waits for it find them.
         await asyncio.to_thread(assemble_videos, self.storage, job.id)
-        await self.write(job, folder)
+        if self.storage.is_local:
+            await self.write(job, folder)
+        else:
+            await self._write_objects(job)
         self._done.add(job.id)
         log.info("report of job %s written in %.1f s", job.id, time.monotonic() - started)
+
+    async def _write_objects(self, job: Job) -> None:
+        """S3: the report written into a local temporary folder, then uploaded file by file
+        (index.html last), then the folder removed."""
+        base = self.storage.root / REPORTS
+        await asyncio.to_thread(base.mkdir, parents=True, exist_ok=True)
+        tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=".s3-", dir=base))
+        try:
+            await self.write(job, tmp)
+            for name in REPORT_FILES:
+                await asyncio.to_thread(self.storage.objects.put_file,
+                                        report_key(job.id, name), tmp / name)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
 
     async def write_missing(self) -> int:
         """Write the report of every finished job that lacks one, one job after the other;
@@ -118,7 +171,7 @@ class Reports:
         todo = [i for i in ids if i not in self._done and self._failed_until.get(i, 0) <= now]
         written = 0
         for job_id in todo:
-            if await asyncio.to_thread(_complete, self.folder(job_id)):
+            if await asyncio.to_thread(self._complete, job_id):
                 self._done.add(job_id)
                 continue
             async with self.db.read() as s:

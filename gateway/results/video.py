@@ -17,13 +17,17 @@ its stem like an image does, `gateway.intake.output_names`).
 
 The sheet tiles the frames' own comparison sheets (written by the comparison stage), scaled
 down: the gateway draws nothing of its own and imports no worker code.
+
+Every read and write goes through the object store (`Storage.source`, `Storage.writing`):
+files in DATA_DIR by default, objects on S3 (the encoder writes a temporary local file that is
+then uploaded).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import av
 import numpy as np
@@ -31,13 +35,15 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw
 
 from gateway.intake.video import VideoInfo, frame_path, read_manifest
+from gateway.results.members import JobFinder, Member
 from gateway.results.report import ReportItem
+from shared.errors import ObjectMissing
 from shared.storage import (
     COMPARE_SUFFIX,
     FINAL_RESULTS,
+    INPUT,
     MATTING_OUTPUT,
     Storage,
-    atomic_write,
     model_output_rel,
 )
 
@@ -77,11 +83,20 @@ def webm_rel(storage: Storage, job_id: str, info: VideoInfo) -> str:
     return storage.matting_rel(job_id, info.path, WEBM_SUFFIX)
 
 
-def _frame_sources(storage: Storage, job_id: str, name: str) -> tuple[Path, Path]:
-    """(the frame's default cut-out `<frame>.png`, its full-size matte `<frame>.alpha.png`)."""
+def _frame_sources(storage: Storage, job_id: str, name: str) -> tuple[str, str]:
+    """(the frame's default cut-out `<frame>.png`, its full-size matte `<frame>.alpha.png`),
+    as keys of the store."""
     cut_rel = storage.matting_rel(job_id, name)
-    return (storage.resolve(cut_rel),
-            storage.resolve(model_output_rel(cut_rel, "", 0, alpha=True)))
+    return cut_rel, model_output_rel(cut_rel, "", 0, alpha=True)
+
+
+def _open(storage: Storage, key: str) -> Image.Image | None:
+    """The image under `key` (a file, or an object's bytes); None when there is none."""
+    try:
+        source = storage.source(key)
+    except ObjectMissing:
+        return None
+    return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
 
 
 def _frame_rgba(storage: Storage, job_id: str, info: VideoInfo, i: int
@@ -94,14 +109,20 @@ def _frame_rgba(storage: Storage, job_id: str, info: VideoInfo, i: int
     cut-out is a grey matte. Otherwise the RGBA cut-out is the frame."""
     name = frame_path(info.path, i)
     cut, matte = _frame_sources(storage, job_id, name)
-    source = matte if matte.is_file() else cut
-    if not source.is_file():
+    im = _open(storage, matte)
+    from_cut = im is None
+    if im is None:
+        im = _open(storage, cut)
+    if im is None:
         return None
-    with Image.open(source) as im:
-        if im.mode == "RGBA" and source == cut:
+    with im:
+        if im.mode == "RGBA" and from_cut:
             rgba = im.copy()
         else:
-            with Image.open(storage.job_chunks(job_id) / name) as src:
+            src = _open(storage, f"{INPUT}/{job_id}/chunks/{name}")
+            if src is None:
+                raise ObjectMissing(f"frame {name!r} of job {job_id} is gone")
+            with src:
                 rgba = src.convert("RGB")
             rgba.putalpha(im.convert("L").resize(rgba.size))
     if rgba.size != (info.width, info.height):
@@ -112,10 +133,10 @@ def _frame_rgba(storage: Storage, job_id: str, info: VideoInfo, i: int
 def write_webm(storage: Storage, job_id: str, info: VideoInfo) -> int:
     """The video's cut-out as WebM (VP9 + alpha), written atomically; the number of frames
     that had no cut-out (transparent in the video). Blocking."""
-    target = storage.resolve(webm_rel(storage, job_id, info))
     blank = np.zeros((info.height, info.width, 4), np.uint8)
     missing = 0
-    with atomic_write(target) as tmp, av.open(str(tmp), "w", format="webm") as out:
+    with storage.writing(webm_rel(storage, job_id, info)) as tmp, \
+            av.open(str(tmp), "w", format="webm") as out:
         stream = out.add_stream(VIDEO_CODEC, rate=info.fps)
         assert isinstance(stream, av.video.stream.VideoStream)
         stream.width, stream.height, stream.pix_fmt = info.width, info.height, ALPHA_PIX_FMT
@@ -151,17 +172,16 @@ def write_sheet(storage: Storage, job_id: str, info: VideoInfo) -> None:
     draw = ImageDraw.Draw(sheet)
     for k, i in enumerate(picks):
         x, y = (k % SHEET_COLUMNS) * TILE_WIDTH, (k // SHEET_COLUMNS) * tile_h
-        compare = storage.resolve(storage.compare_rel(job_id, frame_path(info.path, i)))
-        if compare.is_file():
-            with Image.open(compare) as im:
+        im = _open(storage, storage.compare_rel(job_id, frame_path(info.path, i)))
+        if im is not None:
+            with im:
                 im.draft("RGB", (TILE_WIDTH, tile_h))  # JPEG: decode at a reduced scale
                 tile = im.convert("RGB").resize((TILE_WIDTH, tile_h))
         else:
             tile = Image.new("RGB", (TILE_WIDTH, tile_h), _MISSING_GREY)
         sheet.paste(tile, (x, y))
         draw.text((x + 4, y + 4), f"{i:06d}", fill=(255, 255, 0))
-    target = storage.resolve(storage.compare_rel(job_id, info.path))
-    with atomic_write(target) as tmp:
+    with storage.writing(storage.compare_rel(job_id, info.path)) as tmp:
         sheet.save(tmp, format="JPEG", quality=SHEET_QUALITY)
 
 
@@ -171,9 +191,8 @@ def assemble_videos(storage: Storage, job_id: str) -> int:
     is logged and left out (the report says so); the others still go."""
     done = 0
     for info in read_manifest(storage, job_id):
-        webm = storage.resolve(webm_rel(storage, job_id, info))
-        sheet = storage.resolve(storage.compare_rel(job_id, info.path))
-        if webm.is_file() and sheet.is_file():
+        if (storage.objects.exists(webm_rel(storage, job_id, info))
+                and storage.objects.exists(storage.compare_rel(job_id, info.path))):
             continue
         try:
             write_webm(storage, job_id, info)
@@ -187,15 +206,16 @@ def assemble_videos(storage: Storage, job_id: str) -> int:
 
 @dataclass
 class VideoMembers:
-    """One video's files in the zip (path on disk, name in the zip) and its report item."""
+    """One video's files in the zip (file or object, name in the zip) and its report item."""
 
-    files: list[tuple[Path, str]]
+    files: list[tuple[Member, str]]
     item: ReportItem
 
 
-def _missing_frames(storage: Storage, job_id: str, info: VideoInfo) -> int:
+def _missing_frames(storage: Storage, job_id: str, info: VideoInfo, finder: JobFinder) -> int:
     return sum(
-        not any(p.is_file() for p in _frame_sources(storage, job_id, frame_path(info.path, i)))
+        not any(finder.find(k) is not None
+                for k in _frame_sources(storage, job_id, frame_path(info.path, i)))
         for i in range(info.frames)
     )
 
@@ -205,20 +225,21 @@ def video_members(storage: Storage, job_id: str, final: bool) -> list[VideoMembe
     the video written (a note counts the frames that failed), else `failed` once the job has
     ended (`final`) or `running` before. Blocking: it stats every frame's cut-out."""
     out: list[VideoMembers] = []
+    finder = JobFinder(storage)
     for info in read_manifest(storage, job_id):
         stem = Storage.stem_path(info.path)
-        files: list[tuple[Path, str]] = []
-        webm = storage.resolve(webm_rel(storage, job_id, info))
-        sheet = storage.resolve(storage.compare_rel(job_id, info.path))
+        files: list[tuple[Member, str]] = []
+        webm = finder.find(webm_rel(storage, job_id, info))
+        sheet = finder.find(storage.compare_rel(job_id, info.path))
         webm_name = f"{MATTING_OUTPUT}/{stem}{WEBM_SUFFIX}"
         sheet_name = f"{FINAL_RESULTS}/{stem}{COMPARE_SUFFIX}"
-        if webm.is_file():
+        if webm is not None:
             files.append((webm, webm_name))
-        if sheet.is_file():
+        if sheet is not None:
             files.append((sheet, sheet_name))
-        missing = _missing_frames(storage, job_id, info)
+        missing = _missing_frames(storage, job_id, info, finder)
         error = None
-        if webm.is_file():
+        if webm is not None:
             state = "completed"
             if missing:
                 error = (f"{missing} of {info.frames} frames failed "
@@ -229,18 +250,18 @@ def video_members(storage: Storage, job_id: str, final: bool) -> list[VideoMembe
             state = "running"
         item = ReportItem(
             path=info.path, state=state, error=error,
-            matting_output=webm_name if webm.is_file() else None,
-            compare_output=sheet_name if sheet.is_file() else None,
+            matting_output=webm_name if webm is not None else None,
+            compare_output=sheet_name if sheet is not None else None,
         )  # fmt: skip
         out.append(VideoMembers(files, item))
     return out
 
 
 def add_videos(storage: Storage, job_id: str, final: bool, added: set[str] | None = None
-               ) -> tuple[list[tuple[Path, str]], list[ReportItem]]:
+               ) -> tuple[list[tuple[Member, str]], list[ReportItem]]:
     """(files for the zip, report items) of the job's videos, after the frames' own; `added`
     (the zip's names so far) keeps a name from going in twice. Blocking."""
-    files: list[tuple[Path, str]] = []
+    files: list[tuple[Member, str]] = []
     items: list[ReportItem] = []
     for vm in video_members(storage, job_id, final):
         for path, name in vm.files:

@@ -7,6 +7,10 @@ members. Files are read in a worker thread while the event loop sends the bytes.
 The task rows are walked a page at a time (`gateway.results.pages`); the report files are not
 built here but taken from disk (`gateway.results.job_report`): written once when the job
 ended, or for a partial download into a temporary folder during the same walk.
+
+On S3 (`STORAGE_URL=s3://…`) the members are objects: found by one listing per job area,
+sized from it, and fetched ahead while the zip is sent (`gateway.results.members`); the
+zip is still streamed by the gateway, never built whole anywhere (README, "Object storage").
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import zipstream
 from gateway.db.database import Database
 from gateway.db.tables import Task
 from gateway.pipeline.result_cache import CACHE_WORKER
+from gateway.results.members import JobFinder, Member, ObjectPrefetch, add_member
 from gateway.results.pages import task_pages
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
@@ -31,13 +36,12 @@ from shared.storage import (
     FINAL_RESULTS,
     MATTING_OUTPUT,
     PNG_SUFFIX,
-    PathOutsideDataDir,
     Storage,
     model_output_rel,
 )
 
-__all__ = ["TIMING_KEYS", "JobZip", "TaskMembers", "add_page", "add_report", "build_zip",
-           "job_zip", "new_zip", "report_item", "task_members", "zip_chunks"]
+__all__ = ["TIMING_KEYS", "JobZip", "ReportFiles", "TaskMembers", "add_page", "add_report",
+           "build_zip", "job_zip", "new_zip", "report_item", "task_members", "zip_chunks"]
 
 TIMING_KEYS = ("queued_s", "matting_s", "matting_wait_s", "comparison_s", "comparison_wait_s",
                "total_s")
@@ -52,24 +56,21 @@ class JobZip:
     members: int
     cleanup: Path | None = None
     """A temporary report folder to remove once the zip has been sent (partial download)."""
+    prefetch: ObjectPrefetch | None = None
+    """The fetching-ahead of an S3 zip's objects, stopped once the zip is sent or dropped."""
+
+
+ReportFiles = Path | Sequence[tuple[Member, str]]
+"""The report files of a zip: a folder holding them, or (on S3) the objects by zip name."""
 
 
 @dataclass
 class TaskMembers:
     """One task's files in the zip, and the names the report gives them."""
 
-    files: list[tuple[Path, str]] = field(default_factory=list)
+    files: list[tuple[Member, str]] = field(default_factory=list)
     matting_output: str | None = None
     compare_output: str | None = None
-
-
-def _existing(storage: Storage, rel: str) -> Path | None:
-    # A rejected item's name may be one no file can have (too long): that is "no file" too.
-    try:
-        p = storage.resolve(rel)
-        return p if p.is_file() else None
-    except (PathOutsideDataDir, OSError):
-        return None
 
 
 def new_zip(sized: bool) -> zipstream.ZipStream:
@@ -77,7 +78,8 @@ def new_zip(sized: bool) -> zipstream.ZipStream:
 
 
 def task_members(storage: Storage, job_id: str, output: str, models: Sequence[str],
-                 t: Task, suffix: str = PNG_SUFFIX) -> TaskMembers:
+                 t: Task, suffix: str = PNG_SUFFIX, finder: JobFinder | None = None,
+                 ) -> TaskMembers:
     """The files of one task that exist (blocking: it stats them).
 
     A missing one (a failed image, or a partial download of a running job) is simply absent,
@@ -88,6 +90,7 @@ def task_members(storage: Storage, job_id: str, output: str, models: Sequence[st
     one for the comparison stage, not asked for).
     """
     out = TaskMembers()
+    find = (finder or JobFinder(storage)).find
     if t.state == TaskState.REJECTED.value:
         # A rejected input has no outputs; files under its name belong to another input
         # (gateway.intake.output_names).
@@ -98,14 +101,14 @@ def task_members(storage: Storage, job_id: str, output: str, models: Sequence[st
     for i, model in enumerate(names):
         kinds = (False, True) if output == "both" else (False,)
         for alpha in kinds:
-            found = _existing(storage, model_output_rel(first_rel, model, i, alpha))
+            found = find(model_output_rel(first_rel, model, i, alpha))
             if found is not None:
                 name = model_output_rel(f"{MATTING_OUTPUT}/{stem}{suffix}", model, i, alpha)
                 out.files.append((found, name))
     first_name = f"{MATTING_OUTPUT}/{stem}{suffix}"
     if any(name == first_name for _, name in out.files):
         out.matting_output = first_name
-    sheet = _existing(storage, storage.compare_rel(job_id, t.path))
+    sheet = find(storage.compare_rel(job_id, t.path))
     if sheet is not None:
         out.compare_output = f"{FINAL_RESULTS}/{stem}_compare.jpg"
         out.files.append((sheet, out.compare_output))
@@ -138,21 +141,23 @@ def add_page(
     writer: ReportWriter | None = None,
     added: set[str] | None = None,
     suffix: str = PNG_SUFFIX,
+    finder: JobFinder | None = None,
+    prefetch: ObjectPrefetch | None = None,
 ) -> int:
     """One page of tasks into the zip and/or the report (blocking: call it in a thread);
     the number of zip members added. `added` (the names already in the zip, carried across
     pages) keeps a name from going in twice: ingest makes output names unique
-    (`gateway.intake.output_names`), and the zip holds to it even for rows made before."""
+    (`gateway.intake.output_names`), and the zip holds to it even for rows made before.
+    `finder` (one per zip or report) and `prefetch` (one per zip) matter on S3 only."""
     members = 0
     items: list[ReportItem] = []
+    finder = finder or JobFinder(storage)
     for t in tasks:
-        found = task_members(storage, job_id, output, models, t, suffix)
+        found = task_members(storage, job_id, output, models, t, suffix, finder)
         if added is not None:
             found = _unseen(found, added)
         if zs is not None:
-            for path, name in found.files:
-                zs.add_path(str(path), name)
-            members += len(found.files)
+            members += _add_files(zs, found.files, prefetch)
         if writer is not None:
             items.append(report_item(t, found))
     if writer is not None:
@@ -172,17 +177,20 @@ def _unseen(found: TaskMembers, added: set[str]) -> TaskMembers:
     )
 
 
-def _add_files(zs: zipstream.ZipStream, files: Sequence[tuple[Path, str]]) -> int:
-    for path, name in files:
-        zs.add_path(str(path), name)
+def _add_files(zs: zipstream.ZipStream, files: Sequence[tuple[Member, str]],
+               prefetch: ObjectPrefetch | None = None) -> int:
+    for member, name in files:
+        add_member(zs, member, name, prefetch)
     return len(files)
 
 
-def add_report(zs: zipstream.ZipStream, folder: Path) -> int:
-    """report.json, report.csv and index.html from `folder`, at the zip's root."""
-    for name in REPORT_FILES:
-        zs.add_path(str(folder / name), name)
-    return len(REPORT_FILES)
+def add_report(zs: zipstream.ZipStream, report: ReportFiles,
+               prefetch: ObjectPrefetch | None = None) -> int:
+    """report.json, report.csv and index.html at the zip's root: from a folder, or (S3)
+    the objects `gateway.results.job_report.Reports.files` names."""
+    if isinstance(report, Path):
+        return _add_files(zs, [(report / name, name) for name in REPORT_FILES])
+    return _add_files(zs, report, prefetch)
 
 
 def build_zip(
@@ -191,7 +199,7 @@ def build_zip(
     output: str,
     tasks: Sequence[Task],
     *,
-    report: Path | None = None,
+    report: ReportFiles | None = None,
     models: Sequence[str] = (),
     sized: bool = True,
     suffix: str = PNG_SUFFIX,
@@ -201,25 +209,28 @@ def build_zip(
     that `zip_chunks` removes once the zip is read."""
     zs = new_zip(sized)
     added: set[str] = set()
+    finder = JobFinder(storage)
+    prefetch = ObjectPrefetch(storage.objects)
     if report is not None:
         members = add_page(storage, job_id, output, models, tasks, zs=zs, added=added,
-                           suffix=suffix)
-        members += _add_files(zs, add_videos(storage, job_id, True, added)[0])
-        return JobZip(zs, len(zs) if sized else None, members + add_report(zs, report))
+                           suffix=suffix, finder=finder, prefetch=prefetch)
+        members += _add_files(zs, add_videos(storage, job_id, True, added)[0], prefetch)
+        members += add_report(zs, report, prefetch)
+        return JobZip(zs, len(zs) if sized else None, members, prefetch=prefetch)
     tmp = Path(tempfile.mkdtemp(prefix="report-"))
     try:
         with ReportWriter(tmp, job_id, models, TIMING_KEYS) as writer:
             members = add_page(storage, job_id, output, models, tasks, zs=zs, writer=writer,
-                               added=added, suffix=suffix)
+                               added=added, suffix=suffix, finder=finder, prefetch=prefetch)
             files, items = add_videos(storage, job_id, True, added)
-            members += _add_files(zs, files)
+            members += _add_files(zs, files, prefetch)
             writer.add(items)
             writer.finish()
         members += add_report(zs, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return JobZip(zs, len(zs) if sized else None, members, cleanup=tmp)
+    return JobZip(zs, len(zs) if sized else None, members, cleanup=tmp, prefetch=prefetch)
 
 
 async def job_zip(
@@ -229,7 +240,7 @@ async def job_zip(
     output: str,
     models: Sequence[str],
     *,
-    report: Path | None,
+    report: ReportFiles | None,
     partial: Path | None = None,
     suffix: str = PNG_SUFFIX,
 ) -> JobZip:
@@ -239,6 +250,8 @@ async def job_zip(
     the same walk, and an unsized zip (its files may still be replaced by a retry)."""
     sized = partial is None
     zs = new_zip(sized)
+    finder = JobFinder(storage)
+    prefetch = ObjectPrefetch(storage.objects)
     writer = None
     if partial is not None:
         writer = await asyncio.to_thread(ReportWriter, partial, job_id, models, TIMING_KEYS)
@@ -248,9 +261,10 @@ async def job_zip(
         async for page in task_pages(db, job_id):
             members += await asyncio.to_thread(add_page, storage, job_id, output, models, page,
                                                zs=zs, writer=writer, added=added,
-                                               suffix=suffix)
+                                               suffix=suffix, finder=finder,
+                                               prefetch=prefetch)
         files, items = await asyncio.to_thread(add_videos, storage, job_id, sized, added)
-        members += _add_files(zs, files)
+        members += _add_files(zs, files, prefetch)
         if writer is not None:
             await asyncio.to_thread(writer.add, items)
             await asyncio.to_thread(writer.finish)
@@ -260,8 +274,8 @@ async def job_zip(
         raise
     folder = partial if partial is not None else report
     assert folder is not None
-    members += add_report(zs, folder)
-    return JobZip(zs, len(zs) if sized else None, members, cleanup=partial)
+    members += add_report(zs, folder, prefetch)
+    return JobZip(zs, len(zs) if sized else None, members, cleanup=partial, prefetch=prefetch)
 
 
 def _timings(t: Task) -> dict[str, float | None]:
@@ -284,5 +298,7 @@ def zip_chunks(job_zip: JobZip) -> Iterator[bytes]:
     try:
         yield from job_zip.stream
     finally:
+        if job_zip.prefetch is not None:
+            job_zip.prefetch.close()
         if job_zip.cleanup is not None:
             shutil.rmtree(job_zip.cleanup, ignore_errors=True)

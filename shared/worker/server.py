@@ -78,7 +78,7 @@ class _Worker:
         self.stage = stage
         self.settings = settings
         self.worker_id = worker_id
-        self.storage = Storage(settings.data_dir)
+        self.storage = Storage.from_settings(settings)
         self.status: Literal["loading", "ok", "error"] = "loading"
         self.detail = ""
         self.batchers: dict[str, Batcher[Any, Any]] = {}

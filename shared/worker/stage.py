@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from shared.errors import EngineError, InputRejected, StageFailure
+from shared.errors import EngineError, InputRejected, ObjectMissing, StageFailure
 from shared.schemas import StageRequest
 from shared.settings import Settings
 from shared.storage import Storage
@@ -125,6 +125,8 @@ def _classify(exc: BaseException, storage: Storage | None) -> tuple[int, bool, s
     if isinstance(exc, StageFailure):
         return exc.status, exc.retryable, str(exc)
     if isinstance(exc, InputRejected):  # ImageRejected, PathOutsideDataDir
+        return 400, False, str(exc)
+    if isinstance(exc, ObjectMissing):  # its message names the key, never a local path
         return 400, False, str(exc)
     if isinstance(exc, FileNotFoundError):
         # DATA_DIR-relative (or the bare name without a storage): the absolute path would

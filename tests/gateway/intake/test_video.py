@@ -3,8 +3,10 @@ files and name clashes — on real videos made with PyAV and real SQLite."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,13 @@ from PIL import Image
 from gateway.db.database import Database
 from gateway.errors import BadRequest
 from gateway.intake.receive import upload_extension
-from gateway.intake.video import MANIFEST, frame_path
+from gateway.intake.video import MANIFEST, frame_path, read_manifest
 from shared.states import JobState, TaskState
-from tests.gateway.intake.test_ingest import Env, archive_bytes, jpeg
+from tests.gateway.intake.test_ingest import Env, any_env, archive_bytes, jpeg
 from tests.support.videos import frame_pixels, video_bytes
 
 FRAMES = [f"clip/{i:06d}.png" for i in range(12)]
+__all__ = ["any_env"]  # the fixture, imported for its use here
 
 
 @pytest.fixture
@@ -40,9 +43,9 @@ def test_video_suffixes_are_uploads() -> None:
 
 @pytest.mark.parametrize("suffix", [".mp4", ".webm"])
 async def test_single_video_becomes_one_task_per_frame(
-    make_env: Callable[..., Env], tmp_path: Path, suffix: str
+    any_env: Env, tmp_path: Path, suffix: str
 ) -> None:
-    env = make_env()
+    env = any_env  # on S3 too: the video is fetched to scratch, its frames become objects
     upload = await env.job("j", f"clip{suffix}", suffix[1:], video_bytes(tmp_path, suffix))
     job, tasks = await env.run("j")
     assert job.state == JobState.RUNNING and job.error is None
@@ -50,16 +53,17 @@ async def test_single_video_becomes_one_task_per_frame(
     assert all(t.state == TaskState.PENDING for t in tasks.values())
     for i, name in enumerate(FRAMES):
         assert tasks[name].input == f"input/j/chunks/{name}"
-        with Image.open(env.storage.resolve(tasks[name].input)) as im:
+        with Image.open(io.BytesIO(env.storage.objects.get(tasks[name].input))) as im:
             got = np.asarray(im.convert("RGB"), dtype=np.int16)
         assert im.size == (64, 48)
         # lossy codecs: each frame is nearest to the frame encoded at its place (order kept)
         dist = [np.abs(got - frame_pixels(j, 64, 48)).mean() for j in range(12)]
         assert int(np.argmin(dist)) == i
-    line = json.loads((env.storage.job_input("j") / MANIFEST).read_text())
+    line = json.loads(env.storage.objects.get(f"input/j/{MANIFEST}"))
     assert line == {"path": f"clip{suffix}", "frames": 12, "rate": "10", "width": 64,
                     "height": 48}
-    assert not upload.exists()
+    assert [asdict(v) for v in read_manifest(env.storage, "j")] == [line]
+    assert not upload.exists() and not env.storage.objects.exists(f"input/j/upload{suffix}")
 
 
 async def test_video_inside_an_archive_next_to_images(

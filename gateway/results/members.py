@@ -1,0 +1,161 @@
+"""A job's output files as zip members, wherever they live: a file in DATA_DIR or an object.
+
+On a local store (the default) a member is the file itself and goes into the zip with
+`add_path`, as it always did (the zip library reads it in blocks). On S3 a member is an
+`ObjectFile` (key and size, both known before the first byte, so the zip stays sized); its
+bytes are fetched while the zip is sent, `PREFETCH_OBJECTS` ahead in `PREFETCH_THREADS`
+threads (`ObjectPrefetch`), because one GET after the other would make every member wait a
+full round trip to the store.
+
+Which outputs exist: locally one `stat` per file (as before); on S3 one listing per job area
+(`matting_output/<job>/`, `final_results/<job>/`) per download or report, kept in a dict,
+instead of a HEAD request per file (`JobFinder`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import zipstream
+
+from shared.objects import ObjectStore
+from shared.storage import PathOutsideDataDir, Storage
+
+__all__ = [
+    "PREFETCH_OBJECTS",
+    "PREFETCH_THREADS",
+    "STREAM_ABOVE_BYTES",
+    "JobFinder",
+    "Member",
+    "ObjectFile",
+    "ObjectPrefetch",
+    "add_member",
+]
+
+PREFETCH_OBJECTS = 32
+"""Objects fetched ahead of the one being sent: enough to hide a store's round trip (tens of
+ms on a remote S3) behind the sending of the members before it; memory is at most this many
+members of up to STREAM_ABOVE_BYTES each."""
+PREFETCH_THREADS = 8
+"""Threads fetching ahead, per download."""
+STREAM_ABOVE_BYTES = 8 * 1024 * 1024
+"""An object above this size is not prefetched whole but streamed in ranged reads
+(`ObjectStore.open_read`) when its turn comes: a video or a huge PNG is not held in memory."""
+_STREAM_BLOCK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectFile:
+    """An object of the store, with its size as listed (the zip is sized from it)."""
+
+    key: str
+    size: int
+
+
+Member = Path | ObjectFile
+"""One file of a job: a local file, or an object of an S3 store."""
+
+
+class JobFinder:
+    """Which of a job's outputs exist, and where (blocking: call it in a thread)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._listed: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
+
+    def find(self, key: str) -> Member | None:
+        """`key`'s file or object, or None when there is none (or the name is one no file
+        can have: a rejected item's too-long name is "no file" too)."""
+        try:
+            local = self.storage.objects.local_path(key)
+        except (PathOutsideDataDir, OSError):
+            return None
+        if local is not None:
+            try:
+                return local if local.is_file() else None
+            except OSError:
+                return None
+        area = "/".join(key.split("/")[:2]) + "/"
+        with self._lock:
+            index = self._listed.get(area)
+            if index is None:
+                index = dict(self.storage.objects.list(area))
+                self._listed[area] = index
+        size = index.get(key)
+        return None if size is None else ObjectFile(key, size)
+
+
+class ObjectPrefetch:
+    """Fetches the zip's objects ahead of the sending, in the zip's own order.
+
+    `register` is called as members are added (the order the zip will read them in); each
+    member's data iterator then `take`s its bytes, which starts the fetches of the next
+    PREFETCH_OBJECTS. `close` drops whatever is still in flight (a client that went away).
+    """
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._order: deque[ObjectFile] = deque()
+        self._pending: dict[int, Future[bytes]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def register(self, obj: ObjectFile) -> None:
+        if obj.size <= STREAM_ABOVE_BYTES:
+            self._order.append(obj)
+
+    def _fill(self) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="zip-fetch")
+        for obj in list(self._order)[:PREFETCH_OBJECTS]:
+            if id(obj) not in self._pending:
+                self._pending[id(obj)] = self._pool.submit(self.store.get, obj.key)
+
+    def take(self, obj: ObjectFile) -> bytes:
+        with self._lock:
+            if self._order and self._order[0] is obj:
+                self._fill()
+                self._order.popleft()
+                future = self._pending.pop(id(obj))
+            else:  # not registered (or out of order): fetch it now
+                future = None
+        if future is None:
+            return self.store.get(obj.key)
+        return future.result()
+
+    def chunks(self, obj: ObjectFile) -> Iterator[bytes]:
+        """The member's bytes for the zip, as it reads them."""
+        if obj.size > STREAM_ABOVE_BYTES:
+            with self.store.open_read(obj.key) as f:
+                while block := f.read(_STREAM_BLOCK):
+                    yield block
+            return
+        yield self.take(obj)
+
+    def close(self) -> None:
+        with self._lock:
+            for future in self._pending.values():
+                future.cancel()
+            self._pending.clear()
+            self._order.clear()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def add_member(zs: zipstream.ZipStream, member: Member, name: str,
+               prefetch: ObjectPrefetch | None) -> None:
+    """`member` into the zip as `name`: a file by path, an object by its fetched bytes (the
+    size given, so a sized zip stays sized)."""
+    if isinstance(member, Path):
+        zs.add_path(str(member), name)
+        return
+    if prefetch is None:
+        raise ValueError("an object member needs the zip's ObjectPrefetch")
+    prefetch.register(member)
+    zs.add(prefetch.chunks(member), name, size=member.size)
