@@ -20,6 +20,9 @@ server on loopback (`tests.support.seaweed.start_seaweed`, the tests' own) and a
 of this tree with STORAGE_URL=s3://… on it, measured in the same rounds as the local one;
 its own baseline is the store's speed for the same file (`S3Store.put_file`, in this process),
 so the ratios say what the gateway costs on top of the store, beside what the local disk costs.
+A second table times ingest (202 → `running`) of a zip of `BENCH_INGEST_IMAGES` small PNGs on
+both gateways: on S3 every image is one PUT (`OBJECT_PUT_CONCURRENCY` at a time) before its
+task row exists.
 """
 
 from __future__ import annotations
@@ -167,6 +170,28 @@ class _Gateway:
         httpx.delete(str(location), headers={"Tus-Resumable": "1.0.0"})
         return s
 
+    def ingest(self, src: Path, images: int) -> float:
+        """Upload a zip of `images` images and wait for its tasks: seconds from the request's
+        start to the job leaving `ingesting` (the upload itself is a small part of it)."""
+        import json
+
+        t0 = time.perf_counter()
+        code, body, _ = _curl(["-X", "POST", "-T", str(src), "-H",
+                               "Content-Type: application/zip",
+                               f"{self.url}/upload?filename=images.zip"])  # fmt: skip
+        _check(code, body, 202, "ingest upload")
+        job = json.loads(body)["job_id"]
+        while True:
+            status = httpx.get(f"{self.url}/status/{job}").json()
+            if status.get("state") not in ("uploading", "ingesting"):
+                break
+            time.sleep(0.05)
+        took = time.perf_counter() - t0
+        if status.get("total") != images:
+            raise RuntimeError(f"ingest: {status}")
+        self._drop(body)
+        return took
+
     def _drop(self, body: str) -> None:
         import json
 
@@ -221,6 +246,22 @@ def _s3_wanted() -> bool:
     return os.environ.get("BENCH_SPEED_S3", "1") != "0" and weed_binary() is not None
 
 
+def _image_zip(path: Path, images: int) -> None:
+    """`images` distinct 64×64 noise PNGs (~12 KiB each), stored: ingest's per-image costs."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(images):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(buf, "PNG")
+            zf.writestr(f"set/{i // 500}/img{i:05d}.png", buf.getvalue())
+
+
 def _timed(target: _Target, source: Path) -> None:
     sampler = _Sampler(target.pid, interval=0.05)
     sampler.start()
@@ -236,7 +277,9 @@ def run() -> str:
     gib = float(os.environ.get("BENCH_SPEED_GIB", "1"))
     rounds = int(os.environ.get("BENCH_SPEED_ROUNDS", "3"))
     compare = os.environ.get("BENCH_SPEED_COMPARE")
+    images = int(os.environ.get("BENCH_INGEST_IMAGES", "2000"))
     size = int(gib * GIB)
+    ingests: list[_Target] = []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-speed-", dir=os.environ.get("TMPDIR")) as t:
         tmp = Path(t)
@@ -299,8 +342,14 @@ def run() -> str:
                     _Target("this tree on S3: tus PATCH", partial(gw.tus_patch, src),
                             gw.proc.pid),
                 ]  # fmt: skip
+            if images and s3 is not None:
+                zipped = tmp / "images.zip"
+                _image_zip(zipped, images)
+                for label, gw in (("local DATA_DIR", gateways[0][1]), ("S3", gateways[-1][1])):
+                    ingests.append(_Target(f"ingest on {label}",
+                                           partial(gw.ingest, zipped, images), gw.proc.pid))
             for i in range(rounds):
-                for target in targets:
+                for target in targets + ingests:
                     _timed(target, src)
                     print(f"round {i + 1}: {target.name}: {target.times[-1]:.2f} s, "
                           f"load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
@@ -335,6 +384,22 @@ def run() -> str:
                     if store_base is not None and "S3" in target.name else "")
         lines.append(f"| {target.name} | {best:.2f} | {size / MIB / best:.0f} "
                      f"| {base / best:.2f}{vs_store} | {runs} | {target.peak_mib:.0f} |")
+    if ingests:
+        local_best = min(ingests[0].times)
+        lines += [
+            "",
+            f"Ingest of a zip of {images} distinct 64×64 PNGs (~12 KiB each, stored) by the "
+            "same two gateways, from the request's start to the job leaving `ingesting`; "
+            "ratio = local time / target time.",
+            "",
+            "| target | best s | images/s | ratio | all runs s | peak RSS MiB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for target in ingests:
+            best = min(target.times)
+            runs = ", ".join(f"{x:.2f}" for x in target.times)
+            lines.append(f"| {target.name} | {best:.2f} | {images / best:.0f} "
+                         f"| {local_best / best:.2f} | {runs} | {target.peak_mib:.0f} |")
     lines += [
         "",
         "Peak RSS is the server process's (the gateway's whole import set, DB and scheduler "

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.db import repo, transitions
 from gateway.db.database import Database
 from gateway.intake.ingest import ingest_job, unexpected_error
-from gateway.intake.landing import drop_inputs, remove_job
+from gateway.intake.landing import drop_inputs
 from gateway.intake.tus_uploads import TusUploads
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.scheduler import Scheduler
@@ -116,7 +116,7 @@ class GatewayState:
             redo, given_up = await self._ingests_to_redo(s)
             released = await transitions.release_dispatched(s)
         for job_id in cut:
-            await asyncio.to_thread(remove_job, self.storage, job_id)
+            await asyncio.to_thread(self.storage.remove_job, job_id)
         for job_id in given_up:
             await asyncio.to_thread(drop_inputs, self.storage, job_id)
         for job_id in redo:

@@ -26,7 +26,6 @@ from gateway.api.deps import (
 from gateway.api.docs import errors
 from gateway.db import repo
 from gateway.db.tables import Task
-from gateway.intake.landing import remove_job
 from gateway.pipeline.model_reload import reload_models
 from gateway.results.summary import summarize
 from gateway.state import DETAIL_CACHE_MAX_JOBS, GatewayState
@@ -190,7 +189,7 @@ async def cancel_job(job_id: str, gw: GW, caller: CallerDep) -> JobSummary:
         await repo.set_job(
             s, job_id, state=JobState.CANCELLED.value, finished_at=now, updated_at=now
         )
-    await asyncio.to_thread(remove_job, gw.storage, job_id)  # files, and objects on S3
+    await asyncio.to_thread(gw.storage.remove_job, job_id)
     gw.detail_cache.pop(job_id, None)
     async with gw.db.read() as s:
         job = await job_or_404(s, job_id, caller)

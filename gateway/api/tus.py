@@ -45,8 +45,15 @@ def _base_headers(gw: GW) -> dict[str, str]:
         "Tus-Version": TUS_VERSION,
         "Tus-Extension": EXTENSIONS,
         "Tus-Checksum-Algorithm": CHECKSUM_ALGORITHMS,
-        "Tus-Max-Size": str(gw.settings.max_upload_size),
+        "Tus-Max-Size": str(_max_size(gw)),
     }
+
+
+def _max_size(gw: GW) -> int:
+    """MAX_UPLOAD_SIZE; on object storage never above S3's largest object, which an upload
+    could not be completed into."""
+    limit = gw.settings.max_upload_size
+    return min(limit, S3_MAX_OBJECT_BYTES) if gw.tus.on_objects else limit
 
 
 def _require_tus(request: Request) -> None:
@@ -92,9 +99,7 @@ async def tus_create(request: Request, gw: GW, caller: CallerDep) -> Response:
     if request.headers.get("upload-defer-length") is not None:
         raise tus_error(400, "Upload-Defer-Length is not supported: send Upload-Length")
     length = _int_header(request, "upload-length")
-    limit = gw.settings.max_upload_size
-    if gw.tus.on_objects:
-        limit = min(limit, S3_MAX_OBJECT_BYTES)  # an object can be no larger
+    limit = _max_size(gw)
     if length > limit:
         raise tus_error(413, f"upload larger than the limit of {limit} bytes")
     if length == 0:

@@ -27,7 +27,7 @@ from gateway.intake.jobs import (
     validate_job_options,
     validate_output_options,
 )
-from gateway.intake.landing import keep_upload, remove_job
+from gateway.intake.landing import keep_upload
 from gateway.intake.pacing import paced
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import Received, check_free_space, receive_upload
@@ -131,7 +131,7 @@ async def job_from_body(
 async def _drop(gw: GatewayState, job_id: str) -> None:
     async with gw.db.write() as s:
         await repo.delete_job(s, job_id)
-    await asyncio.to_thread(remove_job, gw.storage, job_id)
+    await asyncio.to_thread(gw.storage.remove_job, job_id)
 
 
 class JobFromUpload(BaseModel):

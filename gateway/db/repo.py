@@ -26,13 +26,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.db.tables import Job, Task, Upload, task_counts
+from gateway.db.tables import Job, Task, Upload, UploadPart, task_counts
 from shared.stages import Stage
 from shared.states import FINAL_JOB_STATES, JobState, TaskState
 
 __all__ = [
     "MATTED_STATES",
     "add_upload",
+    "add_upload_parts",
     "count_callback_attempt",
     "count_jobs",
     "count_jobs_in_states",
@@ -64,6 +65,7 @@ __all__ = [
     "set_upload",
     "stage_stats",
     "update_tasks",
+    "upload_etags",
     "uploads_without_job",
 ]
 
@@ -329,11 +331,31 @@ async def get_upload(
     return (await s.execute(q)).scalar_one_or_none()
 
 
+async def upload_etags(s: AsyncSession, upload_id: str) -> list[str]:
+    """The etags of a tus upload's stored parts (on object storage), by part number."""
+    q = select(UploadPart.etag).where(UploadPart.upload_id == upload_id).order_by(
+        UploadPart.number)
+    return list((await s.scalars(q)).all())
+
+
+async def add_upload_parts(s: AsyncSession, upload_id: str, first: int,
+                           etags: Sequence[str]) -> None:
+    """Record parts `first`, `first + 1`, … of a tus upload (replacing any row from that
+    number on: a part sent again after a crash has a new etag)."""
+    await s.execute(delete(UploadPart).where(UploadPart.upload_id == upload_id,
+                                             UploadPart.number >= first))
+    if etags:
+        await s.execute(insert(UploadPart), [
+            {"upload_id": upload_id, "number": first + i, "etag": e}
+            for i, e in enumerate(etags)])
+
+
 async def set_upload(s: AsyncSession, upload_id: str, **values: Any) -> None:
     await s.execute(update(Upload).where(Upload.id == upload_id).values(**values))
 
 
 async def delete_upload(s: AsyncSession, upload_id: str) -> None:
+    await s.execute(delete(UploadPart).where(UploadPart.upload_id == upload_id))
     await s.execute(delete(Upload).where(Upload.id == upload_id))
 
 

@@ -33,7 +33,7 @@ from shared.timing import SQLITE_BUSY_TIMEOUT_MS
 
 __all__ = [
     "ADDED_COLUMNS", "ADDED_INDEXES", "TASK_COUNTS", "Base", "Job", "Task", "Upload",
-    "create_engine", "init_db", "now", "session_factory", "task_counts",
+    "UploadPart", "create_engine", "init_db", "now", "session_factory", "task_counts",
 ]
 
 
@@ -163,11 +163,23 @@ class Upload(Base):
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=now)
     expires_at: Mapped[float] = mapped_column(Float, default=0.0)
-    # On object storage (STORAGE_URL=s3://…; gateway.intake.tus_parts) the upload is one S3
-    # multipart upload: its id, and the etags of the parts stored so far, in order (each part
-    # is `shared.limits.tus_part_bytes(length)` long, so their count is most of the offset).
     multipart_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
-    parts_json: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """On object storage (STORAGE_URL=s3://…; gateway.intake.tus_parts): the S3 multipart
+    upload this upload is; its parts are `UploadPart` rows."""
+
+
+class UploadPart(Base):
+    """One stored part of a tus upload on object storage (`gateway.intake.tus_parts`): a row
+    per part, so recording one costs one insert whatever the upload's size. Every part but the
+    last is `shared.limits.tus_part_bytes(length)` long, so their count is most of the offset."""
+
+    __tablename__ = "upload_parts"
+
+    upload_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    """1 … 10 000, contiguous from 1."""
+    etag: Mapped[str] = mapped_column(String(256))
 
 
 def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
@@ -216,6 +228,9 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
         # confidence and fallback (issue 16)
         "confidence": "FLOAT",
         "fallback": "JSON",
+    },
+    "uploads": {
+        "multipart_id": "VARCHAR(1024)",  # tus on object storage (gateway.intake.tus_parts)
     },
 }
 """Columns added after the first release: `create_all` makes missing tables but never alters

@@ -37,7 +37,7 @@ from gateway.intake.archive import (
     UploadSource,
     iter_members,
 )
-from gateway.intake.landing import drop_inputs, is_remote, publish, upload_source
+from gateway.intake.landing import drop_inputs, is_remote, publish, scratch, upload_source
 from gateway.intake.output_names import OutputNames
 from gateway.intake.video import MANIFEST, VideoInfo
 from gateway.pipeline.result_cache import add_cache_keys, job_salt
@@ -197,7 +197,9 @@ async def _extract(
                 await asyncio.to_thread(_note_videos, storage, job_id, videos)
                 progress.videos += len(videos)
             if start.cache_salt is not None:  # hashed at ingest: the cache's key per image
-                await asyncio.to_thread(add_cache_keys, rows, storage, start.cache_salt)
+                # from the extracted files, still in local scratch on S3 (no GET back)
+                await asyncio.to_thread(add_cache_keys, rows, scratch(storage),
+                                        start.cache_salt)
             # On S3 the batch leaves for the store now, before its rows exist: a worker never
             # sees a task whose input is not there (no-op with the local DATA_DIR).
             await asyncio.to_thread(publish, storage, stored)

@@ -29,7 +29,7 @@ from typing import IO
 from gateway.intake.archive import FileSource, UploadSource
 from shared.limits import OBJECT_COPY_BYTES, OBJECT_PUT_CONCURRENCY
 from shared.objects import ObjectStore
-from shared.storage import FINAL_RESULTS, INPUT, MATTING_OUTPUT, REPORTS, Storage
+from shared.storage import INPUT, Storage
 
 __all__ = [
     "ObjectSource",
@@ -37,7 +37,7 @@ __all__ = [
     "is_remote",
     "keep_upload",
     "publish",
-    "remove_job",
+    "scratch",
     "upload_source",
 ]
 
@@ -83,6 +83,12 @@ def upload_source(storage: Storage, rel: str) -> UploadSource | None:
     return None if size is None else ObjectSource(storage.objects, rel, size)
 
 
+def scratch(storage: Storage) -> Storage:
+    """DATA_DIR's own files under the same names: where ingest's extracted batch is until
+    `publish` (on S3), and everything (with the local DATA_DIR, where this is `storage`)."""
+    return storage if storage.is_local else Storage(storage.root)
+
+
 def keep_upload(storage: Storage, path: Path) -> None:
     """After a `POST /upload` body reached the spool: on S3 it is stored as its object too,
     so another gateway can ingest it (the spool stays as this gateway's fast path). Blocking."""
@@ -122,12 +128,3 @@ def drop_inputs(storage: Storage, job_id: str, *, sub: str = "") -> None:
             with contextlib.suppress(FileNotFoundError):
                 storage.objects.delete(rel)
 
-
-def remove_job(storage: Storage, job_id: str) -> None:
-    """Every file of a job (deleting or cancelling it, an upload cut off): its folders in
-    DATA_DIR (`Storage.remove_job`) and, on S3, every object under `input/<job>/`,
-    `matting_output/<job>/`, `final_results/<job>/` and `reports/<job>/`. Blocking."""
-    storage.remove_job(job_id)
-    if is_remote(storage):
-        for area in (INPUT, MATTING_OUTPUT, FINAL_RESULTS, REPORTS):
-            storage.objects.delete_prefix(f"{area}/{job_id}/")

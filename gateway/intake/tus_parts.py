@@ -8,13 +8,13 @@ arrives, and the multipart upload is completed into `input/<id>/upload`, the obj
 made of it reads (a job's id is its upload's id: no copy, which S3 would need for a rename).
 
 State, shared by every gateway (several serve the same uploads): the parts' etags are recorded
-in the upload's row (`Upload.parts_json`, after each part unless the PATCH carries a checksum,
-then once the body is verified); bytes past the last whole part — a PATCH smaller than a part,
-or a body cut off — are kept as the small object `uploads/<id>/tail.<n>`, `n` the number of
-parts it follows. The offset is `parts × part size + size of tail.<n>`: a tail left from an
-earlier part count is never read (so no crash between a part and the tail's rewrite can count
-bytes twice) and goes when the upload does. A gateway that dies mid-PATCH loses only what it
-held in memory; HEAD on any gateway answers what the store and the row hold, and the client
+in the database (`UploadPart`, a row per part, as each is stored unless the PATCH carries a
+checksum, then once the body is verified); bytes past the last whole part — a PATCH smaller
+than a part, or a body cut off — are kept as the small object `uploads/<id>/tail.<n>`, `n` the
+number of parts it follows. The offset is `parts × part size + size of tail.<n>`: a tail left
+from an earlier part count is never read (so no crash between a part and the tail's rewrite can
+count bytes twice) and goes when the upload does. A gateway that dies mid-PATCH loses only what
+it held in memory; HEAD on any gateway answers what the store and the row hold, and the client
 resends from there. A tail costs one GET and one PUT per PATCH, so clients should send chunks
 of at least a part (tuspy and tus-js-client send the whole file in one PATCH by default).
 """
@@ -42,8 +42,8 @@ __all__ = [
     "tail_key",
 ]
 
-Record = Callable[[list[str]], Awaitable[None]]
-"""Writes the parts' etags to the upload's row."""
+Record = Callable[[int, list[str]], Awaitable[None]]
+"""Records parts `first`, `first + 1`, … by their etags (`repo.add_upload_parts`)."""
 
 
 def object_key(upload_id: str) -> str:
@@ -64,6 +64,7 @@ def _tails(upload_id: str) -> str:
 class PartState:
     """What the store and the row hold of one upload."""
 
+    length: int
     part_bytes: int
     etags: list[str]
     tail: int
@@ -71,7 +72,9 @@ class PartState:
 
     @property
     def offset(self) -> int:
-        return len(self.etags) * self.part_bytes + self.tail
+        """Only the final part can be short, and it is stored only with the final byte: parts
+        that reach `length` hold all of it."""
+        return min(self.length, len(self.etags) * self.part_bytes + self.tail)
 
 
 def read_state(store: ObjectStore, upload_id: str, length: int,
@@ -79,7 +82,7 @@ def read_state(store: ObjectStore, upload_id: str, length: int,
     """The upload's state from its row's etags and its tail object. Blocking."""
     parts = list(etags or [])
     tail = store.size(tail_key(upload_id, len(parts))) or 0
-    return PartState(tus_part_bytes(length), parts, tail)
+    return PartState(length, tus_part_bytes(length), parts, tail)
 
 
 def discard(store: ObjectStore, upload_id: str, multipart_id: str | None,
@@ -97,19 +100,29 @@ class _Parts:
     """Parts of one PATCH: numbered after those stored, one upload in flight at a time."""
 
     def __init__(self, store: ObjectStore, upload_id: str, multipart_id: str,
-                 etags: list[str], record: Record | None) -> None:
+                 etags: list[str], record: Record, eager: bool) -> None:
         self.store, self.key, self.multipart_id = store, object_key(upload_id), multipart_id
         self.etags = etags
+        self.recorded = len(etags)
         self.record = record
-        """None while a checksum is pending: nothing is recorded before the body is verified."""
+        self.eager = eager
+        """Record each part as it is stored; off while a checksum is pending (nothing of the
+        body counts before it is verified)."""
         self.pending: asyncio.Future[str] | None = None
 
     async def settle(self) -> None:
         pending, self.pending = self.pending, None
         if pending is not None:
             self.etags.append(await pending)
-            if self.record is not None:
-                await self.record(self.etags)
+            if self.eager:
+                await self.flush()
+
+    async def flush(self) -> None:
+        """Record the parts stored but not yet recorded."""
+        new = self.etags[self.recorded:]
+        if new:
+            await self.record(self.recorded + 1, new)
+            self.recorded = len(self.etags)
 
     async def send(self, data: bytes) -> None:
         await self.settle()
@@ -146,12 +159,14 @@ async def append_parts(
     """Append a PATCH body at `state.offset`; the new offset.
 
     As `gateway.intake.tus_store.append_body` on a file: a body past `length` is a 413, a
-    checksum mismatch a 460 (nothing of the body counts), a cut or stalled body keeps what
-    arrived unless a checksum was announced. The final byte completes the multipart upload."""
+    checksum mismatch a 460, a failing store an error — and then nothing of the body counts
+    (parts recorded meanwhile are struck off again; the old tail was never touched); a cut or
+    stalled body keeps what arrived unless a checksum was announced. The final byte completes
+    the multipart upload."""
     tail = tail_key(upload_id, len(state.etags))
     buf = bytearray(await asyncio.to_thread(store.get, tail) if state.tail else b"")
-    parts = _Parts(store, upload_id, multipart_id, list(state.etags),
-                   record if checksum is None else None)
+    parts = _Parts(store, upload_id, multipart_id, list(state.etags), record,
+                   eager=checksum is None)
     sha1 = hashlib.sha1() if checksum is not None else None
     size = state.part_bytes
     arrived = state.offset
@@ -161,11 +176,12 @@ async def append_parts(
         await parts.settle()
         if buf:
             await asyncio.to_thread(store.put, tail_key(upload_id, len(parts.etags)), bytes(buf))
-        await record(parts.etags)
+        await parts.flush()
         if len(parts.etags) != len(state.etags):
             await asyncio.to_thread(store.delete, tail)
 
     start = arrived
+    kept = False
     try:
         try:
             async for chunk in chunks:
@@ -182,6 +198,7 @@ async def append_parts(
         except (ClientGone, UploadStalled):
             if checksum is None:  # a cut body keeps what arrived (tus semantics)
                 await keep()
+                kept = True
             raise
         if sha1 is not None and sha1.digest() != checksum:
             raise tus_error(460, "checksum mismatch: the body's sha1 differs from Upload-Checksum")
@@ -193,8 +210,13 @@ async def append_parts(
             await parts.send(bytes(buf))
             buf.clear()
         await parts.complete()
-        await record(parts.etags)
+        await parts.flush()
         await asyncio.to_thread(store.delete_prefix, _tails(upload_id))
         return arrived
+    except BaseException:
+        await parts.abandon()
+        if not kept and parts.recorded > len(state.etags):
+            await asyncio.shield(record(len(state.etags) + 1, []))
+        raise
     finally:
         await parts.abandon()

@@ -29,7 +29,7 @@ from gateway.intake.jobs import (
 )
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import upload_extension
-from gateway.intake.tus_parts import append_parts, discard, object_key, read_state
+from gateway.intake.tus_parts import PartState, append_parts, discard, object_key, read_state
 from gateway.intake.tus_store import UploadBusy, UploadLocks, append_body, file_size, tus_error
 from shared.logs import safe
 from shared.settings import Settings
@@ -81,7 +81,7 @@ class TusUploads:
         if self.on_objects:
             mp = await asyncio.to_thread(self.storage.objects.start_multipart,
                                          object_key(upload_id))
-            return {"multipart_id": mp, "parts_json": []}
+            return {"multipart_id": mp}
         path = self.storage.upload_path(upload_id)
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(path.touch)
@@ -104,9 +104,13 @@ class TusUploads:
             return await asyncio.to_thread(file_size, self.storage.upload_path(row.id))
         if row.completed_at is not None or row.job_id is not None:
             return row.length
-        state = await asyncio.to_thread(read_state, self.storage.objects, row.id,
-                                        row.length or 0, row.parts_json)
-        return state.offset
+        return (await self._state(row)).offset
+
+    async def _state(self, row: Upload) -> PartState:
+        async with self.db.read() as s:
+            etags = await repo.upload_etags(s, row.id)
+        return await asyncio.to_thread(read_state, self.storage.objects, row.id,
+                                       row.length or 0, etags)
 
     async def append(self, row: Upload, offset: int, body: AsyncIterator[bytes],
                      checksum: bytes | None) -> int:
@@ -116,13 +120,11 @@ class TusUploads:
             return await append_body(body, self.storage.upload_path(row.id), offset, length,
                                      checksum, self.settings.min_free_disk)
 
-        async def record(etags: list[str]) -> None:
+        async def record(first: int, etags: list[str]) -> None:
             async with self.db.write() as s:
-                await repo.set_upload(s, row.id, parts_json=list(etags))
-            row.parts_json = list(etags)
+                await repo.add_upload_parts(s, row.id, first, etags)
 
-        state = await asyncio.to_thread(read_state, self.storage.objects, row.id, length,
-                                        row.parts_json)
+        state = await self._state(row)
         assert row.multipart_id is not None
         return await append_parts(body, self.storage.objects, row.id, row.multipart_id, length,
                                   state, checksum, record)
@@ -311,16 +313,30 @@ class TusUploads:
 
     async def _reconcile_parts(self, row: Upload) -> Upload:
         """On S3: an upload whose parts hold every byte but whose multipart upload was never
-        completed (the gateway died in between) is completed now and gets its event."""
+        completed (the gateway died in between) is completed now and gets its event. One busy
+        with a PATCH here is left to it; one that another gateway completes meanwhile is
+        recognised by its object."""
         if row.completed_at is not None or row.multipart_id is None:
             return row
         store, key = self.storage.objects, object_key(row.id)
-        if await asyncio.to_thread(store.size, key) != row.length:
-            if await self.offset(row) != row.length:
-                return row
-            parts = [(i + 1, etag) for i, etag in enumerate(row.parts_json or [])]
-            await asyncio.to_thread(store.complete_multipart, key, row.multipart_id, parts)
-        return await self.mark_progress(row, row.length or 0)
+        try:
+            async with self.locks.hold(row.id, 0.0):
+                if await asyncio.to_thread(store.size, key) != row.length:
+                    state = await self._state(row)
+                    if state.offset != row.length:
+                        return row
+                    parts = [(i + 1, etag) for i, etag in enumerate(state.etags)]
+                    try:
+                        await asyncio.to_thread(store.complete_multipart, key,
+                                                row.multipart_id, parts)
+                    except Exception:
+                        if await asyncio.to_thread(store.size, key) != row.length:
+                            log.warning("upload %s: its parts could not be completed",
+                                        row.id, exc_info=True)
+                            return row
+                return await self.mark_progress(row, row.length or 0)
+        except UploadBusy:
+            return row
 
 
     async def sweep_loop(self, interval: float = TUS_SWEEP_INTERVAL_S) -> None:

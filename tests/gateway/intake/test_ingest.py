@@ -109,16 +109,6 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     await db.close()
 
 
-@pytest.fixture(params=["local", "s3"])
-async def any_env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
-    """`env` on the local DATA_DIR and on S3 (SeaweedFS): the same assertions hold on both."""
-    (tmp_path / "data").mkdir()
-    db = await Database.connect(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'test.db'}")
-    settings = request.getfixturevalue("s3_settings") if request.param == "s3" else None
-    yield Env(tmp_path, db, settings)
-    await db.close()
-
-
 def archive_bytes(tmp_path: Path, kind: str, members: list[tuple[str, bytes]]) -> bytes:
     path = tmp_path / f"a.{kind}"
     (write_zip if kind == "zip" else write_tgz)(path, members)
@@ -144,6 +134,7 @@ async def test_tree_with_gt_and_bad_files(any_env: Env, tmp_path: Path, kind: st
         assert t.state == TaskState.PENDING and t.error is None
         assert t.input == f"input/j1/chunks/{path}"
         assert env.storage.objects.get(t.input) == data
+        assert t.cache_key and len(t.cache_key) == 64  # hashed before the batch left, on S3
     for bad in ("photos/corrupt.jpg", "photos/notes.txt"):
         assert tasks[bad].state == TaskState.REJECTED and tasks[bad].error and not tasks[bad].input
     assert tasks["photos/a/x.jpg"].gt == "input/j1/chunks/gt/a/x.png"

@@ -119,11 +119,17 @@ async def test_result_zip_never_holds_a_name_twice(env: Env, tmp_path: Path) -> 
 # --- finding 7: disk ---------------------------------------------------------------------
 
 
-async def test_ingest_fails_before_min_free_disk_and_cleans_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["local", "s3"])
+async def test_ingest_fails_before_min_free_disk_and_cleans_up(
+    tmp_path: Path, request: pytest.FixtureRequest, store: str
+) -> None:
     (tmp_path / "data").mkdir()
     free = shutil.disk_usage(tmp_path).free
     db = await Database.connect(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'd.db'}")
-    env = Env(tmp_path, db, min_free_disk=free)  # a real check against the real free space
+    # On S3 the same floor guards the local scratch each member passes through.
+    s3 = (request.getfixturevalue("s3_settings").model_copy(update={"min_free_disk": free})
+          if store == "s3" else None)
+    env = Env(tmp_path, db, s3, min_free_disk=free)  # a real check against the real free space
     members = [(f"p/{i}.png", png(i)) for i in range(5)]
     await env.job("d1", "s.tar.gz", "tar.gz", archive_bytes(tmp_path, "tar.gz", members))
     job, tasks = await env.run("d1")
@@ -131,17 +137,20 @@ async def test_ingest_fails_before_min_free_disk_and_cleans_up(tmp_path: Path) -
     assert job.state == JobState.FAILED and "disk" in (job.error or "")
     assert "MIN_FREE_DISK" in (job.error or "") and tasks == {}
     assert not env.storage.job_chunks("d1").exists()
+    assert list(env.storage.objects.list("input/d1/")) == []  # the upload went too
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar.gz"])
-async def test_small_bombs_fail_the_job(env: Env, tmp_path: Path, kind: str) -> None:
+async def test_small_bombs_fail_the_job(any_env: Env, tmp_path: Path, kind: str) -> None:
     from tests.gateway.intake.test_archive_guards import small_bombs
 
+    env = any_env  # the same refusal when the archive is read from its object on S3
     upload = small_bombs(tmp_path / f"b.{kind}", kind)
     await env.job("r1", f"b.{kind}", kind, upload.read_bytes())
     job, tasks = await env.run("r1")
     assert job.state == JobState.FAILED and "times its own size" in (job.error or "")
     assert tasks == {} and not env.storage.job_chunks("r1").exists()
+    assert list(env.storage.objects.list("input/r1/")) == []
 
 
 # --- finding 1: header bomb and crash loops ----------------------------------------------

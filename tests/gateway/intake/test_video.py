@@ -19,11 +19,10 @@ from gateway.errors import BadRequest
 from gateway.intake.receive import upload_extension
 from gateway.intake.video import MANIFEST, frame_path, read_manifest
 from shared.states import JobState, TaskState
-from tests.gateway.intake.test_ingest import Env, any_env, archive_bytes, jpeg
+from tests.gateway.intake.test_ingest import Env, archive_bytes, jpeg
 from tests.support.videos import frame_pixels, video_bytes
 
 FRAMES = [f"clip/{i:06d}.png" for i in range(12)]
-__all__ = ["any_env"]  # the fixture, imported for its use here
 
 
 @pytest.fixture
