@@ -30,9 +30,10 @@ B8 = npt.NDArray[np.bool_]
 SHADE_SIGMA = 2.0
 """Gaussian averaging (pixels) before the darkening is read (the per-pixel noise would break
 the slope test)."""
-SHADE_SLOPE = 0.014
-"""Steepest change of the darkening factor per pixel still taken for a soft shadow; a
-low-contrast object's (even defocused) outline is steeper."""
+SHADE_SLOPE = 0.12
+"""Steepest change of the darkening factor per edge band still taken for a soft shadow
+(0.015 a pixel at 640 px); a low-contrast object's (even defocused) outline is steeper. Per
+band, because a shadow's softness scales with the picture, and a lens blur does not."""
 SHADE_CHROMA = 0.25
 """Largest colour deviation from the darkened backdrop, as a share of the darkening itself."""
 SHADE_CHROMA_FLOOR = 4.0
@@ -64,6 +65,17 @@ def _disk(r: int) -> npt.NDArray[np.uint8]:
     )
 
 
+def _touching(mask: B8, seed: B8) -> B8:
+    """Components of `mask` that touch `seed` (8-connected, across one pixel)."""
+    grown = cv2.dilate(seed.astype(np.uint8), _disk(1)) > 0
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    hit = np.zeros(n, bool)
+    hit[np.unique(labels[grown & mask])] = True
+    hit[0] = False
+    out: B8 = hit[labels]
+    return out
+
+
 def fit_shadow(image: npt.NDArray[np.uint8], model: BorderModel, coarse: B8, band: int
                ) -> ShadowFit | None:
     """The contact shadow of a first studio cut (`coarse`), or None when there is none."""
@@ -83,7 +95,7 @@ def fit_shadow(image: npt.NDArray[np.uint8], model: BorderModel, coarse: B8, ban
     shade_like = (
         (factor < 1.0 - SHADE_MIN_DARKENING)
         & (chroma < np.maximum(SHADE_CHROMA * darkening, SHADE_CHROMA_FLOOR))
-        & (slope < SHADE_SLOPE)
+        & (slope < SHADE_SLOPE / band)
         & (raw < max(SHADE_PIXEL_K * model.sigma, SHADE_PIXEL_FLOOR))
     )
     # A shadow is a broad patch; what survives only in threads is texture.
@@ -114,6 +126,21 @@ def fit_shadow(image: npt.NDArray[np.uint8], model: BorderModel, coarse: B8, ban
     rest = cv2.erode((coarse & ~mask).astype(np.uint8), _disk(2)) > 0
     if np.count_nonzero(rest) < OBJECT_LEFT * inside:
         return None
+    # The averaging blurs the object into the shadow beside it, so the shadow's darkest strip
+    # (right under the object) is read pixel by pixel: each that is still the backdrop's
+    # colour, darker, is shadow with its own darkening.
+    pix = np.asarray(image, np.float32)
+    pix_factor = ((pix * surface).sum(axis=2) / norm2).astype(np.float32)
+    pix_shade = (
+        (np.linalg.norm(pix - pix_factor[..., None] * surface, axis=2)
+         < max(SHADE_PIXEL_K * model.sigma, SHADE_PIXEL_FLOOR))
+        & (pix_factor < 1.0 - SHADE_MIN_DARKENING)
+    )
+    gap_r = round(2 * SHADE_SIGMA) + 3
+    gap = (cv2.dilate(mask.astype(np.uint8), _disk(gap_r)) > 0) & ~mask & pix_shade
+    gap = _touching(gap, mask)
+    factor = np.where(gap, pix_factor, factor).astype(np.float32)
+    mask = mask | gap
     # The darkening where it was read; under the object's edge nearby, spread from around it;
     # elsewhere the backdrop is unshaded.
     known = mask | ~(cv2.dilate(coarse.astype(np.uint8), _disk(2 * band)) > 0)

@@ -14,7 +14,7 @@ from matting_worker.engines.tflite_model import TFLiteEngine
 from matting_worker.engines.torch_model import TorchEngine
 from tests.matting_worker.tiny_models import TinyNet, export_onnx, save_script
 
-BUILTINS = ["classical", "portrait", "identity"]
+BUILTINS = ["classical", "portrait", "identity", "classical-shadows"]
 
 
 def test_builtins_without_models_dir(tmp_path: Path) -> None:
