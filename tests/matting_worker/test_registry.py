@@ -69,5 +69,5 @@ def test_unknown_model_lists_what_there_is(tmp_path: Path) -> None:
     assert isinstance(info.value, KeyError)
     message = str(info.value)
     assert "'u2net'" in message
-    assert "classical, portrait, identity, u2netp" in message
+    assert "classical, portrait, identity, classical-shadows, u2netp" in message
     assert info.value.available == [*BUILTINS, "u2netp"]
