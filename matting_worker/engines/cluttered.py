@@ -36,9 +36,6 @@ rounds than the border-seeded cut, and it only competes as a coarse alternative,
 on a quarter of the pixels (it was most of the cluttered path's time)."""
 PRIOR_ROUNDS = 3
 """GrabCut rounds of the centre-seeded cut."""
-BORDER_ROUNDS = 2
-"""GrabCut rounds of the border-seeded cut (its seed is already close: most of the change
-happens in the first rounds, and each round was a sixth of the cluttered path's time)."""
 _cv: Any = cv2  # OpenCV's stubs reject the documented None arguments of kmeans / grabCut
 
 
@@ -105,7 +102,7 @@ def _grabcut(small: npt.NDArray[np.uint8], dist: F32) -> npt.NDArray[np.bool_] |
     mask[:b], mask[-b:], mask[:, :b], mask[:, -b:] = (cv2.GC_BGD,) * 4
     if not (mask == cv2.GC_FGD).any() and not (mask == cv2.GC_PR_FGD).any():
         return None
-    return _cut_from_mask(small, mask, BORDER_ROUNDS)
+    return _cut_from_mask(small, mask, 4)
 
 
 def _cut_from_mask(
