@@ -244,11 +244,12 @@ def third_report(results: list[ItemResult], source: str) -> str:
     return "\n".join(lines)
 
 
-def speed_ratio(engine: ClassicalEngine, photos: Sequence[npt.NDArray[np.uint8]]
-                ) -> tuple[float, float, float]:
+def speed_ratio(engine: ClassicalEngine, photos: Sequence[npt.NDArray[np.uint8]],
+                clock: Callable[[], float] = time.perf_counter) -> tuple[float, float, float]:
     """(cluttered s, studio s, ratio): the engine on the bundled photos (cluttered: no smooth
     border) and on third-set studio shots, all at `SPEED_SIZE`, alternated round by round so
-    the two see the same machine load; medians."""
+    the two see the same machine load; medians. `clock=time.process_time` counts this
+    process's CPU seconds only, which other work on a shared machine does not inflate."""
     import cv2
 
     studio = [third_set.item(THIRD_SEED, i).image for i in (0, 1, 8)]
@@ -258,9 +259,9 @@ def speed_ratio(engine: ClassicalEngine, photos: Sequence[npt.NDArray[np.uint8]]
             for im in ims:
                 small = np.asarray(cv2.resize(im, SPEED_SIZE, interpolation=cv2.INTER_AREA),
                                    np.uint8)
-                t0 = time.perf_counter()
+                t0 = clock()
                 engine.predict([small])
-                rounds[name].append(time.perf_counter() - t0)
+                rounds[name].append(clock() - t0)
     c, s = float(np.median(rounds["cluttered"])), float(np.median(rounds["studio"]))
     return c, s, c / max(s, 1e-9)
 
@@ -323,16 +324,21 @@ def run(quality_dir: Path | None = None, seeds: Sequence[int] = HELDOUT_SEEDS,
         parts.append(third_report(third, f"`python -m bench.third_set DIR SEED`, seeds {seeds3}, "
                                          f"{third_count} images each, 8 kinds"))
     cl, st, ratio = speed_ratio(engine, photos)
+    ccl, cst, cratio = speed_ratio(engine, photos, time.process_time)
     parts += [
         "### Speed: cluttered photo against studio shot of the same size",
         "",
         f"Median of {SPEED_ROUNDS} alternated rounds at {SPEED_SIZE[0]}×{SPEED_SIZE[1]}: "
-        f"the bundled photos (cluttered path) {cl:.2f} s, third-set studio shots {st:.2f} s.",
+        f"the bundled photos (cluttered path) {cl:.2f} s, third-set studio shots {st:.2f} s "
+        f"wall clock; {ccl:.2f} s and {cst:.2f} s of this process's CPU time (other load on "
+        "the machine does not count there).",
         "",
         "| target | value | goal | met |",
         "|---|---:|---:|---|",
-        f"| cluttered / studio time | {ratio:.2f} | ≤ {SPEED_TARGET} | "
+        f"| cluttered / studio time (wall clock) | {ratio:.2f} | ≤ {SPEED_TARGET} | "
         f"{'yes' if ratio <= SPEED_TARGET else 'NO'} |",
+        f"| cluttered / studio time (CPU) | {cratio:.2f} | ≤ {SPEED_TARGET} | "
+        f"{'yes' if cratio <= SPEED_TARGET else 'NO'} |",
         "",
     ]
     return "\n".join(parts)
