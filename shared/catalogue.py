@@ -29,7 +29,7 @@ __all__ = [
 
 log = logging.getLogger("shared.catalogue")
 
-BUILTIN_NAMES: tuple[str, ...] = ("classical", "portrait", "identity")
+BUILTIN_NAMES: tuple[str, ...] = ("classical", "portrait", "identity", "classical-shadows")
 """The engines that need no model file, in listing order."""
 BUILTIN_ABOUT: dict[str, tuple[str, str]] = {
     "classical": ("Weight-free: the backdrop modelled from the image border; studio and "
@@ -37,6 +37,8 @@ BUILTIN_ABOUT: dict[str, tuple[str, str]] = {
     "portrait": ("MediaPipe selfie segmentation refined at full resolution: people.",
                  "Apache-2.0 (the shipped MediaPipe model)"),
     "identity": ("Alpha 1 everywhere: measures the pipeline itself.", "mattepipe's own"),
+    "classical-shadows": ("`classical` that keeps soft contact shadows in the cut-out "
+                          "(`classical` takes them for backdrop).", "mattepipe's own (no weights)"),
 }
 """Built-in → (what it is for, licence), for `GET /models` and `mattepipe models list`."""
 

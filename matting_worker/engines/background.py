@@ -21,6 +21,11 @@ __all__ = ["BorderModel", "fit_border_model"]
 F32 = npt.NDArray[np.float32]
 _FIT_SIDE = 256
 """The surface is smooth, so it is fitted on a small copy; only evaluation is full size."""
+SURFACE_DEGREE = 3
+"""Degree of the backdrop's polynomial: a cubic follows a spotlight's falloff on a sweep,
+which a quadratic leaves as a misfit that raises every threshold (faint objects vanish)."""
+HOLDS_DEGREE = 2
+"""Degree of the surface that decides whether the backdrop is a studio one at all."""
 
 
 @dataclass
@@ -47,19 +52,14 @@ def _strip_mask(h: int, w: int) -> npt.NDArray[np.bool_]:
     return m
 
 
-def fit_border_model(image: npt.NDArray[np.uint8], degree: int = 2) -> BorderModel:
-    h, w = image.shape[:2]
-    scale = min(1.0, _FIT_SIDE / max(h, w))
-    sw, sh = max(4, round(w * scale)), max(4, round(h * scale))
-    small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
-    strip = _strip_mask(sh, sw)
-    yy, xx = np.mgrid[0:sh, 0:sw].astype(np.float32)
-    xs, ys = xx / max(sw - 1, 1) * 2 - 1, yy / max(sh - 1, 1) * 2 - 1
+def _fit_surface(small: F32, strip: npt.NDArray[np.bool_], xs: F32, ys: F32, degree: int,
+                 size: tuple[int, int]) -> F32:
+    """The robust least-squares surface of `degree` through the strip, at `size` (w, h)."""
+    sh, sw = small.shape[:2]
     a = _design(xs[strip], ys[strip], degree)
     y = small[strip]
     keep = np.ones(len(y), bool)
     coef = np.zeros((a.shape[1], 3), np.float32)
-    sigma = 0.0
     for _ in range(5):
         coef = np.linalg.lstsq(a[keep], y[keep], rcond=None)[0].astype(np.float32)
         res = np.linalg.norm(y - a @ coef, axis=1)
@@ -70,11 +70,16 @@ def fit_border_model(image: npt.NDArray[np.uint8], degree: int = 2) -> BorderMod
         keep = new_keep
     # Evaluate at full size through the small grid (the surface is smooth).
     surf_small = (_design(xs, ys, degree).reshape(-1, a.shape[1]) @ coef).reshape(sh, sw, 3)
-    surface = np.asarray(
-        cv2.resize(surf_small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR),
+    return np.asarray(
+        cv2.resize(surf_small.astype(np.float32), size, interpolation=cv2.INTER_LINEAR),
         np.float32,
     )
-    # Noise and fit are judged at full resolution, where the matte is made.
+
+
+def _border_fit(image: npt.NDArray[np.uint8], surface: F32) -> tuple[float, float]:
+    """(robust noise level, inlier share) of the surface on the full-resolution border strip,
+    where the matte is made."""
+    h, w = image.shape[:2]
     full_strip = _strip_mask(h, w)
     res = np.linalg.norm(image[full_strip].astype(np.float32) - surface[full_strip], axis=1)
     sigma = float(1.4826 * np.median(res)) + 0.5
@@ -82,6 +87,26 @@ def fit_border_model(image: npt.NDArray[np.uint8], degree: int = 2) -> BorderMod
     inliers = float(np.mean(good))
     if good.any():
         sigma = float(1.4826 * np.median(res[good])) + 0.5
+    return sigma, inliers
+
+
+def fit_border_model(image: npt.NDArray[np.uint8], degree: int = SURFACE_DEGREE) -> BorderModel:
+    h, w = image.shape[:2]
+    scale = min(1.0, _FIT_SIDE / max(h, w))
+    sw, sh = max(4, round(w * scale)), max(4, round(h * scale))
+    small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
+    strip = _strip_mask(sh, sw)
+    yy, xx = np.mgrid[0:sh, 0:sw].astype(np.float32)
+    xs, ys = xx / max(sw - 1, 1) * 2 - 1, yy / max(sh - 1, 1) * 2 - 1
+    surface = _fit_surface(small, strip, xs, ys, degree, (w, h))
+    sigma, inliers = _border_fit(image, surface)
+    # Whether the backdrop is a studio one is judged by the quadratic: a cubic also follows
+    # a blurred photo behind the object, which is no backdrop the studio path can model.
+    if degree != HOLDS_DEGREE:
+        judge = _fit_surface(small, strip, xs, ys, HOLDS_DEGREE, (w, h))
+        j_sigma, j_inliers = _border_fit(image, judge)
+    else:
+        j_sigma, j_inliers = sigma, inliers
     # Texture shows as spread on the border; clutter as a border the surface cannot explain.
-    holds = sigma <= 9.0 and inliers >= 0.55
+    holds = j_sigma <= 9.0 and j_inliers >= 0.55
     return BorderModel(surface, sigma, inliers, holds)

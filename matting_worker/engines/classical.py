@@ -26,6 +26,7 @@ from matting_worker.engines.refine import (
     solve_trimap,
     trimap_from_coarse,
 )
+from matting_worker.engines.shadow import fit_shadow, shaded_model
 from matting_worker.engines.studio import studio_alpha
 
 __all__ = ["SOLVE_SIDE", "WORK_SIDE", "ClassicalEngine"]
@@ -41,7 +42,10 @@ class ClassicalEngine(Engine):
     max_batch_size = 4
     falls_back = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_shadows: bool = False) -> None:
+        self.keep_shadows = keep_shadows
+        """Keep soft contact shadows in the cut-out (default: they are backdrop,
+        `matting_worker.engines.shadow`)."""
         self.last_paths: list[str] = []
         """Which path each image of the last batch took ('studio' or 'cluttered')."""
 
@@ -85,6 +89,10 @@ class ClassicalEngine(Engine):
         if model.holds:
             self.last_paths.append("studio")
             res = studio_alpha(image, model, band)
+            shadow = None if self.keep_shadows else fit_shadow(image, model, res.coarse, band)
+            if shadow is not None:
+                model = shaded_model(model, shadow)
+                res = studio_alpha(image, model, band)
             alpha = np.clip(res.alpha, 0.0, 1.0).astype(np.float32)
             return alpha, studio_confidence(image, model, res, alpha)
         self.last_paths.append("cluttered")

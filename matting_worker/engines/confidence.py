@@ -39,6 +39,11 @@ PATH_SPLIT = 0.35
 """Which path the engine took is its strongest signal: a cluttered-path cut-out (a colour-model
 segmentation without a known background, wrong far more often than any studio answer on every
 bench set) scores in [0, PATH_SPLIT], a studio one in [PATH_SPLIT, 1]."""
+PARTIAL_K = 10.0
+"""Both paths' scores are scaled by `1 − PARTIAL_K × (share of the image left partial)`: the
+error of a cut-out that is right in the large lives in its partial pixels (hair, glass, soft
+edges, a wrongly soft band), and MSE counts them per image, so the more of the frame is
+partial, the more there is to be wrong (10 % of the frame partial: score 0)."""
 SHADE_COS = 0.998
 """Colour-direction agreement (cosine) of a pixel with its backdrop that counts as shade."""
 
@@ -60,6 +65,12 @@ def _cover_ok(alpha: F32) -> float:
     """A cut-out of (almost) nothing or (almost) everything is rarely what was wanted."""
     cover = float(np.mean(alpha))
     return _ramp(cover, 0.002, 0.02) * (1.0 - _ramp(cover, 0.7, 0.95))
+
+
+def _partial_factor(alpha: F32) -> float:
+    lo, hi = UNCERTAIN[0] / 2, 1.0 - UNCERTAIN[0] / 2
+    share = float(np.count_nonzero((alpha > lo) & (alpha < hi))) / max(alpha.size, 1)
+    return max(0.0, 1.0 - PARTIAL_K * share)
 
 
 def output_confidence(alpha: F32) -> float:
@@ -119,6 +130,7 @@ def studio_confidence(image: npt.NDArray[np.uint8], model: BorderModel, res: Stu
     shade = 1.0 - _ramp(shadow_share(image, model.surface, alpha), 0.03, 0.25)
     score = (0.45 + 0.55 * fit) * (0.6 + 0.4 * contrast) * (0.5 + 0.5 * edges)
     score *= (0.5 + 0.5 * undecided) * (0.3 + 0.7 * shade) * _cover_ok(alpha)
+    score *= _partial_factor(alpha)
     return round(float(np.clip(PATH_SPLIT + (1.0 - PATH_SPLIT) * score, 0.0, 1.0)), 4)
 
 
@@ -132,4 +144,5 @@ def cluttered_confidence(image: npt.NDArray[np.uint8], cut: ClutteredCut, alpha:
     edges = _ramp(edge_support(image, alpha), 1.5, 8.0)
     modest = 1.0 - _ramp(float(np.mean(alpha)), 0.2, 0.5)
     score = (0.2 * agree + 0.35 * sep + 0.25 * edges + 0.2 * modest) * _cover_ok(alpha)
+    score *= _partial_factor(alpha)
     return round(float(np.clip(PATH_SPLIT * score, 0.0, 1.0)), 4)

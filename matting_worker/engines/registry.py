@@ -36,10 +36,17 @@ def _portrait() -> Engine:
     return PortraitEngine()
 
 
+def _classical_shadows() -> Engine:
+    engine = ClassicalEngine(keep_shadows=True)
+    engine.name = "classical-shadows"
+    return engine
+
+
 BUILTIN_ENGINES: dict[str, Callable[[], Engine]] = {
     "classical": ClassicalEngine,
     "portrait": _portrait,
     "identity": IdentityEngine,
+    "classical-shadows": _classical_shadows,
 }
 assert tuple(BUILTIN_ENGINES) == BUILTIN_NAMES, "shared.catalogue lists the same built-ins"
 

@@ -37,6 +37,14 @@ PLATEAU_MARGIN = 1.5
 on a sweep only just crosses it)."""
 LOW_CONTRAST_FLOOR = 6.0
 """Smallest averaged distance (8-bit RGB) taken as object, whatever the noise."""
+FAINT_OBJECT = 2.0
+"""An object whose median averaged distance from the backdrop is under this many times the
+sure-object threshold is faint, and completed by `_grow_faint`."""
+GROW_ROUNDS = 12
+"""Most bands a faint object's found part is grown by (`_grow_faint`)."""
+GROW_MARGIN = 2.0
+"""How much nearer (in averaged-noise units) to the object's colour than the backdrop's a
+pixel must be to join a faint object."""
 EDGE_SUPPORT = 2.0
 """How much stronger than the border's gradient a faint piece's outline must be."""
 
@@ -248,6 +256,29 @@ def _denoised_clear(img: F32, surface: F32, t_hi: float, clear: B8
     return out, d, thr
 
 
+def _grow_faint(img: F32, surface: F32, coarse: B8, band: int, t_avg: float) -> B8:
+    """A faint object found in pieces, completed: the side of it that a light turns towards
+    the backdrop's colour stays under the averaged test's threshold, but it is still nearer
+    the object's colour (carried over from the found part) than the backdrop's. Grown a
+    band at a time from the found part, each pixel by that nearest-colour test with a margin
+    over the averaged noise, so it stops at the outline and never runs into open backdrop
+    where object and backdrop colours meet."""
+    avg = np.asarray(cv2.GaussianBlur(img, (0, 0), DENOISE_SIGMA), np.float32)
+    d_bg = np.linalg.norm(avg - surface, axis=2)
+    margin = GROW_MARGIN * t_avg / LOW_CONTRAST_K
+    step = _disk(max(2, band))
+    out = coarse.copy()
+    for _ in range(GROW_ROUNDS):
+        f_near, _ = _spread(avg, out.astype(np.float32), max(2.0, 2.0 * band))
+        ring = (cv2.dilate(out.astype(np.uint8), step) > 0) & ~out
+        closer = d_bg - np.linalg.norm(avg - f_near, axis=2) > margin
+        add = ring & closer
+        if not add.any():
+            break
+        out |= add
+    return out
+
+
 def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) -> StudioResult:
     h, w = image.shape[:2]
     img = image.astype(np.float32)
@@ -264,6 +295,11 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     strong, d_avg, t_avg = _denoised_clear(img, model.surface, t_hi, clear)
     coarse = clear | strong
     coarse = _keep_components(coarse, max(30, (h * w) // 20000))
+    # A faint object (found only by the averaged test, or barely clearing the plain one) is
+    # often found in part: complete it.
+    faint_object = coarse.any() and float(np.median(d_avg[coarse])) < FAINT_OBJECT * t_hi
+    if (strong & ~clear).any() or faint_object:
+        coarse = _grow_faint(img, model.surface, coarse, band, t_avg)
     coarse = _fill_holes(coarse, (h * w) // 2000, dist < t_lo)
     # Uniform areas: a see-through part shows a flat blend, texture shows its own detail.
     # High-pass energy, so a smooth ramp (a soft edge) counts as flat and only detail does not.

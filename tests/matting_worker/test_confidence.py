@@ -69,3 +69,31 @@ def test_classical_confidence_is_in_range_and_ranks_paths() -> None:
 def test_output_confidence_of_learned_mattes(alpha: np.ndarray, low: float, high: float) -> None:
     c = output_confidence(alpha)
     assert 0.0 <= c <= 1.0 and low <= c <= high
+
+
+
+def _soft_disc(radius: float, soft: float) -> tuple[np.ndarray, np.ndarray]:
+    """A blue disc on a warm grey sheet whose edge ramps over `soft` pixels."""
+    h, w = 240, 320
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    d = np.hypot((xx - 160) / radius, (yy - 120) / radius)
+    alpha = np.clip((1.0 - d) * radius / soft + 0.5, 0, 1).astype(np.float32)
+    back, obj = np.array([230, 226, 220], np.float32), np.array([50, 80, 140], np.float32)
+    img = alpha[..., None] * obj + (1 - alpha[..., None]) * back
+    img += np.random.default_rng(0).normal(0, 1.5, img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), alpha
+
+
+def test_more_of_the_frame_partial_scores_lower() -> None:
+    """Two discs with the same share of their own pixels soft, one 2.5× larger: a fifth of
+    its frame is partial, and its MSE is a thousand times the small one's. Scored on the
+    subject's share alone the large one ranked *above* the small one (0.75 against 0.65); the
+    share of the frame left partial puts it below."""
+    (small, a_small), (large, a_large) = _soft_disc(40, 12), _soft_disc(100, 30)
+    engine = ClassicalEngine()
+    m_small, m_large = engine.predict([small, large])
+    assert engine.last_paths == ["studio", "studio"]
+    assert m_small.confidence is not None and m_large.confidence is not None
+    err = [float(np.mean((m.alpha - a) ** 2)) for m, a in ((m_small, a_small), (m_large, a_large))]
+    assert err[1] > 10 * err[0]
+    assert m_large.confidence < m_small.confidence - 0.1

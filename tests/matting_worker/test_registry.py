@@ -14,7 +14,7 @@ from matting_worker.engines.tflite_model import TFLiteEngine
 from matting_worker.engines.torch_model import TorchEngine
 from tests.matting_worker.tiny_models import TinyNet, export_onnx, save_script
 
-BUILTINS = ["classical", "portrait", "identity"]
+BUILTINS = ["classical", "portrait", "identity", "classical-shadows"]
 
 
 def test_builtins_without_models_dir(tmp_path: Path) -> None:
@@ -69,5 +69,5 @@ def test_unknown_model_lists_what_there_is(tmp_path: Path) -> None:
     assert isinstance(info.value, KeyError)
     message = str(info.value)
     assert "'u2net'" in message
-    assert "classical, portrait, identity, u2netp" in message
+    assert "classical, portrait, identity, classical-shadows, u2netp" in message
     assert info.value.available == [*BUILTINS, "u2netp"]
