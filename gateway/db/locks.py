@@ -100,18 +100,13 @@ class ChoreLocks:
             return True
         async with self._mutex:
             try:
-                if self._conn is None:
-                    conn = await self._engine.connect()
-                    self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn = await self._connection()
                 if chore in self._held:
-                    await self._conn.execute(text("SELECT 1"))
+                    await conn.execute(text("SELECT 1"))
                     return True
-                got = (await self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
-                                                {"k": chore.key})).scalar()
+                got = await self._try(conn, chore.key)
             except Exception:
-                log.warning("chore locks: the database connection failed; locks dropped",
-                            exc_info=True)
-                await self._drop()
+                await self._connection_failed()
                 return False
             if got:
                 self._held.add(chore)
@@ -125,17 +120,10 @@ class ChoreLocks:
             return True
         async with self._mutex:
             try:
-                if self._conn is None:
-                    conn = await self._engine.connect()
-                    self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                got = (await self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
-                                                {"k": key})).scalar()
+                return await self._try(await self._connection(), key)
             except Exception:
-                log.warning("chore locks: the database connection failed; locks dropped",
-                            exc_info=True)
-                await self._drop()
+                await self._connection_failed()
                 return False
-            return bool(got)
 
     async def give(self, key: int) -> None:
         """Release a lock `take` got (nothing on SQLite, or when the connection is gone)."""
@@ -149,6 +137,24 @@ class ChoreLocks:
             except Exception:
                 log.warning("chore locks: unlock failed; locks dropped", exc_info=True)
                 await self._drop()
+
+    async def _connection(self) -> AsyncConnection:
+        """The lock connection (AUTOCOMMIT: session locks outlive every statement), opened
+        on first use. Call with `_mutex` held."""
+        if self._conn is None:
+            assert self._engine is not None
+            conn = await self._engine.connect()
+            self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        return self._conn
+
+    @staticmethod
+    async def _try(conn: AsyncConnection, key: int) -> bool:
+        got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
+        return bool(got)
+
+    async def _connection_failed(self) -> None:
+        log.warning("chore locks: the database connection failed; locks dropped", exc_info=True)
+        await self._drop()
 
     async def _drop(self) -> None:
         self._held.clear()

@@ -280,39 +280,6 @@ TASK_COUNTS = "task_counts"
 totals and the job closer read a handful of rows instead of counting every task of a job.
 Triggers, not application code, keep it: every write path (claims, answers, ingest, cancel,
 reclaim, a test seeding rows) moves it in the same statement that moves the task, so it can
-never drift from the rows."""
-
-task_counts = Table(
-    TASK_COUNTS, MetaData(),  # its own MetaData: `_add_missing_columns` makes it, with triggers
-    Column("job_id", String(32), primary_key=True),
-    Column("state", String(32), primary_key=True),
-    Column("n", Integer, nullable=False),
-)
-"""The counters as a Core table for queries (`gateway.db.repo`)."""
-
-_TASK_COUNT_DDL = (
-    f"CREATE TABLE IF NOT EXISTS {TASK_COUNTS} (job_id VARCHAR(32) NOT NULL, "
-    "state VARCHAR(32) NOT NULL, n INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (job_id, state)) "
-    "WITHOUT ROWID",
-    f"""CREATE TRIGGER IF NOT EXISTS tasks_count_insert AFTER INSERT ON tasks BEGIN
-        INSERT INTO {TASK_COUNTS} (job_id, state, n) VALUES (NEW.job_id, NEW.state, 1)
-        ON CONFLICT (job_id, state) DO UPDATE SET n = n + 1; END""",
-    f"""CREATE TRIGGER IF NOT EXISTS tasks_count_update AFTER UPDATE OF state, job_id ON tasks
-        WHEN OLD.state IS NOT NEW.state OR OLD.job_id IS NOT NEW.job_id BEGIN
-        UPDATE {TASK_COUNTS} SET n = n - 1 WHERE job_id = OLD.job_id AND state = OLD.state;
-        INSERT INTO {TASK_COUNTS} (job_id, state, n) VALUES (NEW.job_id, NEW.state, 1)
-        ON CONFLICT (job_id, state) DO UPDATE SET n = n + 1; END""",
-    f"""CREATE TRIGGER IF NOT EXISTS tasks_count_delete AFTER DELETE ON tasks BEGIN
-        UPDATE {TASK_COUNTS} SET n = n - 1 WHERE job_id = OLD.job_id AND state = OLD.state;
-        END""",
-)
-
-
-TASK_COUNTS = "task_counts"
-"""Tasks per (job, state), kept by triggers on `tasks`: `/status`, `/jobs`, the task pages'
-totals and the job closer read a handful of rows instead of counting every task of a job.
-Triggers, not application code, keep it: every write path (claims, answers, ingest, cancel,
-reclaim, a test seeding rows) moves it in the same statement that moves the task, so it can
 never drift from the rows.
 
 On SQLite one row per (job, state), moved by row triggers (one writer at a time: no

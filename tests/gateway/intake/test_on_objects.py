@@ -28,13 +28,12 @@ from gateway.state import GatewayState
 from shared.limits import MULTIPART_MIN_PART_BYTES, S3_MAX_OBJECT_BYTES, tus_part_bytes
 from shared.settings import Settings
 from shared.storage import Storage
+from tests.gateway.api.test_tus import PATCH, TUS, create
 from tests.support.gateway import FAST, Gateway, make_settings
 from tests.support.images import noise_set, png_set
 from tests.support.servers import ThreadServer
 from tests.support.waiting import wait_for
 
-TUS = {"Tus-Resumable": "1.0.0"}
-PATCH = {**TUS, "Content-Type": "application/offset+octet-stream"}
 PART = MULTIPART_MIN_PART_BYTES
 
 Start = Callable[..., Gateway]
@@ -116,17 +115,6 @@ def assert_inputs_are_objects(gw: Gateway, job_id: str, members: dict[str, bytes
     stored = objects(gw.storage, f"input/{job_id}/")
     assert set(stored) == set(good.values())  # the upload object went after ingest
     assert local_files(gw, "input", job_id) == []
-
-
-def meta(**kw: str) -> str:
-    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in kw.items())
-
-
-def create(gw: Gateway, length: int, **metadata: str) -> str:
-    r = gw.client.post("/files/", headers={**TUS, "Upload-Length": str(length),
-                                           "Upload-Metadata": meta(**metadata)})
-    assert r.status_code == 201, r.text
-    return str(r.headers["Location"]).rsplit("/", 1)[-1]
 
 
 def head_offset(gw: Gateway, upload_id: str) -> int:
