@@ -38,6 +38,7 @@ __all__ = [
     "TUS_EXPIRY_S",
     "TUS_LOCK_WAIT_S",
     "TUS_SWEEP_INTERVAL_S",
+    "UPLOAD_LOCK_POLL_S",
     "UPLOAD_RETRIES",
     "UPLOAD_RETRY_BASE_S",
     "UPLOAD_RETRY_MAX_S",
@@ -134,3 +135,5 @@ MODEL_DOWNLOAD_TIMEOUT_S = 30.0
 dropped and the download resumed (HTTP Range) instead of hanging a worker for ever."""
 MODEL_DOWNLOAD_RETRY_S = 1.0
 """First pause before a cut model download is resumed; doubles with every failure, up to 8×."""
+UPLOAD_LOCK_POLL_S = 0.05
+"""How often a request waiting for a tus upload that another gateway holds asks again."""

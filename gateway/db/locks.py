@@ -24,8 +24,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 __all__ = [
-    "GATEWAY_LOCK_SPACE", "JOB_LOCK_SPACE", "QUOTA_LOCK_SPACE", "Chore", "ChoreLocks",
-    "lock_for_transaction", "lock_key",
+    "GATEWAY_LOCK_SPACE", "JOB_LOCK_SPACE", "QUOTA_LOCK_SPACE", "UPLOAD_LOCK_SPACE", "Chore",
+    "ChoreLocks", "lock_for_transaction", "lock_key",
 ]
 
 log = logging.getLogger("gateway.db.locks")
@@ -59,6 +59,10 @@ GATEWAY_LOCK_SPACE = 0x6D73
 """The high 16 bits of per-gateway lock keys: each gateway holds its GATEWAY_ID's for as long
 as it lives, so the maintenance chore can tell a dead gateway's leases from a live one's and
 release them at once (`Scheduler.release_dead_gateways`) instead of after LEASE_S."""
+UPLOAD_LOCK_SPACE = 0x6D74
+"""The high 16 bits of per-upload lock keys: held by the gateway serving a request on a tus
+upload (a PATCH, `POST /jobs`, the sweeper), so two gateways never write one upload at once
+(`gateway.intake.tus_store.UploadLocks`)."""
 JOB_LOCK_SPACE = 0x6D72
 """The high 16 bits of per-job lock keys: held by the gateway receiving or ingesting the job
 (`gateway.state`), so a dead gateway's job is taken over by exactly one other."""
@@ -89,6 +93,11 @@ class ChoreLocks:
         self._conn: AsyncConnection | None = None
         self._held: set[Chore] = set()
         self._mutex = asyncio.Lock()
+
+    @property
+    def shared(self) -> bool:
+        """Whether other gateways may share the database (Postgres): the locks mean something."""
+        return self._engine is not None
 
     @property
     def held(self) -> frozenset[Chore]:

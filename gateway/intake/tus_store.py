@@ -21,9 +21,11 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import BinaryIO
 
+from gateway.db.locks import UPLOAD_LOCK_SPACE, ChoreLocks, lock_key
 from gateway.errors import ClientGone, GatewayError, UploadStalled, error_for_status
 from gateway.intake.spool import Spool
 from shared.errors import Busy
+from shared.timing import UPLOAD_LOCK_POLL_S
 
 __all__ = [
     "CHECKSUM_ALGORITHMS",
@@ -108,16 +110,20 @@ class UploadBusy(Busy):
 
 
 class UploadLocks:
-    """One asyncio.Lock per upload id, dropped when nobody holds or waits for it."""
+    """One asyncio.Lock per upload id, dropped when nobody holds or waits for it; with
+    `chores` (several gateways on one Postgres) also the upload's advisory lock, so a PATCH on
+    one gateway and a PATCH (or `POST /jobs`, the sweeper) on another take turns too."""
 
-    def __init__(self) -> None:
+    def __init__(self, chores: ChoreLocks | None = None) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
+        self._chores = chores
 
     @contextlib.asynccontextmanager
     async def hold(self, upload_id: str, wait: float) -> AsyncIterator[None]:
         lock = self._locks.setdefault(upload_id, asyncio.Lock())
         self._users[upload_id] = self._users.get(upload_id, 0) + 1
+        deadline = asyncio.get_running_loop().time() + wait
         try:
             if not lock.locked():
                 await lock.acquire()  # free: no wait_for, which gives up at once on wait=0
@@ -127,13 +133,32 @@ class UploadLocks:
                 except TimeoutError:
                     raise UploadBusy(upload_id) from None
             try:
-                yield
+                async with self._across_gateways(upload_id, deadline):
+                    yield
             finally:
                 lock.release()
         finally:
             self._users[upload_id] -= 1
             if not self._users[upload_id]:
                 del self._users[upload_id], self._locks[upload_id]
+
+    @contextlib.asynccontextmanager
+    async def _across_gateways(self, upload_id: str, deadline: float) -> AsyncIterator[None]:
+        """The upload's advisory lock until the block ends (polled until `deadline`: another
+        gateway's request may be about to end). Nothing on SQLite or without `chores`."""
+        if self._chores is None or not self._chores.shared:
+            yield
+            return
+        key = lock_key(UPLOAD_LOCK_SPACE, upload_id)
+        loop = asyncio.get_running_loop()
+        while not await self._chores.take(key):
+            if loop.time() >= deadline:
+                raise UploadBusy(upload_id)
+            await asyncio.sleep(min(UPLOAD_LOCK_POLL_S, max(deadline - loop.time(), 0.0)))
+        try:
+            yield
+        finally:
+            await self._chores.give(key)
 
 
 def _open_append(path: Path) -> BinaryIO:

@@ -67,8 +67,12 @@ class TusUploads:
     storage: Storage
     settings: Settings
     start_ingest: Callable[[str], object]
-    locks: UploadLocks = field(default_factory=UploadLocks)
-    """One lock per resumable upload: its PATCHes, `POST /jobs` and the sweeper take turns."""
+    locks: UploadLocks = field(init=False)
+    """One lock per resumable upload: its PATCHes, `POST /jobs` and the sweeper take turns,
+    on this gateway and (Postgres) across gateways."""
+
+    def __post_init__(self) -> None:
+        self.locks = UploadLocks(self.db.chores)
 
     # --- where the bytes are: a file in DATA_DIR/uploads, or one multipart upload on S3 ----
     @property
