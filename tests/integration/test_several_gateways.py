@@ -1,7 +1,8 @@
 """Several gateways on one Postgres (issue 13, "Past one machine"): the real stack with two
 gateway processes sharing the task database, the workers and the balancers.
 
-- Either gateway serves every job: status, the task list, the page, the live events, tus.
+- Either gateway serves every job: status, the task list, the page, the live events, the
+  download (by HTTP and by the CLI), tus.
 - One gateway is SIGKILLed while it holds dispatched tasks of a job and stays dead: the other
   one sees it gone and takes its tasks back at once (long before their lease would run out),
   finishes the job, and every image is in the download exactly once.
@@ -25,7 +26,9 @@ from typing import Any
 import httpx
 import pytest
 from tusclient import client as tus_client
+from typer.testing import CliRunner
 
+from mattepipe.cli.main import app
 from shared.settings import Settings
 from tests.integration.test_faults import assert_each_once, progressed
 from tests.support.images import make_zip, noise_set
@@ -125,11 +128,16 @@ def either_gateway_serves_every_job(stack: Stack, tmp_path: Path) -> None:
             with c.stream("GET", f"/jobs/{job_id}/events") as ev:
                 first = next(line for line in ev.iter_lines() if line.startswith("data:"))
             assert job_id in first and "completed" in first
-        # the download from the gateway that did not take the upload
+        # the download from the gateway that did not take the upload, by HTTP and by the CLI
         r = two.get(f"/download/{job_id}")
         assert r.status_code == 200
         names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
         assert len([n for n in names if n.startswith("matting_output/")]) == len(members)
+        cli = {"MATTEPIPE_SERVER": stack.gateways[1], "COLUMNS": "200"}
+        done = CliRunner().invoke(app, ["wait", job_id, "-o", str(tmp_path / "cli.zip")],
+                                  env=cli)
+        assert done.exit_code == 0, done.output
+        assert sorted(zipfile.ZipFile(tmp_path / "cli.zip").namelist()) == sorted(names)
 
         # a tus upload begun on one gateway and finished on the other becomes a job on either
         src = tmp_path / "photos.zip"
