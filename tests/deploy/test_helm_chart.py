@@ -37,8 +37,6 @@ K8S_VERSIONS = ("1.29.0", "1.37.0")
 RELEASE = "mp"
 NAMESPACE = "batch"
 FIELDS = {name.upper() for name in Settings.model_fields}
-PARALLEL_SETTINGS = {"STORAGE_URL", "S3_ENDPOINT_URL", "GATEWAY_ID"}
-"""Settings of the Postgres and S3 work (issue 13) that the chart sets already."""
 POD_ONLY = {"POD_IP"}
 """Variables the pods use to build a setting (PUBLIC_URL), read by no service."""
 CRD_KINDS = {"ScaledObject"}
@@ -201,7 +199,7 @@ def test_renders_and_validates(helm: str, tmp_path: Path, name: str) -> None:
         assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
         assert c["resources"]["requests"] and c["resources"]["limits"]
         for name_ in env(c):
-            assert name_ in FIELDS | PARALLEL_SETTINGS | POD_ONLY, f"{name_}: not a setting"
+            assert name_ in FIELDS | POD_ONLY, f"{name_}: not a setting"
         if d["kind"] == "Deployment":
             port = c["ports"][0]["name"]
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -209,7 +207,7 @@ def test_renders_and_validates(helm: str, tmp_path: Path, name: str) -> None:
             # every internal service refuses to start without the token
             assert env(c)["INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"]
     for cm in by_kind(docs, "ConfigMap"):
-        assert set(cm["data"]) <= FIELDS | PARALLEL_SETTINGS
+        assert set(cm["data"]) <= FIELDS
     settings_of_every_container(docs)
     # each credential only where it is used
     holders = {d["metadata"]["labels"]["app.kubernetes.io/component"]
