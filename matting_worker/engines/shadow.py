@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from matting_worker.engines.background import BorderModel
+from matting_worker.engines.studio import disk, touching
 
 __all__ = ["ShadowFit", "fit_shadow", "shaded_model"]
 
@@ -59,23 +60,6 @@ class ShadowFit:
     """H×W darkening of the backdrop (1: unshaded), defined everywhere."""
 
 
-def _disk(r: int) -> npt.NDArray[np.uint8]:
-    return np.asarray(
-        cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)), np.uint8
-    )
-
-
-def _touching(mask: B8, seed: B8) -> B8:
-    """Components of `mask` that touch `seed` (8-connected, across one pixel)."""
-    grown = cv2.dilate(seed.astype(np.uint8), _disk(1)) > 0
-    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    hit = np.zeros(n, bool)
-    hit[np.unique(labels[grown & mask])] = True
-    hit[0] = False
-    out: B8 = hit[labels]
-    return out
-
-
 def fit_shadow(image: npt.NDArray[np.uint8], model: BorderModel, coarse: B8, band: int
                ) -> ShadowFit | None:
     """The contact shadow of a first studio cut (`coarse`), or None when there is none."""
@@ -99,12 +83,12 @@ def fit_shadow(image: npt.NDArray[np.uint8], model: BorderModel, coarse: B8, ban
         & (raw < max(SHADE_PIXEL_K * model.sigma, SHADE_PIXEL_FLOOR))
     )
     # A shadow is a broad patch; what survives only in threads is texture.
-    shade_like = cv2.morphologyEx(shade_like.astype(np.uint8), cv2.MORPH_OPEN, _disk(2)) > 0
+    shade_like = cv2.morphologyEx(shade_like.astype(np.uint8), cv2.MORPH_OPEN, disk(2)) > 0
     # Reached from the open backdrop: components that touch the cut's outside and enter it.
     n, labels = cv2.connectedComponents(shade_like.astype(np.uint8), connectivity=4)
     if n <= 1:
         return None
-    outside = cv2.dilate((~coarse).astype(np.uint8), _disk(1)) > 0
+    outside = cv2.dilate((~coarse).astype(np.uint8), disk(1)) > 0
     enters = np.zeros(n, bool)
     enters[np.unique(labels[coarse & shade_like])] = True
     touches = np.zeros(n, bool)
@@ -123,7 +107,7 @@ def fit_shadow(image: npt.NDArray[np.uint8], model: BorderModel, coarse: B8, ban
     h, w = coarse.shape
     if inside < max(4 * band * band, (h * w) // 2000):
         return None
-    rest = cv2.erode((coarse & ~mask).astype(np.uint8), _disk(2)) > 0
+    rest = cv2.erode((coarse & ~mask).astype(np.uint8), disk(2)) > 0
     if np.count_nonzero(rest) < OBJECT_LEFT * inside:
         return None
     # The averaging blurs the object into the shadow beside it, so the shadow's darkest strip
@@ -137,20 +121,20 @@ def fit_shadow(image: npt.NDArray[np.uint8], model: BorderModel, coarse: B8, ban
         & (pix_factor < 1.0 - SHADE_MIN_DARKENING)
     )
     gap_r = round(2 * SHADE_SIGMA) + 3
-    gap = (cv2.dilate(mask.astype(np.uint8), _disk(gap_r)) > 0) & ~mask & pix_shade
-    gap = _touching(gap, mask)
+    gap = (cv2.dilate(mask.astype(np.uint8), disk(gap_r)) > 0) & ~mask & pix_shade
+    gap = touching(gap, cv2.dilate(mask.astype(np.uint8), disk(1)) > 0)  # across one pixel
     factor = np.where(gap, pix_factor, factor).astype(np.float32)
     mask = mask | gap
     # The darkening where it was read; under the object's edge nearby, spread from around it;
     # elsewhere the backdrop is unshaded.
-    known = mask | ~(cv2.dilate(coarse.astype(np.uint8), _disk(2 * band)) > 0)
+    known = mask | ~(cv2.dilate(coarse.astype(np.uint8), disk(2 * band)) > 0)
     value = np.where(mask, factor, 1.0).astype(np.float32)
     wgt = known.astype(np.float32)
     sig = max(2.0, float(band))
     num = np.asarray(cv2.GaussianBlur(value * wgt, (0, 0), sig), np.float32)
     den = np.asarray(cv2.GaussianBlur(wgt, (0, 0), sig), np.float32)
     spread = num / np.maximum(den, 1e-6)
-    near = cv2.dilate(mask.astype(np.uint8), _disk(3 * band)) > 0
+    near = cv2.dilate(mask.astype(np.uint8), disk(3 * band)) > 0
     out = np.ones((h, w), np.float32)
     out[near] = spread[near]
     out[mask] = factor[mask]

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from matting_worker.engines.background import BorderModel
 
-__all__ = ["StudioResult", "studio_alpha"]
+__all__ = ["StudioResult", "disk", "studio_alpha", "touching"]
 
 F32 = npt.NDArray[np.float32]
 RAMP_DEPTH = 3.0
@@ -63,7 +63,7 @@ class StudioResult:
     """Share of the object found only by the averaged low-contrast test."""
 
 
-def _disk(r: int) -> npt.NDArray[np.uint8]:
+def disk(r: int) -> npt.NDArray[np.uint8]:
     return np.asarray(
         cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)), np.uint8
     )
@@ -136,11 +136,11 @@ def _object_colour(image: F32, solid: B8, band: int) -> F32:
 
 
 def _erode(mask: B8, r: int = 1) -> B8:
-    out: B8 = cv2.erode(mask.astype(np.uint8), _disk(r)) > 0
+    out: B8 = cv2.erode(mask.astype(np.uint8), disk(r)) > 0
     return out
 
 
-def _touching(mask: B8, seed: B8) -> B8:
+def touching(mask: B8, seed: B8) -> B8:
     """Components of `mask` that overlap `seed`."""
     n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     hit = np.zeros(n, bool)
@@ -187,7 +187,7 @@ def _see_through(
     # A soft edge is a ramp of alpha; a see-through part is a plateau.
     plateau = _slope(ratio) < 0.015
     cand = coarse & ~solid & flat & plateau & (cos > 0.985) & (ratio > 0.1) & (ratio < 0.9)
-    cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, _disk(2)) > 0
+    cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, disk(2)) > 0
     m, parts, stats, _ = cv2.connectedComponentsWithStats(cand.astype(np.uint8), connectivity=8)
     # A real see-through part is a sizeable plateau; shading in a print makes small ones.
     min_area = max(4 * band * band, (h * w) // 250)
@@ -203,8 +203,8 @@ def _see_through(
                 level[j] = med
     glass: B8 = keep[parts]
     # A plateau has one level; its rim (an edge, so not flat) takes the nearest level.
-    lvl = np.asarray(cv2.dilate(level[parts], _disk(3)), np.float32)
-    rim = (cv2.dilate(glass.astype(np.uint8), _disk(3)) > 0) & coarse & ~solid & ~glass
+    lvl = np.asarray(cv2.dilate(level[parts], disk(3)), np.float32)
+    rim = (cv2.dilate(glass.astype(np.uint8), disk(3)) > 0) & coarse & ~solid & ~glass
     lvl[rim] = np.minimum(lvl[rim], ratio[rim])
     return glass | rim, lvl
 
@@ -266,7 +266,7 @@ def _grow_faint(img: F32, surface: F32, coarse: B8, band: int, t_avg: float) -> 
     avg = np.asarray(cv2.GaussianBlur(img, (0, 0), DENOISE_SIGMA), np.float32)
     d_bg = np.linalg.norm(avg - surface, axis=2)
     margin = GROW_MARGIN * t_avg / LOW_CONTRAST_K
-    step = _disk(max(2, band))
+    step = disk(max(2, band))
     out = coarse.copy()
     for _ in range(GROW_ROUNDS):
         f_near, _ = _spread(avg, out.astype(np.float32), max(2.0, 2.0 * band))
@@ -312,16 +312,16 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     flat = np.sqrt(np.maximum(var, 0).mean(axis=2)) < max(8.0, 2.0 * sigma)
     # Textured areas are opaque object; thin non-flat lines are only edges between flat parts.
     rough = (coarse & ~smooth_ok).astype(np.uint8)
-    textured = cv2.morphologyEx(rough, cv2.MORPH_OPEN, _disk(3)) > 0
+    textured = cv2.morphologyEx(rough, cv2.MORPH_OPEN, disk(3)) > 0
     textured &= dist > t_hi
     # Solid near an edge: close to the strongest contrast around it (a blend is well below).
-    local_max = np.asarray(cv2.dilate(smooth, _disk(max(2, band))), np.float32)
+    local_max = np.asarray(cv2.dilate(smooth, disk(max(2, band))), np.float32)
     # A soft edge is a smooth ramp of contrast; it is blend, however deep it reaches inside.
-    wide_max = np.asarray(cv2.dilate(smooth, _disk(max(3, 4 * band))), np.float32)
+    wide_max = np.asarray(cv2.dilate(smooth, disk(max(3, 4 * band))), np.float32)
     level = (smooth / np.maximum(wide_max, 1.0)).astype(np.float32)
     ramp = smooth_ok & (_slope(level) > 0.012) & coarse
     # Only a ramp that runs out to the backdrop is an edge; shading inside the object is not.
-    ramp = _touching(ramp, cv2.dilate((~coarse).astype(np.uint8), _disk(2)) > 0)
+    ramp = touching(ramp, cv2.dilate((~coarse).astype(np.uint8), disk(2)) > 0)
     # ... and only as deep as a soft edge reaches: smooth patches of a printed or photographic
     # surface chain inwards along the texture, but they are the object, not its edge.
     depth = cv2.distanceTransform(coarse.astype(np.uint8), cv2.DIST_L2, 3)
@@ -330,8 +330,8 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
                    | textured)
     fg = _object_colour(img, solid, band)
     ratio = _ratio(diff, dist, fg, model.surface, sigma)
-    near = cv2.dilate(coarse.astype(np.uint8), _disk(band)) > 0
-    interior = cv2.erode(coarse.astype(np.uint8), _disk(band)) > 0
+    near = cv2.dilate(coarse.astype(np.uint8), disk(band)) > 0
+    interior = cv2.erode(coarse.astype(np.uint8), disk(band)) > 0
     alpha = np.zeros((h, w), np.float32)
     alpha[near] = ratio[near]
     alpha[near & (dist < t_lo) & ~coarse] = 0.0
