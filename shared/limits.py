@@ -21,9 +21,11 @@ __all__ = [
     "OBJECT_PUT_FILE_PART_BYTES",
     "OBJECT_READ_AHEAD_BYTES",
     "S3_MAX_OBJECT_BYTES",
+    "SNAPSHOT_THREADS",
     "TAR_BLOCK_BYTES",
     "TUS_PART_ROUND_BYTES",
     "USTAR_MAGIC_SLICE",
+    "ZIP_CHUNK_BYTES",
     "tus_part_bytes",
 ]
 
@@ -100,3 +102,15 @@ def tus_part_bytes(length: int) -> int:
     per_part = -(-max(length, 1) // MULTIPART_MAX_PARTS)
     rounded = -(-per_part // TUS_PART_ROUND_BYTES) * TUS_PART_ROUND_BYTES
     return max(MULTIPART_MIN_PART_BYTES, rounded)
+
+
+# --- the read paths of a big job (issue 17, "A 100 000-image job") -----------------------
+SNAPSHOT_THREADS = 4
+"""Threads (and SQLite connections) of the gateway's one-hop reads (`Database.snapshot`:
+`/status`, task pages, the report's and zip's walk). Their own pool, so a poll never queues
+behind the file work of the default executor; four readers are plenty for WAL snapshots."""
+ZIP_CHUNK_BYTES = 1024**2
+"""The download's zip is sent in pieces of about this size: the zip library yields a header,
+the data and a descriptor per member (three tiny pieces for a 150-byte PNG), and every piece
+sent alone would cost a thread hop and a socket write. One MiB per piece: the transfer runs
+at file-read speed, and memory per download stays at one piece."""

@@ -32,13 +32,18 @@ __all__ = [
     "SettingsDep",
     "StorageDep",
     "TaskStateFilter",
+    "found_or_404",
     "get_read_db",
     "get_state",
     "job_or_404",
 ]
 
 
-def get_state(request: Request) -> GatewayState:
+# The dependencies below are `async def` although they never wait: FastAPI runs a plain
+# `def` dependency in its thread pool, and under a busy scheduler that hop (a thread, then a
+# turn of the event loop) was a good part of a `/status` poll's time (README, "A 100 000-image
+# job").
+async def get_state(request: Request) -> GatewayState:
     gw: GatewayState = request.app.state.gw
     return gw
 
@@ -46,11 +51,11 @@ def get_state(request: Request) -> GatewayState:
 GW = Annotated[GatewayState, Depends(get_state)]
 
 
-def get_settings_dep(gw: GW) -> Settings:
+async def get_settings_dep(gw: GW) -> Settings:
     return gw.settings
 
 
-def get_storage(gw: GW) -> Storage:
+async def get_storage(gw: GW) -> Storage:
     return gw.storage
 
 
@@ -71,7 +76,12 @@ async def job_or_404(db: AsyncSession, job_id: str, caller: Caller) -> Job:
     """The job, if the caller may see it: its own, or any for the admin and on an open
     gateway. Another tenant's job answers exactly like an unknown id, so ids cannot be probed.
     Every route that names a job goes through here."""
-    job = await repo.get_job(db, job_id, owner=caller.owner)
+    return found_or_404(await repo.get_job(db, job_id, owner=caller.owner), job_id)
+
+
+def found_or_404(job: Job | None, job_id: str) -> Job:
+    """`job_or_404`'s answer for a job already looked up with the caller's `owner` (the
+    one-hop reads of `Database.snapshot`)."""
     if job is None:
         raise HTTPException(404, detail=f"unknown job {job_id!r}")
     return job
@@ -85,7 +95,7 @@ After = Annotated[int | None, Query(
                 "costs the same at any depth, unlike `offset`")]
 
 
-def task_state_filter(
+async def task_state_filter(
     state: Annotated[str | None, Query(description="only tasks in this state")] = None,
 ) -> str | None:
     """`?state=` of the task listings: a task state, or a 400 that lists them."""

@@ -90,8 +90,7 @@ async def _events(gw: GatewayState, job_id: str, caller: Caller, status: JobStat
         await asyncio.sleep(EVENTS_MIN_INTERVAL_S)
         seen = gw.db.generation  # before the read: a write during it wakes the next wait
         try:
-            async with gw.db.read() as s:
-                status = await read_status(s, gw, job_id, caller)
+            status = await read_status(gw, job_id, caller)
         except HTTPException:  # the job's row went away meanwhile: nothing more to tell
             return
 
@@ -114,8 +113,7 @@ async def job_events(job_id: str, gw: GW, caller: CallerDep) -> Response:
     one). Unknown and other tenants' jobs are 404; beyond MAX_EVENT_STREAMS open streams 429
     (poll `/status` instead)."""
     seen = gw.db.generation
-    async with gw.db.read() as s:
-        status = await read_status(s, gw, job_id, caller)
+    status = await read_status(gw, job_id, caller)
     if gw.event_streams >= gw.settings.max_event_streams:
         raise HTTPException(
             429, detail=f"{gw.settings.max_event_streams} event streams are open "

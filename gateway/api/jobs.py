@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from gateway.api.deps import (
     GW,
@@ -21,11 +22,12 @@ from gateway.api.deps import (
     ReadDB,
     SettingsDep,
     TaskStateFilter,
+    found_or_404,
     job_or_404,
 )
 from gateway.api.docs import errors
 from gateway.db import repo
-from gateway.db.tables import Task
+from gateway.db.tables import Job, Task
 from gateway.pipeline.model_reload import reload_models
 from gateway.results.summary import summarize
 from gateway.state import DETAIL_CACHE_MAX_JOBS, GatewayState
@@ -55,19 +57,27 @@ log = logging.getLogger("gateway.api.jobs")
 
 
 @router.get("/status/{job_id}", response_model=JobStatus, responses=errors(404))
-async def job_status(job_id: str, db: ReadDB, gw: GW, caller: CallerDep) -> JobStatus:
+async def job_status(job_id: str, gw: GW, caller: CallerDep) -> JobStatus:
     """Counts per task state, progress (%), throughput (images/s since the first dispatch),
     ETA, and where the time goes per stage (`stages`: mean worker time and wait, per worker;
     refreshed every few seconds while the job runs, since it reads all of the job's rows)."""
-    return await read_status(db, gw, job_id, caller)
+    return await read_status(gw, job_id, caller)
 
 
-async def read_status(db: AsyncSession, gw: GatewayState, job_id: str,
-                      caller: Caller) -> JobStatus:
-    """`/status`'s answer; also each event of the live progress stream (`gateway.api.events`)."""
+def _status_rows(s: Session, job_id: str, owner: str | None
+                 ) -> tuple[Job | None, dict[str, int]]:
+    job = repo.job_sync(s, job_id, owner)
+    return job, (repo.job_counts_sync(s, job_id) if job is not None else {})
+
+
+async def read_status(gw: GatewayState, job_id: str, caller: Caller) -> JobStatus:
+    """`/status`'s answer; also each event of the live progress stream (`gateway.api.events`).
+    The job and its counters are one snapshot (`Database.snapshot`: one wake-up of the event
+    loop); the stage details come from their cache, refreshed off the request."""
     now = time.time()
-    job = await job_or_404(db, job_id, caller)
-    counts = await repo.job_counts(db, job_id)
+    found, counts = await gw.db.snapshot(
+        functools.partial(_status_rows, job_id=job_id, owner=caller.owner))
+    job = found_or_404(found, job_id)
     summary = summarize(job, counts, now)
     cached = gw.detail_cache.get(job_id)
     final = JobState(job.state) in FINAL_JOB_STATES
@@ -81,7 +91,8 @@ async def read_status(db: AsyncSession, gw: GatewayState, job_id: str,
             gw.detail_refresh[job_id] = t
             t.add_done_callback(lambda _t: gw.detail_refresh.pop(job_id, None))
     else:
-        stages = await repo.stage_stats(db, job_id)
+        async with gw.db.read() as s:
+            stages = await repo.stage_stats(s, job_id)
         _cache_details(gw, job_id, job.state, stages)
     return JobStatus(**summary.model_dump(), stages=JobStages.model_validate(stages))
 
@@ -151,7 +162,7 @@ def task_view(t: Task) -> TaskView:
 @router.get("/jobs/{job_id}/tasks", response_model=TaskPage, responses=errors(400, 404))
 async def job_tasks(
     job_id: str,
-    db: ReadDB,
+    gw: GW,
     caller: CallerDep,
     state: TaskStateFilter = None,
     limit: Limit = 100,
@@ -161,12 +172,20 @@ async def job_tasks(
     """One page of a job's tasks (by id), optionally only those in one state. Page with
     `after` (the previous page's `next_after`) for constant time at any depth; `offset` still
     works but costs the rows it skips."""
-    await job_or_404(db, job_id, caller)
-    rows = await repo.list_tasks(db, job_id, state, limit, offset, after)
+
+    def read(s: Session) -> tuple[Job | None, list[Task], int]:
+        job = repo.job_sync(s, job_id, caller.owner)
+        if job is None:
+            return None, [], 0
+        return (job, repo.list_tasks_sync(s, job_id, state, limit, offset, after),
+                repo.count_tasks_sync(s, job_id, state))
+
+    job, rows, total = await gw.db.snapshot(read)  # one wake-up of the loop (jobs/status)
+    found_or_404(job, job_id)
     return TaskPage(
         job_id=job_id,
         state=state,
-        total=await repo.count_tasks(db, job_id, state),
+        total=total,
         limit=limit,
         offset=offset,
         after=after,

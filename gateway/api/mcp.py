@@ -169,8 +169,7 @@ def build_server(app: FastAPI) -> FastMCP[Any]:
         throughput, ETA, per-stage timings."""
         state, who = gw(), caller()
         with tool_errors():
-            async with state.db.read() as db:
-                return await jobs_routes.job_status(job_id, db, state, who)
+            return await jobs_routes.job_status(job_id, state, who)
 
     @mcp.tool
     async def list_models() -> ModelList:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
     delete,
     func,
     insert,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from gateway.db.tables import TASK_COUNTS, Job, Task, Upload, UploadPart, task_counts
 from shared.stages import Stage
@@ -40,6 +42,7 @@ __all__ = [
     "count_jobs_in_states",
     "count_jobs_since",
     "count_tasks",
+    "count_tasks_sync",
     "create_job",
     "delete_job",
     "delete_upload",
@@ -52,16 +55,20 @@ __all__ = [
     "insert_tasks",
     "job_counts",
     "job_counts_many",
+    "job_counts_sync",
+    "job_sync",
     "jobs_in_state",
     "jobs_needing_callback",
     "list_jobs",
     "list_tasks",
+    "list_tasks_sync",
     "mark_callback_done",
     "nth_created_since",
     "open_uploads",
     "pending_tasks_page",
     "ping",
     "report_page",
+    "report_page_sync",
     "set_job",
     "set_upload",
     "stage_stats",
@@ -88,8 +95,11 @@ async def get_job(s: AsyncSession, job_id: str, *, owner: str | None = None) -> 
     """The job; with `owner` (a key hash), only if that key created it."""
     if owner is None:
         return await s.get(Job, job_id)
-    q = select(Job).where(Job.id == job_id, Job.api_key_hash == owner)
-    return (await s.execute(q)).scalar_one_or_none()
+    return (await s.execute(_owned_job_q(job_id, owner))).scalar_one_or_none()
+
+
+def _owned_job_q(job_id: str, owner: str) -> Select[Job]:
+    return select(Job).where(Job.id == job_id, Job.api_key_hash == owner)
 
 
 async def set_job(
@@ -148,9 +158,12 @@ _N = func.sum(_C.c.n)
 async def job_counts(s: AsyncSession, job_id: str) -> dict[str, int]:
     """The job's tasks by state, from the trigger-kept counters (`tables.TASK_COUNTS`): a
     few rows whatever the job's size."""
-    q = (select(_C.c.state, _N).where(_C.c.job_id == job_id)
-         .group_by(_C.c.state).having(_N > 0))
-    return {state: int(n) for state, n in (await s.execute(q)).all()}
+    return {state: int(n) for state, n in (await s.execute(_counts_q(job_id))).all()}
+
+
+def _counts_q(job_id: str) -> Select[str, Any]:
+    return (select(_C.c.state, _N).where(_C.c.job_id == job_id)
+            .group_by(_C.c.state).having(_N > 0))
 
 
 async def job_counts_many(s: AsyncSession, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -224,6 +237,11 @@ async def list_tasks(
 ) -> list[Task]:
     """A page of the job's tasks by id: `offset` rows skipped (O(depth)), or, with `after`,
     those whose id is above it (O(page), at any depth); both may be combined."""
+    return list((await s.execute(_tasks_q(job_id, state, limit, offset, after))).scalars())
+
+
+def _tasks_q(job_id: str, state: str | None, limit: int, offset: int,
+             after: int | None) -> Select[Task]:
     q = select(Task).where(Task.job_id == job_id)
     if state:
         q = q.where(Task.state == state)
@@ -233,15 +251,19 @@ async def list_tasks(
     q = q.order_by(Task.id).limit(limit)
     if offset:
         q = q.offset(offset)
-    return list((await s.execute(q)).scalars())
+    return q
 
 
 async def count_tasks(s: AsyncSession, job_id: str, state: str | None) -> int:
     """From the counters (`job_counts`), not by counting rows."""
+    return int((await s.execute(_count_tasks_q(job_id, state))).scalar_one())
+
+
+def _count_tasks_q(job_id: str, state: str | None) -> Select[Any]:
     q = select(func.coalesce(func.sum(_C.c.n), 0)).where(_C.c.job_id == job_id)
     if state:
         q = q.where(_C.c.state == state)
-    return int((await s.execute(q)).scalar_one())
+    return q
 
 
 async def report_page(
@@ -250,11 +272,44 @@ async def report_page(
     """Up to `limit` of the job's tasks in report order (path, then id), after the row keyed
     `after`: keyset paging on ix_tasks_job_path, so page 1000 costs what page 1 does and no
     read holds every row of a million-image job."""
+    return list((await s.execute(_report_q(job_id, after, limit))).scalars())
+
+
+def _report_q(job_id: str, after: tuple[str, int] | None, limit: int) -> Select[Task]:
     q = select(Task).where(Task.job_id == job_id)
     if after is not None:
         q = q.where(tuple_(Task.path, Task.id) > tuple_(literal(after[0]), literal(after[1])))
-    q = q.order_by(Task.path, Task.id).limit(limit)
-    return list((await s.execute(q)).scalars())
+    return q.order_by(Task.path, Task.id).limit(limit)
+
+
+# --- one-hop reads (`Database.snapshot`): the same statements on a blocking session --------
+def job_sync(s: Session, job_id: str, owner: str | None = None) -> Job | None:
+    """`get_job` in a snapshot."""
+    if owner is None:
+        return s.get(Job, job_id)
+    return s.execute(_owned_job_q(job_id, owner)).scalar_one_or_none()
+
+
+def job_counts_sync(s: Session, job_id: str) -> dict[str, int]:
+    """`job_counts` in a snapshot."""
+    return {state: int(n) for state, n in s.execute(_counts_q(job_id)).all()}
+
+
+def list_tasks_sync(s: Session, job_id: str, state: str | None, limit: int, offset: int,
+                    after: int | None = None) -> list[Task]:
+    """`list_tasks` in a snapshot."""
+    return list(s.execute(_tasks_q(job_id, state, limit, offset, after)).scalars())
+
+
+def count_tasks_sync(s: Session, job_id: str, state: str | None) -> int:
+    """`count_tasks` in a snapshot."""
+    return int(s.execute(_count_tasks_q(job_id, state)).scalar_one())
+
+
+def report_page_sync(s: Session, job_id: str, after: tuple[str, int] | None,
+                     limit: int) -> list[Task]:
+    """`report_page` in a snapshot."""
+    return list(s.execute(_report_q(job_id, after, limit)).scalars())
 
 
 async def jobs_needing_callback(s: AsyncSession, exclude: Iterable[str]) -> list[Job]:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Engine,
     Float,
     ForeignKey,
     Index,
@@ -30,16 +31,20 @@ from sqlalchemy import (
     Text,
     event,
     inspect,
+    make_url,
 )
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.limits import SNAPSHOT_THREADS
 from shared.states import JobState, TaskState
 from shared.timing import SQLITE_BUSY_TIMEOUT_MS
 
 __all__ = [
     "ADDED_COLUMNS", "ADDED_INDEXES", "TASK_COUNTS", "Base", "BigInt", "Job", "Task", "Upload",
-    "UploadPart", "adopt_legacy", "create_counters", "create_engine", "include_name", "init_db",
+    "UploadPart", "adopt_legacy", "create_counters", "create_engine", "create_snapshot_engine",
+    "include_name", "init_db",
     "is_postgres", "now", "session_factory", "task_counts",
 ]
 
@@ -213,25 +218,41 @@ def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
     On Postgres both engines are plain ones (MVCC: readers never wait for writers)."""
     engine = create_async_engine(url, pool_pre_ping=False)
     if url.startswith("sqlite"):
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # pysqlite's own transaction handling would defeat BEGIN IMMEDIATE.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            if read_only:
-                cur.execute("PRAGMA query_only=ON")
-            cur.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
+        _sqlite_pragmas(engine.sync_engine, read_only)
     return engine
+
+
+def create_snapshot_engine(url: str) -> Engine:
+    """A blocking (pysqlite) read-only engine on the same SQLite file, for
+    `Database.snapshot`: a whole read transaction runs in one worker thread, so it costs the
+    event loop one wake-up instead of one per driver call (aiosqlite hands every cursor call
+    to its thread and back: about ten loop turns for a two-query `/status`)."""
+    sync_url = make_url(url).set(drivername="sqlite")
+    engine = sa_create_engine(sync_url, pool_size=SNAPSHOT_THREADS, max_overflow=0,
+                              connect_args={"check_same_thread": False})
+    _sqlite_pragmas(engine, read_only=True)
+    return engine
+
+
+def _sqlite_pragmas(engine: Engine, read_only: bool) -> None:
+    """WAL, the busy timeout and our own `BEGIN` on every connection of a SQLite engine."""
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling would defeat BEGIN IMMEDIATE.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        if read_only:
+            cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:

@@ -7,13 +7,15 @@ bytes are fetched while the zip is sent, `PREFETCH_OBJECTS` ahead in `PREFETCH_T
 threads (`ObjectPrefetch`), because one GET after the other would make every member wait a
 full round trip to the store.
 
-Which outputs exist: locally one `stat` per file (as before); on S3 one listing per job area
-(`matting_output/<job>/`, `final_results/<job>/`) per download or report, kept in a dict,
-instead of a HEAD request per file (`JobFinder`).
+Which outputs exist: locally one listing per folder (`os.scandir`, the last FINDER_FOLDERS
+kept), on S3 one listing per job area (`matting_output/<job>/`, `final_results/<job>/`) per
+download or report, kept in a dict, instead of a `stat` or a HEAD request per file
+(`JobFinder`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from shared.objects import ObjectStore
 from shared.storage import PathOutsideDataDir, Storage
 
 __all__ = [
+    "FINDER_FOLDERS",
     "PREFETCH_OBJECTS",
     "PREFETCH_THREADS",
     "STREAM_ABOVE_BYTES",
@@ -47,6 +50,9 @@ STREAM_ABOVE_BYTES = 8 * 1024 * 1024
 """An object above this size is not prefetched whole but streamed in ranged reads
 (`ObjectStore.open_read`) when its turn comes: a video or a huge PNG is not held in memory."""
 _STREAM_BLOCK = 1024 * 1024
+FINDER_FOLDERS = 8
+"""Local folders whose listing a `JobFinder` keeps: the rows come in path order, so a walk
+is in one folder at a time (a few for a job with several cut-out formats)."""
 
 
 @dataclass(frozen=True)
@@ -67,20 +73,16 @@ class JobFinder:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self._listed: dict[str, dict[str, int]] = {}
+        self._folders: dict[str, tuple[Path, frozenset[str]] | None] = {}
         self._lock = threading.Lock()
 
     def find(self, key: str) -> Member | None:
         """`key`'s file or object, or None when there is none (or the name is one no file
         can have: a rejected item's too-long name is "no file" too)."""
-        try:
-            local = self.storage.objects.local_path(key)
-        except (PathOutsideDataDir, OSError):
-            return None
-        if local is not None:
-            try:
-                return local if local.is_file() else None
-            except OSError:
-                return None
+        if self.storage.is_local:
+            folder, _, name = key.rpartition("/")
+            listed = self._folder(folder)
+            return listed[0] / name if listed is not None and name in listed[1] else None
         area = "/".join(key.split("/")[:2]) + "/"
         with self._lock:
             index = self._listed.get(area)
@@ -89,6 +91,31 @@ class JobFinder:
                 self._listed[area] = index
         size = index.get(key)
         return None if size is None else ObjectFile(key, size)
+
+
+    def _folder(self, folder: str) -> tuple[Path, frozenset[str]] | None:
+        """A local folder's resolved path and the names of the plain files in it, listed
+        once (`os.scandir`): a job's outputs lie 1 000 to a folder, and one listing per
+        folder replaces a `realpath` (a `lstat` per path component) and a `stat` per file,
+        most of a 100 000-image zip's preparation. The folder itself is resolved under
+        DATA_DIR as any path is; a symlink in it is not a plain file and is never found."""
+        with self._lock:
+            if folder in self._folders:
+                return self._folders[folder]
+        try:
+            where = self.storage.objects.local_path(folder)
+            if where is None:
+                return None
+            with os.scandir(where) as it:
+                names = frozenset(e.name for e in it if e.is_file(follow_symlinks=False))
+            listed: tuple[Path, frozenset[str]] | None = (where, names)
+        except (PathOutsideDataDir, OSError):
+            listed = None
+        with self._lock:
+            if len(self._folders) >= FINDER_FOLDERS:
+                self._folders.pop(next(iter(self._folders)))
+            self._folders[folder] = listed
+        return listed
 
 
 class ObjectPrefetch:

@@ -31,6 +31,7 @@ from gateway.results.members import JobFinder, Member, ObjectPrefetch, add_membe
 from gateway.results.pages import task_pages
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
+from shared.limits import ZIP_CHUNK_BYTES
 from shared.states import TaskState
 from shared.storage import (
     FINAL_RESULTS,
@@ -292,11 +293,28 @@ def _timings(t: Task) -> dict[str, float | None]:
     }
 
 
-def zip_chunks(job_zip: JobZip) -> Iterator[bytes]:
-    """The zip's bytes (a blocking iterator that reads files: iterate it in a threadpool);
-    a partial download's temporary report folder goes once the zip is sent or abandoned."""
+def zip_chunks(job_zip: JobZip, size: int = ZIP_CHUNK_BYTES) -> Iterator[bytes]:
+    """The zip's bytes in pieces of about `size` (a blocking iterator that reads files:
+    iterate it in a threadpool); a partial download's temporary report folder goes once the
+    zip is sent or abandoned.
+
+    The zip library yields a header, the data and a descriptor per member: for a job of
+    small images that is hundreds of thousands of pieces of a few bytes to a few KB, and each
+    one sent alone costs a thread hop and a turn of the event loop (a 3 000-image job's zip
+    downloaded at 1/30 of the speed of reading its files). Gathered here, a download costs a
+    hop per ZIP_CHUNK_BYTES."""
     try:
-        yield from job_zip.stream
+        pending: list[bytes] = []
+        held = 0
+        for piece in job_zip.stream:
+            pending.append(piece)
+            held += len(piece)
+            if held >= size:
+                yield b"".join(pending)
+                pending.clear()
+                held = 0
+        if pending:
+            yield b"".join(pending)
     finally:
         if job_zip.prefetch is not None:
             job_zip.prefetch.close()
