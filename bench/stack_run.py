@@ -6,9 +6,12 @@ one zip of N 32×32 PNGs with `model=identity`, waits for the job and prints one
 figures. It imports nothing from `bench`, so the same file measures the baseline commit's
 stack side by side with this one (`bench.scale`).
 
-With `--probe` it also samples the gateway's RSS, times `/status` while the job runs, pages
-`GET /jobs/{id}/tasks` at depth 0 and near the end, times the gallery's first page and the
-download against reading the same files (the 100 000-image figures of `bench.scale`).
+With `--probe` it also samples the gateway's RSS (the run and the probes), times `/status`
+while the job runs, pages `GET /jobs/{id}/tasks` at depth 0 and near the end, times the
+gallery's first page and the download against reading the same files (the zip's members; the
+time to the first byte, the zip's preparation, is kept apart too): the 100 000-image figures
+of `bench.scale`. `--deadline S` stops waiting S seconds after the upload and probes the job
+as it is then (a partial download).
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 class _Sampler(threading.Thread):
-    """Gateway RSS and /status latency every `every` seconds while the job runs."""
+    """Gateway RSS every `every` seconds until `stop` (the probes included: the download's
+    memory counts), and /status latency while the job runs (until `running` is cleared)."""
 
     def __init__(self, url: str, job_id: str, pid: int | None, every: float = 0.25) -> None:
         super().__init__(daemon=True)
@@ -105,15 +109,18 @@ class _Sampler(threading.Thread):
         self.rss: list[float] = []
         self.status_ms: list[float] = []
         self.stop = threading.Event()
+        self.running = threading.Event()
+        self.running.set()
 
     def run(self) -> None:
         with httpx.Client(base_url=self.url, timeout=60) as c:
             while not self.stop.is_set():
                 if self.pid:
                     self.rss.append(_rss_mb(self.pid))
-                t0 = time.perf_counter()
-                c.get(f"/status/{self.job_id}")
-                self.status_ms.append((time.perf_counter() - t0) * 1000)
+                if self.running.is_set():
+                    t0 = time.perf_counter()
+                    c.get(f"/status/{self.job_id}")
+                    self.status_ms.append((time.perf_counter() - t0) * 1000)
                 self.stop.wait(self.every)
 
 
@@ -147,10 +154,13 @@ def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int,
     g_ms, g = _timed(c, f"/jobs/{job_id}/gallery", limit=100)
     out["gallery_ms"] = g_ms
     out["gallery_status"] = g.status_code
-    # download against reading the same files (cut-outs and sheets of the job), side by side
+    # download against reading the same files (the zip's members: cut-outs, sheets, report;
+    # not the sheets' metrics.json, which the zip leaves out), side by side
     job_dirs = [p for p in (data_dir / "matting_output" / job_id,
-                            data_dir / "final_results" / job_id) if p.exists()]
-    files = [p for d in job_dirs for p in d.rglob("*") if p.is_file()]
+                            data_dir / "final_results" / job_id,
+                            data_dir / "reports" / job_id) if p.exists()]
+    files = [p for d in job_dirs for p in d.rglob("*")
+             if p.is_file() and not p.name.endswith("_metrics.json")]
     t0 = time.perf_counter()
     read_bytes = 0
     for p in files:
@@ -160,11 +170,15 @@ def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int,
     t0 = time.perf_counter()
     got = 0
     params = {} if final else {"partial": "1"}
+    first_byte = None
     with c.stream("GET", f"/download/{job_id}", params=params) as r:
         out["download_status"] = r.status_code
         for chunk in r.iter_raw(1 << 20):
+            if first_byte is None:
+                first_byte = time.perf_counter() - t0
             got += len(chunk)
     dl_s = time.perf_counter() - t0
+    out["download_first_byte_s"] = first_byte or dl_s
     out.update(read_files=len(files), read_bytes=read_bytes, read_s=read_s,
                download_bytes=got, download_s=dl_s)
     return out
@@ -279,8 +293,7 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
                     time.sleep(0.5)
                 wall = time.perf_counter() - t_up
                 if sampler:
-                    sampler.stop.set()
-                    sampler.join()
+                    sampler.running.clear()
                 res: dict[str, Any] = {
                     "n": n, "state": st["state"], "completed": st["completed"],
                     "failed": st["failed"], "wall_s": wall,
@@ -292,13 +305,17 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
                 if spies:
                     res["profile"] = _profile_summary(spies)
                 if sampler:
-                    res["rss_max_mb"] = max(sampler.rss, default=0.0)
-                    res["rss_samples"] = len(sampler.rss)
                     res["status_p50_ms"] = _pct(sampler.status_ms, 0.5)
                     res["status_p99_ms"] = _pct(sampler.status_ms, 0.99)
+                    res["status_max_ms"] = max(sampler.status_ms, default=0.0)
                     res["status_samples"] = len(sampler.status_ms)
+                    res["rss_run_max_mb"] = max(sampler.rss, default=0.0)
                     res.update(_probe_results(c, job_id, settings.data_dir, n,
                                               st["state"] in FINAL))
+                    sampler.stop.set()
+                    sampler.join()
+                    res["rss_max_mb"] = max(sampler.rss, default=0.0)  # run and probes
+                    res["rss_samples"] = len(sampler.rss)
                     res["rss_after_mb"] = _rss_mb(pid) if pid else 0.0
         finally:
             stop_stack(proc)
