@@ -74,7 +74,8 @@ def _run(tree: Path, script: str, *args: str, timeout: float = 7200) -> dict[str
 def measure() -> dict[str, Any]:
     res: dict[str, Any] = {"tput": [], "db": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        base = _baseline_tree(Path(tmp) / "base")
+        # the baseline checkout only for the parts that compare with it
+        base = _baseline_tree(Path(tmp) / "base") if PARTS & {"tput", "db"} else ROOT
         prof = ["--profile", str(PROFILE_S)] if PROFILE_S > 0 else []
         for _ in range(ROUNDS if "tput" in PARTS else 0):
             for name, tree in (("base", base), ("new", ROOT)):
