@@ -172,15 +172,9 @@ async def job_tasks(
     """One page of a job's tasks (by id), optionally only those in one state. Page with
     `after` (the previous page's `next_after`) for constant time at any depth; `offset` still
     works but costs the rows it skips."""
-
-    def read(s: Session) -> tuple[Job | None, list[Task], int]:
-        job = repo.job_sync(s, job_id, caller.owner)
-        if job is None:
-            return None, [], 0
-        return (job, repo.list_tasks_sync(s, job_id, state, limit, offset, after),
-                repo.count_tasks_sync(s, job_id, state))
-
-    job, rows, total = await gw.db.snapshot(read)  # one wake-up of the loop (jobs/status)
+    job, rows, total = await gw.db.snapshot(functools.partial(  # one wake-up of the loop
+        repo.task_page_sync, job_id=job_id, owner=caller.owner, state=state, limit=limit,
+        offset=offset, after=after))
     found_or_404(job, job_id)
     return TaskPage(
         job_id=job_id,

@@ -13,6 +13,7 @@ names the pipeline stored (`file_url`, the inverse of `job_file`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import mimetypes
 from pathlib import Path
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, Response
 
 from gateway.api.deps import (
+    GW,
     After,
     CallerDep,
     Limit,
@@ -28,6 +30,7 @@ from gateway.api.deps import (
     ReadDB,
     StorageDep,
     TaskStateFilter,
+    found_or_404,
     job_or_404,
 )
 from gateway.api.docs import BINARY, errors
@@ -136,7 +139,7 @@ async def info() -> ApiInfo:
             response_model=GalleryPage, responses=errors(400, 401, 404))
 async def job_gallery(
     job_id: str,
-    db: ReadDB,
+    gw: GW,
     caller: CallerDep,
     state: TaskStateFilter = None,
     limit: Limit = 100,
@@ -146,9 +149,11 @@ async def job_gallery(
     """One page of a job's images for the web page's gallery (by task id): path, state,
     error, metrics, and the URLs of the comparison sheet and cut-out (null until made).
     `after` (a page's `next_after`) pages in constant time at any depth."""
-    await job_or_404(db, job_id, caller)
-    rows = await repo.list_tasks(db, job_id, state, limit, offset, after)
-    return GalleryPage(job_id=job_id, total=await repo.count_tasks(db, job_id, state),
+    job, rows, total = await gw.db.snapshot(functools.partial(  # as `/jobs/{id}/tasks`
+        repo.task_page_sync, job_id=job_id, owner=caller.owner, state=state, limit=limit,
+        offset=offset, after=after))
+    found_or_404(job, job_id)
+    return GalleryPage(job_id=job_id, total=total,
                        tasks=[gallery_row(job_id, t) for t in rows],
                        next_after=rows[-1].id if len(rows) == limit else None)
 

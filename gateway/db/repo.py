@@ -72,6 +72,7 @@ __all__ = [
     "set_job",
     "set_upload",
     "stage_stats",
+    "task_page_sync",
     "update_tasks",
     "upload_etags",
     "uploads_without_job",
@@ -304,6 +305,17 @@ def list_tasks_sync(s: Session, job_id: str, state: str | None, limit: int, offs
 def count_tasks_sync(s: Session, job_id: str, state: str | None) -> int:
     """`count_tasks` in a snapshot."""
     return int(s.execute(_count_tasks_q(job_id, state)).scalar_one())
+
+
+def task_page_sync(s: Session, job_id: str, owner: str | None, state: str | None, limit: int,
+                   offset: int, after: int | None) -> tuple[Job | None, list[Task], int]:
+    """A task page's whole read (`/jobs/{id}/tasks`, the gallery) in one snapshot: the job as
+    `owner` may see it (None: not found), its page of tasks and their total."""
+    job = job_sync(s, job_id, owner)
+    if job is None:
+        return None, [], 0
+    return (job, list_tasks_sync(s, job_id, state, limit, offset, after),
+            count_tasks_sync(s, job_id, state))
 
 
 def report_page_sync(s: Session, job_id: str, after: tuple[str, int] | None,
