@@ -16,6 +16,10 @@ side in one run:
    task pages timed, for both checkouts, with every query's EXPLAIN QUERY PLAN
    (`bench/db_run.py`).
 
+`BENCH_SCALE_PARTS` (default `tput,big,db`) picks the parts, `BENCH_SCALE_PARTS=big` the big
+job alone (no baseline checkout then); `BENCH_SCALE_DEADLINE_S` gives the big job a time
+budget after which it is probed as it is (its download then a partial one).
+
 Machine load: other processes share the cores; every ratio is of runs made in this one
 invocation, interleaved, and the load average is printed beside them.
 """
