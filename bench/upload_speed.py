@@ -311,13 +311,15 @@ def run() -> str:
                     time.sleep(0.1)
             gateways.append(("this tree", _Gateway(ROOT, tmp / "gw")))
             if compare:
-                # The other tree's dependencies do not name httptools: its gateway runs as a
-                # fresh install of it would, on uvicorn's h11 fallback, even though this venv
-                # has httptools (a sitecustomize that hides it).
-                shim = tmp / "no-httptools"
-                shim.mkdir()
-                hide = "import sys\nsys.modules['httptools'] = None\n"
-                (shim / "sitecustomize.py").write_text(hide)
+                # The other tree runs as a fresh install of it would: where its dependencies
+                # do not name httptools (main before the upload work), on uvicorn's h11
+                # fallback, even though this venv has httptools (a sitecustomize hides it).
+                shim: Path | None = None
+                if "httptools" not in (Path(compare) / "pyproject.toml").read_text():
+                    shim = tmp / "no-httptools"
+                    shim.mkdir()
+                    hide = "import sys\nsys.modules['httptools'] = None\n"
+                    (shim / "sitecustomize.py").write_text(hide)
                 gateways.append((f"`{compare}`",
                                  _Gateway(Path(compare), tmp / "gw-compare", shim)))
             targets = [_Target("raw socket → file (baseline)",
