@@ -1,8 +1,8 @@
 """Keep freed heap for reuse instead of handing it back to the kernel after every upload batch.
 
 An upload body arrives as ~1 MiB bytes objects, one per socket read (`shared.serve`), kept
-until their batch is written (`gateway.intake.spool`: 4 MiB batches, two held at most) and
-then freed together. glibc's malloc serves such blocks from its heap once its dynamic mmap
+until their batch is written (`gateway.intake.spool`: batches of WRITE_BYTES, two held at
+most) and then freed together. glibc's malloc serves such blocks from its heap once its dynamic mmap
 threshold has risen past them, but it also gives the heap's free top back to the kernel as
 soon as that exceeds its trim threshold (twice the mmap threshold, ~2 MiB here): each freed
 batch was trimmed, and the next reads faulted fresh zeroed pages in again. A 1 GiB
@@ -31,9 +31,10 @@ the app is busy are joined, and flow control caps that near one read more). glib
 threshold starts at 128 KiB and only rises as big blocks are freed; a fixed one also keeps
 truly big buffers (decoded images) out of the heap, where they would fragment it."""
 HEAP_TRIM_BYTES = 16 << 20
-"""Free heap kept before any is given back: the two 4 MiB batches an upload holds
-(`gateway.intake.spool.WRITE_BYTES`) and their last pieces, with room to spare, so that
-freeing a batch never trims what the next one is about to fault in again."""
+"""Free heap kept before any is given back: well above what freeing one batch returns (a
+batch is `gateway.intake.spool.WRITE_BYTES`, 1 MiB, plus its last piece; two are held per
+upload, and a few uploads at once free theirs in turn), so that freeing a batch never trims
+what the next one is about to fault in again."""
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
