@@ -22,7 +22,7 @@ from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
-BODY_MIB = 128
+BODY_MIB = 256
 
 
 def _minflt(pid: int) -> int:
@@ -69,7 +69,10 @@ def test_upload_reuses_its_pages(data_dir: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    # 128 MiB are 32768 pages. Kept, the heap carries every batch in the same pages (a few
-    # hundred faults: the request's own objects, the job's rows); given back after each batch,
-    # they fault in again (about a third of them on glibc 2.36: 10 000-12 000).
-    assert faults < BODY_MIB * 256 // 16, faults
+    # 256 MiB are 65 536 pages. Kept, the heap carries every batch in the same pages (a few
+    # hundred faults: the request's own objects, the job's rows; 134 for 128 MiB here). Given
+    # back after each batch they fault in again: a third of the pages with the 4 MiB batches
+    # of before issue 17 (11 000 for 128 MiB), fewer and more erratic with 1 MiB batches
+    # (905 for 128 MiB); `tests/shared/test_heap.py` is the test that tells keep_heap's
+    # effect apart on its own.
+    assert faults < BODY_MIB * 256 // 64, faults
