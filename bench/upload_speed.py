@@ -101,8 +101,26 @@ class _Target:
     run: Callable[[], float]
     """One upload; its wall time in seconds (curl's own `time_total`)."""
     pid: int
+    after: Callable[[], None] = lambda: None
+    """Clean-up after an upload (drop its job or file), outside the counted CPU and faults."""
     times: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    """The server process's CPU seconds (user + system) per upload: on a machine shared with
+    busy neighbours a steadier figure than wall time."""
+    faults: list[int] = field(default_factory=list)
+    """The server process's minor page faults per upload (README, "Upload speed: the gateway
+    keeps its freed heap": what held `POST /upload` to 0.3 of the socket)."""
     peak_mib: float = 0.0
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _counters(pid: int) -> tuple[float, int]:
+    """(CPU seconds, minor page faults) of process `pid` so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # after the command name: state is field 3, minflt 10, utime 14, stime 15 (man 5 proc)
+    return (int(fields[11]) + int(fields[12])) / _TICK, int(fields[7])
 
 
 def _curl(args: list[str]) -> tuple[int, str, float]:
@@ -129,6 +147,7 @@ class _Gateway:
                  extra_env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.pending = self.pending_tus = ""
         self.data = data
         path = f"{shim}{os.pathsep}{tree}" if shim else str(tree)
         env = {**os.environ, "PYTHONPATH": path, "DATA_DIR": str(data),
@@ -145,14 +164,14 @@ class _Gateway:
                                "Content-Type: application/zip",
                                f"{self.url}/upload?filename=bench.zip"])  # fmt: skip
         _check(code, body, 202, "raw upload")
-        self._drop(body)
+        self.pending = body
         return s
 
     def upload_multipart(self, src: Path) -> float:
         code, body, s = _curl(["-F", f"file=@{src};filename=bench.zip;type=application/zip",
                                f"{self.url}/upload"])  # fmt: skip
         _check(code, body, 202, "multipart upload")
-        self._drop(body)
+        self.pending = body
         return s
 
     def tus_patch(self, src: Path) -> float:
@@ -167,8 +186,16 @@ class _Gateway:
                                "-H", "Content-Type: application/offset+octet-stream",
                                str(location)])  # fmt: skip
         _check(code, body, 204, "tus PATCH")
-        httpx.delete(str(location), headers={"Tus-Resumable": "1.0.0"})
+        self.pending_tus = str(location)
         return s
+
+    def settle(self) -> None:
+        """Drop what the last upload left (its job, or its tus upload)."""
+        if self.pending:
+            self._drop(self.pending)
+        if self.pending_tus:
+            httpx.delete(self.pending_tus, headers={"Tus-Resumable": "1.0.0"})
+        self.pending = self.pending_tus = ""
 
     def ingest(self, src: Path, images: int) -> float:
         """Upload a zip of `images` images and wait for its tasks: seconds from the request's
@@ -265,11 +292,16 @@ def _image_zip(path: Path, images: int) -> None:
 def _timed(target: _Target, source: Path) -> None:
     sampler = _Sampler(target.pid, interval=0.05)
     sampler.start()
+    cpu, faults = _counters(target.pid)
     try:
         target.times.append(target.run())
+        cpu_after, faults_after = _counters(target.pid)
+        target.cpu.append(cpu_after - cpu)
+        target.faults.append(faults_after - faults)
     finally:
         sampler.stop.set()
         sampler.join()
+        target.after()
     target.peak_mib = max(target.peak_mib, sampler.peak / 1024)
 
 
@@ -311,13 +343,15 @@ def run() -> str:
                     time.sleep(0.1)
             gateways.append(("this tree", _Gateway(ROOT, tmp / "gw")))
             if compare:
-                # The other tree's dependencies do not name httptools: its gateway runs as a
-                # fresh install of it would, on uvicorn's h11 fallback, even though this venv
-                # has httptools (a sitecustomize that hides it).
-                shim = tmp / "no-httptools"
-                shim.mkdir()
-                hide = "import sys\nsys.modules['httptools'] = None\n"
-                (shim / "sitecustomize.py").write_text(hide)
+                # The other tree runs as a fresh install of it would: where its dependencies
+                # do not name httptools (main before the upload work), on uvicorn's h11
+                # fallback, even though this venv has httptools (a sitecustomize hides it).
+                shim: Path | None = None
+                if "httptools" not in (Path(compare) / "pyproject.toml").read_text():
+                    shim = tmp / "no-httptools"
+                    shim.mkdir()
+                    hide = "import sys\nsys.modules['httptools'] = None\n"
+                    (shim / "sitecustomize.py").write_text(hide)
                 gateways.append((f"`{compare}`",
                                  _Gateway(Path(compare), tmp / "gw-compare", shim)))
             targets = [_Target("raw socket → file (baseline)",
@@ -325,10 +359,11 @@ def run() -> str:
             for label, gw in gateways:
                 targets += [
                     _Target(f"{label}: POST /upload raw body", partial(gw.upload_raw, src),
-                            gw.proc.pid),
+                            gw.proc.pid, gw.settle),
                     _Target(f"{label}: POST /upload multipart",
-                            partial(gw.upload_multipart, src), gw.proc.pid),
-                    _Target(f"{label}: tus PATCH", partial(gw.tus_patch, src), gw.proc.pid),
+                            partial(gw.upload_multipart, src), gw.proc.pid, gw.settle),
+                    _Target(f"{label}: tus PATCH", partial(gw.tus_patch, src), gw.proc.pid,
+                            gw.settle),
                 ]  # fmt: skip
             if _s3_wanted():
                 s3 = _S3(tmp / "seaweed")
@@ -338,9 +373,9 @@ def run() -> str:
                     _Target("S3 store: put_file (object-storage baseline)",
                             partial(s3.put_file, src), s3.server.proc.pid),
                     _Target("this tree on S3: POST /upload raw body",
-                            partial(gw.upload_raw, src), gw.proc.pid),
+                            partial(gw.upload_raw, src), gw.proc.pid, gw.settle),
                     _Target("this tree on S3: tus PATCH", partial(gw.tus_patch, src),
-                            gw.proc.pid),
+                            gw.proc.pid, gw.settle),
                 ]  # fmt: skip
             if images and s3 is not None:
                 zipped = tmp / "images.zip"
@@ -372,8 +407,9 @@ def run() -> str:
         f"ratio = baseline time / target time. Machine: {os.cpu_count()} CPU cores; load "
         f"average {load_before[0]:.2f} before, {load_after[0]:.2f} after (`uptime`).",
         "",
-        "| target | best s | MiB/s | ratio | all runs s | peak RSS MiB |",
-        "|---|---|---|---|---|---|",
+        "| target | best s | MiB/s | ratio | all runs s | CPU s (least) | minor faults (least) "
+        "| peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     store_base = next((min(t.times) for t in targets if t.name.startswith("S3 store")), None)
     for target in targets:
@@ -383,7 +419,8 @@ def run() -> str:
         vs_store = (f" ({store_base / best:.2f} of put_file)"
                     if store_base is not None and "S3" in target.name else "")
         lines.append(f"| {target.name} | {best:.2f} | {size / MIB / best:.0f} "
-                     f"| {base / best:.2f}{vs_store} | {runs} | {target.peak_mib:.0f} |")
+                     f"| {base / best:.2f}{vs_store} | {runs} | {min(target.cpu):.2f} "
+                     f"| {min(target.faults)} | {target.peak_mib:.0f} |")
     if ingests:
         local_best = min(ingests[0].times)
         lines += [
@@ -402,11 +439,13 @@ def run() -> str:
                          f"| {local_best / best:.2f} | {runs} | {target.peak_mib:.0f} |")
     lines += [
         "",
-        "Peak RSS is the server process's (the gateway's whole import set, DB and scheduler "
-        "included; the sink is this module's process). A load average above the core count "
-        "means neighbours took CPU during the run: every time is then longer and the ratios "
-        "noisier; compare rows of one run only. What the gateway does to go at the wire's "
-        "speed: README, \"Decisions\", \"Upload speed\".",
+        "Peak RSS, CPU seconds (user + system) and minor page faults are the server process's "
+        "(the gateway's whole import set, DB and scheduler included; the sink is this module's "
+        "process; the store's for the S3 baseline), counted from the request's start to its "
+        "answer, the job's or file's removal after it not included. A load average above the "
+        "core count means neighbours took CPU during the run: every time is then longer and "
+        "the ratios noisier (CPU seconds less so); compare rows of one run only. What the "
+        "gateway does to go at the wire's speed: README, \"Decisions\", \"Upload speed\".",
         "",
     ]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from gateway.app import create_app
+from shared.heap import keep_heap
 from shared.logs import add_request_logging, setup_logging
 from shared.serve import serve
 from shared.settings import Settings, get_settings
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     for warning in (exposure_warning(args.host, settings), token_warning(settings)):
         if warning:
             log.warning("WARNING: %s", warning)
+    # Upload bodies reuse the same heap pages batch after batch (README, "Upload speed").
+    if not keep_heap():
+        log.info("not glibc: the heap thresholds are the allocator's own")
     app = create_app(settings)
     add_request_logging(app, SERVICE)
     serve(app, args.host, args.port, SERVICE)

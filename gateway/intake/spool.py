@@ -22,8 +22,14 @@ from typing import Protocol
 
 __all__ = ["WRITE_BYTES", "Spool", "write_all"]
 
-WRITE_BYTES = 4 << 20
-"""Body bytes gathered before one write in a worker thread (and the most held per batch)."""
+WRITE_BYTES = 1 << 20
+"""Body bytes gathered before one write in a worker thread (and the most held per batch).
+1 MiB, as a tus PATCH's: with 4 MiB batches `POST /upload` took twice the CPU time of a PATCH
+of the same body and ran 2-3x slower beside it on a busy machine, even with the heap kept
+(BENCHMARKS.md, "Upload speed: the page faults"); a batch written soon after it arrived is
+likely still in the CPU's caches. A written batch's pieces are freed together: the gateway
+keeps that heap for the next batch (`shared.heap.keep_heap`), or glibc would hand it back to
+the kernel and fault it in again for every batch."""
 _IOV_MAX = 1024
 """Buffers per `os.writev` call: Linux's IOV_MAX; a longer list is written in turns."""
 
