@@ -47,10 +47,15 @@ UNCERTAIN = (0.1, 0.9)
 TARGET_MSE = 0.003
 """The issue's studio target: a cut-out whose expected MSE (`Signals.expected_mse`) is this
 scores 0.5, one of twice the target 0.33: confidence = 1 / (1 + expected MSE / this)."""
-CLAIM_K = 0.3
-"""Expected MSE per unit of (claimed share of the frame × colour overlap with the backdrop):
-on the design sets a cut that claims 40 % of a busy photo whose colours half overlap its
-backdrop is wrong on about 0.06 of the frame's squared error."""
+CLAIM_K_CLUTTERED = 0.3
+"""Expected MSE per unit of (claimed share of the frame × colour overlap with the backdrop) on
+the cluttered path: on the design sets a cut that claims 40 % of a busy photo whose colours
+half overlap its backdrop has an MSE near 0.06 (it swallowed backdrop of the same colours)."""
+CLAIM_K_STUDIO = 0.05
+"""The same on the studio path, six times less: it decides each pixel against the backdrop's
+colour *at that pixel*, so colours shared with the backdrop elsewhere in the frame (a sweep,
+a gradient) cost it little; only an object in its backdrop's own colour (white on white)
+keeps a real risk."""
 PARTIAL_K_STUDIO = 0.01
 """Expected MSE per unit of partial share of the frame on the studio path: against a known
 backdrop most partial pixels are right (soft edges, hair), a few percent of them wrong."""
@@ -153,8 +158,9 @@ class Signals:
         """The cut-out's likely MSE, as a sum of the errors each signal stands for: claimed
         area whose colours the backdrop shares, partial pixels (each partly wrong, more so
         without a known backdrop), specks, and the cluttered path's own floor."""
+        claim_k = CLAIM_K_CLUTTERED if self.cluttered else CLAIM_K_STUDIO
         partial_k = PARTIAL_K_CLUTTERED if self.cluttered else PARTIAL_K_STUDIO
-        err = CLAIM_K * self.cover * self.overlap + partial_k * self.partial
+        err = claim_k * self.cover * self.overlap + partial_k * self.partial
         err += SPECK_K * self.specks
         return err + (CLUTTERED_FLOOR if self.cluttered else 0.0)
 
