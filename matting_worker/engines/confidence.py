@@ -67,7 +67,7 @@ SPECK_K = 0.5
 """Expected MSE per unit of speck share: half of a speck's area is wrong on average."""
 PATH_SPLIT = 0.35
 """A cluttered-path cut-out never scores above this: a colour-model segmentation without a
-known background, whose median error on the photo-like kinds is ten times the studio target
+known background, whose median error on the photo-like kinds is over ten times the studio target
 (`CLUTTERED_FLOOR`). Studio cut-outs use the whole range [0, 1]."""
 CLUTTERED_FLOOR = TARGET_MSE * (1.0 / PATH_SPLIT - 1.0)
 """The error the cluttered path is charged before any signal: the expected MSE at which the
@@ -76,8 +76,11 @@ OVERLAP_BINS = 8
 """Levels per RGB channel of `colour_overlap`'s histograms (coarse: shading of one surface
 falls in one bin)."""
 OVERLAP_MIN_PIXELS = 50
+"""Fewer sure-object or sure-backdrop pixels than this: no histogram to trust, overlap 1."""
 SPECK_AREA = 0.005
 """A piece of the cut-out smaller than this share of the frame is a speck."""
+
+
 def _ramp(x: float, lo: float, hi: float) -> float:
     """0 at or below `lo`, 1 at or above `hi`, linear between."""
     return float(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
