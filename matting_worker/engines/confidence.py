@@ -94,10 +94,13 @@ def _undecided(alpha: F32) -> float:
     return float(np.count_nonzero((alpha > lo) & (alpha < hi))) / subject
 
 
-def _cover_ok(alpha: F32) -> float:
+def _cover_factor(cover: float) -> float:
     """A cut-out of (almost) nothing or (almost) everything is rarely what was wanted."""
-    cover = float(np.mean(alpha))
     return _ramp(cover, 0.002, 0.02) * (1.0 - _ramp(cover, 0.7, 0.95))
+
+
+def _cover_ok(alpha: F32) -> float:
+    return _cover_factor(float(np.mean(alpha)))
 
 
 def output_confidence(alpha: F32) -> float:
@@ -176,10 +179,10 @@ def signals(image: npt.NDArray[np.uint8], alpha: F32, *, cluttered: bool) -> Sig
                    partial=partial_share(alpha), specks=speck_share(alpha), cluttered=cluttered)
 
 
-def score(sig: Signals, alpha: F32) -> float:
+def score(sig: Signals) -> float:
     """Confidence from the signals: 1 / (1 + expected MSE / `TARGET_MSE`), times the
     plausible-coverage factor (a cut-out of nothing or of everything)."""
-    conf = _cover_ok(alpha) / (1.0 + sig.expected_mse() / TARGET_MSE)
+    conf = _cover_factor(sig.cover) / (1.0 + sig.expected_mse() / TARGET_MSE)
     return round(float(np.clip(conf, 0.0, 1.0)), 4)
 
 
@@ -190,7 +193,7 @@ def studio_confidence(image: npt.NDArray[np.uint8], model: BorderModel, res: Stu
     (`python -m bench.confidence_signals`) they did not rank the errors on any set, and the
     call keeps its arguments so the engine's code stays as it is."""
     del model, res
-    return score(signals(image, alpha, cluttered=False), alpha)
+    return score(signals(image, alpha, cluttered=False))
 
 
 def cluttered_confidence(image: npt.NDArray[np.uint8], cut: ClutteredCut, alpha: F32) -> float:
@@ -198,4 +201,4 @@ def cluttered_confidence(image: npt.NDArray[np.uint8], cut: ClutteredCut, alpha:
     cut's agreement and separation were this path's signals before; the colour overlap times
     the claimed area ranks its errors better on every set (`bench/classical_issue16.md`)."""
     del cut
-    return score(signals(image, alpha, cluttered=True), alpha)
+    return score(signals(image, alpha, cluttered=True))
