@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,16 @@ import pytest
 from PIL import Image
 
 from matting_worker.engines.classical import ClassicalEngine
-from matting_worker.engines.confidence import PATH_SPLIT, output_confidence
+from matting_worker.engines.confidence import (
+    PATH_SPLIT,
+    Signals,
+    colour_overlap,
+    output_confidence,
+    partial_share,
+    score,
+    signals,
+    speck_share,
+)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "mattepipe" / "assets" / "samples" / "coffee.jpg"
 
@@ -97,3 +107,136 @@ def test_more_of_the_frame_partial_scores_lower() -> None:
     err = [float(np.mean((m.alpha - a) ** 2)) for m, a in ((m_small, a_small), (m_large, a_large))]
     assert err[1] > 10 * err[0]
     assert m_large.confidence < m_small.confidence - 0.1
+
+
+# --- Honest confidence (issue 16, point 2): the expected-error model -----------------------
+
+SAMPLES = SAMPLE.parent
+
+
+def _photo(name: str, size: tuple[int, int]) -> np.ndarray:
+    return np.asarray(Image.open(SAMPLES / f"{name}.jpg").convert("RGB").resize(size), np.float32)
+
+
+def _disc(h: int, w: int, cx: float, cy: float, r: float, soft: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.clip((r - np.hypot(xx - cx, yy - cy)) / soft + 0.5, 0, 1).astype(np.float32)
+
+
+def _compose(alpha: np.ndarray, fg: np.ndarray, bg: np.ndarray, seed: int) -> np.ndarray:
+    img = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    img = img + np.random.default_rng(seed).normal(0, 2.0, img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def small_set() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Seven composites with exact alpha, 320×240: three studio shots (hard disc, soft disc,
+    a square on a gradient), two flat blue discs on real photographs (the cut is right), and
+    two discs printed with another photograph on a photograph — the ordinary photo, where
+    object and backdrop share their colours and the weight-free cut swallows backdrop."""
+    h, w = 240, 320
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    a = _disc(h, w, 160, 120, 60, 1.5)
+    out["plain"] = (_compose(a, np.array([50, 80, 140], np.float32),
+                             np.array([230, 226, 220], np.float32), 0), a)
+    a = _disc(h, w, 150, 130, 55, 10)
+    out["soft"] = (_compose(a, np.array([160, 40, 40], np.float32),
+                            np.array([235, 235, 235], np.float32), 1), a)
+    t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    grad = ((1 - t) * np.array([210, 220, 240], np.float32) + t * np.array([150, 160, 190],
+                                                                              np.float32))
+    sq = np.zeros((h, w), np.float32)
+    sq[70:180, 100:230] = 1
+    a = np.asarray(cv2.GaussianBlur(sq, (0, 0), 1.0), np.float32)
+    out["gradient"] = (_compose(a, np.array([40, 120, 60], np.float32),
+                                grad * np.ones((1, w, 1), np.float32), 2), a)
+    a = _disc(h, w, 170, 110, 70, 1.5)
+    blue = np.array([30, 60, 230], np.float32) + np.zeros((h, w, 3), np.float32)
+    for back, print_ in (("astronaut", "chelsea"), ("rocket", "motorcycle_left")):
+        out[f"blue_on_{back}"] = (_compose(a, blue, _photo(back, (w, h)), 4), a)
+        out[f"{print_}_on_{back}"] = (_compose(a, _photo(print_, (w, h))[::-1],
+                                               _photo(back, (w, h)), 3), a)
+    return out
+
+
+def test_worst_image_of_a_small_set_gets_the_lowest_confidence() -> None:
+    """The reviewer's question on a set with truth: the largest error is the least confident
+    answer. The two photo-printed discs both take the cluttered path, so the path alone does
+    not decide it; the claimed area's colour overlap with the backdrop does."""
+    engine = ClassicalEngine()
+    got = {}
+    for name, (image, gt) in small_set().items():
+        m = engine.predict([image])[0]
+        assert m.confidence is not None and 0.0 <= m.confidence <= 1.0
+        got[name] = (float(np.mean((m.alpha - gt) ** 2)), m.confidence, engine.last_paths[-1])
+    worst = max(got, key=lambda k: got[k][0])
+    least = min(got, key=lambda k: got[k][1])
+    assert worst == least, got
+    assert got[worst][2] == "cluttered"
+    # Not a trivial set: another cluttered cut-out is wrong too, by a lot.
+    assert sorted(e for e, _, p in got.values() if p == "cluttered")[-2] > 0.05, got
+
+
+def _sig(**kw: float | bool) -> Signals:
+    base: dict[str, float | bool] = dict(cover=0.15, overlap=0.1, partial=0.02, specks=0.0,
+                                         cluttered=False)
+    base.update(kw)
+    return Signals(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "values"),
+    [
+        ("overlap", [0.0, 0.1, 0.3, 0.6, 1.0]),
+        ("cover", [0.02, 0.1, 0.3, 0.6]),
+        ("partial", [0.0, 0.01, 0.05, 0.2, 1.0]),
+        ("specks", [0.0, 0.001, 0.01, 0.1]),
+    ],
+)
+@pytest.mark.parametrize("cluttered", [False, True])
+def test_confidence_falls_as_each_signal_rises(field: str, values: list[float],
+                                               cluttered: bool) -> None:
+    """Monotone in every signal the model claims, on both paths, and always in [0, 1]."""
+    scores = [score(_sig(**{field: v}, cluttered=cluttered)) for v in values]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert all(a > b for a, b in itertools.pairwise(scores)), scores
+
+
+def test_cluttered_path_never_scores_above_the_split() -> None:
+    """The path is a signal: a cluttered cut-out with nothing else against it scores
+    PATH_SPLIT, the same signals on the studio path score higher, and the extremes stay in
+    [0, 1]."""
+    clean = dict(overlap=0.0, partial=0.0, specks=0.0)
+    assert score(_sig(**clean, cluttered=True)) == pytest.approx(PATH_SPLIT, abs=1e-3)
+    assert score(_sig(**clean)) == 1.0
+    worst = _sig(cover=1.0, overlap=1.0, partial=1.0, specks=1.0, cluttered=True)
+    assert 0.0 <= score(worst) < 0.01
+    assert score(_sig(cover=0.0)) == 0.0  # found nothing
+    assert score(_sig(cover=1.0)) == 0.0  # took everything
+
+
+def test_signals_measure_what_they_say() -> None:
+    """Each signal on a matte built to show it: overlap 0 for colours apart and 1 for the
+    same colours; specks count crumbs, not the object, nor a second large object; the
+    partial share is the soft ring's."""
+    h, w = 200, 200
+    disc = _disc(h, w, 100, 100, 50, 1.0)
+    apart = _compose(disc, np.array([20, 40, 220], np.float32),
+                     np.array([230, 200, 40], np.float32), 0)
+    same = np.full((h, w, 3), 128, np.uint8)
+    hard = (disc > 0.5).astype(np.float32)
+    assert colour_overlap(apart, hard) < 0.01  # only edge pixels' noise shares a bin
+    assert colour_overlap(same, hard) == pytest.approx(1.0)
+    assert speck_share(hard) == 0.0
+    two = hard.copy()
+    two[10:40, 150:190] = 1.0  # a second, large object: not a speck
+    assert speck_share(two) == 0.0
+    crumbs = two.copy()
+    for y in range(60, 180, 20):
+        crumbs[y:y + 3, 170:173] = 1.0  # six 3×3 crumbs
+    assert speck_share(crumbs) == pytest.approx(6 * 9 / (h * w))
+    soft = _disc(h, w, 100, 100, 50, 12.0)
+    ring = float(np.count_nonzero((soft > 0.05) & (soft < 0.95))) / (h * w)
+    assert partial_share(soft) == pytest.approx(ring) and ring > 0.05
+    sig = signals(apart, hard, cluttered=False)
+    assert sig.overlap < 0.01 and (sig.partial, sig.specks) == (partial_share(hard), 0.0)
