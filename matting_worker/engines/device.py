@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from shared.gpu import VisibleDevice, first_visible_device, mps_memory_limit, nvml_device_memory
@@ -28,6 +29,7 @@ __all__ = [
     "gpu_total_memory",
     "memory_share",
     "onnx_providers",
+    "openvino_cache_dir",
     "openvino_precision",
     "set_cpu_threads",
     "torch_fraction",
@@ -209,3 +211,24 @@ def openvino_precision(core: Any, settings: Settings | None = None) -> str:
     if wanted == "bf16":
         log.warning("CPU_PRECISION=bf16 but this CPU has no bf16 instructions; running f32")
     return "f32"
+
+
+def openvino_cache_dir(settings: Settings | None = None) -> Path | None:
+    """OPENVINO_CACHE_DIR (`~` expanded), created; None when off (empty) or not writable.
+
+    OpenVINO keys a cached compile by the graph's content and the compile options, so an
+    edited model file or another precision compiles afresh; a folder that cannot be made is
+    logged and skipped (a read-only home in a container), never an engine failure.
+    """
+    value = _settings(settings).openvino_cache_dir.strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f"{path} is not writable")
+    except OSError as exc:
+        log.warning("OPENVINO_CACHE_DIR %s unusable (%s): compiling without a cache", path, exc)
+        return None
+    return path
