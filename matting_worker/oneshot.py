@@ -100,11 +100,14 @@ def matte_folder(
     if not in_dir.is_dir():
         raise ValueError(f"input folder not found: {in_dir}")
     started = time.perf_counter()
-    set_cpu_threads(os.cpu_count())  # the only process on the machine: every core is ours
     # a zoo model missing from models_dir: fetched with MODEL_DOWNLOAD=1, else a KeyError
     # that says `mattepipe models pull NAME`
     engine = create_engine(model, models_dir, ZooSource.from_settings(get_settings()))
-    engine.load()
+    set_cpu_threads(os.cpu_count())  # the only process on the machine: every core is ours
+    try:
+        engine.load()
+    finally:
+        set_cpu_threads(None)  # read at load; a caller's later engines get their own share
     max_pixels = get_settings().max_image_pixels
     color = get_settings().color_management
     info = engine.info()

@@ -9,10 +9,12 @@ torch is imported lazily: a worker serving `classical` should not pay for it.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ __all__ = [
     "gpu_total_memory",
     "memory_share",
     "onnx_providers",
+    "onnxruntime_has_cuda",
     "openvino_cache_dir",
     "openvino_precision",
     "set_cpu_threads",
@@ -193,6 +196,22 @@ def onnx_providers(settings: Settings | None = None) -> tuple[list[Any], Any]:
             log.warning("GPU size unknown: ONNX Runtime runs without gpu_mem_limit")
         providers.insert(0, ("CUDAExecutionProvider", cuda))
     return providers, opts
+
+
+def onnxruntime_has_cuda() -> bool:
+    """Whether onnxruntime is a CUDA build (it lists CUDAExecutionProvider), without importing
+    it when it is not loaded yet: a worker that runs its .onnx models on OpenVINO saves the
+    ~20 MiB onnxruntime adds. A CUDA build ships its provider library beside its bindings."""
+    ort = sys.modules.get("onnxruntime")
+    if ort is not None:
+        return "CUDAExecutionProvider" in ort.get_available_providers()
+    try:
+        spec = importlib.util.find_spec("onnxruntime")
+    except (ImportError, ValueError):
+        return False
+    if spec is None or spec.origin is None:
+        return False
+    return any((Path(spec.origin).parent / "capi").glob("*onnxruntime_providers_cuda*"))
 
 
 def openvino_precision(core: Any, settings: Settings | None = None) -> str:

@@ -26,6 +26,7 @@ from matting_worker.engines.base import EngineError
 from matting_worker.engines.device import (
     cpu_threads,
     onnx_providers,
+    onnxruntime_has_cuda,
     openvino_cache_dir,
     openvino_precision,
 )
@@ -75,12 +76,8 @@ class OnnxEngine(LearnedEngine):
         return self.session if self.session is not None else self._ov_request
 
     def _load(self) -> None:
-        import onnxruntime as ort
-
         runtime = get_settings().onnx_cpu_runtime
-        if runtime != "onnxruntime" and "CUDAExecutionProvider" not in (
-            ort.get_available_providers()
-        ):
+        if runtime != "onnxruntime" and not onnxruntime_has_cuda():
             try:
                 import openvino  # noqa: F401 — only whether it is there
             except ImportError:
@@ -90,6 +87,8 @@ class OnnxEngine(LearnedEngine):
             else:
                 self._load_openvino()
                 return
+        import onnxruntime as ort
+
         providers, opts = onnx_providers()
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
