@@ -1,17 +1,23 @@
-"""Peak resident memory of a whole process tree (a supervisor and its children), from /proc.
+"""Peak resident memory and CPU time of a whole process tree (a supervisor and its children),
+from /proc.
 
 A parent's own peak (VmHWM) misses its children, and children come and go; summing VmRSS
-over the live tree every SAMPLE_S catches what the tree held at once.
+over the live tree every SAMPLE_S catches what the tree held at once. Each process's own
+peak is kept too, by a label from its command line (`matting-worker-1`, `gateway`, …), so a
+set of services can be read process by process. CPU seconds (user + system, from
+/proc/<pid>/stat) are what a run cost the machine whatever else shares it.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
-__all__ = ["TreePeak", "tree_rss_kib"]
+__all__ = ["TreePeak", "tree_cpu_s", "tree_rss_kib"]
 
 SAMPLE_S = 0.05
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _children() -> dict[int, list[int]]:
@@ -26,6 +32,16 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
+def _tree(root: int) -> list[int]:
+    kids = _children()
+    pids, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo.extend(kids.get(pid, ()))
+    return pids
+
+
 def _rss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -36,29 +52,57 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _label(pid: int) -> str:
+    """`--worker-id X` → X, `-m module` → module, else the program's name."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return str(pid)
+    for flag in ("--worker-id", "-m"):
+        if flag in argv[:-1]:
+            return argv[argv.index(flag) + 1]
+    return Path(argv[0]).name if argv and argv[0] else str(pid)
+
+
 def tree_rss_kib(root: int) -> int:
     """VmRSS of `root` and every descendant, now."""
-    kids = _children()
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += _rss_kib(pid)
-        todo.extend(kids.get(pid, ()))
-    return total
+    return sum(_rss_kib(pid) for pid in _tree(root))
+
+
+def tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds the live tree's processes have used so far (their own, and
+    their children's that they waited for)."""
+    total = 0
+    for pid in _tree(root):
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2 :].split()
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / _TICKS
 
 
 class TreePeak:
-    """`with TreePeak(pid) as peak: …` then `peak.mib`: the highest tree total seen."""
+    """`with TreePeak(pid) as peak: …` then `peak.mib` (the highest tree total seen) and
+    `peak.by_label` (each process's own highest, MiB)."""
 
     def __init__(self, root: int) -> None:
         self.root = root
         self.kib = 0
+        self.by_label: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.kib = max(self.kib, tree_rss_kib(self.root))
+            total = 0
+            for pid in _tree(self.root):
+                kib = _rss_kib(pid)
+                total += kib
+                label = _label(pid)
+                self.by_label[label] = max(self.by_label.get(label, 0.0), kib / 1024)
+            self.kib = max(self.kib, total)
             self._stop.wait(SAMPLE_S)
 
     @property

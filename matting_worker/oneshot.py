@@ -1,8 +1,9 @@
 """One process, one folder: the library behind `mattepipe matte IN_DIR OUT_DIR` (its only
 command line, in mattepipe/cli/matte.py), like `rembg p`.
 
-No services, no database: walk the folder, decode on a thread pool while the engine works on
-the previous batch, write `<relative path>.png`. It is what the pipeline's benchmark compares
+No services, no database: walk the folder; on a thread pool, decode the next batch and encode
+the previous one while the engine works on this one (rembg does each step in turn); write
+`<relative path>.png`. It is what the pipeline's benchmark compares
 against, so it batches the way the workers do (engine.max_batch_size) and uses every core.
 """
 
@@ -99,11 +100,14 @@ def matte_folder(
     if not in_dir.is_dir():
         raise ValueError(f"input folder not found: {in_dir}")
     started = time.perf_counter()
-    set_cpu_threads(os.cpu_count())  # the only process on the machine: every core is ours
     # a zoo model missing from models_dir: fetched with MODEL_DOWNLOAD=1, else a KeyError
     # that says `mattepipe models pull NAME`
     engine = create_engine(model, models_dir, ZooSource.from_settings(get_settings()))
-    engine.load()
+    set_cpu_threads(os.cpu_count())  # the only process on the machine: every core is ours
+    try:
+        engine.load()
+    finally:
+        set_cpu_threads(None)  # read at load; a caller's later engines get their own share
     max_pixels = get_settings().max_image_pixels
     color = get_settings().color_management
     info = engine.info()
@@ -130,6 +134,16 @@ def matte_folder(
         except (ImageRejected, OSError) as exc:
             return exc
 
+    def settle(writes: list[tuple[str, Future[None]]]) -> None:
+        for rel, fut in writes:
+            try:
+                fut.result()
+                result.done += 1
+            except OSError as exc:
+                result.failed.append((rel, f"cannot write output: {exc}"))
+        if progress is not None:
+            progress(result.done + len(result.failed), total)
+
     with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
         decoding: list[Future[DecodedImage | Exception]] = []
         writes: list[tuple[str, Future[None]]] = []
@@ -147,23 +161,17 @@ def matte_folder(
             for j, im in enumerate(images):
                 if isinstance(im, Exception):
                     result.failed.append((jobs[start + j][0], str(im)))
-            if ok:
-                mattes = run_isolated(engine.predict, [im.rgb for _, im in ok])
-                for (j, image), matte in zip(ok, mattes, strict=True):
-                    rel, _, target = jobs[start + j]
-                    if isinstance(matte, Failed):
-                        result.failed.append((rel, f"matting failed: {matte.exc}"))
-                    else:
-                        writes.append((rel, pool.submit(_write, image, matte, target, output,
-                                                          options)))
-            for rel, fut in writes:
-                try:
-                    fut.result()
-                    result.done += 1
-                except OSError as exc:
-                    result.failed.append((rel, f"cannot write output: {exc}"))
+            mattes = run_isolated(engine.predict, [im.rgb for _, im in ok]) if ok else []
+            # the previous batch's files were encoded while this batch ran: collect them
+            settle(writes)
             writes = []
-            if progress is not None:
-                progress(result.done + len(result.failed), total)
+            for (j, image), matte in zip(ok, mattes, strict=True):
+                rel, _, target = jobs[start + j]
+                if isinstance(matte, Failed):
+                    result.failed.append((rel, f"matting failed: {matte.exc}"))
+                else:
+                    writes.append((rel, pool.submit(_write, image, matte, target, output,
+                                                      options)))
+        settle(writes)
     result.seconds = time.perf_counter() - started
     return result

@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     cpu_precision: Literal["auto", "bf16", "f32"] = "auto"
     """OpenVINO's precision: `auto` is bf16 where the CPU has bf16 instructions; f32 is the
     switch for exact float agreement (onnxruntime always runs f32)."""
+    openvino_cache_dir: str = "~/.cache/mattepipe/openvino"
+    """Where OpenVINO keeps compiled models (keyed by the graph's content), so a worker's or
+    `mattepipe matte`'s start skips the compile; empty: no cache."""
     # --- low-confidence fallback (issue 16) --------------------------------------------------
     fallback_model: str | None = None
     """A learned engine (built-in or a file in MODELS_DIR) that takes over an image when the

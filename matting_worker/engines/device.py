@@ -9,10 +9,13 @@ torch is imported lazily: a worker serving `classical` should not pay for it.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from shared.gpu import VisibleDevice, first_visible_device, mps_memory_limit, nvml_device_memory
@@ -28,6 +31,8 @@ __all__ = [
     "gpu_total_memory",
     "memory_share",
     "onnx_providers",
+    "onnxruntime_has_cuda",
+    "openvino_cache_dir",
     "openvino_precision",
     "set_cpu_threads",
     "torch_fraction",
@@ -193,6 +198,22 @@ def onnx_providers(settings: Settings | None = None) -> tuple[list[Any], Any]:
     return providers, opts
 
 
+def onnxruntime_has_cuda() -> bool:
+    """Whether onnxruntime is a CUDA build (it lists CUDAExecutionProvider), without importing
+    it when it is not loaded yet: a worker that runs its .onnx models on OpenVINO saves the
+    ~20 MiB onnxruntime adds. A CUDA build ships its provider library beside its bindings."""
+    ort = sys.modules.get("onnxruntime")
+    if ort is not None:
+        return "CUDAExecutionProvider" in ort.get_available_providers()
+    try:
+        spec = importlib.util.find_spec("onnxruntime")
+    except (ImportError, ValueError):
+        return False
+    if spec is None or spec.origin is None:
+        return False
+    return any((Path(spec.origin).parent / "capi").glob("*onnxruntime_providers_cuda*"))
+
+
 def openvino_precision(core: Any, settings: Settings | None = None) -> str:
     """CPU_PRECISION for OpenVINO on this CPU: `auto` is bf16 where the CPU computes it
     natively (AVX-512 BF16 or AMX; OpenVINO lists BF16 then), else f32. bf16 asked for on a
@@ -209,3 +230,24 @@ def openvino_precision(core: Any, settings: Settings | None = None) -> str:
     if wanted == "bf16":
         log.warning("CPU_PRECISION=bf16 but this CPU has no bf16 instructions; running f32")
     return "f32"
+
+
+def openvino_cache_dir(settings: Settings | None = None) -> Path | None:
+    """OPENVINO_CACHE_DIR (`~` expanded), created; None when off (empty) or not writable.
+
+    OpenVINO keys a cached compile by the graph's content and the compile options, so an
+    edited model file or another precision compiles afresh; a folder that cannot be made is
+    logged and skipped (a read-only home in a container), never an engine failure.
+    """
+    value = _settings(settings).openvino_cache_dir.strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f"{path} is not writable")
+    except OSError as exc:
+        log.warning("OPENVINO_CACHE_DIR %s unusable (%s): compiling without a cache", path, exc)
+        return None
+    return path

@@ -111,6 +111,9 @@ class LearnedEngine(Engine):
         """What runs the model (onnxruntime, openvino, torch, litert); reported in /health."""
         self.precision = "f32"
         """The arithmetic it runs at (f32, bf16, f16); reported in /health and the logs."""
+        self.parallel_parts = 1
+        """How many parts of a batch the runtime runs at once (OpenVINO's streams): a batch
+        of a graph that takes any batch is split into this many."""
         self._loaded = False
         self._lock = threading.Lock()
 
@@ -122,6 +125,11 @@ class LearnedEngine(Engine):
     @abstractmethod
     def _run(self, batch: FloatArray) -> npt.NDArray[Any]:
         """One normalised batch (layout as `self.layout`) → the raw matte output."""
+
+    def _run_parts(self, parts: list[FloatArray]) -> list[npt.NDArray[Any]]:
+        """Each part's raw output, in order; a runtime that runs several at once overrides
+        this (OpenVINO's streams), the others run them one after the other."""
+        return [self._run(p) for p in parts]
 
     def _is_oom(self, exc: BaseException) -> bool:
         return False
@@ -141,7 +149,7 @@ class LearnedEngine(Engine):
                     self.max_batch_size = min(self.max_batch_size, FIXED_BATCH_IMAGES)
                 self._loaded = True
 
-    _RUNTIME_ATTRS = ("session", "_ov_request", "model", "interpreter")
+    _RUNTIME_ATTRS = ("session", "_ov_request", "_ov_queue", "model", "interpreter")
     """Where the runtimes keep what `_load` opened (onnxruntime, OpenVINO, torch, LiteRT)."""
 
     def unload(self) -> None:
@@ -235,12 +243,19 @@ class LearnedEngine(Engine):
         return out
 
     def _forward(self, batch: FloatArray) -> FloatArray:
-        def run(b: FloatArray) -> FloatArray:
-            if self.fixed_batch and len(b) > 1:
-                return np.concatenate([run(b[i : i + 1]) for i in range(len(b))])
+        def maps(raw: npt.NDArray[Any], n: int) -> FloatArray:
             if self.preset.classes is not None:
-                return to_class_maps(self._run(b), len(b), self.layout)
-            return to_maps(self._run(b), len(b), self.layout, self.preset.channel)
+                return to_class_maps(raw, n, self.layout)
+            return to_maps(raw, n, self.layout, self.preset.channel)
+
+        def run(b: FloatArray) -> FloatArray:
+            if self.fixed_batch:
+                parts = [b[i : i + 1] for i in range(len(b))]
+            else:
+                parts = list(np.array_split(b, max(1, min(len(b), self.parallel_parts))))
+            out = [maps(raw, len(p))
+                   for raw, p in zip(self._run_parts(parts), parts, strict=True)]
+            return out[0] if len(out) == 1 else np.concatenate(out)
 
         try:
             return run_with_backoff(run, batch, self._is_oom, self._after_oom)

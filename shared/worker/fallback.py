@@ -8,8 +8,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from shared.logs import debug_log
-
 __all__ = ["Failed", "run_isolated"]
 
 T = TypeVar("T")
@@ -33,6 +31,10 @@ def run_isolated(run: Callable[[list[T]], Sequence[R]], items: list[T]) -> list[
     except Exception as exc:
         if len(items) == 1:
             return [Failed(exc)]
+        # here, not at the top: shared.logs brings the web stack (FastAPI), which
+        # `mattepipe matte` would otherwise load at every start for a line it rarely writes
+        from shared.logs import debug_log
+
         debug_log.warning("batch of %d failed (%s); retrying one by one", len(items), exc)
     out: list[R | Failed] = []
     for it in items:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from matting_worker.engines.base import EngineError
-from matting_worker.engines.device import openvino_precision
+from matting_worker.engines.device import openvino_precision, set_cpu_threads
 from matting_worker.engines.onnx_model import OnnxEngine
 from matting_worker.engines.registry import create_engine
 from shared.settings import Settings, get_settings
@@ -22,6 +22,7 @@ U2NETP = next(f for f in FAMILIES if f.rembg == "u2netp")
 @pytest.fixture
 def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     build_zoo_model(tmp_path / "u2netp.onnx", U2NETP)
+    set_cpu_threads(None)  # no one-process override left behind: WORKER_THREADS decides
     yield tmp_path
     monkeypatch.undo()
     get_settings.cache_clear()
@@ -122,3 +123,93 @@ def test_matte_folder_says_what_the_model_ran_on(models: Path, tmp_path: Path,
     Image.fromarray(scene(60, 80, 2)).save(src / "a.png")
     res = matte_folder(src, tmp_path / "out", "u2netp", models)
     assert res.done == 1 and res.runs_on == "onnxruntime f32"
+
+
+# --- issue 14, point 2: OpenVINO's streams, its compile cache, no onnxruntime import -------
+
+def test_streams_give_one_requests_answers(models: Path, monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    """Two threads: two single-thread streams run a batch's images at once, each answer the
+    one a lone request gives (the parts come back in order)."""
+    pytest.importorskip("openvino")
+    _set(monkeypatch, ONNX_CPU_RUNTIME="openvino", CPU_PRECISION="f32", WORKER_THREADS="1",
+         OPENVINO_CACHE_DIR=str(tmp_path / "cache"))
+    single = _loaded(models)
+    assert single.parallel_parts == 1 and single._ov_queue is None
+    images = [scene(200 + 30 * i, 260, i) for i in range(5)]
+    alone = [single.predict([im])[0].alpha for im in images]
+    _set(monkeypatch, WORKER_THREADS="2")
+    engine = _loaded(models)
+    assert engine.parallel_parts == 2 and engine._ov_queue is not None
+    together = engine.predict(images)
+    assert len(together) == len(images)
+    for a, m in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a, m.alpha)
+    engine.unload()
+    assert engine.handle is None and engine._ov_queue is None
+
+
+def test_streams_are_capped(models: Path, monkeypatch: pytest.MonkeyPatch,
+                            tmp_path: Path) -> None:
+    """WORKER_THREADS far above the cap still gets OPENVINO_MAX_STREAMS streams, no more."""
+    pytest.importorskip("openvino")
+    from matting_worker.engines.onnx_model import OPENVINO_MAX_STREAMS
+
+    _set(monkeypatch, ONNX_CPU_RUNTIME="openvino", WORKER_THREADS="64",
+         OPENVINO_CACHE_DIR=str(tmp_path / "cache"))
+    engine = _loaded(models)
+    assert engine.parallel_parts == OPENVINO_MAX_STREAMS
+    assert len(engine.predict([scene(90, 120, s) for s in range(6)])) == 6
+
+
+def test_compiled_model_is_cached(models: Path, monkeypatch: pytest.MonkeyPatch,
+                                  tmp_path: Path) -> None:
+    """The first load writes the compiled model to OPENVINO_CACHE_DIR; the next reuse it, at
+    either precision (OpenVINO applies the precision when it reads the blob back), and every
+    answer is the one an uncached compile at that precision gives."""
+    pytest.importorskip("openvino")
+    cache = tmp_path / "deep" / "cache"
+    rgb = scene(120, 160, 3)
+    answers: dict[tuple[str, bool], np.ndarray] = {}
+    for cached in (False, True, True):
+        for precision in ("f32", "auto"):
+            _set(monkeypatch, ONNX_CPU_RUNTIME="openvino", CPU_PRECISION=precision,
+                 OPENVINO_CACHE_DIR=str(cache) if cached else "")
+            engine = _loaded(models)
+            alpha = engine.predict([rgb])[0].alpha
+            seen = answers.setdefault((engine.precision, cached), alpha)
+            np.testing.assert_array_equal(seen, alpha)
+            np.testing.assert_array_equal(answers[(engine.precision, False)], alpha)
+        if cached:
+            assert len(list(cache.iterdir())) == 1  # one blob, reused
+
+
+def test_cache_off_or_unusable_is_no_failure(models: Path, monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    from matting_worker.engines.device import openvino_cache_dir
+
+    assert openvino_cache_dir(Settings(openvino_cache_dir="")) is None
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert openvino_cache_dir(Settings(openvino_cache_dir=str(blocker / "cache"))) is None
+    pytest.importorskip("openvino")
+    _set(monkeypatch, ONNX_CPU_RUNTIME="openvino", OPENVINO_CACHE_DIR=str(blocker / "cache"))
+    assert _loaded(models).runtime == "openvino"
+
+
+def test_openvino_worker_does_not_import_onnxruntime(models: Path) -> None:
+    """A fresh process that runs an .onnx model on OpenVINO never loads onnxruntime."""
+    pytest.importorskip("openvino")
+    import os
+    import subprocess
+
+    code = ("import sys; from pathlib import Path; "
+            "from matting_worker.engines.registry import create_engine; "
+            "e = create_engine('u2netp', Path(sys.argv[1])); e.load(); "
+            "print(e.runtime, 'onnxruntime' in sys.modules)")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "ONNX_CPU_RUNTIME": "auto",
+           "OPENVINO_CACHE_DIR": ""}
+    out = subprocess.run([sys.executable, "-c", code, str(models)], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split() == ["openvino", "False"]

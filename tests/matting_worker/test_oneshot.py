@@ -91,3 +91,32 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="output must be one of"):
         matte_folder(tmp_path, tmp_path / "o", "identity", tmp_path, output="jpeg")
 
+
+
+def test_every_core_only_while_loading(tree: Path, tmp_path: Path) -> None:
+    """The one-process run loads its engine with every core, then gives the override back:
+    engines a caller makes later (a worker in the same process, a test) get their share."""
+    from matting_worker.engines.device import cpu_threads
+    from shared.settings import get_settings
+    from shared.worker.stage import thread_count
+
+    res = matte_folder(tree, tmp_path / "out", "identity", tmp_path / "models")
+    assert res.done == 3
+    assert cpu_threads() == thread_count(get_settings())
+
+
+def test_many_batches_all_written_in_order(tmp_path: Path) -> None:
+    """More images than a few batches: each batch's files are written while the next batch
+    runs, and every one of them is there, whole, at the end (progress ends at the total)."""
+    src = tmp_path / "in"
+    for i in range(23):
+        _save(src / f"d{i % 3}" / f"img{i:02d}.png", (20 + i, 17))
+    ticks: list[tuple[int, int]] = []
+    res = matte_folder(src, tmp_path / "out", "identity", tmp_path / "models",
+                       progress=lambda d, t: ticks.append((d, t)))
+    assert res.done == 23 and not res.failed
+    for i in range(23):
+        with Image.open(tmp_path / "out" / f"d{i % 3}" / f"img{i:02d}.png") as im:
+            assert im.size == (20 + i, 17) and im.mode == "RGBA"
+    assert ticks[-1] == (23, 23)
+    assert [d for d, _ in ticks] == sorted(d for d, _ in ticks)
