@@ -3,8 +3,10 @@
 A textured or cluttered border still says what the background's colours are, just not as one
 surface. GrabCut learns Gaussian mixtures for background (seeded from the border) and object
 (seeded from what differs most from the border) and alternates them with a graph cut, on a
-small copy for speed. Its answer is kept only if it is a plausible object; otherwise the
-plain border-distance threshold is used, so the fallback is never worse than that.
+small copy for speed: the rounds at `COARSE_SIDE`, then one cut of a thin band around that
+outline at `CUT_SIDE` with the learnt models. Its answer is kept only if it is a plausible
+object; otherwise the plain border-distance threshold is used, so the fallback is never worse
+than that.
 
 When the object itself touches the border (a portrait cut off at the bottom, a face filling
 the frame), the border clusters contain the object's colours and the border-seeded cut can
@@ -21,6 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
+
+from matting_worker.engines.studio import disk
 
 __all__ = ["ClutteredCut", "border_distance_mask", "cluttered_coarse", "cluttered_cut",
            "is_degenerate", "spectral_saliency"]
@@ -152,7 +156,7 @@ def _grabcut(small: npt.NDArray[np.uint8], dist: F32) -> npt.NDArray[np.bool_] |
         return None
     up = np.asarray(cv2.resize(coarse.astype(np.float32), (sw, sh),
                                interpolation=cv2.INTER_LINEAR) >= 0.5, np.uint8)
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * REFINE_BAND + 1,) * 2)
+    k = disk(REFINE_BAND)
     mask = np.where(up > 0, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     mask[np.asarray(cv2.erode(up, k)) > 0] = cv2.GC_FGD
     mask[np.asarray(cv2.erode(1 - up, k)) > 0] = cv2.GC_BGD
