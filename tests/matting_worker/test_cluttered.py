@@ -1,0 +1,65 @@
+"""The cluttered path's two-stage GrabCut (rounds at `COARSE_SIDE`, outline band at
+`CUT_SIDE`) against the one-stage cut it replaced, on composites whose truth is known."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from matting_worker.engines import cluttered
+from matting_worker.engines.cluttered import cluttered_cut
+
+U8 = npt.NDArray[np.uint8]
+B = npt.NDArray[np.bool_]
+
+
+def _scene(w: int, h: int, seed: int = 3) -> tuple[U8, B]:
+    """A two-coloured object (ellipse and bar) on a busy grey-noise backdrop, and its mask."""
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.uniform(0, 255, (h, w)).astype(np.float32), (0, 0), 1.2)
+    noise = np.clip((noise - noise.mean()) * 4 + 128, 0, 255)
+    image = np.repeat(noise[..., None], 3, axis=2)
+    ell = np.zeros((h, w), np.uint8)
+    cv2.ellipse(ell, (w // 2, h // 2), (w // 4, h // 4), 15, 0, 360, 1, -1)
+    bar = np.zeros((h, w), np.uint8)
+    cv2.rectangle(bar, (w // 2, h // 3), (4 * w // 5, h // 2), 1, -1)
+    image[ell > 0] = (200, 120, 40)
+    image[bar > 0] = (40, 90, 190)
+    image += rng.normal(0, 2.0, image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), (ell | bar) > 0
+
+
+def _iou(a: B, b: B) -> float:
+    return float((a & b).sum()) / max(1.0, float((a | b).sum()))
+
+
+def test_two_stage_cut_agrees_with_the_one_stage_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big enough for both stages (the cut works at 400, its rounds at 280): the answer is
+    the object, as the all-at-400 cut's is, and the two agree."""
+    image, truth = _scene(560, 420)
+    two = cluttered_cut(image)
+    monkeypatch.setattr(cluttered, "REFINE_BAND", 0)
+    one = cluttered_cut(image)
+    assert two.how == one.how == "grabcut"
+    got, ref = two.mask > 0.5, one.mask > 0.5
+    assert _iou(got, truth) > 0.95
+    assert _iou(got, ref) > 0.95
+
+
+def test_image_below_the_coarse_side_is_cut_in_one_stage() -> None:
+    """Under `COARSE_SIDE` there is nothing to shrink: the rounds run at the image's size."""
+    image, truth = _scene(160, 120)
+    assert max(image.shape[:2]) < cluttered.COARSE_SIDE
+    cut = cluttered_cut(image)
+    assert cut.mask.shape == truth.shape
+    assert _iou(cut.mask > 0.5, truth) > 0.9
+
+
+def test_wide_image_keeps_its_object() -> None:
+    """A 5:1 strip: its coarse copy is only 56 pixels high, and the object is still found."""
+    image, truth = _scene(600, 120)
+    cut = cluttered_cut(image)
+    assert cut.mask.shape == truth.shape
+    assert _iou(cut.mask > 0.5, truth) > 0.85
