@@ -6,6 +6,9 @@ one zip of N 32×32 PNGs with `model=identity`, waits for the job and prints one
 figures. It imports nothing from `bench`, so the same file measures the baseline commit's
 stack side by side with this one (`bench.scale`).
 
+`--profile S` records S seconds of py-spy per service; BENCH_PROFILE_DIR keeps the raw folded
+stacks there.
+
 With `--probe` it also samples the gateway's RSS, times `/status` while the job runs, pages
 `GET /jobs/{id}/tasks` at depth 0 and near the end, times the gallery's first page and the
 download against reading the same files (the 100 000-image figures of `bench.scale`).
@@ -254,7 +257,14 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
                 job_id = job["job_id"]
                 spies: dict[str, Any] = {}
                 if profile_s > 0:
-                    time.sleep(min(5.0, profile_s / 3))  # past ingest, into the stages
+                    # past ingest, into the stages: the tasks/s window starts at the first
+                    # dispatch, so the profile should too
+                    t_wait = time.perf_counter()
+                    while time.perf_counter() - t_wait < 120:
+                        if c.get(f"/status/{job_id}").json()["state"] != "ingesting":
+                            break
+                        time.sleep(0.2)
+                    time.sleep(1.0)
                     spies = _start_profiles(
                         {"gateway": settings.gateway_port,
                          "matting_api": settings.matting_api_port,
@@ -291,6 +301,12 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
                     res["tasks_per_s"] = st["completed"] / max(1e-9, res["stage_s"])
                 if spies:
                     res["profile"] = _profile_summary(spies)
+                    keep = os.environ.get("BENCH_PROFILE_DIR")
+                    if keep:  # the raw folded stacks, for a closer look (py-spy's format)
+                        Path(keep).mkdir(parents=True, exist_ok=True)
+                        for name, (_, f) in spies.items():
+                            if Path(f).exists():
+                                Path(keep, f"{name}.txt").write_bytes(Path(f).read_bytes())
                 if sampler:
                     res["rss_max_mb"] = max(sampler.rss, default=0.0)
                     res["rss_samples"] = len(sampler.rss)

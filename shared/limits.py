@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "ERROR_MAX_CHARS",
+    "JOB_FOLDERS_CACHED",
     "MAX_ROW_OFFSET",
     "MAX_STAGE_BATCH",
     "MAX_WORKER_CAPACITY",
@@ -22,6 +23,7 @@ __all__ = [
     "OBJECT_READ_AHEAD_BYTES",
     "S3_MAX_OBJECT_BYTES",
     "TAR_BLOCK_BYTES",
+    "TEMP_NAME_TRIES",
     "TUS_PART_ROUND_BYTES",
     "USTAR_MAGIC_SLICE",
     "tus_part_bytes",
@@ -100,3 +102,13 @@ def tus_part_bytes(length: int) -> int:
     per_part = -(-max(length, 1) // MULTIPART_MAX_PARTS)
     rounded = -(-per_part // TUS_PART_ROUND_BYTES) * TUS_PART_ROUND_BYTES
     return max(MULTIPART_MIN_PART_BYTES, rounded)
+
+
+# --- throughput (issue 17: orchestration at >= 300 tasks/s) -----------------------------------
+TEMP_NAME_TRIES = 100
+"""Names an atomic write tries for its temporary file (`shared.storage._open_temp`) before it
+gives up: a name is taken only by a leftover of a dead process that had the same pid, so a
+second try nearly always succeeds; the bound stops a folder full of leftovers looping."""
+JOB_FOLDERS_CACHED = 4096
+"""Resolved job folders a `Storage` remembers (`Storage._job_folder`): a worker serves a few
+jobs at once; the memo is emptied when full, not grown."""
