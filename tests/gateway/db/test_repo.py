@@ -312,7 +312,7 @@ async def test_done_outputs_for_keys_matches_one_key_at_a_time(
                        else TaskState.COMPLETED.value)
     keys = ["k1", "k2", "none"]
     async with sessions() as s:
-        batched = await repo.done_outputs_for_keys(s, keys + ["k1", ""], limit=3)
+        batched = await repo.done_outputs_for_keys(s, [*keys, "k1", ""], limit=3)
         single = {k: await repo.done_outputs_for_key(s, k, limit=3) for k in keys}
     assert batched == {k: v for k, v in single.items() if v}
     assert len(batched["k1"]) == 3  # the limit holds per key
