@@ -96,7 +96,8 @@ def _text_mask(text: str, size: int) -> tuple[Image.Image, int, int]:
     """The coverage mask of `text` drawn at (0, 0), and where its box starts (a glyph may
     start left of or above the origin)."""
     font = _font(size)
-    x0, y0, x1, y1 = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
+    box = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
+    x0, y0, x1, y1 = (int(v) for v in box)  # whole pixels for a font drawn at (0, 0)
     mask = Image.new("L", (max(1, x1 - x0), max(1, y1 - y0)), 0)
     ImageDraw.Draw(mask).text((-x0, -y0), text, font=font, fill=255)
     return mask, x0, y0
