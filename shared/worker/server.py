@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from shared.internal_auth import InternalAuth, auth_headers, require_token
+from shared.limits import WORKER_IO_OVERLAP
 from shared.log_context import bind
 from shared.logs import add_request_logging, debug_log
 from shared.metrics import BATCH_SIZE, QUEUE_DEPTH, STAGE_ERRORS, STAGE_SECONDS, metrics_route
@@ -174,9 +175,10 @@ class _Worker:
         Per small image a thread hop (and the event loop's wake-up when it ends) cost as much
         as the work (issue 17's profile): here a batching stage prepares all of a key's
         requests in one hop, runs them through its batcher (which cuts them into engine
-        batches) and finishes them in one hop; a stage that batches nothing (the comparison)
-        runs them in at most `concurrency` + 1 hops side by side. Each request still fails
-        alone: its exception becomes its own answer (`classify_error`)."""
+        batches) and finishes them in a few hops side by side; a stage that batches nothing
+        (the comparison) runs them in at most `concurrency` + WORKER_IO_OVERLAP hops side by
+        side. Each request still fails alone: its exception becomes its own answer
+        (`classify_error`)."""
         queued = time.time()
         out: list[tuple[int, dict[str, Any]] | None] = [None] * len(raws)
         groups: dict[str, list[tuple[int, StageRequest[Any]]]] = {}
@@ -222,7 +224,7 @@ class _Worker:
         self, batcher: Batcher[Any, Any], reqs: list[StageRequest[Any]],
     ) -> list[tuple[Batched[Any], StageOutput] | Exception]:
         """prepare (one hop) → the batcher (its own hops, one per engine batch) → finish
-        (one hop), each request's failure kept in its place."""
+        (1 + WORKER_IO_OVERLAP hops side by side), each request's failure kept in its place."""
         stage, storage = self.stage, self.storage
         prepared = await asyncio.to_thread(
             _each, reqs, lambda _, req: stage.prepare(req, storage))
@@ -243,12 +245,17 @@ class _Worker:
             else:
                 to_finish.append((i, res))
 
-        def finish_all() -> list[StageOutput | Exception]:
-            return _each([reqs[i] for i, _ in to_finish],
-                         lambda k, req: stage.finish(req, prepared[to_finish[k][0]],
-                                                     to_finish[k][1].value, storage))
+        def finish_part(part: list[tuple[int, Batched[Any]]]) -> list[StageOutput | Exception]:
+            return _each([reqs[i] for i, _ in part],
+                         lambda k, req: stage.finish(req, prepared[part[k][0]],
+                                                     part[k][1].value, storage))
 
-        finished = await asyncio.to_thread(finish_all) if to_finish else []
+        # encode and write in a few hops side by side: a file's creation waits on the disk
+        # (ms on a busy volume), and the GIL is free meanwhile
+        size = -(-len(to_finish) // (1 + WORKER_IO_OVERLAP)) if to_finish else 1
+        parts = [to_finish[k:k + size] for k in range(0, len(to_finish), size)]
+        done = await asyncio.gather(*(asyncio.to_thread(finish_part, p) for p in parts))
+        finished = [f for part in done for f in part]
         for (i, res), fin in zip(to_finish, finished, strict=True):
             results[i] = fin if isinstance(fin, Exception) else (res, fin)
         return results
@@ -256,10 +263,10 @@ class _Worker:
     async def _unbatched_many(
         self, key: str, batcher: Batcher[Any, Any], reqs: list[StageRequest[Any]],
     ) -> list[tuple[Batched[Any], StageOutput] | Exception]:
-        """`_unbatched` for many requests: split into at most `concurrency` + 1 runs of
-        consecutive requests, each run one thread hop (and one slot) doing every request's
-        prepare, run and finish in turn."""
-        n = min(len(reqs), batcher.concurrency + 1)
+        """`_unbatched` for many requests: split into at most `concurrency` +
+        WORKER_IO_OVERLAP runs of consecutive requests, each run one thread hop (and one
+        slot) doing every request's prepare, run and finish in turn."""
+        n = min(len(reqs), batcher.concurrency + WORKER_IO_OVERLAP)
         size = -(-len(reqs) // n)
         runs = [reqs[k:k + size] for k in range(0, len(reqs), size)]
 
@@ -353,12 +360,12 @@ class _Worker:
                          work: Callable[[], Any] | None = None) -> Any:
         """A stage that batches nothing (`max_batch_size` 1, the comparison): prepare, run and
         finish in ONE thread hop instead of three plus the batcher's, at most `concurrency`
-        (+1, so one item's file I/O overlaps another's work) at a time. Per small image the
-        hops cost as much as the work. `work` (`_unbatched_many`) does several requests in
-        the one hop."""
+        (+ WORKER_IO_OVERLAP, so items' file I/O overlaps other items' work) at a time. Per
+        small image the hops cost as much as the work. `work` (`_unbatched_many`) does several
+        requests in the one hop."""
         slots = self._slots.get(key)
         if slots is None:
-            slots = self._slots[key] = asyncio.Semaphore(batcher.concurrency + 1)
+            slots = self._slots[key] = asyncio.Semaphore(batcher.concurrency + WORKER_IO_OVERLAP)
         n = len(req) if isinstance(req, list) else 1
         if work is None:
             assert not isinstance(req, list)
