@@ -6,7 +6,9 @@ one zip of N 32×32 PNGs with `model=identity`, waits for the job and prints one
 figures. It imports nothing from `bench`, so the same file measures the baseline commit's
 stack side by side with this one (`bench.scale`).
 
-`--profile S` records S seconds of py-spy per service; BENCH_PROFILE_DIR keeps the raw folded
+The JSON line has `cpu_ms_per_task`: the stack's CPU time (all services, user + system) from
+the job's start of running to its end, per completed task. `--profile S` records S seconds of
+py-spy per service; BENCH_PROFILE_DIR keeps the raw folded
 stacks there.
 
 With `--probe` it also samples the gateway's RSS, times `/status` while the job runs, pages
@@ -90,6 +92,32 @@ def _gateway_pid(port: int) -> int | None:
         except OSError:
             continue
     return None
+
+
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by `root` and its live descendants (the
+    stack's services), from /proc: a figure the machine's other load disturbs far less than
+    wall-clock rates do (py-spy, if running, is not below `root`)."""
+    kids: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        pid = int(stat.parent.name)
+        stats[pid] = fields
+        kids.setdefault(int(fields[1]), []).append(pid)
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        f = stats.get(pid)
+        if f is not None:
+            total += (int(f[11]) + int(f[12])) / tick  # utime, stime
+        todo.extend(kids.get(pid, ()))
+    return total
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -276,8 +304,11 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
                 if sampler:
                     sampler.start()
                 last_log = 0.0
+                cpu_at_start: float | None = None
                 while True:
                     st = c.get(f"/status/{job_id}").json()
+                    if cpu_at_start is None and st["state"] != "ingesting":
+                        cpu_at_start = _tree_cpu_s(proc.pid)  # the stages' work from here
                     if st["state"] in FINAL:
                         break
                     if time.perf_counter() - last_log > 30:
@@ -296,6 +327,10 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
                     "failed": st["failed"], "wall_s": wall,
                     "started_at": st.get("started_at"), "finished_at": st.get("finished_at"),
                 }
+                if cpu_at_start is not None and st["completed"]:
+                    cpu_s = _tree_cpu_s(proc.pid) - cpu_at_start
+                    res["stack_cpu_s"] = cpu_s
+                    res["cpu_ms_per_task"] = 1000.0 * cpu_s / st["completed"]
                 if st.get("started_at") and st.get("finished_at"):
                     res["stage_s"] = st["finished_at"] - st["started_at"]
                     res["tasks_per_s"] = st["completed"] / max(1e-9, res["stage_s"])
