@@ -53,7 +53,8 @@ def main(argv: list[str]) -> int:
         f = HERE / f"last_{name}.md"
         if f.exists():
             parts.append(f.read_text())
-    for static in ("classical_issue16.md", "gpu.md"):  # hand-measured sections, kept as is
+    # hand-measured sections, kept as is
+    for static in ("classical_issue16.md", "gpu.md", "throughput_issue17.md"):
         extra = HERE / static
         if extra.exists():
             parts.append(extra.read_text())
