@@ -54,7 +54,8 @@ def main(argv: list[str]) -> int:
         if f.exists():
             parts.append(f.read_text())
     # hand-measured sections, kept as is
-    for static in ("classical_issue16.md", "gpu.md", "scale_read_paths.md"):
+    for static in ("classical_issue16.md", "gpu.md", "scale_read_paths.md",
+                   "throughput_issue17.md"):
         extra = HERE / static
         if extra.exists():
             parts.append(extra.read_text())

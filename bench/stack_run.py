@@ -6,6 +6,11 @@ one zip of N 32×32 PNGs with `model=identity`, waits for the job and prints one
 figures. It imports nothing from `bench`, so the same file measures the baseline commit's
 stack side by side with this one (`bench.scale`).
 
+The JSON line has `cpu_ms_per_task`: the stack's CPU time (all services, user + system) from
+the job's start of running to its end, per completed task. `--profile S` records S seconds of
+py-spy per service; BENCH_PROFILE_DIR keeps the raw folded
+stacks there.
+
 With `--probe` it also samples the gateway's RSS (the run and the probes), times `/status`
 while the job runs, pages `GET /jobs/{id}/tasks` at depth 0 and near the end, times the
 gallery's first page and the download against reading the same files (the zip's members; the
@@ -90,6 +95,32 @@ def _gateway_pid(port: int) -> int | None:
         except OSError:
             continue
     return None
+
+
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by `root` and its live descendants (the
+    stack's services), from /proc: a figure the machine's other load disturbs far less than
+    wall-clock rates do (py-spy, if running, is not below `root`)."""
+    kids: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        pid = int(stat.parent.name)
+        stats[pid] = fields
+        kids.setdefault(int(fields[1]), []).append(pid)
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        f = stats.get(pid)
+        if f is not None:
+            total += (int(f[11]) + int(f[12])) / tick  # utime, stime
+        todo.extend(kids.get(pid, ()))
+    return total
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -268,7 +299,14 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
                 job_id = job["job_id"]
                 spies: dict[str, Any] = {}
                 if profile_s > 0:
-                    time.sleep(min(5.0, profile_s / 3))  # past ingest, into the stages
+                    # past ingest, into the stages: the tasks/s window starts at the first
+                    # dispatch, so the profile should too
+                    t_wait = time.perf_counter()
+                    while time.perf_counter() - t_wait < 120:
+                        if c.get(f"/status/{job_id}").json()["state"] != "ingesting":
+                            break
+                        time.sleep(0.2)
+                    time.sleep(1.0)
                     spies = _start_profiles(
                         {"gateway": settings.gateway_port,
                          "matting_api": settings.matting_api_port,
@@ -280,8 +318,11 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
                 if sampler:
                     sampler.start()
                 last_log = 0.0
+                cpu_at_start: float | None = None
                 while True:
                     st = c.get(f"/status/{job_id}").json()
+                    if cpu_at_start is None and st["state"] != "ingesting":
+                        cpu_at_start = _tree_cpu_s(proc.pid)  # the stages' work from here
                     if st["state"] in FINAL:
                         break
                     if time.perf_counter() - last_log > 30:
@@ -299,11 +340,21 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
                     "failed": st["failed"], "wall_s": wall,
                     "started_at": st.get("started_at"), "finished_at": st.get("finished_at"),
                 }
+                if cpu_at_start is not None and st["completed"]:
+                    cpu_s = _tree_cpu_s(proc.pid) - cpu_at_start
+                    res["stack_cpu_s"] = cpu_s
+                    res["cpu_ms_per_task"] = 1000.0 * cpu_s / st["completed"]
                 if st.get("started_at") and st.get("finished_at"):
                     res["stage_s"] = st["finished_at"] - st["started_at"]
                     res["tasks_per_s"] = st["completed"] / max(1e-9, res["stage_s"])
                 if spies:
                     res["profile"] = _profile_summary(spies)
+                    keep = os.environ.get("BENCH_PROFILE_DIR")
+                    if keep:  # the raw folded stacks, for a closer look (py-spy's format)
+                        Path(keep).mkdir(parents=True, exist_ok=True)
+                        for name, (_, f) in spies.items():
+                            if Path(f).exists():
+                                Path(keep, f"{name}.txt").write_bytes(Path(f).read_bytes())
                 if sampler:
                     res["status_p50_ms"] = _pct(sampler.status_ms, 0.5)
                     res["status_p99_ms"] = _pct(sampler.status_ms, 0.99)

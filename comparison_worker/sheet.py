@@ -75,6 +75,42 @@ def _font(size: int) -> _Font:
         return ImageFont.load_default()
 
 
+# --- text, rendered once per (text, size) ------------------------------------------------------
+# A 32 px icon's sheet is mostly text: its headers, the model's name and the metrics line took
+# half of the comparison worker's time (issue 17). The headers and names repeat on every sheet
+# of a job, so each text's coverage mask is rendered once and pasted with its colour: the same
+# pixels `ImageDraw.text` draws (both blend the colour through the mask, `ImageFill2`).
+TEXTS_CACHED = 1024
+"""Rendered text masks (and measured widths) kept per worker: headers and model names hit;
+the metrics lines, which differ per image, churn through the rest."""
+
+
+@lru_cache(maxsize=TEXTS_CACHED)
+def _text_length(text: str, size: int) -> float:
+    """`ImageDraw.textlength` of `text` in the sheet's font of `size` px."""
+    return float(ImageDraw.Draw(Image.new("L", (1, 1))).textlength(text, font=_font(size)))
+
+
+@lru_cache(maxsize=TEXTS_CACHED)
+def _text_mask(text: str, size: int) -> tuple[Image.Image, int, int]:
+    """The coverage mask of `text` drawn at (0, 0), and where its box starts (a glyph may
+    start left of or above the origin)."""
+    font = _font(size)
+    box = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
+    x0, y0, x1, y1 = (int(v) for v in box)  # whole pixels for a font drawn at (0, 0)
+    mask = Image.new("L", (max(1, x1 - x0), max(1, y1 - y0)), 0)
+    ImageDraw.Draw(mask).text((-x0, -y0), text, font=font, fill=255)
+    return mask, x0, y0
+
+
+def _draw_text(canvas: Image.Image, xy: tuple[int, int], text: str, size: int,
+               fill: tuple[int, int, int]) -> None:
+    """`ImageDraw.text(xy, text, fill)` in the sheet's font of `size` px, from the cache."""
+    mask, dx, dy = _text_mask(text, size)
+    x, y = xy[0] + dx, xy[1] + dy
+    canvas.paste(fill, (x, y, x + mask.width, y + mask.height), mask)
+
+
 def tile_size(width: int, height: int) -> tuple[int, int]:
     """The size every tile of a sheet gets for an input of width × height."""
     scale = min(TILE_MAX_W / width, TILE_MAX_H / height,
@@ -126,12 +162,17 @@ def _heat(err: npt.NDArray[np.float32]) -> RGB:
     return out
 
 
+@lru_cache(maxsize=64)
 def _checkerboard(size: tuple[int, int]) -> npt.NDArray[np.float32]:
+    """The checkerboard backdrop of one tile size, made once (a job's tiles share a size);
+    read-only, since every sheet of that size uses the same array."""
     w, h = size
     sq = max(6, min(w, h) // 16)
     yy, xx = np.mgrid[0:h, 0:w]
     light = ((yy // sq + xx // sq) % 2 == 0)[..., None]
-    return np.where(light, np.float32(235.0), np.float32(190.0)).astype(np.float32)
+    board = np.where(light, np.float32(235.0), np.float32(190.0)).astype(np.float32)
+    board.flags.writeable = False
+    return board
 
 
 def pick_solid_colour(original: RGB, reference: Alpha | None) -> tuple[str, tuple[int, int, int]]:
@@ -185,22 +226,22 @@ def caption_lines(name: str, metrics: Mapping[str, float]) -> list[list[str]]:
     return [first, free] if free else [first]
 
 
-def _wrap(draw: ImageDraw.ImageDraw, chunks: list[str], font: _Font, width: int) -> list[str]:
+def _wrap(chunks: list[str], size: int, width: int) -> list[str]:
     """Greedy packing of chunks into lines no wider than width (narrow sheets of tall images)."""
     lines: list[str] = []
     for chunk in chunks:
         candidate = f"{lines[-1]}   {chunk}" if lines else chunk
-        if lines and draw.textlength(candidate, font=font) <= width:
+        if lines and _text_length(candidate, size) <= width:
             lines[-1] = candidate
         else:
             lines.append(chunk)
     return lines
 
 
-def _fit(draw: ImageDraw.ImageDraw, labels: Sequence[str], font: _Font, width: int) -> str:
+def _fit(labels: Sequence[str], size: int, width: int) -> str:
     """The first label that fits the tile width, else the last (shortest) one."""
     for label in labels:
-        if draw.textlength(label, font=font) <= width:
+        if _text_length(label, size) <= width:
             return label
     return labels[-1]
 
@@ -214,10 +255,8 @@ def render_sheet(original: RGB, rows: Sequence[SheetRow], gt: Alpha | None = Non
     n_cols = 5 if gt is not None else 4
     sheet_w = max(n_cols * tw + (n_cols + 1) * GAP, MIN_SHEET_W)
     font_px = int(np.clip(th // 13, 13, 24))
-    font = _font(font_px)
-    small = _font(max(12, font_px - 4))
+    small_px = max(12, font_px - 4)
     line_h = font_px + 6
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_w = sheet_w - 2 * GAP
 
     orig_t = _resize_rgb(original, (tw, th))
@@ -232,7 +271,7 @@ def render_sheet(original: RGB, rows: Sequence[SheetRow], gt: Alpha | None = Non
     ]
     if gt is not None:
         header_options.append(["error |a-g| (sqrt scale)", "error |a-g|", "error", "err"])
-    headers = [_fit(measure, opts, small, tw) for opts in header_options]
+    headers = [_fit(opts, small_px, tw) for opts in header_options]
 
     checker = _checkerboard((tw, th))
     solid = np.broadcast_to(np.asarray(colour, np.float32), (th, tw, 3))
@@ -240,22 +279,21 @@ def render_sheet(original: RGB, rows: Sequence[SheetRow], gt: Alpha | None = Non
         [
             (line, i == 0)
             for i, chunks in enumerate(caption_lines(name, m))
-            for line in _wrap(measure, chunks, font if i == 0 else small, text_w)
+            for line in _wrap(chunks, font_px if i == 0 else small_px, text_w)
         ]
         for name, _, m in rows
     ]
     header_h = line_h + GAP
     row_hs = [len(c) * line_h + GAP + th + GAP for c in captions]
     canvas = Image.new("RGB", (sheet_w, header_h + sum(row_hs)), BACKDROP)
-    draw = ImageDraw.Draw(canvas)
     for c, label in enumerate(headers):
-        draw.text((GAP + c * (tw + GAP), GAP // 2), label, font=small, fill=DIM_TEXT)
+        _draw_text(canvas, (GAP + c * (tw + GAP), GAP // 2), label, small_px, DIM_TEXT)
 
     y = header_h
     for (_, alpha, _), lines, row_h in zip(rows, captions, row_hs, strict=True):
         for i, (line, main) in enumerate(lines):
-            draw.text((GAP, y + i * line_h), line, font=font if main else small,
-                      fill=TEXT if main else DIM_TEXT)
+            _draw_text(canvas, (GAP, y + i * line_h), line, font_px if main else small_px,
+                       TEXT if main else DIM_TEXT)
         ty = y + len(lines) * line_h + GAP
         a_t = _resize_float(alpha, (tw, th))
         tiles = [

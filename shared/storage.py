@@ -10,6 +10,7 @@ download, a retry) never sees half a file.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from shared.errors import InputRejected, ObjectMissing
+from shared.limits import JOB_FOLDERS_CACHED, TEMP_NAME_TRIES
 
 if TYPE_CHECKING:
     from shared.objects import ObjectStore
@@ -105,12 +107,22 @@ def check_relative(rel: str) -> PurePosixPath:
 
 def resolve_under(root: Path, rel: str) -> Path:
     """`rel` below the resolved folder `root`, refusing anything that escapes (`..`,
-    absolute names, symlinks that lead out)."""
-    p = check_relative(rel)
-    full = (root / p).resolve()
-    if full != root and root not in full.parents:
+    absolute names, symlinks that lead out).
+
+    Every call resolves the whole path (symlinks included), on strings: a worker resolves
+    a few paths per task, and pathlib's `resolve()` and `parents` walk cost several times
+    `os.path.realpath` and one prefix test (issue 17's profile)."""
+    check_relative(rel)
+    base = str(root)
+    full = os.path.realpath(os.path.join(base, rel))
+    if full != base and not _inside(full, base):
         raise PathOutsideDataDir(f"path escapes DATA_DIR: {rel!r}")
-    return full
+    return Path(full)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """`path` lies below `folder` (both absolute, normalised: `realpath`'s output)."""
+    return path.startswith(folder if folder.endswith(os.sep) else folder + os.sep)
 
 
 class Storage:
@@ -134,6 +146,8 @@ class Storage:
         """True when jobs' files are files (a LocalStore), not objects elsewhere (S3)."""
         self._files_here = probe == self.root / INPUT / "x"
         """The store is this DATA_DIR itself: the path fast paths (`job_target`) apply."""
+        self._folders: dict[tuple[str, str], str] = {}
+        """`job_file`'s job folders, resolved once (`_job_folder`)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Storage:
@@ -179,10 +193,22 @@ class Storage:
         as well, so a symlinked folder cannot lead out of the job's own."""
         self.job_key(rel, area, job_id, suffix)
         full = self.resolve(rel)
-        folder = (self.root / area / job_id).resolve()
-        if folder not in full.parents:
+        if not _inside(str(full), self._job_folder(area, job_id)):
             raise PathNotAllowed(f"{rel!r} resolves outside {area}/{job_id}/")
         return full
+
+    def _job_folder(self, area: str, job_id: str) -> str:
+        """`<area>/<job_id>` resolved, remembered (JOB_FOLDERS_CACHED at most): the file is
+        resolved on every call, its job folder once. A stale entry can only refuse more: a
+        file that resolves below the remembered folder is inside it, whatever the folder's
+        name points at now."""
+        key = (area, job_id)
+        folder = self._folders.get(key)
+        if folder is None:
+            if len(self._folders) >= JOB_FOLDERS_CACHED:
+                self._folders.clear()
+            folder = self._folders[key] = os.path.realpath(self.root / area / job_id)
+        return folder
 
     def job_object(self, rel: str, area: str, job_id: str, suffix: str = "") -> str:
         """`job_key`'s rule, for the object store: the key itself. On a local store the file
@@ -221,8 +247,14 @@ class Storage:
             self.objects.put(target, data)
 
     def target_name(self, target: Path | str) -> str:
-        """A `job_target`'s DATA_DIR-relative name (its key)."""
-        return self.relative(target) if isinstance(target, Path) else target
+        """A `job_target`'s DATA_DIR-relative name (its key). A local target is resolved
+        already (`job_file`): no second resolve."""
+        if isinstance(target, Path):
+            name, root = str(target), str(self.root)
+            if _inside(name, root):
+                return name[len(root):].lstrip(os.sep)
+            return self.relative(target)
+        return target
 
     def source(self, key: str) -> Path | bytes:
         """What the decoders (`shared.imaging`) take for `key`: the file itself on a local
@@ -314,11 +346,37 @@ class Storage:
         return shutil.disk_usage(self.root).free
 
 
+_TEMP_SEQ = itertools.count()
+"""This process's temporary-file counter (`_open_temp`); next() on it is atomic."""
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _open_temp(target: Path) -> tuple[int, str]:
+    """A new temporary file beside `target`, open for writing: `.<name>.<pid>-<n>.tmp`.
+
+    Named by this process's id and counter instead of `tempfile.mkstemp`'s random names
+    (its name generator and checks were most of a worker's time per tiny image, issue 17).
+    `O_EXCL` still guarantees the file is new: a name left by an earlier process of the
+    same id is skipped, never reused. The folder is made only when the first try finds
+    none (no mkdir per write). Mode 0600, as mkstemp's."""
+    folder = str(target.parent)
+    last: OSError | None = None
+    for _ in range(TEMP_NAME_TRIES):
+        tmp = f"{folder}/.{target.name}.{os.getpid()}-{next(_TEMP_SEQ)}.tmp"
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o600), tmp
+        except FileExistsError as exc:  # a leftover of a dead process with our pid
+            last = exc
+        except FileNotFoundError as exc:  # the folder's first file
+            last = exc
+            target.parent.mkdir(parents=True, exist_ok=True)
+    raise last if last is not None else FileExistsError(folder)
+
+
 @contextlib.contextmanager
 def atomic_write(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it over `target` only on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = _open_temp(target)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -330,5 +388,18 @@ def atomic_write(target: Path) -> Iterator[Path]:
 
 
 def atomic_write_bytes(target: Path, data: bytes) -> None:
-    with atomic_write(target) as tmp:
-        tmp.write_bytes(data)
+    """`data` as `target`, atomically: written through the temporary file's descriptor
+    (one open, not two) and renamed over `target`."""
+    fd, tmp = _open_temp(target)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -47,6 +47,7 @@ __all__ = [
     "delete_job",
     "delete_upload",
     "done_outputs_for_key",
+    "done_outputs_for_keys",
     "existing_job_ids",
     "expired_upload_ids",
     "get_job",
@@ -495,3 +496,27 @@ async def done_outputs_for_key(s: AsyncSession, cache_key: str, limit: int = 4) 
                 Task.matting_output.is_not(None), Job.state != JobState.CANCELLED.value)
          .order_by(Task.id.desc()).limit(limit))
     return [o for o in (await s.execute(q)).scalars() if o]
+
+
+async def done_outputs_for_keys(s: AsyncSession, cache_keys: Iterable[str],
+                                limit: int = 4) -> dict[str, list[str]]:
+    """`done_outputs_for_key` for many keys in one query (a batch of tasks asks once, not
+    once per task): per key its first `limit` outputs, newest first; a key with none is
+    absent."""
+    keys = sorted({k for k in cache_keys if k})
+    if not keys:
+        return {}
+    rank = func.row_number().over(partition_by=Task.cache_key,
+                                  order_by=Task.id.desc()).label("rank")
+    ranked = (select(Task.cache_key, Task.matting_output, rank)
+              .join(Job, Job.id == Task.job_id)
+              .where(Task.cache_key.in_(keys), Task.state.in_(MATTED_STATES),
+                     Task.matting_output.is_not(None), Job.state != JobState.CANCELLED.value)
+              .subquery())
+    q = (select(ranked.c.cache_key, ranked.c.matting_output)
+         .where(ranked.c.rank <= limit).order_by(ranked.c.cache_key, ranked.c.rank))
+    found: dict[str, list[str]] = {}
+    for key, out in (await s.execute(q)).all():
+        if out:
+            found.setdefault(key, []).append(out)
+    return found

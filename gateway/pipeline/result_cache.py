@@ -179,9 +179,13 @@ class ResultCache:
             else:
                 led[i] = self.inflight[key] = loop.create_future()
         try:
-            for i in led:
+            found_by_key: dict[str, list[str]] = {}
+            if led:  # one query for the batch's keys, not one per task
                 async with self.db.read() as s:
-                    found = await repo.done_outputs_for_key(s, chunk[i].cache_key or "")
+                    found_by_key = await repo.done_outputs_for_keys(
+                        s, (chunk[i].cache_key or "" for i in led))
+            for i in led:
+                found = found_by_key.get(chunk[i].cache_key or "", [])
                 for prev in found:
                     if (reused := await self._reuse(prev, reqs[i])) is not None:
                         outs[i] = reused

@@ -118,3 +118,34 @@ def test_tiny_inputs_get_small_sheets() -> None:
     photo = render_sheet(rgb, [("identity", alpha, {"coverage": 0.3})])
     assert tiny.shape[1] == MIN_SHEET_W
     assert tiny.shape[0] * tiny.shape[1] * 3 < photo.shape[0] * photo.shape[1]
+
+
+# --- issue 17: text is rendered once per (text, size) and pasted ------------------------------
+@pytest.mark.parametrize("text", ["identity", "on magenta", "SAD 1.234   MSE 0.0012",
+                                  "coverage 12.3%   uncertain 0.4%   border alpha 3.1%",
+                                  "jÿ_(g)", ""])
+@pytest.mark.parametrize("size", [12, 13, 20, 24])
+def test_cached_text_is_pixel_for_pixel_what_imagedraw_draws(text: str, size: int) -> None:
+    """`_draw_text` (a cached coverage mask pasted with the colour) gives exactly the pixels
+    `ImageDraw.text` gives, at the sheet's sizes, with descenders and glyphs that start left of
+    the origin; twice in a row (the second from the cache) and near the canvas's edges."""
+    from PIL import Image, ImageDraw
+
+    from comparison_worker.sheet import BACKDROP, TEXT, _draw_text, _font
+
+    for xy in [(GAP, 3), (0, 0), (50, 30), (-4, 38)]:
+        want = Image.new("RGB", (120, 44), BACKDROP)
+        ImageDraw.Draw(want).text(xy, text, font=_font(size), fill=TEXT)
+        for _ in range(2):
+            got = Image.new("RGB", (120, 44), BACKDROP)
+            _draw_text(got, xy, text, size, TEXT)
+            assert np.array_equal(np.asarray(got), np.asarray(want)), (xy, text, size)
+
+
+def test_the_checkerboard_is_shared_and_read_only() -> None:
+    from comparison_worker.sheet import _checkerboard
+
+    board = _checkerboard((64, 48))
+    assert board is _checkerboard((64, 48)) and not board.flags.writeable
+    with pytest.raises(ValueError):
+        board[0, 0, 0] = 0.0

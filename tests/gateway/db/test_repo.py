@@ -293,3 +293,29 @@ async def test_matting_confidence_is_stored_only_when_it_is_one(
     assert t.confidence == stored and t.fallback == {"from": "classical", "model": "tiny"}
     (c2,) = await claim(sessions, Stage.COMPARISON, 1)
     assert c2.confidence == stored
+
+
+# --- issue 17: the content-hash cache asks once per batch -------------------------------------
+async def test_done_outputs_for_keys_matches_one_key_at_a_time(
+        db: tuple[str, Sessions]) -> None:
+    """The batched lookup answers, per key, exactly what `done_outputs_for_key` does: the
+    newest `limit` matted outputs, none from a cancelled job or a task not matted yet."""
+    _, sessions = db
+    await add_job(sessions, "live", 8)
+    await add_job(sessions, "gone", 2, state=JobState.CANCELLED.value)
+    async with sessions.begin() as s:
+        rows = (await s.execute(select(Task).order_by(Task.id))).scalars().all()
+        for i, t in enumerate(rows):
+            t.cache_key = "k1" if i < 6 else "k2"
+            t.matting_output = f"matting_output/{t.job_id}/{i}.png"
+            t.state = (TaskState.PENDING.value if i == 1
+                       else TaskState.COMPLETED.value)
+    keys = ["k1", "k2", "none"]
+    async with sessions() as s:
+        batched = await repo.done_outputs_for_keys(s, [*keys, "k1", ""], limit=3)
+        single = {k: await repo.done_outputs_for_key(s, k, limit=3) for k in keys}
+    assert batched == {k: v for k, v in single.items() if v}
+    assert len(batched["k1"]) == 3  # the limit holds per key
+    assert all("gone" not in o for v in batched.values() for o in v)
+    async with sessions() as s:
+        assert await repo.done_outputs_for_keys(s, []) == {}
