@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark and rewrite BENCHMARKS.md from their sections.
+"""`make bench`: run every benchmark and put their sections into BENCHMARKS.md.
 
 Each section is also kept as `bench/last_<name>.md`, so one benchmark can be rerun alone
 (`python -m bench quality`) without losing the others' figures.
@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.document import merge_sections
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SECTIONS = [
@@ -23,6 +25,9 @@ SMALL_SCALE = {"BENCH_SCALE_IMAGES": "5000", "BENCH_DB_ROWS": "100000"}
 """`make bench` (every section) runs the scale section small; `python -m bench scale` runs
 it at 100 000 images and a million rows."""
 
+STATIC = ("classical_issue16.md", "gpu.md", "scale_read_paths.md", "throughput_issue17.md")
+"""Hand-measured sections kept as files in bench/: put back in place on every run."""
+
 HEADER = """# Benchmarks
 
 Made by `make bench` (`python -m bench [section …]`); every figure is a ratio against a
@@ -32,6 +37,7 @@ baseline measured side by side in the same run, on the machine named in each sec
 
 def main(argv: list[str]) -> int:
     wanted = argv or SECTIONS
+    ran: list[str] = []
     if not argv:
         for k, v in SMALL_SCALE.items():
             os.environ.setdefault(k, v)
@@ -48,18 +54,14 @@ def main(argv: list[str]) -> int:
         stamp = f"\n_{platform.node()} · {when} · {time.time() - t0:.0f} s_\n"
         (HERE / f"last_{name}.md").write_text(text.rstrip() + "\n" + stamp)
         print(text)
-    parts = [HEADER]
-    for name in SECTIONS:
-        f = HERE / f"last_{name}.md"
-        if f.exists():
-            parts.append(f.read_text())
-    # hand-measured sections, kept as is
-    for static in ("classical_issue16.md", "gpu.md", "scale_read_paths.md",
-                   "throughput_issue17.md"):
-        extra = HERE / static
-        if extra.exists():
-            parts.append(extra.read_text())
-    (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
+        ran.append(name)
+    # hand-measured sections (kept in bench/) go back in place too; every section no run
+    # measured stays as BENCHMARKS.md has it (bench/document.py)
+    fresh = [(HERE / f"last_{name}.md").read_text() for name in ran]
+    fresh += [(HERE / static).read_text() for static in STATIC if (HERE / static).exists()]
+    target = ROOT / "BENCHMARKS.md"
+    existing = target.read_text() if target.exists() else ""
+    target.write_text(merge_sections(existing, fresh, HEADER))
     return 0
 
 
