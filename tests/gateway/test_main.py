@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.servers import free_port
-from tests.support.waiting import wait_for
+from tests.support.gateway import gateway_process
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
@@ -46,29 +44,12 @@ def _upload(url: str, mib: int) -> None:
                     or not hasattr(ctypes.CDLL(None), "gnu_get_libc_version"),
                     reason="glibc's malloc thresholds and /proc")
 def test_upload_reuses_its_pages(data_dir: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATA_DIR": str(data_dir),
-           "GATEWAY_PORT": str(port), "HOST": "127.0.0.1", "MAX_CONCURRENT_JOBS": "0",
-           "MATTING_API_URL": "http://127.0.0.1:9", "LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        def up() -> bool:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                return httpx.get(f"{url}/health").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, timeout=120, what="python -m gateway answers /health")
+    env = {"DATA_DIR": str(data_dir), "MAX_CONCURRENT_JOBS": "0", "LOG_LEVEL": "WARNING"}
+    with gateway_process(env) as (proc, url):
         _upload(url, 16)  # the heap's first growth to two batches happens once, here
         before = _minflt(proc.pid)
         _upload(url, BODY_MIB)
         faults = _minflt(proc.pid) - before
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     # 256 MiB are 65 536 pages. Kept, the heap carries every batch in the same pages (a few
     # hundred faults: the request's own objects, the job's rows; 134 for 128 MiB here). Given
     # back after each batch they fault in again: a third of the pages with the 4 MiB batches

@@ -11,7 +11,12 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,8 @@ from shared.schemas import (
 )
 from shared.settings import Settings
 from shared.storage import Storage
+from tests.support.servers import free_port
+from tests.support.waiting import wait_for
 
 
 @dataclass
@@ -232,3 +239,31 @@ def sweep_expired_uploads(settings: Settings) -> int:
             await state.close()
 
     return asyncio.run(sweep())
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def gateway_process(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`python -m gateway` as its own process on a free port, answering `/health`: the
+    process and its URL. `env` adds to this process's environment (DATA_DIR at least)."""
+    port = free_port()
+    full = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_PORT": str(port),
+            "HOST": "127.0.0.1", "MATTING_API_URL": "http://127.0.0.1:9", **env}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=full,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                return httpx.get(f"{url}/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout=120, what="python -m gateway answers /health")  # a whole start
+        yield proc, url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -16,7 +12,14 @@ import httpx
 import pytest
 
 from shared.storage import Storage
-from tests.support.gateway import Gateway, StageServer, image_tasks, make_settings, seed
+from tests.support.gateway import (
+    Gateway,
+    StageServer,
+    gateway_process,
+    image_tasks,
+    make_settings,
+    seed,
+)
 from tests.support.images import zip_of_images
 from tests.support.waiting import wait_for
 
@@ -185,32 +188,11 @@ def test_restart_drops_cut_uploads_and_resumes_leased_tasks(
 
 
 def test_python_m_gateway_serves(data_dir: Path) -> None:
-    root = Path(__file__).resolve().parents[3]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "DATA_DIR": str(data_dir), "API_KEY": "k",
-           "GATEWAY_PORT": str(port), "HOST": "127.0.0.1", "MATTING_API_URL": "http://127.0.0.1:9"}
-    proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                return httpx.get(f"{url}/health").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, timeout=120, what="python -m gateway answers /health")  # a whole start
+    with gateway_process({"DATA_DIR": str(data_dir), "API_KEY": "k"}) as (_, url):
         assert httpx.get(f"{url}/jobs").status_code == 401
         r = httpx.get(f"{url}/jobs", headers={"Authorization": "Bearer k"})
         assert r.json()["jobs"] == []
         assert (data_dir / "mattepipe.db").is_file()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 
