@@ -486,14 +486,17 @@ async def existing_job_ids(s: AsyncSession, job_ids: Iterable[str]) -> set[str]:
 MATTED_STATES = (TaskState.MATTING_DONE.value, TaskState.DISPATCHED_COMPARISON.value,
                  TaskState.COMPLETED.value)
 """A task in one of these states has its matting outputs written (until its job goes)."""
+_REUSABLE = (Task.state.in_(MATTED_STATES), Task.matting_output.is_not(None),
+             Job.state != JobState.CANCELLED.value)
+"""A task whose outputs the cache may reuse (both lookups, with Job joined): matted, with an
+output, in a job that is not cancelled (its files are being removed)."""
 
 
 async def done_outputs_for_key(s: AsyncSession, cache_key: str, limit: int = 4) -> list[str]:
     """First matting outputs of tasks with `cache_key` whose matting is done, newest first,
     in jobs that are not cancelled (their files are being removed)."""
     q = (select(Task.matting_output).join(Job, Job.id == Task.job_id)
-         .where(Task.cache_key == cache_key, Task.state.in_(MATTED_STATES),
-                Task.matting_output.is_not(None), Job.state != JobState.CANCELLED.value)
+         .where(Task.cache_key == cache_key, *_REUSABLE)
          .order_by(Task.id.desc()).limit(limit))
     return [o for o in (await s.execute(q)).scalars() if o]
 
@@ -510,8 +513,7 @@ async def done_outputs_for_keys(s: AsyncSession, cache_keys: Iterable[str],
                                   order_by=Task.id.desc()).label("rank")
     ranked = (select(Task.cache_key, Task.matting_output, rank)
               .join(Job, Job.id == Task.job_id)
-              .where(Task.cache_key.in_(keys), Task.state.in_(MATTED_STATES),
-                     Task.matting_output.is_not(None), Job.state != JobState.CANCELLED.value)
+              .where(Task.cache_key.in_(keys), *_REUSABLE)
               .subquery())
     q = (select(ranked.c.cache_key, ranked.c.matting_output)
          .where(ranked.c.rank <= limit).order_by(ranked.c.cache_key, ranked.c.rank))
