@@ -269,12 +269,13 @@ def _send(writer: ZipWriter, files: Sequence[tuple[Member, str]], prefetch: Obje
 
 
 def _send_file(writer: ZipWriter, path: Path, name: str) -> Iterator[bytes]:
-    with open(path, "rb") as f:
+    """One local file, read unbuffered (a small output is one `read`; no buffer per file)."""
+    with open(path, "rb", buffering=0) as f:
         st = os.fstat(f.fileno())
         yield from writer.member(name, st.st_size, _blocks(f, st.st_size), st.st_mtime)
 
 
-def _blocks(f: io.BufferedReader, size: int) -> Iterator[bytes]:
+def _blocks(f: io.FileIO, size: int) -> Iterator[bytes]:
     left = size
     while left > 0 and (block := f.read(min(READ_BLOCK_BYTES, left))):
         left -= len(block)
