@@ -44,7 +44,7 @@ from shared.storage import (
     model_output_rel,
 )
 
-__all__ = ["READ_BLOCK_BYTES", "TIMING_KEYS", "JobZip", "ReportFiles", "TaskMembers",
+__all__ = ["READ_BLOCK_BYTES", "TIMING_KEYS", "JobZip", "ReportFiles", "Skips", "TaskMembers",
            "add_page", "build_zip", "job_zip", "report_files", "report_item", "task_members",
            "zip_chunks"]
 
@@ -148,25 +148,68 @@ def add_page(
     added: set[str] | None = None,
     suffix: str = PNG_SUFFIX,
     finder: JobFinder | None = None,
+    skips: Skips | None = None,
 ) -> list[tuple[Member, str]]:
     """One page of tasks: its zip members, and its rows into the report `writer` if any
     (blocking: call it in a thread). `added` (the names already in the zip, carried across
     pages) keeps a name from going in twice: ingest makes output names unique
     (`gateway.intake.output_names`), and the zip holds to it even for rows made before.
-    `finder`: one per zip or report (one listing per folder, or per job area on S3)."""
+    `finder`: one per zip or report (one listing per folder, or per job area on S3).
+    `skips`: with `added`, where the names that went in twice were left out; without it, the
+    same names left out again (`Skips`)."""
     files: list[tuple[Member, str]] = []
     items: list[ReportItem] = []
     finder = finder or JobFinder(storage)
     for t in tasks:
         found = task_members(storage, job_id, output, models, t, suffix, finder)
         if added is not None:
+            if skips is not None:
+                skips.record(found.files, added)
             found = _unseen(found, added)
+        elif skips is not None:
+            found = TaskMembers(files=skips.replay(found.files))
         files += found.files
         if writer is not None:
             items.append(report_item(t, found))
     if writer is not None:
         writer.add(items)
     return files
+
+
+@dataclass
+class Skips:
+    """Which of a zip's candidate files (numbered in walk order) were left out as names
+    already in it: recorded by the first walk (which holds the set of names) and replayed by
+    the second, which then holds no name at all while the zip is sent. Empty but for rows
+    made before ingest made output names unique."""
+
+    at: set[int] = field(default_factory=set)
+    seen: int = 0
+
+    def record(self, files: Sequence[tuple[Member, str]], added: set[str]) -> None:
+        """Before `_unseen(files, added)`: notes the ones it will leave out."""
+        for _, name in files:
+            if name in added:
+                self.at.add(self.seen)
+            self.seen += 1
+
+    def replay(self, files: Sequence[tuple[Member, str]]) -> list[tuple[Member, str]]:
+        start, self.seen = self.seen, self.seen + len(files)
+        return [f for i, f in enumerate(files, start) if i not in self.at]
+
+    def new(self, files: Sequence[tuple[Member, str]], added: set[str]
+            ) -> list[tuple[Member, str]]:
+        """`files` less the names in `added` (recorded, and then added), one at a time as
+        `gateway.results.video.add_videos` leaves them out."""
+        kept = []
+        for f in files:
+            if f[1] in added:
+                self.at.add(self.seen)
+            else:
+                kept.append(f)
+                added.add(f[1])
+            self.seen += 1
+        return kept
 
 
 def _unseen(found: TaskMembers, added: set[str]) -> TaskMembers:
@@ -200,6 +243,8 @@ class _Plan:
     suffix: str
     report: ReportFiles
     prefetch: ObjectPrefetch
+    skips: Skips = field(default_factory=Skips)
+    """The names the first walk left out (`Skips`), left out again."""
     marks: list[tuple[int, int]] | None = None
     """A sized zip's (members, bytes) after each page, the videos and the report, as the
     first walk counted them: the second walk must meet every mark, or the zip would not be
@@ -235,16 +280,16 @@ def _stream(plan: _Plan, pages: Iterable[Sequence[Task]]) -> Generator[bytes, No
     report files, then the central directory (blocking)."""
     writer = ZipWriter()
     try:
-        added: set[str] = set()
         finder = JobFinder(plan.storage)
         marks = iter(plan.marks) if plan.marks is not None else None
+        skips = Skips(plan.skips.at)
         for page in pages:
             files = add_page(plan.storage, plan.job_id, plan.output, plan.models, page,
-                             added=added, suffix=plan.suffix, finder=finder)
+                             suffix=plan.suffix, finder=finder, skips=skips)
             yield from _send(writer, files, plan.prefetch)
             _check(writer, marks)
-        yield from _send(writer, add_videos(plan.storage, plan.job_id, True, added)[0],
-                         plan.prefetch)
+        videos = add_videos(plan.storage, plan.job_id, True)[0]
+        yield from _send(writer, skips.replay(videos), plan.prefetch)
         _check(writer, marks)
         yield from _send(writer, report_files(plan.report), plan.prefetch)
         _check(writer, marks)
@@ -308,14 +353,15 @@ def build_zip(
         assert report is not None
         sizer = ZipSizer() if sized else None
         marks: list[tuple[int, int]] | None = [] if sized else None
+        skips = Skips()
         members = _prepare(storage, job_id, output, models, [tasks], sizer, marks, None,
-                           suffix, report)
+                           suffix, report, skips)
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     plan = _Plan(storage, job_id, output, models, suffix, report,
-                 ObjectPrefetch(storage.objects), marks)
+                 ObjectPrefetch(storage.objects), skips, marks)
     return JobZip(_stream(plan, [tasks]), sizer.size if sizer is not None else None, members,
                   cleanup=tmp, prefetch=plan.prefetch)
 
@@ -323,15 +369,18 @@ def build_zip(
 def _prepare(storage: Storage, job_id: str, output: str, models: Sequence[str],
              pages: Iterable[Sequence[Task]], sizer: ZipSizer | None,
              marks: list[tuple[int, int]] | None, writer: ReportWriter | None, suffix: str,
-             report: ReportFiles | None = None) -> int:
+             report: ReportFiles | None = None, skips: Skips | None = None) -> int:
     """The first walk, held in memory (`build_zip`): sizes and/or the report."""
     added: set[str] = set()
+    skips = skips or Skips()
     finder = JobFinder(storage)
     members = 0
     for page in pages:
         members += _size(add_page(storage, job_id, output, models, page, writer=writer,
-                                  added=added, suffix=suffix, finder=finder), sizer, marks)
-    files, items = add_videos(storage, job_id, True, added)
+                                  added=added, suffix=suffix, finder=finder, skips=skips),
+                         sizer, marks)
+    files, items = add_videos(storage, job_id, True)
+    files = skips.new(files, added)
     members += _size(files, sizer, marks)
     if writer is not None:
         writer.add(items)
@@ -365,12 +414,14 @@ async def job_zip(
     try:
         members = 0
         added: set[str] = set()
+        skips = Skips()
         async for page in task_pages(db, job_id):
             files = await asyncio.to_thread(add_page, storage, job_id, output, models, page,
                                             writer=writer, added=added, suffix=suffix,
-                                            finder=finder)
+                                            finder=finder, skips=skips)
             members += await asyncio.to_thread(_size, files, sizer, marks)
-        files, items = await asyncio.to_thread(add_videos, storage, job_id, True, added)
+        files, items = await asyncio.to_thread(add_videos, storage, job_id, True)
+        files = skips.new(files, added)
         members += await asyncio.to_thread(_size, files, sizer, marks)
         if writer is not None:
             await asyncio.to_thread(writer.add, items)
@@ -379,12 +430,12 @@ async def job_zip(
         if writer is not None:
             writer.abort()
         raise
-    del added
+    del added  # the names go before the first byte: the sending holds none (`Skips`)
     folder = partial if partial is not None else report
     assert folder is not None
     members += await asyncio.to_thread(_size, report_files(folder), sizer, marks)
     plan = _Plan(storage, job_id, output, models, suffix, folder,
-                 ObjectPrefetch(storage.objects), marks)
+                 ObjectPrefetch(storage.objects), skips, marks)
     pages = _pages_from(db, job_id, asyncio.get_running_loop())
     return JobZip(_stream(plan, pages), sizer.size if sizer is not None else None, members,
                   cleanup=partial, prefetch=plan.prefetch)
