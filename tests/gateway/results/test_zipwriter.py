@@ -187,3 +187,19 @@ def test_a_file_gone_after_sizing_ends_the_download_with_an_error(tmp_path: Path
     with pytest.raises(FileNotFoundError):
         b"".join(zip_chunks(jz))
     assert jz.cleanup is not None and not jz.cleanup.exists()  # the temporary report went
+
+
+def test_a_name_two_rows_share_goes_in_once_on_both_walks(tmp_path: Path) -> None:
+    """Rows made before ingest made output names unique: `d/a.png` and `d/a.jpg` share the
+    name `matting_output/d/a.png`. The first walk leaves the second out and the sending (which
+    holds no names) leaves out the same one: one member, and the length announced."""
+    st = Storage(tmp_path)
+    tasks = _job(st, 2)
+    tasks.insert(1, Task(job_id="j", path="d/img0.jpg", state="completed"))
+    jz = build_zip(st, "j", "rgba", tasks)
+    body = b"".join(zip_chunks(jz))
+    assert len(body) == jz.size
+    names = zipfile.ZipFile(io.BytesIO(body)).namelist()
+    assert names.count("matting_output/d/img0.png") == 1
+    assert names.count("final_results/d/img0_compare.jpg") == 1
+    assert len(names) == len(set(names)) == jz.members
