@@ -30,7 +30,7 @@ from gateway.db.database import Database
 from gateway.db.tables import Task
 from gateway.pipeline.result_cache import CACHE_WORKER
 from gateway.results.members import JobFinder, Member, ObjectPrefetch, member_size
-from gateway.results.pages import task_pages
+from gateway.results.pages import PAGE_ROWS, task_pages
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
 from gateway.results.zipwriter import ZipSizeMismatch, ZipSizer, ZipWriter
@@ -340,21 +340,23 @@ def build_zip(
 ) -> JobZip:
     """The zip of tasks held in memory (blocking; tests and small callers): with the report
     files in `report`, or without it a report written from `tasks` into a temporary folder
-    that `zip_chunks` removes once the zip is read."""
+    that `zip_chunks` removes once the zip is read. The tasks are walked PAGE_ROWS at a time,
+    as `job_zip` walks a job's rows (what a page's members cost is held one page at a time)."""
+    pages = [tasks[i:i + PAGE_ROWS] for i in range(0, len(tasks), PAGE_ROWS)]
     tmp = None
     if report is None:
         tmp = Path(tempfile.mkdtemp(prefix="report-"))
     try:
         if tmp is not None:
             with ReportWriter(tmp, job_id, models, TIMING_KEYS) as writer:
-                _prepare(storage, job_id, output, models, [tasks], None, None, writer, suffix)
+                _prepare(storage, job_id, output, models, pages, None, None, writer, suffix)
                 writer.finish()
             report = tmp
         assert report is not None
         sizer = ZipSizer() if sized else None
         marks: list[tuple[int, int]] | None = [] if sized else None
         skips = Skips()
-        members = _prepare(storage, job_id, output, models, [tasks], sizer, marks, None,
+        members = _prepare(storage, job_id, output, models, pages, sizer, marks, None,
                            suffix, report, skips)
     except BaseException:
         if tmp is not None:
@@ -362,7 +364,7 @@ def build_zip(
         raise
     plan = _Plan(storage, job_id, output, models, suffix, report,
                  ObjectPrefetch(storage.objects), skips, marks)
-    return JobZip(_stream(plan, [tasks]), sizer.size if sizer is not None else None, members,
+    return JobZip(_stream(plan, pages), sizer.size if sizer is not None else None, members,
                   cleanup=tmp, prefetch=plan.prefetch)
 
 
