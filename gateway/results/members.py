@@ -1,7 +1,7 @@
 """A job's output files as zip members, wherever they live: a file in DATA_DIR or an object.
 
-On a local store (the default) a member is the file itself and goes into the zip with
-`add_path`, as it always did (the zip library reads it in blocks). On S3 a member is an
+On a local store (the default) a member is the file itself, read in blocks as it is sent
+(`gateway.results.zip_stream`). On S3 a member is an
 `ObjectFile` (key and size, both known before the first byte, so the zip stays sized); its
 bytes are fetched while the zip is sent, `PREFETCH_OBJECTS` ahead in `PREFETCH_THREADS`
 threads (`ObjectPrefetch`), because one GET after the other would make every member wait a
@@ -23,8 +23,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import zipstream
-
 from shared.objects import ObjectStore
 from shared.storage import PathOutsideDataDir, Storage
 
@@ -37,7 +35,7 @@ __all__ = [
     "Member",
     "ObjectFile",
     "ObjectPrefetch",
-    "add_member",
+    "member_size",
 ]
 
 PREFETCH_OBJECTS = 32
@@ -175,14 +173,9 @@ class ObjectPrefetch:
                 self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def add_member(zs: zipstream.ZipStream, member: Member, name: str,
-               prefetch: ObjectPrefetch | None) -> None:
-    """`member` into the zip as `name`: a file by path, an object by its fetched bytes (the
-    size given, so a sized zip stays sized)."""
+def member_size(member: Member) -> int:
+    """The size `member` has now (blocking: a `stat` for a local file; an object's as
+    listed). A zip is sized from these before its first byte."""
     if isinstance(member, Path):
-        zs.add_path(str(member), name)
-        return
-    if prefetch is None:
-        raise ValueError("an object member needs the zip's ObjectPrefetch")
-    prefetch.register(member)
-    zs.add(prefetch.chunks(member), name, size=member.size)
+        return os.stat(member).st_size
+    return member.size

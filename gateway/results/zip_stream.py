@@ -1,12 +1,14 @@
 """The result zip of one job, streamed: cut-outs, comparison sheets, report and gallery.
 
-Nothing is compressed (PNG and JPEG already are), so the zip's size is known before the first
-byte and sent as Content-Length; ZIP64 records appear by themselves past 4 GiB or 65 535
-members. Files are read in a worker thread while the event loop sends the bytes.
-
-The task rows are walked a page at a time (`gateway.results.pages`); the report files are not
-built here but taken from disk (`gateway.results.job_report`): written once when the job
-ended, or for a partial download into a temporary folder during the same walk.
+The zip is written by our own streaming writer (`gateway.results.zipwriter`): nothing is
+compressed (PNG and JPEG already are) and nothing is kept per member, so memory does not grow
+with the job (issue 17). A finished job's rows are walked twice, a page at a time
+(`gateway.results.pages`): once before the first byte to find and size the members (one
+listing per folder, one `stat` per file: the zip's exact length, sent as Content-Length),
+then again while the bytes are sent, each page's files read in the streaming thread. The
+report files are not built here but taken from disk (`gateway.results.job_report`): written
+once when the job ended, or for a partial download into a temporary folder during the first
+walk (a partial zip is not sized: a retry may still replace its files).
 
 On S3 (`STORAGE_URL=s3://…`) the members are objects: found by one listing per job area,
 sized from it, and fetched ahead while the zip is sent (`gateway.results.members`); the
@@ -16,21 +18,22 @@ zip is still streamed by the gateway, never built whole anywhere (README, "Objec
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import zipstream
 
 from gateway.db.database import Database
 from gateway.db.tables import Task
 from gateway.pipeline.result_cache import CACHE_WORKER
-from gateway.results.members import JobFinder, Member, ObjectPrefetch, add_member
-from gateway.results.pages import task_pages
+from gateway.results.members import JobFinder, Member, ObjectPrefetch, member_size
+from gateway.results.pages import PAGE_ROWS, task_pages
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
+from gateway.results.zipwriter import ZipSizeMismatch, ZipSizer, ZipWriter
 from shared.limits import ZIP_CHUNK_BYTES
 from shared.states import TaskState
 from shared.storage import (
@@ -41,8 +44,13 @@ from shared.storage import (
     model_output_rel,
 )
 
-__all__ = ["TIMING_KEYS", "JobZip", "ReportFiles", "TaskMembers", "add_page", "add_report",
-           "build_zip", "job_zip", "new_zip", "report_item", "task_members", "zip_chunks"]
+__all__ = ["READ_BLOCK_BYTES", "TIMING_KEYS", "JobZip", "ReportFiles", "Skips", "TaskMembers",
+           "add_page", "build_zip", "job_zip", "report_files", "report_item", "task_members",
+           "zip_chunks"]
+
+READ_BLOCK_BYTES = 1024 * 1024
+"""A member's file is read in blocks of this size while it is sent (a video is never held
+whole)."""
 
 TIMING_KEYS = ("queued_s", "matting_s", "matting_wait_s", "comparison_s", "comparison_wait_s",
                "total_s")
@@ -51,7 +59,9 @@ TIMING_KEYS = ("queued_s", "matting_s", "matting_wait_s", "comparison_s", "compa
 
 @dataclass
 class JobZip:
-    stream: zipstream.ZipStream
+    stream: Generator[bytes, None, None]
+    """The zip's bytes (blocking: it reads files, and on a job's zip its later pages of rows
+    from the event loop; iterate it in a worker thread)."""
     size: int | None
     """The exact byte count when known in advance (sized stream), else None."""
     members: int
@@ -72,10 +82,6 @@ class TaskMembers:
     files: list[tuple[Member, str]] = field(default_factory=list)
     matting_output: str | None = None
     compare_output: str | None = None
-
-
-def new_zip(sized: bool) -> zipstream.ZipStream:
-    return zipstream.ZipStream(compress_type=zipstream.ZIP_STORED, sized=sized)
 
 
 def task_members(storage: Storage, job_id: str, output: str, models: Sequence[str],
@@ -138,32 +144,72 @@ def add_page(
     models: Sequence[str],
     tasks: Iterable[Task],
     *,
-    zs: zipstream.ZipStream | None = None,
     writer: ReportWriter | None = None,
     added: set[str] | None = None,
     suffix: str = PNG_SUFFIX,
     finder: JobFinder | None = None,
-    prefetch: ObjectPrefetch | None = None,
-) -> int:
-    """One page of tasks into the zip and/or the report (blocking: call it in a thread);
-    the number of zip members added. `added` (the names already in the zip, carried across
+    skips: Skips | None = None,
+) -> list[tuple[Member, str]]:
+    """One page of tasks: its zip members, and its rows into the report `writer` if any
+    (blocking: call it in a thread). `added` (the names already in the zip, carried across
     pages) keeps a name from going in twice: ingest makes output names unique
     (`gateway.intake.output_names`), and the zip holds to it even for rows made before.
-    `finder` (one per zip or report) and `prefetch` (one per zip) matter on S3 only."""
-    members = 0
+    `finder`: one per zip or report (one listing per folder, or per job area on S3).
+    `skips`: with `added`, where the names that went in twice were left out; without it, the
+    same names left out again (`Skips`)."""
+    files: list[tuple[Member, str]] = []
     items: list[ReportItem] = []
     finder = finder or JobFinder(storage)
     for t in tasks:
         found = task_members(storage, job_id, output, models, t, suffix, finder)
         if added is not None:
+            if skips is not None:
+                skips.record(found.files, added)
             found = _unseen(found, added)
-        if zs is not None:
-            members += _add_files(zs, found.files, prefetch)
+        elif skips is not None:
+            found = TaskMembers(files=skips.replay(found.files))
+        files += found.files
         if writer is not None:
             items.append(report_item(t, found))
     if writer is not None:
         writer.add(items)
-    return members
+    return files
+
+
+@dataclass
+class Skips:
+    """Which of a zip's candidate files (numbered in walk order) were left out as names
+    already in it: recorded by the first walk (which holds the set of names) and replayed by
+    the second, which then holds no name at all while the zip is sent. Empty but for rows
+    made before ingest made output names unique."""
+
+    at: set[int] = field(default_factory=set)
+    seen: int = 0
+
+    def record(self, files: Sequence[tuple[Member, str]], added: set[str]) -> None:
+        """Before `_unseen(files, added)`: notes the ones it will leave out."""
+        for _, name in files:
+            if name in added:
+                self.at.add(self.seen)
+            self.seen += 1
+
+    def replay(self, files: Sequence[tuple[Member, str]]) -> list[tuple[Member, str]]:
+        start, self.seen = self.seen, self.seen + len(files)
+        return [f for i, f in enumerate(files, start) if i not in self.at]
+
+    def new(self, files: Sequence[tuple[Member, str]], added: set[str]
+            ) -> list[tuple[Member, str]]:
+        """`files` less the names in `added` (recorded, and then added), one at a time as
+        `gateway.results.video.add_videos` leaves them out."""
+        kept = []
+        for f in files:
+            if f[1] in added:
+                self.at.add(self.seen)
+            else:
+                kept.append(f)
+                added.add(f[1])
+            self.seen += 1
+        return kept
 
 
 def _unseen(found: TaskMembers, added: set[str]) -> TaskMembers:
@@ -178,20 +224,107 @@ def _unseen(found: TaskMembers, added: set[str]) -> TaskMembers:
     )
 
 
-def _add_files(zs: zipstream.ZipStream, files: Sequence[tuple[Member, str]],
-               prefetch: ObjectPrefetch | None = None) -> int:
-    for member, name in files:
-        add_member(zs, member, name, prefetch)
-    return len(files)
-
-
-def add_report(zs: zipstream.ZipStream, report: ReportFiles,
-               prefetch: ObjectPrefetch | None = None) -> int:
+def report_files(report: ReportFiles) -> list[tuple[Member, str]]:
     """report.json, report.csv and index.html at the zip's root: from a folder, or (S3)
     the objects `gateway.results.job_report.Reports.files` names."""
     if isinstance(report, Path):
-        return _add_files(zs, [(report / name, name) for name in REPORT_FILES])
-    return _add_files(zs, report, prefetch)
+        return [(report / name, name) for name in REPORT_FILES]
+    return list(report)
+
+
+@dataclass
+class _Plan:
+    """What a zip's second walk needs to find the same members again."""
+
+    storage: Storage
+    job_id: str
+    output: str
+    models: Sequence[str]
+    suffix: str
+    report: ReportFiles
+    prefetch: ObjectPrefetch
+    skips: Skips = field(default_factory=Skips)
+    """The names the first walk left out (`Skips`), left out again."""
+    marks: list[tuple[int, int]] | None = None
+    """A sized zip's (members, bytes) after each page, the videos and the report, as the
+    first walk counted them: the second walk must meet every mark, or the zip would not be
+    the one announced (a file gone or changed since): it stops with an error instead."""
+
+
+def _size(files: Sequence[tuple[Member, str]], sizer: ZipSizer | None,
+          marks: list[tuple[int, int]] | None = None) -> int:
+    """Counts `files` into `sizer` (blocking: a `stat` per local file), and the sizer's
+    position after them into `marks`."""
+    if sizer is not None:
+        for member, name in files:
+            sizer.add(name, member_size(member))
+        if marks is not None:
+            marks.append((sizer.count, sizer.offset))
+    return len(files)
+
+
+def _check(writer: ZipWriter, marks: Iterator[tuple[int, int]] | None) -> None:
+    """Raises when the zip sent so far is not the one sized (`_Plan.marks`)."""
+    if marks is None:
+        return
+    count, offset = next(marks, (-1, -1))
+    if writer.count != count:
+        raise FileNotFoundError(f"the zip had {count} members when sized, "
+                                f"{writer.count} now: a file is gone or new")
+    if writer.offset != offset:
+        raise ZipSizeMismatch("a file of the zip changed size since it was sized")
+
+
+def _stream(plan: _Plan, pages: Iterable[Sequence[Task]]) -> Generator[bytes, None, None]:
+    """The zip's bytes: each page's members found again and sent, then the videos and the
+    report files, then the central directory (blocking)."""
+    writer = ZipWriter()
+    try:
+        finder = JobFinder(plan.storage)
+        marks = iter(plan.marks) if plan.marks is not None else None
+        skips = Skips(plan.skips.at)
+        for page in pages:
+            files = add_page(plan.storage, plan.job_id, plan.output, plan.models, page,
+                             suffix=plan.suffix, finder=finder, skips=skips)
+            yield from _send(writer, files, plan.prefetch)
+            _check(writer, marks)
+        videos = add_videos(plan.storage, plan.job_id, True)[0]
+        yield from _send(writer, skips.replay(videos), plan.prefetch)
+        _check(writer, marks)
+        yield from _send(writer, report_files(plan.report), plan.prefetch)
+        _check(writer, marks)
+        yield from writer.finish()
+    finally:
+        writer.close()
+
+
+def _send(writer: ZipWriter, files: Sequence[tuple[Member, str]], prefetch: ObjectPrefetch
+          ) -> Iterator[bytes]:
+    """`files` into the zip: a local file read in blocks (its size checked against the
+    sizing), an object from the prefetch (registered a page at a time, so it fetches
+    ahead)."""
+    for member, _ in files:
+        if not isinstance(member, Path):
+            prefetch.register(member)
+    for member, name in files:
+        if isinstance(member, Path):
+            yield from _send_file(writer, member, name)
+        else:
+            yield from writer.member(name, member.size, prefetch.chunks(member))
+
+
+def _send_file(writer: ZipWriter, path: Path, name: str) -> Iterator[bytes]:
+    """One local file, read unbuffered (a small output is one `read`; no buffer per file)."""
+    with open(path, "rb", buffering=0) as f:
+        st = os.fstat(f.fileno())
+        yield from writer.member(name, st.st_size, _blocks(f, st.st_size), st.st_mtime)
+
+
+def _blocks(f: io.FileIO, size: int) -> Iterator[bytes]:
+    left = size
+    while left > 0 and (block := f.read(min(READ_BLOCK_BYTES, left))):
+        left -= len(block)
+        yield block
 
 
 def build_zip(
@@ -207,31 +340,55 @@ def build_zip(
 ) -> JobZip:
     """The zip of tasks held in memory (blocking; tests and small callers): with the report
     files in `report`, or without it a report written from `tasks` into a temporary folder
-    that `zip_chunks` removes once the zip is read."""
-    zs = new_zip(sized)
-    added: set[str] = set()
-    finder = JobFinder(storage)
-    prefetch = ObjectPrefetch(storage.objects)
-    if report is not None:
-        members = add_page(storage, job_id, output, models, tasks, zs=zs, added=added,
-                           suffix=suffix, finder=finder, prefetch=prefetch)
-        members += _add_files(zs, add_videos(storage, job_id, True, added)[0], prefetch)
-        members += add_report(zs, report, prefetch)
-        return JobZip(zs, len(zs) if sized else None, members, prefetch=prefetch)
-    tmp = Path(tempfile.mkdtemp(prefix="report-"))
+    that `zip_chunks` removes once the zip is read. The tasks are walked PAGE_ROWS at a time,
+    as `job_zip` walks a job's rows (what a page's members cost is held one page at a time)."""
+    pages = [tasks[i:i + PAGE_ROWS] for i in range(0, len(tasks), PAGE_ROWS)]
+    tmp = None
+    if report is None:
+        tmp = Path(tempfile.mkdtemp(prefix="report-"))
     try:
-        with ReportWriter(tmp, job_id, models, TIMING_KEYS) as writer:
-            members = add_page(storage, job_id, output, models, tasks, zs=zs, writer=writer,
-                               added=added, suffix=suffix, finder=finder, prefetch=prefetch)
-            files, items = add_videos(storage, job_id, True, added)
-            members += _add_files(zs, files, prefetch)
-            writer.add(items)
-            writer.finish()
-        members += add_report(zs, tmp)
+        if tmp is not None:
+            with ReportWriter(tmp, job_id, models, TIMING_KEYS) as writer:
+                _prepare(storage, job_id, output, models, pages, None, None, writer, suffix)
+                writer.finish()
+            report = tmp
+        assert report is not None
+        sizer = ZipSizer() if sized else None
+        marks: list[tuple[int, int]] | None = [] if sized else None
+        skips = Skips()
+        members = _prepare(storage, job_id, output, models, pages, sizer, marks, None,
+                           suffix, report, skips)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return JobZip(zs, len(zs) if sized else None, members, cleanup=tmp, prefetch=prefetch)
+    plan = _Plan(storage, job_id, output, models, suffix, report,
+                 ObjectPrefetch(storage.objects), skips, marks)
+    return JobZip(_stream(plan, pages), sizer.size if sizer is not None else None, members,
+                  cleanup=tmp, prefetch=plan.prefetch)
+
+
+def _prepare(storage: Storage, job_id: str, output: str, models: Sequence[str],
+             pages: Iterable[Sequence[Task]], sizer: ZipSizer | None,
+             marks: list[tuple[int, int]] | None, writer: ReportWriter | None, suffix: str,
+             report: ReportFiles | None = None, skips: Skips | None = None) -> int:
+    """The first walk, held in memory (`build_zip`): sizes and/or the report."""
+    added: set[str] = set()
+    skips = skips or Skips()
+    finder = JobFinder(storage)
+    members = 0
+    for page in pages:
+        members += _size(add_page(storage, job_id, output, models, page, writer=writer,
+                                  added=added, suffix=suffix, finder=finder, skips=skips),
+                         sizer, marks)
+    files, items = add_videos(storage, job_id, True)
+    files = skips.new(files, added)
+    members += _size(files, sizer, marks)
+    if writer is not None:
+        writer.add(items)
+    if report is not None:
+        members += _size(report_files(report), sizer, marks)
+    return members
 
 
 async def job_zip(
@@ -245,27 +402,29 @@ async def job_zip(
     partial: Path | None = None,
     suffix: str = PNG_SUFFIX,
 ) -> JobZip:
-    """The job's zip, its rows walked a page at a time with each page's file checks in a
-    thread. A finished job (`report`: its report folder) gets a sized zip; a running one
-    (`partial`: an empty temporary folder) gets its report written into `partial` during
-    the same walk, and an unsized zip (its files may still be replaced by a retry)."""
-    sized = partial is None
-    zs = new_zip(sized)
+    """The job's zip. Its rows are walked a page at a time, each page's file checks in a
+    thread: now, to size a finished job's zip (`report`: its report folder or objects) or to
+    write a running one's report into `partial` (an empty temporary folder; the zip is not
+    sized, its files may still be replaced by a retry); and again as the zip is sent
+    (`JobZip.stream` reads its pages from this event loop). Nothing is kept per member."""
+    sizer = ZipSizer() if partial is None else None
+    marks: list[tuple[int, int]] | None = [] if partial is None else None
     finder = JobFinder(storage)
-    prefetch = ObjectPrefetch(storage.objects)
     writer = None
     if partial is not None:
         writer = await asyncio.to_thread(ReportWriter, partial, job_id, models, TIMING_KEYS)
     try:
         members = 0
         added: set[str] = set()
+        skips = Skips()
         async for page in task_pages(db, job_id):
-            members += await asyncio.to_thread(add_page, storage, job_id, output, models, page,
-                                               zs=zs, writer=writer, added=added,
-                                               suffix=suffix, finder=finder,
-                                               prefetch=prefetch)
-        files, items = await asyncio.to_thread(add_videos, storage, job_id, sized, added)
-        members += _add_files(zs, files, prefetch)
+            files = await asyncio.to_thread(add_page, storage, job_id, output, models, page,
+                                            writer=writer, added=added, suffix=suffix,
+                                            finder=finder, skips=skips)
+            members += await asyncio.to_thread(_size, files, sizer, marks)
+        files, items = await asyncio.to_thread(add_videos, storage, job_id, True)
+        files = skips.new(files, added)
+        members += await asyncio.to_thread(_size, files, sizer, marks)
         if writer is not None:
             await asyncio.to_thread(writer.add, items)
             await asyncio.to_thread(writer.finish)
@@ -273,10 +432,31 @@ async def job_zip(
         if writer is not None:
             writer.abort()
         raise
+    del added  # the names go before the first byte: the sending holds none (`Skips`)
     folder = partial if partial is not None else report
     assert folder is not None
-    members += add_report(zs, folder, prefetch)
-    return JobZip(zs, len(zs) if sized else None, members, cleanup=partial, prefetch=prefetch)
+    members += await asyncio.to_thread(_size, report_files(folder), sizer, marks)
+    plan = _Plan(storage, job_id, output, models, suffix, folder,
+                 ObjectPrefetch(storage.objects), skips, marks)
+    pages = _pages_from(db, job_id, asyncio.get_running_loop())
+    return JobZip(_stream(plan, pages), sizer.size if sizer is not None else None, members,
+                  cleanup=partial, prefetch=plan.prefetch)
+
+
+def _pages_from(db: Database, job_id: str, loop: asyncio.AbstractEventLoop
+                ) -> Iterator[list[Task]]:
+    """The job's pages of rows for a blocking iterator in a worker thread: each page is
+    read on `loop` (`task_pages`) while the thread waits for it."""
+    pages = task_pages(db, job_id).__aiter__()
+    while True:
+        try:
+            yield asyncio.run_coroutine_threadsafe(_next(pages), loop).result()
+        except StopAsyncIteration:
+            return
+
+
+async def _next(pages: AsyncIterator[list[Task]]) -> list[Task]:
+    return await anext(pages)
 
 
 def _timings(t: Task) -> dict[str, float | None]:
@@ -298,7 +478,7 @@ def zip_chunks(job_zip: JobZip, size: int = ZIP_CHUNK_BYTES) -> Iterator[bytes]:
     iterate it in a threadpool); a partial download's temporary report folder goes once the
     zip is sent or abandoned.
 
-    The zip library yields a header, the data and a descriptor per member: for a job of
+    The zip writer yields a header, the data and a descriptor per member: for a job of
     small images that is hundreds of thousands of pieces of a few bytes to a few KB, and each
     one sent alone costs a thread hop and a turn of the event loop (a 3 000-image job's zip
     downloaded at 1/30 of the speed of reading its files). Gathered here, a download costs a
@@ -316,6 +496,7 @@ def zip_chunks(job_zip: JobZip, size: int = ZIP_CHUNK_BYTES) -> Iterator[bytes]:
         if pending:
             yield b"".join(pending)
     finally:
+        job_zip.stream.close()  # an abandoned zip drops its spooled central directory now
         if job_zip.prefetch is not None:
             job_zip.prefetch.close()
         if job_zip.cleanup is not None:

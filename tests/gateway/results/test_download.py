@@ -129,3 +129,29 @@ def test_partial_download_leaves_no_temporary_report(start_gateway: Start) -> No
     folder = gw.storage.job_reports("j3")
     wait_for(lambda: not folder.exists() or not any(folder.iterdir()))
     assert not (folder / "report.json").exists()  # a running job has no final report yet
+
+
+def test_a_job_of_several_pages_streams_whole_with_its_length(
+        start_gateway: Start, stage_server: StageServer) -> None:
+    """1 203 rows (three pages of PAGE_ROWS): the zip is sized in one walk of the rows and
+    sent in a second, its pages read from the event loop by the streaming thread; every
+    member is there once and the body is exactly Content-Length."""
+    from gateway.results.pages import PAGE_ROWS
+
+    gw = start_gateway(stage_server.url)
+    n = 2 * PAGE_ROWS + 203
+    rows = []
+    for i in range(n):
+        path = f"d{i // 400}/img{i:04d}.png"
+        gw.storage.objects.put(gw.storage.matting_rel("j9", path), b"cut " + path.encode())
+        gw.storage.objects.put(gw.storage.compare_rel("j9", path), b"sheet " + path.encode())
+        rows.append({"job_id": "j9", "path": path, "state": "completed"})
+    seed(gw.settings, [{"id": "j9", "state": "completed", "total": n, "output": "rgba"}], rows)
+    r = gw.client.get("/download/j9")
+    assert r.status_code == 200, r.text
+    assert int(r.headers["content-length"]) == len(r.content)
+    zf = read_zip(r)
+    names = zf.namelist()
+    assert len(names) == len(set(names)) == 2 * n + 3
+    assert zf.read("final_results/d3/img1202_compare.jpg") == b"sheet d3/img1202.png"
+    assert len(json.loads(zf.read("report.json"))["items"]) == n

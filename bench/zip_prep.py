@@ -1,0 +1,69 @@
+"""A job's zip in-process, run from any checkout: preparation (before the first byte), the
+streaming, and the memory they take, for N images of tiny outputs.
+
+`python bench/zip_prep.py N` with PYTHONPATH set to the checkout under test lays out N
+finished tasks (a 150-byte cut-out and sheet each, 1 000 to a folder, as the workers leave
+them) in a temporary DATA_DIR, then times `build_zip` (the members found and sized: what the
+download does before its first byte) and the reading of `zip_chunks` to the end, and prints
+one JSON line: seconds, bytes, the file-read time of the same members, and the growth of the
+process's peak RSS (VmHWM) over the laid-out state. It imports nothing from `bench`, so the
+same file measures the baseline commit side by side with this one (issue 17's zip writer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _hwm_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run(n: int) -> dict[str, float]:
+    from gateway.db.tables import Task
+    from gateway.results.zip_stream import build_zip, zip_chunks
+    from shared.storage import Storage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        st = Storage(Path(tmp))
+        tasks = []
+        blob = b"\x89PNG" + b"x" * 146
+        for i in range(n):
+            path = f"f{i // 1000:04d}/image_{i:07d}.png"
+            st.objects.put(st.matting_rel("j", path), blob)
+            st.objects.put(st.compare_rel("j", path), blob)
+            tasks.append(Task(job_id="j", path=path, state="completed"))
+        report = Path(tmp) / "report"
+        report.mkdir()
+        for name in ("report.json", "report.csv", "index.html"):
+            (report / name).write_bytes(b"{}")
+        files = [p for p in Path(tmp).rglob("*") if p.is_file()]
+        t0 = time.perf_counter()
+        for p in files:
+            p.read_bytes()
+        read_s = time.perf_counter() - t0
+        base = _hwm_mb()
+        t0 = time.perf_counter()
+        jz = build_zip(st, "j", "rgba", tasks, report=report)
+        prep_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        got = sum(len(c) for c in zip_chunks(jz))
+        stream_s = time.perf_counter() - t0
+        assert got == jz.size, (got, jz.size)
+        return {"images": n, "members": jz.members, "bytes": got, "prep_s": prep_s,
+                "stream_s": stream_s, "read_s": read_s, "files": len(files),
+                "hwm_growth_mb": _hwm_mb() - base}
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DATA_DIR", tempfile.gettempdir())
+    print(json.dumps(run(int(sys.argv[1]))), flush=True)

@@ -1,0 +1,193 @@
+"""A streaming zip writer of stored members whose memory does not grow with the member count.
+
+The download of a 100 000-image job is a zip of 200 000 members. A general zip library keeps
+an entry object per member until the central directory is written at the end (the gateway
+grew by ~90 MB for such a job, issue 17). Here each member's central-directory record is
+appended, as the bytes it will be, to a spooled temporary file (in memory up to
+CENTRAL_IN_MEMORY_BYTES, then on disk) and copied out at the end: memory is bounded by design.
+
+Members are stored (PNG and JPEG do not deflate) with their size known before their first
+byte (the caller stats them), so the whole zip's length is known in advance (`ZipSizer`
+mirrors the layout byte for byte, for Content-Length); the CRC-32 is computed while the data
+streams and written after it in a data descriptor (flag bit 3). ZIP64 records appear only
+where a size, an offset or the member count needs them, as Python's zipfile writes them.
+"""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+
+__all__ = ["CENTRAL_IN_MEMORY_BYTES", "ZipSizeMismatch", "ZipSizer", "ZipWriter", "dos_time"]
+
+CENTRAL_IN_MEMORY_BYTES = 4 * 1024 * 1024
+"""Central-directory bytes kept in memory before they spill to a temporary file: a zip of up
+to ~40 000 members never touches the disk for it; a bigger one costs no memory for it."""
+
+_ZIP64_LIMIT = 0xFFFFFFFF
+_COUNT_LIMIT = 0xFFFF
+_FLAGS = 0x0008 | 0x0800  # sizes and CRC in a data descriptor; names are UTF-8
+_STORED = 0
+_VERSION = 20
+_VERSION_ZIP64 = 45
+_MADE_BY = (3 << 8) | _VERSION_ZIP64  # Unix, so the external attributes are a file mode
+_FILE_MODE = (0o100644 << 16)
+_COPY_BLOCK = 1024 * 1024
+
+_LOCAL = struct.Struct("<IHHHHHIIIHH")
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
+_DESCRIPTOR = struct.Struct("<IIII")
+_DESCRIPTOR64 = struct.Struct("<IIQQ")
+_END = struct.Struct("<IHHHHIIH")
+_END64 = struct.Struct("<IQHHIIQQQQ")
+_LOCATOR64 = struct.Struct("<IIQI")
+
+
+class ZipSizeMismatch(OSError):
+    """A member's bytes did not match the size announced for it (the file changed between
+    the sizing and the sending): the zip already sent cannot be completed."""
+
+
+def dos_time(mtime: float) -> tuple[int, int]:
+    """(time, date) in MS-DOS form for a POSIX time, clamped to 1980–2107 as zip allows."""
+    t = time.localtime(mtime)
+    year = min(max(t.tm_year, 1980), 2107)
+    if year != t.tm_year:
+        return (0, (year - 1980) << 9 | 1 << 5 | 1)
+    return (t.tm_hour << 11 | t.tm_min << 5 | t.tm_sec // 2,
+            (year - 1980) << 9 | t.tm_mon << 5 | t.tm_mday)
+
+
+def _local_extra(size: int) -> bytes:
+    return struct.pack("<HHQQ", 1, 16, size, size) if size >= _ZIP64_LIMIT else b""
+
+
+def _central_extra(size: int, offset: int) -> bytes:
+    fields = []
+    if size >= _ZIP64_LIMIT:
+        fields += [size, size]
+    if offset >= _ZIP64_LIMIT:
+        fields.append(offset)
+    if not fields:
+        return b""
+    return struct.pack(f"<HH{len(fields)}Q", 1, 8 * len(fields), *fields)
+
+
+def _member_length(name: bytes, size: int) -> int:
+    """Local header, data and descriptor of one member."""
+    descriptor = _DESCRIPTOR64.size if size >= _ZIP64_LIMIT else _DESCRIPTOR.size
+    return _LOCAL.size + len(name) + len(_local_extra(size)) + size + descriptor
+
+
+def _central_length(name: bytes, size: int, offset: int) -> int:
+    return _CENTRAL.size + len(name) + len(_central_extra(size, offset))
+
+
+def _end_records(count: int, central_size: int, central_offset: int) -> bytes:
+    """The end of central directory record, with the ZIP64 ones before it when needed."""
+    zip64 = (count >= _COUNT_LIMIT or central_size >= _ZIP64_LIMIT
+             or central_offset >= _ZIP64_LIMIT)
+    out = b""
+    if zip64:
+        end64_offset = central_offset + central_size
+        out += _END64.pack(0x06064B50, _END64.size - 12, _MADE_BY, _VERSION_ZIP64, 0, 0,
+                           count, count, central_size, central_offset)
+        out += _LOCATOR64.pack(0x07064B50, 0, end64_offset, 1)
+    out += _END.pack(0x06054B50, 0, 0, min(count, _COUNT_LIMIT), min(count, _COUNT_LIMIT),
+                     min(central_size, _ZIP64_LIMIT), min(central_offset, _ZIP64_LIMIT), 0)
+    return out
+
+
+class ZipSizer:
+    """The exact length of the zip `ZipWriter` will write for the same members, in the same
+    order, computed from names and sizes alone (nothing kept per member)."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.central = 0
+        self.count = 0
+
+    def add(self, name: str, size: int) -> None:
+        raw = name.encode()
+        self.central += _central_length(raw, size, self.offset)
+        self.offset += _member_length(raw, size)
+        self.count += 1
+
+    @property
+    def size(self) -> int:
+        return self.offset + self.central + len(_end_records(self.count, self.central,
+                                                             self.offset))
+
+
+class ZipWriter:
+    """Writes a stored zip as a sequence of byte pieces: `member` per file, then `finish`.
+
+    Not thread-safe; one writer per zip. `close` drops the spooled central directory (also
+    done by `finish`)."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.count = 0
+        self._central = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed by finish/close)
+            max_size=CENTRAL_IN_MEMORY_BYTES)
+        self._central_size = 0
+
+    def member(self, name: str, size: int, data: Iterable[bytes], mtime: float = 0.0
+               ) -> Iterator[bytes]:
+        """One member: its local header, `data` (exactly `size` bytes, else
+        ZipSizeMismatch), its descriptor; its central record is set aside for `finish`."""
+        raw = name.encode()
+        dtime, ddate = dos_time(mtime)
+        zip64 = size >= _ZIP64_LIMIT
+        version = _VERSION_ZIP64 if zip64 else _VERSION
+        extra = _local_extra(size)
+        small = min(size, _ZIP64_LIMIT)
+        start = self.offset
+        header = _LOCAL.pack(0x04034B50, version, _FLAGS, _STORED, dtime, ddate, 0, small, small,
+                             len(raw), len(extra)) + raw + extra
+        self.offset += len(header)
+        yield header
+        crc = 0
+        sent = 0
+        for piece in data:
+            sent += len(piece)
+            if sent > size:
+                raise ZipSizeMismatch(f"{name}: more than the {size} bytes announced")
+            crc = zlib.crc32(piece, crc)
+            self.offset += len(piece)
+            yield piece
+        if sent != size:
+            raise ZipSizeMismatch(f"{name}: {sent} bytes, {size} announced")
+        if zip64:
+            descriptor = _DESCRIPTOR64.pack(0x08074B50, crc, size, size)
+        else:
+            descriptor = _DESCRIPTOR.pack(0x08074B50, crc, size, size)
+        self.offset += len(descriptor)
+        yield descriptor
+        cextra = _central_extra(size, start)
+        record = _CENTRAL.pack(0x02014B50, _MADE_BY, _VERSION_ZIP64 if cextra else _VERSION,
+                               _FLAGS, _STORED, dtime, ddate, crc, small, small, len(raw),
+                               len(cextra), 0, 0, 0, _FILE_MODE, min(start, _ZIP64_LIMIT))
+        self._central.write(record + raw + cextra)
+        self._central_size += _CENTRAL.size + len(raw) + len(cextra)
+        self.count += 1
+
+    def finish(self) -> Iterator[bytes]:
+        """The central directory (read back from the spool) and the end records."""
+        central_offset = self.offset
+        try:
+            self._central.seek(0)
+            while block := self._central.read(_COPY_BLOCK):
+                self.offset += len(block)
+                yield block
+        finally:
+            self.close()
+        end = _end_records(self.count, self._central_size, central_offset)
+        self.offset += len(end)
+        yield end
+
+    def close(self) -> None:
+        self._central.close()
