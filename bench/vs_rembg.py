@@ -42,7 +42,8 @@ N_IMAGES = int(os.environ.get("BENCH_REMBG_IMAGES", "48"))
 SIZES = ((1920, 1080), (1280, 720), (1024, 768), (800, 600))
 MODEL = "u2netp"
 STACK: dict[str, Any] = {"matting_workers": 1, "comparison_workers": 1, "stage_batch_size": 4,
-         "matting_concurrency": 8, "comparison_concurrency": 8, "result_cache": False}
+         "matting_concurrency": 8, "comparison_concurrency": 8, "result_cache": False,
+         "worker_threads": os.cpu_count() or 1}
 """The stack's settings for this comparison (module docstring). The content-hash cache is off:
 every round uploads the same images, and with it on every job after the warm-up is answered
 from the cache without running the model (the figures before 2026-12-02 were that)."""
