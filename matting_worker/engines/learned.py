@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -201,27 +201,26 @@ class LearnedEngine(Engine):
                 while start < len(members):
                     chunk = members[start : start + self.max_batch_size]
                     start += len(chunk)
-                    batch = np.stack(self._each(lambda i: self.preprocess(images[i], hw),
-                                                chunk))
+                    batch = np.stack(self._each(self.preprocess,
+                                                [(images[i], hw) for i in chunk]))
                     maps = self._forward(batch)
-                    grown = self._each(lambda j: self.postprocess(
-                        maps[j], images[chunk[j]].shape[0], images[chunk[j]].shape[1]),
-                        range(len(chunk)))
+                    grown = self._each(self.postprocess,
+                                       [(maps[j], *images[i].shape[:2])
+                                        for j, i in enumerate(chunk)])
                     for i, alpha in zip(chunk, grown, strict=True):
                         coarse[i] = alpha
         return [self._matte(im, c) for im, c in zip(images, coarse, strict=True) if c is not None]
 
     # --- steps ----------------------------------------------------------------------------
-    def _each(self, step: Callable[[int], _T], indices: Iterable[int]) -> list[_T]:
-        """`step(i)` for every index, in order. Where the runtime runs several parts at once
-        (OpenVINO's streams: the cores this engine may use), side by side on that many
-        threads: the resizes and the normalisation release the GIL, and one after the other
-        they left every core but one idle between two inferences (issue 14, point 2). Each
+    def _each(self, step: Callable[..., _T], calls: Sequence[tuple[Any, ...]]) -> list[_T]:
+        """`step(*args)` for every args of `calls`, in order. Where the runtime runs several
+        parts at once (OpenVINO's streams: the cores this engine may use), side by side on that
+        many threads: the resizes and the normalisation release the GIL, and one after the
+        other they left every core but one idle between two inferences (issue 14, point 2). Each
         image's answer is the same either way: the steps share nothing."""
-        todo = list(indices)
-        if self._steps is None or len(todo) < 2:
-            return [step(i) for i in todo]
-        return list(self._steps.map(step, todo))
+        if self._steps is None or len(calls) < 2:
+            return [step(*args) for args in calls]
+        return list(self._steps.map(lambda args: step(*args), calls))
 
     def target_size(self, h: int, w: int) -> tuple[int, int]:
         """The (height, width) an h×w image is fed at."""
