@@ -42,9 +42,12 @@ def _check_matte(what: str, matte: npt.NDArray[np.floating], hw: tuple[int, int]
 
 def compare(
     original: npt.NDArray[np.uint8], mattes: list[tuple[str, Alpha]], gt: Alpha | None,
-    confidences: Mapping[str, float] | None = None,
+    confidences: Mapping[str, float] | None = None, size: tuple[int, int] | None = None,
 ) -> Comparison:
     """Score each (model name, alpha) against gt when given and render one sheet row per model.
+
+    `size`: the image's (height, width) when `original` is a smaller decode of it (a JPEG
+    decoded at its sheet tile's scale); the mattes and the metrics are at `size`.
 
     Raises ValueError (not retryable: the same input fails the same way) for an empty list,
     duplicate model names, or a matte / ground truth whose size differs from the image.
@@ -56,7 +59,7 @@ def compare(
     names = [name for name, _ in mattes]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate model names: {names}")
-    hw = (int(original.shape[0]), int(original.shape[1]))
+    hw = size or (int(original.shape[0]), int(original.shape[1]))
     for name, alpha in mattes:
         _check_matte(f"matte of {name!r}", alpha, hw)
     if gt is not None:
@@ -72,4 +75,4 @@ def compare(
         metrics[name] = m
         conf = (confidences or {}).get(name)
         rows.append((name, alpha, m if conf is None else {**m, CONFIDENCE_KEY: conf}))
-    return Comparison(sheet=render_sheet(original, rows, gt), metrics=metrics)
+    return Comparison(sheet=render_sheet(original, rows, gt, hw), metrics=metrics)

@@ -185,7 +185,7 @@ def free_metrics(alpha: FloatArray) -> dict[str, float]:
     """
     if alpha.ndim != 2 or alpha.size == 0:
         raise ValueError(f"matte must be a non-empty 2-D array, got shape {alpha.shape}")
-    a = np.clip(alpha.astype(np.float32), 0.0, 1.0)
+    a = np.clip(alpha.astype(np.float32, copy=False), 0.0, 1.0)  # clip copies already
     lo, hi = UNCERTAIN_RANGE
     h, w = a.shape
     small = h <= 2 or w <= 2

@@ -246,11 +246,15 @@ def _fit(labels: Sequence[str], size: int, width: int) -> str:
     return labels[-1]
 
 
-def render_sheet(original: RGB, rows: Sequence[SheetRow], gt: Alpha | None = None) -> RGB:
-    """The sheet as H×W×3 uint8; one row per model, the heat-map column only with ground truth."""
+def render_sheet(original: RGB, rows: Sequence[SheetRow], gt: Alpha | None = None,
+                 size: tuple[int, int] | None = None) -> RGB:
+    """The sheet as H×W×3 uint8; one row per model, the heat-map column only with ground truth.
+
+    `size`: the image's (height, width) when `original` is a reduced decode of it (at least
+    a tile's size); the tiles are those of the image's own size either way."""
     if not rows:
         raise ValueError("a comparison sheet needs at least one matte")
-    h, w = original.shape[:2]
+    h, w = size or original.shape[:2]
     tw, th = tile_size(w, h)
     n_cols = 5 if gt is not None else 4
     sheet_w = max(n_cols * tw + (n_cols + 1) * GAP, MIN_SHEET_W)
@@ -262,7 +266,8 @@ def render_sheet(original: RGB, rows: Sequence[SheetRow], gt: Alpha | None = Non
     orig_t = _resize_rgb(original, (tw, th))
     reference = gt if gt is not None else rows[0][1]
     # Decided on the tile, not the full image: the same answer at 1/100 of the cost for 24 MP.
-    colour_name, colour = pick_solid_colour(orig_t, _resize_float(reference, (tw, th)))
+    reference_t = _resize_float(reference, (tw, th))
+    colour_name, colour = pick_solid_colour(orig_t, reference_t)
     header_options = [
         ["original", "image"],
         ["alpha", "a"],
@@ -295,7 +300,7 @@ def render_sheet(original: RGB, rows: Sequence[SheetRow], gt: Alpha | None = Non
             _draw_text(canvas, (GAP, y + i * line_h), line, font_px if main else small_px,
                        TEXT if main else DIM_TEXT)
         ty = y + len(lines) * line_h + GAP
-        a_t = _resize_float(alpha, (tw, th))
+        a_t = reference_t if alpha is reference else _resize_float(alpha, (tw, th))
         tiles = [
             orig_t,
             np.repeat(np.rint(a_t * 255.0).astype(np.uint8)[..., None], 3, axis=2),

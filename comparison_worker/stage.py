@@ -17,8 +17,10 @@ import numpy as np
 import numpy.typing as npt
 
 from comparison_worker.engine import Comparison, compare
+from comparison_worker.sheet import tile_size
 from shared.errors import ObjectMissing
-from shared.imaging import decode_alpha, decode_rgb, encode_jpeg
+from shared.icc import ColorManagement
+from shared.imaging import decode_alpha, decode_image, encode_jpeg
 from shared.schemas import ComparisonParams, ComparisonRequest, StageRequest
 from shared.settings import Settings
 from shared.stages import Stage
@@ -33,6 +35,7 @@ Alpha = npt.NDArray[np.float32]
 @dataclass
 class ComparisonItem:
     rgb: npt.NDArray[np.uint8]
+    """The original for the sheet: a large JPEG decoded only as large as its tiles need."""
     mattes: list[tuple[str, Alpha]]
     """(model, alpha at the image's size), in the request's order."""
     gt: Alpha | None
@@ -42,6 +45,8 @@ class ComparisonItem:
     notes: list[str] = field(default_factory=list)
     confidences: dict[str, float] = field(default_factory=dict)
     """The matting engine's confidence per model, where the gateway knew it (sheet caption)."""
+    size: tuple[int, int] | None = None
+    """The image's (height, width) when `rgb` is a reduced decode; the mattes have this size."""
 
 
 def _fit(alpha: Alpha, shape: tuple[int, int]) -> Alpha:
@@ -103,8 +108,12 @@ class ComparisonStage:
             source = storage.read_target(source_key)
         except ObjectMissing as exc:
             raise BadInput(f"input not found: {req.input}") from exc
-        rgb = decode_rgb(source, self.settings.max_image_pixels)
-        shape = (int(rgb.shape[0]), int(rgb.shape[1]))
+        # The sheet shows the original at tile size only: a large JPEG decodes at a DCT scale
+        # that keeps the tile (issue 14, point 2); the mattes are checked at its own size.
+        decoded = decode_image(source, self.settings.max_image_pixels, ColorManagement.SRGB,
+                               fit=tile_size)
+        rgb = decoded.rgb
+        shape = decoded.full_hw or (int(rgb.shape[0]), int(rgb.shape[1]))
         notes: list[str] = []
         mattes: list[tuple[str, Alpha]] = []
         for i, (ref, matte_key) in enumerate(zip(p.mattes, matte_keys, strict=True)):
@@ -123,10 +132,11 @@ class ComparisonStage:
                 gt = _fit(gt, shape)
         confidences = {ref.model: ref.confidence for ref in p.mattes
                        if ref.confidence is not None}
-        return ComparisonItem(rgb, mattes, gt, output, metrics_output, notes, confidences)
+        return ComparisonItem(rgb, mattes, gt, output, metrics_output, notes, confidences,
+                              decoded.full_hw)
 
     def run_batch(self, key: str, items: list[ComparisonItem]) -> list[Comparison]:
-        return [compare(it.rgb, it.mattes, it.gt, it.confidences) for it in items]
+        return [compare(it.rgb, it.mattes, it.gt, it.confidences, it.size) for it in items]
 
     def finish(
         self, req: StageRequest[ComparisonParams], item: ComparisonItem, out: Comparison,

@@ -19,6 +19,7 @@ from pathlib import Path
 from matting_worker.cutout import encode_cutout
 from matting_worker.engines.base import Matte
 from matting_worker.engines.device import set_cpu_threads
+from matting_worker.engines.learned import FIXED_BATCH_IMAGES
 from matting_worker.engines.registry import create_engine
 from matting_worker.finishing import finished_cutout
 from shared.finishing import OutputOptions
@@ -103,16 +104,9 @@ def matte_folder(
     # a zoo model missing from models_dir: fetched with MODEL_DOWNLOAD=1, else a KeyError
     # that says `mattepipe models pull NAME`
     engine = create_engine(model, models_dir, ZooSource.from_settings(get_settings()))
-    set_cpu_threads(os.cpu_count())  # the only process on the machine: every core is ours
-    try:
-        engine.load()
-    finally:
-        set_cpu_threads(None)  # read at load; a caller's later engines get their own share
     max_pixels = get_settings().max_image_pixels
     color = get_settings().color_management
-    info = engine.info()
-    result = OneshotResult(runs_on=" ".join(str(info[k]) for k in ("runtime", "precision")
-                                            if info.get(k)))
+    result = OneshotResult()
     jobs: list[tuple[str, Path, Path]] = []
     claimed: dict[Path, str] = {}
     for src in find_images(in_dir, exclude=out_dir):
@@ -145,7 +139,20 @@ def matte_folder(
             progress(result.done + len(result.failed), total)
 
     with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
-        decoding: list[Future[DecodedImage | Exception]] = []
+        # The first images decode while the model loads (its runtime's import and compile
+        # are a second or so of one core that rembg's start pays too): a batch-1 graph's
+        # batch, before the engine says its own size.
+        decoding: list[Future[DecodedImage | Exception]] = [
+            pool.submit(decode, src)
+            for _, src, _ in jobs[: min(max(1, engine.max_batch_size), FIXED_BATCH_IMAGES)]]
+        set_cpu_threads(os.cpu_count())  # the only process on the machine: every core is ours
+        try:
+            engine.load()
+        finally:
+            set_cpu_threads(None)  # read at load; a caller's later engines get their own share
+        info = engine.info()
+        result.runs_on = " ".join(str(info[k]) for k in ("runtime", "precision")
+                                  if info.get(k))
         writes: list[tuple[str, Future[None]]] = []
         i = 0
         while i < len(jobs) or decoding:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,9 @@ class DecodedImage:
     """The RGB profile the cut-out embeds (`COLOR_MANAGEMENT=keep`); None: plain sRGB."""
     rgb16: RGB16 | None = None
     """The same pixels at 16 bits when the input had them; the cut-out is then 16-bit."""
+    full_hw: tuple[int, int] | None = None
+    """(height, width) of the image itself when `decode_image`'s `fit` let a JPEG decode
+    smaller (`rgb` is then the reduced copy); None when `rgb` is the image at its size."""
 
 
 _I16_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -111,14 +115,35 @@ def _rgb8(im: Image.Image) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
 
 
+def _draft(im: Image.Image, fit: Callable[[int, int], tuple[int, int]]) -> tuple[int, int] | None:
+    """Let a JPEG decode at the smallest DCT scale (1/2, 1/4, 1/8: Pillow's draft) that keeps
+    `fit(width, height)` of the oriented image; the oriented (height, width) when it did, None
+    when the file decodes at its size (not a JPEG, or no scale small enough helps)."""
+    if im.format != "JPEG":
+        return None
+    w, h = im.size
+    turned = orientation(im) in (5, 6, 7, 8)
+    ow, oh = (h, w) if turned else (w, h)
+    nw, nh = fit(ow, oh)
+    if 2 * nw > ow or 2 * nh > oh:
+        return None
+    im.draft(im.mode, (nh, nw) if turned else (nw, nh))
+    return (oh, ow) if im.size != (w, h) else None
+
+
 def decode_image(
     source: Path | bytes,
     max_pixels: int = 200_000_000,
     color: ColorManagement = ColorManagement.KEEP,
+    fit: Callable[[int, int], tuple[int, int]] | None = None,
 ) -> DecodedImage:
     """Decode for matting: EXIF orientation applied (what the user sees is what gets matted),
     the ICC profile kept or converted per `color` (`shared.icc`), 16 bits kept where the
-    input had them (`shared.deep`). The pixel limit is checked on the header first."""
+    input had them (`shared.deep`). The pixel limit is checked on the header first.
+
+    `fit(width, height)` → the (width, height) the caller needs at least (a comparison
+    sheet's tile): a JPEG then decodes at the smallest DCT scale that keeps it, a fraction of
+    the full decode's cost, and `full_hw` says the image's own size; others decode in full."""
     with _open(source) as im:
         w, h = im.size
         if w * h > max_pixels:
@@ -132,6 +157,7 @@ def decode_image(
                 rgb16 = read_deep(source, orientation(im), (w, h))
                 if rgb16 is not None:
                     return DecodedImage(to_u8(rgb16), keep, rgb16)
+            full_hw = _draft(im, fit) if fit is not None else None
             im = ImageOps.exif_transpose(im)
             if im.mode in _I16_MODES:
                 im = _grey16_to_l(im)
@@ -141,7 +167,7 @@ def decode_image(
             arr = _rgb8(im)
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageRejected(f"corrupt or truncated image: {exc}") from exc
-    return DecodedImage(arr, keep)
+    return DecodedImage(arr, keep, full_hw=full_hw)
 
 
 def decode_rgb(source: Path | bytes, max_pixels: int = 200_000_000) -> npt.NDArray[np.uint8]:
@@ -162,10 +188,10 @@ def decode_alpha(source: Path | bytes) -> npt.NDArray[np.float32]:
                 return scaled.astype(np.float32)
             else:
                 band = im.convert("L")
-            arr = np.asarray(band, dtype=np.float32) / 255.0
+            arr = np.asarray(band, dtype=np.float32) / np.float32(255.0)
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageRejected(f"corrupt or truncated matte: {exc}") from exc
-    return arr.astype(np.float32)
+    return arr.astype(np.float32, copy=False)  # already float32: no second copy
 
 
 def _to_u8(alpha: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:

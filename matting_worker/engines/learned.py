@@ -10,8 +10,9 @@ from __future__ import annotations
 import threading
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -24,6 +25,7 @@ from matting_worker.engines.presets import Preset
 __all__ = ["FloatArray", "LearnedEngine", "run_with_backoff", "to_class_maps", "to_maps"]
 
 FloatArray = npt.NDArray[np.float32]
+_T = TypeVar("_T")
 
 FIXED_BATCH_IMAGES = 4
 """Images per batch for a model whose graph takes one at a time: enough to overlap decode and
@@ -116,6 +118,9 @@ class LearnedEngine(Engine):
         of a graph that takes any batch is split into this many."""
         self._loaded = False
         self._lock = threading.Lock()
+        self._steps: ThreadPoolExecutor | None = None
+        """Threads for the resize and normalisation around the model (`_each`), one per
+        part the runtime runs at once; None while that is one."""
 
     # --- runtime hooks -----------------------------------------------------------------------
     @abstractmethod
@@ -147,6 +152,9 @@ class LearnedEngine(Engine):
                     # A batch-1 graph gains nothing from big batches; fewer images decoded
                     # ahead keep the worker's memory below rembg's (BENCHMARKS.md).
                     self.max_batch_size = min(self.max_batch_size, FIXED_BATCH_IMAGES)
+                if self.parallel_parts > 1 and self._steps is None:
+                    self._steps = ThreadPoolExecutor(self.parallel_parts,
+                                                     thread_name_prefix=f"{self.name}-steps")
                 self._loaded = True
 
     _RUNTIME_ATTRS = ("session", "_ov_request", "_ov_queue", "model", "interpreter")
@@ -159,6 +167,9 @@ class LearnedEngine(Engine):
             for attr in self._RUNTIME_ATTRS:
                 if getattr(self, attr, None) is not None:
                     setattr(self, attr, None)
+            if self._steps is not None:
+                self._steps.shutdown(wait=False)
+                self._steps = None
             self._loaded = False
 
     def watched_files(self) -> tuple[Path, ...]:
@@ -190,14 +201,27 @@ class LearnedEngine(Engine):
                 while start < len(members):
                     chunk = members[start : start + self.max_batch_size]
                     start += len(chunk)
-                    batch = np.stack([self.preprocess(images[i], hw) for i in chunk])
+                    batch = np.stack(self._each(self.preprocess,
+                                                [(images[i], hw) for i in chunk]))
                     maps = self._forward(batch)
-                    for j, i in enumerate(chunk):
-                        h, w = images[i].shape[:2]
-                        coarse[i] = self.postprocess(maps[j], h, w)
+                    grown = self._each(self.postprocess,
+                                       [(maps[j], *images[i].shape[:2])
+                                        for j, i in enumerate(chunk)])
+                    for i, alpha in zip(chunk, grown, strict=True):
+                        coarse[i] = alpha
         return [self._matte(im, c) for im, c in zip(images, coarse, strict=True) if c is not None]
 
     # --- steps ----------------------------------------------------------------------------
+    def _each(self, step: Callable[..., _T], calls: Sequence[tuple[Any, ...]]) -> list[_T]:
+        """`step(*args)` for every args of `calls`, in order. Where the runtime runs several
+        parts at once (OpenVINO's streams: the cores this engine may use), side by side on that
+        many threads: the resizes and the normalisation release the GIL, and one after the
+        other they left every core but one idle between two inferences (issue 14, point 2). Each
+        image's answer is the same either way: the steps share nothing."""
+        if self._steps is None or len(calls) < 2:
+            return [step(*args) for args in calls]
+        return list(self._steps.map(lambda args: step(*args), calls))
+
     def target_size(self, h: int, w: int) -> tuple[int, int]:
         """The (height, width) an h×w image is fed at."""
         p = self.preset

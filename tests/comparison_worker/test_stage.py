@@ -166,3 +166,36 @@ def test_caption_names_the_confidence() -> None:
 
     lines = caption_lines("classical", {"mse": 0.01, "coverage": 0.5, CONFIDENCE_KEY: 0.375})
     assert "confidence 0.38" in lines[-1] or "confidence 0.37" in lines[-1]
+
+
+def test_a_large_jpeg_is_decoded_at_its_tiles_scale(data_dir: Path) -> None:
+    """Issue 14, point 2: a 1920×1080 JPEG's sheet comes from a 1/4-scale decode (its tiles
+    are 480×270), with the metrics of the full-size matte and the sheet of the full decode's
+    size, a few levels from it at most."""
+    from comparison_worker.engine import compare as compare_images
+    from comparison_worker.stage import ComparisonStage
+    from shared.imaging import decode_rgb
+    from shared.schemas import ComparisonRequest
+    from shared.storage import Storage
+
+    w, h = 1920, 1080
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([xx * 255 // w, yy * 255 // h, np.full_like(xx, 90)], axis=2).astype(np.uint8)
+    Image.fromarray(rgb).save(data_dir / "input/j/big.jpg", quality=92)
+    alpha = (np.hypot(xx - w / 2, yy - h / 2) < 400).astype(np.uint8) * 255
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(data_dir / "matting_output/j/big.png")
+    settings = Settings(data_dir=data_dir, comparison_api_url="", worker_threads=1)
+    stage = ComparisonStage(settings)
+    req = ComparisonRequest.model_validate(
+        {"task_id": 8, "job_id": "j", "input": "input/j/big.jpg",
+         "output": "final_results/j/big_compare.jpg",
+         "params": {"mattes": [{"model": "u2netp", "path": "matting_output/j/big.png"}]}})
+    item = stage.prepare(req, Storage.from_settings(settings))
+    assert item.size == (h, w) and item.rgb.shape == (h // 4, w // 4, 3)
+    assert item.mattes[0][1].shape == (h, w) and not item.notes
+    fast = stage.run_batch("compare", [item])[0]
+    full = compare_images(decode_rgb(data_dir / "input/j/big.jpg"), item.mattes, None)
+    assert fast.metrics == full.metrics
+    assert fast.sheet.shape == full.sheet.shape
+    diff = np.abs(fast.sheet.astype(np.int16) - full.sheet.astype(np.int16))
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 8

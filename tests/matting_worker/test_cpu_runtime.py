@@ -213,3 +213,40 @@ def test_openvino_worker_does_not_import_onnxruntime(models: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(models)], cwd=root, env=env,
                          capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.split() == ["openvino", "False"]
+
+
+def test_steps_around_the_model_run_side_by_side(models: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    """With two streams, a batch's resizes and normalisations run on the engine's two step
+    threads (one after the other they left a core idle between inferences); the answers are
+    those of one thread, in order, and unloading ends the threads (a reload makes them anew)."""
+    import threading
+
+    pytest.importorskip("openvino")
+    _set(monkeypatch, ONNX_CPU_RUNTIME="openvino", CPU_PRECISION="f32", WORKER_THREADS="1",
+         OPENVINO_CACHE_DIR=str(tmp_path / "cache"))
+    single = _loaded(models)
+    assert single._steps is None
+    images = [scene(150 + 40 * i, 210 + 10 * i, i) for i in range(4)]
+    alone = [m.alpha for m in single.predict(images)]
+    _set(monkeypatch, WORKER_THREADS="2")
+    engine = _loaded(models)
+    assert engine._steps is not None
+    seen: set[str] = set()
+    real = engine.preprocess
+
+    def recording(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        seen.add(threading.current_thread().name)
+        return real(image, hw)
+
+    monkeypatch.setattr(engine, "preprocess", recording)
+    together = engine.predict(images)
+    assert seen and all(name.startswith("u2netp-steps") for name in seen)
+    for a, m in zip(alone, together, strict=True):
+        assert m.alpha.shape == a.shape
+        np.testing.assert_array_equal(a, m.alpha)
+    engine.unload()
+    assert engine._steps is None
+    engine.load()
+    assert engine._steps is not None
+    assert len(engine.predict(images[:2])) == 2

@@ -60,3 +60,52 @@ def test_rgba_roundtrip_keeps_size_and_alpha() -> None:
     assert back.shape == (30, 40)
     assert np.abs(back - alpha).max() <= 1 / 255 + 1e-6
     assert np.abs(decode_alpha(encode_png_alpha(alpha)) - alpha).max() <= 1 / 255 + 1e-6
+
+
+# --- issue 14, point 2: a JPEG decoded only as large as a caller needs --------------------
+
+def _jpeg(w: int, h: int, orientation: int = 1) -> bytes:
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 127 // (w + h)], axis=2)
+    im = Image.fromarray(rgb.astype(np.uint8))
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def test_fit_decodes_a_large_jpeg_at_the_scale_that_keeps_it() -> None:
+    from shared.imaging import decode_image
+
+    full = decode_image(_jpeg(1920, 1080))
+    small = decode_image(_jpeg(1920, 1080), fit=lambda w, h: (w // 4, h // 4))
+    assert full.full_hw is None and full.rgb.shape == (1080, 1920, 3)
+    assert small.full_hw == (1080, 1920) and small.rgb.shape == (270, 480, 3)
+    # the same picture, a quarter of the size: close to the full decode shrunk by 4
+    shrunk = np.asarray(Image.fromarray(full.rgb).reduce(4), np.int16)
+    assert np.abs(shrunk - small.rgb.astype(np.int16)).mean() < 3.0
+
+
+def test_fit_keeps_at_least_what_is_asked_and_follows_orientation() -> None:
+    from shared.imaging import decode_image
+
+    # stored 1600×1200, EXIF 6: the user sees 1200×1600; the caller asks for 400×500 of that
+    got = decode_image(_jpeg(1600, 1200, orientation=6), fit=lambda w, h: (400, 500))
+    assert got.full_hw == (1600, 1200)
+    h, w = got.rgb.shape[:2]
+    assert (w, h) == (600, 800)  # 1/2: 1/4 would give 300×400, less than asked
+    assert h > w  # turned, as the full decode is
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_fit_decodes_in_full_when_no_scale_helps(fmt: str) -> None:
+    """A PNG has no cheaper scale; a JPEG whose half would be smaller than asked stays whole."""
+    from shared.imaging import decode_image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((300, 400, 3), 90, np.uint8)).save(buf, fmt)
+    got = decode_image(buf.getvalue(), fit=lambda w, h: (w // 4 if fmt == "PNG" else w - 1,
+                                                         h // 4 if fmt == "PNG" else h - 1))
+    assert got.full_hw is None and got.rgb.shape == (300, 400, 3)
