@@ -51,12 +51,6 @@ the border-seeded one. 1.5 until the border-seeded cut went two-stage (`COARSE_S
 coarse rounds leave fewer specks, so a cut that swallowed backdrop scores a little higher
 than before (held-out seed 4, image 6: 3.6 → 4.1 against the centre cut's 5.5). 1.3 and 1.25
 change no winner on the team, held-out and third sets."""
-EARLY_SIDE = 200
-"""Longest side of the border-seeded cut's first `EARLY_ROUNDS` rounds (issue 16's third
-speed pass); the rest run at `COARSE_SIDE`, starting from that outline and those models."""
-EARLY_ROUNDS = 2
-"""How many of the `CUT_ROUNDS` rounds run at `EARLY_SIDE` (0: all at `COARSE_SIDE`, the
-behaviour before the third speed pass)."""
 PRIOR_SIDE = 160
 """Longest side of the centre-seeded rival cut. It starts from a wide guess and needs more
 rounds than the border-seeded cut, and it only competes as a coarse alternative, so it runs
@@ -165,7 +159,7 @@ def _grabcut(small: npt.NDArray[np.uint8], dist: F32) -> npt.NDArray[np.bool_] |
     if seeds is None:
         return None
     models = _models()
-    coarse = _coarse_rounds(_shrink(small, size), seeds, models)
+    coarse = _cut_from_mask(_shrink(small, size), seeds, CUT_ROUNDS, models)
     if coarse is None:
         return None
     up = np.asarray(cv2.resize(coarse.astype(np.float32), (sw, sh),
@@ -181,38 +175,6 @@ def _grabcut(small: npt.NDArray[np.uint8], dist: F32) -> npt.NDArray[np.bool_] |
         fine: npt.NDArray[np.bool_] = up > 0
         return fine
     out: npt.NDArray[np.bool_] = (mask & 1) > 0
-    return out
-
-
-def _coarse_rounds(
-    small: npt.NDArray[np.uint8], seeds: npt.NDArray[np.uint8],
-    models: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]],
-) -> npt.NDArray[np.bool_] | None:
-    """The border-seeded cut's `CUT_ROUNDS` rounds at `small`'s size (`seeds` updated in place),
-    the first `EARLY_ROUNDS` of them at `EARLY_SIDE`: the colour models and the outline settle
-    there on half the pixels, and the last rounds at full coarse size re-learn the models from
-    that outline and move it where the finer pixels say (a round's graph cut costs more than
-    its share of pixels, so the early rounds cost about half as much)."""
-    sh, sw = seeds.shape
-    scale = EARLY_SIDE / max(sh, sw)
-    if not 0 < EARLY_ROUNDS < CUT_ROUNDS or scale >= 1.0:
-        return _cut_from_mask(small, seeds, CUT_ROUNDS, models)
-    size = (max(8, round(sw * scale)), max(8, round(sh * scale)))
-    early = np.asarray(cv2.resize(seeds, size, interpolation=cv2.INTER_NEAREST), np.uint8)
-    first = _cut_from_mask(_shrink(small, size), early, EARLY_ROUNDS, models)
-    if first is None:
-        bgd, fgd = models
-        bgd[:], fgd[:] = 0.0, 0.0
-        return _cut_from_mask(small, seeds, CUT_ROUNDS, models)
-    up = cv2.resize(first.astype(np.float32), (sw, sh), interpolation=cv2.INTER_LINEAR) >= 0.5
-    soft = (seeds == cv2.GC_PR_BGD) | (seeds == cv2.GC_PR_FGD)
-    seeds[soft] = np.where(up[soft], cv2.GC_PR_FGD, cv2.GC_PR_BGD)
-    try:
-        _cv.grabCut(small, seeds, None, *models, CUT_ROUNDS - EARLY_ROUNDS, cv2.GC_EVAL)
-    except cv2.error:
-        kept: npt.NDArray[np.bool_] = up
-        return kept
-    out: npt.NDArray[np.bool_] = (seeds & 1) > 0
     return out
 
 
