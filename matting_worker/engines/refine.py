@@ -18,6 +18,7 @@ from matting_worker.engines.guided import guided_upsample
 
 __all__ = [
     "DEFAULT_MAX_SIDE",
+    "DEFAULT_RTOL",
     "default_band",
     "estimate_foreground",
     "refine",
@@ -28,6 +29,9 @@ __all__ = [
 F32 = npt.NDArray[np.float32]
 DEFAULT_MAX_SIDE = 640
 """Longest side of the crop the solver sees; bounds its time and memory."""
+DEFAULT_RTOL = 1e-7
+"""The closed-form solve's default stopping point (pymatting's own): tighter than any 8-bit
+matte needs, kept as the default so engines that did not ask for less are unchanged."""
 
 
 def default_band(height: int, width: int) -> int:
@@ -67,8 +71,11 @@ def _resize(x: npt.NDArray[np.float32], size: tuple[int, int]) -> F32:
     return np.asarray(cv2.resize(x, size, interpolation=cv2.INTER_AREA), np.float32)
 
 
-def solve_trimap(image: RGBImage, trimap: F32, max_side: int = DEFAULT_MAX_SIDE) -> F32:
-    """Alpha for the unknown (0.5) pixels of `trimap`; its sure pixels are kept as given."""
+def solve_trimap(image: RGBImage, trimap: F32, max_side: int = DEFAULT_MAX_SIDE,
+                 rtol: float = DEFAULT_RTOL) -> F32:
+    """Alpha for the unknown (0.5) pixels of `trimap`; its sure pixels are kept as given.
+    `rtol`: the conjugate-gradient solve stops once its residual is that share of the
+    right-hand side's."""
     from pymatting import estimate_alpha_cf  # heavy import (numba), only when solving
 
     unknown = (trimap > 0.0) & (trimap < 1.0)
@@ -94,7 +101,8 @@ def solve_trimap(image: RGBImage, trimap: F32, max_side: int = DEFAULT_MAX_SIDE)
         tri_s = np.where(tri_s <= 0.01, 0.0, np.where(tri_s >= 0.99, 1.0, 0.5)).astype(np.float32)
     else:
         small, tri_s = crop, tri
-    solved = estimate_alpha_cf(small.astype(np.float64), tri_s.astype(np.float64))
+    solved = estimate_alpha_cf(small.astype(np.float64), tri_s.astype(np.float64),
+                               cg_kwargs={"rtol": rtol})
     solved = np.clip(solved, 0.0, 1.0).astype(np.float32)
     if scale < 1.0:
         radius = 2

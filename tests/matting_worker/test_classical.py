@@ -13,9 +13,9 @@ import pytest
 
 from bench.heldout import item
 from matting_worker.engines.base import EngineError
-from matting_worker.engines.classical import ClassicalEngine
+from matting_worker.engines.classical import SOLVE_RTOL, SOLVE_SIDE, ClassicalEngine
 from matting_worker.engines.cluttered import border_distance_mask
-from matting_worker.engines.refine import refine
+from matting_worker.engines.refine import DEFAULT_RTOL, refine, solve_trimap, trimap_from_coarse
 from shared.imaging import decode_alpha, decode_rgb
 
 F32 = npt.NDArray[np.float32]
@@ -178,6 +178,18 @@ def test_refine_improves_a_binary_mask() -> None:
     assert _mse(matte.alpha, alpha) < 0.5 * _mse(coarse, alpha)
     with pytest.raises(ValueError):
         refine(image, coarse[:10])
+
+
+def test_looser_solve_stays_within_a_fraction_of_an_8_bit_step() -> None:
+    """The cluttered path's closed-form solve stops at `SOLVE_RTOL` instead of pymatting's
+    1e-7 (issue 16's third speed pass): the alphas stay within half an 8-bit step."""
+    alpha = _soft_blob(4.0)
+    image = _composite(alpha, _object_colour(), _gradient_bg())
+    tri = trimap_from_coarse((alpha > 0.5).astype(np.float32), 6)
+    assert SOLVE_RTOL > DEFAULT_RTOL
+    tight = solve_trimap(image, tri, max_side=SOLVE_SIDE)
+    loose = solve_trimap(image, tri, max_side=SOLVE_SIDE, rtol=SOLVE_RTOL)
+    assert float(np.abs(loose - tight).max()) < 0.5 / 255
 
 
 def _quality_dir() -> Path:

@@ -63,3 +63,23 @@ def test_wide_image_keeps_its_object() -> None:
     cut = cluttered_cut(image)
     assert cut.mask.shape == truth.shape
     assert _iou(cut.mask > 0.5, truth) > 0.85
+
+
+def test_border_cluster_distance_is_the_nearest_centre_norm() -> None:
+    """The per-centre loop gives the figures of the plain norm over every centre."""
+    image, _ = _scene(200, 150)
+    cv2.setRNGSeed(0)
+    d, q = cluttered._border_gmm_distance(image)
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    cv2.setRNGSeed(0)
+    s = max(2, round(0.04 * 150))
+    strip = np.zeros((150, 200), bool)
+    strip[:s], strip[-s:], strip[:, :s], strip[:, -s:] = True, True, True, True
+    samples = lab[strip]
+    crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    _, _, centres = cluttered._cv.kmeans(samples, min(8, len(samples) // 50), None, crit, 2,
+                                         cv2.KMEANS_PP_CENTERS)
+    ref = np.min(np.linalg.norm(lab[:, :, None, :] - centres[None, None], axis=3), axis=2)
+    assert d.dtype == np.float32
+    np.testing.assert_allclose(d, ref, atol=1e-3)
+    assert q == pytest.approx(float(np.percentile(ref[strip], 99.5)), abs=1e-3)
