@@ -200,13 +200,22 @@ class Spool:
             await self.flush()
         finally:
             self._close()
-        await self.settle()
+        try:
+            await self.settle()
+        finally:
+            self._reap()
 
     def _close(self) -> None:
         """Send the stop item (once; nothing to stop if no batch ever went)."""
         if self._thread is not None and not self._closed:
             self._closed = True
             self._put(_STOP)
+
+    def _reap(self) -> None:
+        """Join the thread once it has finished the stop item: it has only to return then (a
+        few bytecodes), so this blocks nothing, and no writer outlives its upload."""
+        if self._thread is not None and self._closed and self._done >= self._sent:
+            self._thread.join()
 
     async def abandon(self) -> None:
         """Drop what gathered and what is queued, and wait out the write in progress, whatever
@@ -223,5 +232,6 @@ class Spool:
                 await self._until(self._sent)
             except asyncio.CancelledError:
                 cancelled = True
+        self._reap()
         if cancelled:
             raise asyncio.CancelledError
