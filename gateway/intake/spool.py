@@ -15,7 +15,8 @@ Why a thread per upload rather than `asyncio.to_thread` per batch (issue 17, "Up
 speed of the wire"): each `to_thread` is an executor work item, a concurrent future chained
 to an asyncio one, and a wake-up of the event loop through its self-pipe when the write ends
 (a `send`, an `epoll_wait` return, a `recv`, a loop turn) — per MiB, on the loop's own core,
-which was most of what `POST /upload` spent beyond a raw socket. The writer thread takes
+part of what `POST /upload` spent beyond a raw socket (BENCHMARKS.md, "Upload speed: the
+writer thread"). The writer thread takes
 batches from a queue instead, and wakes the loop only when the loop is waiting for it: when
 WRITE_QUEUE_BATCHES batches are already queued (the disk is slower than the wire; this is
 what bounds memory), or at `drain`/`abandon`. While the disk keeps up, a batch costs the loop
@@ -47,8 +48,8 @@ WRITE_QUEUE_BATCHES = 1
 """Batches handed to the writer thread and not yet written before `flush` waits for the disk:
 one, as before the thread, so an upload holds at most two batches (this one and the one
 gathering) whatever the body's size (docs/guarantees.md, "upload buffers"). Writing a batch
-into the page cache takes less time than a batch takes to arrive even over loopback, so the
-loop seldom waits; a second queued batch measured no faster and would hold a third MiB."""
+into the page cache is one kernel copy, while receiving it is that and the parser's work, so
+the loop should seldom wait; a second queued batch (not measured) would hold a third MiB."""
 _IOV_MAX = 1024
 """Buffers per `os.writev` call: Linux's IOV_MAX; a longer list is written in turns."""
 _STOP = None
