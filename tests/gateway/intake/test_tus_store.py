@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,3 +51,17 @@ def test_checksum_is_verified_and_a_mismatch_truncates(tmp_path: Path) -> None:
         asyncio.run(append_body(body(), path, 0, length, hashlib.sha1(b"x").digest(), 0))
     assert exc.value.status_code == 460
     assert path.stat().st_size == 0
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_write_failing_in_the_writer_thread_is_507(tmp_path: Path) -> None:
+    """A PATCH whose writes fail in the writer thread (ENOSPC from /dev/full) mid-body: a 507
+    with `Tus-Resumable`, and no writer thread left behind."""
+    path = tmp_path / "u"
+    path.symlink_to("/dev/full")
+    before = [t for t in threading.enumerate() if t.name == "upload-writer"]
+    with pytest.raises(GatewayError) as exc:
+        asyncio.run(append_body(body(), path, 0, PIECES * len(PIECE), None, 0))
+    assert exc.value.status_code == 507 and "disk space" in str(exc.value.detail)
+    assert exc.value.headers["Tus-Resumable"] == "1.0.0"
+    assert [t for t in threading.enumerate() if t.name == "upload-writer"] == before

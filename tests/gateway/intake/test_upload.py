@@ -1,6 +1,7 @@
 import asyncio
 import hashlib
 import os
+import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from fastapi import FastAPI, Request
 
 from gateway.api.errors import add_error_handlers, request_body
-from gateway.errors import BadRequest, ClientGone, PayloadTooLarge
+from gateway.errors import BadRequest, ClientGone, InsufficientStorage, PayloadTooLarge
 from gateway.intake.receive import MAX_PART_HEADERS_BYTES, Received, receive_upload
 from gateway.intake.spool import WRITE_BYTES
 from tests.support.servers import ThreadServer
@@ -347,3 +348,40 @@ def test_memory_stays_flat_whatever_the_size(tmp_path: Path) -> None:
     assert (tmp_path / "raw" / "upload.zip").stat().st_size == 48 << 20
     assert (tmp_path / "form" / "upload.zip").stat().st_size == 48 << 20
     assert peak < 3 * WRITE_BYTES, peak
+
+
+def upload_writers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "upload-writer"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("headers", [RAW, MULTIPART], ids=["raw", "multipart"])
+def test_a_write_failing_in_the_writer_thread_mid_body_is_507_and_leaves_nothing(
+    tmp_path: Path, headers: dict[str, str],
+) -> None:
+    """The writer thread's first write fails (ENOSPC, from /dev/full) while the body is still
+    arriving: the refusal is a 507 (not a 500, not a hang), the file goes, no batch is held
+    and no writer thread is left behind."""
+    dest = tmp_path / "full"
+    dest.mkdir()
+    (dest / "upload.zip").symlink_to("/dev/full")
+    piece = os.urandom(256 * 1024)
+    pieces = [piece] * 32  # 8 MiB: the failure is met mid-body, at a flush
+    if headers is MULTIPART:
+        pieces = [FORM_HEAD, *pieces, FORM_TAIL]
+    before = len(upload_writers())
+    with pytest.raises(InsufficientStorage, match="disk space"):
+        asyncio.run(receive(dest, pieces, headers))
+    assert files_in(dest) == []
+    assert len(upload_writers()) == before
+
+
+def test_413_mid_body_with_a_write_in_flight_stops_the_writer(tmp_path: Path) -> None:
+    """The size limit on the threaded path: past `max_size` while batches are being written,
+    413, the partial file removed, the writer thread gone."""
+    before = len(upload_writers())
+    pieces = [os.urandom(512 * 1024) for _ in range(12)]
+    with pytest.raises(PayloadTooLarge):
+        asyncio.run(receive(tmp_path / "big", pieces, RAW, max_size=5 * WRITE_BYTES + 1))
+    assert files_in(tmp_path / "big") == []
+    assert len(upload_writers()) == before
