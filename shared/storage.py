@@ -10,6 +10,7 @@ download, a retry) never sees half a file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import shutil
@@ -387,15 +388,73 @@ def atomic_write(target: Path) -> Iterator[Path]:
         raise
 
 
+_TMPFILE_FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | os.O_CLOEXEC
+_tmpfile_works = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+"""False once this process's file system or kernel refused an unnamed file (`_write_new`):
+every later write takes the named temporary file."""
+_NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+"""open(O_TMPFILE)'s answers where the file system (EOPNOTSUPP) or kernel (EISDIR, EINVAL: no
+O_TMPFILE at all) cannot make an unnamed file."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_new(target: Path, data: bytes) -> bool:
+    """`data` as `target` when no file has that name yet, through an unnamed file (O_TMPFILE)
+    that is given its name (linkat) only once written: a reader never sees half a file (rule
+    two), and the kernel creates one directory entry instead of a temporary one and a rename
+    (issue 17: file creation was half of a worker's busy time per tiny image). False, with
+    nothing written, when `target` exists (a retry, a replaced result: the caller renames over
+    it) or unnamed files are not supported here.
+
+    linkat goes through `/proc/self/fd/<fd>` with AT_SYMLINK_FOLLOW (AT_EMPTY_PATH would need
+    CAP_DAC_READ_SEARCH); `dst_dir_fd` is only there to make Python call linkat rather than
+    link(2), which does not follow the /proc link — the target is absolute, so the kernel
+    ignores it."""
+    global _tmpfile_works
+    if not _tmpfile_works:
+        return False
+    folder = target.parent
+    try:
+        try:
+            fd = os.open(folder, _TMPFILE_FLAGS, 0o600)
+        except FileNotFoundError:  # the folder's first file
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder, _TMPFILE_FLAGS, 0o600)
+    except OSError as exc:
+        if exc.errno in _NO_TMPFILE:  # not on this file system or kernel
+            _tmpfile_works = False
+        return False  # anything else: the named path meets it and says so
+    try:
+        _write_all(fd, data)
+        os.link(f"/proc/self/fd/{fd}", os.path.abspath(target), dst_dir_fd=fd,
+                follow_symlinks=True)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP):
+            _tmpfile_works = False  # linkat would not follow /proc's link here: named files
+            return False
+        raise  # ENOSPC, a folder removed meanwhile…: as the named path would have
+    finally:
+        os.close(fd)
+    return True
+
+
 def atomic_write_bytes(target: Path, data: bytes) -> None:
-    """`data` as `target`, atomically: written through the temporary file's descriptor
+    """`data` as `target`, atomically: a new name through an unnamed file (`_write_new`);
+    a name that exists already through a temporary file, written through its descriptor
     (one open, not two) and renamed over `target`."""
+    if _write_new(target, data):
+        return
     fd, tmp = _open_temp(target)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, target)
