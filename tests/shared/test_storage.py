@@ -183,3 +183,67 @@ def test_an_unnamed_write_that_fails_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         atomic_write_bytes(tmp_path / "plain" / "x.png", b"data")
     assert [p.name for p in tmp_path.iterdir()] == ["plain"]
+
+
+# --- issue 17, orchestration: realpath through the kernel, the same answers --------------------
+def _tree_with_links(root: Path) -> list[str]:
+    """Folders, files, and symlinks of every kind (relative, absolute, into and out of the
+    tree, to a file, dangling, looping, through `..`): the names to resolve."""
+    import os
+
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "out").mkdir()
+    (root / "a" / "b" / "f.png").write_bytes(b"x")
+    (root / "a" / "f2 (deleted)").write_bytes(b"x")
+    links = {
+        "a/up": "..", "a/to_b": "b", "a/abs_b": str(root / "a" / "b"), "a/file_link": "b/f.png",
+        "a/dangling": "nowhere/f.png", "a/loop1": "loop2", "a/loop2": "loop1",
+        "a/b/out_link": str(root / "out"), "a/b/dotdot": "../../out",
+    }
+    for name, to in links.items():
+        os.symlink(to, root / name)
+    names = ["", "a", "a/b", "a/b/f.png", "a/f2 (deleted)", "out", "nothing", "a/nothing/x",
+             "a/b/f.png/x", "a/b/new.png", "a/./b/../b/f.png", "a/b/", "a//b", "a/b/.", "a/.."]
+    names += list(links)
+    names += [f"{ln}/{tail}" for ln in links for tail in ("f.png", "new.png", "b/f.png", "..")]
+    return names
+
+
+def test_realpath_answers_as_os_path_realpath(tmp_path: Path) -> None:
+    """Every name of a tree full of symlinks (and missing names, loops, files used as
+    folders, a name that ends in ' (deleted)') resolves exactly as `os.path.realpath` does."""
+    import os
+
+    from shared.storage import realpath
+
+    for name in _tree_with_links(tmp_path):
+        path = os.path.join(str(tmp_path), name)
+        assert realpath(path) == os.path.realpath(path), name
+    assert realpath("relative/name") == os.path.realpath("relative/name")
+    assert realpath("/") == "/"
+
+
+def test_a_symlink_out_of_the_job_folder_is_still_refused(tmp_path: Path) -> None:
+    """`resolve_under` and `job_file` on the kernel's realpath: a symlinked file or folder that
+    leads out of DATA_DIR or the job's folder is refused as before."""
+    import os
+
+    data = tmp_path / "data"
+    s = Storage(data)
+    s.ensure_layout()
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "key.png").write_bytes(b"k")
+    job = data / "input" / "j1"
+    job.mkdir()
+    os.symlink(tmp_path / "secret" / "key.png", job / "a.png")
+    os.symlink(tmp_path / "secret", job / "sub")
+    (data / "input" / "j2").mkdir()
+    (data / "input" / "j2" / "b.png").write_bytes(b"b")
+    os.symlink(data / "input" / "j2" / "b.png", job / "other.png")
+    for rel in ("input/j1/a.png", "input/j1/sub/key.png", "input/j1/sub/new.png"):
+        with pytest.raises(PathOutsideDataDir):
+            s.resolve(rel)
+        with pytest.raises(PathOutsideDataDir):
+            s.job_file(rel, "input", "j1")
+    with pytest.raises(PathNotAllowed):
+        s.job_file("input/j1/other.png", "input", "j1")
