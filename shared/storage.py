@@ -178,7 +178,12 @@ def resolve_under(root: Path, rel: str) -> Path:
     a few paths per task, and pathlib's `resolve()` and `parents` walk cost several times
     `os.path.realpath` and one prefix test (issue 17's profile)."""
     check_relative(rel)
-    base = str(root)
+    return _resolved(str(root), rel)
+
+
+def _resolved(base: str, rel: str) -> Path:
+    """`resolve_under` for a `rel` that `check_relative` has passed already (`job_file`
+    checks it once, through `job_key`, not twice)."""
     full = realpath(os.path.join(base, rel))
     if full != base and not _inside(full, base):
         raise PathOutsideDataDir(f"path escapes DATA_DIR: {rel!r}")
@@ -256,8 +261,8 @@ class Storage:
     def job_file(self, rel: str, area: str, job_id: str, suffix: str = "") -> Path:
         """`job_key`'s rule, resolved to the file in DATA_DIR. The resolved path is checked
         as well, so a symlinked folder cannot lead out of the job's own."""
-        self.job_key(rel, area, job_id, suffix)
-        full = self.resolve(rel)
+        self.job_key(rel, area, job_id, suffix)  # check_relative included
+        full = _resolved(str(self.root), rel)
         if not _inside(str(full), self._job_folder(area, job_id)):
             raise PathNotAllowed(f"{rel!r} resolves outside {area}/{job_id}/")
         return full
