@@ -31,8 +31,9 @@ Alpha = npt.NDArray[np.float32]
 
 _METRICS_JSON = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 """The metrics file's layout: json.dumps(indent=2)'s, written by orjson (issue 17: the standard
-library's encoder falls back to pure Python with `indent`, 7 % of the comparison worker's CPU
-per tiny image). Non-ASCII text is written as UTF-8 rather than `\\u` escapes; keys that
+library's encoder falls back to pure Python with `indent`: about 5 % of the comparison worker's CPU
+per tiny image). Non-ASCII text is written as UTF-8 rather than `\\u` escapes, a float may
+be spelled otherwise (`0.00001` for `1e-05`: the same value); keys that
 are `StrEnum` members (the metric names) are written as their values, as json writes them."""
 
 

@@ -166,3 +166,16 @@ def test_caption_names_the_confidence() -> None:
 
     lines = caption_lines("classical", {"mse": 0.01, "coverage": 0.5, CONFIDENCE_KEY: 0.375})
     assert "confidence 0.38" in lines[-1] or "confidence 0.37" in lines[-1]
+
+
+# --- issue 17, orchestration: the metrics file written by orjson --------------------------------
+def test_the_metrics_file_keeps_json_dumps_layout(worker: ThreadServer, data_dir: Path) -> None:
+    """For this document, byte for byte what `json.dumps(doc, indent=2)` wrote before (ASCII
+    text, metric names that are StrEnum members written as their values), through a real
+    worker; in general the same values and layout (a float may be spelled otherwise)."""
+    r = compare(worker, "final_results/j/o_compare.jpg", gt="input/j/gt_half.png",
+                metrics_output="final_results/j/o_metrics.json")
+    assert r.status_code == 200, r.text
+    raw = (data_dir / "final_results/j/o_metrics.json").read_bytes()
+    assert raw == json.dumps(json.loads(raw), indent=2).encode()
+    assert json.loads(raw)["metrics"] == r.json()["extra"]["metrics"]
