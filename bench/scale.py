@@ -96,17 +96,34 @@ def measure() -> dict[str, Any]:
     return res
 
 
+def _split(r: dict[str, Any]) -> str:
+    """CPU ms per task by process (`stack_run.py`'s `cpu_ms_per_task_by_service`)."""
+    by = r.get("cpu_ms_per_task_by_service") or {}
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(by.items(), key=lambda kv: -kv[1]))
+
+
 def _tput_table(runs: list[dict[str, Any]]) -> list[str]:
-    lines = ["| run | checkout | load avg (1 min) | tasks/s | wall s |", "|---|---|---:|---:|---:|"]
+    lines = ["| run | checkout | load avg (1 min) | tasks/s | CPU ms/task | by process | wall s |",
+             "|---|---|---:|---:|---:|---|---:|"]
     for i, r in enumerate(runs, 1):
         lines.append(f"| {i} | {r['tree']} | {r['load']:.1f} | {r.get('tasks_per_s', 0):.1f} "
-                     f"| {r['wall_s']:.1f} |")
+                     f"| {r.get('cpu_ms_per_task', 0):.2f} | {_split(r)} | {r['wall_s']:.1f} |")
     base = [r.get("tasks_per_s", 0.0) for r in runs if r["tree"] == "base"]
     new = [r.get("tasks_per_s", 0.0) for r in runs if r["tree"] == "new"]
     if base and new and median(base) > 0:
         lines.append("")
         lines.append(f"Median tasks/s: baseline {median(base):.1f}, this checkout "
                      f"{median(new):.1f}: **×{median(new) / median(base):.2f}**.")
+    cpu_b = [r["cpu_ms_per_task"] for r in runs if r["tree"] == "base" and "cpu_ms_per_task" in r]
+    cpu_n = [r["cpu_ms_per_task"] for r in runs if r["tree"] == "new" and "cpu_ms_per_task" in r]
+    if cpu_b and cpu_n:
+        cores = os.cpu_count() or 1
+        allow_b, allow_n = 1000 * cores / median(cpu_b), 1000 * cores / median(cpu_n)
+        lines.append(f"Median CPU per task (every process of the stack): baseline "
+                     f"{median(cpu_b):.2f} ms, this checkout {median(cpu_n):.2f} ms "
+                     f"(×{median(cpu_n) / median(cpu_b):.2f}); {cores} cores / CPU per task: "
+                     f"{allow_b:.0f} against {allow_n:.0f} tasks/s, the rate the code allows "
+                     "on an idle machine.")
     return lines
 
 

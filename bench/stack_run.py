@@ -101,6 +101,24 @@ def _tree_cpu_s(root: int) -> float:
     """CPU seconds (user + system) used so far by `root` and its live descendants (the
     stack's services), from /proc: a figure the machine's other load disturbs far less than
     wall-clock rates do (py-spy, if running, is not below `root`)."""
+    return sum(_tree_cpu_by_service(root).values())
+
+
+def _service_label(pid: int) -> str:
+    """`--worker-id X` → X, `-m module` → module, else the program's name (the supervisor)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return str(pid)
+    for flag in ("--worker-id", "-m"):
+        if flag in argv[:-1]:
+            return argv[argv.index(flag) + 1]
+    return Path(argv[0]).name if argv and argv[0] else str(pid)
+
+
+def _tree_cpu_by_service(root: int) -> dict[str, float]:
+    """`_tree_cpu_s` split by service (`_service_label`): which process of the stack the CPU
+    per task goes to: one busy process (the GIL) caps the stage it serves."""
     kids: dict[int, list[int]] = {}
     stats: dict[int, list[str]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -113,14 +131,16 @@ def _tree_cpu_s(root: int) -> float:
         stats[pid] = fields
         kids.setdefault(int(fields[1]), []).append(pid)
     tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [root]
+    out: dict[str, float] = {}
+    todo = [root]
     while todo:
         pid = todo.pop()
         f = stats.get(pid)
         if f is not None:
-            total += (int(f[11]) + int(f[12])) / tick  # utime, stime
+            label = _service_label(pid)
+            out[label] = out.get(label, 0.0) + (int(f[11]) + int(f[12])) / tick  # utime, stime
         todo.extend(kids.get(pid, ()))
-    return total
+    return out
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -319,10 +339,12 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
                     sampler.start()
                 last_log = 0.0
                 cpu_at_start: float | None = None
+                cpu_split_at_start: dict[str, float] = {}
                 while True:
                     st = c.get(f"/status/{job_id}").json()
                     if cpu_at_start is None and st["state"] != "ingesting":
-                        cpu_at_start = _tree_cpu_s(proc.pid)  # the stages' work from here
+                        cpu_split_at_start = _tree_cpu_by_service(proc.pid)
+                        cpu_at_start = sum(cpu_split_at_start.values())  # the stages' work
                     if st["state"] in FINAL:
                         break
                     if time.perf_counter() - last_log > 30:
@@ -344,6 +366,11 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
                     cpu_s = _tree_cpu_s(proc.pid) - cpu_at_start
                     res["stack_cpu_s"] = cpu_s
                     res["cpu_ms_per_task"] = 1000.0 * cpu_s / st["completed"]
+                    split = _tree_cpu_by_service(proc.pid)
+                    res["cpu_ms_per_task_by_service"] = {
+                        k: round(1000.0 * (v - cpu_split_at_start.get(k, 0.0))
+                                 / st["completed"], 3)
+                        for k, v in sorted(split.items())}
                 if st.get("started_at") and st.get("finished_at"):
                     res["stage_s"] = st["finished_at"] - st["started_at"]
                     res["tasks_per_s"] = st["completed"] / max(1e-9, res["stage_s"])

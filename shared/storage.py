@@ -10,9 +10,11 @@ download, a retry) never sees half a file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -43,6 +45,7 @@ __all__ = [
     "atomic_write_bytes",
     "check_relative",
     "model_output_rel",
+    "realpath",
     "resolve_under",
 ]
 
@@ -105,6 +108,68 @@ def check_relative(rel: str) -> PurePosixPath:
     return p
 
 
+_PATH_FLAGS = getattr(os, "O_PATH", 0) | os.O_CLOEXEC
+_proc_fds = hasattr(os, "O_PATH") and os.path.isdir("/proc/self/fd")
+"""The kernel can name what a descriptor opened (`/proc/self/fd/<fd>`): `realpath` below."""
+_DELETED = " (deleted)"
+
+
+def _kernel_name(fd: int) -> str | None:
+    name = os.readlink(f"/proc/self/fd/{fd}")
+    return None if name.endswith(_DELETED) or not name.startswith("/") else name
+
+
+def realpath(path: str) -> str:
+    """`os.path.realpath(path)` for an absolute `path`, the same answer at a fraction of the
+    cost: the kernel resolves the path in one `open(O_PATH)` and names the result
+    (`/proc/self/fd/<fd>`), where `os.path.realpath` makes one `lstat` per component from the
+    root and joins the names in Python (issue 17: 4 per task in the comparison worker, the
+    largest item of its file handling after the writes).
+
+    The final name is opened without following it (O_NOFOLLOW): a symlink there, a missing
+    parent, a name the kernel cannot resolve (a loop, a file used as a folder) and anything
+    else out of the ordinary go to `os.path.realpath` itself, so the answer never differs.
+    A missing final name (an output about to be written) is its resolved folder joined with
+    the name, as `os.path.realpath` gives."""
+    if not _proc_fds or not path.startswith("/"):
+        return os.path.realpath(path)
+    try:
+        fd = os.open(path, _PATH_FLAGS | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return _realpath_missing(path)
+    except OSError:
+        return os.path.realpath(path)
+    try:
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            return os.path.realpath(path)
+        name = _kernel_name(fd)
+    except OSError:
+        name = None
+    finally:
+        os.close(fd)
+    return os.path.realpath(path) if name is None else name
+
+
+def _realpath_missing(path: str) -> str:
+    """`realpath` of a path whose last name does not exist (yet): its folder's, plus the name."""
+    head, tail = os.path.split(path)
+    if not tail or tail in (".", ".."):
+        return os.path.realpath(path)
+    try:
+        fd = os.open(head, _PATH_FLAGS | os.O_DIRECTORY)
+    except OSError:  # the folder is missing too, or is no folder: the slow path says
+        return os.path.realpath(path)
+    try:
+        name = _kernel_name(fd)
+    except OSError:
+        name = None
+    finally:
+        os.close(fd)
+    if name is None:
+        return os.path.realpath(path)
+    return name.rstrip("/") + "/" + tail
+
+
 def resolve_under(root: Path, rel: str) -> Path:
     """`rel` below the resolved folder `root`, refusing anything that escapes (`..`,
     absolute names, symlinks that lead out).
@@ -113,8 +178,13 @@ def resolve_under(root: Path, rel: str) -> Path:
     a few paths per task, and pathlib's `resolve()` and `parents` walk cost several times
     `os.path.realpath` and one prefix test (issue 17's profile)."""
     check_relative(rel)
-    base = str(root)
-    full = os.path.realpath(os.path.join(base, rel))
+    return _resolved(str(root), rel)
+
+
+def _resolved(base: str, rel: str) -> Path:
+    """`resolve_under` for a `rel` that `check_relative` has passed already (`job_file`
+    checks it once, through `job_key`, not twice)."""
+    full = realpath(os.path.join(base, rel))
     if full != base and not _inside(full, base):
         raise PathOutsideDataDir(f"path escapes DATA_DIR: {rel!r}")
     return Path(full)
@@ -191,8 +261,8 @@ class Storage:
     def job_file(self, rel: str, area: str, job_id: str, suffix: str = "") -> Path:
         """`job_key`'s rule, resolved to the file in DATA_DIR. The resolved path is checked
         as well, so a symlinked folder cannot lead out of the job's own."""
-        self.job_key(rel, area, job_id, suffix)
-        full = self.resolve(rel)
+        self.job_key(rel, area, job_id, suffix)  # check_relative included
+        full = _resolved(str(self.root), rel)
         if not _inside(str(full), self._job_folder(area, job_id)):
             raise PathNotAllowed(f"{rel!r} resolves outside {area}/{job_id}/")
         return full
@@ -207,7 +277,7 @@ class Storage:
         if folder is None:
             if len(self._folders) >= JOB_FOLDERS_CACHED:
                 self._folders.clear()
-            folder = self._folders[key] = os.path.realpath(self.root / area / job_id)
+            folder = self._folders[key] = realpath(str(self.root / area / job_id))
         return folder
 
     def job_object(self, rel: str, area: str, job_id: str, suffix: str = "") -> str:
@@ -387,15 +457,73 @@ def atomic_write(target: Path) -> Iterator[Path]:
         raise
 
 
+_TMPFILE_FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | os.O_CLOEXEC
+_tmpfile_works = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+"""False once this process's file system or kernel refused an unnamed file (`_write_new`):
+every later write takes the named temporary file."""
+_NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+"""open(O_TMPFILE)'s answers where the file system (EOPNOTSUPP) or kernel (EISDIR, EINVAL: no
+O_TMPFILE at all) cannot make an unnamed file."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_new(target: Path, data: bytes) -> bool:
+    """`data` as `target` when no file has that name yet, through an unnamed file (O_TMPFILE)
+    that is given its name (linkat) only once written: a reader never sees half a file (rule
+    two), and the kernel creates one directory entry instead of a temporary one and a rename
+    (issue 17: file creation was half of a worker's busy time per tiny image). False, with
+    nothing written, when `target` exists (a retry, a replaced result: the caller renames over
+    it) or unnamed files are not supported here.
+
+    linkat goes through `/proc/self/fd/<fd>` with AT_SYMLINK_FOLLOW (AT_EMPTY_PATH would need
+    CAP_DAC_READ_SEARCH); `dst_dir_fd` is only there to make Python call linkat rather than
+    link(2), which does not follow the /proc link — the target is absolute, so the kernel
+    ignores it."""
+    global _tmpfile_works
+    if not _tmpfile_works:
+        return False
+    folder = target.parent
+    try:
+        try:
+            fd = os.open(folder, _TMPFILE_FLAGS, 0o600)
+        except FileNotFoundError:  # the folder's first file
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder, _TMPFILE_FLAGS, 0o600)
+    except OSError as exc:
+        if exc.errno in _NO_TMPFILE:  # not on this file system or kernel
+            _tmpfile_works = False
+        return False  # anything else: the named path meets it and says so
+    try:
+        _write_all(fd, data)
+        os.link(f"/proc/self/fd/{fd}", os.path.abspath(target), dst_dir_fd=fd,
+                follow_symlinks=True)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP):
+            _tmpfile_works = False  # linkat would not follow /proc's link here: named files
+            return False
+        raise  # ENOSPC, a folder removed meanwhile…: as the named path would have
+    finally:
+        os.close(fd)
+    return True
+
+
 def atomic_write_bytes(target: Path, data: bytes) -> None:
-    """`data` as `target`, atomically: written through the temporary file's descriptor
+    """`data` as `target`, atomically: a new name through an unnamed file (`_write_new`);
+    a name that exists already through a temporary file, written through its descriptor
     (one open, not two) and renamed over `target`."""
+    if _write_new(target, data):
+        return
     fd, tmp = _open_temp(target)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, target)

@@ -199,3 +199,16 @@ def test_a_large_jpeg_is_decoded_at_its_tiles_scale(data_dir: Path) -> None:
     assert fast.sheet.shape == full.sheet.shape
     diff = np.abs(fast.sheet.astype(np.int16) - full.sheet.astype(np.int16))
     assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 8
+
+
+# --- issue 17, orchestration: the metrics file written by orjson --------------------------------
+def test_the_metrics_file_keeps_json_dumps_layout(worker: ThreadServer, data_dir: Path) -> None:
+    """For this document, byte for byte what `json.dumps(doc, indent=2)` wrote before (ASCII
+    text, metric names that are StrEnum members written as their values), through a real
+    worker; in general the same values and layout (a float may be spelled otherwise)."""
+    r = compare(worker, "final_results/j/o_compare.jpg", gt="input/j/gt_half.png",
+                metrics_output="final_results/j/o_metrics.json")
+    assert r.status_code == 200, r.text
+    raw = (data_dir / "final_results/j/o_metrics.json").read_bytes()
+    assert raw == json.dumps(json.loads(raw), indent=2).encode()
+    assert json.loads(raw)["metrics"] == r.json()["extra"]["metrics"]
