@@ -18,19 +18,20 @@ zip is still streamed by the gateway, never built whole anywhere (README, "Objec
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from gateway.db.database import Database
 from gateway.db.tables import Task
 from gateway.pipeline.result_cache import CACHE_WORKER
-from gateway.results.members import JobFinder, Member, ObjectPrefetch, member_size
-from gateway.results.pages import PAGE_ROWS, task_pages
+from gateway.results.members import JobFinder, Member, ObjectFile, ObjectPrefetch, member_size
+from gateway.results.pages import PAGE_ROWS, output_pages, task_pages
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
 from gateway.results.zipwriter import ZipSizeMismatch, ZipSizer, ZipWriter
@@ -45,8 +46,8 @@ from shared.storage import (
 )
 
 __all__ = ["READ_BLOCK_BYTES", "TIMING_KEYS", "JobZip", "ReportFiles", "Skips", "TaskMembers",
-           "add_page", "build_zip", "job_zip", "report_files", "report_item", "task_members",
-           "zip_chunks"]
+           "TaskRow", "add_page", "build_zip", "job_zip", "report_files", "report_item",
+           "task_members", "zip_chunks"]
 
 READ_BLOCK_BYTES = 1024 * 1024
 """A member's file is read in blocks of this size while it is sent (a video is never held
@@ -71,6 +72,21 @@ class JobZip:
     """The fetching-ahead of an S3 zip's objects, stopped once the zip is sent or dropped."""
 
 
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+"""A member's file is opened without following a symlink: one put in its place after the
+folder was listed (`JobFinder` lists plain files only) fails the download, it is not sent."""
+
+
+class TaskRow(Protocol):
+    """What the zip reads of a task: a `Task`, or a finished job's `repo.OutputRow`."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+
 ReportFiles = Path | Sequence[tuple[Member, str]]
 """The report files of a zip: a folder holding them, or (on S3) the objects by zip name."""
 
@@ -85,7 +101,7 @@ class TaskMembers:
 
 
 def task_members(storage: Storage, job_id: str, output: str, models: Sequence[str],
-                 t: Task, suffix: str = PNG_SUFFIX, finder: JobFinder | None = None,
+                 t: TaskRow, suffix: str = PNG_SUFFIX, finder: JobFinder | None = None,
                  ) -> TaskMembers:
     """The files of one task that exist (blocking: it stats them).
 
@@ -97,7 +113,7 @@ def task_members(storage: Storage, job_id: str, output: str, models: Sequence[st
     one for the comparison stage, not asked for).
     """
     out = TaskMembers()
-    find = (finder or JobFinder(storage)).find
+    find = (finder or JobFinder(storage)).where
     if t.state == TaskState.REJECTED.value:
         # A rejected input has no outputs; files under its name belong to another input
         # (gateway.intake.output_names).
@@ -142,7 +158,7 @@ def add_page(
     job_id: str,
     output: str,
     models: Sequence[str],
-    tasks: Iterable[Task],
+    tasks: Iterable[TaskRow],
     *,
     writer: ReportWriter | None = None,
     added: set[str] | None = None,
@@ -170,6 +186,7 @@ def add_page(
             found = TaskMembers(files=skips.replay(found.files))
         files += found.files
         if writer is not None:
+            assert isinstance(t, Task)  # a report is written from whole rows
             items.append(report_item(t, found))
     if writer is not None:
         writer.add(items)
@@ -263,6 +280,16 @@ def _size(files: Sequence[tuple[Member, str]], sizer: ZipSizer | None,
     return len(files)
 
 
+def _walk_page(storage: Storage, job_id: str, output: str, models: Sequence[str],
+               page: Sequence[TaskRow], writer: ReportWriter | None, added: set[str],
+               suffix: str, finder: JobFinder, skips: Skips, sizer: ZipSizer | None,
+               marks: list[tuple[int, int]] | None) -> int:
+    """One page of the first walk, in one thread hop: its members found (`add_page`) and
+    sized (`_size`)."""
+    return _size(add_page(storage, job_id, output, models, page, writer=writer, added=added,
+                          suffix=suffix, finder=finder, skips=skips), sizer, marks)
+
+
 def _check(writer: ZipWriter, marks: Iterator[tuple[int, int]] | None) -> None:
     """Raises when the zip sent so far is not the one sized (`_Plan.marks`)."""
     if marks is None:
@@ -275,7 +302,7 @@ def _check(writer: ZipWriter, marks: Iterator[tuple[int, int]] | None) -> None:
         raise ZipSizeMismatch("a file of the zip changed size since it was sized")
 
 
-def _stream(plan: _Plan, pages: Iterable[Sequence[Task]]) -> Generator[bytes, None, None]:
+def _stream(plan: _Plan, pages: Iterable[Sequence[TaskRow]]) -> Generator[bytes, None, None]:
     """The zip's bytes: each page's members found again and sent, then the videos and the
     report files, then the central directory (blocking)."""
     writer = ZipWriter()
@@ -300,29 +327,38 @@ def _stream(plan: _Plan, pages: Iterable[Sequence[Task]]) -> Generator[bytes, No
 
 def _send(writer: ZipWriter, files: Sequence[tuple[Member, str]], prefetch: ObjectPrefetch
           ) -> Iterator[bytes]:
-    """`files` into the zip: a local file read in blocks (its size checked against the
-    sizing), an object from the prefetch (registered a page at a time, so it fetches
-    ahead)."""
+    """`files` into the zip: a local file read (its size checked against the sizing), an
+    object from the prefetch (registered a page at a time, so it fetches ahead)."""
     for member, _ in files:
-        if not isinstance(member, Path):
+        if isinstance(member, ObjectFile):
             prefetch.register(member)
     for member, name in files:
-        if isinstance(member, Path):
-            yield from _send_file(writer, member, name)
-        else:
+        if isinstance(member, ObjectFile):
             yield from writer.member(name, member.size, prefetch.chunks(member))
+        else:
+            yield from _send_file(writer, member, name)
 
 
-def _send_file(writer: ZipWriter, path: Path, name: str) -> Iterator[bytes]:
-    """One local file, read unbuffered (a small output is one `read`; no buffer per file)."""
-    with open(path, "rb", buffering=0) as f:
-        st = os.fstat(f.fileno())
-        yield from writer.member(name, st.st_size, _blocks(f, st.st_size), st.st_mtime)
+def _send_file(writer: ZipWriter, path: str | Path, name: str) -> Iterator[bytes]:
+    """One local file: read whole in one `read` up to READ_BLOCK_BYTES (a job's outputs:
+    one piece per member, `ZipWriter.whole`), else in blocks (a video is never held whole).
+    A plain `os.open`, no file object: for tiny images the per-member work is the cost."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(f"{name}: no longer a plain file")
+        if st.st_size <= READ_BLOCK_BYTES:
+            yield writer.whole(name, st.st_size, os.read(fd, st.st_size), st.st_mtime)
+        else:
+            yield from writer.member(name, st.st_size, _blocks(fd, st.st_size), st.st_mtime)
+    finally:
+        os.close(fd)
 
 
-def _blocks(f: io.FileIO, size: int) -> Iterator[bytes]:
+def _blocks(fd: int, size: int) -> Iterator[bytes]:
     left = size
-    while left > 0 and (block := f.read(min(READ_BLOCK_BYTES, left))):
+    while left > 0 and (block := os.read(fd, min(READ_BLOCK_BYTES, left))):
         left -= len(block)
         yield block
 
@@ -369,7 +405,7 @@ def build_zip(
 
 
 def _prepare(storage: Storage, job_id: str, output: str, models: Sequence[str],
-             pages: Iterable[Sequence[Task]], sizer: ZipSizer | None,
+             pages: Iterable[Sequence[TaskRow]], sizer: ZipSizer | None,
              marks: list[tuple[int, int]] | None, writer: ReportWriter | None, suffix: str,
              report: ReportFiles | None = None, skips: Skips | None = None) -> int:
     """The first walk, held in memory (`build_zip`): sizes and/or the report."""
@@ -406,7 +442,11 @@ async def job_zip(
     thread: now, to size a finished job's zip (`report`: its report folder or objects) or to
     write a running one's report into `partial` (an empty temporary folder; the zip is not
     sized, its files may still be replaced by a retry); and again as the zip is sent
-    (`JobZip.stream` reads its pages from this event loop). Nothing is kept per member."""
+    (`JobZip.stream` reads its pages from this event loop). Nothing is kept per member.
+    A finished job's walks read three columns a row (`output_pages`), a running one's the
+    whole rows its report needs (`task_pages`)."""
+    read: Callable[[Database, str], AsyncIterator[Sequence[TaskRow]]] = (
+        output_pages if partial is None else task_pages)
     sizer = ZipSizer() if partial is None else None
     marks: list[tuple[int, int]] | None = [] if partial is None else None
     finder = JobFinder(storage)
@@ -417,11 +457,10 @@ async def job_zip(
         members = 0
         added: set[str] = set()
         skips = Skips()
-        async for page in task_pages(db, job_id):
-            files = await asyncio.to_thread(add_page, storage, job_id, output, models, page,
-                                            writer=writer, added=added, suffix=suffix,
-                                            finder=finder, skips=skips)
-            members += await asyncio.to_thread(_size, files, sizer, marks)
+        async for page in read(db, job_id):
+            members += await asyncio.to_thread(_walk_page, storage, job_id, output, models,
+                                               page, writer, added, suffix, finder, skips,
+                                               sizer, marks)
         files, items = await asyncio.to_thread(add_videos, storage, job_id, True)
         files = skips.new(files, added)
         members += await asyncio.to_thread(_size, files, sizer, marks)
@@ -438,16 +477,16 @@ async def job_zip(
     members += await asyncio.to_thread(_size, report_files(folder), sizer, marks)
     plan = _Plan(storage, job_id, output, models, suffix, folder,
                  ObjectPrefetch(storage.objects), skips, marks)
-    pages = _pages_from(db, job_id, asyncio.get_running_loop())
+    pages = _pages_from(read(db, job_id), asyncio.get_running_loop())
     return JobZip(_stream(plan, pages), sizer.size if sizer is not None else None, members,
                   cleanup=partial, prefetch=plan.prefetch)
 
 
-def _pages_from(db: Database, job_id: str, loop: asyncio.AbstractEventLoop
-                ) -> Iterator[list[Task]]:
+def _pages_from(rows: AsyncIterator[Sequence[TaskRow]], loop: asyncio.AbstractEventLoop
+                ) -> Iterator[Sequence[TaskRow]]:
     """The job's pages of rows for a blocking iterator in a worker thread: each page is
-    read on `loop` (`task_pages`) while the thread waits for it."""
-    pages = task_pages(db, job_id).__aiter__()
+    read on `loop` (`rows`: `task_pages` or `output_pages`) while the thread waits for it."""
+    pages = rows.__aiter__()
     while True:
         try:
             yield asyncio.run_coroutine_threadsafe(_next(pages), loop).result()
@@ -455,7 +494,7 @@ def _pages_from(db: Database, job_id: str, loop: asyncio.AbstractEventLoop
             return
 
 
-async def _next(pages: AsyncIterator[list[Task]]) -> list[Task]:
+async def _next(pages: AsyncIterator[Sequence[TaskRow]]) -> Sequence[TaskRow]:
     return await anext(pages)
 
 

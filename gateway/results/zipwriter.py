@@ -15,6 +15,7 @@ where a size, an offset or the member count needs them, as Python's zipfile writ
 
 from __future__ import annotations
 
+import functools
 import struct
 import tempfile
 import time
@@ -59,6 +60,11 @@ def dos_time(mtime: float) -> tuple[int, int]:
         return (0, (year - 1980) << 9 | 1 << 5 | 1)
     return (t.tm_hour << 11 | t.tm_min << 5 | t.tm_sec // 2,
             (year - 1980) << 9 | t.tm_mon << 5 | t.tm_mday)
+
+
+_dos_second = functools.lru_cache(maxsize=4096)(dos_time)
+"""`dos_time` of a whole second, remembered: a job's outputs were written within a few
+hours, and `time.localtime` per member was a visible part of a tiny-image zip's cost."""
 
 
 def _local_extra(size: int) -> bytes:
@@ -139,16 +145,7 @@ class ZipWriter:
                ) -> Iterator[bytes]:
         """One member: its local header, `data` (exactly `size` bytes, else
         ZipSizeMismatch), its descriptor; its central record is set aside for `finish`."""
-        raw = name.encode()
-        dtime, ddate = dos_time(mtime)
-        zip64 = size >= _ZIP64_LIMIT
-        version = _VERSION_ZIP64 if zip64 else _VERSION
-        extra = _local_extra(size)
-        small = min(size, _ZIP64_LIMIT)
-        start = self.offset
-        header = _LOCAL.pack(0x04034B50, version, _FLAGS, _STORED, dtime, ddate, 0, small, small,
-                             len(raw), len(extra)) + raw + extra
-        self.offset += len(header)
+        raw, start, stamp, header = self._header(name, size, mtime)
         yield header
         crc = 0
         sent = 0
@@ -161,19 +158,51 @@ class ZipWriter:
             yield piece
         if sent != size:
             raise ZipSizeMismatch(f"{name}: {sent} bytes, {size} announced")
-        if zip64:
+        yield self._end_member(raw, size, crc, start, stamp)
+
+    def whole(self, name: str, size: int, data: bytes, mtime: float = 0.0) -> bytes:
+        """`member` of a file read whole (a small one): header, data and descriptor as one
+        piece, so a zip of tiny images costs one bytes object per member, not three pieces
+        and a generator."""
+        if len(data) != size:
+            raise ZipSizeMismatch(f"{name}: {len(data)} bytes, {size} announced")
+        raw, start, stamp, header = self._header(name, size, mtime)
+        self.offset += size
+        return b"".join((header, data, self._end_member(raw, size, zlib.crc32(data), start,
+                                                         stamp)))
+
+    def _header(self, name: str, size: int, mtime: float
+                ) -> tuple[bytes, int, tuple[int, int], bytes]:
+        """(name's bytes, the member's offset, its DOS time, its local header), the offset
+        moved past the header."""
+        raw = name.encode()
+        stamp = _dos_second(int(mtime))
+        extra = _local_extra(size)
+        small = min(size, _ZIP64_LIMIT)
+        version = _VERSION_ZIP64 if size >= _ZIP64_LIMIT else _VERSION
+        start = self.offset
+        header = _LOCAL.pack(0x04034B50, version, _FLAGS, _STORED, stamp[0], stamp[1], 0, small,
+                             small, len(raw), len(extra)) + raw + extra
+        self.offset += len(header)
+        return raw, start, stamp, header
+
+    def _end_member(self, raw: bytes, size: int, crc: int, start: int,
+                    stamp: tuple[int, int]) -> bytes:
+        """The member's descriptor (the offset moved past it); its central record spooled."""
+        if size >= _ZIP64_LIMIT:
             descriptor = _DESCRIPTOR64.pack(0x08074B50, crc, size, size)
         else:
             descriptor = _DESCRIPTOR.pack(0x08074B50, crc, size, size)
         self.offset += len(descriptor)
-        yield descriptor
+        small = min(size, _ZIP64_LIMIT)
         cextra = _central_extra(size, start)
         record = _CENTRAL.pack(0x02014B50, _MADE_BY, _VERSION_ZIP64 if cextra else _VERSION,
-                               _FLAGS, _STORED, dtime, ddate, crc, small, small, len(raw),
+                               _FLAGS, _STORED, stamp[0], stamp[1], crc, small, small, len(raw),
                                len(cextra), 0, 0, 0, _FILE_MODE, min(start, _ZIP64_LIMIT))
         self._central.write(record + raw + cextra)
         self._central_size += _CENTRAL.size + len(raw) + len(cextra)
         self.count += 1
+        return descriptor
 
     def finish(self) -> Iterator[bytes]:
         """The central directory (read back from the spool) and the end records."""
