@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from shared.objects import ObjectStore
 from shared.storage import PathOutsideDataDir, Storage
@@ -66,6 +67,9 @@ Member = Path | str | ObjectFile
 walk makes no Path per member), or an object of an S3 store."""
 
 
+_UNLISTED: Final = ("", frozenset[str]())
+
+
 class JobFinder:
     """Which of a job's outputs exist, and where (blocking: call it in a thread)."""
 
@@ -85,7 +89,9 @@ class JobFinder:
         """`find`, a local file as its absolute path (a string: no Path per member)."""
         if self.storage.is_local:
             folder, _, name = key.rpartition("/")
-            listed = self._folder(folder)
+            listed = self._folders.get(folder, _UNLISTED)  # a dict read needs no lock
+            if listed is _UNLISTED:
+                listed = self._folder(folder)
             return f"{listed[0]}/{name}" if listed is not None and name in listed[1] else None
         area = "/".join(key.split("/")[:2]) + "/"
         with self._lock:

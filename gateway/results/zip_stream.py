@@ -34,10 +34,12 @@ from gateway.results.members import JobFinder, Member, ObjectFile, ObjectPrefetc
 from gateway.results.pages import PAGE_ROWS, output_pages, task_pages
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
+from gateway.results.zip_names import OutOfOrder, WindowNames, ZipNames, tag_spread
 from gateway.results.zipwriter import ZipSizeMismatch, ZipSizer, ZipWriter
 from shared.limits import ZIP_CHUNK_BYTES
 from shared.states import TaskState
 from shared.storage import (
+    COMPARE_SUFFIX,
     FINAL_RESULTS,
     MATTING_OUTPUT,
     PNG_SUFFIX,
@@ -118,22 +120,28 @@ def task_members(storage: Storage, job_id: str, output: str, models: Sequence[st
         # A rejected input has no outputs; files under its name belong to another input
         # (gateway.intake.output_names).
         return out
-    names = list(models) or [""]  # one unnamed model: docs/DESIGN.md's names ("Public API")
     stem = Storage.stem_path(t.path)
-    first_rel = storage.matting_rel(job_id, t.path, suffix)
-    for i, model in enumerate(names):
-        kinds = (False, True) if output == "both" else (False,)
-        for alpha in kinds:
-            found = find(model_output_rel(first_rel, model, i, alpha))
-            if found is not None:
-                name = model_output_rel(f"{MATTING_OUTPUT}/{stem}{suffix}", model, i, alpha)
-                out.files.append((found, name))
     first_name = f"{MATTING_OUTPUT}/{stem}{suffix}"
-    if any(name == first_name for _, name in out.files):
-        out.matting_output = first_name
-    sheet = find(storage.compare_rel(job_id, t.path))
+    # `Storage.matting_rel` and `compare_rel` from the stem cut once (two names per image)
+    first_rel = f"{MATTING_OUTPUT}/{job_id}/{stem}{suffix}"
+    if len(models) <= 1 and output != "both":  # one cut-out, under docs/DESIGN.md's name
+        found = find(first_rel)
+        if found is not None:
+            out.files.append((found, first_name))
+            out.matting_output = first_name
+    else:
+        names = list(models) or [""]  # one unnamed model: docs/DESIGN.md's names
+        kinds = (False, True) if output == "both" else (False,)
+        for i, model in enumerate(names):
+            for alpha in kinds:
+                found = find(model_output_rel(first_rel, model, i, alpha))
+                if found is not None:
+                    out.files.append((found, model_output_rel(first_name, model, i, alpha)))
+        if any(name == first_name for _, name in out.files):
+            out.matting_output = first_name
+    sheet = find(f"{FINAL_RESULTS}/{job_id}/{stem}{COMPARE_SUFFIX}")
     if sheet is not None:
-        out.compare_output = f"{FINAL_RESULTS}/{stem}_compare.jpg"
+        out.compare_output = f"{FINAL_RESULTS}/{stem}{COMPARE_SUFFIX}"
         out.files.append((sheet, out.compare_output))
     return out
 
@@ -161,7 +169,7 @@ def add_page(
     tasks: Iterable[TaskRow],
     *,
     writer: ReportWriter | None = None,
-    added: set[str] | None = None,
+    added: ZipNames | None = None,
     suffix: str = PNG_SUFFIX,
     finder: JobFinder | None = None,
     skips: Skips | None = None,
@@ -179,6 +187,7 @@ def add_page(
     for t in tasks:
         found = task_members(storage, job_id, output, models, t, suffix, finder)
         if added is not None:
+            added.advance(t.path)
             if skips is not None:
                 skips.record(found.files, added)
             found = _unseen(found, added)
@@ -203,7 +212,7 @@ class Skips:
     at: set[int] = field(default_factory=set)
     seen: int = 0
 
-    def record(self, files: Sequence[tuple[Member, str]], added: set[str]) -> None:
+    def record(self, files: Sequence[tuple[Member, str]], added: ZipNames) -> None:
         """Before `_unseen(files, added)`: notes the ones it will leave out."""
         for _, name in files:
             if name in added:
@@ -214,7 +223,7 @@ class Skips:
         start, self.seen = self.seen, self.seen + len(files)
         return [f for i, f in enumerate(files, start) if i not in self.at]
 
-    def new(self, files: Sequence[tuple[Member, str]], added: set[str]
+    def new(self, files: Sequence[tuple[Member, str]], added: ZipNames
             ) -> list[tuple[Member, str]]:
         """`files` less the names in `added` (recorded, and then added), one at a time as
         `gateway.results.video.add_videos` leaves them out."""
@@ -229,7 +238,7 @@ class Skips:
         return kept
 
 
-def _unseen(found: TaskMembers, added: set[str]) -> TaskMembers:
+def _unseen(found: TaskMembers, added: ZipNames) -> TaskMembers:
     """`found` less the names already in the zip (then recorded as added)."""
     files = [(path, name) for path, name in found.files if name not in added]
     kept = {name for _, name in files}
@@ -281,7 +290,7 @@ def _size(files: Sequence[tuple[Member, str]], sizer: ZipSizer | None,
 
 
 def _walk_page(storage: Storage, job_id: str, output: str, models: Sequence[str],
-               page: Sequence[TaskRow], writer: ReportWriter | None, added: set[str],
+               page: Sequence[TaskRow], writer: ReportWriter | None, added: ZipNames,
                suffix: str, finder: JobFinder, skips: Skips, sizer: ZipSizer | None,
                marks: list[tuple[int, int]] | None) -> int:
     """One page of the first walk, in one thread hop: its members found (`add_page`) and
@@ -405,11 +414,46 @@ def build_zip(
 
 
 def _prepare(storage: Storage, job_id: str, output: str, models: Sequence[str],
-             pages: Iterable[Sequence[TaskRow]], sizer: ZipSizer | None,
+             pages: Sequence[Sequence[TaskRow]], sizer: ZipSizer | None,
              marks: list[tuple[int, int]] | None, writer: ReportWriter | None, suffix: str,
              report: ReportFiles | None = None, skips: Skips | None = None) -> int:
-    """The first walk, held in memory (`build_zip`): sizes and/or the report."""
-    added: set[str] = set()
+    """The first walk, held in memory (`build_zip`): sizes and/or the report. Tasks in path
+    order keep few names (`WindowNames`); in any other order every name is kept."""
+    videos = add_videos(storage, job_id, True)
+    if writer is None:
+        try:
+            names = _window(output, models, suffix, videos[0])
+            return _prepare_with(storage, job_id, output, models, pages, sizer, marks, None,
+                                 suffix, report, skips, names, videos)
+        except OutOfOrder:
+            _reset(sizer, marks, skips)
+    return _prepare_with(storage, job_id, output, models, pages, sizer, marks, writer, suffix,
+                         report, skips, ZipNames(), videos)
+
+
+def _window(output: str, models: Sequence[str], suffix: str,
+            videos: Sequence[tuple[Member, str]]) -> WindowNames:
+    return WindowNames(tag_spread(output, models, suffix), (name for _, name in videos))
+
+
+def _reset(sizer: ZipSizer | None, marks: list[tuple[int, int]] | None,
+           skips: Skips | None) -> None:
+    """Back to before a first walk that stopped (`OutOfOrder`), to walk again."""
+    if sizer is not None:
+        sizer.offset = sizer.central = sizer.count = 0
+    if marks is not None:
+        marks.clear()
+    if skips is not None:
+        skips.at.clear()
+        skips.seen = 0
+
+
+def _prepare_with(storage: Storage, job_id: str, output: str, models: Sequence[str],
+                  pages: Iterable[Sequence[TaskRow]], sizer: ZipSizer | None,
+                  marks: list[tuple[int, int]] | None, writer: ReportWriter | None,
+                  suffix: str, report: ReportFiles | None, skips: Skips | None,
+                  added: ZipNames,
+                  videos: tuple[list[tuple[Member, str]], list[ReportItem]]) -> int:
     skips = skips or Skips()
     finder = JobFinder(storage)
     members = 0
@@ -417,7 +461,7 @@ def _prepare(storage: Storage, job_id: str, output: str, models: Sequence[str],
         members += _size(add_page(storage, job_id, output, models, page, writer=writer,
                                   added=added, suffix=suffix, finder=finder, skips=skips),
                          sizer, marks)
-    files, items = add_videos(storage, job_id, True)
+    files, items = videos
     files = skips.new(files, added)
     members += _size(files, sizer, marks)
     if writer is not None:
@@ -453,25 +497,34 @@ async def job_zip(
     writer = None
     if partial is not None:
         writer = await asyncio.to_thread(ReportWriter, partial, job_id, models, TIMING_KEYS)
-    try:
+    skips = Skips()
+
+    async def walk(added: ZipNames) -> int:
         members = 0
-        added: set[str] = set()
-        skips = Skips()
         async for page in read(db, job_id):
             members += await asyncio.to_thread(_walk_page, storage, job_id, output, models,
                                                page, writer, added, suffix, finder, skips,
                                                sizer, marks)
-        files, items = await asyncio.to_thread(add_videos, storage, job_id, True)
-        files = skips.new(files, added)
-        members += await asyncio.to_thread(_size, files, sizer, marks)
-        if writer is not None:
-            await asyncio.to_thread(writer.add, items)
+        files = skips.new(videos[0], added)
+        return members + await asyncio.to_thread(_size, files, sizer, marks)
+
+    try:
+        videos = await asyncio.to_thread(add_videos, storage, job_id, True)
+        if writer is None:  # a finished job's rows in path order: few names held
+            try:
+                members = await walk(_window(output, models, suffix, videos[0]))
+            except OutOfOrder:  # a collation that does not sort by code point
+                _reset(sizer, marks, skips)
+                members = await walk(ZipNames())
+        else:
+            members = await walk(ZipNames())
+            await asyncio.to_thread(writer.add, videos[1])
             await asyncio.to_thread(writer.finish)
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    del added  # the names go before the first byte: the sending holds none (`Skips`)
+    # the names go before the first byte: the sending holds none (`Skips`)
     folder = partial if partial is not None else report
     assert folder is not None
     members += await asyncio.to_thread(_size, report_files(folder), sizer, marks)

@@ -115,3 +115,19 @@ def test_a_symlinked_file_is_resolved_on_every_call(tmp_path: Path) -> None:
     (job / "x.png").symlink_to(tmp_path)  # now a link out of DATA_DIR
     with pytest.raises(PathOutsideDataDir):
         s.job_file("matting_output/j/x.png", "matting_output", "j", ".png")
+
+
+def test_stem_path_cuts_strings_as_pathlib_does() -> None:
+    """`Storage.stem_path` works on the string (two names per image in a download's walk):
+    every path of up to five parts of a small alphabet gets pathlib's answer."""
+    import itertools
+    from pathlib import PurePosixPath
+
+    def pathlib_stem(rel: str) -> str:
+        p = PurePosixPath(rel)
+        return str(p.with_suffix("")) if p.suffix else str(p)
+
+    for k in range(1, 6):
+        for parts in itertools.product(["a", ".", "/", "b.c", "..", "x"], repeat=k):
+            rel = "".join(parts)
+            assert Storage.stem_path(rel) == pathlib_stem(rel), rel
