@@ -26,7 +26,7 @@ from shared.storage import Storage, model_output_rel
 from tests.support.gateway import seed
 
 STEMS = ["a", "a.b", "a.m", "a.alpha", "a.jpg", "ab", "a-1", "b"]
-EXTS = [".jpg", ".png", ".m.png", ""]
+EXTS = [".jpg", ".png", ".m.png", ".x.jpg"]
 
 
 def _colliding_paths() -> list[str]:
@@ -95,10 +95,10 @@ def test_random_paths_in_order_match_a_set_of_every_name() -> None:
                                                     (".png", ".webp")):
         spread = tag_spread(output, models, suffix)
         kinds = (False, True) if output == "both" else (False,)
-        for _ in range(20):
+        for _ in range(40):
             paths = sorted(
-                "".join(rng.choice(["a", "m", ".", "/a", "p", ".png"])
-                        for _ in range(rng.randint(1, 6))).strip("/") or "a"
+                "".join(rng.choice(["a", ".m", ".mm", ".alpha", ".png", ".", "/a", "b"])
+                        for _ in range(rng.randint(1, 5))).strip("/") or "a"
                 for _ in range(60))
             window, every = WindowNames(spread), set()
             paths = [p for p in paths if not p.startswith("./")]  # not plain: below
