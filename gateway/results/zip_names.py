@@ -80,7 +80,12 @@ class WindowNames(ZipNames):
         self._root = stem[:max(0, len(stem) - self.spread)]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._all or any(name in names for names in self._live.values())
+        if name in self._all:
+            return True
+        for names in self._live.values():  # noqa: SIM110 (a loop: no generator per look-up)
+            if name in names:
+                return True
+        return False
 
     def add(self, name: str) -> None:
         if name in self._keep:  # a video's name: checked after the walk

@@ -221,6 +221,8 @@ class Skips:
 
     def replay(self, files: Sequence[tuple[Member, str]]) -> list[tuple[Member, str]]:
         start, self.seen = self.seen, self.seen + len(files)
+        if not self.at:  # nothing was left out (a job ingested with unique names)
+            return list(files)
         return [f for i, f in enumerate(files, start) if i not in self.at]
 
     def new(self, files: Sequence[tuple[Member, str]], added: ZipNames
@@ -337,32 +339,34 @@ def _stream(plan: _Plan, pages: Iterable[Sequence[TaskRow]]) -> Generator[bytes,
 def _send(writer: ZipWriter, files: Sequence[tuple[Member, str]], prefetch: ObjectPrefetch
           ) -> Iterator[bytes]:
     """`files` into the zip: a local file read (its size checked against the sizing), an
-    object from the prefetch (registered a page at a time, so it fetches ahead)."""
+    object from the prefetch (registered a page at a time, so it fetches ahead).
+
+    A local file up to READ_BLOCK_BYTES (a job's outputs) is read whole in one `read` and
+    goes out as one piece (`ZipWriter.whole`), a bigger one in blocks (a video is never held
+    whole); a plain `os.open`, no file object and no generator per member: for tiny images
+    the per-member work is the whole cost."""
     for member, _ in files:
         if isinstance(member, ObjectFile):
             prefetch.register(member)
     for member, name in files:
         if isinstance(member, ObjectFile):
             yield from writer.member(name, member.size, prefetch.chunks(member))
-        else:
-            yield from _send_file(writer, member, name)
-
-
-def _send_file(writer: ZipWriter, path: str | Path, name: str) -> Iterator[bytes]:
-    """One local file: read whole in one `read` up to READ_BLOCK_BYTES (a job's outputs:
-    one piece per member, `ZipWriter.whole`), else in blocks (a video is never held whole).
-    A plain `os.open`, no file object: for tiny images the per-member work is the cost."""
-    fd = os.open(path, _OPEN_FLAGS)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise FileNotFoundError(f"{name}: no longer a plain file")
-        if st.st_size <= READ_BLOCK_BYTES:
-            yield writer.whole(name, st.st_size, os.read(fd, st.st_size), st.st_mtime)
-        else:
-            yield from writer.member(name, st.st_size, _blocks(fd, st.st_size), st.st_mtime)
-    finally:
-        os.close(fd)
+            continue
+        piece = None
+        fd = os.open(member, _OPEN_FLAGS)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileNotFoundError(f"{name}: no longer a plain file")
+            if st.st_size <= READ_BLOCK_BYTES:
+                piece = writer.whole(name, st.st_size, os.read(fd, st.st_size), st.st_mtime)
+            else:
+                yield from writer.member(name, st.st_size, _blocks(fd, st.st_size),
+                                         st.st_mtime)
+        finally:
+            os.close(fd)
+        if piece is not None:
+            yield piece
 
 
 def _blocks(fd: int, size: int) -> Iterator[bytes]:
