@@ -210,8 +210,15 @@ def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int,
     job_dirs = [p for p in (data_dir / "matting_output" / job_id,
                             data_dir / "final_results" / job_id,
                             data_dir / "reports" / job_id) if p.exists()]
+    if final:  # the report is written as the job ends: wait for it, not for its temp folder
+        reports = data_dir / "reports" / job_id
+        until = time.monotonic() + 300
+        while time.monotonic() < until and not all(
+                (reports / n).exists() for n in ("report.json", "report.csv", "index.html")):
+            time.sleep(0.5)
     files = [p for d in job_dirs for p in d.rglob("*")
-             if p.is_file() and not p.name.endswith("_metrics.json")]
+             if p.is_file() and not p.name.endswith("_metrics.json")
+             and not any(part.startswith(".") for part in p.relative_to(d).parts)]
     t0 = time.perf_counter()
     read_bytes = 0
     for p in files:

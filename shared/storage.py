@@ -190,6 +190,13 @@ def _resolved(base: str, rel: str) -> Path:
     return Path(full)
 
 
+def _plain(rel: str) -> bool:
+    """`rel` is a path `PurePosixPath` leaves as it is (no empty or `.` part, no leading or
+    trailing `/`): `Storage.stem_path` can then cut it as a string."""
+    return not (rel in ("", ".") or "//" in rel or "/./" in rel
+                or rel.startswith(("/", "./")) or rel.endswith(("/", "/.")))
+
+
 def _inside(path: str, folder: str) -> bool:
     """`path` lies below `folder` (both absolute, normalised: `realpath`'s output)."""
     return path.startswith(folder if folder.endswith(os.sep) else folder + os.sep)
@@ -380,8 +387,15 @@ class Storage:
     @staticmethod
     def stem_path(rel_path: str) -> str:
         """`a/b/photo.jpg` → `a/b/photo`: the output name keeps the tree, drops the extension."""
-        p = PurePosixPath(rel_path)
-        return str(p.with_suffix("")) if p.suffix else str(p)
+        if not _plain(rel_path):
+            p = PurePosixPath(rel_path)
+            return str(p.with_suffix("")) if p.suffix else str(p)
+        # pathlib's rule on the string (a download derives two names per image from it):
+        # the suffix is the last name's from its last dot, if that is neither first nor last.
+        dot = rel_path.rfind(".")
+        if rel_path.rfind("/") + 1 < dot < len(rel_path) - 1:
+            return rel_path[:dot]
+        return rel_path
 
     def matting_rel(self, job_id: str, rel_path: str, suffix: str = ".png") -> str:
         return f"{MATTING_OUTPUT}/{job_id}/{self.stem_path(rel_path)}{suffix}"

@@ -11,7 +11,7 @@ row and changes nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -34,6 +34,7 @@ from shared.states import FINAL_JOB_STATES, JobState, TaskState
 
 __all__ = [
     "MATTED_STATES",
+    "OutputRow",
     "add_upload",
     "add_upload_parts",
     "compact_counts",
@@ -66,6 +67,7 @@ __all__ = [
     "mark_callback_done",
     "nth_created_since",
     "open_uploads",
+    "output_page_sync",
     "pending_tasks_page",
     "ping",
     "report_page",
@@ -277,11 +279,35 @@ async def report_page(
     return list((await s.execute(_report_q(job_id, after, limit))).scalars())
 
 
+_Q = TypeVar("_Q", bound="Select[*tuple[Any, ...]]")
+
+
 def _report_q(job_id: str, after: tuple[str, int] | None, limit: int) -> Select[Task]:
-    q = select(Task).where(Task.job_id == job_id)
+    return _in_report_order(select(Task), job_id, after, limit)
+
+
+def _in_report_order(q: _Q, job_id: str, after: tuple[str, int] | None, limit: int) -> _Q:
+    q = q.where(Task.job_id == job_id)
     if after is not None:
         q = q.where(tuple_(Task.path, Task.id) > tuple_(literal(after[0]), literal(after[1])))
     return q.order_by(Task.path, Task.id).limit(limit)
+
+
+class OutputRow(NamedTuple):
+    """What a finished job's zip needs of a task: its outputs' names derive from `path`,
+    `state` says whether it has any; `id` keys the next page."""
+
+    path: str
+    state: str
+    id: int
+
+
+def output_page_sync(s: Session, job_id: str, after: tuple[str, int] | None,
+                     limit: int) -> list[OutputRow]:
+    """`report_page_sync`'s rows, as three columns in plain tuples: a finished job's zip is
+    walked twice, and building every column of an ORM row was most of a walk's cost."""
+    q = _in_report_order(select(Task.path, Task.state, Task.id), job_id, after, limit)
+    return [OutputRow(*r) for r in s.execute(q)]
 
 
 # --- one-hop reads (`Database.snapshot`): the same statements on a blocking session --------

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from shared.objects import ObjectStore
 from shared.storage import PathOutsideDataDir, Storage
@@ -61,8 +62,12 @@ class ObjectFile:
     size: int
 
 
-Member = Path | ObjectFile
-"""One file of a job: a local file, or an object of an S3 store."""
+Member = Path | str | ObjectFile
+"""One file of a job: a local file (a Path, or its absolute path as a string: a download's
+walk makes no Path per member), or an object of an S3 store."""
+
+
+_UNLISTED: Final = ("", frozenset[str]())
 
 
 class JobFinder:
@@ -71,16 +76,23 @@ class JobFinder:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self._listed: dict[str, dict[str, int]] = {}
-        self._folders: dict[str, tuple[Path, frozenset[str]] | None] = {}
+        self._folders: dict[str, tuple[str, frozenset[str]] | None] = {}
         self._lock = threading.Lock()
 
-    def find(self, key: str) -> Member | None:
+    def find(self, key: str) -> Path | ObjectFile | None:
         """`key`'s file or object, or None when there is none (or the name is one no file
         can have: a rejected item's too-long name is "no file" too)."""
+        found = self.where(key)
+        return Path(found) if isinstance(found, str) else found
+
+    def where(self, key: str) -> str | ObjectFile | None:
+        """`find`, a local file as its absolute path (a string: no Path per member)."""
         if self.storage.is_local:
             folder, _, name = key.rpartition("/")
-            listed = self._folder(folder)
-            return listed[0] / name if listed is not None and name in listed[1] else None
+            listed = self._folders.get(folder, _UNLISTED)  # a dict read needs no lock
+            if listed is _UNLISTED:
+                listed = self._folder(folder)
+            return f"{listed[0]}/{name}" if listed is not None and name in listed[1] else None
         area = "/".join(key.split("/")[:2]) + "/"
         with self._lock:
             index = self._listed.get(area)
@@ -91,7 +103,7 @@ class JobFinder:
         return None if size is None else ObjectFile(key, size)
 
 
-    def _folder(self, folder: str) -> tuple[Path, frozenset[str]] | None:
+    def _folder(self, folder: str) -> tuple[str, frozenset[str]] | None:
         """A local folder's resolved path and the names of the plain files in it, listed
         once (`os.scandir`): a job's outputs lie 1 000 to a folder, and one listing per
         folder replaces a `realpath` (a `lstat` per path component) and a `stat` per file,
@@ -106,7 +118,7 @@ class JobFinder:
                 return None
             with os.scandir(where) as it:
                 names = frozenset(e.name for e in it if e.is_file(follow_symlinks=False))
-            listed: tuple[Path, frozenset[str]] | None = (where, names)
+            listed: tuple[str, frozenset[str]] | None = (str(where), names)
         except (PathOutsideDataDir, OSError):
             listed = None
         with self._lock:
@@ -176,6 +188,6 @@ class ObjectPrefetch:
 def member_size(member: Member) -> int:
     """The size `member` has now (blocking: a `stat` for a local file; an object's as
     listed). A zip is sized from these before its first byte."""
-    if isinstance(member, Path):
-        return os.stat(member).st_size
-    return member.size
+    if isinstance(member, ObjectFile):
+        return member.size
+    return os.stat(member).st_size

@@ -18,25 +18,28 @@ zip is still streamed by the gateway, never built whole anywhere (README, "Objec
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from gateway.db.database import Database
 from gateway.db.tables import Task
 from gateway.pipeline.result_cache import CACHE_WORKER
-from gateway.results.members import JobFinder, Member, ObjectPrefetch, member_size
-from gateway.results.pages import PAGE_ROWS, task_pages
+from gateway.results.members import JobFinder, Member, ObjectFile, ObjectPrefetch, member_size
+from gateway.results.pages import PAGE_ROWS, output_pages, task_pages
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
+from gateway.results.zip_names import OutOfOrder, WindowNames, ZipNames, tag_spread
 from gateway.results.zipwriter import ZipSizeMismatch, ZipSizer, ZipWriter
 from shared.limits import ZIP_CHUNK_BYTES
 from shared.states import TaskState
 from shared.storage import (
+    COMPARE_SUFFIX,
     FINAL_RESULTS,
     MATTING_OUTPUT,
     PNG_SUFFIX,
@@ -45,8 +48,8 @@ from shared.storage import (
 )
 
 __all__ = ["READ_BLOCK_BYTES", "TIMING_KEYS", "JobZip", "ReportFiles", "Skips", "TaskMembers",
-           "add_page", "build_zip", "job_zip", "report_files", "report_item", "task_members",
-           "zip_chunks"]
+           "TaskRow", "add_page", "build_zip", "job_zip", "report_files", "report_item",
+           "task_members", "zip_chunks"]
 
 READ_BLOCK_BYTES = 1024 * 1024
 """A member's file is read in blocks of this size while it is sent (a video is never held
@@ -71,6 +74,21 @@ class JobZip:
     """The fetching-ahead of an S3 zip's objects, stopped once the zip is sent or dropped."""
 
 
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+"""A member's file is opened without following a symlink: one put in its place after the
+folder was listed (`JobFinder` lists plain files only) fails the download, it is not sent."""
+
+
+class TaskRow(Protocol):
+    """What the zip reads of a task: a `Task`, or a finished job's `repo.OutputRow`."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+
 ReportFiles = Path | Sequence[tuple[Member, str]]
 """The report files of a zip: a folder holding them, or (on S3) the objects by zip name."""
 
@@ -85,7 +103,7 @@ class TaskMembers:
 
 
 def task_members(storage: Storage, job_id: str, output: str, models: Sequence[str],
-                 t: Task, suffix: str = PNG_SUFFIX, finder: JobFinder | None = None,
+                 t: TaskRow, suffix: str = PNG_SUFFIX, finder: JobFinder | None = None,
                  ) -> TaskMembers:
     """The files of one task that exist (blocking: it stats them).
 
@@ -97,27 +115,33 @@ def task_members(storage: Storage, job_id: str, output: str, models: Sequence[st
     one for the comparison stage, not asked for).
     """
     out = TaskMembers()
-    find = (finder or JobFinder(storage)).find
+    find = (finder or JobFinder(storage)).where
     if t.state == TaskState.REJECTED.value:
         # A rejected input has no outputs; files under its name belong to another input
         # (gateway.intake.output_names).
         return out
-    names = list(models) or [""]  # one unnamed model: docs/DESIGN.md's names ("Public API")
     stem = Storage.stem_path(t.path)
-    first_rel = storage.matting_rel(job_id, t.path, suffix)
-    for i, model in enumerate(names):
-        kinds = (False, True) if output == "both" else (False,)
-        for alpha in kinds:
-            found = find(model_output_rel(first_rel, model, i, alpha))
-            if found is not None:
-                name = model_output_rel(f"{MATTING_OUTPUT}/{stem}{suffix}", model, i, alpha)
-                out.files.append((found, name))
     first_name = f"{MATTING_OUTPUT}/{stem}{suffix}"
-    if any(name == first_name for _, name in out.files):
-        out.matting_output = first_name
-    sheet = find(storage.compare_rel(job_id, t.path))
+    # `Storage.matting_rel` and `compare_rel` from the stem cut once (two names per image)
+    first_rel = f"{MATTING_OUTPUT}/{job_id}/{stem}{suffix}"
+    if len(models) <= 1 and output != "both":  # one cut-out, under docs/DESIGN.md's name
+        found = find(first_rel)
+        if found is not None:
+            out.files.append((found, first_name))
+            out.matting_output = first_name
+    else:
+        names = list(models) or [""]  # one unnamed model: docs/DESIGN.md's names
+        kinds = (False, True) if output == "both" else (False,)
+        for i, model in enumerate(names):
+            for alpha in kinds:
+                found = find(model_output_rel(first_rel, model, i, alpha))
+                if found is not None:
+                    out.files.append((found, model_output_rel(first_name, model, i, alpha)))
+        if any(name == first_name for _, name in out.files):
+            out.matting_output = first_name
+    sheet = find(f"{FINAL_RESULTS}/{job_id}/{stem}{COMPARE_SUFFIX}")
     if sheet is not None:
-        out.compare_output = f"{FINAL_RESULTS}/{stem}_compare.jpg"
+        out.compare_output = f"{FINAL_RESULTS}/{stem}{COMPARE_SUFFIX}"
         out.files.append((sheet, out.compare_output))
     return out
 
@@ -142,10 +166,10 @@ def add_page(
     job_id: str,
     output: str,
     models: Sequence[str],
-    tasks: Iterable[Task],
+    tasks: Iterable[TaskRow],
     *,
     writer: ReportWriter | None = None,
-    added: set[str] | None = None,
+    added: ZipNames | None = None,
     suffix: str = PNG_SUFFIX,
     finder: JobFinder | None = None,
     skips: Skips | None = None,
@@ -163,6 +187,7 @@ def add_page(
     for t in tasks:
         found = task_members(storage, job_id, output, models, t, suffix, finder)
         if added is not None:
+            added.advance(t.path)
             if skips is not None:
                 skips.record(found.files, added)
             found = _unseen(found, added)
@@ -170,6 +195,7 @@ def add_page(
             found = TaskMembers(files=skips.replay(found.files))
         files += found.files
         if writer is not None:
+            assert isinstance(t, Task)  # a report is written from whole rows
             items.append(report_item(t, found))
     if writer is not None:
         writer.add(items)
@@ -186,7 +212,7 @@ class Skips:
     at: set[int] = field(default_factory=set)
     seen: int = 0
 
-    def record(self, files: Sequence[tuple[Member, str]], added: set[str]) -> None:
+    def record(self, files: Sequence[tuple[Member, str]], added: ZipNames) -> None:
         """Before `_unseen(files, added)`: notes the ones it will leave out."""
         for _, name in files:
             if name in added:
@@ -195,9 +221,11 @@ class Skips:
 
     def replay(self, files: Sequence[tuple[Member, str]]) -> list[tuple[Member, str]]:
         start, self.seen = self.seen, self.seen + len(files)
+        if not self.at:  # nothing was left out (a job ingested with unique names)
+            return list(files)
         return [f for i, f in enumerate(files, start) if i not in self.at]
 
-    def new(self, files: Sequence[tuple[Member, str]], added: set[str]
+    def new(self, files: Sequence[tuple[Member, str]], added: ZipNames
             ) -> list[tuple[Member, str]]:
         """`files` less the names in `added` (recorded, and then added), one at a time as
         `gateway.results.video.add_videos` leaves them out."""
@@ -212,7 +240,7 @@ class Skips:
         return kept
 
 
-def _unseen(found: TaskMembers, added: set[str]) -> TaskMembers:
+def _unseen(found: TaskMembers, added: ZipNames) -> TaskMembers:
     """`found` less the names already in the zip (then recorded as added)."""
     files = [(path, name) for path, name in found.files if name not in added]
     kept = {name for _, name in files}
@@ -263,6 +291,16 @@ def _size(files: Sequence[tuple[Member, str]], sizer: ZipSizer | None,
     return len(files)
 
 
+def _walk_page(storage: Storage, job_id: str, output: str, models: Sequence[str],
+               page: Sequence[TaskRow], writer: ReportWriter | None, added: ZipNames,
+               suffix: str, finder: JobFinder, skips: Skips, sizer: ZipSizer | None,
+               marks: list[tuple[int, int]] | None) -> int:
+    """One page of the first walk, in one thread hop: its members found (`add_page`) and
+    sized (`_size`)."""
+    return _size(add_page(storage, job_id, output, models, page, writer=writer, added=added,
+                          suffix=suffix, finder=finder, skips=skips), sizer, marks)
+
+
 def _check(writer: ZipWriter, marks: Iterator[tuple[int, int]] | None) -> None:
     """Raises when the zip sent so far is not the one sized (`_Plan.marks`)."""
     if marks is None:
@@ -275,7 +313,7 @@ def _check(writer: ZipWriter, marks: Iterator[tuple[int, int]] | None) -> None:
         raise ZipSizeMismatch("a file of the zip changed size since it was sized")
 
 
-def _stream(plan: _Plan, pages: Iterable[Sequence[Task]]) -> Generator[bytes, None, None]:
+def _stream(plan: _Plan, pages: Iterable[Sequence[TaskRow]]) -> Generator[bytes, None, None]:
     """The zip's bytes: each page's members found again and sent, then the videos and the
     report files, then the central directory (blocking)."""
     writer = ZipWriter()
@@ -300,29 +338,40 @@ def _stream(plan: _Plan, pages: Iterable[Sequence[Task]]) -> Generator[bytes, No
 
 def _send(writer: ZipWriter, files: Sequence[tuple[Member, str]], prefetch: ObjectPrefetch
           ) -> Iterator[bytes]:
-    """`files` into the zip: a local file read in blocks (its size checked against the
-    sizing), an object from the prefetch (registered a page at a time, so it fetches
-    ahead)."""
+    """`files` into the zip: a local file read (its size checked against the sizing), an
+    object from the prefetch (registered a page at a time, so it fetches ahead).
+
+    A local file up to READ_BLOCK_BYTES (a job's outputs) is read whole in one `read` and
+    goes out as one piece (`ZipWriter.whole`), a bigger one in blocks (a video is never held
+    whole); a plain `os.open`, no file object and no generator per member: for tiny images
+    the per-member work is the whole cost."""
     for member, _ in files:
-        if not isinstance(member, Path):
+        if isinstance(member, ObjectFile):
             prefetch.register(member)
     for member, name in files:
-        if isinstance(member, Path):
-            yield from _send_file(writer, member, name)
-        else:
+        if isinstance(member, ObjectFile):
             yield from writer.member(name, member.size, prefetch.chunks(member))
+            continue
+        piece = None
+        fd = os.open(member, _OPEN_FLAGS)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileNotFoundError(f"{name}: no longer a plain file")
+            if st.st_size <= READ_BLOCK_BYTES:
+                piece = writer.whole(name, st.st_size, os.read(fd, st.st_size), st.st_mtime)
+            else:
+                yield from writer.member(name, st.st_size, _blocks(fd, st.st_size),
+                                         st.st_mtime)
+        finally:
+            os.close(fd)
+        if piece is not None:
+            yield piece
 
 
-def _send_file(writer: ZipWriter, path: Path, name: str) -> Iterator[bytes]:
-    """One local file, read unbuffered (a small output is one `read`; no buffer per file)."""
-    with open(path, "rb", buffering=0) as f:
-        st = os.fstat(f.fileno())
-        yield from writer.member(name, st.st_size, _blocks(f, st.st_size), st.st_mtime)
-
-
-def _blocks(f: io.FileIO, size: int) -> Iterator[bytes]:
+def _blocks(fd: int, size: int) -> Iterator[bytes]:
     left = size
-    while left > 0 and (block := f.read(min(READ_BLOCK_BYTES, left))):
+    while left > 0 and (block := os.read(fd, min(READ_BLOCK_BYTES, left))):
         left -= len(block)
         yield block
 
@@ -369,11 +418,46 @@ def build_zip(
 
 
 def _prepare(storage: Storage, job_id: str, output: str, models: Sequence[str],
-             pages: Iterable[Sequence[Task]], sizer: ZipSizer | None,
+             pages: Sequence[Sequence[TaskRow]], sizer: ZipSizer | None,
              marks: list[tuple[int, int]] | None, writer: ReportWriter | None, suffix: str,
              report: ReportFiles | None = None, skips: Skips | None = None) -> int:
-    """The first walk, held in memory (`build_zip`): sizes and/or the report."""
-    added: set[str] = set()
+    """The first walk, held in memory (`build_zip`): sizes and/or the report. Tasks in path
+    order keep few names (`WindowNames`); in any other order every name is kept."""
+    videos = add_videos(storage, job_id, True)
+    if writer is None:
+        try:
+            names = _window(output, models, suffix, videos[0])
+            return _prepare_with(storage, job_id, output, models, pages, sizer, marks, None,
+                                 suffix, report, skips, names, videos)
+        except OutOfOrder:
+            _reset(sizer, marks, skips)
+    return _prepare_with(storage, job_id, output, models, pages, sizer, marks, writer, suffix,
+                         report, skips, ZipNames(), videos)
+
+
+def _window(output: str, models: Sequence[str], suffix: str,
+            videos: Sequence[tuple[Member, str]]) -> WindowNames:
+    return WindowNames(tag_spread(output, models, suffix), (name for _, name in videos))
+
+
+def _reset(sizer: ZipSizer | None, marks: list[tuple[int, int]] | None,
+           skips: Skips | None) -> None:
+    """Back to before a first walk that stopped (`OutOfOrder`), to walk again."""
+    if sizer is not None:
+        sizer.offset = sizer.central = sizer.count = 0
+    if marks is not None:
+        marks.clear()
+    if skips is not None:
+        skips.at.clear()
+        skips.seen = 0
+
+
+def _prepare_with(storage: Storage, job_id: str, output: str, models: Sequence[str],
+                  pages: Iterable[Sequence[TaskRow]], sizer: ZipSizer | None,
+                  marks: list[tuple[int, int]] | None, writer: ReportWriter | None,
+                  suffix: str, report: ReportFiles | None, skips: Skips | None,
+                  added: ZipNames,
+                  videos: tuple[list[tuple[Member, str]], list[ReportItem]]) -> int:
     skips = skips or Skips()
     finder = JobFinder(storage)
     members = 0
@@ -381,7 +465,7 @@ def _prepare(storage: Storage, job_id: str, output: str, models: Sequence[str],
         members += _size(add_page(storage, job_id, output, models, page, writer=writer,
                                   added=added, suffix=suffix, finder=finder, skips=skips),
                          sizer, marks)
-    files, items = add_videos(storage, job_id, True)
+    files, items = videos
     files = skips.new(files, added)
     members += _size(files, sizer, marks)
     if writer is not None:
@@ -406,48 +490,60 @@ async def job_zip(
     thread: now, to size a finished job's zip (`report`: its report folder or objects) or to
     write a running one's report into `partial` (an empty temporary folder; the zip is not
     sized, its files may still be replaced by a retry); and again as the zip is sent
-    (`JobZip.stream` reads its pages from this event loop). Nothing is kept per member."""
+    (`JobZip.stream` reads its pages from this event loop). Nothing is kept per member.
+    A finished job's walks read three columns a row (`output_pages`), a running one's the
+    whole rows its report needs (`task_pages`)."""
+    read: Callable[[Database, str], AsyncIterator[Sequence[TaskRow]]] = (
+        output_pages if partial is None else task_pages)
     sizer = ZipSizer() if partial is None else None
     marks: list[tuple[int, int]] | None = [] if partial is None else None
     finder = JobFinder(storage)
     writer = None
     if partial is not None:
         writer = await asyncio.to_thread(ReportWriter, partial, job_id, models, TIMING_KEYS)
-    try:
+    skips = Skips()
+
+    async def walk(added: ZipNames) -> int:
         members = 0
-        added: set[str] = set()
-        skips = Skips()
-        async for page in task_pages(db, job_id):
-            files = await asyncio.to_thread(add_page, storage, job_id, output, models, page,
-                                            writer=writer, added=added, suffix=suffix,
-                                            finder=finder, skips=skips)
-            members += await asyncio.to_thread(_size, files, sizer, marks)
-        files, items = await asyncio.to_thread(add_videos, storage, job_id, True)
-        files = skips.new(files, added)
-        members += await asyncio.to_thread(_size, files, sizer, marks)
-        if writer is not None:
-            await asyncio.to_thread(writer.add, items)
+        async for page in read(db, job_id):
+            members += await asyncio.to_thread(_walk_page, storage, job_id, output, models,
+                                               page, writer, added, suffix, finder, skips,
+                                               sizer, marks)
+        files = skips.new(videos[0], added)
+        return members + await asyncio.to_thread(_size, files, sizer, marks)
+
+    try:
+        videos = await asyncio.to_thread(add_videos, storage, job_id, True)
+        if writer is None:  # a finished job's rows in path order: few names held
+            try:
+                members = await walk(_window(output, models, suffix, videos[0]))
+            except OutOfOrder:  # a collation that does not sort by code point
+                _reset(sizer, marks, skips)
+                members = await walk(ZipNames())
+        else:
+            members = await walk(ZipNames())
+            await asyncio.to_thread(writer.add, videos[1])
             await asyncio.to_thread(writer.finish)
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    del added  # the names go before the first byte: the sending holds none (`Skips`)
+    # the names go before the first byte: the sending holds none (`Skips`)
     folder = partial if partial is not None else report
     assert folder is not None
     members += await asyncio.to_thread(_size, report_files(folder), sizer, marks)
     plan = _Plan(storage, job_id, output, models, suffix, folder,
                  ObjectPrefetch(storage.objects), skips, marks)
-    pages = _pages_from(db, job_id, asyncio.get_running_loop())
+    pages = _pages_from(read(db, job_id), asyncio.get_running_loop())
     return JobZip(_stream(plan, pages), sizer.size if sizer is not None else None, members,
                   cleanup=partial, prefetch=plan.prefetch)
 
 
-def _pages_from(db: Database, job_id: str, loop: asyncio.AbstractEventLoop
-                ) -> Iterator[list[Task]]:
+def _pages_from(rows: AsyncIterator[Sequence[TaskRow]], loop: asyncio.AbstractEventLoop
+                ) -> Iterator[Sequence[TaskRow]]:
     """The job's pages of rows for a blocking iterator in a worker thread: each page is
-    read on `loop` (`task_pages`) while the thread waits for it."""
-    pages = task_pages(db, job_id).__aiter__()
+    read on `loop` (`rows`: `task_pages` or `output_pages`) while the thread waits for it."""
+    pages = rows.__aiter__()
     while True:
         try:
             yield asyncio.run_coroutine_threadsafe(_next(pages), loop).result()
@@ -455,7 +551,7 @@ def _pages_from(db: Database, job_id: str, loop: asyncio.AbstractEventLoop
             return
 
 
-async def _next(pages: AsyncIterator[list[Task]]) -> list[Task]:
+async def _next(pages: AsyncIterator[Sequence[TaskRow]]) -> Sequence[TaskRow]:
     return await anext(pages)
 
 

@@ -15,6 +15,7 @@ where a size, an offset or the member count needs them, as Python's zipfile writ
 
 from __future__ import annotations
 
+import functools
 import struct
 import tempfile
 import time
@@ -36,6 +37,9 @@ _VERSION_ZIP64 = 45
 _MADE_BY = (3 << 8) | _VERSION_ZIP64  # Unix, so the external attributes are a file mode
 _FILE_MODE = (0o100644 << 16)
 _COPY_BLOCK = 1024 * 1024
+_RECORDS_HELD = 512
+"""Central records gathered before one write to the spool (~50 KB with 50-byte names): a
+`SpooledTemporaryFile.write` per member was a visible share of a tiny-image zip's cost."""
 
 _LOCAL = struct.Struct("<IHHHHHIIIHH")
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
@@ -59,6 +63,11 @@ def dos_time(mtime: float) -> tuple[int, int]:
         return (0, (year - 1980) << 9 | 1 << 5 | 1)
     return (t.tm_hour << 11 | t.tm_min << 5 | t.tm_sec // 2,
             (year - 1980) << 9 | t.tm_mon << 5 | t.tm_mday)
+
+
+_dos_second = functools.lru_cache(maxsize=4096)(dos_time)
+"""`dos_time` of a whole second, remembered: a job's outputs were written within a few
+hours, and `time.localtime` per member was a visible part of a tiny-image zip's cost."""
 
 
 def _local_extra(size: int) -> bytes:
@@ -112,8 +121,12 @@ class ZipSizer:
 
     def add(self, name: str, size: int) -> None:
         raw = name.encode()
-        self.central += _central_length(raw, size, self.offset)
-        self.offset += _member_length(raw, size)
+        if size < _ZIP64_LIMIT and self.offset < _ZIP64_LIMIT:  # no ZIP64 field: the sum
+            self.central += _CENTRAL.size + len(raw)
+            self.offset += _LOCAL.size + len(raw) + size + _DESCRIPTOR.size
+        else:
+            self.central += _central_length(raw, size, self.offset)
+            self.offset += _member_length(raw, size)
         self.count += 1
 
     @property
@@ -134,21 +147,13 @@ class ZipWriter:
         self._central = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed by finish/close)
             max_size=CENTRAL_IN_MEMORY_BYTES)
         self._central_size = 0
+        self._records: list[bytes] = []
 
     def member(self, name: str, size: int, data: Iterable[bytes], mtime: float = 0.0
                ) -> Iterator[bytes]:
         """One member: its local header, `data` (exactly `size` bytes, else
         ZipSizeMismatch), its descriptor; its central record is set aside for `finish`."""
-        raw = name.encode()
-        dtime, ddate = dos_time(mtime)
-        zip64 = size >= _ZIP64_LIMIT
-        version = _VERSION_ZIP64 if zip64 else _VERSION
-        extra = _local_extra(size)
-        small = min(size, _ZIP64_LIMIT)
-        start = self.offset
-        header = _LOCAL.pack(0x04034B50, version, _FLAGS, _STORED, dtime, ddate, 0, small, small,
-                             len(raw), len(extra)) + raw + extra
-        self.offset += len(header)
+        raw, start, stamp, header = self._header(name, size, mtime)
         yield header
         crc = 0
         sent = 0
@@ -161,24 +166,59 @@ class ZipWriter:
             yield piece
         if sent != size:
             raise ZipSizeMismatch(f"{name}: {sent} bytes, {size} announced")
-        if zip64:
+        yield self._end_member(raw, size, crc, start, stamp)
+
+    def whole(self, name: str, size: int, data: bytes, mtime: float = 0.0) -> bytes:
+        """`member` of a file read whole (a small one): header, data and descriptor as one
+        piece, so a zip of tiny images costs one bytes object per member, not three pieces
+        and a generator."""
+        if len(data) != size:
+            raise ZipSizeMismatch(f"{name}: {len(data)} bytes, {size} announced")
+        raw, start, stamp, header = self._header(name, size, mtime)
+        self.offset += size
+        return b"".join((header, data, self._end_member(raw, size, zlib.crc32(data), start,
+                                                         stamp)))
+
+    def _header(self, name: str, size: int, mtime: float
+                ) -> tuple[bytes, int, tuple[int, int], bytes]:
+        """(name's bytes, the member's offset, its DOS time, its local header), the offset
+        moved past the header."""
+        raw = name.encode()
+        stamp = _dos_second(int(mtime))
+        extra = _local_extra(size)
+        small = min(size, _ZIP64_LIMIT)
+        version = _VERSION_ZIP64 if size >= _ZIP64_LIMIT else _VERSION
+        start = self.offset
+        header = _LOCAL.pack(0x04034B50, version, _FLAGS, _STORED, stamp[0], stamp[1], 0, small,
+                             small, len(raw), len(extra)) + raw + extra
+        self.offset += len(header)
+        return raw, start, stamp, header
+
+    def _end_member(self, raw: bytes, size: int, crc: int, start: int,
+                    stamp: tuple[int, int]) -> bytes:
+        """The member's descriptor (the offset moved past it); its central record spooled."""
+        if size >= _ZIP64_LIMIT:
             descriptor = _DESCRIPTOR64.pack(0x08074B50, crc, size, size)
         else:
             descriptor = _DESCRIPTOR.pack(0x08074B50, crc, size, size)
         self.offset += len(descriptor)
-        yield descriptor
+        small = min(size, _ZIP64_LIMIT)
         cextra = _central_extra(size, start)
         record = _CENTRAL.pack(0x02014B50, _MADE_BY, _VERSION_ZIP64 if cextra else _VERSION,
-                               _FLAGS, _STORED, dtime, ddate, crc, small, small, len(raw),
+                               _FLAGS, _STORED, stamp[0], stamp[1], crc, small, small, len(raw),
                                len(cextra), 0, 0, 0, _FILE_MODE, min(start, _ZIP64_LIMIT))
-        self._central.write(record + raw + cextra)
+        self._records.append(record + raw + cextra)
         self._central_size += _CENTRAL.size + len(raw) + len(cextra)
+        if len(self._records) >= _RECORDS_HELD:
+            self._spool()
         self.count += 1
+        return descriptor
 
     def finish(self) -> Iterator[bytes]:
         """The central directory (read back from the spool) and the end records."""
         central_offset = self.offset
         try:
+            self._spool()
             self._central.seek(0)
             while block := self._central.read(_COPY_BLOCK):
                 self.offset += len(block)
@@ -189,5 +229,11 @@ class ZipWriter:
         self.offset += len(end)
         yield end
 
+    def _spool(self) -> None:
+        """The records held so far into the spool, in one write."""
+        self._central.write(b"".join(self._records))
+        self._records.clear()
+
     def close(self) -> None:
+        self._records.clear()
         self._central.close()

@@ -247,3 +247,19 @@ def test_a_symlink_out_of_the_job_folder_is_still_refused(tmp_path: Path) -> Non
             s.job_file(rel, "input", "j1")
     with pytest.raises(PathNotAllowed):
         s.job_file("input/j1/other.png", "input", "j1")
+
+
+def test_stem_path_cuts_strings_as_pathlib_does() -> None:
+    """`Storage.stem_path` works on the string (two names per image in a download's walk):
+    every path of up to five parts of a small alphabet gets pathlib's answer."""
+    import itertools
+    from pathlib import PurePosixPath
+
+    def pathlib_stem(rel: str) -> str:
+        p = PurePosixPath(rel)
+        return str(p.with_suffix("")) if p.suffix else str(p)
+
+    for k in range(1, 6):
+        for parts in itertools.product(["a", ".", "/", "b.c", "..", "x"], repeat=k):
+            rel = "".join(parts)
+            assert Storage.stem_path(rel) == pathlib_stem(rel), rel

@@ -203,3 +203,21 @@ def test_a_name_two_rows_share_goes_in_once_on_both_walks(tmp_path: Path) -> Non
     assert names.count("matting_output/d/img0.png") == 1
     assert names.count("final_results/d/img0_compare.jpg") == 1
     assert len(names) == len(set(names)) == jz.members
+
+
+def test_a_member_written_whole_is_the_same_bytes_as_in_pieces() -> None:
+    """`ZipWriter.whole` (a small file read in one go: one piece per member) writes what
+    `member` does, central directory included, past the records gathered before a spool."""
+    members = [(f"d/{i:05d}.png", bytes([i % 251]) * (i % 300), 1.6e9 + i) for i in range(1500)]
+    whole, pieces = ZipWriter(), ZipWriter()
+    a = [whole.whole(name, len(data), data, mtime) for name, data, mtime in members]
+    b = [b"".join(pieces.member(name, len(data), [data[:7], data[7:]], mtime))
+         for name, data, mtime in members]
+    assert a == b
+    body = b"".join(a) + b"".join(whole.finish())
+    assert body == b"".join(b) + b"".join(pieces.finish())
+    zf = zipfile.ZipFile(io.BytesIO(body))
+    assert zf.testzip() is None and len(zf.namelist()) == 1500
+    assert zf.read("d/00299.png") == bytes([299 % 251]) * 299
+    with pytest.raises(ZipSizeMismatch):
+        ZipWriter().whole("short.png", 10, b"123")
