@@ -2,7 +2,8 @@
 when the confidence ranks a set badly (`python -m bench.confidence_signals OUT.csv`).
 
 Runs the weight-free engine over the team's set (when present), the held-out set (seeds 1
-and 2) and the third set (seeds 11 and 12) — the sets `make bench` reports — and writes one
+and 2), the third set (seeds 11 and 12) and the photo-like set (seeds 31–33,
+`BENCH_PHOTO_SEEDS`) — the sets `make bench` reports — and writes one
 CSV row per image: set, name, kind, route, mse, confidence, expected_mse and the fields of
 `matting_worker.engines.confidence.Signals`. Sorting it by confidence shows which images the
 score gets wrong; sorting by MSE shows which signal the worst images share.
@@ -16,21 +17,20 @@ import tempfile
 from dataclasses import astuple, fields
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
-
 from bench import third_set
 from bench.heldout import generate
 from bench.quality import (
     HELDOUT_SEEDS,
     THIRD_COUNT,
     THIRD_SEEDS,
+    ClassicalMethod,
     ItemResult,
     Method,
     default_quality_dir,
     evaluate,
+    photo_seeds_from_env,
+    photo_set,
 )
-from matting_worker.engines.base import Matte
 from matting_worker.engines.classical import ClassicalEngine
 from matting_worker.engines.confidence import Signals
 
@@ -55,11 +55,7 @@ def rows(tag: str, results: list[ItemResult]) -> list[list[object]]:
 def run(out: Path) -> Path:
     engine = ClassicalEngine()
     engine.load()
-
-    def classical(image: npt.NDArray[np.uint8]) -> Matte:
-        return engine.predict([image])[0]
-
-    methods: dict[str, Method] = {"classical": classical}
+    methods: dict[str, Method] = {"classical": ClassicalMethod(engine)}
     table: list[list[object]] = []
     qdir = default_quality_dir()
     if (qdir / "manifest.csv").is_file():
@@ -71,6 +67,8 @@ def run(out: Path) -> Path:
         for seed in THIRD_SEEDS:
             d = third_set.generate(Path(tmp) / f"t{seed}", seed, THIRD_COUNT)
             table += rows(f"third {seed}", evaluate(d, methods))
+    for seed in photo_seeds_from_env():
+        table += rows(f"photo-like {seed}", photo_set([seed], methods))
     with out.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(COLUMNS)

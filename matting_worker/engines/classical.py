@@ -18,7 +18,7 @@ import numpy.typing as npt
 from matting_worker.engines.background import fit_border_model
 from matting_worker.engines.base import Engine, EngineError, Matte, RGBImage
 from matting_worker.engines.cluttered import cluttered_cut
-from matting_worker.engines.confidence import cluttered_confidence, studio_confidence
+from matting_worker.engines.confidence import Signals, cluttered_signals, score, studio_signals
 from matting_worker.engines.guided import guided_upsample
 from matting_worker.engines.refine import (
     default_band,
@@ -54,9 +54,13 @@ class ClassicalEngine(Engine):
         `matting_worker.engines.shadow`)."""
         self.last_paths: list[str] = []
         """Which path each image of the last batch took ('studio' or 'cluttered')."""
+        self.last_signals: list[Signals] = []
+        """What each image's confidence in the last batch was made of
+        (`matting_worker.engines.confidence.Signals`), for a bench to print."""
 
     def predict(self, images: Sequence[RGBImage]) -> list[Matte]:
         self.last_paths = []
+        self.last_signals = []
         return [self._one(im) for im in images]
 
     def _one(self, image: RGBImage) -> Matte:
@@ -100,10 +104,14 @@ class ClassicalEngine(Engine):
                 model = shaded_model(model, shadow)
                 res = studio_alpha(image, model, band)
             alpha = np.clip(res.alpha, 0.0, 1.0).astype(np.float32)
-            return alpha, studio_confidence(image, model, res, alpha)
+            return alpha, self._scored(studio_signals(image, model, res, alpha))
         self.last_paths.append("cluttered")
         cut = cluttered_cut(image)
         alpha = solve_trimap(image, trimap_from_coarse(cut.mask, band), max_side=SOLVE_SIDE,
                              rtol=SOLVE_RTOL)
         alpha = np.clip(alpha, 0.0, 1.0).astype(np.float32)
-        return alpha, cluttered_confidence(image, cut, alpha)
+        return alpha, self._scored(cluttered_signals(image, cut, alpha))
+
+    def _scored(self, sig: Signals) -> float:
+        self.last_signals.append(sig)
+        return score(sig)

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from matting_worker.engines.background import BorderModel
 
-__all__ = ["StudioResult", "disk", "studio_alpha", "touching"]
+__all__ = ["StudioResult", "disk", "flat_areas", "studio_alpha", "touching"]
 
 F32 = npt.NDArray[np.float32]
 RAMP_DEPTH = 3.0
@@ -209,6 +209,16 @@ def _see_through(
     return glass | rim, lvl
 
 
+def flat_areas(img: F32, sigma: float) -> B8:
+    """Truly uniform pixels (a see-through part, a plain panel): the spread of the colour over
+    5×5 pixels is within what the backdrop's noise (`sigma`, 8-bit units) explains. Plain
+    variance, not high-pass energy, so a shaded or printed area is not flat."""
+    mu = np.asarray(cv2.blur(img, (5, 5)), np.float32)
+    var = np.asarray(cv2.blur(img * img, (5, 5)), np.float32) - mu * mu
+    out: B8 = np.sqrt(np.maximum(var, 0).mean(axis=2)) < max(8.0, 2.0 * sigma)
+    return out
+
+
 def _denoised_clear(img: F32, surface: F32, t_hi: float, clear: B8
                     ) -> tuple[B8, F32, float]:
     """Faint object: pixels whose locally averaged colour is off the backdrop by more than
@@ -306,10 +316,7 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     detail = img - np.asarray(cv2.GaussianBlur(img, (0, 0), 1.0), np.float32)
     energy = np.asarray(cv2.blur((detail * detail).mean(axis=2), (5, 5)), np.float32)
     smooth_ok = np.sqrt(np.maximum(energy, 0.0)) < max(6.0, 1.5 * sigma)
-    # Plain variance, so only a truly uniform area is flat (a see-through part, a plain panel).
-    mu = np.asarray(cv2.blur(img, (5, 5)), np.float32)
-    var = np.asarray(cv2.blur(img * img, (5, 5)), np.float32) - mu * mu
-    flat = np.sqrt(np.maximum(var, 0).mean(axis=2)) < max(8.0, 2.0 * sigma)
+    flat = flat_areas(img, sigma)
     # Textured areas are opaque object; thin non-flat lines are only edges between flat parts.
     rough = (coarse & ~smooth_ok).astype(np.uint8)
     textured = cv2.morphologyEx(rough, cv2.MORPH_OPEN, disk(3)) > 0

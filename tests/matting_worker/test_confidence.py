@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from PIL import Image
 
 from matting_worker.engines.classical import ClassicalEngine
 from matting_worker.engines.confidence import (
+    BLEND_CONTRAST,
     PATH_SPLIT,
     Signals,
+    blend_error,
     colour_overlap,
     output_confidence,
     partial_share,
@@ -191,6 +194,7 @@ def _sig(**kw: float | bool) -> Signals:
         ("cover", [0.02, 0.1, 0.3, 0.6]),
         ("partial", [0.0, 0.01, 0.05, 0.2, 1.0]),
         ("specks", [0.0, 0.001, 0.01, 0.1]),
+        ("blend", [0.0, 0.0005, 0.002, 0.01, 0.1]),
     ],
 )
 @pytest.mark.parametrize("cluttered", [False, True])
@@ -240,3 +244,70 @@ def test_signals_measure_what_they_say() -> None:
     assert partial_share(soft) == pytest.approx(ring) and ring > 0.05
     sig = signals(apart, hard, cluttered=False)
     assert sig.overlap < 0.01 and (sig.partial, sig.specks) == (partial_share(hard), 0.0)
+
+
+def _rimmed(level: float, rim: int = 10, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """A dark red ellipse with a frosted rim `rim` px wide around it (alpha `level`, the
+    object's own colour: the team's glass kind) on a graded backdrop, with grain and noise;
+    level 1 is the same object opaque."""
+    h, w = 360, 480
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    bg = np.stack([200 - 40 * yy / h, 205 - 30 * xx / w, 215 - 20 * yy / h], axis=2)
+
+    def ellipse(r: int) -> np.ndarray:
+        big = np.zeros((h * 4, w * 4), np.uint8)
+        cv2.ellipse(big, (4 * 240, 4 * 180), (4 * r, 4 * (r - 10)), 0, 0, 360, 255, -1)
+        return cv2.resize(big.astype(np.float32) / 255, (w, h), interpolation=cv2.INTER_AREA)
+
+    body = ellipse(100)
+    alpha = body + (ellipse(100 + rim) - body) * level
+    fg = np.array([150, 40, 40], np.float32) + rng.normal(0, 4, (h, w, 3))
+    img = alpha[..., None] * fg + (1 - alpha[..., None]) * bg + rng.normal(0, 2, (h, w, 3))
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), alpha.astype(np.float32)
+
+
+def test_glass_cut_as_opaque_scores_below_the_same_object_opaque() -> None:
+    """Issue 16's third pass: a studio cut-out wrong about glass shows no partial pixels and
+    no colours shared with the backdrop, so it used to score like a right one. Here the
+    engine really cuts a frosted rim wrong (it takes most of it for solid object) and the
+    blend term sees it: the rim's colour is half-way to the backdrop where the matte says
+    opaque. Without that term the wrong cut would score as high as the opaque object's."""
+    engine = ClassicalEngine()
+    glass_img, glass_gt = _rimmed(0.4)
+    opaque_img, opaque_gt = _rimmed(1.0)
+    m_glass, m_opaque = engine.predict([glass_img, opaque_img])
+    assert engine.last_paths == ["studio", "studio"]
+    sig_glass, sig_opaque = engine.last_signals
+    mse_glass = float(np.mean((m_glass.alpha - glass_gt) ** 2))
+    mse_opaque = float(np.mean((m_opaque.alpha - opaque_gt) ** 2))
+    assert mse_glass > 0.002 and mse_opaque < 0.0005, (mse_glass, mse_opaque)  # really wrong
+    assert m_glass.confidence is not None and m_opaque.confidence is not None
+    assert 0.0 <= m_glass.confidence < m_opaque.confidence <= 1.0
+    assert m_glass.confidence == score(sig_glass)
+    assert sig_glass.blend > 10 * sig_opaque.blend
+    # The other terms alone would not have told them apart.
+    assert score(dataclasses.replace(sig_glass, blend=0.0)) > 0.8
+
+
+def test_blend_error_measures_opaque_pixels_half_way_to_the_backdrop() -> None:
+    """On a flat panel whose colour is half-way from the backdrop to the object's, a matte
+    that calls it opaque is off by 0.5 there: the term is (0.5)² × the panel's share of the
+    frame (its flat part); a matte that says 0.5 there, or a panel too close to the backdrop to tell
+    (`BLEND_CONTRAST`), costs nothing."""
+    h, w = 120, 160
+    back = np.array([200.0, 200.0, 200.0], np.float32)
+    obj = np.array([60.0, 100.0, 160.0], np.float32)
+    surface = np.broadcast_to(back, (h, w, 3)).astype(np.float32)
+    fg = np.broadcast_to(obj, (h, w, 3)).astype(np.float32)
+    image = np.broadcast_to(back, (h, w, 3)).copy()
+    image[30:90, 40:120] = 0.5 * obj + 0.5 * back
+    image8 = np.rint(image).astype(np.uint8)
+    called_opaque = np.zeros((h, w), np.float32)
+    called_opaque[30:90, 40:120] = 1.0
+    panel = 56 * 76 / (h * w)  # its flat part: 2 px in from each side, where 5×5 sees no edge
+    assert blend_error(image8, called_opaque, surface, fg, 1.0) == pytest.approx(
+        0.25 * panel, rel=0.05)
+    assert blend_error(image8, called_opaque * 0.5, surface, fg, 1.0) == 0.0
+    near = np.broadcast_to(back - BLEND_CONTRAST / 2, (h, w, 3)).astype(np.float32)
+    assert blend_error(image8, called_opaque, surface, near, 1.0) == 0.0
