@@ -234,6 +234,12 @@ class Settings(BaseSettings):
     """Seconds between the resource lines of each service's debug log (RSS, CPU, open files,
     queues, GPU memory); 0: none."""
 
+    # --- CPU priority: request latency before throughput (issue 17, `/status` p99) ---------
+    worker_nice: int = Field(default=10, ge=0, le=19)
+    """Niceness a stage worker takes at start (`shared.priority`): on a busy box the
+    gateway's answers win a CPU over inference; an idle core still goes to the worker.
+    0: the same priority as the gateway."""
+
     _key_table: KeyTable = PrivateAttr(default_factory=KeyTable)
 
     @field_validator("api_key", "api_keys", "api_keys_file", "admin_key", "callback_secret",
