@@ -18,6 +18,8 @@ __all__ = [
     "HEALTH_CHECK_INTERVAL_S",
     "HEALTH_CHECK_TIMEOUT_S",
     "HEARTBEAT_INTERVAL_S",
+    "INGEST_CHILD_STOP_WAIT_S",
+    "INGEST_CHILD_TICK_S",
     "KEEP_ALIVE_S",
     "LEASE_S",
     "MAINTENANCE_INTERVAL_S",
@@ -144,3 +146,9 @@ GATEWAY_SWITCH_INTERVAL_S = 0.001
 keep the GIL while another waits for it. The gateway's event loop, woken by a request, waits
 for the GIL behind its ingest and database threads; each turn they take before the loop gets
 it is at most this long (README, "`/status` while a big job runs")."""
+INGEST_CHILD_STOP_WAIT_S = 5.0
+"""A cancelled ingest's child process gets this long after SIGTERM to stop its ingest (as an
+in-process one would be cancelled) before SIGKILL (`gateway.intake.ingest_process`)."""
+INGEST_CHILD_TICK_S = 0.5
+"""While an ingest runs in its child process the gateway signals a write this often (the
+live progress streams sleep on the gateway's own writes, which the child's are not)."""
