@@ -116,8 +116,9 @@ async def ingest_in_child(job_id: str, settings: Settings,
         stdin=asyncio.subprocess.PIPE, env=_child_env(), cwd=_ROOT)
     assert proc.stdin is not None
     try:
-        proc.stdin.write(settings_payload(settings))
-        await proc.stdin.drain()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(settings_payload(settings))  # a child dead already: its code
+            await proc.stdin.drain()
         # stdin stays open: its end (this process gone) is the child's signal to stop
         while True:
             try:
