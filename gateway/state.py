@@ -16,7 +16,8 @@ from gateway.db import repo, transitions
 from gateway.db.database import Database
 from gateway.db.locks import GATEWAY_LOCK_SPACE, JOB_LOCK_SPACE, Chore, lock_key
 from gateway.intake.ingest import ingest_job, unexpected_error
-from gateway.intake.landing import drop_inputs
+from gateway.intake.ingest_process import IngestChildDied, ingest_in_child
+from gateway.intake.landing import drop_inputs, upload_source
 from gateway.intake.tus_uploads import TusUploads
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.scheduler import Scheduler
@@ -24,7 +25,7 @@ from gateway.pipeline.sync_remove import SyncRemover
 from shared.resources import resource_loop
 from shared.settings import Settings
 from shared.states import JobState
-from shared.storage import Storage
+from shared.storage import PathOutsideDataDir, Storage
 
 __all__ = ["DETAIL_CACHE_MAX_JOBS", "GatewayState"]
 
@@ -244,7 +245,10 @@ class GatewayState:
             log.info("job %s: another gateway ingests it", job_id)
             return
         try:
-            await ingest_job(job_id, self.db, self.storage, self.settings)
+            if await self._ingests_in_child(job_id):
+                await self._ingest_in_child(job_id)
+            else:
+                await ingest_job(job_id, self.db, self.storage, self.settings)
         except Exception as exc:
             log.exception("ingest of job %s failed", job_id)
             async with self.db.write() as s:
@@ -258,6 +262,43 @@ class GatewayState:
         finally:
             await self.release_job(job_id)
             self.scheduler.wake()
+
+    async def _ingests_in_child(self, job_id: str) -> bool:
+        """Whether the job's upload is big enough for a child process (INGEST_CHILD_MIN_BYTES);
+        a missing one is left to `ingest_job`, which fails the job with the reason."""
+        async with self.db.read() as s:
+            job = await repo.get_job(s, job_id)
+        if job is None or not job.upload_path:
+            return False
+        limit = self.settings.ingest_child_min_bytes
+        try:
+            upload = await asyncio.to_thread(upload_source, self.storage, job.upload_path)
+        except PathOutsideDataDir:
+            return False
+        return upload is not None and upload.size >= limit
+
+    async def _ingest_in_child(self, job_id: str) -> None:
+        """`ingest_job` in a child process (`gateway.intake.ingest_process`). A child that
+        dies mid-ingest is treated as a gateway crash is by `recover`: the ingest is redone
+        (the dead attempt's rows and files wiped) until it was started MAX_RETRIES times,
+        then the job fails with the reason. Never more children than MAX_RETRIES + 1, even
+        when one dies before it counts its attempt."""
+        for _ in range(self.settings.max_retries + 1):
+            try:
+                await ingest_in_child(job_id, self.settings, self.db.note_outside_write)
+                return
+            except IngestChildDied as exc:
+                log.warning("%s", exc)
+            async with self.db.write() as s:
+                job = await repo.get_job(s, job_id)
+                if job is None or job.state not in (JobState.UPLOADING.value,
+                                                    JobState.INGESTING.value):
+                    return  # cancelled or deleted meanwhile
+                if await self._redo_or_give_up(s, job_id):
+                    continue
+            await asyncio.to_thread(drop_inputs, self.storage, job_id)
+            return
+        raise RuntimeError(f"the ingest process of job {job_id} kept dying")
 
     async def cancel_ingest(self, job_id: str) -> None:
         task = self.ingests.get(job_id)

@@ -234,6 +234,18 @@ class Settings(BaseSettings):
     """Seconds between the resource lines of each service's debug log (RSS, CPU, open files,
     queues, GPU memory); 0: none."""
 
+    # --- CPU priority: request latency before throughput (issue 17, `/status` p99) ---------
+    worker_nice: int = Field(default=10, ge=0, le=19)
+    """Niceness a stage worker takes at start (`shared.priority`): on a busy box the
+    gateway's answers win a CPU over inference; an idle core still goes to the worker.
+    0: the same priority as the gateway."""
+    ingest_child_min_bytes: int = Field(default=1024**2, ge=0)
+    """Uploads of at least this many bytes are unpacked in a child process of the gateway
+    (`gateway.intake.ingest_process`), away from its HTTP answers; smaller ones in the
+    gateway itself (a child's start costs more than their ingest). 0: every upload."""
+    ingest_nice: int = Field(default=10, ge=0, le=19)
+    """Niceness of that child process: on a busy box the gateway's answers go first."""
+
     _key_table: KeyTable = PrivateAttr(default_factory=KeyTable)
 
     @field_validator("api_key", "api_keys", "api_keys_file", "admin_key", "callback_secret",

@@ -13,10 +13,13 @@ __all__ = [
     "EVENTS_MIN_INTERVAL_S",
     "EVENTS_SEND_TIMEOUT_S",
     "FOLLOW_OUTAGE_S",
+    "GATEWAY_SWITCH_INTERVAL_S",
     "GRACEFUL_SHUTDOWN_S",
     "HEALTH_CHECK_INTERVAL_S",
     "HEALTH_CHECK_TIMEOUT_S",
     "HEARTBEAT_INTERVAL_S",
+    "INGEST_CHILD_STOP_WAIT_S",
+    "INGEST_CHILD_TICK_S",
     "KEEP_ALIVE_S",
     "LEASE_S",
     "MAINTENANCE_INTERVAL_S",
@@ -137,3 +140,15 @@ MODEL_DOWNLOAD_RETRY_S = 1.0
 """First pause before a cut model download is resumed; doubles with every failure, up to 8×."""
 UPLOAD_LOCK_POLL_S = 0.05
 """How often a request waiting for a tus upload that another gateway holds asks again."""
+
+GATEWAY_SWITCH_INTERVAL_S = 0.001
+"""The gateway's `sys.setswitchinterval` (CPython's default is 0.005): how long a thread may
+keep the GIL while another waits for it. The gateway's event loop, woken by a request, waits
+for the GIL behind its ingest and database threads; each turn they take before the loop gets
+it is at most this long (README, "`/status` while a big job runs")."""
+INGEST_CHILD_STOP_WAIT_S = 5.0
+"""A cancelled ingest's child process gets this long after SIGTERM to stop its ingest (as an
+in-process one would be cancelled) before SIGKILL (`gateway.intake.ingest_process`)."""
+INGEST_CHILD_TICK_S = 0.5
+"""While an ingest runs in its child process the gateway signals a write this often (the
+live progress streams sleep on the gateway's own writes, which the child's are not)."""

@@ -26,6 +26,12 @@ their rows (`FOR UPDATE SKIP LOCKED`, `gateway.db.transitions`), quota checks ta
 advisory lock and singleton chores a session advisory lock (`gateway.db.locks`, `chores`).
 The lock stays as a per-process queue (fewer connections, the same write signal); only
 `generation` then counts this process's writes, not the other gateways'.
+
+One more writer shares the gateway's database: an ingest of a big upload runs in a child
+process of the gateway (`gateway.intake.ingest_process`) with a `Database` of its own. Its
+writes are short (one batch of rows each); while one commits, the gateway's next write waits
+in SQLite's busy handler (SQLITE_BUSY_TIMEOUT_MS) rather than on this lock, and reads never
+wait. The gateway signals the child's progress with `note_outside_write`.
 """
 
 from __future__ import annotations
@@ -114,6 +120,11 @@ class Database:
         self._generation += 1
         woken, self._written = self._written, asyncio.Event()
         woken.set()
+
+    def note_outside_write(self) -> None:
+        """Another process wrote (the gateway's ingest child, `gateway.intake.ingest_process`):
+        wake what waits for a write, as a write of our own would."""
+        self._committed()
 
     @property
     def generation(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from shared.internal_auth import MissingInternalToken, require_token
+from shared.priority import lower_priority
 from shared.settings import Settings, get_settings
 from shared.stages import Stage
 from shared.worker.stage import WorkerStage
@@ -54,6 +55,8 @@ def worker_main(stage: Stage, factory: StageFactory, argv: list[str] | None = No
         require_token(s.internal_token, stage.worker_package)
     except MissingInternalToken as exc:
         p.exit(2, f"error: {exc}\n")
+    # Before any thread starts (a niceness is per thread; new ones inherit it).
+    lower_priority(s.worker_nice)
     configure_threads(s)  # before the engines import numpy/cv2/torch
 
     from shared.logs import setup_logging

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -244,6 +246,47 @@ def test_gateway_killed_mid_job_and_mid_upload(fstack: Stack) -> None:
     assert not (fstack.data_dir / "input" / cut_id).exists()
     assert_db_sound(fstack)
     print(f"\ngateway killed: back in {back_s:.1f}s, job finished {done_s:.1f}s after the kill")
+
+
+def _ingest_children(parent: int) -> list[int]:
+    """`gateway.intake.ingest_process` children of `parent`, alive (not zombies), from /proc."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == parent and state != "Z" and b"gateway.intake.ingest_process" in cmd:
+            found.append(int(pid))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc")
+def test_gateway_killed_mid_ingest_leaves_no_ingest_process(fstack: Stack) -> None:
+    # 60 noise PNGs of 256 px: a ~12 MB zip, past INGEST_CHILD_MIN_BYTES (1 MiB), so its
+    # ingest runs in a child of the gateway (gateway.intake.ingest_process)
+    members = noise_set(IMAGES, SIDE)
+    gateway = fstack.pid("gateway")
+    job_id = start_job(fstack, members)
+    children = wait_for(lambda: _ingest_children(gateway), 60, "the ingest child",
+                        interval=0.02)
+    old_pid = fstack.kill("gateway")
+    assert old_pid == gateway
+    # the kernel kills the child with its gateway (PR_SET_PDEATHSIG): no second writer is
+    # left on the database when the new gateway starts
+    wait_for(lambda: not any(_alive(c) for c in children), 30, "the ingest child gone")
+    fstack.wait_restarted("gateway", old_pid, fstack.url + "/health")
+    assert_each_once(fstack, job_id, members)  # the restart redid the ingest, once
+    assert_db_sound(fstack)
 
 
 @pytest.mark.parametrize("kind", ["matting"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shared.settings import Settings
 from tests.support.servers import INTERNAL_HEADERS, ROOT, ProcessServer
 
 SAMPLE = ROOT / "mattepipe" / "assets" / "samples" / "chelsea.jpg"
@@ -155,3 +157,17 @@ def test_concurrent_requests_are_batched_and_counted(worker: ProcessServer) -> N
     assert 'mattepipe_batch_size_count{engine="classical",service="matting"}' in metrics
     text = io.StringIO(metrics).read()
     assert "mattepipe_http_requests_total" in text
+
+
+def _nice_of(pid: int) -> int:
+    # Field 19 of /proc/<pid>/stat (the main thread's); the name field "(python)" has no space.
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc")
+def test_worker_runs_at_worker_nice_below_the_gateway(worker: ProcessServer) -> None:
+    # WORKER_NICE's default (10): on a busy box the gateway's answers win a CPU over the
+    # worker's inference (shared.priority); pytest itself runs at the gateway's priority.
+    assert worker.proc is not None
+    assert _nice_of(worker.proc.pid) == max(Settings().worker_nice, os.nice(0))
