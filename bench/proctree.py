@@ -14,6 +14,8 @@ import os
 import threading
 from pathlib import Path
 
+from bench.stack_run import service_label
+
 __all__ = ["TreePeak", "tree_cpu_s", "tree_rss_kib"]
 
 SAMPLE_S = 0.05
@@ -52,18 +54,6 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def _label(pid: int) -> str:
-    """`--worker-id X` → X, `-m module` → module, else the program's name."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return str(pid)
-    for flag in ("--worker-id", "-m"):
-        if flag in argv[:-1]:
-            return argv[argv.index(flag) + 1]
-    return Path(argv[0]).name if argv and argv[0] else str(pid)
-
-
 def tree_rss_kib(root: int) -> int:
     """VmRSS of `root` and every descendant, now."""
     return sum(_rss_kib(pid) for pid in _tree(root))
@@ -100,7 +90,7 @@ class TreePeak:
             for pid in _tree(self.root):
                 kib = _rss_kib(pid)
                 total += kib
-                label = _label(pid)
+                label = service_label(pid)
                 self.by_label[label] = max(self.by_label.get(label, 0.0), kib / 1024)
             self.kib = max(self.kib, total)
             self._stop.wait(SAMPLE_S)

@@ -106,8 +106,11 @@ def _tree_cpu_s(root: int) -> float:
     return sum(_tree_cpu_by_service(root).values())
 
 
-def _service_label(pid: int) -> str:
-    """`--worker-id X` → X, `-m module` → module, else the program's name (the supervisor)."""
+def service_label(pid: int) -> str:
+    """`--worker-id X` → X, `-m module` → module, else the program's name (the supervisor).
+
+    The one labelling of a stack's processes (`bench.proctree` uses it too); it lives here
+    because this script must run on its own against another checkout on PYTHONPATH."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
@@ -119,7 +122,7 @@ def _service_label(pid: int) -> str:
 
 
 def _tree_cpu_by_service(root: int) -> dict[str, float]:
-    """`_tree_cpu_s` split by service (`_service_label`): which process of the stack the CPU
+    """`_tree_cpu_s` split by service (`service_label`): which process of the stack the CPU
     per task goes to: one busy process (the GIL) caps the stage it serves."""
     kids: dict[int, list[int]] = {}
     stats: dict[int, list[str]] = {}
@@ -139,7 +142,7 @@ def _tree_cpu_by_service(root: int) -> dict[str, float]:
         pid = todo.pop()
         f = stats.get(pid)
         if f is not None:
-            label = _service_label(pid)
+            label = service_label(pid)
             out[label] = out.get(label, 0.0) + (int(f[11]) + int(f[12])) / tick  # utime, stime
         todo.extend(kids.get(pid, ()))
     return out
