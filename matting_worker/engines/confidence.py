@@ -110,9 +110,9 @@ photo-like sets' rank correlation (design seed 21: 0.68 → 0.75) and costs the 
 DISAGREE_POWER = 3
 """`disagreement` counts by its cube: cuts that overlap by half or more (IoU ≥ 0.5, cost
 ≤ 0.005) are the rule on right cut-outs too (a soft edge, a thin part, the coarse centre-seeded
-cut); only cuts that share almost nothing mark a cut-out no rule could settle. Power 1 or 2
-at the same or a smaller weight lost the team's set 0.02–0.05 of rank correlation for less
-gain on the photo-like ones."""
+cut); only cuts that share almost nothing mark a cut-out no rule could settle. Power 1 cost the
+team's set up to 0.08 of rank correlation (0.77 → 0.69 at weight 0.04); power 2 cost it 0.04
+at 0.04 and gained nothing on third seed 11's photo-like images at 0.01."""
 
 
 def _ramp(x: float, lo: float, hi: float) -> float:
@@ -257,7 +257,7 @@ def cut_disagreement(cut: ClutteredCut) -> float:
     and the one kept is a guess. No plausible alternative at all (agreement 0) is nothing to
     confirm it: 1. Measured per image, it ranks the cluttered path's errors on every design
     and check set (Spearman of the agreement with the true MSE −0.22 on the team's 12
-    cluttered cuts, −0.68…−0.86 on the others; `bench/classical_issue16.md`)."""
+    cluttered cuts, −0.35…−0.86 on the others; `bench/classical_issue16.md`)."""
     return float(np.clip(1.0 - cut.agreement, 0.0, 1.0))
 
 
