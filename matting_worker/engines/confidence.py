@@ -12,9 +12,8 @@ the true error and the share of all error in the least confident tenth).
   imply where the cut-out says opaque (a see-through part taken for solid). The score is
   1 / (1 + expected MSE / `TARGET_MSE`). On the cluttered path a sixth, `disagreement`: how
   little the cuts it tried agree with the one it kept (issue 16's fourth pass). The signals
-  were chosen on one group of bench sets
-  and checked on others (`bench/classical_issue16.md`); each is one that a reviewer can see
-  in the cut-out.
+  were chosen on one group of bench sets and checked on others
+  (`bench/classical_issue16.md`); each is one that a reviewer can see in the cut-out.
 - Learned engines get a score from their output alone (`output_confidence`): the share of
   the subject's pixels that the model left undecided, and whether it found a subject at all.
 """
