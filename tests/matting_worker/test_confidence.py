@@ -11,13 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench import third_set
 from matting_worker.engines.classical import ClassicalEngine
+from matting_worker.engines.cluttered import ClutteredCut
 from matting_worker.engines.confidence import (
     BLEND_CONTRAST,
     PATH_SPLIT,
     Signals,
     blend_error,
     colour_overlap,
+    cut_disagreement,
     output_confidence,
     partial_share,
     score,
@@ -195,6 +198,7 @@ def _sig(**kw: float | bool) -> Signals:
         ("partial", [0.0, 0.01, 0.05, 0.2, 1.0]),
         ("specks", [0.0, 0.001, 0.01, 0.1]),
         ("blend", [0.0, 0.0005, 0.002, 0.01, 0.1]),
+        ("disagreement", [0.0, 0.2, 0.4, 0.7, 1.0]),
     ],
 )
 @pytest.mark.parametrize("cluttered", [False, True])
@@ -311,3 +315,46 @@ def test_blend_error_measures_opaque_pixels_half_way_to_the_backdrop() -> None:
     assert blend_error(image8, called_opaque * 0.5, surface, fg, 1.0) == 0.0
     near = np.broadcast_to(back - BLEND_CONTRAST / 2, (h, w, 3)).astype(np.float32)
     assert blend_error(image8, called_opaque, surface, near, 1.0) == 0.0
+
+
+# --- Issue 16, point 2, fourth pass: the cluttered path's own signal ------------------------
+
+
+def test_disagreement_is_one_minus_the_cuts_agreement_and_stays_in_range() -> None:
+    """`cut_disagreement` is 1 − the cut's agreement, clipped: no plausible alternative
+    (agreement 0) is total disagreement, and out-of-range inputs neither lift the score
+    above the split nor push it below 0."""
+    mask = np.zeros((4, 4), np.float32)
+    assert cut_disagreement(ClutteredCut(mask, "grabcut", 0.75, 2.0, 1.5)) == 0.25
+    assert cut_disagreement(ClutteredCut(mask, "grabcut", 0.0, 2.0, 1.5)) == 1.0
+    assert cut_disagreement(ClutteredCut(mask, "grabcut", 1.2, 2.0, 1.5)) == 0.0
+    clean = dict(overlap=0.0, partial=0.0, specks=0.0, cluttered=True)
+    assert score(_sig(**clean, disagreement=-1.0)) == score(_sig(**clean))
+    assert score(_sig(**clean, disagreement=5.0)) == score(_sig(**clean, disagreement=1.0))
+    assert 0.0 < score(_sig(**clean, disagreement=1.0)) < PATH_SPLIT
+
+
+def test_cluttered_cut_whose_tried_cuts_disagree_scores_below_one_they_agree_on() -> None:
+    """Two photo-like scenes of the bench's third set (seed 14) that both take the cluttered
+    path: a wavy-outlined object cut right (the cuts the path tried agree with it) and a
+    rounded one cut wrong (MSE over 0.1: the cuts it tried share little with the one kept).
+    The colour overlap, partial share and specks alone rank the wrong one *above* the right
+    one — the ranking the fourth pass was for; the disagreement of the tried cuts turns it."""
+    engine = ClassicalEngine()
+    agree, disagree = third_set.item(14, 31), third_set.item(14, 7)
+    assert (agree.kind, disagree.kind) == ("cluttered", "cluttered")
+    m_agree, m_disagree = engine.predict([agree.image, disagree.image])
+    assert engine.last_paths == ["cluttered", "cluttered"]
+    sig_agree, sig_disagree = engine.last_signals
+    gt_agree = agree.gt.astype(np.float32) / 255
+    gt_disagree = disagree.gt.astype(np.float32) / 255
+    mse_agree = float(np.mean((m_agree.alpha - gt_agree) ** 2))
+    mse_disagree = float(np.mean((m_disagree.alpha - gt_disagree) ** 2))
+    assert mse_disagree > 10 * mse_agree, (mse_agree, mse_disagree)  # really wrong
+    assert sig_disagree.disagreement > sig_agree.disagreement + 0.3, (sig_agree, sig_disagree)
+    assert m_agree.confidence is not None and m_disagree.confidence is not None
+    assert 0.0 <= m_disagree.confidence < m_agree.confidence <= PATH_SPLIT
+    assert m_disagree.confidence == score(sig_disagree)
+    # Without the new term the order was the wrong way round.
+    assert (score(dataclasses.replace(sig_disagree, disagreement=0.0))
+            > score(dataclasses.replace(sig_agree, disagreement=0.0)))
