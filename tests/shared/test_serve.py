@@ -11,19 +11,20 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shared.serve import HttpProtocol, server_config
+from shared.serve import READ_BYTES, HttpProtocol, server_config
 from shared.settings import Settings
 from shared.timing import KEEP_ALIVE_S
 from tests.support.waiting import wait_for
@@ -170,3 +171,91 @@ def test_one_read_buffer_serves_split_and_pipelined_requests(tmp_path: Path) -> 
             first, second = answers(a, 2)
             assert first["sha256"] == hashlib.sha256(bodies[1]).hexdigest()
             assert second["sha256"] == hashlib.sha256(bodies[0]).hexdigest()
+
+
+def test_a_client_faster_than_its_app_is_held_at_the_flow_control_bound(tmp_path: Path) -> None:
+    """Flow control: an app that takes its body slowly (nothing until the socket is paused,
+    then a piece per pause) holds at most one read plus uvicorn's HIGH_WATER_LIMIT of it
+    unread however fast the client sends, and still gets every byte, in order. What a
+    connection can make a service hold (docs/guarantees.md, "unread request body")."""
+    seen: dict[str, int] = {}
+
+    async def slow(request: Request) -> JSONResponse:
+        cycle = request.receive.__self__  # type: ignore[attr-defined]  # the protocol's cycle
+        for _ in range(3000):  # the client sends all it can until reading pauses (≤ 30 s)
+            if cycle.flow.read_paused:
+                break
+            await asyncio.sleep(0.01)
+        seen["paused"] = cycle.flow.read_paused
+        seen["held_first"] = len(cycle.body)
+        h, size, held = hashlib.sha256(), 0, 0
+        async for chunk in request.stream():
+            held = max(held, len(chunk) + len(cycle.body))
+            h.update(chunk)
+            size += len(chunk)
+            await asyncio.sleep(0.01)
+        seen["held"] = held
+        return JSONResponse({"sha256": h.hexdigest(), "size": size})
+
+    body = os.urandom(48 * 1024 * 1024)
+    app = Starlette(routes=[Route("/slow", slow, methods=["POST"])])
+    with running(Settings(data_dir=tmp_path), app) as url:
+        got = httpx.post(f"{url}/slow", content=body, timeout=300).json()
+    assert got == {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+    assert seen["paused"]
+    assert 0 < seen["held_first"] <= READ_BYTES + HIGH_WATER_LIMIT
+    assert seen["held"] <= READ_BYTES + HIGH_WATER_LIMIT
+
+
+def test_receive_after_the_body_waits_for_the_disconnect(tmp_path: Path) -> None:
+    """Once the body is read, the next receive() waits (Starlette and sse-starlette listen
+    there for a client that goes away while they stream an answer, in a loop that would
+    block the event loop if it answered at once)."""
+    after: list[str] = []
+
+    async def app(scope: dict[str, object], receive: Callable[[], Awaitable[dict[str, object]]],
+                  send: Callable[[dict[str, object]], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            return
+        size, more = 0, True
+        while more:
+            msg = await receive()
+            size += len(msg.get("body", b""))  # type: ignore[arg-type]
+            more = bool(msg.get("more_body"))
+        try:
+            msg = await asyncio.wait_for(receive(), 0.5)
+            after.append(str(msg["type"]))
+        except TimeoutError:
+            after.append("waited")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(size).encode()})
+
+    body = os.urandom(8 * 1024 * 1024 + 3)
+    with running(Settings(data_dir=tmp_path), app) as url:  # type: ignore[arg-type]
+        assert httpx.post(f"{url}/", content=body, timeout=60).text == str(len(body))
+    assert after == ["waited"]
+
+
+def test_a_client_gone_before_its_body_is_read_is_a_disconnect(tmp_path: Path) -> None:
+    """A client that sends part of its body and hangs up while the app has not read it: the
+    app's next read says so (Starlette's ClientDisconnect), as on uvicorn's own protocol."""
+    outcome: list[str] = []
+
+    async def late(request: Request) -> PlainTextResponse:
+        await asyncio.sleep(1.0)
+        try:
+            async for _chunk in request.stream():
+                pass
+            outcome.append("read")
+        except ClientDisconnect:
+            outcome.append("disconnect")
+        return PlainTextResponse("")
+
+    app = Starlette(routes=[Route("/late", late, methods=["POST"])])
+    with running(Settings(data_dir=tmp_path), app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"POST /late HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+            s.sendall(os.urandom(1_500_000))
+        wait_for(lambda: outcome, 30, "the app's read")
+    assert outcome == ["disconnect"]
