@@ -88,7 +88,9 @@ def batch_answer_json(answers: list[tuple[int, dict[str, Any]]]) -> bytes:
     largest per-task cost outside its stage). The shape is `StageBatchAnswer`'s (a test
     checks it against the model)."""
     body = {"answers": [{"status_code": st, "body": b} for st, b in answers]}
-    return orjson.dumps(body)
+    # keys that are `StrEnum` members (the metric names) or numbers are written as json writes
+    # them (their value, in quotes); orjson refuses any key but a plain str without this
+    return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _advertised_url(settings: Settings, host: str, port: int) -> str:
