@@ -26,7 +26,7 @@ SMALL_SCALE = {"BENCH_SCALE_IMAGES": "5000", "BENCH_DB_ROWS": "100000"}
 it at 100 000 images and a million rows."""
 
 STATIC = ("classical_issue16.md", "gpu.md", "scale_read_paths.md", "throughput_issue17.md",
-          "status_p99_issue17.md")
+          "status_p99_issue17.md", "orch4_issue17.md")
 """Hand-measured sections kept as files in bench/: put back in place on every run."""
 
 HEADER = """# Benchmarks

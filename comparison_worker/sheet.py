@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +60,7 @@ SOLID_COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 Alpha = npt.NDArray[np.floating]
+_T = TypeVar("_T", bound=np.generic)
 RGB = npt.NDArray[np.uint8]
 SheetRow = tuple[str, Alpha, Mapping[str, float]]
 """(model name, alpha H×W in [0, 1], metrics to print in the caption)."""
@@ -118,7 +120,27 @@ def tile_size(width: int, height: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def _whole_factor(hw: tuple[int, ...], size: tuple[int, int]) -> int | None:
+    """k when `size` (width, height) is exactly k × the array's (h, w) on both axes, k ≥ 1:
+    the tile of an input of 16–320 px (issue 17, point 2: a 32 px icon's tile is 2×)."""
+    h, w = int(hw[0]), int(hw[1])
+    k = size[0] // w
+    return k if k >= 1 and size == (w * k, h * k) else None
+
+
+def _repeat(x: npt.NDArray[_T], k: int) -> npt.NDArray[_T]:
+    """Nearest-neighbour enlargement by the whole factor k: the pixels PIL's NEAREST gives
+    (output pixel i reads input pixel ⌊(i + ½) / k⌋ = ⌊i / k⌋), without two image copies and
+    their conversions (a tiny sheet's tiles cost more in those than in the pixels)."""
+    if k == 1:
+        return x
+    return np.repeat(np.repeat(x, k, axis=0), k, axis=1)
+
+
 def _resize_rgb(rgb: RGB, size: tuple[int, int]) -> RGB:
+    k = _whole_factor(rgb.shape, size)
+    if k is not None:  # the same size (PIL's resize is a copy) or a whole-factor NEAREST
+        return _repeat(rgb, k)
     im = Image.fromarray(rgb, "RGB")
     if size[0] > im.width:
         return np.asarray(im.resize(size, Image.Resampling.NEAREST))
@@ -126,7 +148,11 @@ def _resize_rgb(rgb: RGB, size: tuple[int, int]) -> RGB:
 
 
 def _resize_float(x: Alpha, size: tuple[int, int]) -> npt.NDArray[np.float32]:
-    im = Image.fromarray(np.ascontiguousarray(x, dtype=np.float32), "F")
+    f32 = np.ascontiguousarray(x, dtype=np.float32)
+    k = _whole_factor(f32.shape, size)
+    if k is not None:  # as `_resize_rgb`: PIL's "F" NEAREST (or copy) gives these values
+        return np.clip(_repeat(f32, k), 0.0, 1.0)
+    im = Image.fromarray(f32, "F")
     up = size[0] > im.width
     resample = Image.Resampling.NEAREST if up else Image.Resampling.BOX
     return np.clip(np.asarray(im.resize(size, resample), dtype=np.float32), 0.0, 1.0)
@@ -195,9 +221,12 @@ def pick_solid_colour(original: RGB, reference: Alpha | None) -> tuple[str, tupl
     return name, SOLID_COLOURS[name]
 
 
-def _composite(rgb: RGB, alpha: npt.NDArray[np.float32], backdrop: npt.NDArray[np.float32]) -> RGB:
+def _composite(rgb: RGB, alpha: npt.NDArray[np.float32], backdrop: npt.NDArray[np.float32],
+               rgb_f: npt.NDArray[np.float32] | None = None) -> RGB:
+    """`rgb` over `backdrop` through `alpha`; `rgb_f`: `rgb` as float32 where the caller has
+    it already (a sheet row composites the same tile twice)."""
     a = alpha[..., None]
-    out = rgb.astype(np.float32) * a + backdrop * (1.0 - a)
+    out = (rgb.astype(np.float32) if rgb_f is None else rgb_f) * a + backdrop * (1.0 - a)
     result: RGB = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return result
 
@@ -293,25 +322,32 @@ def render_sheet(original: RGB, rows: Sequence[SheetRow], gt: Alpha | None = Non
     canvas = Image.new("RGB", (sheet_w, header_h + sum(row_hs)), BACKDROP)
     for c, label in enumerate(headers):
         _draw_text(canvas, (GAP + c * (tw + GAP), GAP // 2), label, small_px, DIM_TEXT)
-
     y = header_h
-    for (_, alpha, _), lines, row_h in zip(rows, captions, row_hs, strict=True):
+    for lines in captions:
         for i, (line, main) in enumerate(lines):
             _draw_text(canvas, (GAP, y + i * line_h), line, font_px if main else small_px,
                        TEXT if main else DIM_TEXT)
+        y += len(lines) * line_h + GAP + th + GAP
+
+    # The text is PIL's; the tiles go into the sheet's array directly (the same pixels as a
+    # paste of each tile, without an image and a conversion per tile: issue 17, point 2).
+    sheet = np.array(canvas, dtype=np.uint8)
+    orig_f = orig_t.astype(np.float32)
+    y = header_h
+    for (_, alpha, _), lines, row_h in zip(rows, captions, row_hs, strict=True):
         ty = y + len(lines) * line_h + GAP
         a_t = reference_t if alpha is reference else _resize_float(alpha, (tw, th))
         tiles = [
             orig_t,
-            np.repeat(np.rint(a_t * 255.0).astype(np.uint8)[..., None], 3, axis=2),
-            _composite(orig_t, a_t, checker),
-            _composite(orig_t, a_t, solid),
+            np.rint(a_t * 255.0).astype(np.uint8)[..., None],  # grey: broadcast to RGB
+            _composite(orig_t, a_t, checker, orig_f),
+            _composite(orig_t, a_t, solid, orig_f),
         ]
         if gt is not None:
             err = np.abs(alpha.astype(np.float32) - gt.astype(np.float32))
             tiles.append(_heat(_max_pool(err, (tw, th))))
         for c, tile in enumerate(tiles):
-            canvas.paste(Image.fromarray(np.ascontiguousarray(tile), "RGB"),
-                         (GAP + c * (tw + GAP), ty))
+            x = GAP + c * (tw + GAP)
+            sheet[ty:ty + th, x:x + tw] = tile
         y += row_h
-    return np.asarray(canvas, dtype=np.uint8).copy()
+    return sheet

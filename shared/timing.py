@@ -28,6 +28,7 @@ __all__ = [
     "QUOTA_RETRY_AFTER_S",
     "REMOVE_STAGE_TIMEOUT_S",
     "REMOVE_URL_TIMEOUT_S",
+    "SCHEDULER_IDLE_BACKOFF",
     "SCHEDULER_IDLE_S",
     "SQLITE_BUSY_TIMEOUT_MS",
     "STAGE_CONNECT_TIMEOUT_S",
@@ -64,7 +65,12 @@ BACKOFF_BASE_S = 1.0
 """First retry delay; doubles with every attempt."""
 BACKOFF_MAX_S = 60.0
 SCHEDULER_IDLE_S = 0.2
-"""How long the scheduler sleeps when there is nothing to claim."""
+"""How long the scheduler sleeps when there is nothing to claim (the first time: see
+SCHEDULER_IDLE_BACKOFF)."""
+SCHEDULER_IDLE_BACKOFF = 10
+"""An idle stage loop doubles its sleep after each empty claim up to this many times
+SCHEDULER_IDLE_S (2 s): work this gateway makes wakes it at once, so the poll is only the
+fallback for work it is not told of (issue 17: an idle gateway claimed ten times a second)."""
 CALLBACK_TIMEOUT_S = 10.0
 """How long one webhook attempt may take, name resolution included (its only deadline)."""
 MAINTENANCE_INTERVAL_S = 1.0

@@ -218,9 +218,12 @@ async def _call_batch(
     def every(out: Outcome) -> list[Outcome]:
         return [Outcome(out.result, out.error, out.retryable, out.unavailable) for _ in reqs]
 
-    body = {"requests": [r.model_dump(mode="json") for r in reqs]}
+    # a `StageBatch`'s JSON from pydantic's own encoder: no dict per request and no second
+    # encoding by the standard library's (issue 17, the gateway's per-task cost)
+    body = '{"requests":[' + ",".join(r.model_dump_json() for r in reqs) + "]}"
+    headers = {**headers, "content-type": "application/json"}
     try:
-        r = await client.post(url, json=body, timeout=request_timeout, headers=headers)
+        r = await client.post(url, content=body, timeout=request_timeout, headers=headers)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         return every(Outcome(error=f"{stage} API unreachable ({type(exc).__name__})",
                              unavailable=0.0))

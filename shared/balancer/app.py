@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from shared.balancer.pool import HeartbeatRefused, NoWorker, WorkerPool, WorkerState
 from shared.internal_auth import InternalAuth, auth_headers, require_token
@@ -141,23 +142,27 @@ class _Balancer:
             except Exception:
                 log.exception("health check round failed")
 
-    async def forward(self, req: ForwardedRequest, lane: Lane = Lane.BULK) -> JSONResponse:
-        return await self._forward(self.config.route, req.model_dump(mode="json"),
+    async def forward(self, req: ForwardedRequest, lane: Lane = Lane.BULK) -> Response:
+        return await self._forward(self.config.route, req.model_dump_json(),
                                    str(req.task_id), lane)
 
-    async def forward_batch(self, batch: StageBatch) -> JSONResponse:
+    async def forward_batch(self, batch: StageBatch) -> Response:
         """A whole batch to one worker (its batch route): one slot of that worker, one
         fail-over decision for the batch. Each request's own answer comes back inside the
         worker's `StageBatchAnswer`, untouched."""
         first = batch.requests[0].task_id
         label = f"{first}+{len(batch.requests) - 1}"
         return await self._forward(self.config.route + BATCH_ROUTE_SUFFIX,
-                                   batch.model_dump(mode="json"), label)
+                                   batch.model_dump_json(), label)
 
-    async def _forward(self, route: str, body: dict[str, Any], label: str,
-                       lane: Lane = Lane.BULK) -> JSONResponse:
+    async def _forward(self, route: str, body: str, label: str,
+                       lane: Lane = Lane.BULK) -> Response:
+        """`body` (the request's JSON, as pydantic writes it) to a worker, with fail-over; the
+        worker's JSON answer is passed on as it came (parsed once, by orjson, to check it and
+        read `retryable`; not encoded again: issue 17, the balancers' per-task cost)."""
         assert self.client is not None
         headers = dict(self.headers)
+        headers["content-type"] = "application/json"
         rid = REQUEST_ID.get()
         if rid:  # the worker logs and returns the caller's id (`shared.log_context`)
             headers[REQUEST_ID_HEADER] = rid
@@ -175,7 +180,7 @@ class _Balancer:
             try:
                 debug_log.debug("task %s → worker %s (attempt %d)", label,
                                 w.worker_id or w.url, attempt + 1)
-                r = await self.client.post(w.url + route, json=body, headers=headers)
+                r = await self.client.post(w.url + route, content=body, headers=headers)
             except httpx.TimeoutException as exc:
                 if not isinstance(exc, httpx.ConnectTimeout):
                     # The worker may still be on it; another try would double the wait.
@@ -197,9 +202,11 @@ class _Balancer:
                 continue
             finally:
                 self.pool.release(w)
+            raw: bytes | None = r.content
             try:
-                payload: Any = r.json()
-            except ValueError:
+                payload: Any = orjson.loads(r.content)
+            except orjson.JSONDecodeError:
+                raw = None
                 payload = StageError(detail=f"worker answered HTTP {r.status_code}, not JSON",
                                      retryable=r.status_code >= 500, worker_id=w.worker_id)
                 payload = payload.model_dump()
@@ -222,7 +229,9 @@ class _Balancer:
                 w.served += 1
             elif r.status_code >= 500:
                 w.failures += 1
-            return JSONResponse(payload, status_code=r.status_code)
+            if raw is None:
+                return JSONResponse(payload, status_code=r.status_code)
+            return Response(raw, status_code=r.status_code, media_type="application/json")
         return _error(502, f"{self.config.service}: gave up after {len(tried)} worker(s): {last}")
 
     async def to_every_worker(self, method: str, path: str,
@@ -278,14 +287,14 @@ def create_balancer_app(config: BalancerConfig) -> FastAPI:
     add_request_logging(app, config.service)
     metrics_route(app)
 
-    async def route(req: ForwardedRequest, request: Request) -> JSONResponse:
+    async def route(req: ForwardedRequest, request: Request) -> Response:
         with bind(job_id=req.job_id, task_id=req.task_id):
             return await b.forward(req, lane_of(request.headers.get(LANE_HEADER)))
 
     app.add_api_route(config.route, route, methods=["POST"],
                       responses={502: {"model": StageError}, 503: {"model": StageError}})
 
-    async def batch_route(batch: StageBatch) -> JSONResponse:
+    async def batch_route(batch: StageBatch) -> Response:
         first = batch.requests[0]
         with bind(job_id=first.job_id, task_id=first.task_id):
             return await b.forward_batch(batch)

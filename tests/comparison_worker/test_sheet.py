@@ -149,3 +149,27 @@ def test_the_checkerboard_is_shared_and_read_only() -> None:
     assert board is _checkerboard((64, 48)) and not board.flags.writeable
     with pytest.raises(ValueError):
         board[0, 0, 0] = 0.0
+
+
+# --- issue 17, point 2: a small input's tiles without PIL images --------------------------------
+@pytest.mark.parametrize(("h", "w"), [(32, 32), (16, 16), (20, 50), (33, 17), (64, 64), (8, 8),
+                                      (1, 1), (100, 80), (17, 160)])
+def test_whole_factor_tiles_are_pils_pixels(h: int, w: int) -> None:
+    """A tile that is the input at k× (or at its own size) is made by repeating pixels: the
+    same pixels as PIL's NEAREST resize (and its copy at the same size), for RGB and mattes."""
+    from PIL import Image
+
+    from comparison_worker.sheet import _resize_float, _resize_rgb
+
+    rng = np.random.default_rng(h * 1000 + w)
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    alpha = rng.random((h, w)).astype(np.float32) * 1.2 - 0.1  # out of range: clipped
+    size = tile_size(w, h)
+    for k in (1, 2, 3, 4):
+        for target in ((w * k, h * k), size):
+            want_rgb = np.asarray(Image.fromarray(rgb, "RGB").resize(
+                target, Image.Resampling.NEAREST))
+            want_a = np.clip(np.asarray(Image.fromarray(alpha, "F").resize(
+                target, Image.Resampling.NEAREST), dtype=np.float32), 0.0, 1.0)
+            assert np.array_equal(_resize_rgb(rgb, target), want_rgb), (k, target)
+            assert np.array_equal(_resize_float(alpha, target), want_a), (k, target)
