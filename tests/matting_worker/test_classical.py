@@ -12,10 +12,10 @@ import numpy.typing as npt
 import pytest
 
 from bench.heldout import item
+from matting_worker.engines import refine as refine_mod
 from matting_worker.engines.base import EngineError
 from matting_worker.engines.classical import SOLVE_RTOL, SOLVE_SIDE, ClassicalEngine
 from matting_worker.engines.cluttered import border_distance_mask
-from matting_worker.engines import refine as refine_mod
 from matting_worker.engines.refine import DEFAULT_RTOL, refine, solve_trimap, trimap_from_coarse
 from shared.imaging import decode_alpha, decode_rgb
 
