@@ -63,9 +63,9 @@ SETTLED_SHARE = 0.07
 its outline are fixed to the side they are on for the later rounds (20 px at `COARSE_SIDE`).
 A later round still learns its colour models from every pixel, so the models are the same;
 what changes is that OpenCV's max-flow has only the outline's neighbourhood left to decide,
-which takes most of a round's cost (issue 16, point 4: the border-seeded cut 0.29–0.38 →
-0.23–0.26 CPU s on the bundled photos with the same outlines to a few pixels; at 12 px a
-round-1 region of one photo flipped back later, so nearer is not safe)."""
+which takes most of a round's cost (issue 16, point 4: the border-seeded cut's rounds
+0.14–0.38 → 0.12–0.26 CPU s on the three bundled photos, their outlines the same to ≤ 6
+pixels; at 12 px a round-1 region of one photo flipped back later, so nearer is not safe)."""
 _cv: Any = cv2  # OpenCV's stubs reject the documented None arguments of kmeans / grabCut
 
 
