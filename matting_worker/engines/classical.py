@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from matting_worker.engines.background import fit_border_model
 from matting_worker.engines.base import Engine, EngineError, Matte, RGBImage
+from matting_worker.engines.blas import one_blas_thread
 from matting_worker.engines.cluttered import cluttered_cut
 from matting_worker.engines.confidence import Signals, cluttered_signals, score, studio_signals
 from matting_worker.engines.guided import guided_upsample
@@ -61,7 +62,9 @@ class ClassicalEngine(Engine):
     def predict(self, images: Sequence[RGBImage]) -> list[Matte]:
         self.last_paths = []
         self.last_signals = []
-        return [self._one(im) for im in images]
+        # Its linear algebra is small: BLAS helper threads only spin (`engines.blas`).
+        with one_blas_thread():
+            return [self._one(im) for im in images]
 
     def _one(self, image: RGBImage) -> Matte:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

@@ -76,8 +76,6 @@ def solve_trimap(image: RGBImage, trimap: F32, max_side: int = DEFAULT_MAX_SIDE,
     """Alpha for the unknown (0.5) pixels of `trimap`; its sure pixels are kept as given.
     `rtol`: the conjugate-gradient solve stops once its residual is that share of the
     right-hand side's."""
-    from pymatting import estimate_alpha_cf  # heavy import (numba), only when solving
-
     unknown = (trimap > 0.0) & (trimap < 1.0)
     alpha = trimap.astype(np.float32).copy()
     alpha[unknown] = 0.0
@@ -101,15 +99,49 @@ def solve_trimap(image: RGBImage, trimap: F32, max_side: int = DEFAULT_MAX_SIDE,
         tri_s = np.where(tri_s <= 0.01, 0.0, np.where(tri_s >= 0.99, 1.0, 0.5)).astype(np.float32)
     else:
         small, tri_s = crop, tri
-    solved = estimate_alpha_cf(small.astype(np.float64), tri_s.astype(np.float64),
-                               cg_kwargs={"rtol": rtol})
-    solved = np.clip(solved, 0.0, 1.0).astype(np.float32)
+    cf = _closed_form(small.astype(np.float64), tri_s.astype(np.float64), rtol)
+    solved = np.clip(cf, 0.0, 1.0).astype(np.float32)
     if scale < 1.0:
         radius = 2
         solved = guided_upsample(small, solved, crop, radius=radius, eps=1e-4)
     region = unknown[y0:y1, x0:x1]
     alpha[y0:y1, x0:x1][region] = solved[region]
     return alpha
+
+
+def _closed_form(image: npt.NDArray[np.float64], trimap: npt.NDArray[np.float64],
+                 rtol: float) -> npt.NDArray[np.float64]:
+    """Closed-form matting (Levin et al.) of `trimap`'s unknown pixels: pymatting's
+    `estimate_alpha_cf` (the matting Laplacian on the unknown pixels, the known ones its
+    boundary condition, conjugate gradient with an incomplete-Cholesky preconditioner), with
+    the unknowns put in reverse Cuthill–McKee order before the factorisation.
+
+    The unknowns are a thin band along the outline; in raster order a column's neighbours lie
+    a whole row of the crop away, and the incomplete Cholesky factor fills that span. Ordered
+    along the band they lie a band's width away: the same system and the same answer (to the
+    solve's tolerance), with a factor a fifth smaller that takes about a quarter less time,
+    the largest part of the solve (issue 16, point 4)."""
+    # Heavy imports (numba kernels), only when solving.
+    from pymatting.laplacian.cf_laplacian import cf_laplacian
+    from pymatting.preconditioner.ichol import ichol
+    from pymatting.solver.cg import cg
+    from pymatting.util.util import trimap_split
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    is_fg, _, is_known, is_unknown = trimap_split(trimap)
+    lap = cf_laplacian(image, is_known=is_known)
+    rows = lap[is_unknown, :]
+    lap_u = rows[:, is_unknown].tocsr()
+    rhs = -(rows[:, is_known] @ is_fg[is_known].astype(np.float64))
+    order = reverse_cuthill_mckee(lap_u, symmetric_mode=True)
+    system = lap_u[order][:, order].tocsr()
+    x_ordered = cg(system, rhs[order], M=ichol(system), rtol=rtol)
+    x_u = np.empty_like(x_ordered)
+    x_u[order] = x_ordered
+    x = trimap.ravel().copy()
+    x[is_unknown] = x_u
+    out: npt.NDArray[np.float64] = np.clip(x, 0.0, 1.0).reshape(trimap.shape)
+    return out
 
 
 def estimate_foreground(image: RGBImage, alpha: F32, max_side: int = 1024) -> RGBImage:

@@ -12,6 +12,7 @@ import numpy.typing as npt
 import pytest
 
 from bench.heldout import item
+from matting_worker.engines import refine as refine_mod
 from matting_worker.engines.base import EngineError
 from matting_worker.engines.classical import SOLVE_RTOL, SOLVE_SIDE, ClassicalEngine
 from matting_worker.engines.cluttered import border_distance_mask
@@ -190,6 +191,28 @@ def test_looser_solve_stays_within_a_fraction_of_an_8_bit_step() -> None:
     tight = solve_trimap(image, tri, max_side=SOLVE_SIDE)
     loose = solve_trimap(image, tri, max_side=SOLVE_SIDE, rtol=SOLVE_RTOL)
     assert float(np.abs(loose - tight).max()) < 0.5 / 255
+
+
+def test_band_ordered_solve_is_pymatting_closed_form() -> None:
+    """The solve orders the band's unknowns along the band before the incomplete Cholesky
+    (issue 16, point 4): the same system as pymatting's `estimate_alpha_cf`, so the same
+    alphas to well within an 8-bit step, also when the band has pieces of its own."""
+    from pymatting import estimate_alpha_cf
+
+    alpha = _soft_blob(4.0)
+    image = _composite(alpha, _object_colour(), _gradient_bg())
+    coarse = (alpha > 0.5).astype(np.float32)
+    coarse[5:25, 5:25] = 1.0  # a second, separate piece of band in a corner
+    tri = trimap_from_coarse(coarse, 6).astype(np.float64)
+    img = image.astype(np.float64) / 255.0
+    ours = refine_mod._closed_form(img, tri, 1e-9)
+    ref = estimate_alpha_cf(img, tri, cg_kwargs={"rtol": 1e-9})
+    assert ours.shape == tri.shape
+    unknown = (tri > 0.1) & (tri < 0.9)
+    assert unknown.sum() > 500
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    known = ~unknown
+    np.testing.assert_array_equal(ours[known], np.clip(tri[known], 0, 1))
 
 
 def _quality_dir() -> Path:

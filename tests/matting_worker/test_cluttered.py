@@ -83,3 +83,31 @@ def test_border_cluster_distance_is_the_nearest_centre_norm() -> None:
     assert d.dtype == np.float32
     np.testing.assert_allclose(d, ref, atol=1e-3)
     assert q == pytest.approx(float(np.percentile(ref[strip], 99.5)), abs=1e-3)
+
+
+def test_settled_rounds_agree_with_free_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fixing what lies far from the first round's outline (`SETTLED_SHARE`) leaves the cut
+    as the rounds that may still flip every pixel make it."""
+    image, truth = _scene(560, 420)
+    settled = cluttered_cut(image)
+    monkeypatch.setattr(cluttered, "SETTLED_SHARE", 10.0)  # farther than any pixel: none fixed
+    free = cluttered_cut(image)
+    assert settled.how == free.how == "grabcut"
+    got, ref = settled.mask > 0.5, free.mask > 0.5
+    assert _iou(got, truth) > 0.95
+    assert _iou(got, ref) > 0.995
+
+
+def test_settle_fixes_only_what_lies_far_from_the_outline() -> None:
+    """Far pixels become sure on the side they were on; the outline's neighbourhood and the
+    sure labels already there stay as they were."""
+    mask = np.full((60, 80), cv2.GC_PR_BGD, np.uint8)
+    mask[10:50, 10:50] = cv2.GC_PR_FGD
+    mask[:2] = cv2.GC_BGD
+    before = mask.copy()
+    cluttered._settle(mask, 5.0)
+    assert mask[30, 30] == cv2.GC_FGD  # 20 px inside
+    assert mask[30, 70] == cv2.GC_BGD  # 20 px outside
+    assert mask[30, 12] == cv2.GC_PR_FGD and mask[30, 52] == cv2.GC_PR_BGD  # near the outline
+    assert (mask[:2] == cv2.GC_BGD).all()
+    assert ((mask & 1) == (before & 1)).all()  # no pixel changed sides
