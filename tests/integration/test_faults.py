@@ -275,7 +275,8 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc")
 def test_gateway_killed_mid_ingest_leaves_no_ingest_process(fstack: Stack) -> None:
     # 60 noise PNGs of 256 px: a ~12 MB zip, past INGEST_CHILD_MIN_BYTES (1 MiB) (and the
-    # fixture's INGEST_CHILD_MIN_MEMBERS 0), so its ingest runs in a child of the gateway (gateway.intake.ingest_process)
+    # fixture's INGEST_CHILD_MIN_MEMBERS 0), so its ingest runs in a child of the gateway
+    # (gateway.intake.ingest_process)
     members = noise_set(IMAGES, SIDE)
     gateway = fstack.pid("gateway")
     job_id = start_job(fstack, members)
