@@ -202,11 +202,11 @@ def _to_u8(alpha: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
 
 # --- PNG: lossless, and fast to write and to read back (issue 14, point 2) -----------------
 # Pillow filters every row five ways and keeps the best (adaptive filtering): most of a cut-out's
-# encode (41 ms of a 1920×1080 RGBA at zlib level 1) and a slower decode (Paeth rows). One
-# fixed filter, "up" (each row minus the one above: smooth photos and flat mattes alike),
-# writes the same pixels in 16 ms and decodes in 2/3 of the time; files are the same size for
-# studio shots and ~6 % larger for busy photos (bench/png_encode.py, BENCHMARKS.md "the third
-# pass, through the stack").
+# encode (39 ms of a 1920×1080 studio RGBA at zlib level 1) and a slower decode. One fixed
+# filter, "up" (each row minus the one above: smooth photos and flat mattes alike), writes the
+# same pixels in 16 ms and decodes in ~3/5 of the time; files are the same size for studio
+# shots and −4 to +7 % for busy photos (bench/png_encode.py, BENCHMARKS.md "PNG encode of the
+# cut-out").
 PNG_COMPRESSION = 1
 """zlib level of every PNG the workers write (cut-outs and mattes): speed over size."""
 
