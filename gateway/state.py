@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,13 +28,43 @@ from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import PathOutsideDataDir, Storage
 
-__all__ = ["DETAIL_CACHE_MAX_JOBS", "GatewayState"]
+__all__ = ["DETAIL_CACHE_MAX_JOBS", "GatewayState", "zip_members"]
 
 log = logging.getLogger("gateway")
 
 DETAIL_CACHE_MAX_JOBS = 4096
 """`detail_cache` is dropped whole past this many jobs: a bound on memory without an LRU, and
 only the jobs being polled come back."""
+
+
+_EOCD = b"PK\x05\x06"
+_EOCD_SEARCH = 22 + 65535
+"""The end-of-central-directory record: 22 bytes and a comment of up to 64 KiB, last."""
+
+
+def zip_members(path: Path | None) -> int | None:
+    """How many members the zip at `path` says it has (its end record's count: one read of
+    the file's last 64 KiB, whatever the archive holds); None for no local file, not a zip
+    (a tar, an image, a broken upload) or a ZIP64 count: those go by size alone, and the
+    ingest gives any reason. Blocking."""
+    if path is None:
+        return None
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - _EOCD_SEARCH))
+            tail = f.read()
+    except OSError:
+        return None
+    at = len(tail)
+    while (at := tail.rfind(_EOCD, 0, at)) >= 0:
+        # the record whose comment length reaches the file's end exactly: the signature's
+        # bytes inside a comment are no record (a forged one only moves the ingest between
+        # the gateway and a child; its limits are the same in both)
+        if len(tail) - at - 22 == int.from_bytes(tail[at + 20:at + 22], "little"):
+            count = int.from_bytes(tail[at + 10:at + 12], "little")  # entries in total
+            return None if count == 0xFFFF else count  # 0xFFFF: in the ZIP64 record
+    return None
 
 
 @dataclass
@@ -264,8 +295,9 @@ class GatewayState:
             self.scheduler.wake()
 
     async def _ingests_in_child(self, job_id: str) -> bool:
-        """Whether the job's upload is big enough for a child process (INGEST_CHILD_MIN_BYTES);
-        a missing one is left to `ingest_job`, which fails the job with the reason."""
+        """Whether the job's upload is big enough for a child process (INGEST_CHILD_MIN_BYTES,
+        and INGEST_CHILD_MIN_MEMBERS for a zip); a missing one is left to `ingest_job`, which
+        fails the job with the reason."""
         async with self.db.read() as s:
             job = await repo.get_job(s, job_id)
         if job is None or not job.upload_path:
@@ -275,7 +307,13 @@ class GatewayState:
             upload = await asyncio.to_thread(upload_source, self.storage, job.upload_path)
         except PathOutsideDataDir:
             return False
-        return upload is not None and upload.size >= limit
+        if upload is None or upload.size < limit:
+            return False
+        few = self.settings.ingest_child_min_members
+        if limit == 0 or few == 0:
+            return True  # "0: every upload" / "0: size alone decides"
+        members = await asyncio.to_thread(zip_members, upload.local)
+        return members is None or members >= few
 
     async def _ingest_in_child(self, job_id: str) -> None:
         """`ingest_job` in a child process (`gateway.intake.ingest_process`). A child that

@@ -243,6 +243,11 @@ class Settings(BaseSettings):
     """Uploads of at least this many bytes are unpacked in a child process of the gateway
     (`gateway.intake.ingest_process`), away from its HTTP answers; smaller ones in the
     gateway itself (a child's start costs more than their ingest). 0: every upload."""
+    ingest_child_min_members: int = Field(default=256, ge=0)
+    """…and only when the upload is not a zip of fewer members than this (counted from its
+    central directory; a tar or an upload on S3 counts as many): a child's start, ~1 s of
+    CPU for its imports, is what ~200 photos cost to ingest in the gateway, and a small job
+    waited for it before its first task (issue 14, point 2). 0: size alone decides."""
     ingest_nice: int = Field(default=10, ge=0, le=19)
     """Niceness of that child process: on a busy box the gateway's answers go first."""
 

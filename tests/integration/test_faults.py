@@ -47,6 +47,8 @@ def fstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stage_batch_size=4,
         matting_concurrency=16,
         comparison_concurrency=8,
+        # the 60-image zip's ingest must run in a child (INGEST_CHILD_MIN_MEMBERS is 256)
+        ingest_child_min_members=0,
     ) as s:
         yield s
 
@@ -272,8 +274,9 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc")
 def test_gateway_killed_mid_ingest_leaves_no_ingest_process(fstack: Stack) -> None:
-    # 60 noise PNGs of 256 px: a ~12 MB zip, past INGEST_CHILD_MIN_BYTES (1 MiB), so its
-    # ingest runs in a child of the gateway (gateway.intake.ingest_process)
+    # 60 noise PNGs of 256 px: a ~12 MB zip, past INGEST_CHILD_MIN_BYTES (1 MiB) (and the
+    # fixture's INGEST_CHILD_MIN_MEMBERS 0), so its ingest runs in a child of the gateway
+    # (gateway.intake.ingest_process)
     members = noise_set(IMAGES, SIDE)
     gateway = fstack.pid("gateway")
     job_id = start_job(fstack, members)

@@ -62,6 +62,41 @@ def test_rgba_roundtrip_keeps_size_and_alpha() -> None:
     assert np.abs(decode_alpha(encode_png_alpha(alpha)) - alpha).max() <= 1 / 255 + 1e-6
 
 
+def _rows_filters(png: bytes) -> tuple[tuple[int, int, int, int], set[int]]:
+    """(width, height, bit depth, colour type) and the filter byte of every row, read from
+    the PNG's own chunks."""
+    pos, idat, ihdr = 8, b"", b""
+    while pos < len(png):
+        (n,) = struct.unpack(">I", png[pos:pos + 4])
+        kind, data = png[pos + 4:pos + 8], png[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            ihdr = data
+        elif kind == b"IDAT":
+            idat += data
+        pos += 12 + n
+    w, h, depth, colour = struct.unpack(">IIBB", ihdr[:10])
+    raw = zlib.decompress(idat)
+    stride = 1 + w * {0: 1, 6: 4}[colour] * depth // 8
+    assert len(raw) == h * stride
+    return (w, h, depth, colour), {raw[i * stride] for i in range(h)}
+
+
+def test_cutout_png_is_lossless_with_one_row_filter() -> None:
+    # issue 14, point 2: every row filtered "up" (2), no per-row choice, and every pixel back
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (37, 53, 3), np.uint8)
+    alpha = rng.random((37, 53), np.float32)
+    data = encode_png_rgba(rgb, alpha)
+    assert _rows_filters(data) == ((53, 37, 8, 6), {2})
+    back = np.asarray(Image.open(io.BytesIO(data)))
+    assert back.shape == (37, 53, 4)
+    assert (back[..., :3] == rgb).all()
+    assert (back[..., 3] == np.rint(alpha * 255)).all()
+    grey = encode_png_alpha(alpha)
+    assert _rows_filters(grey) == ((53, 37, 8, 0), {2})
+    assert (np.asarray(Image.open(io.BytesIO(grey))) == np.rint(alpha * 255)).all()
+
+
 # --- issue 14, point 2: a JPEG decoded only as large as a caller needs --------------------
 
 def _jpeg(w: int, h: int, orientation: int = 1) -> bytes:
