@@ -129,6 +129,19 @@ class ZipSizer:
             self.offset += _member_length(raw, size)
         self.count += 1
 
+    def add_many(self, count: int, data_bytes: int, name_bytes: int) -> bool:
+        """`count` members at once from their sums (names' UTF-8 bytes and data), as `add`
+        would count them one by one while no ZIP64 field is needed: True when the members
+        end before 4 GiB (so each one starts there, and none needs a ZIP64 field); False,
+        nothing counted, when they would not (the caller sizes them one by one)."""
+        offset = self.offset + count * (_LOCAL.size + _DESCRIPTOR.size) + name_bytes + data_bytes
+        if offset >= _ZIP64_LIMIT:
+            return False
+        self.offset = offset
+        self.central += count * _CENTRAL.size + name_bytes
+        self.count += count
+        return True
+
     @property
     def size(self) -> int:
         return self.offset + self.central + len(_end_records(self.count, self.central,

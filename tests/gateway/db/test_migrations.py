@@ -37,7 +37,7 @@ async def _head(url: str) -> tuple[list[Any], str]:
 async def test_an_empty_database_migrated_to_head_is_tables_py(database_url: str) -> None:
     diff, version = await _head(database_url)
     assert diff == []
-    assert version == "0003"
+    assert version == "0004"
 
 
 async def test_a_database_from_before_alembic_is_adopted(tmp_path: Path) -> None:
@@ -53,6 +53,6 @@ async def test_a_database_from_before_alembic_is_adopted(tmp_path: Path) -> None
                     " created_at, updated_at, callback_done) VALUES "
                     "('old', 'completed', '', '', 'classical', 'rgba', 0, 1, 1, 1)")
     diff, version = await _head(f"sqlite+aiosqlite:///{path}")
-    assert diff == [] and version == "0003"
+    assert diff == [] and version == "0004"
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT id FROM jobs").fetchall() == [("old",)]
