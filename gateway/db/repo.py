@@ -80,6 +80,7 @@ __all__ = [
     "set_upload",
     "stage_stats",
     "task_page_sync",
+    "unsized_page_sync",
     "update_tasks",
     "upload_etags",
     "uploads_without_job",
@@ -330,6 +331,15 @@ def output_page_sync(s: Session, job_id: str, after: tuple[str, int] | None,
     q = _in_report_order(select(Task.path, Task.state, Task.id, Task.output_files,
                                 Task.output_bytes), job_id, after, limit)
     return [OutputRow(*r) for r in s.execute(q)]
+
+
+def unsized_page_sync(s: Session, job_id: str, after: tuple[str, int] | None,
+                      limit: int) -> list[OutputRow]:
+    """`output_page_sync` of the rows that may have outputs but no recorded sizes
+    (`OutputTotals.unsized`: a failed task's cut-out, say), for the zip to `stat` them."""
+    q = select(Task.path, Task.state, Task.id, Task.output_files, Task.output_bytes).where(
+        Task.output_files.is_(None), Task.state != TaskState.REJECTED.value)
+    return [OutputRow(*r) for r in s.execute(_in_report_order(q, job_id, after, limit))]
 
 
 def output_totals_sync(s: Session, job_id: str) -> OutputTotals:

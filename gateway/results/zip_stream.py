@@ -34,11 +34,11 @@ from gateway.db.tables import Task
 from gateway.pipeline.result_cache import CACHE_WORKER
 from gateway.results.members import JobFinder, Member, ObjectFile, ObjectPrefetch, member_size
 from gateway.results.output_sizes import task_candidates
-from gateway.results.pages import PAGE_ROWS, output_pages, task_pages
+from gateway.results.pages import PAGE_ROWS, output_pages, task_pages, unsized_pages
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
 from gateway.results.zip_names import OutOfOrder, WindowNames, ZipNames, tag_spread
-from gateway.results.zipwriter import ZipSizeMismatch, ZipSizer, ZipWriter
+from gateway.results.zipwriter import ZIP64_LIMIT, ZipSizeMismatch, ZipSizer, ZipWriter
 from shared.limits import ZIP_CHUNK_BYTES
 from shared.states import TaskState
 from shared.storage import (
@@ -381,11 +381,17 @@ def build_zip(
     that `zip_chunks` removes once the zip is read. The tasks are walked PAGE_ROWS at a time,
     as `job_zip` walks a job's rows (what a page's members cost is held one page at a time)."""
     pages = [tasks[i:i + PAGE_ROWS] for i in range(0, len(tasks), PAGE_ROWS)]
-    if report is not None and sized:
-        recorded = _recorded_zip(storage, job_id, output, models, report, suffix,
-                                 _totals(tasks), pages)
-        if recorded is not None:
-            return recorded
+    if report is not None and sized and storage.is_local:
+        totals, summed = _totals(tasks), ZipSizer()
+        if _sizable(totals) and summed.add_many(totals.files, totals.bytes, totals.name_bytes):
+            unsized = [t for t in tasks
+                       if t.output_files is None and t.state != TaskState.REJECTED.value]
+            _size_rows(storage, job_id, output, models, unsized, suffix, JobFinder(storage),
+                       summed)
+            recorded = _recorded_zip(storage, job_id, output, models, report, suffix, summed,
+                                     summed.count, pages)
+            if recorded is not None:
+                return recorded
     tmp = None
     if report is None:
         tmp = Path(tempfile.mkdtemp(prefix="report-"))
@@ -489,11 +495,15 @@ async def job_zip(
     whole rows its report needs (`task_pages`)."""
     if partial is None and report is not None and storage.is_local:
         totals = await db.snapshot(functools.partial(repo.output_totals_sync, job_id=job_id))
-        if _sizable(totals):
-            loop = asyncio.get_running_loop()
+        summed = ZipSizer()
+        if _sizable(totals) and summed.add_many(totals.files, totals.bytes, totals.name_bytes):
+            found = JobFinder(storage)
+            async for page in unsized_pages(db, job_id):  # failed tasks: a `stat` each
+                await asyncio.to_thread(_size_rows, storage, job_id, output, models, page,
+                                        suffix, found, summed)
             recorded = await asyncio.to_thread(
-                _recorded_zip, storage, job_id, output, models, report, suffix, totals,
-                _pages_from(output_pages(db, job_id), loop))
+                _recorded_zip, storage, job_id, output, models, report, suffix, summed,
+                summed.count, _pages_from(output_pages(db, job_id), asyncio.get_running_loop()))
             if recorded is not None:
                 return recorded
     read: Callable[[Database, str], AsyncIterator[Sequence[TaskRow]]] = (
@@ -557,28 +567,37 @@ def _totals(tasks: Sequence[Task]) -> repo.OutputTotals:
 
 
 def _sizable(totals: repo.OutputTotals) -> bool:
-    """Whether a finished job's zip can be sized from its recorded sizes alone: every row
-    that may have outputs has them (a failed task or a row from before the columns has
-    none: that job is sized by `stat`, as before)."""
-    return totals.unsized == 0 and totals.sized > 0
+    """Whether a finished job's zip is sized from its recorded sizes: some row has them
+    (a job from before the columns has none, and may hold names ingest would now refuse:
+    it is sized and deduplicated by the two walks, as before)."""
+    return totals.sized > 0
+
+
+def _size_rows(storage: Storage, job_id: str, output: str, models: Sequence[str],
+               rows: Iterable[TaskRow], suffix: str, finder: JobFinder, sizer: ZipSizer
+               ) -> int:
+    """The members of rows without recorded sizes into `sizer`, a `stat` each (blocking)."""
+    files = [f for t in rows
+             for f in task_members(storage, job_id, output, models, t, suffix, finder).files]
+    return _size(files, sizer)
 
 
 def _recorded_zip(storage: Storage, job_id: str, output: str, models: Sequence[str],
-                  report: ReportFiles, suffix: str, totals: repo.OutputTotals,
+                  report: ReportFiles, suffix: str, sizer: ZipSizer, members: int,
                   pages: Iterable[Sequence[TaskRow]]) -> JobZip | None:
-    """A finished job's zip sized from its rows' recorded sizes (`repo.OutputTotals`, one
-    aggregate query) and the report's three files, with no walk before the first byte
-    (blocking: it stats the report files and lists the videos). None when it cannot be:
-    S3, a row without sizes, a job with videos (their names are checked against the
-    frames' by a walk), or members past 4 GiB (ZIP64 offsets: sized one by one)."""
-    if not storage.is_local or not isinstance(report, Path) or not _sizable(totals):
-        return None
-    sizer = ZipSizer()
-    if not sizer.add_many(totals.files, totals.bytes, totals.name_bytes):
+    """A finished job's zip sized before its first byte without a walk of its rows: `sizer`
+    holds the recorded sizes' sums (`repo.output_totals_sync`, one aggregate query) and the
+    few rows without them (a `stat` each); here the report's three files are added
+    (blocking: it stats them and lists the videos). None when it cannot be: S3, a job
+    with videos (their names are checked against the frames' by a walk), or members past
+    4 GiB (ZIP64 offsets: sized one by one by the walk)."""
+    if not storage.is_local or sizer.offset >= ZIP64_LIMIT:
         return None
     if add_videos(storage, job_id, True)[0]:
         return None
-    members = totals.files + _size(report_files(report), sizer)
+    members += _size(report_files(report), sizer)
+    if sizer.offset >= ZIP64_LIMIT:
+        return None
     plan = _Plan(storage, job_id, output, models, suffix, report,
                  ObjectPrefetch(storage.objects))
     return JobZip(_stream_recorded(plan, pages, sizer.offset), sizer.size, members,
@@ -614,8 +633,9 @@ def _stream_recorded(plan: _Plan, pages: Iterable[Sequence[TaskRow]], end: int
 def _send_task(writer: ZipWriter, files: Sequence[tuple[Member, str]], t: TaskRow | None,
                end: int) -> Iterator[bytes]:
     """One task's local files into the zip, after their count and summed size (one `fstat`
-    each on the opened file) are checked against the task's recorded ones (`t`; None: the
-    report files, checked by the caller's `end`). Opened without following a symlink."""
+    each on the opened file) are checked against the task's recorded ones (`t`; a row
+    without them, or None for the report files: checked by `end` alone). Opened without
+    following a symlink."""
     fds: list[int] = []
     try:
         stats = []
@@ -629,12 +649,11 @@ def _send_task(writer: ZipWriter, files: Sequence[tuple[Member, str]], t: TaskRo
                 raise FileNotFoundError(f"{name}: no longer a plain file")
             stats.append(st)
             total += st.st_size
-        if t is not None:
-            want = (getattr(t, "output_files", None), getattr(t, "output_bytes", None))
-            if want != (len(files), total):
-                raise ZipSizeMismatch(
-                    f"{t.path}: {len(files)} files of {total} bytes, {want[0]} of {want[1]} "
-                    "when it completed: its outputs changed since")
+        want = (getattr(t, "output_files", None), getattr(t, "output_bytes", None))
+        if t is not None and want[0] is not None and want != (len(files), total):
+            raise ZipSizeMismatch(
+                f"{t.path}: {len(files)} files of {total} bytes, {want[0]} of {want[1]} "
+                "when it completed: its outputs changed since")
         for (_, name), fd, st in zip(files, fds, stats, strict=True):
             size = st.st_size
             if size <= READ_BLOCK_BYTES:

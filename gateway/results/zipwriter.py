@@ -22,13 +22,16 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator
 
-__all__ = ["CENTRAL_IN_MEMORY_BYTES", "ZipSizeMismatch", "ZipSizer", "ZipWriter", "dos_time"]
+__all__ = ["CENTRAL_IN_MEMORY_BYTES", "ZIP64_LIMIT", "ZipSizeMismatch", "ZipSizer", "ZipWriter",
+           "dos_time"]
 
 CENTRAL_IN_MEMORY_BYTES = 4 * 1024 * 1024
 """Central-directory bytes kept in memory before they spill to a temporary file: a zip of up
 to ~40 000 members never touches the disk for it; a bigger one costs no memory for it."""
 
-_ZIP64_LIMIT = 0xFFFFFFFF
+ZIP64_LIMIT = 0xFFFFFFFF
+"""Sizes and offsets from here on need ZIP64 fields."""
+_ZIP64_LIMIT = ZIP64_LIMIT
 _COUNT_LIMIT = 0xFFFF
 _FLAGS = 0x0008 | 0x0800  # sizes and CRC in a data descriptor; names are UTF-8
 _STORED = 0
