@@ -615,12 +615,31 @@ def _stream_recorded(plan: _Plan, pages: Iterable[Sequence[TaskRow]], end: int
     writer = ZipWriter()
     try:
         finder = JobFinder(plan.storage)
+        job_id, output, models, suffix = plan.job_id, plan.output, plan.models, plan.suffix
+        where = finder.where
+        out: list[bytes] = []
+        flushed = 0
         for page in pages:
             for t in page:
-                files = task_members(plan.storage, plan.job_id, plan.output, plan.models, t,
-                                     plan.suffix, finder).files
-                if files or t.state != TaskState.REJECTED.value:
+                if t.state == REJECTED:
+                    continue  # no outputs (`task_members`: its files, without the names the
+                files = []    # report gives them)
+                for rel, name in task_candidates(job_id, output, models, t.path, suffix):
+                    found = where(rel)
+                    if found is not None:
+                        files.append((found, name))
+                if not _add_task(writer, files, t, end, out):  # a big file: streamed
+                    if out:
+                        yield b"".join(out)
+                        out.clear()
                     yield from _send_task(writer, files, t, end)
+                    flushed = writer.offset
+                elif writer.offset - flushed >= ZIP_CHUNK_BYTES:
+                    yield b"".join(out)
+                    out.clear()
+                    flushed = writer.offset
+        if out:
+            yield b"".join(out)
         yield from _send_task(writer, report_files(plan.report), None, end)
         if writer.offset != end:
             raise ZipSizeMismatch(f"the zip's members came to {writer.offset} bytes, "
@@ -628,6 +647,42 @@ def _stream_recorded(plan: _Plan, pages: Iterable[Sequence[TaskRow]], end: int
         yield from writer.finish()
     finally:
         writer.close()
+
+
+REJECTED = TaskState.REJECTED.value
+
+
+def _add_task(writer: ZipWriter, files: Sequence[tuple[Member, str]], t: TaskRow, end: int,
+              out: list[bytes]) -> bool:
+    """`_send_task` of a task whose files are all small (up to READ_BLOCK_BYTES, a job's
+    outputs): each file opened, `fstat`ed and read whole at once, the task checked against
+    its row, then each member appended to `out` as one piece (`ZipWriter.whole`): no
+    generator and no piece of its own per member, the per-member work of a zip of tiny images
+    (issue 17). False, nothing written, when one file is bigger (`_send_task` streams it)."""
+    read: list[tuple[str, bytes, float]] = []
+    total = 0
+    for member, name in files:
+        assert not isinstance(member, ObjectFile)  # a local store's zip
+        fd = os.open(member, _OPEN_FLAGS)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileNotFoundError(f"{name}: no longer a plain file")
+            if st.st_size > READ_BLOCK_BYTES:
+                return False
+            data = os.read(fd, st.st_size)
+        finally:
+            os.close(fd)
+        total += len(data)
+        read.append((name, data, st.st_mtime))
+    want = (getattr(t, "output_files", None), getattr(t, "output_bytes", None))
+    if want[0] is not None and want != (len(read), total):
+        raise ZipSizeMismatch(f"{t.path}: {len(read)} files of {total} bytes, {want[0]} of "
+                              f"{want[1]} when it completed: its outputs changed since")
+    if writer.offset + total > end:
+        raise ZipSizeMismatch(f"{t.path}: the zip would pass its announced length")
+    writer.wholes(read, out)
+    return True
 
 
 def _send_task(writer: ZipWriter, files: Sequence[tuple[Member, str]], t: TaskRow | None,

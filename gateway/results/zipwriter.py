@@ -48,6 +48,13 @@ _LOCAL = struct.Struct("<IHHHHHIIIHH")
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
 _DESCRIPTOR = struct.Struct("<IIII")
 _DESCRIPTOR64 = struct.Struct("<IIQQ")
+_LOCAL_PACK = _LOCAL.pack
+_CENTRAL_PACK = _CENTRAL.pack
+_DESCRIPTOR_PACK = _DESCRIPTOR.pack
+"""Bound once: `whole` packs three records per member (issue 17, the download's third pass)."""
+_SMALL_LIMIT = _ZIP64_LIMIT
+"""A member starting and ending in the first 4 GiB with a size below it needs no ZIP64
+field (`whole`'s short way)."""
 _END = struct.Struct("<IHHHHIIH")
 _END64 = struct.Struct("<IQHHIIQQQQ")
 _LOCATOR64 = struct.Struct("<IIQI")
@@ -190,10 +197,34 @@ class ZipWriter:
         and a generator."""
         if len(data) != size:
             raise ZipSizeMismatch(f"{name}: {len(data)} bytes, {size} announced")
+        start = self.offset
+        if start < _SMALL_LIMIT and size < _SMALL_LIMIT:  # no ZIP64 field: one pack each
+            raw = name.encode()
+            n = len(raw)
+            t, d = _dos_second(int(mtime))
+            crc = zlib.crc32(data)
+            self._records.append(_CENTRAL_PACK(0x02014B50, _MADE_BY, _VERSION, _FLAGS, _STORED,
+                                               t, d, crc, size, size, n, 0, 0, 0, 0,
+                                               _FILE_MODE, start) + raw)
+            self._central_size += _CENTRAL.size + n
+            if len(self._records) >= _RECORDS_HELD:
+                self._spool()
+            self.count += 1
+            self.offset = start + _LOCAL.size + n + size + _DESCRIPTOR.size
+            return b"".join((_LOCAL_PACK(0x04034B50, _VERSION, _FLAGS, _STORED, t, d, 0, size,
+                                         size, n, 0), raw, data,
+                             _DESCRIPTOR_PACK(0x08074B50, crc, size, size)))
         raw, start, stamp, header = self._header(name, size, mtime)
         self.offset += size
         return b"".join((header, data, self._end_member(raw, size, zlib.crc32(data), start,
                                                          stamp)))
+
+    def wholes(self, files: Iterable[tuple[str, bytes, float]], out: list[bytes]) -> None:
+        """`whole` of each (name, data, mtime), appended to `out`: one call per task, not
+        per member (a download's per-member work, issue 17)."""
+        whole = self.whole
+        for name, data, mtime in files:
+            out.append(whole(name, len(data), data, mtime))
 
     def _header(self, name: str, size: int, mtime: float
                 ) -> tuple[bytes, int, tuple[int, int], bytes]:
