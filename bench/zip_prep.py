@@ -5,10 +5,11 @@ streaming, and the memory they take, for N images of tiny outputs.
 finished tasks (a 150-byte cut-out and sheet each, 1 000 to a folder, as the workers leave
 them) in a temporary DATA_DIR, then times `build_zip` (the members found and sized: what the
 download does before its first byte; with the recorded sizes of a checkout that has them,
-measured as the gateway does when a task completes, outside the timing) and the reading of `zip_chunks` to the end, and prints
-one JSON line: seconds, bytes, the file-read time of the same members, and the growth of the
-process's peak RSS (VmHWM) over the laid-out state. It imports nothing from `bench`, so the
-same file measures the baseline commit side by side with this one (issue 17's zip writer).
+measured as the gateway does when a task completes, outside the timing) and the reading of
+`zip_chunks` to the end, and prints one JSON line: seconds, bytes, the file-read time of the
+same members, and the growth of the process's peak RSS (VmHWM) over the laid-out state. It
+imports nothing from `bench`, so the same file measures the baseline commit side by side
+with this one (issue 17's zip writer).
 """
 
 from __future__ import annotations

@@ -74,11 +74,12 @@ def measure(storage: Storage, job_id: str, output: str, models: Sequence[str], p
     files = size = name_bytes = 0
     try:
         for rel, name in task_candidates(job_id, output, models, path, suffix):
-            where = storage.objects.local_path(rel)
-            if where is None:
+            folder, _, file_name = rel.rpartition("/")
+            where = storage.objects.local_path(folder)  # resolved as `JobFinder` does: the
+            if where is None:                             # folder, never the file itself
                 return None
             try:
-                st = os.lstat(where)
+                st = os.lstat(where / file_name)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             if stat.S_ISREG(st.st_mode):
