@@ -225,3 +225,22 @@ def test_a_completed_task_s_file_gone_or_a_symlink_fails_the_download(
     outside.write_bytes(body)  # the same size: only the symlink differs
     sheet.symlink_to(outside)
     _short_download(gw)  # never followed into the zip
+
+
+def test_sizes_recorded_after_retries_are_those_of_the_files_sent(
+        start_gateway: Start, stage_server: StageServer) -> None:
+    """A task retried at either stage is measured once, when it completes: its record is its
+    files as they are then (the cache's reused cut-outs: tests/gateway/pipeline/
+    test_result_cache.py downloads them through the same records)."""
+    gw = start_gateway(stage_server.url)
+    stage_server.by_input["other.jpg"] = ["retryable", "ok", "retryable", "ok"]
+    finished_job(gw)
+    with sqlite3.connect(gw.settings.data_dir / "mattepipe.db") as con:
+        got = con.execute("SELECT retry_count, output_files, output_bytes FROM tasks "
+                          "WHERE path = 'a/other.jpg'").fetchone()
+    cut = gw.storage.resolve(gw.storage.matting_rel("j1", "a/other.jpg"))
+    sheet = gw.storage.resolve(gw.storage.compare_rel("j1", "a/other.jpg"))
+    assert got == (2, 2, cut.stat().st_size + sheet.stat().st_size)
+    r = gw.client.get("/download/j1")
+    assert int(r.headers["content-length"]) == len(r.content)
+    read_zip(r)
