@@ -4,10 +4,12 @@ streaming, and the memory they take, for N images of tiny outputs.
 `python bench/zip_prep.py N` with PYTHONPATH set to the checkout under test lays out N
 finished tasks (a 150-byte cut-out and sheet each, 1 000 to a folder, as the workers leave
 them) in a temporary DATA_DIR, then times `build_zip` (the members found and sized: what the
-download does before its first byte) and the reading of `zip_chunks` to the end, and prints
-one JSON line: seconds, bytes, the file-read time of the same members, and the growth of the
-process's peak RSS (VmHWM) over the laid-out state. It imports nothing from `bench`, so the
-same file measures the baseline commit side by side with this one (issue 17's zip writer).
+download does before its first byte; with the recorded sizes of a checkout that has them,
+measured as the gateway does when a task completes, outside the timing) and the reading of
+`zip_chunks` to the end, and prints one JSON line: seconds, bytes, the file-read time of the
+same members, and the growth of the process's peak RSS (VmHWM) over the laid-out state. It
+imports nothing from `bench`, so the same file measures the baseline commit side by side
+with this one (issue 17's zip writer).
 """
 
 from __future__ import annotations
@@ -43,7 +45,13 @@ def run(n: int) -> dict[str, float]:
                 target = Path(tmp) / rel  # as a worker leaves it (no temporary and rename
                 target.parent.mkdir(parents=True, exist_ok=True)  # here: faster to lay out)
                 target.write_bytes(blob)
-            tasks.append(Task(job_id="j", path=path, state="completed"))
+            task = Task(job_id="j", path=path, state="completed")
+            if hasattr(Task, "output_files"):  # sizes recorded at completion (issue 17, 3rd)
+                from gateway.results.output_sizes import measure
+                sizes = measure(st, "j", "rgba", [], path, ".png")
+                assert sizes is not None
+                task.output_files, task.output_bytes, task.output_name_bytes = sizes
+            tasks.append(task)
         report = Path(tmp) / "report"
         report.mkdir()
         for name in ("report.json", "report.csv", "index.html"):

@@ -16,6 +16,8 @@ from typing import Any, NamedTuple, TypeVar
 from sqlalchemy import (
     ColumnElement,
     Select,
+    and_,
+    case,
     delete,
     func,
     insert,
@@ -35,6 +37,7 @@ from shared.states import FINAL_JOB_STATES, JobState, TaskState
 __all__ = [
     "MATTED_STATES",
     "OutputRow",
+    "OutputTotals",
     "add_upload",
     "add_upload_parts",
     "compact_counts",
@@ -68,6 +71,7 @@ __all__ = [
     "nth_created_since",
     "open_uploads",
     "output_page_sync",
+    "output_totals_sync",
     "pending_tasks_page",
     "ping",
     "report_page",
@@ -76,6 +80,7 @@ __all__ = [
     "set_upload",
     "stage_stats",
     "task_page_sync",
+    "unsized_page_sync",
     "update_tasks",
     "upload_etags",
     "uploads_without_job",
@@ -300,14 +305,53 @@ class OutputRow(NamedTuple):
     path: str
     state: str
     id: int
+    output_files: int | None = None
+    """How many zip members the task had when it completed, and their bytes (`Task`):
+    the zip checks its files against them as it sends them."""
+    output_bytes: int | None = None
+
+
+class OutputTotals(NamedTuple):
+    """A job's recorded output sizes, summed (`output_totals_sync`): its zip's length without
+    a `stat` per file."""
+
+    unsized: int
+    """Rows that may have outputs but no recorded sizes (a failed task, a row from before
+    the columns): while there is one, the zip is sized by `stat`."""
+    sized: int
+    files: int
+    bytes: int
+    name_bytes: int
 
 
 def output_page_sync(s: Session, job_id: str, after: tuple[str, int] | None,
                      limit: int) -> list[OutputRow]:
     """`report_page_sync`'s rows, as three columns in plain tuples: a finished job's zip is
     walked twice, and building every column of an ORM row was most of a walk's cost."""
-    q = _in_report_order(select(Task.path, Task.state, Task.id), job_id, after, limit)
+    q = _in_report_order(select(Task.path, Task.state, Task.id, Task.output_files,
+                                Task.output_bytes), job_id, after, limit)
     return [OutputRow(*r) for r in s.execute(q)]
+
+
+def unsized_page_sync(s: Session, job_id: str, after: tuple[str, int] | None,
+                      limit: int) -> list[OutputRow]:
+    """`output_page_sync` of the rows that may have outputs but no recorded sizes
+    (`OutputTotals.unsized`: a failed task's cut-out, say), for the zip to `stat` them."""
+    q = select(Task.path, Task.state, Task.id, Task.output_files, Task.output_bytes).where(
+        Task.output_files.is_(None), Task.state != TaskState.REJECTED.value)
+    return [OutputRow(*r) for r in s.execute(_in_report_order(q, job_id, after, limit))]
+
+
+def output_totals_sync(s: Session, job_id: str) -> OutputTotals:
+    """The job's recorded output sizes, summed, in one aggregate query (`OutputTotals`)."""
+    unsized = case((and_(Task.output_files.is_(None),
+                         Task.state != TaskState.REJECTED.value), 1), else_=0)
+    q = select(func.coalesce(func.sum(unsized), 0), func.count(Task.output_files),
+               func.coalesce(func.sum(Task.output_files), 0),
+               func.coalesce(func.sum(Task.output_bytes), 0),
+               func.coalesce(func.sum(Task.output_name_bytes), 0)).where(Task.job_id == job_id)
+    row = s.execute(q).one()
+    return OutputTotals(*(int(v) for v in row))
 
 
 # --- one-hop reads (`Database.snapshot`): the same statements on a blocking session --------

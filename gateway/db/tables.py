@@ -168,6 +168,17 @@ class Task(Base):
     """GATEWAY_ID of the gateway whose claim leased the task (several gateways on one
     Postgres): a restarting gateway releases only its own leases, others' come back by lease."""
 
+    # The task's zip members as they were when it completed (issue 17, README "The download,
+    # third pass"): a finished job's zip is sized from their sums, not a `stat` per file.
+    # None: not recorded (a row from before revision 0004, a failed task, an S3 store).
+    output_files: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """How many of the task's outputs go into the zip (cut-outs and sheet)."""
+    output_bytes: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    """Their byte sizes, summed."""
+    output_name_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Their zip names' UTF-8 lengths, summed (each name is in a local header and a central
+    record)."""
+
     __table_args__ = (
         Index("ix_tasks_cache_key", "cache_key"),
         Index("ix_tasks_job_state", "job_id", "state"),

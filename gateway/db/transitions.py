@@ -25,6 +25,7 @@ from shared.stages import Stage
 from shared.states import FINAL_TASK_STATES, JobState, TaskState
 
 __all__ = [
+    "OUTPUT_SIZES_KEY",
     "STAGES",
     "Claimed",
     "FinishedJob",
@@ -183,6 +184,21 @@ async def touch_jobs(s: AsyncSession, job_ids: Iterable[str], now: float) -> Non
         await s.execute(update(J).where(J.c.id.in_(ids)).values(updated_at=now))
 
 
+OUTPUT_SIZES_KEY = "output_sizes"
+"""Where the scheduler puts a completed task's measured outputs (files, bytes, name bytes:
+`gateway.results.output_sizes`) in its comparison `StageResult.extra`, as a tuple: always set
+by the gateway itself, and a worker's JSON can hold no tuple, so no answer can forge it."""
+_SIZE_COLUMNS = ("output_files", "output_bytes", "output_name_bytes")
+
+
+def _output_sizes(v: Any) -> dict[str, int | None]:
+    """The three size columns from `OUTPUT_SIZES_KEY`'s value; None each when unmeasured."""
+    if (isinstance(v, tuple) and len(v) == 3
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)):
+        return dict(zip(_SIZE_COLUMNS, v, strict=True))
+    return dict.fromkeys(_SIZE_COLUMNS)
+
+
 def _confidence(v: Any) -> float | None:
     """A worker's confidence as stored: a number in [0, 1], else nothing (never trusted
     blindly: a worker of another version may send anything)."""
@@ -214,6 +230,7 @@ async def record_success(
     else:
         metrics = result.extra.get("metrics")
         values.update(completed_at=now, metrics=metrics if isinstance(metrics, dict) else None)
+        values.update(_output_sizes(result.extra.get(OUTPUT_SIZES_KEY)))
     fence = _fence(stage, c.id, c.dispatched_at)
     res = await s.execute(update(T).where(*fence).values(**values))
     return bool(getattr(res, "rowcount", 0))
@@ -242,7 +259,7 @@ async def record_successes(
     names = ["state", "lease_expires_at", "error", cols.started_at, cols.finished_at,
              cols.worker, cols.output]
     names += (["matting_batch_size", "confidence", "fallback"] if stage is Stage.MATTING
-              else ["completed_at", "metrics"])
+              else ["completed_at", "metrics", *_SIZE_COLUMNS])
     stmt = (update(T).where(T.c.id == bindparam("b_id"))
             .values({n: bindparam(f"b_{n}", type_=T.c[n].type) for n in names}))
     rows: list[dict[str, Any]] = []
@@ -265,6 +282,8 @@ async def record_successes(
             metrics = result.extra.get("metrics")
             row["b_completed_at"] = now
             row["b_metrics"] = metrics if isinstance(metrics, dict) else None
+            row.update({f"b_{k}": v for k, v in
+                        _output_sizes(result.extra.get(OUTPUT_SIZES_KEY)).items()})
         rows.append(row)
     if rows:
         await s.execute(stmt, rows)

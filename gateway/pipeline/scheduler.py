@@ -38,6 +38,7 @@ from gateway.pipeline.stage_calls import (
     request_id_for,
 )
 from gateway.results.job_report import Reports
+from gateway.results.output_sizes import note_sizes
 from gateway.results.summary import job_summary
 from shared.formats import OutputMode
 from shared.log_context import bind
@@ -301,6 +302,8 @@ class Scheduler:
                     out = await self.cache.matting(c, req, call)
                 else:
                     out = await call()
+                    # the zip's sizes of a completed task (issue 17, `output_sizes`)
+                    await asyncio.to_thread(note_sizes, self.storage, [(c, out.result)])
             finally:
                 gauge.dec()
             log.info("task %s %s call: %s in %.0f ms", c.id, stage,
@@ -336,6 +339,10 @@ class Scheduler:
                     outs = await self.cache.matting_batch(chunk, mreqs, call_batch, call_one)
                 else:
                     outs = await call_batch(reqs)
+                    # the zip's sizes of completed tasks (issue 17, `output_sizes`)
+                    await asyncio.to_thread(note_sizes, self.storage,
+                                            [(c, o.result) for c, o in zip(chunk, outs,
+                                                                            strict=True)])
             finally:
                 gauge.dec(len(chunk))
             ok = sum(o.result is not None for o in outs)

@@ -18,7 +18,7 @@ from gateway.db import repo
 from gateway.db.database import Database
 from gateway.db.tables import Task
 
-__all__ = ["OUTPUT_PAGE_ROWS", "PAGE_ROWS", "output_pages", "task_pages"]
+__all__ = ["OUTPUT_PAGE_ROWS", "PAGE_ROWS", "output_pages", "task_pages", "unsized_pages"]
 
 PAGE_ROWS = 500
 """Task rows per read when a report or a zip walks a job: memory holds one page (and the
@@ -42,6 +42,13 @@ async def output_pages(db: Database, job_id: str, size: int = OUTPUT_PAGE_ROWS
                        ) -> AsyncIterator[list[repo.OutputRow]]:
     """`task_pages`, each row only its path, state and id (`repo.OutputRow`)."""
     async for page in _pages(db, repo.output_page_sync, job_id, size):
+        yield page
+
+
+async def unsized_pages(db: Database, job_id: str, size: int = OUTPUT_PAGE_ROWS
+                        ) -> AsyncIterator[list[repo.OutputRow]]:
+    """`output_pages` of the rows without recorded output sizes (`repo.unsized_page_sync`)."""
+    async for page in _pages(db, repo.unsized_page_sync, job_id, size):
         yield page
 
 

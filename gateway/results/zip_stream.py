@@ -18,6 +18,7 @@ zip is still streamed by the gateway, never built whole anywhere (README, "Objec
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import stat
@@ -27,24 +28,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from gateway.db import repo
 from gateway.db.database import Database
 from gateway.db.tables import Task
 from gateway.pipeline.result_cache import CACHE_WORKER
 from gateway.results.members import JobFinder, Member, ObjectFile, ObjectPrefetch, member_size
-from gateway.results.pages import PAGE_ROWS, output_pages, task_pages
+from gateway.results.output_sizes import task_candidates
+from gateway.results.pages import PAGE_ROWS, output_pages, task_pages, unsized_pages
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
 from gateway.results.zip_names import OutOfOrder, WindowNames, ZipNames, tag_spread
-from gateway.results.zipwriter import ZipSizeMismatch, ZipSizer, ZipWriter
+from gateway.results.zipwriter import ZIP64_LIMIT, ZipSizeMismatch, ZipSizer, ZipWriter
 from shared.limits import ZIP_CHUNK_BYTES
 from shared.states import TaskState
 from shared.storage import (
-    COMPARE_SUFFIX,
-    FINAL_RESULTS,
-    MATTING_OUTPUT,
     PNG_SUFFIX,
     Storage,
-    model_output_rel,
 )
 
 __all__ = ["READ_BLOCK_BYTES", "TIMING_KEYS", "JobZip", "ReportFiles", "Skips", "TaskMembers",
@@ -115,34 +114,24 @@ def task_members(storage: Storage, job_id: str, output: str, models: Sequence[st
     one for the comparison stage, not asked for).
     """
     out = TaskMembers()
-    find = (finder or JobFinder(storage)).where
     if t.state == TaskState.REJECTED.value:
         # A rejected input has no outputs; files under its name belong to another input
         # (gateway.intake.output_names).
         return out
-    stem = Storage.stem_path(t.path)
-    first_name = f"{MATTING_OUTPUT}/{stem}{suffix}"
-    # `Storage.matting_rel` and `compare_rel` from the stem cut once (two names per image)
-    first_rel = f"{MATTING_OUTPUT}/{job_id}/{stem}{suffix}"
-    if len(models) <= 1 and output != "both":  # one cut-out, under docs/DESIGN.md's name
-        found = find(first_rel)
+    find = (finder or JobFinder(storage)).where
+    candidates = task_candidates(job_id, output, models, t.path, suffix)
+    for rel, name in candidates:
+        found = find(rel)
         if found is not None:
-            out.files.append((found, first_name))
-            out.matting_output = first_name
-    else:
-        names = list(models) or [""]  # one unnamed model: docs/DESIGN.md's names
-        kinds = (False, True) if output == "both" else (False,)
-        for i, model in enumerate(names):
-            for alpha in kinds:
-                found = find(model_output_rel(first_rel, model, i, alpha))
-                if found is not None:
-                    out.files.append((found, model_output_rel(first_name, model, i, alpha)))
-        if any(name == first_name for _, name in out.files):
-            out.matting_output = first_name
-    sheet = find(f"{FINAL_RESULTS}/{job_id}/{stem}{COMPARE_SUFFIX}")
-    if sheet is not None:
-        out.compare_output = f"{FINAL_RESULTS}/{stem}{COMPARE_SUFFIX}"
-        out.files.append((sheet, out.compare_output))
+            out.files.append((found, name))
+    if out.files:
+        first_name = candidates[0][1]  # the first model's cut-out: docs/DESIGN.md's name
+        sheet_name = candidates[-1][1]
+        for _, name in out.files:
+            if name == first_name:
+                out.matting_output = name
+            elif name == sheet_name:
+                out.compare_output = name
     return out
 
 
@@ -392,6 +381,17 @@ def build_zip(
     that `zip_chunks` removes once the zip is read. The tasks are walked PAGE_ROWS at a time,
     as `job_zip` walks a job's rows (what a page's members cost is held one page at a time)."""
     pages = [tasks[i:i + PAGE_ROWS] for i in range(0, len(tasks), PAGE_ROWS)]
+    if report is not None and sized and storage.is_local:
+        totals, summed = _totals(tasks), ZipSizer()
+        if _sizable(totals) and summed.add_many(totals.files, totals.bytes, totals.name_bytes):
+            unsized = [t for t in tasks
+                       if t.output_files is None and t.state != TaskState.REJECTED.value]
+            _size_rows(storage, job_id, output, models, unsized, suffix, JobFinder(storage),
+                       summed)
+            recorded = _recorded_zip(storage, job_id, output, models, report, suffix, summed,
+                                     summed.count, pages)
+            if recorded is not None:
+                return recorded
     tmp = None
     if report is None:
         tmp = Path(tempfile.mkdtemp(prefix="report-"))
@@ -493,6 +493,19 @@ async def job_zip(
     (`JobZip.stream` reads its pages from this event loop). Nothing is kept per member.
     A finished job's walks read three columns a row (`output_pages`), a running one's the
     whole rows its report needs (`task_pages`)."""
+    if partial is None and report is not None and storage.is_local:
+        totals = await db.snapshot(functools.partial(repo.output_totals_sync, job_id=job_id))
+        summed = ZipSizer()
+        if _sizable(totals) and summed.add_many(totals.files, totals.bytes, totals.name_bytes):
+            found = JobFinder(storage)
+            async for page in unsized_pages(db, job_id):  # failed tasks: a `stat` each
+                await asyncio.to_thread(_size_rows, storage, job_id, output, models, page,
+                                        suffix, found, summed)
+            recorded = await asyncio.to_thread(
+                _recorded_zip, storage, job_id, output, models, report, suffix, summed,
+                summed.count, _pages_from(output_pages(db, job_id), asyncio.get_running_loop()))
+            if recorded is not None:
+                return recorded
     read: Callable[[Database, str], AsyncIterator[Sequence[TaskRow]]] = (
         output_pages if partial is None else task_pages)
     sizer = ZipSizer() if partial is None else None
@@ -537,6 +550,179 @@ async def job_zip(
     pages = _pages_from(read(db, job_id), asyncio.get_running_loop())
     return JobZip(_stream(plan, pages), sizer.size if sizer is not None else None, members,
                   cleanup=partial, prefetch=plan.prefetch)
+
+
+def _totals(tasks: Sequence[Task]) -> repo.OutputTotals:
+    """`repo.output_totals_sync` of tasks held in memory (`build_zip`)."""
+    unsized = sized = files = size = name_bytes = 0
+    for t in tasks:
+        if t.output_files is None:
+            unsized += t.state != TaskState.REJECTED.value
+            continue
+        sized += 1
+        files += t.output_files
+        size += t.output_bytes or 0
+        name_bytes += t.output_name_bytes or 0
+    return repo.OutputTotals(unsized, sized, files, size, name_bytes)
+
+
+def _sizable(totals: repo.OutputTotals) -> bool:
+    """Whether a finished job's zip is sized from its recorded sizes: some row has them
+    (a job from before the columns has none, and may hold names ingest would now refuse:
+    it is sized and deduplicated by the two walks, as before)."""
+    return totals.sized > 0
+
+
+def _size_rows(storage: Storage, job_id: str, output: str, models: Sequence[str],
+               rows: Iterable[TaskRow], suffix: str, finder: JobFinder, sizer: ZipSizer
+               ) -> int:
+    """The members of rows without recorded sizes into `sizer`, a `stat` each (blocking)."""
+    files = [f for t in rows
+             for f in task_members(storage, job_id, output, models, t, suffix, finder).files]
+    return _size(files, sizer)
+
+
+def _recorded_zip(storage: Storage, job_id: str, output: str, models: Sequence[str],
+                  report: ReportFiles, suffix: str, sizer: ZipSizer, members: int,
+                  pages: Iterable[Sequence[TaskRow]]) -> JobZip | None:
+    """A finished job's zip sized before its first byte without a walk of its rows: `sizer`
+    holds the recorded sizes' sums (`repo.output_totals_sync`, one aggregate query) and the
+    few rows without them (a `stat` each); here the report's three files are added
+    (blocking: it stats them and lists the videos). None when it cannot be: S3, a job
+    with videos (their names are checked against the frames' by a walk), or members past
+    4 GiB (ZIP64 offsets: sized one by one by the walk)."""
+    if not storage.is_local or sizer.offset >= ZIP64_LIMIT:
+        return None
+    if add_videos(storage, job_id, True)[0]:
+        return None
+    members += _size(report_files(report), sizer)
+    if sizer.offset >= ZIP64_LIMIT:
+        return None
+    plan = _Plan(storage, job_id, output, models, suffix, report,
+                 ObjectPrefetch(storage.objects))
+    return JobZip(_stream_recorded(plan, pages, sizer.offset), sizer.size, members,
+                  prefetch=plan.prefetch)
+
+
+def _stream_recorded(plan: _Plan, pages: Iterable[Sequence[TaskRow]], end: int
+                     ) -> Generator[bytes, None, None]:
+    """`_stream` of a zip sized from recorded sizes (`_recorded_zip`): each task's files
+    are checked against its row before any of their bytes go out (`_send_task`), no
+    member may pass the announced end of the members (`end`), and the members must meet it
+    before the central directory is written: a file gone, added or resized since the task
+    completed stops the zip with an error, short of its Content-Length, never a zip of
+    other contents under the announced length."""
+    writer = ZipWriter()
+    try:
+        finder = JobFinder(plan.storage)
+        job_id, output, models, suffix = plan.job_id, plan.output, plan.models, plan.suffix
+        where = finder.where
+        out: list[bytes] = []
+        flushed = 0
+        for page in pages:
+            for t in page:
+                if t.state == REJECTED:
+                    continue  # no outputs (`task_members`: its files, without the names the
+                files = []    # report gives them)
+                for rel, name in task_candidates(job_id, output, models, t.path, suffix):
+                    found = where(rel)
+                    if found is not None:
+                        files.append((found, name))
+                if not _add_task(writer, files, t, end, out):  # a big file: streamed
+                    if out:
+                        yield b"".join(out)
+                        out.clear()
+                    yield from _send_task(writer, files, t, end)
+                    flushed = writer.offset
+                elif writer.offset - flushed >= ZIP_CHUNK_BYTES:
+                    yield b"".join(out)
+                    out.clear()
+                    flushed = writer.offset
+        if out:
+            yield b"".join(out)
+        yield from _send_task(writer, report_files(plan.report), None, end)
+        if writer.offset != end:
+            raise ZipSizeMismatch(f"the zip's members came to {writer.offset} bytes, "
+                                  f"{end} announced: a file is gone or changed")
+        yield from writer.finish()
+    finally:
+        writer.close()
+
+
+REJECTED = TaskState.REJECTED.value
+
+
+def _add_task(writer: ZipWriter, files: Sequence[tuple[Member, str]], t: TaskRow, end: int,
+              out: list[bytes]) -> bool:
+    """`_send_task` of a task whose files are all small (up to READ_BLOCK_BYTES, a job's
+    outputs): each file opened, `fstat`ed and read whole at once, the task checked against
+    its row, then each member appended to `out` as one piece (`ZipWriter.whole`): no
+    generator and no piece of its own per member, the per-member work of a zip of tiny images
+    (issue 17). False, nothing written, when one file is bigger (`_send_task` streams it)."""
+    read: list[tuple[str, bytes, float]] = []
+    total = 0
+    for member, name in files:
+        assert not isinstance(member, ObjectFile)  # a local store's zip
+        fd = os.open(member, _OPEN_FLAGS)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileNotFoundError(f"{name}: no longer a plain file")
+            if st.st_size > READ_BLOCK_BYTES:
+                return False
+            data = os.read(fd, st.st_size)
+        finally:
+            os.close(fd)
+        total += len(data)
+        read.append((name, data, st.st_mtime))
+    want = (getattr(t, "output_files", None), getattr(t, "output_bytes", None))
+    if want[0] is not None and want != (len(read), total):
+        raise ZipSizeMismatch(f"{t.path}: {len(read)} files of {total} bytes, {want[0]} of "
+                              f"{want[1]} when it completed: its outputs changed since")
+    if writer.offset + total > end:
+        raise ZipSizeMismatch(f"{t.path}: the zip would pass its announced length")
+    writer.wholes(read, out)
+    return True
+
+
+def _send_task(writer: ZipWriter, files: Sequence[tuple[Member, str]], t: TaskRow | None,
+               end: int) -> Iterator[bytes]:
+    """One task's local files into the zip, after their count and summed size (one `fstat`
+    each on the opened file) are checked against the task's recorded ones (`t`; a row
+    without them, or None for the report files: checked by `end` alone). Opened without
+    following a symlink."""
+    fds: list[int] = []
+    try:
+        stats = []
+        total = 0
+        for member, name in files:
+            assert not isinstance(member, ObjectFile)  # a local store's zip
+            fd = os.open(member, _OPEN_FLAGS)
+            fds.append(fd)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileNotFoundError(f"{name}: no longer a plain file")
+            stats.append(st)
+            total += st.st_size
+        want = (getattr(t, "output_files", None), getattr(t, "output_bytes", None))
+        if t is not None and want[0] is not None and want != (len(files), total):
+            raise ZipSizeMismatch(
+                f"{t.path}: {len(files)} files of {total} bytes, {want[0]} of {want[1]} "
+                "when it completed: its outputs changed since")
+        for (_, name), fd, st in zip(files, fds, stats, strict=True):
+            size = st.st_size
+            if size <= READ_BLOCK_BYTES:
+                piece = writer.whole(name, size, os.read(fd, size), st.st_mtime)
+                if writer.offset > end:
+                    raise ZipSizeMismatch(f"{name}: the zip would pass its announced length")
+                yield piece
+            else:
+                if writer.offset + size > end:
+                    raise ZipSizeMismatch(f"{name}: the zip would pass its announced length")
+                yield from writer.member(name, size, _blocks(fd, size), st.st_mtime)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _pages_from(rows: AsyncIterator[Sequence[TaskRow]], loop: asyncio.AbstractEventLoop

@@ -22,13 +22,16 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator
 
-__all__ = ["CENTRAL_IN_MEMORY_BYTES", "ZipSizeMismatch", "ZipSizer", "ZipWriter", "dos_time"]
+__all__ = ["CENTRAL_IN_MEMORY_BYTES", "ZIP64_LIMIT", "ZipSizeMismatch", "ZipSizer", "ZipWriter",
+           "dos_time"]
 
 CENTRAL_IN_MEMORY_BYTES = 4 * 1024 * 1024
 """Central-directory bytes kept in memory before they spill to a temporary file: a zip of up
 to ~40 000 members never touches the disk for it; a bigger one costs no memory for it."""
 
-_ZIP64_LIMIT = 0xFFFFFFFF
+ZIP64_LIMIT = 0xFFFFFFFF
+"""Sizes and offsets from here on need ZIP64 fields."""
+_ZIP64_LIMIT = ZIP64_LIMIT
 _COUNT_LIMIT = 0xFFFF
 _FLAGS = 0x0008 | 0x0800  # sizes and CRC in a data descriptor; names are UTF-8
 _STORED = 0
@@ -45,6 +48,13 @@ _LOCAL = struct.Struct("<IHHHHHIIIHH")
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
 _DESCRIPTOR = struct.Struct("<IIII")
 _DESCRIPTOR64 = struct.Struct("<IIQQ")
+_LOCAL_PACK = _LOCAL.pack
+_CENTRAL_PACK = _CENTRAL.pack
+_DESCRIPTOR_PACK = _DESCRIPTOR.pack
+"""Bound once: `whole` packs three records per member (issue 17, the download's third pass)."""
+_SMALL_LIMIT = _ZIP64_LIMIT
+"""A member starting and ending in the first 4 GiB with a size below it needs no ZIP64
+field (`whole`'s short way)."""
 _END = struct.Struct("<IHHHHIIH")
 _END64 = struct.Struct("<IQHHIIQQQQ")
 _LOCATOR64 = struct.Struct("<IIQI")
@@ -129,6 +139,19 @@ class ZipSizer:
             self.offset += _member_length(raw, size)
         self.count += 1
 
+    def add_many(self, count: int, data_bytes: int, name_bytes: int) -> bool:
+        """`count` members at once from their sums (names' UTF-8 bytes and data), as `add`
+        would count them one by one while no ZIP64 field is needed: True when the members
+        end before 4 GiB (so each one starts there, and none needs a ZIP64 field); False,
+        nothing counted, when they would not (the caller sizes them one by one)."""
+        offset = self.offset + count * (_LOCAL.size + _DESCRIPTOR.size) + name_bytes + data_bytes
+        if offset >= _ZIP64_LIMIT:
+            return False
+        self.offset = offset
+        self.central += count * _CENTRAL.size + name_bytes
+        self.count += count
+        return True
+
     @property
     def size(self) -> int:
         return self.offset + self.central + len(_end_records(self.count, self.central,
@@ -174,10 +197,34 @@ class ZipWriter:
         and a generator."""
         if len(data) != size:
             raise ZipSizeMismatch(f"{name}: {len(data)} bytes, {size} announced")
+        start = self.offset
+        if start < _SMALL_LIMIT and size < _SMALL_LIMIT:  # no ZIP64 field: one pack each
+            raw = name.encode()
+            n = len(raw)
+            t, d = _dos_second(int(mtime))
+            crc = zlib.crc32(data)
+            self._records.append(_CENTRAL_PACK(0x02014B50, _MADE_BY, _VERSION, _FLAGS, _STORED,
+                                               t, d, crc, size, size, n, 0, 0, 0, 0,
+                                               _FILE_MODE, start) + raw)
+            self._central_size += _CENTRAL.size + n
+            if len(self._records) >= _RECORDS_HELD:
+                self._spool()
+            self.count += 1
+            self.offset = start + _LOCAL.size + n + size + _DESCRIPTOR.size
+            return b"".join((_LOCAL_PACK(0x04034B50, _VERSION, _FLAGS, _STORED, t, d, 0, size,
+                                         size, n, 0), raw, data,
+                             _DESCRIPTOR_PACK(0x08074B50, crc, size, size)))
         raw, start, stamp, header = self._header(name, size, mtime)
         self.offset += size
         return b"".join((header, data, self._end_member(raw, size, zlib.crc32(data), start,
                                                          stamp)))
+
+    def wholes(self, files: Iterable[tuple[str, bytes, float]], out: list[bytes]) -> None:
+        """`whole` of each (name, data, mtime), appended to `out`: one call per task, not
+        per member (a download's per-member work, issue 17)."""
+        whole = self.whole
+        for name, data, mtime in files:
+            out.append(whole(name, len(data), data, mtime))
 
     def _header(self, name: str, size: int, mtime: float
                 ) -> tuple[bytes, int, tuple[int, int], bytes]:

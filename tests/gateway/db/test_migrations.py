@@ -37,7 +37,7 @@ async def _head(url: str) -> tuple[list[Any], str]:
 async def test_an_empty_database_migrated_to_head_is_tables_py(database_url: str) -> None:
     diff, version = await _head(database_url)
     assert diff == []
-    assert version == "0003"
+    assert version == "0004"
 
 
 async def test_a_database_from_before_alembic_is_adopted(tmp_path: Path) -> None:
@@ -53,6 +53,29 @@ async def test_a_database_from_before_alembic_is_adopted(tmp_path: Path) -> None
                     " created_at, updated_at, callback_done) VALUES "
                     "('old', 'completed', '', '', 'classical', 'rgba', 0, 1, 1, 1)")
     diff, version = await _head(f"sqlite+aiosqlite:///{path}")
-    assert diff == [] and version == "0003"
+    assert diff == [] and version == "0004"
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT id FROM jobs").fetchall() == [("old",)]
+
+
+async def test_a_0003_database_gets_the_output_size_columns_its_rows_left_unrecorded(
+        tmp_path: Path) -> None:
+    """Revision 0004 (issue 17, the download): the three columns are added to a database of
+    0003 with rows in it; those rows keep NULL (their job's zip is sized by `stat`)."""
+    path = tmp_path / "v3.db"
+    await _head(f"sqlite+aiosqlite:///{path}")
+    with sqlite3.connect(path) as con:  # as revision 0003 left it, with a finished job
+        for column in ("output_files", "output_bytes", "output_name_bytes"):
+            con.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
+        con.execute("UPDATE alembic_version SET version_num = '0003'")
+        con.execute("INSERT INTO jobs (id, state, filename, upload_path, model, output, total,"
+                    " created_at, updated_at, callback_done) VALUES "
+                    "('old', 'completed', '', '', 'classical', 'rgba', 1, 1, 1, 1)")
+        con.execute("INSERT INTO tasks (job_id, path, input, state, retry_count, "
+                    "next_attempt_at, queued_at, updated_at) VALUES "
+                    "('old', 'a.png', 'a.png', 'completed', 0, 0, 1, 1)")
+    diff, version = await _head(f"sqlite+aiosqlite:///{path}")
+    assert diff == [] and version == "0004"
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT path, output_files, output_bytes, output_name_bytes "
+                           "FROM tasks").fetchall() == [("a.png", None, None, None)]

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import time
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
 
 from tests.support.gateway import Gateway, StageServer, image_tasks, seed
 from tests.support.waiting import wait_for
@@ -61,8 +66,12 @@ def test_both_outputs_and_missing_files_are_skipped(
     start_gateway: Start, stage_server: StageServer
 ) -> None:
     gw = start_gateway(stage_server.url)
+    # top.jpg's comparison fails for good: its sheet is missing, its cut-outs are there (a
+    # failed task has no recorded sizes: its files are sized by `stat`). A file removed after
+    # its task completed fails the download instead (`test_a_completed_task_s_file_...`).
+    stage_server.by_input["top.jpg"] = ["ok", "fatal"]
     finished_job(gw, output="both")
-    gw.storage.resolve(gw.storage.compare_rel("j1", "top.jpg")).unlink()
+    assert not gw.storage.resolve(gw.storage.compare_rel("j1", "top.jpg")).exists()
     zf = read_zip(gw.client.get("/download/j1"))
     names = set(zf.namelist())
     assert "matting_output/a/other.alpha.png" in names
@@ -155,3 +164,83 @@ def test_a_job_of_several_pages_streams_whole_with_its_length(
     assert len(names) == len(set(names)) == 2 * n + 3
     assert zf.read("final_results/d3/img1202_compare.jpg") == b"sheet d3/img1202.png"
     assert len(json.loads(zf.read("report.json"))["items"]) == n
+
+
+# --- the zip sized from the rows' recorded sizes (issue 17, README "The download, third pass")
+def _short_download(gw: Gateway) -> None:
+    """The download starts (200, its Content-Length) and stops short of that length: the
+    client sees an incomplete body, never a complete zip of other contents."""
+    with gw.client.stream("GET", "/download/j1") as r:
+        assert r.status_code == 200
+        length = int(r.headers["content-length"])
+        got = 0
+        with pytest.raises(httpx.RemoteProtocolError):
+            for chunk in r.iter_raw():
+                got += len(chunk)
+        assert got < length
+
+
+def test_a_completed_task_s_sizes_are_recorded_and_size_the_zip(
+        start_gateway: Start, stage_server: StageServer) -> None:
+    gw = start_gateway(stage_server.url)
+    finished_job(gw, output="both")
+    with sqlite3.connect(gw.settings.data_dir / "mattepipe.db") as con:
+        rows = dict(((p, (f, b, n)) for p, f, b, n in con.execute(
+            "SELECT path, output_files, output_bytes, output_name_bytes FROM tasks")))
+    cut = gw.storage.resolve(gw.storage.matting_rel("j1", "a/b/deep.jpg"))
+    alpha = cut.with_name("deep.alpha.png")
+    sheet = gw.storage.resolve(gw.storage.compare_rel("j1", "a/b/deep.jpg"))
+    names = ["matting_output/a/b/deep.png", "matting_output/a/b/deep.alpha.png",
+             "final_results/a/b/deep_compare.jpg"]
+    assert rows["a/b/deep.jpg"] == (3, sum(p.stat().st_size for p in (cut, alpha, sheet)),
+                                    sum(len(n.encode()) for n in names))
+    assert rows["broken.jpg"] == (None, None, None)  # rejected: no outputs
+    r = gw.client.get("/download/j1")
+    assert int(r.headers["content-length"]) == len(r.content)
+    assert len(read_zip(r).namelist()) == 9 + 3
+
+
+def test_a_completed_task_s_file_changed_since_fails_the_download_short_of_its_length(
+        start_gateway: Start, stage_server: StageServer) -> None:
+    gw = start_gateway(stage_server.url)
+    finished_job(gw)
+    cut = gw.storage.resolve(gw.storage.matting_rel("j1", "a/other.jpg"))
+    cut.write_bytes(cut.read_bytes() + b"grown")  # a byte count the zip did not announce
+    _short_download(gw)
+    cut.write_bytes(cut.read_bytes()[:-5])  # back to its size: whole again
+    r = gw.client.get("/download/j1")
+    assert int(r.headers["content-length"]) == len(r.content)
+    read_zip(r)
+
+
+def test_a_completed_task_s_file_gone_or_a_symlink_fails_the_download(
+        start_gateway: Start, stage_server: StageServer, tmp_path: Path) -> None:
+    gw = start_gateway(stage_server.url)
+    finished_job(gw)
+    sheet = gw.storage.resolve(gw.storage.compare_rel("j1", "top.jpg"))
+    body = sheet.read_bytes()
+    sheet.unlink()
+    _short_download(gw)
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(body)  # the same size: only the symlink differs
+    sheet.symlink_to(outside)
+    _short_download(gw)  # never followed into the zip
+
+
+def test_sizes_recorded_after_retries_are_those_of_the_files_sent(
+        start_gateway: Start, stage_server: StageServer) -> None:
+    """A task retried at either stage is measured once, when it completes: its record is its
+    files as they are then (the cache's reused cut-outs: tests/gateway/pipeline/
+    test_result_cache.py downloads them through the same records)."""
+    gw = start_gateway(stage_server.url)
+    stage_server.by_input["other.jpg"] = ["retryable", "ok", "retryable", "ok"]
+    finished_job(gw)
+    with sqlite3.connect(gw.settings.data_dir / "mattepipe.db") as con:
+        got = con.execute("SELECT retry_count, output_files, output_bytes FROM tasks "
+                          "WHERE path = 'a/other.jpg'").fetchone()
+    cut = gw.storage.resolve(gw.storage.matting_rel("j1", "a/other.jpg"))
+    sheet = gw.storage.resolve(gw.storage.compare_rel("j1", "a/other.jpg"))
+    assert got == (2, 2, cut.stat().st_size + sheet.stat().st_size)
+    r = gw.client.get("/download/j1")
+    assert int(r.headers["content-length"]) == len(r.content)
+    read_zip(r)

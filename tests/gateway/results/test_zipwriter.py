@@ -221,3 +221,20 @@ def test_a_member_written_whole_is_the_same_bytes_as_in_pieces() -> None:
     assert zf.read("d/00299.png") == bytes([299 % 251]) * 299
     with pytest.raises(ZipSizeMismatch):
         ZipWriter().whole("short.png", 10, b"123")
+
+
+def test_members_counted_from_their_sums_are_counted_as_one_by_one() -> None:
+    """`ZipSizer.add_many` (a finished job's recorded sizes) announces what `add` would,
+    and refuses (counting nothing) members that would end past 4 GiB."""
+    members = [(f"matting_output/d{i % 3}/é{i}.png", i * 37 % 1000) for i in range(70_000)]
+    one, many = ZipSizer(), ZipSizer()
+    for name, size in members:
+        one.add(name, size)
+    assert many.add_many(len(members), sum(s for _, s in members),
+                         sum(len(n.encode()) for n, _ in members))
+    many.add("report.json", 10)
+    one.add("report.json", 10)
+    assert (many.size, many.count) == (one.size, one.count)
+    big = ZipSizer()
+    assert not big.add_many(2, _ZIP64_LIMIT, 10)
+    assert (big.offset, big.count, big.central) == (0, 0, 0)
