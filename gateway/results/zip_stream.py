@@ -342,11 +342,8 @@ def _send(writer: ZipWriter, files: Sequence[tuple[Member, str]], prefetch: Obje
             yield from writer.member(name, member.size, prefetch.chunks(member))
             continue
         piece = None
-        fd = os.open(member, _OPEN_FLAGS)
+        fd, st = _open_plain(member, name)
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise FileNotFoundError(f"{name}: no longer a plain file")
             if st.st_size <= READ_BLOCK_BYTES:
                 piece = writer.whole(name, st.st_size, os.read(fd, st.st_size), st.st_mtime)
             else:
@@ -356,6 +353,21 @@ def _send(writer: ZipWriter, files: Sequence[tuple[Member, str]], prefetch: Obje
             os.close(fd)
         if piece is not None:
             yield piece
+
+
+def _open_plain(member: str | os.PathLike[str], name: str) -> tuple[int, os.stat_result]:
+    """A local member opened without following a symlink, and its `fstat` (the opened file's
+    own, so it cannot be swapped between the check and the read); FileNotFoundError, the fd
+    closed, when it is no longer a plain file."""
+    fd = os.open(member, _OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(f"{name}: no longer a plain file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
 
 
 def _blocks(fd: int, size: int) -> Iterator[bytes]:
@@ -615,19 +627,13 @@ def _stream_recorded(plan: _Plan, pages: Iterable[Sequence[TaskRow]], end: int
     writer = ZipWriter()
     try:
         finder = JobFinder(plan.storage)
-        job_id, output, models, suffix = plan.job_id, plan.output, plan.models, plan.suffix
-        where = finder.where
+        storage, job_id, output = plan.storage, plan.job_id, plan.output
+        models, suffix = plan.models, plan.suffix
         out: list[bytes] = []
         flushed = 0
         for page in pages:
             for t in page:
-                if t.state == REJECTED:
-                    continue  # no outputs (`task_members`: its files, without the names the
-                files = []    # report gives them)
-                for rel, name in task_candidates(job_id, output, models, t.path, suffix):
-                    found = where(rel)
-                    if found is not None:
-                        files.append((found, name))
+                files = task_members(storage, job_id, output, models, t, suffix, finder).files
                 if not _add_task(writer, files, t, end, out):  # a big file: streamed
                     if out:
                         yield b"".join(out)
@@ -649,7 +655,13 @@ def _stream_recorded(plan: _Plan, pages: Iterable[Sequence[TaskRow]], end: int
         writer.close()
 
 
-REJECTED = TaskState.REJECTED.value
+def _check_row(t: TaskRow | None, files: int, total: int) -> None:
+    """A task's files as found now against its row's record (count and summed bytes); a row
+    without one, or None for the report files, is checked by the zip's end alone."""
+    want = (getattr(t, "output_files", None), getattr(t, "output_bytes", None))
+    if t is not None and want[0] is not None and want != (files, total):
+        raise ZipSizeMismatch(f"{t.path}: {files} files of {total} bytes, {want[0]} of "
+                              f"{want[1]} when it completed: its outputs changed since")
 
 
 def _add_task(writer: ZipWriter, files: Sequence[tuple[Member, str]], t: TaskRow, end: int,
@@ -663,11 +675,8 @@ def _add_task(writer: ZipWriter, files: Sequence[tuple[Member, str]], t: TaskRow
     total = 0
     for member, name in files:
         assert not isinstance(member, ObjectFile)  # a local store's zip
-        fd = os.open(member, _OPEN_FLAGS)
+        fd, st = _open_plain(member, name)
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise FileNotFoundError(f"{name}: no longer a plain file")
             if st.st_size > READ_BLOCK_BYTES:
                 return False
             data = os.read(fd, st.st_size)
@@ -675,10 +684,7 @@ def _add_task(writer: ZipWriter, files: Sequence[tuple[Member, str]], t: TaskRow
             os.close(fd)
         total += len(data)
         read.append((name, data, st.st_mtime))
-    want = (getattr(t, "output_files", None), getattr(t, "output_bytes", None))
-    if want[0] is not None and want != (len(read), total):
-        raise ZipSizeMismatch(f"{t.path}: {len(read)} files of {total} bytes, {want[0]} of "
-                              f"{want[1]} when it completed: its outputs changed since")
+    _check_row(t, len(read), total)
     if writer.offset + total > end:
         raise ZipSizeMismatch(f"{t.path}: the zip would pass its announced length")
     writer.wholes(read, out)
@@ -697,18 +703,11 @@ def _send_task(writer: ZipWriter, files: Sequence[tuple[Member, str]], t: TaskRo
         total = 0
         for member, name in files:
             assert not isinstance(member, ObjectFile)  # a local store's zip
-            fd = os.open(member, _OPEN_FLAGS)
+            fd, st = _open_plain(member, name)
             fds.append(fd)
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise FileNotFoundError(f"{name}: no longer a plain file")
             stats.append(st)
             total += st.st_size
-        want = (getattr(t, "output_files", None), getattr(t, "output_bytes", None))
-        if t is not None and want[0] is not None and want != (len(files), total):
-            raise ZipSizeMismatch(
-                f"{t.path}: {len(files)} files of {total} bytes, {want[0]} of {want[1]} "
-                "when it completed: its outputs changed since")
+        _check_row(t, len(files), total)
         for (_, name), fd, st in zip(files, fds, stats, strict=True):
             size = st.st_size
             if size <= READ_BLOCK_BYTES:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.intake.ingest_process import MODULE
 from gateway.state import zip_members
 from tests.support.gateway import Gateway, StageServer
 from tests.support.images import make_zip, noise_set, zip_of_images
@@ -59,21 +58,6 @@ def test_zip_members_is_none_for_what_is_no_zip(tmp_path: Path) -> None:
     assert zip_members(_write(tmp_path / "a.tar", buf.getvalue())) is None
     whole = zip_of_images(["a.jpg", "b.jpg"])
     assert zip_members(_write(tmp_path / "cut.zip", whole[:-10])) is None  # record cut short
-
-
-def _children(parent: int) -> list[int]:
-    """Every ingest child `parent` has now, zombies included (a short ingest may have ended
-    before a poll sees it running: its log file is the lasting sign)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and MODULE.encode() in cmd:
-            found.append(int(pid))
-    return found
 
 
 def _run(gw: Gateway, body: bytes, n: int) -> None:
