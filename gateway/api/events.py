@@ -24,7 +24,6 @@ or another tenant's job is an ordinary JSON 404 at once.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -86,8 +85,10 @@ async def _events(gw: GatewayState, job_id: str, caller: Caller, status: JobStat
         if (now := _changes(status)) != last:
             yield ServerSentEvent(status.model_dump_json(), event="status")
             last = now
+        ended = gw.db.jobs_ended
         await gw.db.wait_for_write(seen, EVENTS_HEARTBEAT_S)
-        await asyncio.sleep(EVENTS_MIN_INTERVAL_S)
+        # at most a read per interval, but a job's end is told at once (`note_job_ended`)
+        await gw.db.wait_for_job_end(ended, EVENTS_MIN_INTERVAL_S)
         seen = gw.db.generation  # before the read: a write during it wakes the next wait
         try:
             status = await read_status(gw, job_id, caller)

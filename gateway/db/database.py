@@ -76,6 +76,8 @@ class Database:
         self._lock = asyncio.Lock()
         self._generation = 0
         self._written = asyncio.Event()
+        self._jobs_ended = 0
+        self._ended = asyncio.Event()
         self.postgres = is_postgres(url)
         """Several gateways may share this database (`gateway.db.locks`)."""
         self.chores = ChoreLocks(self._engine if self.postgres else None)
@@ -125,6 +127,27 @@ class Database:
         """Another process wrote (the gateway's ingest child, `gateway.intake.ingest_process`):
         wake what waits for a write, as a write of our own would."""
         self._committed()
+
+    def note_job_ended(self) -> None:
+        """A job reached a final state (the scheduler closed it): wake what waits for that.
+        The live progress streams rate-limit their reads (EVENTS_MIN_INTERVAL_S) but cut the
+        wait short here, so a job's `end` event leaves as it is closed, not up to an interval
+        later (issue 14: a client waiting on the stream waited that long after the job)."""
+        self._jobs_ended += 1
+        woken, self._ended = self._ended, asyncio.Event()
+        woken.set()
+
+    @property
+    def jobs_ended(self) -> int:
+        """How many times `note_job_ended` was called since the process started."""
+        return self._jobs_ended
+
+    async def wait_for_job_end(self, seen: int, most_s: float) -> None:
+        """Wait until a job ends after count `seen` of `jobs_ended` (at once if one already
+        did), or `most_s` seconds."""
+        if self._jobs_ended == seen:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), most_s)
 
     @property
     def generation(self) -> int:
