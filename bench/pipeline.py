@@ -60,14 +60,13 @@ def run_job(c: httpx.Client, body: bytes) -> tuple[float, str, dict[str, Any]]:
 
 def _wait_end(c: httpx.Client, job_id: str) -> dict[str, Any]:
     """The job's final status, from its events stream, else by polling `/status`."""
+    from mattepipe.client.sse import parse_events
+
     with c.stream("GET", f"/jobs/{job_id}/events") as r:
         if r.status_code == 200:
-            event = ""
-            for line in r.iter_lines():
-                if line.startswith("event:"):
-                    event = line.partition(":")[2].strip()
-                elif line.startswith("data:") and event == "end":
-                    end: dict[str, Any] = json.loads(line.partition(":")[2])
+            for event in parse_events(r.iter_lines()):
+                if event.name == "end":
+                    end: dict[str, Any] = json.loads(event.data)
                     return end
     while True:
         st: dict[str, Any] = c.get(f"/status/{job_id}").json()
