@@ -395,7 +395,7 @@ class Scheduler:
                     self._answers.put_nowait(a)
             raise
         if finished:
-            self.db.note_job_ended()  # before any await: a waiting stream tells it at once
+            self.db.note_jobs_ended(f.job_id for f in finished)  # their streams end now
             self._maintenance_due.set()  # its webhook and report now, not at the next pass
         for f in finished:
             log.info("job %s finished: %s", f.job_id, f.state.value)
@@ -507,8 +507,7 @@ class Scheduler:
                 moved += await transitions.reclaim_expired(s, now, self.settings.max_retries)
                 finished = await transitions.finish_jobs(s, now)
                 await repo.compact_counts(s)
-            if finished:
-                self.db.note_job_ended()
+            self.db.note_jobs_ended(f.job_id for f in finished)
             moved += await self.release_dead_gateways()
             if moved:
                 self.wake()
