@@ -40,7 +40,7 @@ from bench.pipeline import ROOT, _env, _free_port, _studio_images, run_job
 from bench.stack_run import service_label
 from bench.vs_rembg import MODEL, N_IMAGES, SIZES, STACK
 
-__all__ = ["Summary", "Timeline", "run", "sample_job", "summary"]
+__all__ = ["Summary", "Timeline", "phase_table", "run", "sample_job", "summary"]
 
 SAMPLE_S = 0.05
 JOBS = int(os.environ.get("BENCH_TIMELINE_JOBS", "3"))
@@ -267,7 +267,8 @@ def _one(s: Summary) -> str:
                         for n, sec, b, i, _ in s.phases) + f"; call sizes {s.sizes}")
 
 
-def _section(sums: list[Summary], n: int, cores: int) -> str:
+def phase_table(sums: list[Summary], n: int) -> list[str]:
+    """The phases' medians over `sums` as a Markdown table, and a line for the whole job."""
     def med(i: int, j: int) -> float:
         return statistics.median(float(s.phases[i][j]) for s in sums)  # type: ignore[arg-type]
 
@@ -275,12 +276,6 @@ def _section(sums: list[Summary], n: int, cores: int) -> str:
         return statistics.median(s.phases[i][4][k] for s in sums)
 
     lines = [
-        "## One stack job's timeline (issue 14, point 2)\n",
-        f"`python -m bench job_timeline`: the stack of `bench.vs_rembg` ({n} JPEGs), "
-        f"{len(sums)} jobs after a warm-up; medians. Every service's CPU from /proc every "
-        f"{SAMPLE_S * 1000:.0f} ms, the events from the gateway's log ({cores} cores; "
-        "bench/job_timeline.py says what each phase is). The client waits on the job's "
-        "events stream (`bench.pipeline.run_job`).\n",
         "| phase | seconds | cores busy | idle-core s | matting worker | comparison worker "
         "| gateway |",
         "|---|---|---|---|---|---|---|",
@@ -296,6 +291,19 @@ def _section(sums: list[Summary], n: int, cores: int) -> str:
               f"cores busy, {idle:.2f} idle-core s; load average at the jobs' starts "
               f"{min(loads):.1f}–{max(loads):.1f}. Stage calls' sizes, the last job: "
               f"{sums[-1].sizes}.", ""]
+    return lines
+
+
+def _section(sums: list[Summary], n: int, cores: int) -> str:
+    lines = [
+        "## One stack job's timeline (issue 14, point 2)\n",
+        f"`python -m bench job_timeline`: the stack of `bench.vs_rembg` ({n} JPEGs), "
+        f"{len(sums)} jobs after a warm-up; medians. Every service's CPU from /proc every "
+        f"{SAMPLE_S * 1000:.0f} ms, the events from the gateway's log ({cores} cores; "
+        "bench/job_timeline.py says what each phase is). The client waits on the job's "
+        "events stream (`bench.pipeline.run_job`).\n",
+        *phase_table(sums, n),
+    ]
     return "\n".join(lines)
 
 
