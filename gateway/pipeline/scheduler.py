@@ -7,7 +7,9 @@ that arrived meanwhile), and every write goes through `Database.write()`, the pr
 write lock: the gateway is the database's sole writer, so its writes never wait on SQLite's
 busy handler.
 A maintenance loop requeues due retries, reclaims expired leases, closes finished jobs and
-fires their webhooks. See `gateway.pipeline.stage_calls` for what counts as a failed attempt.
+fires their webhooks; the writer closes a job itself as the answer ending its last task lands
+(and wakes the maintenance pass), so a job's end waits for no timer (issue 14).
+See `gateway.pipeline.stage_calls` for what counts as a failed attempt.
 """
 
 from __future__ import annotations
