@@ -92,9 +92,9 @@ async def _events(gw: GatewayState, job_id: str, caller: Caller, status: JobStat
             last = now
         await gw.db.wait_for_write(seen, EVENTS_HEARTBEAT_S)
         # at most a read per interval, but the job's close is told at once (`job_end_signal`)
+        # (never cleared: the job's other streams share it, and the next read ends this one)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), EVENTS_MIN_INTERVAL_S)
-        ended.clear()
         seen = gw.db.generation  # before the read: a write during it wakes the next wait
         try:
             status = await read_status(gw, job_id, caller)
