@@ -10,6 +10,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,29 @@ def test_the_end_is_sent_as_the_job_closes_not_an_interval_later(
     assert json.loads(got[0].data)["state"] != "completed"
     assert json.loads(got[-1].data)["state"] == "completed"
     assert took < interval / 2, took
+
+
+def test_every_stream_of_the_job_gets_its_end_at_once(
+        start_gateway: Start, stage_server: StageServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two streams of one job share its end signal (`Database.job_end_signal`): both end as
+    the job closes, neither waits out the (two-minute) read interval."""
+    interval = 120.0
+    monkeypatch.setattr(events_api, "EVENTS_MIN_INTERVAL_S", interval)
+    stage_server.plan = {"matting": ["slow:0.5"], "compare": ["slow:0.5"]}
+    gw = start_gateway(stage_server.url)
+    job_id = started(gw, ["a.jpg"])
+
+    def follow() -> list[str]:
+        with httpx.Client(base_url=gw.url, timeout=30) as c, \
+                c.stream("GET", f"/jobs/{job_id}/events") as r:
+            return [e.name for e in read_all(r)]
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda _: follow(), range(2)))
+    assert all(names[-1] == "end" for names in got), got
+    assert time.monotonic() - t0 < interval / 2
 
 
 # --- the CLI against the real gateway ----------------------------------------------------------
