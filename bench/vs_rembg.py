@@ -166,6 +166,10 @@ def run() -> str:
                     f"{k} {v[-1][0]:.2f} img/s {v[-1][1]:.0f} MiB" for k, v in rows.items()),
                     flush=True)
             gap = _alpha_gap(base / f"matte{ROUNDS - 1}", base / f"rembg{ROUNDS - 1}")
+            # one more stack job, sampled (not in the table: its sampler costs CPU): where
+            # in the job a core sat idle (bench.job_timeline)
+            timeline = _timeline(url, buf.getvalue(), stack.pid,
+                                 settings.data_dir / "logs" / "gateway.out", len(paths))
         finally:
             stop_stack(stack)
 
@@ -214,6 +218,11 @@ def run() -> str:
         "machine would show, and the CPU column is the load-independent figure (what one "
         "image costs). Memory through the stack is a set of processes: the whole tree is the "
         "strict reading, the engine's process the like-for-like one.",
+        "One more stack job after the rounds, its services' CPU sampled every 50 ms and its "
+        "events from the gateway's log (`bench.job_timeline`, which says what each phase "
+        "is): where in the job a core sat idle.",
+        "",
+        *timeline,
         f"Alpha, mattepipe's default against rembg on these images: mean |Δ| {gap[0]:.2f} "
         f"levels, {gap[1]:.2%} of pixels over 2 levels. With random weights U²-Net-p's d0 "
         "spans ~0.01 before rembg's min-max stretch, which magnifies bf16's rounding ~80×: "
@@ -232,10 +241,28 @@ def run() -> str:
         "faster to write, ~1.6× to read back in the comparison stage; section \"PNG encode "
         "of the cut-out\"), and a zip of fewer than INGEST_CHILD_MIN_MEMBERS (256) members is "
         "ingested in the gateway: a child process's start (~1.1 s of CPU for its imports) no "
-        "longer comes before the first task.",
+        "longer comes before the first task. The fourth pass (the job's bubbles): the job is "
+        "closed by the transaction that records its last answer, not by the next "
+        "maintenance pass up to 1 s later; its events stream sends `end` as it closes, and "
+        "the benchmark waits on that stream as a user would (it polled `/status` every "
+        "0.2 s); the ingest checks a JPEG at 1/8 scale. Section \"mattepipe vs rembg: the "
+        "fourth pass, the job's bubbles\".",
         "",
     ]
     return "\n".join(lines)
+
+
+def _timeline(url: str, body: bytes, root: int, log: Path, n: int) -> list[str]:
+    """The phase table of one sampled stack job; a line saying why not, if it failed (the
+    rounds' figures above stand without it)."""
+    from bench.job_timeline import phase_table, sample_job, summary
+
+    load = _load()
+    try:
+        s = summary(sample_job(url, body, root, log), os.cpu_count() or 1, load)
+    except Exception as exc:  # a log line format changed, a job failed: say so, keep the rest
+        return [f"_(The sampled job gave no timeline: {exc!r}.)_", ""]
+    return phase_table([s], n)
 
 
 if __name__ == "__main__":

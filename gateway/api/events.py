@@ -9,7 +9,9 @@ Why it is cheap: a stream does not poll the database. Every write of the gateway
 `Database.write()` (the one write lock), which bumps a generation counter and wakes waiters
 when it commits; a stream sleeps on that, then reads its job (the same two queries as
 `/status`) at most once per EVENTS_MIN_INTERVAL_S, and sends an event only when something but
-the clock-driven fields (throughput, ETA) changed. A gateway with nothing happening costs its
+the clock-driven fields (throughput, ETA) changed; the job's close cuts that interval short
+(`Database.job_end_signal`: per job, so only its own streams read early, once), so `end`
+leaves as the job is closed. A gateway with nothing happening costs its
 streams nothing; a busy one costs each stream what a 2-per-second poller of `/status` would.
 Signalling per job from the scheduler would wake fewer streams, but it would have to be kept
 in step with every place that changes a job (answers, ingest, maintenance, cancel, restart
@@ -25,6 +27,7 @@ or another tenant's job is an ordinary JSON 404 at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -76,8 +79,9 @@ def _changes(status: JobStatus) -> dict[str, Any]:
 
 
 async def _events(gw: GatewayState, job_id: str, caller: Caller, status: JobStatus,
-                  seen: int) -> AsyncIterator[ServerSentEvent]:
-    """The stream's body: `status` (read at generation `seen`) first, then every change."""
+                  seen: int, ended: asyncio.Event) -> AsyncIterator[ServerSentEvent]:
+    """The stream's body: `status` (read at generation `seen`, after `ended` was taken)
+    first, then every change."""
     last: dict[str, Any] | None = None
     while True:
         if JobState(status.state) in FINAL_JOB_STATES:
@@ -87,7 +91,10 @@ async def _events(gw: GatewayState, job_id: str, caller: Caller, status: JobStat
             yield ServerSentEvent(status.model_dump_json(), event="status")
             last = now
         await gw.db.wait_for_write(seen, EVENTS_HEARTBEAT_S)
-        await asyncio.sleep(EVENTS_MIN_INTERVAL_S)
+        # at most a read per interval, but the job's close is told at once (`job_end_signal`)
+        # (never cleared: the job's other streams share it, and the next read ends this one)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), EVENTS_MIN_INTERVAL_S)
         seen = gw.db.generation  # before the read: a write during it wakes the next wait
         try:
             status = await read_status(gw, job_id, caller)
@@ -113,6 +120,7 @@ async def job_events(job_id: str, gw: GW, caller: CallerDep) -> Response:
     one). Unknown and other tenants' jobs are 404; beyond MAX_EVENT_STREAMS open streams 429
     (poll `/status` instead)."""
     seen = gw.db.generation
+    ended = gw.db.job_end_signal(job_id)  # before the read: a close after it is not missed
     status = await read_status(gw, job_id, caller)
     if gw.event_streams >= gw.settings.max_event_streams:
         raise HTTPException(
@@ -120,4 +128,4 @@ async def job_events(job_id: str, gw: GW, caller: CallerDep) -> Response:
             f"(MAX_EVENT_STREAMS); poll /status/{job_id} instead",
             headers={"Retry-After": str(STREAMS_FULL_RETRY_S)})
     gw.event_streams += 1
-    return _Stream(gw, _events(gw, job_id, caller, status, seen))
+    return _Stream(gw, _events(gw, job_id, caller, status, seen, ended))

@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -76,6 +77,9 @@ class Database:
         self._lock = asyncio.Lock()
         self._generation = 0
         self._written = asyncio.Event()
+        self._job_ends: weakref.WeakValueDictionary[str, asyncio.Event] = (
+            weakref.WeakValueDictionary())
+        """job id → the event its live streams hold (`job_end_signal`), while any does."""
         self.postgres = is_postgres(url)
         """Several gateways may share this database (`gateway.db.locks`)."""
         self.chores = ChoreLocks(self._engine if self.postgres else None)
@@ -125,6 +129,25 @@ class Database:
         """Another process wrote (the gateway's ingest child, `gateway.intake.ingest_process`):
         wake what waits for a write, as a write of our own would."""
         self._committed()
+
+    def job_end_signal(self, job_id: str) -> asyncio.Event:
+        """An event set when the scheduler closes `job_id` (`note_jobs_ended`), shared by
+        every holder, kept only while one holds it. A live progress stream takes it before
+        its first read and rate-limits its reads (EVENTS_MIN_INTERVAL_S) with a wait that
+        this cuts short, so a job's `end` leaves as the job is closed, not up to an interval
+        later (issue 14: a client on the stream waited that long after its job). Per job:
+        only that job's streams read early, once each."""
+        ev = self._job_ends.get(job_id)
+        if ev is None:
+            ev = self._job_ends[job_id] = asyncio.Event()
+        return ev
+
+    def note_jobs_ended(self, job_ids: Iterable[str]) -> None:
+        """These jobs reached a final state (after the commit that put them there)."""
+        for job_id in job_ids:
+            ev = self._job_ends.get(job_id)
+            if ev is not None:
+                ev.set()
 
     @property
     def generation(self) -> int:

@@ -415,12 +415,20 @@ class FinishedJob:
     state: JobState
 
 
-async def finish_jobs(s: AsyncSession, now: float) -> list[FinishedJob]:
-    """Close running jobs that have no unfinished task left (and all `total` tasks created)."""
+async def finish_jobs(s: AsyncSession, now: float,
+                      job_ids: Iterable[str] | None = None) -> list[FinishedJob]:
+    """Close running jobs that have no unfinished task left (and all `total` tasks created).
+
+    `job_ids`: only those (the scheduler's writer, as their last answers land), else every
+    running job (the maintenance pass)."""
     done: list[FinishedJob] = []
-    for job_id, total in (await s.execute(
-        select(J.c.id, J.c.total).where(J.c.state == JobState.RUNNING.value)
-    )).all():
+    q = select(J.c.id, J.c.total).where(J.c.state == JobState.RUNNING.value)
+    if job_ids is not None:
+        ids = sorted(set(job_ids))
+        if not ids:
+            return done
+        q = q.where(J.c.id.in_(ids))
+    for job_id, total in (await s.execute(q)).all():
         # one read of the counters, not a look for unfinished rows and then a count: under
         # read committed (Postgres) an ingest could add tasks between two statements
         counts = await job_counts(s, job_id)

@@ -7,7 +7,9 @@ that arrived meanwhile), and every write goes through `Database.write()`, the pr
 write lock: the gateway is the database's sole writer, so its writes never wait on SQLite's
 busy handler.
 A maintenance loop requeues due retries, reclaims expired leases, closes finished jobs and
-fires their webhooks. See `gateway.pipeline.stage_calls` for what counts as a failed attempt.
+fires their webhooks; the writer closes a job itself as the answer ending its last task lands
+(and wakes the maintenance pass), so a job's end waits for no timer (issue 14).
+See `gateway.pipeline.stage_calls` for what counts as a failed attempt.
 """
 
 from __future__ import annotations
@@ -86,6 +88,13 @@ class _Answer:
     sent_at: float
 
 
+def _ended_jobs(batch: list[_Answer], kinds: list[Recorded]) -> set[str]:
+    """The jobs of answers that ended their task (the last stage done, or failed for good):
+    those the writer tries to close in the same transaction (`Scheduler._write_batch`)."""
+    return {a.claimed.job_id for a, kind in zip(batch, kinds, strict=True)
+            if kind is Recorded.FAILED or (kind is Recorded.DONE and a.stage.next is None)}
+
+
 def _log_failure(task: asyncio.Task[int]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("report pass failed", exc_info=task.exception())
@@ -140,6 +149,9 @@ class Scheduler:
         self.webhooks: WebhookSender | None = None
         """The webhooks' own client: never `client`, whose pool is the stages'."""
         self._answers: asyncio.Queue[_Answer] = asyncio.Queue()
+        self._maintenance_due = asyncio.Event()
+        """Set when the writer closed a job: the maintenance pass (webhook, report) runs
+        now instead of up to MAINTENANCE_INTERVAL_S later."""
         self.cache = ResultCache(db, storage)
         """The content-hash cache: a matting task whose result exists is not dispatched."""
 
@@ -375,6 +387,7 @@ class Scheduler:
                 now = time.time()
                 kinds = await self._apply_all(s, batch, now)
                 await transitions.touch_jobs(s, (a.claimed.job_id for a in batch), now)
+                finished = await transitions.finish_jobs(s, now, _ended_jobs(batch, kinds))
         except Exception:
             # E.g. SQLite out of disk: the answers are kept and written once it can. One
             # whose lease has run out meanwhile is left to `reclaim_expired`.
@@ -383,6 +396,11 @@ class Scheduler:
                 if a.claimed.dispatched_at + self.lease_s > now:
                     self._answers.put_nowait(a)
             raise
+        if finished:
+            self.db.note_jobs_ended(f.job_id for f in finished)  # their streams end now
+            self._maintenance_due.set()  # its webhook and report now, not at the next pass
+        for f in finished:
+            log.info("job %s finished: %s", f.job_id, f.state.value)
         late_jobs = set()
         for a, kind in zip(batch, kinds, strict=True):
             self._count(a, kind, now)
@@ -469,12 +487,14 @@ class Scheduler:
     # --- maintenance -----------------------------------------------------------------------
     async def _maintenance_loop(self) -> None:
         while True:
+            self._maintenance_due.clear()
             try:
                 await self.maintain_once()
                 self._start_report_pass()
             except Exception:
                 log.exception("maintenance pass failed")
-            await asyncio.sleep(self.maintenance_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._maintenance_due.wait(), self.maintenance_s)
 
     async def maintain_once(self) -> list[transitions.FinishedJob]:
         """One pass of the singleton chores this gateway holds (`gateway.db.locks`; all of
@@ -489,6 +509,7 @@ class Scheduler:
                 moved += await transitions.reclaim_expired(s, now, self.settings.max_retries)
                 finished = await transitions.finish_jobs(s, now)
                 await repo.compact_counts(s)
+            self.db.note_jobs_ended(f.job_id for f in finished)
             moved += await self.release_dead_gateways()
             if moved:
                 self.wake()

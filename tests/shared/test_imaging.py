@@ -46,6 +46,24 @@ def test_truncated_image_is_rejected(tmp_path: Path) -> None:
         probe_image(buf.getvalue()[: len(buf.getvalue()) // 2], max_pixels=10**8)
 
 
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.9, 0.995])
+def test_a_large_jpeg_checked_at_reduced_scale_still_fails_when_cut(keep: float) -> None:
+    """`probe_image` decodes a JPEG at 1/8 scale (JPEG_CHECK_SCALE), which still reads every
+    byte of the scan: a 1920×1080 photo-like JPEG cut anywhere is rejected as a full decode
+    rejects it, and the whole file passes with its full size."""
+    rng = np.random.default_rng(1)
+    noisy = rng.integers(0, 255, (1080, 1920, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noisy).save(buf, format="JPEG", quality=90)
+    whole = buf.getvalue()
+    assert probe_image(whole, max_pixels=10**8) == (1920, 1080, "JPEG")
+    with pytest.raises(ImageRejected, match="truncated"):
+        probe_image(whole[: int(len(whole) * keep)], max_pixels=10**8)
+    with Image.open(io.BytesIO(whole[: int(len(whole) * keep)])) as im, \
+            pytest.raises(OSError):
+        im.load()  # the full decode agrees
+
+
 def test_not_an_image() -> None:
     with pytest.raises(ImageRejected, match="not a recognised image"):
         probe_image(b"hello world", max_pixels=10**8)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -164,6 +166,51 @@ def test_a_quiet_stream_sends_heartbeats(start_gateway: Start,
     job_id = started(gw, ["a.jpg"])
     with stream(gw, job_id) as r:
         assert any(line.startswith(":") for line in r.iter_lines())  # a comment comes
+
+
+def test_the_end_is_sent_as_the_job_closes_not_an_interval_later(
+        start_gateway: Start, stage_server: StageServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream reads its job at most once per EVENTS_MIN_INTERVAL_S, but the job's close
+    (`Database.note_job_ended`) cuts that wait short: with the interval at two minutes the
+    `end` still comes as soon as the job is done (issue 14: a client on the stream waited up
+    to an interval after its job)."""
+    interval = 120.0
+    monkeypatch.setattr(events_api, "EVENTS_MIN_INTERVAL_S", interval)
+    stage_server.plan = {"matting": ["slow:0.5"], "compare": ["slow:0.5"]}
+    gw = start_gateway(stage_server.url)
+    job_id = started(gw, ["a.jpg"])
+    t0 = time.monotonic()
+    with stream(gw, job_id) as r:
+        got = read_all(r)
+    took = time.monotonic() - t0
+    assert [e.name for e in got] == ["status", "end"], [e.name for e in got]
+    assert json.loads(got[0].data)["state"] != "completed"
+    assert json.loads(got[-1].data)["state"] == "completed"
+    assert took < interval / 2, took
+
+
+def test_every_stream_of_the_job_gets_its_end_at_once(
+        start_gateway: Start, stage_server: StageServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two streams of one job share its end signal (`Database.job_end_signal`): both end as
+    the job closes, neither waits out the (two-minute) read interval."""
+    interval = 120.0
+    monkeypatch.setattr(events_api, "EVENTS_MIN_INTERVAL_S", interval)
+    stage_server.plan = {"matting": ["slow:0.5"], "compare": ["slow:0.5"]}
+    gw = start_gateway(stage_server.url)
+    job_id = started(gw, ["a.jpg"])
+
+    def follow() -> list[str]:
+        with httpx.Client(base_url=gw.url, timeout=30) as c, \
+                c.stream("GET", f"/jobs/{job_id}/events") as r:
+            return [e.name for e in read_all(r)]
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda _: follow(), range(2)))
+    assert all(names[-1] == "end" for names in got), got
+    assert time.monotonic() - t0 < interval / 2
 
 
 # --- the CLI against the real gateway ----------------------------------------------------------
