@@ -135,6 +135,17 @@ def task_members(storage: Storage, job_id: str, output: str, models: Sequence[st
     return out
 
 
+def _task_files(storage: Storage, job_id: str, output: str, models: Sequence[str],
+                t: TaskRow, suffix: str, finder: JobFinder) -> list[tuple[Member, str]]:
+    """`task_members(…).files` without the report's names, which the sending does not need
+    (the recorded zip's walk: one call per task, issue 17's fourth pass)."""
+    if t.state == TaskState.REJECTED.value:
+        return []
+    where = finder.where
+    return [(found, name) for rel, name in task_candidates(job_id, output, models, t.path, suffix)
+            if (found := where(rel)) is not None]
+
+
 def report_item(t: Task, members: TaskMembers) -> ReportItem:
     return ReportItem(
         path=t.path,
@@ -633,7 +644,7 @@ def _stream_recorded(plan: _Plan, pages: Iterable[Sequence[TaskRow]], end: int
         flushed = 0
         for page in pages:
             for t in page:
-                files = task_members(storage, job_id, output, models, t, suffix, finder).files
+                files = _task_files(storage, job_id, output, models, t, suffix, finder)
                 if not _add_task(writer, files, t, end, out):  # a big file: streamed
                     if out:
                         yield b"".join(out)
