@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -104,3 +104,58 @@ def test_a_client_gone_mid_download_ends_the_reading_on_a_real_server() -> None:
         assert src.closed.wait(30), "the zip's iterator was not closed after the client left"
         assert src.closed_in == "zip-send"
         assert src.made < 1000  # stopped, not read to no one
+
+
+# --- the rows' pages, one read ahead of the sending (`zip_stream._pages_from`) -----------------
+class _Loop:
+    """An event loop in a thread, as the gateway's is to the zip's reading thread."""
+
+    def __enter__(self) -> asyncio.AbstractEventLoop:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        return self.loop
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_pages_come_in_order_with_the_next_one_already_asked_for() -> None:
+    from gateway.results.zip_stream import _pages_from
+
+    asked: list[int] = []
+
+    async def pages() -> AsyncIterator[list[int]]:
+        for i in range(5):
+            asked.append(i)
+            yield [i]
+
+    with _Loop() as loop:
+        got = []
+        for page in _pages_from(pages(), loop):
+            got.append(page[0])
+            # the page after this one is read while this one is being sent
+            wait_for(lambda p=page[0]: max(asked) == min(p + 1, 4), 10, "the read ahead")
+        assert got == [0, 1, 2, 3, 4]
+
+
+def test_a_zip_abandoned_mid_walk_cancels_the_page_read_ahead() -> None:
+    from gateway.results.zip_stream import _pages_from
+
+    stopped = threading.Event()
+
+    async def pages() -> AsyncIterator[list[int]]:
+        try:
+            yield [0]
+            await asyncio.Event().wait()  # a read that never ends
+            yield [1]
+        finally:
+            stopped.set()
+
+    with _Loop() as loop:
+        walk = _pages_from(pages(), loop)
+        assert next(walk) == [0]
+        walk.close()  # `zip_chunks` closes the stream when the client goes
+        assert stopped.wait(10), "the read ahead was left running"
