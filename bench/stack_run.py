@@ -15,9 +15,16 @@ With `--probe` it also samples the gateway's RSS (the run and the probes), times
 while the job runs, pages `GET /jobs/{id}/tasks` at depth 0 and near the end, times the
 gallery's first page and the download against reading the same files (the zip's members; the
 time to the first byte, the zip's preparation, is kept apart too): the 100 000-image figures
-of `bench.scale`. `--status` samples `/status` (per phase: ingesting, running) and the RSS
-but skips the other probes (issue 17's `/status` p99 figure). `--deadline S` stops waiting S
-seconds after the upload and probes the job as it is then (a partial download).
+of `bench.scale`. The download is timed twice: by httpx in this process (`download_s`, with
+`download_client_cpu_s`, this thread's CPU) and by `curl -s -o /dev/null` (`curl_s`), each
+with the gateway's CPU seconds over it (`*_gateway_cpu_s`) beside the read's (`read_cpu_s`):
+on a shared machine the CPU seconds are the figures that hold. BENCH_DOWNLOAD_SPY=<folder>
+records py-spy (500 Hz) on the gateway over the httpx download (BENCH_SPY_NATIVE=1: with
+native frames); BENCH_KEEP_DIR=<folder> keeps the DATA_DIR (and says `job_id`), to serve the
+same job again from a gateway alone. `--status` samples `/status` (per phase: ingesting,
+running) and the RSS but skips the other probes (issue 17's `/status` p99 figure).
+`--deadline S` stops waiting S seconds after the upload and probes the job as it is then (a
+partial download).
 """
 
 from __future__ import annotations
@@ -231,12 +238,13 @@ def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int,
     files = [p for d in job_dirs for p in d.rglob("*")
              if not any(part.startswith(".") for part in p.relative_to(d).parts)
              and p.is_file() and not p.name.endswith("_metrics.json")]
-    t0 = time.perf_counter()
+    t0, read_cpu0 = time.perf_counter(), time.thread_time()
     read_bytes = 0
     for p in files:
         with contextlib.suppress(FileNotFoundError), open(p, "rb") as f:
             read_bytes += len(f.read())
     read_s = time.perf_counter() - t0
+    out["read_cpu_s"] = time.thread_time() - read_cpu0  # on a loaded machine: what it cost
     t0 = time.perf_counter()
     got = 0
     params = {} if final else {"partial": "1"}
