@@ -26,9 +26,9 @@ from collections.abc import AsyncIterator, Iterator
 __all__ = ["AHEAD_PIECES", "send_ahead"]
 
 AHEAD_PIECES = 4
-"""Pieces (ZIP_CHUNK_BYTES each, 1 MiB) read ahead of the sending: with the one being sent, a
-download holds at most five MiB, whatever the job's size (docs/guarantees.md). Enough for the
-reading never to wait on a loopback socket's bursts; more only holds memory."""
+"""Pieces (ZIP_CHUNK_BYTES each, 1 MiB) kept ready ahead of the sending: with the one the
+thread is reading and the one being sent, a download holds ~6 MiB whatever the job's size
+(docs/guarantees.md). Enough to ride out a socket's bursts; more only holds memory."""
 
 
 class _Ahead:
