@@ -775,8 +775,9 @@ def _timings(t: Task) -> dict[str, float | None]:
 
 def zip_chunks(job_zip: JobZip, size: int = ZIP_CHUNK_BYTES) -> Iterator[bytes]:
     """The zip's bytes in pieces of about `size` (a blocking iterator that reads files:
-    iterate it in a threadpool); a partial download's temporary report folder goes once the
-    zip is sent or abandoned.
+    iterate it in a thread; the download runs it in one of its own, a few pieces ahead of
+    the socket: `gateway.results.send_ahead`); a partial download's temporary report folder
+    goes once the zip is sent or abandoned.
 
     The zip writer yields a header, the data and a descriptor per member: for a job of
     small images that is hundreds of thousands of pieces of a few bytes to a few KB, and each
