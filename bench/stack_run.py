@@ -15,9 +15,16 @@ With `--probe` it also samples the gateway's RSS (the run and the probes), times
 while the job runs, pages `GET /jobs/{id}/tasks` at depth 0 and near the end, times the
 gallery's first page and the download against reading the same files (the zip's members; the
 time to the first byte, the zip's preparation, is kept apart too): the 100 000-image figures
-of `bench.scale`. `--status` samples `/status` (per phase: ingesting, running) and the RSS
-but skips the other probes (issue 17's `/status` p99 figure). `--deadline S` stops waiting S
-seconds after the upload and probes the job as it is then (a partial download).
+of `bench.scale`. The download is timed twice: by httpx in this process (`download_s`, with
+`download_client_cpu_s`, this thread's CPU) and by `curl -s -o /dev/null` (`curl_s`), each
+with the gateway's CPU seconds over it (`*_gateway_cpu_s`) beside the read's (`read_cpu_s`):
+on a shared machine the CPU seconds are the figures that hold. BENCH_DOWNLOAD_SPY=<folder>
+records py-spy (500 Hz) on the gateway over the httpx download (BENCH_SPY_NATIVE=1: with
+native frames); BENCH_KEEP_DIR=<folder> keeps the DATA_DIR (and says `job_id`), to serve the
+same job again from a gateway alone. `--status` samples `/status` (per phase: ingesting,
+running) and the RSS but skips the other probes (issue 17's `/status` p99 figure).
+`--deadline S` stops waiting S seconds after the upload and probes the job as it is then (a
+partial download).
 """
 
 from __future__ import annotations
@@ -193,7 +200,7 @@ def _timed(c: httpx.Client, path: str, **params: Any) -> tuple[float, httpx.Resp
 
 
 def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int,
-                   final: bool) -> dict[str, Any]:
+                   final: bool, gateway_pid: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     # keyset paging: depth 0 against depth ~0.9 n, best of 3 each
     first = [_timed(c, f"/jobs/{job_id}/tasks", limit=100) for _ in range(3)]
@@ -231,16 +238,19 @@ def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int,
     files = [p for d in job_dirs for p in d.rglob("*")
              if not any(part.startswith(".") for part in p.relative_to(d).parts)
              and p.is_file() and not p.name.endswith("_metrics.json")]
-    t0 = time.perf_counter()
+    t0, read_cpu0 = time.perf_counter(), time.thread_time()
     read_bytes = 0
     for p in files:
         with contextlib.suppress(FileNotFoundError), open(p, "rb") as f:
             read_bytes += len(f.read())
     read_s = time.perf_counter() - t0
+    out["read_cpu_s"] = time.thread_time() - read_cpu0  # on a loaded machine: what it cost
     t0 = time.perf_counter()
     got = 0
     params = {} if final else {"partial": "1"}
     first_byte = None
+    spy = _spy_download(gateway_pid)
+    gw_cpu0, cli_cpu0 = _cpu_s(gateway_pid), time.thread_time()
     with c.stream("GET", f"/download/{job_id}", params=params) as r:
         out["download_status"] = r.status_code
         for chunk in r.iter_raw(1 << 20):
@@ -248,10 +258,78 @@ def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int,
                 first_byte = time.perf_counter() - t0
             got += len(chunk)
     dl_s = time.perf_counter() - t0
+    out["download_gateway_cpu_s"] = _cpu_s(gateway_pid) - gw_cpu0
+    out["download_client_cpu_s"] = time.thread_time() - cli_cpu0
+    if spy is not None:
+        out["download_profile"] = _spy_summary(*spy)
     out["download_first_byte_s"] = first_byte or dl_s
     out.update(read_files=len(files), read_bytes=read_bytes, read_s=read_s,
                download_bytes=got, download_s=dl_s)
+    out.update(_curl_download(str(c.base_url), job_id, params, gateway_pid))
     return out
+
+
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) of one process so far (0 when unknown)."""
+    if not pid:
+        return 0.0
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    f = text[text.rfind(")") + 2:].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _curl_download(url: str, job_id: str, params: dict[str, str], gateway_pid: int | None
+                   ) -> dict[str, Any]:
+    """The same download by `curl -s -o /dev/null` (a client in C, reading into nothing):
+    the gateway's side of the download without the bench's Python client on the same cores.
+    Empty when there is no curl."""
+    import shutil
+    import subprocess
+
+    curl = shutil.which("curl")
+    if curl is None:
+        return {}
+    query = "?partial=1" if params else ""
+    gw0, t0 = _cpu_s(gateway_pid), time.perf_counter()
+    done = subprocess.run(
+        [curl, "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_starttransfer}",
+         f"{url.rstrip('/')}/download/{job_id}{query}"],
+        capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    code, size, first = ([*done.stdout.split(), "0", "0", "0"])[:3]
+    return {"curl_status": int(code), "curl_bytes": int(size), "curl_s": wall,
+            "curl_first_byte_s": float(first),
+            "curl_gateway_cpu_s": _cpu_s(gateway_pid) - gw0}
+
+
+def _spy_download(pid: int | None) -> tuple[Any, Path] | None:
+    """py-spy on the gateway for the download (BENCH_DOWNLOAD_SPY=<folder>: the raw folded
+    stacks kept there as download.txt; BENCH_SPY_NATIVE=1 adds native frames)."""
+    keep, spy = os.environ.get("BENCH_DOWNLOAD_SPY"), _pyspy()
+    if not keep or spy is None or not pid:
+        return None
+    import subprocess
+
+    Path(keep).mkdir(parents=True, exist_ok=True)
+    f = Path(keep) / "download.txt"
+    cmd = [spy, "record", "--pid", str(pid), "--rate", "500", "--format", "raw",
+           "--output", str(f), "--threads"]
+    if os.environ.get("BENCH_SPY_NATIVE"):
+        cmd.append("--native")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # py-spy attaches
+    return proc, f
+
+
+def _spy_summary(proc: Any, f: Path) -> dict[str, Any]:
+    import signal
+
+    proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    summary: dict[str, Any] = _profile_summary({"gateway": (proc, f)}, top=15)["gateway"]
+    return summary
 
 
 def _pyspy() -> str | None:
@@ -314,7 +392,9 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0,
     from shared.settings import Settings
 
     blob = tiny_zip(n)
-    with tempfile.TemporaryDirectory() as tmp:
+    keep = os.environ.get("BENCH_KEEP_DIR")  # the job's DATA_DIR kept there (`job_id` in
+    # the JSON line): a gateway started on it alone downloads the same zip again and again
+    with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory()) as tmp:
         base = Path(tmp)
         ports = {k: _free_port() for k in ("gw", "ma", "ca", "mw", "cw")}
         # worker ports count up from the first: keep them apart
@@ -379,7 +459,8 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0,
                 if sampler:
                     sampler.running.clear()
                 res: dict[str, Any] = {
-                    "n": n, "state": st["state"], "completed": st["completed"],
+                    "n": n, "job_id": job_id, "state": st["state"],
+                    "completed": st["completed"],
                     "failed": st["failed"], "wall_s": wall,
                     "started_at": st.get("started_at"), "finished_at": st.get("finished_at"),
                     "loadavg_start": load_start,
@@ -419,7 +500,7 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0,
                     res["rss_run_max_mb"] = max(sampler.rss, default=0.0)
                     if not status_only:
                         res.update(_probe_results(c, job_id, settings.data_dir, n,
-                                                  st["state"] in FINAL))
+                                                  st["state"] in FINAL, pid))
                     sampler.stop.set()
                     sampler.join()
                     res["rss_max_mb"] = max(sampler.rss, default=0.0)  # run and probes

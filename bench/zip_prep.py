@@ -1,15 +1,16 @@
 """A job's zip in-process, run from any checkout: preparation (before the first byte), the
 streaming, and the memory they take, for N images of tiny outputs.
 
-`python bench/zip_prep.py N` with PYTHONPATH set to the checkout under test lays out N
-finished tasks (a 150-byte cut-out and sheet each, 1 000 to a folder, as the workers leave
-them) in a temporary DATA_DIR, then times `build_zip` (the members found and sized: what the
-download does before its first byte; with the recorded sizes of a checkout that has them,
-measured as the gateway does when a task completes, outside the timing) and the reading of
-`zip_chunks` to the end, and prints one JSON line: seconds, bytes, the file-read time of the
-same members, and the growth of the process's peak RSS (VmHWM) over the laid-out state. It
-imports nothing from `bench`, so the same file measures the baseline commit side by side
-with this one (issue 17's zip writer).
+`python bench/zip_prep.py N [BYTES]` with PYTHONPATH set to the checkout under test lays out
+N finished tasks (a cut-out and sheet of BYTES each, 150 unless given:
+`bench/stack_run.py`'s 32×32 images leave ~5 300 on average, where the bytes' own costs
+show; 1 000 to a folder, as the workers leave them) in a temporary DATA_DIR, then times
+`build_zip` (the members found and sized: what the download does before its first byte; with
+the recorded sizes of a checkout that has them, measured as the gateway does when a task
+completes, outside the timing) and the reading of `zip_chunks` to the end, and prints one
+JSON line: seconds, bytes, the file-read time of the same members, and the growth of the
+process's peak RSS (VmHWM) over the laid-out state. It imports nothing from `bench`, so the
+same file measures the baseline commit side by side with this one (issue 17's zip writer).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _hwm_mb() -> float:
     return 0.0
 
 
-def run(n: int) -> dict[str, float]:
+def run(n: int, member_bytes: int = 150) -> dict[str, float]:
     from gateway.db.tables import Task
     from gateway.results.zip_stream import build_zip, zip_chunks
     from shared.storage import Storage
@@ -38,7 +39,7 @@ def run(n: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         st = Storage(Path(tmp))
         tasks = []
-        blob = b"\x89PNG" + b"x" * 146
+        blob = b"\x89PNG" + os.urandom(max(0, member_bytes - 4))
         for i in range(n):
             path = f"f{i // 1000:04d}/image_{i:07d}.png"
             for rel in (st.matting_rel("j", path), st.compare_rel("j", path)):
@@ -79,4 +80,4 @@ def run(n: int) -> dict[str, float]:
 
 if __name__ == "__main__":
     os.environ.setdefault("DATA_DIR", tempfile.gettempdir())
-    print(json.dumps(run(int(sys.argv[1]))), flush=True)
+    print(json.dumps(run(int(sys.argv[1]), *(int(a) for a in sys.argv[2:3]))), flush=True)

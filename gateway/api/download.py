@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import iterate_in_threadpool
 
 from gateway.api.deps import GW, CallerDep, ReadDB, StorageDep, job_or_404
 from gateway.api.docs import BINARY, errors
 from gateway.results.job_report import job_models
+from gateway.results.send_ahead import send_ahead
 from gateway.results.zip_stream import job_zip as make_zip
 from gateway.results.zip_stream import zip_chunks
 from shared.states import FINAL_JOB_STATES, JobState
@@ -61,5 +61,5 @@ async def download(
     if job_zip.size is not None:
         headers["Content-Length"] = str(job_zip.size)
     return StreamingResponse(
-        iterate_in_threadpool(zip_chunks(job_zip)), media_type="application/zip", headers=headers
+        send_ahead(zip_chunks(job_zip)), media_type="application/zip", headers=headers
     )
