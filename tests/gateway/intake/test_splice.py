@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from gateway.api.errors import add_error_handlers, request_body
 from gateway.intake.pacing import Pace
 from gateway.intake.receive import receive_upload
+from gateway.intake.tus_store import append_body
 from shared.serve import BODY_TAP, HttpProtocol
 from shared.settings import Settings
 from tests.support.servers import ThreadServer
@@ -59,6 +60,13 @@ def make_app(root: Path, settings: Settings) -> FastAPI:
                                    max_size, min_free, "a.zip",
                                    Recording(tap) if tap else None, Pace(settings))
         return {"size": got.size, "sha": hashlib.sha256(got.path.read_bytes()).hexdigest()}
+
+    @app.patch("/tus/{name}")
+    async def patch(name: str, request: Request, offset: int, length: int) -> dict[str, int]:
+        tap = request.scope.get("extensions", {}).get(BODY_TAP)
+        size = await append_body(request_body(request), root / name, offset, length, None, 0,
+                                 Recording(tap) if tap else None, Pace(settings))
+        return {"size": size}
 
     @app.get("/hello")
     async def hello() -> dict[str, str]:
@@ -316,3 +324,46 @@ def test_cancelled_splice_stops_its_thread(tmp_path: Path) -> None:
         a.close()
         b.close()
     assert target.read_bytes() == b"abc"
+
+
+def patch_head(name: str, offset: int, length: int, body: int) -> bytes:
+    return (f"PATCH /tus/{name}?offset={offset}&length={length} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {body}\r\n\r\n").encode()
+
+
+def test_a_tus_patch_is_spliced_at_its_offset_and_a_cut_keeps_what_arrived(
+        server: tuple[ThreadServer, Path]) -> None:
+    """tus on the spliced path: a first PATCH cut mid-body keeps every byte that arrived
+    (the file's size is the offset to resume from); the second, from that offset, ends it."""
+    srv, root = server
+    body = os.urandom(3_000_000)
+    (root / "t.bin").write_bytes(b"")
+    SPLICES.clear()
+    with connect(srv) as s:
+        s.sendall(patch_head("t.bin", 0, len(body), len(body)) + body[:1000])
+        time.sleep(0.2)
+        s.sendall(body[1000:1_200_000])
+        wait_for(lambda: (root / "t.bin").stat().st_size == 1_200_000, 10, "the bytes to land")
+    wait_for(lambda: splice_threads() == 0, 10, "the splice thread to end")
+    kept = (root / "t.bin").stat().st_size
+    assert kept == 1_200_000
+    with connect(srv) as s:
+        s.sendall(patch_head("t.bin", kept, len(body), len(body) - kept))
+        time.sleep(0.1)
+        s.sendall(body[kept:])
+        code, got, _ = read_response(s, bytearray())
+    assert code == 200 and got == {"size": len(body)}
+    assert (root / "t.bin").read_bytes() == body
+    assert len(SPLICES) == 2
+
+
+def test_a_tus_patch_past_its_length_is_413_and_keeps_the_file(
+        server: tuple[ThreadServer, Path]) -> None:
+    srv, root = server
+    (root / "long.bin").write_bytes(b"12345")
+    with connect(srv) as s:
+        s.sendall(patch_head("long.bin", 5, 10, 100) + b"x" * 10)
+        code, got, _ = read_response(s, bytearray())
+        assert code == 413 and "Upload-Length" in str(got["detail"])
+        assert closed(s)
+    assert (root / "long.bin").read_bytes() == b"12345"
