@@ -5,7 +5,9 @@ body with `recv_into` into one reused buffer and writes it to a file in the same
 the gateway writes to: the speed of a raw loopback socket into a file. The real gateway
 (`python -m gateway`, its own process) takes the same bytes from the same client: curl,
 sending one file (`-T` streams it, `-F` builds the multipart form), with `Expect:` off for
-every target alike. Runs are interleaved (one of each target per round) and the best of N
+every target alike (since issue 17's fourth pass the raw `POST /upload` and the PATCH bodies
+are spliced socket → pipe → file by the gateway, `gateway.intake.splice`; multipart goes
+through the parser). Runs are interleaved (one of each target per round) and the best of N
 counts, so a neighbour's load spike hurts one run rather than one target; `uptime` before
 and after says how busy the machine was. The gateway's peak RSS (VmRSS sampled every 50 ms)
 shows that memory stays flat while a whole GiB goes through.

@@ -11,9 +11,12 @@ memory without limit (docs/guarantees.md, "Threat model", "Slow clients and disk
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+from typing import Any
 
+import httptools
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
@@ -22,7 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from shared.settings import Settings, get_settings
 from shared.timing import GRACEFUL_SHUTDOWN_S, KEEP_ALIVE_S
 
-__all__ = ["HttpProtocol", "serve", "server_config"]
+__all__ = ["BODY_TAP", "BodyTap", "HttpProtocol", "serve", "server_config"]
 
 
 READ_BYTES = 1 << 20
@@ -30,6 +33,9 @@ READ_BYTES = 1 << 20
 body in ~1000 reads rather than ~4000, each with its Python work (parse, wake the app)."""
 _reads = threading.local()
 """One read buffer per event-loop thread (see `HttpProtocol.get_buffer`)."""
+BODY_TAP = "mattepipe.body_tap"
+"""The ASGI scope extension (`scope["extensions"][BODY_TAP]`) that carries a request's
+`BodyTap`: present for a body with a Content-Length (not chunked) on `HttpProtocol`."""
 
 
 class HttpProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
@@ -60,7 +66,28 @@ class HttpProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self.data_received(_reads.view[:nbytes])  # type: ignore[arg-type]  # httptools takes any buffer
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.body_seen = 0
+        """Body bytes the parser has handed on for the current request (`BodyTap`)."""
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is None or cycle.scope is not self.scope:
+            return  # an upgrade: no request cycle of its own
+        length = -1
+        for name, value in self.headers:
+            if name == b"transfer-encoding":
+                return  # chunked: the parser must see every byte
+            if name == b"content-length":
+                length = int(value) if value.isdigit() else -1
+        if length > 0:
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
+            extensions[BODY_TAP] = BodyTap(self, cycle, length)
+
     def on_body(self, body: bytes) -> None:
+        self.body_seen += len(body)
         cycle = self.cycle
         if (cycle.body or cycle.response_complete
                 or (self.parser.should_upgrade() and self._should_upgrade())):
@@ -72,6 +99,80 @@ class HttpProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         if len(body) > HIGH_WATER_LIMIT:
             self.flow.pause_reading()
         cycle.message_event.set()
+
+
+class _HeldFlow:
+    """A cycle's flow control while a `BodyTap` has the socket: a `receive()` meanwhile (a
+    middleware listening for a disconnect) must not resume reading under the tap's thread."""
+
+    def __init__(self, flow: Any) -> None:
+        self._flow = flow
+
+    def resume_reading(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._flow, name)
+
+
+class BodyTap:
+    """The rest of one request's body as the socket itself, for a reader that moves it past
+    Python (`gateway.intake.splice`: `os.splice` socket → pipe → file; BENCHMARKS.md "Upload
+    speed: the fourth pass"). Receive side only.
+
+    `take` pauses reading (the event loop no longer touches the socket), answers a pending
+    `Expect: 100-continue`, and hands over the body pieces the parser already passed on (they
+    were never given to the app), the socket's descriptor and the bytes still to come:
+    Content-Length less what the parser saw. The reader must then read exactly those bytes
+    and `release(True)`: the parser, which still counts the body's bytes it never saw, is
+    replaced by a fresh one, as at the start of a connection, the request is complete, and
+    the connection goes on to its next request after the answer (keep-alive) as any other.
+    `release(False)` (an error, a cut, a stall mid-body) leaves the parser out of step with
+    the stream: the connection closes after the answer instead."""
+
+    def __init__(self, protocol: HttpProtocol, cycle: Any, length: int) -> None:
+        self._protocol = protocol
+        self._cycle = cycle
+        self._length = length
+        self._taken = False
+
+    def take(self) -> tuple[list[bytes], int, int] | None:
+        p, cycle = self._protocol, self._cycle
+        if (self._taken or p.cycle is not cycle or not cycle.more_body or cycle.disconnected
+                or cycle.response_complete or p.transport.is_closing()):
+            return None
+        sock = p.transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        p.flow.pause_reading()
+        self._taken = True
+        if cycle.waiting_for_100_continue:
+            p.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            cycle.waiting_for_100_continue = False
+        pieces = [bytes(cycle.body)] if cycle.body else []
+        cycle.body = bytearray()
+        cycle.message_event.clear()
+        cycle.flow = _HeldFlow(p.flow)  # type: ignore[assignment]  # duck-typed stand-in
+        return pieces, sock.fileno(), self._length - p.body_seen
+
+    def release(self, complete: bool) -> None:
+        p, cycle = self._protocol, self._cycle
+        if not self._taken:
+            return
+        self._taken = False
+        cycle.flow = p.flow
+        if complete:
+            p.parser = httptools.HttpRequestParser(p)
+            with contextlib.suppress(AttributeError):  # httptools < 0.6.3, as uvicorn does
+                p.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+            cycle.more_body = False
+            cycle.message_event.set()
+            # Reading resumes after the answer (`on_response_complete`), as for any request.
+        else:
+            cycle.keep_alive = False
 
 
 def server_config(app: ASGIApp, host: str, port: int, settings: Settings) -> uvicorn.Config:

@@ -30,6 +30,7 @@ from gateway.intake.tus_store import (
     tus_error,
 )
 from shared.limits import S3_MAX_OBJECT_BYTES
+from shared.serve import BODY_TAP
 from shared.timing import TUS_EXPIRY_S, TUS_LOCK_WAIT_S
 
 __all__ = ["router"]
@@ -209,7 +210,8 @@ async def tus_patch(upload_id: str, request: Request, gw: GW, caller: CallerDep)
                 raise tus_error(413, f"the body goes past Upload-Length ({length} bytes)")
             try:
                 size = await gw.tus.append(row, size, paced(request_body(request), gw.settings),
-                                           checksum)
+                                           checksum, request.scope.get("extensions", {}).get(
+                                               BODY_TAP))
             finally:
                 # Also after a cut: the bytes that stayed count, and the expiry moves on.
                 now_size = await gw.tus.offset(row)

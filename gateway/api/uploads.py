@@ -28,13 +28,15 @@ from gateway.intake.jobs import (
     validate_output_options,
 )
 from gateway.intake.landing import keep_upload
-from gateway.intake.pacing import paced
+from gateway.intake.pacing import Pace, paced
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import Received, check_free_space, receive_upload
+from gateway.intake.splice import SocketBody
 from gateway.state import GatewayState
 from shared.finishing import OutputOptions
 from shared.logs import safe
 from shared.responses import JobLinks
+from shared.serve import BODY_TAP
 from shared.states import JobState
 
 __all__ = ["OUTPUTS", "JobFromUpload", "job_from_body", "router", "validate_job_options"]
@@ -74,6 +76,7 @@ async def upload(
         gw, caller, paced(request_body(request), gw.settings), request.headers, filename,
         model=model, output=output, callback_url=callback_url, options=options,
         declared=int(length) if length.isdigit() else 0,
+        socket_body=request.scope.get("extensions", {}).get(BODY_TAP),
     )
     log.info("job %s: %s (%d bytes), model=%s output=%s", job_id, safe(received.filename),
              received.size, model, output)
@@ -92,10 +95,12 @@ async def job_from_body(
     callback_url: str | None,
     options: OutputOptions | None = None,
     declared: int = 0,
+    socket_body: SocketBody | None = None,
 ) -> tuple[str, Received]:
     """A job from one request body (`POST /upload`, the MCP tool `remove_background`): the
     job row under the caller's quota, the body streamed to disk, then ingest in the background.
-    The job id and what was received; on any failure no half job is left."""
+    The job id and what was received; on any failure no half job is left. `socket_body` (the
+    server's `BodyTap`): a raw body is spliced from the socket rather than read from `body`."""
     await asyncio.to_thread(check_free_space, gw.storage.root, gw.settings.min_free_disk,
                             declared)
     job_id = uuid.uuid4().hex
@@ -117,7 +122,7 @@ async def job_from_body(
     try:
         received = await receive_upload(
             body, headers, gw.storage.job_input(job_id), gw.settings.max_upload_size,
-            gw.settings.min_free_disk, filename,
+            gw.settings.min_free_disk, filename, socket_body, Pace(gw.settings),
         )
         # On S3 the spooled body is stored as its object before the 202, so any gateway can
         # ingest it; this one still reads its local copy (gateway.intake.landing).

@@ -18,7 +18,7 @@ import shutil
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -30,6 +30,8 @@ from gateway.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from gateway.intake.pacing import Pace
+from gateway.intake.splice import SocketBody, splice_body
 from gateway.intake.spool import WRITE_BYTES, Spool
 from shared.errors import MattepipeError
 from shared.formats import IMAGE_TYPES, VIDEO_TYPES
@@ -42,6 +44,7 @@ MAX_PART_HEADERS_BYTES = 16 << 10
 """Most bytes of header names and values one form part may carry: a part's headers are held
 in memory until its body starts, so a client streaming an endless header gets a 400 here
 instead of growing the gateway (python-multipart's own per-line limit depends on its version)."""
+_T = TypeVar("_T")
 MULTIPART_SLACK = 1 << 20
 """Room for boundaries and other form fields when comparing Content-Length with the limit."""
 
@@ -153,10 +156,21 @@ class _Sink:
             self.pre = []
         await self._guard(self.spool.flush())
 
-    async def _guard(self, step: Awaitable[None]) -> None:
-        """Run a spool step, turning a full disk into 507."""
+    async def splice(self, sock: int, count: int, pace: Pace) -> None:
+        """The rest of a raw body, `count` bytes, straight from the socket into the file
+        (`gateway.intake.splice`), after the pieces that arrived before it."""
+        if self.size + count > self.max_size:
+            raise PayloadTooLarge(f"upload larger than the limit of {self.max_size} bytes")
+        await self.flush()  # opens the file; the pieces that came first go first
+        assert self.spool is not None and self.file is not None
+        await self._guard(self.spool.settle())
+        self.size += await self._guard(splice_body(sock, self.file.fileno(), count, pace,
+                                                   self._check))
+
+    async def _guard(self, step: Awaitable[_T]) -> _T:
+        """Run a spool (or splice) step, turning a full disk into 507."""
         try:
-            await step
+            return await step
         except _InsufficientStorage:
             raise _insufficient(self.min_free) from None
         except OSError as exc:
@@ -276,6 +290,12 @@ def _raw_filename(filename: str | None, ctype: str) -> str:
     raise BadRequest(f"missing filename: pass ?filename=… with {ctype}")
 
 
+async def _no_body() -> AsyncIterator[bytes]:
+    """A body that was spliced: nothing left for the loop to read."""
+    return
+    yield b""  # an async generator
+
+
 def _content_length(headers: Mapping[str, str]) -> int | None:
     try:
         return int(headers["content-length"])
@@ -290,11 +310,16 @@ async def receive_upload(
     max_size: int,
     min_free: int,
     filename: str | None = None,
+    socket_body: SocketBody | None = None,
+    pace: Pace | None = None,
 ) -> Received:
     """Stream `body` into `dest_dir/upload.<ext>`; a `gateway.errors` refusal on bad input.
 
     `headers` are the request's (case-insensitive, as Starlette's); `filename` names a raw-body
-    upload (`?filename=`). `body` raises `ClientGone` when the client goes away."""
+    upload (`?filename=`). `body` raises `ClientGone` when the client goes away. With
+    `socket_body` and `pace`, a raw body with a Content-Length is spliced from the socket
+    instead (`gateway.intake.splice`; `pace` is then its idle and rate floor, as `paced` is
+    `body`'s); `body` is not read."""
     ctype, opts = parse_options_header(headers.get("content-type", ""))
     content_type = ctype.decode("latin-1")
     multipart = content_type == "multipart/form-data"
@@ -318,7 +343,20 @@ async def receive_upload(
     form = _FormReader(sink, opts[b"boundary"]) if multipart else None
     if form is None:
         sink.start(_raw_filename(filename, content_type))
+    taken = None
+    if form is None and length and socket_body is not None and pace is not None:
+        taken = socket_body.take()
+    complete = False
     try:
+        if taken is not None:
+            assert socket_body is not None and pace is not None
+            pieces, sock, rest = taken
+            for piece in pieces:
+                sink.feed(piece)
+            await sink.splice(sock, rest, pace)
+            complete = True
+            socket_body.release(True)
+            body = _no_body()
         async for chunk in body:
             if form is not None:
                 form.parser.write(chunk)
@@ -344,5 +382,9 @@ async def receive_upload(
     except BaseException:
         await sink.discard()
         raise
+    finally:
+        if taken is not None and not complete:
+            assert socket_body is not None
+            socket_body.release(False)
     assert sink.path is not None and sink.filename is not None
     return Received(path=sink.path, filename=sink.filename, size=sink.size)

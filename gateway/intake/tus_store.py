@@ -23,6 +23,8 @@ from typing import BinaryIO
 
 from gateway.db.locks import UPLOAD_LOCK_SPACE, ChoreLocks, lock_key
 from gateway.errors import ClientGone, GatewayError, UploadStalled, error_for_status
+from gateway.intake.pacing import Pace
+from gateway.intake.splice import SocketBody, splice_body
 from gateway.intake.spool import Spool
 from shared.errors import Busy
 from shared.timing import UPLOAD_LOCK_POLL_S
@@ -161,6 +163,12 @@ class UploadLocks:
             await self._chores.give(key)
 
 
+async def _nothing() -> AsyncIterator[bytes]:
+    """The body once spliced: nothing left for the loop to read."""
+    return
+    yield b""  # an async generator
+
+
 def _open_append(path: Path) -> BinaryIO:
     # Unbuffered: every write reaches the OS at once, so the file size is the true offset.
     return open(path, "r+b", buffering=0)  # closed by append_body
@@ -181,8 +189,14 @@ async def append_body(
     length: int,
     checksum: bytes | None,
     min_free: int,
+    socket_body: SocketBody | None = None,
+    pace: Pace | None = None,
 ) -> int:
     """Append a PATCH body at `offset` (the file's size) and return the new size.
+
+    With `socket_body` and `pace` and no checksum to verify, the body is spliced from the
+    socket instead of read from `chunks` (`gateway.intake.splice`, as a raw `POST /upload`'s;
+    `pace` is its idle and rate floor); what a cut or stall leaves is kept all the same.
 
     The body goes through a `Spool` (`gateway.intake.spool`): kept as it arrived, written a
     batch at a time in a worker thread, hashed there only when a checksum was announced.
@@ -191,13 +205,32 @@ async def append_body(
     `Upload-Length` (413) or a full disk (507) truncate the file back to `offset`."""
     f = await asyncio.to_thread(_open_append, path)
     sha1 = hashlib.sha1() if checksum is not None else None
-    spool = Spool(f.fileno(), _free_space_check(path.parent, min_free), sha1, TUS_WRITE_BYTES)
+    spool_check = _free_space_check(path.parent, min_free)
+    spool = Spool(f.fileno(), spool_check, sha1, TUS_WRITE_BYTES)
     arrived = offset
     keep = True
+    spliced = 0
+    taken = None
+    if socket_body is not None and pace is not None and checksum is None:
+        taken = socket_body.take()
+    complete = False
     try:
         await asyncio.to_thread(f.seek, offset)
         try:
-            async for chunk in chunks:
+            if taken is not None:
+                assert socket_body is not None and pace is not None
+                pieces, sock, rest = taken
+                if arrived + sum(map(len, pieces)) + rest > length:
+                    raise tus_error(413, f"the body goes past Upload-Length ({length} bytes)")
+                for piece in pieces:
+                    arrived += len(piece)
+                    spool.add(piece)
+                await spool.flush()
+                await spool.settle()  # the pieces that came first go first
+                spliced = await splice_body(sock, f.fileno(), rest, pace, spool_check)
+                complete = True
+                socket_body.release(True)
+            async for chunk in chunks if taken is None else _nothing():
                 if arrived + len(chunk) > length:
                     raise tus_error(413, f"the body goes past Upload-Length ({length} bytes)")
                 arrived += len(chunk)
@@ -212,7 +245,7 @@ async def append_body(
         await spool.drain()
         if sha1 is not None and sha1.digest() != checksum:
             raise tus_error(460, "checksum mismatch: the body's sha1 differs from Upload-Checksum")
-        return offset + spool.written
+        return offset + spool.written + spliced
     except OSError as exc:
         keep = False
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -225,6 +258,9 @@ async def append_body(
         keep = False
         raise
     finally:
+        if taken is not None and not complete:
+            assert socket_body is not None
+            socket_body.release(False)
         await spool.abandon()  # nothing in flight once the file is truncated or closed
         with contextlib.suppress(OSError):
             if not keep:

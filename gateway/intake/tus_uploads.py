@@ -28,8 +28,10 @@ from gateway.intake.jobs import (
     validate_job_options,
     validate_output_options,
 )
+from gateway.intake.pacing import Pace
 from gateway.intake.quotas import enforce_quota
 from gateway.intake.receive import upload_extension
+from gateway.intake.splice import SocketBody
 from gateway.intake.tus_parts import PartState, append_parts, discard, object_key, read_state
 from gateway.intake.tus_store import UploadBusy, UploadLocks, append_body, file_size, tus_error
 from shared.logs import safe
@@ -118,12 +120,15 @@ class TusUploads:
                                        row.length or 0, etags)
 
     async def append(self, row: Upload, offset: int, body: AsyncIterator[bytes],
-                     checksum: bytes | None) -> int:
-        """Append a PATCH body at `offset` (checked to be the upload's); the new offset."""
+                     checksum: bytes | None, socket_body: SocketBody | None = None) -> int:
+        """Append a PATCH body at `offset` (checked to be the upload's); the new offset. With
+        `socket_body` (the server's `BodyTap`), a body bound for a local file is spliced from
+        the socket (`append_body`); on object storage `body` is read as before."""
         length = row.length or 0
         if not self.on_objects:
             return await append_body(body, self.storage.upload_path(row.id), offset, length,
-                                     checksum, self.settings.min_free_disk)
+                                     checksum, self.settings.min_free_disk, socket_body,
+                                     Pace(self.settings))
 
         async def record(first: int, etags: list[str]) -> None:
             async with self.db.write() as s:

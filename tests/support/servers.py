@@ -36,16 +36,17 @@ def free_port() -> int:
 
 class ThreadServer:
     """uvicorn in a daemon thread (no signal handlers), lifespan included, on a socket bound
-    before it starts (to `port`, or to a free one)."""
+    before it starts (to `port`, or to a free one). `http`: uvicorn's protocol (the services'
+    own, `shared.serve.HttpProtocol`, for tests of what it adds)."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, http: Any = "auto") -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port or 0))
         self.port: int = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
-                                lifespan="on")
+                                lifespan="on", http=http)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])), daemon=True)
