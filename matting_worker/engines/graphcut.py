@@ -1,12 +1,13 @@
-"""GrabCut's later rounds with the max-flow over the undecided pixels only.
+"""GrabCut's graph cut with frozen colour models, over the undecided pixels only.
 
-OpenCV's `grabCut` builds and cuts a graph over every pixel of the frame on every round, even
-when most pixels are fixed (`GC_BGD` / `GC_FGD`): after the cluttered path's first round
-settles everything farther than a few pixels from the outline, a round's cost is mostly that
-frame-wide graph (issue 16, point 4). This module runs such a round as OpenCV does — the
-colour models (two 5-component Gaussian mixtures, OpenCV's 65-value layout) re-assigned and
-re-learnt from *every* pixel of the frame, the edge weights from the whole frame's contrast
-β — and then cuts a graph of the undecided (`GC_PR_*`) pixels alone.
+OpenCV's `grabCut` builds and cuts a graph over every pixel of the frame, even when most are
+fixed (`GC_BGD` / `GC_FGD`). The cluttered path's last cut (`cluttered._grabcut`) is a band a
+few pixels wide around an outline, at 400 px, with the colour models learnt at 280 px and
+frozen (`GC_EVAL_FREEZE_MODEL`): OpenCV's graph there is ~20 times the band. `cut` builds the
+band's graph alone (PyMaxflow, the same Boykov–Kolmogorov max-flow as OpenCV's) with
+GrabCut's energy: the models' −log likelihoods as terminal links, γ·exp(−β|ΔI|²) between
+8-neighbours, β from the *whole* image (`contrast`, OpenCV's `calcBeta`), so a part of the
+frame is weighed as the frame is (issue 16, point 4, fifth pass).
 
 Why that gives OpenCV's answer: a fixed pixel's terminal link costs λ = 9γ = 450, more than all
 eight of its edges together can weigh (γ(4 + 4/√2) ≈ 341), so no minimum cut ever moves it;
@@ -14,6 +15,10 @@ its edges to undecided neighbours are then a known cost, added to those neighbou
 links, and edges between two fixed pixels are a constant. The minimum cut of the smaller
 graph is the full graph's restricted to the undecided pixels (up to exact ties, where two
 max-flow codes may pick different, equally cheap, labels).
+
+Not used for GrabCut's learning rounds: re-learning the models in numpy and cutting the
+undecided ~40 % of a settled 280-px frame took 1.5–2× OpenCV's frame-wide round (the max-flow
+over those pixels is the cost in both; OpenCV's fixed pixels cost it little).
 """
 
 from __future__ import annotations
@@ -25,14 +30,12 @@ import maxflow
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["GrabCutError", "contrast", "cut", "learn", "rounds"]
+__all__ = ["GrabCutError", "contrast", "cut"]
 
 COMPONENTS = 5
 """Gaussians per colour model (OpenCV's `GMM::componentsCount`)."""
 GAMMA = 50.0
 """Edge weight scale (OpenCV's γ)."""
-_VARIANCE = 0.01
-"""Added to a singular covariance's diagonal (OpenCV's white noise)."""
 _EPS = float(np.finfo(np.float64).eps)
 _MAX_COST = 1e4
 """A colour no mixture explains (likelihood underflows to 0) costs this instead of +inf:
@@ -44,8 +47,8 @@ Mask = npt.NDArray[np.uint8]
 
 
 class GrabCutError(ValueError):
-    """A colour model cannot be fitted (no pixels on one side, or a singular covariance):
-    where OpenCV's `grabCut` raises `cv2.error`."""
+    """A colour model with a singular covariance (where OpenCV's `grabCut` raises
+    `cv2.error`; its white noise on the diagonal makes that all but impossible)."""
 
 
 def contrast(image: npt.NDArray[np.uint8]) -> float:
@@ -92,12 +95,25 @@ def _components(model: Model) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.f
     inv = np.zeros((COMPONENTS, 3, 3))
     for ci in range(COMPONENTS):
         if coefs[ci] > 0:
-            det = float(np.linalg.det(covs[ci]))
+            c = covs[ci].reshape(-1)
+            det = _det(covs[ci])
             if det <= _EPS:
                 raise GrabCutError("singular colour model")
             dets[ci] = det
-            inv[ci] = np.linalg.inv(covs[ci])
+            # The adjugate over the determinant, as OpenCV's `calcInverseCovAndDeterm`.
+            a, b, cc, d, e, f, g, h, k = c
+            inv[ci] = np.array([[e * k - f * h, -(b * k - cc * h), b * f - cc * e],
+                                [-(d * k - f * g), a * k - cc * g, -(a * f - cc * d)],
+                                [d * h - e * g, -(a * h - b * g), a * e - b * d]]) * (1.0 / det)
     return coefs, means, inv, dets
+
+
+def _det(cov: npt.NDArray[np.float64]) -> float:
+    """A 3×3 determinant by OpenCV's cofactor formula (not LAPACK's LU: at the white-noise
+    threshold the two can round to different sides of it)."""
+    c = cov.reshape(-1)
+    return float(c[0] * (c[4] * c[8] - c[5] * c[7]) - c[1] * (c[3] * c[8] - c[5] * c[6])
+                 + c[2] * (c[3] * c[7] - c[4] * c[6]))
 
 
 def _densities(colours: npt.NDArray[np.float64], model: Model) -> npt.NDArray[np.float64]:
@@ -111,46 +127,6 @@ def _densities(colours: npt.NDArray[np.float64], model: Model) -> npt.NDArray[np
             mahal = np.sum((d @ inv[ci]) * d, axis=1)
             out[:, ci] = np.exp(-0.5 * mahal) / np.sqrt(dets[ci])
     return out
-
-
-def _fit(colours: npt.NDArray[np.float64], comp: npt.NDArray[np.intp], model: Model) -> None:
-    """Relearn `model` (in place) from `colours` assigned to components `comp` (OpenCV's
-    `learnGMMs` / `endLearning`)."""
-    if len(colours) == 0:
-        raise GrabCutError("no pixels for a colour model")
-    counts = np.bincount(comp, minlength=COMPONENTS).astype(np.float64)
-    coefs = np.zeros(COMPONENTS)
-    means = np.zeros((COMPONENTS, 3))
-    covs = np.zeros((COMPONENTS, 3, 3))
-    for ci in range(COMPONENTS):
-        n = counts[ci]
-        if n == 0:
-            continue
-        x = colours[comp == ci]
-        coefs[ci] = n / len(colours)
-        m = x.sum(axis=0) / n
-        c = (x.T @ x) / n - np.outer(m, m)
-        if np.linalg.det(c) <= _EPS:
-            c = c + np.eye(3) * _VARIANCE
-        means[ci], covs[ci] = m, c
-    flat = model.reshape(-1)
-    flat[:COMPONENTS] = coefs
-    flat[COMPONENTS:4 * COMPONENTS] = means.reshape(-1)
-    flat[4 * COMPONENTS:] = covs.reshape(-1)
-
-
-def learn(image: npt.NDArray[np.uint8], mask: Mask, bgd: Model, fgd: Model) -> None:
-    """One round's model update, in place: every pixel to its most likely component of its
-    side's mixture, then both mixtures refitted (OpenCV's `assignGMMsComponents` and
-    `learnGMMs`, what `GC_EVAL` does before each cut)."""
-    colours = image.reshape(-1, 3).astype(np.float64)
-    back = (mask.reshape(-1) & 1) == 0  # GC_BGD (0) and GC_PR_BGD (2)
-    for side, model in ((back, bgd), (~back, fgd)):
-        x = colours[side]
-        if len(x) == 0:
-            raise GrabCutError("no pixels for a colour model")
-        comp = np.argmax(_densities(x, model), axis=1)
-        _fit(x, comp, model)
 
 
 def cut(image: npt.NDArray[np.uint8], mask: Mask, bgd: Model, fgd: Model, beta: float) -> None:
@@ -172,8 +148,7 @@ def cut(image: npt.NDArray[np.uint8], mask: Mask, bgd: Model, fgd: Model, beta: 
         sink = np.minimum(-np.log(fg_like), _MAX_COST)  # paid when it is object
     fixed_fg = mask == cv2.GC_FGD
     img = image.astype(np.float64)
-    graph = maxflow.Graph[float](n, 4 * n)
-    graph.add_nodes(n)
+    heads, tails, caps = [], [], []
     for dy, dx, gamma in _STEPS:
         here, there = _slices(h, w, dy, dx)
         f_a, f_b = free[here], free[there]
@@ -183,7 +158,9 @@ def cut(image: npt.NDArray[np.uint8], mask: Mask, bgd: Model, fgd: Model, beta: 
         f_a, f_b = f_a[pair], f_b[pair]
         i_a, i_b = index[here][pair], index[there][pair]
         both = f_a & f_b
-        graph.add_edges(i_a[both], i_b[both], wt[both], wt[both])
+        heads.append(i_a[both])
+        tails.append(i_b[both])
+        caps.append(wt[both])
         # A free pixel beside a fixed one: the edge is cut iff the free pixel takes the other
         # side, a terminal cost (one edge per pixel and direction, so plain indexing adds).
         for mine, idx, other_fg in ((f_a & ~f_b, i_a, fixed_fg[there][pair]),
@@ -191,18 +168,15 @@ def cut(image: npt.NDArray[np.uint8], mask: Mask, bgd: Model, fgd: Model, beta: 
             to_fg, to_bg = mine & other_fg, mine & ~other_fg
             source[idx[to_fg]] += wt[to_fg]
             sink[idx[to_bg]] += wt[to_bg]
+    # Edges in pixel order, as OpenCV adds them: a node's arcs lie together in memory, which
+    # the max-flow's tree growth walks (direction by direction it was a third slower).
+    head, tail, cap = np.concatenate(heads), np.concatenate(tails), np.concatenate(caps)
+    order = np.argsort(head, kind="stable")
+    graph = maxflow.Graph[float](n, len(head))
+    graph.add_nodes(n)
+    graph.add_edges(head[order], tail[order], cap[order], cap[order])
     nodes = np.arange(n)
     graph.add_grid_tedges(nodes, source, sink)
     graph.maxflow()
     in_sink = graph.get_grid_segments(nodes)
     mask[free] = np.where(in_sink, cv2.GC_PR_BGD, cv2.GC_PR_FGD).astype(np.uint8)
-
-
-def rounds(image: npt.NDArray[np.uint8], mask: Mask, bgd: Model, fgd: Model,
-           iterations: int) -> None:
-    """`iterations` rounds of `grabCut(..., GC_EVAL)`: relearn the models from every pixel,
-    then cut the undecided ones (in place: `mask`, `bgd`, `fgd`)."""
-    beta = contrast(image)
-    for _ in range(iterations):
-        learn(image, mask, bgd, fgd)
-        cut(image, mask, bgd, fgd, beta)
