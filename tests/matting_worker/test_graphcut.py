@@ -1,5 +1,6 @@
-"""GrabCut's rounds with the max-flow over the undecided pixels only (`engines/graphcut.py`)
-against OpenCV's `grabCut`, which cuts a graph of the whole frame, on generated scenes."""
+"""GrabCut's frozen-model cut with the max-flow over the undecided pixels only
+(`engines/graphcut.py`) against OpenCV's `grabCut`, which cuts a graph of the whole frame, on
+generated scenes."""
 
 from __future__ import annotations
 
