@@ -26,8 +26,8 @@ def _solve_sym3(v: dict[tuple[int, int], npt.NDArray[np.float64]],
                 rhs: npt.NDArray[np.float64]) -> F32:
     """Every pixel's symmetric 3×3 system `v · x = rhs` by its adjugate (entries `v[i, j]`,
     i ≤ j, H×W each; `rhs` H×W×3), in float64. A batched `np.linalg.solve` makes one LAPACK
-    call per pixel: on the cluttered path's 360-px solve that took 0.02 CPU s a photo, a
-    fifth of the solve (issue 16, point 4, fifth pass); this is a few array products. The
+    call per pixel: on the cluttered path's 360-px solve that took 0.02 CPU s a photo, about a
+    sixth of the solve (issue 16, point 4, fifth pass); this is a few array products. The
     matrices are covariances plus eps·I, so positive definite: no pivoting is needed."""
     a, b, c = v[0, 0], v[0, 1], v[0, 2]
     d, e, f = v[1, 1], v[1, 2], v[2, 2]
