@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from matting_worker.engines import graphcut
 from matting_worker.engines.studio import disk
 
 __all__ = ["ClutteredCut", "border_distance_mask", "cluttered_coarse", "cluttered_cut",
@@ -66,6 +67,11 @@ what changes is that OpenCV's max-flow has only the outline's neighbourhood left
 which takes most of a round's cost (issue 16, point 4: the border-seeded cut's rounds
 0.14–0.38 → 0.12–0.26 CPU s on the three bundled photos, their outlines the same to ≤ 6
 pixels; at 12 px a round-1 region of one photo flipped back later, so nearer is not safe)."""
+BAND_OWN_CUT = True
+"""Make the band cut at `CUT_SIDE` with `graphcut.cut` (a max-flow of the band's pixels
+alone) instead of OpenCV's `grabCut`, whose graph spans the whole frame: the same labels
+(`engines/graphcut.py` says why), 0.04 → 0.02 CPU s a photo (issue 16, point 4, fifth pass).
+False gives OpenCV's cut, which the tests compare against."""
 _cv: Any = cv2  # OpenCV's stubs reject the documented None arguments of kmeans / grabCut
 
 
@@ -178,8 +184,11 @@ def _grabcut(small: npt.NDArray[np.uint8], dist: F32) -> npt.NDArray[np.bool_] |
     mask[np.asarray(cv2.erode(1 - up, k)) > 0] = cv2.GC_BGD
     _frame(mask)
     try:
-        _cv.grabCut(small, mask, None, *models, 1, cv2.GC_EVAL_FREEZE_MODEL)
-    except cv2.error:
+        if BAND_OWN_CUT:
+            graphcut.cut(small, mask, *models, graphcut.contrast(small))
+        else:
+            _cv.grabCut(small, mask, None, *models, 1, cv2.GC_EVAL_FREEZE_MODEL)
+    except (cv2.error, graphcut.GrabCutError):
         fine: npt.NDArray[np.bool_] = up > 0
         return fine
     out: npt.NDArray[np.bool_] = (mask & 1) > 0
@@ -285,15 +294,22 @@ def is_degenerate(mask: npt.NDArray[np.bool_]) -> bool:
     return largest < 0.01 * mask.size
 
 
-def _cut_score(small: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]) -> float:
-    """Label-free quality of a cut: how much stronger the image gradient is on its outline than
-    on average (a real object boundary follows edges), times the share of the mask in its
-    largest piece (a subject is one piece; a colour threshold scatters into many)."""
+def _gradient(small: npt.NDArray[np.uint8]) -> F32:
+    """The grey image's Sobel gradient magnitude, which `_cut_score` measures outlines on
+    (computed once per image: every cut tried is scored against the same one)."""
+    g = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    mag: F32 = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+    return mag
+
+
+def _cut_score(mag: F32, mask: npt.NDArray[np.bool_]) -> float:
+    """Label-free quality of a cut: how much stronger the image gradient (`_gradient`) is on
+    its outline than on average (a real object boundary follows edges), times the share of
+    the mask in its largest piece (a subject is one piece; a colour threshold scatters into
+    many)."""
     m8 = mask.astype(np.uint8)
     if m8.sum() < 10 or (1 - m8).sum() < 10:
         return 0.0
-    g = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    mag = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
     k = np.ones((3, 3), np.uint8)
     outline = (np.asarray(cv2.dilate(m8, k)) - np.asarray(cv2.erode(m8, k))) > 0
     align = float(mag[outline].mean()) / max(float(mag.mean()), 1e-6)
@@ -302,7 +318,7 @@ def _cut_score(small: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]) -> flo
     return align * share
 
 
-def _rival(small: npt.NDArray[np.uint8], best: npt.NDArray[np.bool_], dist: F32,
+def _rival(mag: F32, best: npt.NDArray[np.bool_], dist: F32,
            prior: npt.NDArray[np.bool_] | None) -> npt.NDArray[np.bool_]:
     """A busy backdrop can make the border-seeded cut swallow half the background. The cut
     seeded from the centre and saliency (`prior`) takes over only when it wins on both
@@ -311,13 +327,13 @@ def _rival(small: npt.NDArray[np.uint8], best: npt.NDArray[np.bool_], dist: F32,
     if prior is None or is_degenerate(prior):
         return best
     if (_separation(prior, dist) > _separation(best, dist)
-            and _cut_score(small, prior) > RIVAL_MARGIN * _cut_score(small, best)):
+            and _cut_score(mag, prior) > RIVAL_MARGIN * _cut_score(mag, best)):
         return prior
     return best
 
 
 def _guard(
-    small: npt.NDArray[np.uint8],
+    mag: F32,
     chosen: npt.NDArray[np.bool_],
     naive_small: npt.NDArray[np.bool_],
     prior: npt.NDArray[np.bool_] | None,
@@ -330,7 +346,7 @@ def _guard(
     others = [m for m in others if not is_degenerate(m)]
     if not others:
         return chosen
-    return max(others, key=lambda m: _cut_score(small, m))
+    return max(others, key=lambda m: _cut_score(mag, m))
 
 
 @dataclass
@@ -399,13 +415,14 @@ def cluttered_cut(image: npt.NDArray[np.uint8]) -> ClutteredCut:
     prior = _prior_grabcut(small)
     if prior is not None:
         tried.append(prior)
-    chosen = _rival(small, best, dist, prior)
-    chosen = _guard(small, chosen, naive_small, prior)
+    mag = _gradient(small)
+    chosen = _rival(mag, best, dist, prior)
+    chosen = _guard(mag, chosen, naive_small, prior)
     if chosen is not best:
         how = "naive" if chosen is naive_small else "prior"
     others = [m for m in (*tried, naive_small) if m is not chosen and not is_degenerate(m)]
     agreement = float(np.mean([_iou(chosen, m) for m in others])) if others else 0.0
-    sep, edge = _separation(chosen, dist), _cut_score(small, chosen)
+    sep, edge = _separation(chosen, dist), _cut_score(mag, chosen)
     if chosen is naive_small:
         return ClutteredCut(naive, how, agreement, sep, edge)
     full = cv2.resize(chosen.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
