@@ -266,10 +266,10 @@ def cut_disagreement(cut: ClutteredCut) -> float:
     0.06–0.54, errors 0.0001–0.03, two ranked below cut-outs ten times as wrong). Nothing
     else the path knows ranks those wins — neither the margin (bare wins of 1.32–1.36 hold
     errors of 0.0001 and 0.03) nor the best overlap with a beaten cut — so the win is charged
-    no disagreement
-    and stands on the other signals (claimed area × colour overlap, partial share, specks,
-    the path's floor). A centre-seeded cut that replaced a *degenerate* border-seeded one
-    (`_guard`: the border cut collapsed, errors 0.02–0.24) keeps the measured disagreement."""
+    no disagreement and stands on the other signals (claimed area × colour overlap, partial
+    share, specks, the path's floor). A centre-seeded cut that replaced a *degenerate*
+    border-seeded one (`_guard`: the border cut collapsed, errors 0.02–0.24) keeps the
+    measured disagreement."""
     if cut.rival_margin > 0.0:
         return 0.0
     return float(np.clip(1.0 - cut.agreement, 0.0, 1.0))
