@@ -404,3 +404,9 @@ def test_rival_that_won_its_contest_ranks_above_a_wrong_border_seeded_cut() -> N
     # Charged the beaten cuts' disagreement (the fourth pass), the order was the wrong way.
     charged = dataclasses.replace(sig_won, disagreement=1.0 - cut.agreement)
     assert score(charged) < m_wrong.confidence
+    # A centre-seeded cut that only replaced a collapsed border-seeded one (image 7 of the
+    # same seed, MSE 0.1) won no contest: its disagreement is still charged.
+    guarded = cluttered_cut(third_set.item(32, 7).image)
+    assert guarded.how == "prior" and guarded.rival_margin == 0.0
+    assert cut_disagreement(guarded) == pytest.approx(1.0 - guarded.agreement)
+    assert cut_disagreement(guarded) > 0.5
