@@ -363,6 +363,10 @@ class ClutteredCut:
     """Fisher contrast of the border distance inside vs outside the winner."""
     edge_score: float
     """How much stronger the image gradient is on the winner's outline than on average."""
+    rival_margin: float = 0.0
+    """Where the centre-seeded cut beat a plausible border-seeded one (`_rival`; `how`
+    'prior'): its cut score over the beaten cut's, at least `RIVAL_MARGIN`. 0 where no such
+    contest was won (the border-seeded cut kept, or degenerate and replaced by `_guard`)."""
 
 
 def _iou(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
@@ -425,5 +429,8 @@ def cluttered_cut(image: npt.NDArray[np.uint8]) -> ClutteredCut:
     sep, edge = _separation(chosen, dist), _cut_score(mag, chosen)
     if chosen is naive_small:
         return ClutteredCut(naive, how, agreement, sep, edge)
+    # The contest's margin (`_rival` scored both; the confidence reads it, issue 16 point 2).
+    margin = (edge / max(_cut_score(small, best), 1e-6)
+              if how == "prior" and not is_degenerate(best) else 0.0)
     full = cv2.resize(chosen.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    return ClutteredCut(np.asarray(full >= 0.5, np.float32), how, agreement, sep, edge)
+    return ClutteredCut(np.asarray(full >= 0.5, np.float32), how, agreement, sep, edge, margin)

@@ -11,7 +11,8 @@ the true error and the share of all error in the least confident tenth).
   `PATH_SPLIT`); on the studio path a fifth, `blend_error`: the error the pixels' own colours
   imply where the cut-out says opaque (a see-through part taken for solid). The score is
   1 / (1 + expected MSE / `TARGET_MSE`). On the cluttered path a sixth, `disagreement`: how
-  little the cuts it tried agree with the one it kept (issue 16's fourth pass). The signals
+  little the cuts it tried agree with the one it kept (issue 16's fourth pass), not charged
+  where the centre-seeded rival won its contest (fifth pass, `cut_disagreement`). The signals
   were chosen on one group of bench sets and checked on others
   (`bench/classical_issue16.md`); each is one that a reviewer can see in the cut-out.
 - Learned engines get a score from their output alone (`output_confidence`): the share of
@@ -256,7 +257,21 @@ def cut_disagreement(cut: ClutteredCut) -> float:
     and the one kept is a guess. No plausible alternative at all (agreement 0) is nothing to
     confirm it: 1. Measured per image, it ranks the cluttered path's errors on every design
     and check set (Spearman of the agreement with the true MSE −0.22 on the team's 12
-    cluttered cuts, −0.35…−0.86 on the others; `bench/classical_issue16.md`)."""
+    cluttered cuts, −0.35…−0.86 on the others; `bench/classical_issue16.md`).
+
+    Except where the centre-seeded cut won the contest against a plausible border-seeded one
+    (`ClutteredCut.rival_margin` > 0): the "others" are then the border-seeded cuts it beat,
+    which found a different object by construction, so a low agreement is what winning
+    looks like, not a doubt (issue 16's fifth pass: six such wins on the check sets, agreement
+    0.06–0.54, errors 0.0001–0.03, two ranked below cut-outs ten times as wrong). Nothing
+    else the path knows ranks those wins — neither the margin (bare wins of 1.32–1.36 hold
+    errors of 0.0001 and 0.03) nor the best overlap with a beaten cut — so the win is charged
+    no disagreement and stands on the other signals (claimed area × colour overlap, partial
+    share, specks, the path's floor). A centre-seeded cut that replaced a *degenerate*
+    border-seeded one (`_guard`: the border cut collapsed, errors 0.02–0.24) keeps the
+    measured disagreement."""
+    if cut.rival_margin > 0.0:
+        return 0.0
     return float(np.clip(1.0 - cut.agreement, 0.0, 1.0))
 
 

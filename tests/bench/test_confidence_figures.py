@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from bench.confidence_signals import COLUMNS, rows
-from bench.quality import ItemResult, best_decile_share, confidence_figures, evaluate
+from bench.quality import (
+    ItemResult,
+    _confidence_rows,
+    best_decile_share,
+    confidence_figures,
+    evaluate,
+)
 from matting_worker.engines.base import Matte
 from matting_worker.engines.classical import ClassicalEngine
 
@@ -32,6 +38,20 @@ def test_best_share_is_the_ceiling_of_the_tenth() -> None:
     assert share == pytest.approx(best_decile_share(perfect)) == pytest.approx(0.25, abs=0.01)
     backwards = [_result(m, m) for m in mse]
     assert confidence_figures(backwards)[1] < best_decile_share(backwards)
+
+
+def test_a_tenth_out_of_reach_is_called_so() -> None:
+    """Issue 16's fifth pass: where even the largest-error tenth holds under 40 %, the row
+    says the target is out of reach for the set; where the ceiling is above it and the
+    ranking misses, a plain NO; a perfect ranking of a set whose errors sit in one image, yes."""
+    flat = [0.25] + [0.75 / 9 + i * 1e-4 for i in range(9)]  # ceiling 25 %
+    peaked = [0.6] + [0.4 / 9 + i * 1e-4 for i in range(9)]  # ceiling 60 %
+    out_of_reach = [_result(m, 1.0 - m) for m in flat]
+    perfect = [_result(m, 1.0 - m) for m in peaked]
+    backwards = [_result(m, m) for m in peaked]
+    rows_ = _confidence_rows([("flat", out_of_reach), ("peaked", perfect), ("bad", backwards)])
+    verdicts = [r.rsplit("|", 2)[1].strip() for r in rows_[2:]]
+    assert verdicts == ["NO (tenth out of reach: best possible under 40%)", "yes", "NO"]
 
 
 def test_signal_rows_of_a_real_set(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from bench import third_set
 from matting_worker.engines.classical import ClassicalEngine
-from matting_worker.engines.cluttered import ClutteredCut
+from matting_worker.engines.cluttered import RIVAL_MARGIN, ClutteredCut, cluttered_cut
 from matting_worker.engines.confidence import (
     BLEND_CONTRAST,
     PATH_SPLIT,
@@ -358,3 +358,55 @@ def test_cluttered_cut_whose_tried_cuts_disagree_scores_below_one_they_agree_on(
     # Without the new term the order was the wrong way round.
     assert (score(dataclasses.replace(sig_disagree, disagreement=0.0))
             > score(dataclasses.replace(sig_agree, disagreement=0.0)))
+
+
+# --- Issue 16, point 2, fifth pass: a centre-seeded rival's win --------------------------------
+
+
+def test_rival_win_is_charged_no_disagreement_a_guard_win_is() -> None:
+    """Where the centre-seeded cut beat a plausible border-seeded one (`rival_margin` > 0),
+    the cuts it beat found another object by construction: no disagreement is charged. Where
+    it only replaced a collapsed border-seeded cut (`_guard`, margin 0) the measured
+    disagreement stands. Either way the score stays in [0, `PATH_SPLIT`]."""
+    mask = np.zeros((4, 4), np.float32)
+    won = ClutteredCut(mask, "prior", 0.06, 0.9, 12.0, RIVAL_MARGIN)
+    guarded = ClutteredCut(mask, "prior", 0.06, 0.9, 12.0)
+    assert cut_disagreement(won) == 0.0
+    assert cut_disagreement(guarded) == pytest.approx(0.94)
+    clean = dict(overlap=0.0, partial=0.0, specks=0.0, cluttered=True)
+    s_won = score(_sig(**clean, disagreement=cut_disagreement(won)))
+    s_guarded = score(_sig(**clean, disagreement=cut_disagreement(guarded)))
+    assert 0.0 <= s_guarded < s_won <= PATH_SPLIT
+
+
+def test_rival_that_won_its_contest_ranks_above_a_wrong_border_seeded_cut() -> None:
+    """Two photo-like scenes of the bench's third set (seed 32, the photo-like set where the
+    fourth pass's weakness showed): a capsule on a photograph that the centre-seeded cut
+    wins clearly (its outline scores ≥ `RIVAL_MARGIN` × the border-seeded cut's) and cuts
+    right, sharing almost nothing with the border-seeded cuts it beat; and a capsule in a
+    cluttered scene the border-seeded cut gets wrong (MSE over 0.1). Charged its low
+    agreement, the right cut ranked *below* the wrong one; not charged, it ranks above."""
+    engine = ClassicalEngine()
+    won, wrong = third_set.item(32, 14), third_set.item(32, 55)
+    assert (won.kind, wrong.kind) == ("photo_backdrop", "cluttered")
+    cut, other = cluttered_cut(won.image), cluttered_cut(wrong.image)  # what the engine cuts
+    assert cut.how == "prior" and cut.rival_margin >= RIVAL_MARGIN and cut.agreement < 0.2, cut
+    assert other.how == "grabcut" and other.rival_margin == 0.0
+    m_won, m_wrong = engine.predict([won.image, wrong.image])
+    assert engine.last_paths == ["cluttered", "cluttered"]
+    sig_won, sig_wrong = engine.last_signals
+    mse_won = float(np.mean((m_won.alpha - won.gt.astype(np.float32) / 255) ** 2))
+    mse_wrong = float(np.mean((m_wrong.alpha - wrong.gt.astype(np.float32) / 255) ** 2))
+    assert mse_wrong > 50 * mse_won, (mse_won, mse_wrong)  # really right, really wrong
+    assert sig_won.disagreement == 0.0 and sig_wrong.disagreement > 0.5
+    assert m_won.confidence is not None and m_wrong.confidence is not None
+    assert 0.0 <= m_wrong.confidence < m_won.confidence <= PATH_SPLIT
+    # Charged the beaten cuts' disagreement (the fourth pass), the order was the wrong way.
+    charged = dataclasses.replace(sig_won, disagreement=1.0 - cut.agreement)
+    assert score(charged) < m_wrong.confidence
+    # A centre-seeded cut that only replaced a collapsed border-seeded one (image 7 of the
+    # same seed, MSE 0.1) won no contest: its disagreement is still charged.
+    guarded = cluttered_cut(third_set.item(32, 7).image)
+    assert guarded.how == "prior" and guarded.rival_margin == 0.0
+    assert cut_disagreement(guarded) == pytest.approx(1.0 - guarded.agreement)
+    assert cut_disagreement(guarded) > 0.5
