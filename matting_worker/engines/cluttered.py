@@ -430,7 +430,7 @@ def cluttered_cut(image: npt.NDArray[np.uint8]) -> ClutteredCut:
     if chosen is naive_small:
         return ClutteredCut(naive, how, agreement, sep, edge)
     # The contest's margin (`_rival` scored both; the confidence reads it, issue 16 point 2).
-    margin = (edge / max(_cut_score(small, best), 1e-6)
+    margin = (edge / max(_cut_score(mag, best), 1e-6)
               if how == "prior" and not is_degenerate(best) else 0.0)
     full = cv2.resize(chosen.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return ClutteredCut(np.asarray(full >= 0.5, np.float32), how, agreement, sep, edge, margin)
