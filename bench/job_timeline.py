@@ -21,24 +21,20 @@ machine makes them the wall-time bubbles. `python -m bench job_timeline`.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from bench.pipeline import ROOT, _env, _free_port, _studio_images, run_job
+from bench.pipeline import run_job
 from bench.stack_run import service_label
-from bench.vs_rembg import MODEL, N_IMAGES, SIZES, STACK
+from bench.vs_rembg import prepare
 
 __all__ = ["Summary", "Timeline", "phase_table", "run", "sample_job", "summary"]
 
@@ -217,43 +213,23 @@ def summary(tl: Timeline, cores: int, load: float) -> Summary:
 
 def run() -> str:
     from mattepipe.stack import health_urls, start_stack, stop_stack, wait_healthy
-    from shared.settings import Settings
 
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        models, images = base / "models", base / "images"
-        models.mkdir()
-        per = max(1, N_IMAGES // len(SIZES))
-        paths = [p for w, h in SIZES for p in _studio_images(images / f"{w}x{h}", per, w, h)]
-        env = {**_env(), "MODELS_DIR": str(models), "U2NET_HOME": str(models)}
-        subprocess.run([sys.executable, str(ROOT / "bench" / "u2netp_arch.py"),
-                        str(models / f"{MODEL}.onnx")], env=env, check=True,
-                       capture_output=True)
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as zf:
-            for p in paths:
-                zf.write(p, p.relative_to(images).as_posix())
-        ports = {k: _free_port() for k in ("gw", "ma", "ca", "mw", "cw")}
-        settings = Settings(
-            data_dir=base / "data", models_dir=models, default_model=MODEL,
-            gateway_port=ports["gw"], matting_api_port=ports["ma"],
-            comparison_api_port=ports["ca"], matting_worker_port=ports["mw"],
-            comparison_worker_port=ports["cw"],
-            matting_api_url=f"http://127.0.0.1:{ports['ma']}",
-            comparison_api_url=f"http://127.0.0.1:{ports['ca']}", **STACK,
-        )
+        bed = prepare(base)
+        paths, settings = bed.paths, bed.settings
         stack = start_stack(settings, quiet=True)
         sums = []
         try:
             wait_healthy(health_urls(settings), timeout=600)
             url = f"http://127.0.0.1:{settings.gateway_port}"
             with httpx.Client(base_url=url, timeout=120) as c:
-                run_job(c, buf.getvalue())  # warm-up
+                run_job(c, bed.archive)  # warm-up
             log = settings.data_dir / "logs" / "gateway.out"
             for _ in range(JOBS):
                 load = os.getloadavg()[0]
-                s = summary(sample_job(url, buf.getvalue(), stack.pid, log), cores, load)
+                s = summary(sample_job(url, bed.archive, stack.pid, log), cores, load)
                 sums.append(s)
                 print(_one(s), flush=True)
         finally:

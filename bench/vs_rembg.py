@@ -27,8 +27,9 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -37,7 +38,10 @@ from PIL import Image
 from bench.pipeline import ROOT, _env, _free_port, _studio_images, run_job
 from bench.proctree import TreePeak, tree_cpu_s
 
-__all__ = ["run"]
+__all__ = ["Prepared", "prepare", "run"]
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 REMBG_PY = ROOT / "bench" / ".venv-rembg" / "bin" / "python"
 ROUNDS = int(os.environ.get("BENCH_REMBG_ROUNDS", "3"))
@@ -50,6 +54,47 @@ STACK: dict[str, Any] = {"matting_workers": 1, "comparison_workers": 1, "stage_b
 """The stack's settings for this comparison (module docstring). The content-hash cache is off:
 every round uploads the same images, and with it on every job after the warm-up is answered
 from the cache without running the model (the figures before 2026-12-02 were that)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """This comparison's inputs under one folder: the model file, the images, their zip and
+    the stack's settings on free ports (also `bench.job_timeline`'s)."""
+
+    models: Path
+    images: Path
+    paths: list[Path]
+    env: dict[str, str]
+    archive: bytes
+    settings: Settings
+
+
+def prepare(base: Path) -> Prepared:
+    """Write the U²-Net-p-shaped model and N_IMAGES studio JPEGs under `base`, zip them, and
+    give the stack's settings (STACK) with its data under `base / "data"`."""
+    from shared.settings import Settings
+
+    models, images = base / "models", base / "images"
+    models.mkdir()
+    per = max(1, N_IMAGES // len(SIZES))
+    paths = [p for w, h in SIZES for p in _studio_images(images / f"{w}x{h}", per, w, h)]
+    env = {**_env(), "MODELS_DIR": str(models), "U2NET_HOME": str(models)}
+    subprocess.run([sys.executable, str(ROOT / "bench" / "u2netp_arch.py"),
+                    str(models / f"{MODEL}.onnx")], env=env, check=True, capture_output=True)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in paths:
+            zf.write(p, p.relative_to(images).as_posix())
+    ports = {k: _free_port() for k in ("gw", "ma", "ca", "mw", "cw")}
+    settings = Settings(
+        data_dir=base / "data", models_dir=models, default_model=MODEL,
+        gateway_port=ports["gw"], matting_api_port=ports["ma"],
+        comparison_api_port=ports["ca"], matting_worker_port=ports["mw"],
+        comparison_worker_port=ports["cw"],
+        matting_api_url=f"http://127.0.0.1:{ports['ma']}",
+        comparison_api_url=f"http://127.0.0.1:{ports['ca']}", **STACK,
+    )
+    return Prepared(models, images, paths, env, buf.getvalue(), settings)
 
 
 def _load() -> float:
@@ -102,36 +147,17 @@ def _precision(models: Path, env: dict[str, str]) -> str:
 
 def run() -> str:
     from mattepipe.stack import health_urls, start_stack, stop_stack, wait_healthy
-    from shared.settings import Settings
 
     if not REMBG_PY.exists():
         return ("## mattepipe vs rembg\n\n_Skipped: no bench/.venv-rembg (`make bench` makes "
                 "it)._\n")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        models, images = base / "models", base / "images"
-        models.mkdir()
+        bed = prepare(base)
+        models, images, paths, env, settings = (bed.models, bed.images, bed.paths, bed.env,
+                                                bed.settings)
         per = max(1, N_IMAGES // len(SIZES))
-        paths = [p for w, h in SIZES for p in _studio_images(images / f"{w}x{h}", per, w, h)]
-        env = {**_env(), "MODELS_DIR": str(models), "U2NET_HOME": str(models)}
-        subprocess.run([sys.executable, str(ROOT / "bench" / "u2netp_arch.py"),
-                        str(models / f"{MODEL}.onnx")], env=env, check=True,
-                       capture_output=True)
         runtime = _precision(models, env)
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as zf:
-            for p in paths:
-                zf.write(p, p.relative_to(images).as_posix())
-
-        ports = {k: _free_port() for k in ("gw", "ma", "ca", "mw", "cw")}
-        settings = Settings(
-            data_dir=base / "data", models_dir=models, default_model=MODEL,
-            gateway_port=ports["gw"], matting_api_port=ports["ma"],
-            comparison_api_port=ports["ca"], matting_worker_port=ports["mw"],
-            comparison_worker_port=ports["cw"],
-            matting_api_url=f"http://127.0.0.1:{ports['ma']}",
-            comparison_api_url=f"http://127.0.0.1:{ports['ca']}", **STACK,
-        )
         # per run: (images/s, peak MiB, load average, CPU seconds per image)
         rows: dict[str, list[tuple[float, float, float, float]]] = {
             "rembg": [], "matte": [], "stack": []}
@@ -140,7 +166,7 @@ def run() -> str:
         try:
             wait_healthy(health_urls(settings), timeout=600)
             url = f"http://127.0.0.1:{settings.gateway_port}"
-            _job(url, buf.getvalue())  # warm-up: the workers load the model on first use
+            _job(url, bed.archive)  # warm-up: the workers load the model on first use
             for r in range(ROUNDS):
                 load = _load()
                 out = base / f"rembg{r}"
@@ -157,7 +183,7 @@ def run() -> str:
                 load = _load()
                 cpu0 = tree_cpu_s(stack.pid)
                 with TreePeak(stack.pid) as peak:
-                    sec, done = _job(url, buf.getvalue())
+                    sec, done = _job(url, bed.archive)
                 if done != n:
                     raise RuntimeError(f"stack completed {done} of {n}")
                 rows["stack"].append((n / sec, peak.mib, load, (tree_cpu_s(stack.pid) - cpu0) / n))
@@ -168,7 +194,7 @@ def run() -> str:
             gap = _alpha_gap(base / f"matte{ROUNDS - 1}", base / f"rembg{ROUNDS - 1}")
             # one more stack job, sampled (not in the table: its sampler costs CPU): where
             # in the job a core sat idle (bench.job_timeline)
-            timeline = _timeline(url, buf.getvalue(), stack.pid,
+            timeline = _timeline(url, bed.archive, stack.pid,
                                  settings.data_dir / "logs" / "gateway.out", len(paths))
         finally:
             stop_stack(stack)
