@@ -6,8 +6,6 @@ interval here is an hour, so only the writer can have closed the job."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from gateway.db.tables import Job, Task
 from gateway.pipeline.scheduler import Scheduler
 from shared.storage import Storage
 from tests.support.gateway import FAST, StageServer, image_tasks, make_settings
+from tests.support.waiting import async_wait_for
 
 HOUR = 3600.0
 
@@ -35,17 +34,16 @@ async def _run(data_dir: Path, stage_server: StageServer, paths: list[str],
     sched = Scheduler(cfg, db, storage, None, **{**FAST, "maintenance_s": HOUR})
     ended = db.job_end_signal("job1")  # as a live progress stream holds it
     await sched.start()
+    async def closed() -> tuple[Job, list[Task]] | None:
+        async with db.read() as s:
+            job = await s.get(Job, "job1")
+            assert job is not None
+            if not until(job, storage):
+                return None
+            return job, list((await s.execute(select(Task).order_by(Task.id))).scalars())
+
     try:
-        deadline = time.time() + 30
-        while True:
-            async with db.read() as s:
-                job = await s.get(Job, "job1")
-                assert job is not None
-                if until(job, storage):
-                    tasks = list((await s.execute(select(Task).order_by(Task.id))).scalars())
-                    break
-            assert time.time() < deadline, f"job stuck in {job.state}"
-            await asyncio.sleep(0.05)
+        job, tasks = await async_wait_for(closed, what="the job's end", interval=0.05)
     finally:
         await sched.stop()
         await db.close()
@@ -97,15 +95,13 @@ async def test_a_job_still_being_ingested_stays_open(data_dir: Path,
             s.add(Task(**row))
     sched = Scheduler(cfg, db, storage, None, **{**FAST, "maintenance_s": HOUR})
     await sched.start()
+    async def all_done() -> bool:
+        async with db.read() as s:
+            done = (await s.execute(select(Task.state))).scalars().all()
+        return all(st == "completed" for st in done)
+
     try:
-        deadline = time.time() + 30
-        while True:
-            async with db.read() as s:
-                done = (await s.execute(select(Task.state))).scalars().all()
-            if all(st == "completed" for st in done):
-                break
-            assert time.time() < deadline
-            await asyncio.sleep(0.05)
+        await async_wait_for(all_done, what="every task completed", interval=0.05)
         async with db.read() as s:
             job = await s.get(Job, "job1")
         assert job is not None and job.state == "running" and job.finished_at is None

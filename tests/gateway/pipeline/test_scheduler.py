@@ -26,6 +26,7 @@ from shared.settings import Settings
 from shared.storage import Storage
 from tests.support.gateway import FAST, StageServer, image_tasks, make_settings
 from tests.support.servers import ThreadServer
+from tests.support.waiting import async_wait_for
 
 RunJob = Callable[..., Awaitable[tuple[Job, list[Task]]]]
 
@@ -54,17 +55,18 @@ async def run_job(data_dir: Path, stage_server: StageServer) -> AsyncIterator[Ru
         done = until or (
             lambda j: j.state != "running" and (j.callback_done or not j.callback_url)
         )
+        async def finished() -> tuple[Job, list[Task]] | None:
+            async with db.read() as s:
+                j = await s.get(Job, "job1")
+                assert j is not None
+                if not done(j):
+                    return None
+                return j, list((await s.execute(select(Task).order_by(Task.id))).scalars())
+
         try:
-            deadline = time.time() + 30
-            while True:
-                async with db.read() as s:
-                    j = await s.get(Job, "job1")
-                    assert j is not None
-                    if done(j):
-                        tasks = list((await s.execute(select(Task).order_by(Task.id))).scalars())
-                        return j, tasks
-                assert time.time() < deadline, f"job stuck in {j.state}"
-                await asyncio.sleep(0.05)
+            found: tuple[Job, list[Task]] = await async_wait_for(
+                finished, what="the job's end", interval=0.05)
+            return found
         finally:
             await sched.stop()
 
@@ -217,15 +219,13 @@ async def _run_until_callback_done(settings: Settings, data_dir: Path, job: Job 
         sched = Scheduler(settings, db, Storage(data_dir), None, **FAST)
         await sched.start()
         try:
-            deadline = time.time() + 30
-            while True:
+            async def webhook_done() -> bool:
                 async with db.read() as s:
                     row = await s.get(Job, "j")
                     assert row is not None
-                if row.callback_done:
-                    break
-                assert time.time() < deadline, "the webhook never ended"
-                await asyncio.sleep(0.05)
+                return bool(row.callback_done)
+
+            await async_wait_for(webhook_done, what="the webhook's end", interval=0.05)
             for _ in range(passes_after):
                 await sched.maintain_once()
             await asyncio.sleep(0.2)  # any webhook task fired by those passes has run
