@@ -93,7 +93,10 @@ def task_rows(stack: Stack, job_id: str) -> list[dict[str, Any]]:
 def assert_each_once(stack: Stack, job_id: str, members: dict[str, bytes]) -> None:
     """The job completed, and its download holds exactly one cut-out and one sheet per image."""
     st = stack.wait_final(job_id)
-    assert st["state"] == "completed", st
+    if st["state"] != "completed":  # say which tasks failed and why
+        bad = [(t["path"], t["state"], t.get("error"), t.get("attempts"))
+               for t in task_rows(stack, job_id) if t["state"] != "completed"]
+        raise AssertionError(f"job {st['state']}, error {st.get('error')!r}: {bad}")
     assert st["total"] == len(members) and st["completed"] == len(members), st
     rows = task_rows(stack, job_id)
     assert len(rows) == len(members)
