@@ -292,6 +292,9 @@ def _image_zip(path: Path, images: int) -> None:
 
 
 def _timed(target: _Target, source: Path) -> None:
+    # The previous target's gigabyte may still be dirty in the page cache: written back now,
+    # outside the timing, so no target pays for the one before it (writeback throttling).
+    os.sync()
     sampler = _Sampler(target.pid, interval=0.05)
     sampler.start()
     cpu, faults = _counters(target.pid)
@@ -405,7 +408,8 @@ def run() -> str:
         f"{gib:g} GiB file sent by curl (`-T`, or `-F` for multipart; `Expect:` off) over "
         "loopback; the baseline is a socket server (own process) writing the body to a file "
         "with `recv_into` a 1 MiB buffer, in the same directory as the gateway's data "
-        f"(`python -m gateway`, own process). {rounds} interleaved rounds, best counts; "
+        f"(`python -m gateway`, own process). {rounds} interleaved rounds, a `sync` before "
+        "each target (outside the timing), best counts; "
         f"ratio = baseline time / target time. Machine: {os.cpu_count()} CPU cores; load "
         f"average {load_before[0]:.2f} before, {load_after[0]:.2f} after (`uptime`).",
         "",
