@@ -94,7 +94,7 @@ def assert_each_once(stack: Stack, job_id: str, members: dict[str, bytes]) -> No
     """The job completed, and its download holds exactly one cut-out and one sheet per image."""
     st = stack.wait_final(job_id)
     if st["state"] != "completed":  # say which tasks failed and why
-        bad = [(t["path"], t["state"], t.get("error"), t.get("attempts"))
+        bad = [(t["path"], t["state"], t["failed_stage"], t["error"], t["retry_count"])
                for t in task_rows(stack, job_id) if t["state"] != "completed"]
         raise AssertionError(f"job {st['state']}, error {st.get('error')!r}: {bad}")
     assert st["total"] == len(members) and st["completed"] == len(members), st

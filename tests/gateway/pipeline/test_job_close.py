@@ -34,6 +34,7 @@ async def _run(data_dir: Path, stage_server: StageServer, paths: list[str],
     sched = Scheduler(cfg, db, storage, None, **{**FAST, "maintenance_s": HOUR})
     ended = db.job_end_signal("job1")  # as a live progress stream holds it
     await sched.start()
+
     async def closed() -> tuple[Job, list[Task]] | None:
         async with db.read() as s:
             job = await s.get(Job, "job1")
@@ -95,6 +96,7 @@ async def test_a_job_still_being_ingested_stays_open(data_dir: Path,
             s.add(Task(**row))
     sched = Scheduler(cfg, db, storage, None, **{**FAST, "maintenance_s": HOUR})
     await sched.start()
+
     async def all_done() -> bool:
         async with db.read() as s:
             done = (await s.execute(select(Task.state))).scalars().all()

@@ -55,6 +55,7 @@ async def run_job(data_dir: Path, stage_server: StageServer) -> AsyncIterator[Ru
         done = until or (
             lambda j: j.state != "running" and (j.callback_done or not j.callback_url)
         )
+
         async def finished() -> tuple[Job, list[Task]] | None:
             async with db.read() as s:
                 j = await s.get(Job, "job1")
