@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +26,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from PIL import Image
 from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.db.database import Database
 from gateway.db.tables import Base, Job, Task
 from gateway.state import GatewayState
 from shared.schemas import (
@@ -217,6 +219,18 @@ def image_tasks(storage: Storage, job_id: str, paths: list[str], **kw: Any) -> l
         Image.new("RGB", (4, 3), (1, 2, 3)).save(f, "JPEG")
         rows.append({"job_id": job_id, "path": p, "input": storage.relative(f), **kw})
     return rows
+
+
+async def job_when(db: Database, job_id: str, done: Callable[[Job], bool]
+                   ) -> tuple[Job, list[Task]] | None:
+    """The job's row and its tasks (by id), read in one transaction, once `done(job)` holds;
+    None before: a condition for `tests.support.waiting.async_wait_for`."""
+    async with db.read() as s:
+        job = await s.get(Job, job_id)
+        assert job is not None
+        if not done(job):
+            return None
+        return job, list((await s.execute(select(Task).order_by(Task.id))).scalars())
 
 
 @dataclass

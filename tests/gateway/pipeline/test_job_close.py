@@ -15,7 +15,7 @@ from gateway.db.database import Database
 from gateway.db.tables import Job, Task
 from gateway.pipeline.scheduler import Scheduler
 from shared.storage import Storage
-from tests.support.gateway import FAST, StageServer, image_tasks, make_settings
+from tests.support.gateway import FAST, StageServer, image_tasks, job_when, make_settings
 from tests.support.waiting import async_wait_for
 
 HOUR = 3600.0
@@ -34,17 +34,10 @@ async def _run(data_dir: Path, stage_server: StageServer, paths: list[str],
     sched = Scheduler(cfg, db, storage, None, **{**FAST, "maintenance_s": HOUR})
     ended = db.job_end_signal("job1")  # as a live progress stream holds it
     await sched.start()
-
-    async def closed() -> tuple[Job, list[Task]] | None:
-        async with db.read() as s:
-            job = await s.get(Job, "job1")
-            assert job is not None
-            if not until(job, storage):
-                return None
-            return job, list((await s.execute(select(Task).order_by(Task.id))).scalars())
-
     try:
-        job, tasks = await async_wait_for(closed, what="the job's end", interval=0.05)
+        job, tasks = await async_wait_for(
+            lambda: job_when(db, "job1", lambda j: until(j, storage)),
+            what="the job's end", interval=0.05)
     finally:
         await sched.stop()
         await db.close()

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 
 from gateway.db.database import Database
 from gateway.db.tables import Job, Task
@@ -24,7 +23,7 @@ from gateway.pipeline.scheduler import Scheduler
 from shared.log_context import current_fields
 from shared.settings import Settings
 from shared.storage import Storage
-from tests.support.gateway import FAST, StageServer, image_tasks, make_settings
+from tests.support.gateway import FAST, StageServer, image_tasks, job_when, make_settings
 from tests.support.servers import ThreadServer
 from tests.support.waiting import async_wait_for
 
@@ -55,18 +54,9 @@ async def run_job(data_dir: Path, stage_server: StageServer) -> AsyncIterator[Ru
         done = until or (
             lambda j: j.state != "running" and (j.callback_done or not j.callback_url)
         )
-
-        async def finished() -> tuple[Job, list[Task]] | None:
-            async with db.read() as s:
-                j = await s.get(Job, "job1")
-                assert j is not None
-                if not done(j):
-                    return None
-                return j, list((await s.execute(select(Task).order_by(Task.id))).scalars())
-
         try:
             found: tuple[Job, list[Task]] = await async_wait_for(
-                finished, what="the job's end", interval=0.05)
+                lambda: job_when(db, "job1", done), what="the job's end", interval=0.05)
             return found
         finally:
             await sched.stop()
