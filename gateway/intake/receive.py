@@ -31,8 +31,8 @@ from gateway.errors import (
     UnsupportedMediaType,
 )
 from gateway.intake.pacing import Pace
-from gateway.intake.splice import SocketBody, splice_body
-from gateway.intake.spool import WRITE_BYTES, Spool
+from gateway.intake.splice import SocketBody, splice_body, tap_body
+from gateway.intake.spool import WRITE_BYTES, Spool, write_all
 from shared.errors import MattepipeError
 from shared.formats import IMAGE_TYPES, VIDEO_TYPES
 
@@ -136,6 +136,20 @@ class _Sink:
         else:
             self.full = self.spool.add(data)
 
+    def write_now(self, data: bytes | memoryview) -> None:
+        """In a tap's thread (`gateway.intake.splice.tap_body`): count, check and write `data`
+        at once, after the pieces gathered before (opening the file first if need be)."""
+        self.size += len(data)
+        if self.size > self.max_size:
+            raise PayloadTooLarge(f"upload larger than the limit of {self.max_size} bytes")
+        if self.file is None:
+            assert self.path is not None and self.spool is None
+            self.file = self.path.open("wb", buffering=0)
+            data = memoryview(b"".join(self.pre) + data) if self.pre else data
+            self.pre = []
+        write_all(self.file.fileno(), [data])
+        self._check(len(data))
+
     def _check(self, written: int) -> None:
         """In the writer thread: a statvfs every DISK_CHECK_BYTES, not per write."""
         self.unchecked += written
@@ -149,12 +163,22 @@ class _Sink:
         self.full = False
         if self.spool is None:
             assert self.path is not None
-            self.file = await asyncio.to_thread(self.path.open, "wb", buffering=0)
+            if self.file is None:  # a tap's thread may have opened it (`write_now`)
+                self.file = await asyncio.to_thread(self.path.open, "wb", buffering=0)
             self.spool = Spool(self.file.fileno(), self._check)
             for chunk in self.pre:
                 self.spool.add(chunk)
             self.pre = []
         await self._guard(self.spool.flush())
+
+    async def tap(self, sock: int, count: int, pace: Pace, form: _FormReader) -> None:
+        """The rest of a multipart body, `count` bytes, read from the socket and parsed in a
+        thread of its own (`gateway.intake.splice.tap_body`), the file part written there."""
+        form.direct = True
+        try:
+            await self._guard(tap_body(sock, count, pace, form.parser.write))
+        finally:
+            form.direct = False
 
     async def splice(self, sock: int, count: int, pace: Pace) -> None:
         """The rest of a raw body, `count` bytes, straight from the socket into the file
@@ -221,6 +245,8 @@ class _FormReader:
         self.in_file = False
         self.seen_file = False
         self.file_done = False
+        self.direct = False
+        """The file part goes to `_Sink.write_now` (a tap's thread), not `_Sink.feed`."""
         self.parser = MultipartParser(
             boundary,
             {
@@ -274,7 +300,10 @@ class _FormReader:
         if self.in_file:
             # A view, not a slice: bytes never change, so the view is as good as a copy.
             part = memoryview(data)[start:end] if isinstance(data, bytes) else data[start:end]
-            self.sink.feed(part)
+            if self.direct:
+                self.sink.write_now(part)
+            else:
+                self.sink.feed(part)
 
     def _part_end(self) -> None:
         if self.in_file:
@@ -344,16 +373,21 @@ async def receive_upload(
     if form is None:
         sink.start(_raw_filename(filename, content_type))
     taken = None
-    if form is None and length and socket_body is not None and pace is not None:
+    if length and socket_body is not None and pace is not None:
         taken = socket_body.take()
     complete = False
     try:
         if taken is not None:
             assert socket_body is not None and pace is not None
             pieces, sock, rest = taken
-            for piece in pieces:
-                sink.feed(piece)
-            await sink.splice(sock, rest, pace)
+            if form is None:
+                for piece in pieces:
+                    sink.feed(piece)
+                await sink.splice(sock, rest, pace)
+            else:
+                for piece in pieces:
+                    form.parser.write(piece)
+                await sink.tap(sock, rest, pace, form)
             complete = True
             socket_body.release(True)
             body = _no_body()

@@ -36,7 +36,7 @@ from gateway.errors import ClientGone, UploadStalled
 from gateway.intake.pacing import Pace
 from gateway.intake.spool import write_all
 
-__all__ = ["PIPE_BYTES", "STOP_CHECK_S", "SocketBody", "splice_body"]
+__all__ = ["PIPE_BYTES", "STOP_CHECK_S", "SocketBody", "splice_body", "tap_body"]
 
 PIPE_BYTES = 1 << 20
 """The pipe between socket and file, and the most one `splice` moves: 1 MiB (Linux's default
@@ -119,10 +119,10 @@ def _splice(sock: int, fd: int, count: int, pace: Pace, check: Callable[[int], N
         os.close(w)
 
 
-def _copy(sock: int, fd: int, count: int, pace: Pace, check: Callable[[int], None],
-          stop: threading.Event) -> int:
-    """`_splice` for a socket that has no `splice` (EINVAL at the first one): the same loop
-    with a read and a write."""
+def _read(sock: int, count: int, pace: Pace, stop: threading.Event,
+          consume: Callable[[bytes], object]) -> int:
+    """Read exactly `count` bytes from `sock` a piece at a time, each handed to `consume` (in
+    this thread) before the next read; the count."""
     moved = 0
     poller = select.poll()
     poller.register(sock, select.POLLIN | select.POLLPRI)
@@ -145,11 +145,22 @@ def _copy(sock: int, fd: int, count: int, pace: Pace, check: Callable[[int], Non
         if not data:
             raise ClientGone()
         pace.add(len(data))
-        write_all(fd, [data])
+        consume(data)
         moved += len(data)
-        check(len(data))
         pace.waiting()
     return moved
+
+
+def _copy(sock: int, fd: int, count: int, pace: Pace, check: Callable[[int], None],
+          stop: threading.Event) -> int:
+    """`_splice` for a socket that has no `splice` (EINVAL at the first one): a read and a
+    write per piece."""
+
+    def write(data: bytes) -> None:
+        write_all(fd, [data])
+        check(len(data))
+
+    return _read(sock, count, pace, stop, write)
 
 
 def _move(sock: int, fd: int, count: int, pace: Pace, check: Callable[[int], None],
@@ -180,6 +191,22 @@ async def splice_body(sock: int, fd: int, count: int, pace: Pace,
     (idle or too slow, by `pace`), what `check` raises, or the file's `OSError`. Cancelled, it
     stops the thread and waits for it (≤ STOP_CHECK_S) before re-raising: after this returns
     or raises, nothing touches `fd`."""
+    return await _in_thread(lambda stop: _move(sock, fd, count, pace, check, stop))
+
+
+async def tap_body(sock: int, count: int, pace: Pace, consume: Callable[[bytes], object]) -> int:
+    """Read exactly `count` bytes from the socket `sock` in a thread of this upload's own,
+    handing each piece to `consume` in that thread (a multipart form's parser, which writes
+    the file part as it goes: one copy into Python, one into the page cache, as a plain
+    socket-to-file loop; no event loop or HTTP parser per piece); the count. Raises as
+    `splice_body`, and what `consume` raises; after it returns or raises, `consume` is not
+    called again."""
+    return await _in_thread(lambda stop: _read(sock, count, pace, stop, consume))
+
+
+async def _in_thread(work: Callable[[threading.Event], int]) -> int:
+    """`work(stop)` in a thread of its own; its result or exception here. Cancelled, it sets
+    `stop`, waits for the thread to end and re-raises the cancellation."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[int] = loop.create_future()
     stop = threading.Event()
@@ -187,13 +214,13 @@ async def splice_body(sock: int, fd: int, count: int, pace: Pace,
     def run() -> None:
         result: tuple[BaseException | None, int]
         try:
-            result = (None, _move(sock, fd, count, pace, check, stop))
+            result = (None, work(stop))
         except BaseException as exc:  # handed to the loop, raised there
             result = (exc, 0)
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
             loop.call_soon_threadsafe(_settle, done, result)
 
-    thread = threading.Thread(target=run, name="upload-splice", daemon=True)
+    thread = threading.Thread(target=run, name="upload-body", daemon=True)
     thread.start()
     cancelled = False
     while not done.done():

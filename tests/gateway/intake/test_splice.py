@@ -2,11 +2,14 @@
 `shared.serve.BodyTap`): on a real uvicorn server running the services' own `HttpProtocol`,
 with clients on real sockets — bodies arriving in pieces before and after the hand-over,
 keep-alive and a pipelined request after a spliced body, `Expect: 100-continue`, a client
-that goes away mid-body, a stalled one, and the limits on the new path."""
+that goes away mid-body, a stalled one, and the limits on the new path. Multipart bodies
+take the same socket to a thread that parses them there (`tap_body`): the same cases, and a
+malformed form, a file over the limit and a second file part refused mid-body."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -187,7 +190,7 @@ def test_expect_100_continue_is_answered_before_the_splice(
 
 
 def splice_threads() -> int:
-    return sum(t.name == "upload-splice" for t in threading.enumerate())
+    return sum(t.name == "upload-body" for t in threading.enumerate())
 
 
 def test_a_client_gone_mid_body_leaves_nothing(server: tuple[ThreadServer, Path]) -> None:
@@ -367,3 +370,111 @@ def test_a_tus_patch_past_its_length_is_413_and_keeps_the_file(
         assert code == 413 and "Upload-Length" in str(got["detail"])
         assert closed(s)
     assert (root / "long.bin").read_bytes() == b"12345"
+
+
+# Multipart bodies: the socket goes to a thread that runs the form's parser (`tap_body`).
+
+BOUNDARY = "tapBoundary7MA4YWxk"
+
+
+def form(data: bytes, *, name: str = "a.zip", files: int = 1) -> bytes:
+    """A multipart body: a text field, `files` file parts carrying `data`, another field."""
+    b = BOUNDARY.encode()
+    out = (b"--" + b + b'\r\nContent-Disposition: form-data; name="model"\r\n\r\nidentity\r\n')
+    for _ in range(files):
+        out += (b"--" + b + b'\r\nContent-Disposition: form-data; name="file"; filename="'
+                + name.encode() + b'"\r\nContent-Type: application/zip\r\n\r\n' + data + b"\r\n")
+    out += b"--" + b + b'\r\nContent-Disposition: form-data; name="note"\r\n\r\nx\r\n'
+    return out + b"--" + b + b"--\r\n"
+
+
+def form_head(job: str, length: int) -> bytes:
+    return (f"POST /upload/{job} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+            f"boundary={BOUNDARY}\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+def send_form(srv: ThreadServer, job: str, body: bytes, first: int = 0,
+              ) -> tuple[int, dict[str, object], bytes, bool]:
+    """The form in two sends, `first` bytes with the headers; (status, answer, its head,
+    whether the server closed the connection after it)."""
+    with connect(srv) as s:
+        s.sendall(form_head(job, len(body)) + body[:first])
+        time.sleep(0.2)
+        # Refused mid-body, the server may close before all is sent: its answer is on its way.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(body[first:])
+        code, got, top = read_response(s, bytearray())
+        return code, got, top, closed(s)
+
+
+@pytest.mark.parametrize("first", [0, 1, 90, 200, 300_001])
+def test_a_form_split_anywhere_is_parsed_in_the_tap_thread(
+        server: tuple[ThreadServer, Path], first: int) -> None:
+    """A form sent in two pieces, the first ending anywhere (in a field, in the file part's
+    headers, in its data): the file is the part's data, byte for byte, the rest of the body
+    was read by the tap, and the connection stays open."""
+    srv, _ = server
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    body = form(data)
+    SPLICES.clear()
+    with connect(srv) as s:
+        s.sendall(form_head(f"form{first}", len(body)) + body[:first])
+        time.sleep(0.2)
+        s.sendall(body[first:] + b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = bytearray()
+        code, got, _ = read_response(s, buf)
+        assert code == 200, got
+        assert got == {"size": len(data), "sha": sha(data)}
+        assert read_response(s, buf)[1] == {"hello": "world"}
+    assert len(SPLICES) == 1
+    before, rest = SPLICES[0]
+    assert before + rest == len(body) and rest > 0
+
+
+def test_a_malformed_form_is_400_and_leaves_nothing(server: tuple[ThreadServer, Path]) -> None:
+    """A part header line without a colon, a megabyte into the body: refused in the thread,
+    400 with the parser's reason, the partial file gone, the connection closed."""
+    srv, root = server
+    bad = form(os.urandom(1_000_000)) + b"--" + BOUNDARY.encode() + b"\r\nno colon here\r\n\r\n"
+    code, got, _, was_closed = send_form(srv, "malformed", bad.replace(
+        b"--" + BOUNDARY.encode() + b"--\r\n", b"", 1))
+    assert code == 400 and "malformed multipart" in str(got["detail"])
+    assert was_closed
+    assert not any((root / "malformed").glob("*")) and splice_threads() == 0
+
+
+def test_a_file_part_over_the_limit_is_413_mid_body(server: tuple[ThreadServer, Path]) -> None:
+    """Content-Length within the limit's slack for form overhead, the file part itself over
+    the limit: 413 once the part passes it, nothing left."""
+    srv, root = server
+    body = form(os.urandom(1_500_000))
+    code, got, _, was_closed = send_form(srv, "over?max_size=1000000", body)
+    assert code == 413 and "limit" in str(got["detail"])
+    assert was_closed
+    assert not any((root / "over").glob("*")) and splice_threads() == 0
+
+
+def test_a_second_file_part_is_400(server: tuple[ThreadServer, Path]) -> None:
+    srv, root = server
+    code, got, _, _ = send_form(srv, "twofiles", form(os.urandom(500_000), files=2))
+    assert code == 400 and "only one 'file'" in str(got["detail"])
+    assert not any((root / "twofiles").glob("*"))
+
+
+def test_a_form_cut_mid_body_or_stalled_leaves_nothing(server: tuple[ThreadServer, Path]) -> None:
+    """The client goes away mid-file: no file, no thread. Another stops sending: 408."""
+    srv, root = server
+    body = form(os.urandom(4_000_000))
+    with connect(srv) as s:
+        s.sendall(form_head("formgone", len(body)) + body[:2_000_000])
+        wait_for(lambda: splice_threads() > 0, 10, "the tap to start")
+    wait_for(lambda: splice_threads() == 0, 10, "the tap thread to end")
+    wait_for(lambda: not any((root / "formgone").glob("*")), 10, "the partial file to go")
+    with connect(srv) as s:
+        s.sendall(form_head("formstall", len(body)) + body[:1000])
+        time.sleep(0.1)
+        s.sendall(body[1000:300_000])
+        code, got, _ = read_response(s, bytearray())
+        assert code == 408 and "stalled" in str(got["detail"])
+        assert closed(s)
+    assert not any((root / "formstall").glob("*")) and splice_threads() == 0
