@@ -36,12 +36,18 @@ CUT_SIDE = 400
 CUT_ROUNDS = 4
 """GrabCut rounds of the border-seeded cut. Two or three broke a busy-backdrop image or
 worsened textured backdrops; stopping once the mask stops changing saved nothing measurable
-(OpenCV redoes its edge weights on every call)."""
+(OpenCV redoes its edge weights on every call). Three with the settled rounds (issue 16's
+sixth speed pass, 137 cluttered-path images of every set): ~0.03 s less, but the textured
+sets' error up 4–5 % (the team's 0.00363 → 0.00381)."""
 COARSE_SIDE = 280
 """Longest side at which the border-seeded cut runs its rounds and learns its colour models.
 A graph cut's cost grows faster than its pixel count: 280 instead of 400 takes the cut from
 0.8 to 0.33 CPU s on a 640×480 photo. 240 and 200 were faster still but lost
-parts of soft-edged objects on textured backdrops (team set textured 0.0037 → 0.0052)."""
+parts of soft-edged objects on textured backdrops (team set textured 0.0037 → 0.0052).
+Only the first round smaller (140 or 200 px, its outline carried up to settle the rounds at
+280) lost the same images (0.0037 → 0.0074 / 0.0050), and the k-means start of the colour
+models taken at 140 px moved every set's error by up to ±20 % (GrabCut's answer depends on
+its start): issue 16's sixth speed pass kept both out."""
 REFINE_BAND = 4
 """Half-width (pixels at `CUT_SIDE`) of the band around the coarse outline that is cut once
 more at `CUT_SIDE` with the coarse colour models (0: no coarse stage, every round at
@@ -56,9 +62,10 @@ PRIOR_SIDE = 160
 """Longest side of the centre-seeded rival cut. It starts from a wide guess and needs more
 rounds than the border-seeded cut, and it only competes as a coarse alternative, so it runs
 on a sixth of the pixels (it was most of the cluttered path's time; 200 → 160 in issue 16's
-speed work halved its share again without changing a winner on the three sets)."""
+speed work halved its share again without changing a winner on the three sets; 136 in the
+sixth pass changed one: a photo-like image 0.105 → 0.356)."""
 PRIOR_ROUNDS = 3
-"""GrabCut rounds of the centre-seeded cut."""
+"""GrabCut rounds of the centre-seeded cut (2 turned one lamp's winner: 0.029 → 0.18)."""
 SETTLED_SHARE = 0.07
 """After a cut's first round, pixels farther than this share of the frame's long side from
 its outline are fixed to the side they are on for the later rounds (20 px at `COARSE_SIDE`).
@@ -79,7 +86,8 @@ def border_distance_mask(image: npt.NDArray[np.uint8]) -> F32:
     """Lab distance to the border's median colour, Otsu threshold (the plain baseline)."""
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     border = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
-    dist = np.linalg.norm(lab - np.median(border, axis=0), axis=2)
+    diff = lab - np.median(border, axis=0)
+    dist = np.sqrt(np.einsum("hwc,hwc->hw", diff, diff))  # the norm, without its temporaries
     d8 = np.clip(dist * (255.0 / max(float(dist.max()), 1e-6)), 0, 255).astype(np.uint8)
     _, mask = cv2.threshold(d8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     out: F32 = (mask > 0).astype(np.float32)
