@@ -4,9 +4,12 @@ Starlette's `request.form()` spools to a temp file and then copies; at 100 GB th
 disk traffic and hides size and space problems until the end. Here the body is parsed as it
 arrives (multipart through python-multipart's low-level parser, or raw bytes), gathered into
 a few-MiB buffer and written by a thread while the next buffer fills, so memory stays flat and
-the event loop never waits on the disk. Size and free space are checked as bytes arrive.
-The route hands over the body and the headers (`gateway.api.errors.request_body`); refusals
-are `gateway.errors` exceptions, answered by the app's one handler.
+the event loop never waits on the disk. A body that declares its length is taken from the
+socket by a thread of its own instead (`gateway.intake.splice`: a raw one spliced, a
+multipart one read and parsed there, its file part written as it comes). Size and free space
+are checked as bytes arrive. The route hands over the body and the headers
+(`gateway.api.errors.request_body`); refusals are `gateway.errors` exceptions, answered by
+the app's one handler.
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ class _Sink:
         self._check(len(data))
 
     def _check(self, written: int) -> None:
-        """In the writer thread: a statvfs every DISK_CHECK_BYTES, not per write."""
+        """In the writer (or tap) thread: a statvfs every DISK_CHECK_BYTES, not per write."""
         self.unchecked += written
         if self.unchecked >= DISK_CHECK_BYTES:
             self.unchecked = 0

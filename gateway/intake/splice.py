@@ -18,6 +18,11 @@ piece, as the writer thread's does (the free-space check every DISK_CHECK_BYTES)
 (`gateway.intake.pacing.Pace`: idle timeout, minimum rate) is checked while the thread waits
 on the socket; a client that goes away is `ClientGone`; a cancelled upload stops the thread
 within STOP_CHECK_S, and nothing touches the file after `splice_body` returns or raises.
+
+A multipart body cannot be spliced (its boundary must be seen), but it is read the same way,
+by `tap_body`: the same thread, loop and rules, each piece `os.read` into Python and handed
+to the form's parser there, which writes the file part at once — the two copies of a plain
+socket-to-file loop instead of three, and no event loop or HTTP parser per piece.
 """
 
 from __future__ import annotations
