@@ -129,10 +129,14 @@ class _Sink:
         self.filename = filename
         self.path = self.dest_dir / f"upload.{upload_extension(filename)}"
 
-    def feed(self, data: bytes | memoryview) -> None:
-        self.size += len(data)
+    def _count(self, n: int) -> None:
+        """`n` more bytes of the file: over `max_size` is a 413."""
+        self.size += n
         if self.size > self.max_size:
             raise PayloadTooLarge(f"upload larger than the limit of {self.max_size} bytes")
+
+    def feed(self, data: bytes | memoryview) -> None:
+        self._count(len(data))
         if self.spool is None:
             self.pre.append(data)
             self.full = self.size >= WRITE_BYTES
@@ -142,16 +146,13 @@ class _Sink:
     def write_now(self, data: bytes | memoryview) -> None:
         """In a tap's thread (`gateway.intake.splice.tap_body`): count, check and write `data`
         at once, after the pieces gathered before (opening the file first if need be)."""
-        self.size += len(data)
-        if self.size > self.max_size:
-            raise PayloadTooLarge(f"upload larger than the limit of {self.max_size} bytes")
+        self._count(len(data))
+        chunks = [data]
         if self.file is None:
             assert self.path is not None and self.spool is None
             self.file = self.path.open("wb", buffering=0)
-            data = memoryview(b"".join(self.pre) + data) if self.pre else data
-            self.pre = []
-        write_all(self.file.fileno(), [data])
-        self._check(len(data))
+            chunks, self.pre = [*self.pre, data], []  # one writev, no joined copy
+        self._check(write_all(self.file.fileno(), chunks))
 
     def _check(self, written: int) -> None:
         """In the writer (or tap) thread: a statvfs every DISK_CHECK_BYTES, not per write."""
