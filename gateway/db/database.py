@@ -182,6 +182,19 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(
             self._snapshot_pool, self._run_snapshot, fn)
 
+    @property
+    def blocking_snapshots(self) -> bool:
+        """Whether `snapshot_here` may be called (SQLite: a blocking engine of its own)."""
+        return self._snapshots is not None
+
+    def snapshot_here(self, fn: Callable[[Session], T]) -> T:
+        """`snapshot` run in the calling thread, blocking (SQLite only: `blocking_snapshots`),
+        for a thread that reads pages of rows between its own work: a download's zip reads
+        its next page itself rather than beside itself in a reader thread, where the two
+        threads took the GIL from each other at every row the driver stepped (issue 17, the
+        download's fifth pass)."""
+        return self._run_snapshot(fn)
+
     def _run_snapshot(self, fn: Callable[[Session], T]) -> T:
         assert self._snapshots is not None
         with self._snapshots() as s, s.begin():

@@ -15,7 +15,9 @@ download or report, kept in a dict, instead of a `stat` or a HEAD request per fi
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -36,6 +38,7 @@ __all__ = [
     "Member",
     "ObjectFile",
     "ObjectPrefetch",
+    "OpenFolders",
     "member_size",
 ]
 
@@ -126,6 +129,81 @@ class JobFinder:
                 self._folders.pop(next(iter(self._folders)))
             self._folders[folder] = listed
         return listed
+
+
+_UNOPENED: Final = -2
+_OUTSIDE: Final = -1
+_FILE_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+"""A member is opened without following a symlink, and without waiting on a FIFO (no
+writer: the open would block); a regular file reads the same with O_NONBLOCK."""
+_FOLDER_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_ABSENT: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO,
+                            errno.EISDIR})
+"""What an open of a member's name may fail with when there is no plain file by that name: a
+symlink (ELOOP, from O_NOFOLLOW) is no file of the job's, as `JobFinder` does not list it."""
+
+
+class OpenFolders:
+    """A local zip's folders, each opened once (a directory descriptor), and its members
+    opened relative to them (blocking: use it in the zip's thread; `close` when done).
+
+    Opening `name` in an open folder looks up one path component, where an absolute path
+    walks every one from the root again (a `realpath`'s worth per member), and the folder a
+    member is read from is the one resolved under DATA_DIR, whatever is renamed above it
+    meanwhile. It needs no listing either: a member's own `fstat` says whether it is a plain
+    file (issue 17, the download's fifth pass). The last FINDER_FOLDERS folders stay open."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._fds: dict[str, int] = {}
+
+    def open(self, key: str) -> tuple[int, os.stat_result] | None:
+        """`key`'s plain file opened (the caller closes the descriptor) and its `fstat`;
+        None when there is none: no such name, a symlink, a folder, a FIFO, or a folder
+        outside DATA_DIR."""
+        folder, _, name = key.rpartition("/")
+        dir_fd = self._fds.get(folder, _UNOPENED)
+        if dir_fd == _UNOPENED:
+            dir_fd = self._folder(folder)
+        if dir_fd == _OUTSIDE:
+            return None
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return None
+            raise
+        except ValueError:  # a NUL in the name: no file has it
+            return None
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None
+        return fd, st
+
+    def _folder(self, folder: str) -> int:
+        """`folder` resolved under DATA_DIR and opened; _OUTSIDE when it cannot be."""
+        try:
+            where = self.storage.objects.local_path(folder)
+            fd = _OUTSIDE if where is None else os.open(where, _FOLDER_FLAGS)
+        except (PathOutsideDataDir, OSError):  # as `JobFinder._folder`: none of it is found
+            fd = _OUTSIDE
+        if len(self._fds) >= FINDER_FOLDERS:
+            old = self._fds.pop(next(iter(self._fds)))
+            if old != _OUTSIDE:
+                os.close(old)
+        self._fds[folder] = fd
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            if fd != _OUTSIDE:
+                os.close(fd)
+        self._fds.clear()
 
 
 class ObjectPrefetch:

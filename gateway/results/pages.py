@@ -11,14 +11,15 @@ page, and `/status` polls beside it stay quick.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
 from gateway.db import repo
 from gateway.db.database import Database
 from gateway.db.tables import Task
 
-__all__ = ["OUTPUT_PAGE_ROWS", "PAGE_ROWS", "output_pages", "task_pages", "unsized_pages"]
+__all__ = ["OUTPUT_PAGE_ROWS", "PAGE_ROWS", "output_pages", "output_pages_here", "task_pages",
+           "unsized_pages"]
 
 PAGE_ROWS = 500
 """Task rows per read when a report or a zip walks a job: memory holds one page (and the
@@ -43,6 +44,22 @@ async def output_pages(db: Database, job_id: str, size: int = OUTPUT_PAGE_ROWS
     """`task_pages`, each row only its path, state and id (`repo.OutputRow`)."""
     async for page in _pages(db, repo.output_page_sync, job_id, size):
         yield page
+
+
+def output_pages_here(db: Database, job_id: str, size: int = OUTPUT_PAGE_ROWS
+                      ) -> Iterator[list[repo.OutputRow]]:
+    """`output_pages` read in the calling thread, blocking, each page when it is asked for
+    (`Database.snapshot_here`: SQLite only)."""
+    after: tuple[str, int] | None = None
+    while True:
+        page = db.snapshot_here(functools.partial(repo.output_page_sync, job_id=job_id,
+                                                  after=after, limit=size))
+        if not page:
+            return
+        yield page
+        if len(page) < size:
+            return
+        after = (page[-1].path, page[-1].id)
 
 
 async def unsized_pages(db: Database, job_id: str, size: int = OUTPUT_PAGE_ROWS

@@ -32,9 +32,22 @@ from gateway.db import repo
 from gateway.db.database import Database
 from gateway.db.tables import Task
 from gateway.pipeline.result_cache import CACHE_WORKER
-from gateway.results.members import JobFinder, Member, ObjectFile, ObjectPrefetch, member_size
+from gateway.results.members import (
+    JobFinder,
+    Member,
+    ObjectFile,
+    ObjectPrefetch,
+    OpenFolders,
+    member_size,
+)
 from gateway.results.output_sizes import task_candidates
-from gateway.results.pages import PAGE_ROWS, output_pages, task_pages, unsized_pages
+from gateway.results.pages import (
+    PAGE_ROWS,
+    output_pages,
+    output_pages_here,
+    task_pages,
+    unsized_pages,
+)
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
 from gateway.results.zip_names import OutOfOrder, WindowNames, ZipNames, tag_spread
@@ -133,17 +146,6 @@ def task_members(storage: Storage, job_id: str, output: str, models: Sequence[st
             elif name == sheet_name:
                 out.compare_output = name
     return out
-
-
-def _task_files(storage: Storage, job_id: str, output: str, models: Sequence[str],
-                t: TaskRow, suffix: str, finder: JobFinder) -> list[tuple[Member, str]]:
-    """`task_members(…).files` without the report's names, which the sending does not need
-    (the recorded zip's walk: one call per task, issue 17's fourth pass)."""
-    if t.state == TaskState.REJECTED.value:
-        return []
-    where = finder.where
-    return [(found, name) for rel, name in task_candidates(job_id, output, models, t.path, suffix)
-            if (found := where(rel)) is not None]
 
 
 def report_item(t: Task, members: TaskMembers) -> ReportItem:
@@ -524,9 +526,11 @@ async def job_zip(
             async for page in unsized_pages(db, job_id):  # failed tasks: a `stat` each
                 await asyncio.to_thread(_size_rows, storage, job_id, output, models, page,
                                         suffix, found, summed)
+            rows = (output_pages_here(db, job_id) if db.blocking_snapshots
+                    else _pages_from(output_pages(db, job_id), asyncio.get_running_loop()))
             recorded = await asyncio.to_thread(
                 _recorded_zip, storage, job_id, output, models, report, suffix, summed,
-                summed.count, _pages_from(output_pages(db, job_id), asyncio.get_running_loop()))
+                summed.count, rows)
             if recorded is not None:
                 return recorded
     read: Callable[[Database, str], AsyncIterator[Sequence[TaskRow]]] = (
@@ -630,31 +634,46 @@ def _recorded_zip(storage: Storage, job_id: str, output: str, models: Sequence[s
 def _stream_recorded(plan: _Plan, pages: Iterable[Sequence[TaskRow]], end: int
                      ) -> Generator[bytes, None, None]:
     """`_stream` of a zip sized from recorded sizes (`_recorded_zip`): each task's files
-    are checked against its row before any of their bytes go out (`_send_task`), no
-    member may pass the announced end of the members (`end`), and the members must meet it
-    before the central directory is written: a file gone, added or resized since the task
-    completed stops the zip with an error, short of its Content-Length, never a zip of
-    other contents under the announced length."""
+    are checked against its row before any of their bytes go out (`_add_opened`,
+    `_send_opened`), no member may pass the announced end of the members (`end`), and the
+    members must meet it before the central directory is written: a file gone, added or
+    resized since the task completed stops the zip with an error, short of its
+    Content-Length, never a zip of other contents under the announced length.
+
+    A task's files are opened in their folders, each folder opened once (`OpenFolders`: one
+    path component looked up per member, no listing), and the opened ones are what is
+    checked, read and sent (issue 17, the download's fifth pass)."""
     writer = ZipWriter()
+    folders = OpenFolders(plan.storage)
     try:
-        finder = JobFinder(plan.storage)
-        storage, job_id, output = plan.storage, plan.job_id, plan.output
-        models, suffix = plan.models, plan.suffix
+        job_id, output, models, suffix = plan.job_id, plan.output, plan.models, plan.suffix
+        open_member = folders.open
         out: list[bytes] = []
+        opened: list[_Opened] = []
         flushed = 0
         for page in pages:
             for t in page:
-                files = _task_files(storage, job_id, output, models, t, suffix, finder)
-                if not _add_task(writer, files, t, end, out):  # a big file: streamed
-                    if out:
+                if t.state == _REJECTED:  # no outputs: files under its name are another's
+                    continue
+                try:
+                    for key, name in task_candidates(job_id, output, models, t.path, suffix):
+                        if (found := open_member(key)) is not None:
+                            opened.append((found[0], found[1], name))
+                    if _add_opened(writer, opened, t, end, out):
+                        if writer.offset - flushed >= ZIP_CHUNK_BYTES:
+                            yield b"".join(out)
+                            out.clear()
+                            flushed = writer.offset
+                        continue
+                    if out:  # a big file: what is gathered goes first, then it is streamed
                         yield b"".join(out)
                         out.clear()
-                    yield from _send_task(writer, files, t, end)
+                    yield from _send_opened(writer, opened, t, end)
                     flushed = writer.offset
-                elif writer.offset - flushed >= ZIP_CHUNK_BYTES:
-                    yield b"".join(out)
-                    out.clear()
-                    flushed = writer.offset
+                finally:
+                    for fd, _, _ in opened:
+                        os.close(fd)
+                    opened.clear()
         if out:
             yield b"".join(out)
         yield from _send_task(writer, report_files(plan.report), None, end)
@@ -663,7 +682,14 @@ def _stream_recorded(plan: _Plan, pages: Iterable[Sequence[TaskRow]], end: int
                                   f"{end} announced: a file is gone or changed")
         yield from writer.finish()
     finally:
+        folders.close()
         writer.close()
+
+
+_REJECTED = TaskState.REJECTED.value
+
+_Opened = tuple[int, os.stat_result, str]
+"""A member opened for the zip: its descriptor, its `fstat`, its name in the zip."""
 
 
 def _check_row(t: TaskRow | None, files: int, total: int) -> None:
@@ -675,64 +701,65 @@ def _check_row(t: TaskRow | None, files: int, total: int) -> None:
                               f"{want[1]} when it completed: its outputs changed since")
 
 
-def _add_task(writer: ZipWriter, files: Sequence[tuple[Member, str]], t: TaskRow, end: int,
-              out: list[bytes]) -> bool:
-    """`_send_task` of a task whose files are all small (up to READ_BLOCK_BYTES, a job's
-    outputs): each file opened, `fstat`ed and read whole at once, the task checked against
-    its row, then each member appended to `out` as one piece (`ZipWriter.whole`): no
-    generator and no piece of its own per member, the per-member work of a zip of tiny images
-    (issue 17). False, nothing written, when one file is bigger (`_send_task` streams it)."""
-    read: list[tuple[str, bytes, float]] = []
+def _add_opened(writer: ZipWriter, opened: Sequence[_Opened], t: TaskRow, end: int,
+                out: list[bytes]) -> bool:
+    """`_send_opened` of a task whose files are all small (up to READ_BLOCK_BYTES, a job's
+    outputs): the task checked against its row, then each file read whole at once and
+    appended to `out` (`ZipWriter.wholes`): no generator and no piece of its own per member,
+    the per-member work of a zip of tiny images (issue 17). False, nothing written, when one
+    file is bigger (`_send_opened` streams it)."""
     total = 0
-    for member, name in files:
-        assert not isinstance(member, ObjectFile)  # a local store's zip
-        fd, st = _open_plain(member, name)
-        try:
-            if st.st_size > READ_BLOCK_BYTES:
-                return False
-            data = os.read(fd, st.st_size)
-        finally:
-            os.close(fd)
-        total += len(data)
-        read.append((name, data, st.st_mtime))
-    _check_row(t, len(read), total)
+    for _, st, _ in opened:
+        if st.st_size > READ_BLOCK_BYTES:
+            return False
+        total += st.st_size
+    _check_row(t, len(opened), total)
     if writer.offset + total > end:
         raise ZipSizeMismatch(f"{t.path}: the zip would pass its announced length")
+    read: list[tuple[str, bytes, float]] = []
+    for fd, st, name in opened:
+        data = os.read(fd, st.st_size)
+        if len(data) != st.st_size:
+            raise ZipSizeMismatch(f"{name}: {len(data)} bytes read, {st.st_size} a moment "
+                                  "before: it changed while the zip was sent")
+        read.append((name, data, st.st_mtime))
     writer.wholes(read, out)
     return True
 
 
 def _send_task(writer: ZipWriter, files: Sequence[tuple[Member, str]], t: TaskRow | None,
                end: int) -> Iterator[bytes]:
-    """One task's local files into the zip, after their count and summed size (one `fstat`
-    each on the opened file) are checked against the task's recorded ones (`t`; a row
-    without them, or None for the report files: checked by `end` alone). Opened without
+    """`_send_opened` of local files named by path (the report files), each opened without
     following a symlink."""
-    fds: list[int] = []
+    opened: list[_Opened] = []
     try:
-        stats = []
-        total = 0
         for member, name in files:
             assert not isinstance(member, ObjectFile)  # a local store's zip
             fd, st = _open_plain(member, name)
-            fds.append(fd)
-            stats.append(st)
-            total += st.st_size
-        _check_row(t, len(files), total)
-        for (_, name), fd, st in zip(files, fds, stats, strict=True):
-            size = st.st_size
-            if size <= READ_BLOCK_BYTES:
-                piece = writer.whole(name, size, os.read(fd, size), st.st_mtime)
-                if writer.offset > end:
-                    raise ZipSizeMismatch(f"{name}: the zip would pass its announced length")
-                yield piece
-            else:
-                if writer.offset + size > end:
-                    raise ZipSizeMismatch(f"{name}: the zip would pass its announced length")
-                yield from writer.member(name, size, _blocks(fd, size), st.st_mtime)
+            opened.append((fd, st, name))
+        yield from _send_opened(writer, opened, t, end)
     finally:
-        for fd in fds:
+        for fd, _, _ in opened:
             os.close(fd)
+
+
+def _send_opened(writer: ZipWriter, opened: Sequence[_Opened], t: TaskRow | None, end: int
+                 ) -> Iterator[bytes]:
+    """One task's opened files into the zip (the caller closes them), after their count and
+    summed size (their `fstat`s) are checked against the task's recorded ones (`t`; a row
+    without them, or None for the report files: checked by `end` alone)."""
+    _check_row(t, len(opened), sum(st.st_size for _, st, _ in opened))
+    for fd, st, name in opened:
+        size = st.st_size
+        if size <= READ_BLOCK_BYTES:
+            piece = writer.whole(name, size, os.read(fd, size), st.st_mtime)
+            if writer.offset > end:
+                raise ZipSizeMismatch(f"{name}: the zip would pass its announced length")
+            yield piece
+        else:
+            if writer.offset + size > end:
+                raise ZipSizeMismatch(f"{name}: the zip would pass its announced length")
+            yield from writer.member(name, size, _blocks(fd, size), st.st_mtime)
 
 
 def _pages_from(rows: AsyncIterator[Sequence[TaskRow]], loop: asyncio.AbstractEventLoop

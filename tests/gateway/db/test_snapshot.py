@@ -113,6 +113,25 @@ async def test_sqlite_snapshots_run_off_the_event_loop_and_beside_a_writer(
                                                state=None)) == 11
 
 
+async def test_a_snapshot_here_runs_in_the_calling_thread_on_sqlite_only(db: Database) -> None:
+    """`snapshot_here`: the same read transaction, blocking, in the thread that asks (a
+    download's zip thread reading its next page); SQLite only, Postgres says so."""
+    if db.postgres:
+        assert not db.blocking_snapshots
+        return
+    assert db.blocking_snapshots
+    await add_job(db, "j7", 5)
+    count = functools.partial(repo.count_tasks_sync, job_id="j7", state=None)
+
+    def here() -> tuple[int, int, int]:
+        ran_in, got = db.snapshot_here(lambda s: (threading.get_ident(), count(s)))
+        return threading.get_ident(), ran_in, got
+
+    caller, ran_in, got = await asyncio.to_thread(here)
+    assert got == 5
+    assert ran_in == caller != threading.get_ident()  # the asking thread, not the loop's
+
+
 async def test_many_more_snapshots_than_threads_all_finish(db: Database) -> None:
     """The reader pool is bounded (SNAPSHOT_THREADS threads, as many connections): a burst of
     polls queues for it instead of opening a connection each, and none is lost."""

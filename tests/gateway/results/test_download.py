@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 import time
 import zipfile
@@ -225,6 +226,9 @@ def test_a_completed_task_s_file_gone_or_a_symlink_fails_the_download(
     outside.write_bytes(body)  # the same size: only the symlink differs
     sheet.symlink_to(outside)
     _short_download(gw)  # never followed into the zip
+    sheet.unlink()
+    os.mkfifo(sheet)  # a FIFO without a writer: not a file, and never waited on
+    _short_download(gw)
 
 
 def test_sizes_recorded_after_retries_are_those_of_the_files_sent(

@@ -7,6 +7,7 @@ followed."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import os
@@ -18,7 +19,7 @@ import pytest
 
 from gateway.db.database import Database
 from gateway.db.tables import Task
-from gateway.results.pages import output_pages, task_pages
+from gateway.results.pages import output_pages, output_pages_here, task_pages
 from gateway.results.report import REPORT_FILES
 from gateway.results.zip_names import OutOfOrder, WindowNames, tag_spread
 from gateway.results.zip_stream import build_zip, task_members, zip_chunks
@@ -173,8 +174,12 @@ async def test_output_pages_walk_every_row_once_in_report_order(tmp_path: Path) 
     try:
         light = [r async for page in output_pages(db, "j", size=7) for r in page]
         whole = [t async for page in task_pages(db, "j", size=7) for t in page]
+        # the download's zip reads them in its own thread, blocking, a page when it needs one
+        here = await asyncio.to_thread(
+            lambda: [r for page in output_pages_here(db, "j", size=7) for r in page])
     finally:
         await db.close()
+    assert here == light
     assert [(r.path, r.state, r.id) for r in light] == [(t.path, t.state, t.id) for t in whole]
     assert len(light) == 51 and len({r.id for r in light}) == 51
     assert [r.path for r in light] == sorted(r.path for r in light)

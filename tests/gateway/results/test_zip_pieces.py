@@ -1,6 +1,7 @@
 """The download's zip of a job of many small images: sent in pieces of ZIP_CHUNK_BYTES (not
-one tiny piece per header and file), its members found by one listing per folder, symlinks
-never followed into it; the bytes are the same zip either way."""
+one tiny piece per header and file), its members found by one listing per folder or opened in
+folders opened once, symlinks never followed into it; the bytes are the same zip either
+way."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 from gateway.db.tables import Task
-from gateway.results.members import FINDER_FOLDERS, JobFinder
+from gateway.results.members import FINDER_FOLDERS, JobFinder, OpenFolders
 from gateway.results.zip_stream import build_zip, zip_chunks
 from shared.limits import ZIP_CHUNK_BYTES
 from shared.storage import Storage
@@ -99,3 +100,48 @@ def test_the_finder_lists_each_folder_once_and_keeps_few(tmp_path: Path) -> None
     # names no file can have are "no file", not an error
     assert finder.find("matting_output/j/../../etc/passwd") is None
     assert finder.find("matting_output/nojob/d00/img0000.png") is None
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_open_folders_open_plain_files_only_and_hold_few_folders(tmp_path: Path) -> None:
+    """A finished job's zip opens its members in their folders (`OpenFolders`): a plain file
+    comes back open with its `fstat`; a missing name, a symlink (out of DATA_DIR or into it),
+    a folder, a FIFO (never waited on: no writer) and a folder outside DATA_DIR are "no
+    file"; each folder is opened once, at most FINDER_FOLDERS stay open, `close` closes
+    them all."""
+    st = Storage(tmp_path / "data")
+    _job(st, FINDER_FOLDERS + 2, 2)
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"outside DATA_DIR")
+    d00 = st.root / "matting_output" / "j" / "d00"
+    os.symlink(secret, d00 / "out.png")
+    os.symlink(d00 / "img0000.png", d00 / "twin.png")
+    os.mkfifo(d00 / "fifo.png")
+    (d00 / "dir.png").mkdir()
+    before = _open_fds()
+    folders = OpenFolders(st)
+    try:
+        found = folders.open("matting_output/j/d00/img0001.png")
+        assert found is not None
+        fd, info = found
+        try:
+            assert os.read(fd, info.st_size + 1) == b"cut d00/img0001.png"
+            assert info.st_size == len(b"cut d00/img0001.png")
+        finally:
+            os.close(fd)
+        for name in ("absent.png", "out.png", "twin.png", "fifo.png", "dir.png", "..", "."):
+            assert folders.open(f"matting_output/j/d00/{name}") is None, name
+        assert folders.open("matting_output/j/../../../secret.txt") is None  # outside
+        assert folders.open("matting_output/j/nofolder/img0000.png") is None
+        assert _open_fds() == before + 1  # d00 opened once for all of those
+        for f in range(FINDER_FOLDERS + 2):
+            found = folders.open(f"final_results/j/d{f:02d}/img0000_compare.jpg")
+            assert found is not None
+            os.close(found[0])
+        assert _open_fds() <= before + FINDER_FOLDERS  # the last few folders only
+    finally:
+        folders.close()
+    assert _open_fds() == before
