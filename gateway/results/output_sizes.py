@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from gateway.db.transitions import OUTPUT_SIZES_KEY, Claimed
@@ -32,7 +32,8 @@ from shared.storage import (
     model_output_rel,
 )
 
-__all__ = ["OUTPUT_SIZES_KEY", "OutputSizes", "measure", "note_sizes", "task_candidates"]
+__all__ = ["OUTPUT_SIZES_KEY", "OutputSizes", "candidates_of", "measure", "note_sizes",
+           "task_candidates"]
 
 class OutputSizes(NamedTuple):
     """A task's zip members as recorded: count, bytes, and names' UTF-8 bytes, summed."""
@@ -48,20 +49,37 @@ def task_candidates(job_id: str, output: str, models: Sequence[str], path: str,
     model's cut-out under docs/DESIGN.md's name ("Public API"), the others as
     `<x>.<model>.png` (`shared.storage.model_output_rel`), `<x>.alpha.png` beside each with
     output=both, then the comparison sheet. `suffix`: the job's cut-out format."""
-    stem = Storage.stem_path(path)
-    first_name = f"{MATTING_OUTPUT}/{stem}{suffix}"
-    first_rel = f"{MATTING_OUTPUT}/{job_id}/{stem}{suffix}"
-    sheet = (f"{FINAL_RESULTS}/{job_id}/{stem}{COMPARE_SUFFIX}",
-             f"{FINAL_RESULTS}/{stem}{COMPARE_SUFFIX}")
+    return list(candidates_of(job_id, output, models, suffix)(path))
+
+
+def candidates_of(job_id: str, output: str, models: Sequence[str], suffix: str
+                  ) -> Callable[[str], Sequence[tuple[str, str]]]:
+    """`task_candidates` of one job's options, as a function of the task's path: what does
+    not depend on the path is worked out once (a download asks for every task's)."""
+    cut_rel, cut_name = f"{MATTING_OUTPUT}/{job_id}/", f"{MATTING_OUTPUT}/"
+    sheet_rel, sheet_name = f"{FINAL_RESULTS}/{job_id}/", f"{FINAL_RESULTS}/"
+    stem_path = Storage.stem_path
     if len(models) <= 1 and output != "both":  # one cut-out, under docs/DESIGN.md's name
-        return [(first_rel, first_name), sheet]
+
+        def one_cutout(path: str) -> tuple[tuple[str, str], tuple[str, str]]:
+            stem = stem_path(path)
+            cut, sheet = stem + suffix, stem + COMPARE_SUFFIX
+            return (cut_rel + cut, cut_name + cut), (sheet_rel + sheet, sheet_name + sheet)
+
+        return one_cutout
     names = list(models) or [""]  # one unnamed model: docs/DESIGN.md's names
     kinds = (False, True) if output == "both" else (False,)
-    out = [(model_output_rel(first_rel, model, i, alpha),
-            model_output_rel(first_name, model, i, alpha))
-           for i, model in enumerate(names) for alpha in kinds]
-    out.append(sheet)
-    return out
+
+    def several(path: str) -> list[tuple[str, str]]:
+        stem = stem_path(path)
+        first_rel, first_name = cut_rel + stem + suffix, cut_name + stem + suffix
+        out = [(model_output_rel(first_rel, model, i, alpha),
+                model_output_rel(first_name, model, i, alpha))
+               for i, model in enumerate(names) for alpha in kinds]
+        out.append((sheet_rel + stem + COMPARE_SUFFIX, sheet_name + stem + COMPARE_SUFFIX))
+        return out
+
+    return several
 
 
 def measure(storage: Storage, job_id: str, output: str, models: Sequence[str], path: str,

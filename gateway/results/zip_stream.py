@@ -40,7 +40,7 @@ from gateway.results.members import (
     OpenFolders,
     member_size,
 )
-from gateway.results.output_sizes import task_candidates
+from gateway.results.output_sizes import candidates_of, task_candidates
 from gateway.results.pages import (
     PAGE_ROWS,
     output_pages,
@@ -646,7 +646,7 @@ def _stream_recorded(plan: _Plan, pages: Iterable[Sequence[TaskRow]], end: int
     writer = ZipWriter()
     folders = OpenFolders(plan.storage)
     try:
-        job_id, output, models, suffix = plan.job_id, plan.output, plan.models, plan.suffix
+        candidates = candidates_of(plan.job_id, plan.output, plan.models, plan.suffix)
         open_member = folders.open
         out: list[bytes] = []
         opened: list[_Opened] = []
@@ -656,7 +656,7 @@ def _stream_recorded(plan: _Plan, pages: Iterable[Sequence[TaskRow]], end: int
                 if t.state == _REJECTED:  # no outputs: files under its name are another's
                     continue
                 try:
-                    for key, name in task_candidates(job_id, output, models, t.path, suffix):
+                    for key, name in candidates(t.path):
                         if (found := open_member(key)) is not None:
                             opened.append((found[0], found[1], name))
                     if _add_opened(writer, opened, t, end, out):
