@@ -23,8 +23,9 @@ records py-spy (500 Hz) on the gateway over the httpx download (BENCH_SPY_NATIVE
 native frames); BENCH_KEEP_DIR=<folder> keeps the DATA_DIR (and says `job_id`), to serve the
 same job again from a gateway alone. `--status` samples `/status` (per phase: ingesting,
 running) and the RSS but skips the other probes (issue 17's `/status` p99 figure).
-`--deadline S` stops waiting S seconds after the upload and probes the job as it is then (a
-partial download).
+BENCH_IMAGE_SIDE=<px> makes the images that size instead of 32 (the download's figures for
+members of ordinary sizes). `--deadline S` stops waiting S seconds after the upload and
+probes the job as it is then (a partial download).
 """
 
 from __future__ import annotations
@@ -391,7 +392,7 @@ def run(n: int, probe: bool, profile_s: float = 0.0, deadline_s: float = 0.0,
     from mattepipe.stack import health_urls, start_stack, stop_stack, wait_healthy
     from shared.settings import Settings
 
-    blob = tiny_zip(n)
+    blob = tiny_zip(n, int(os.environ.get("BENCH_IMAGE_SIDE", "32")))
     keep = os.environ.get("BENCH_KEEP_DIR")  # the job's DATA_DIR kept there (`job_id` in
     # the JSON line): a gateway started on it alone downloads the same zip again and again
     with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory()) as tmp:

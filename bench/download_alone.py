@@ -1,0 +1,175 @@
+"""`python -m bench download_alone`: one finished job's zip downloaded by `curl` from a gateway
+alone, this checkout against a baseline commit, side by side, against reading the same files.
+
+The job is made once by this checkout's stack (`bench/stack_run.py`, `identity`, its DATA_DIR
+kept): BENCH_DOWNLOAD_IMAGES images (default 20 000) of BENCH_IMAGE_SIDE px (default 32: ~5 KB
+outputs, where the per-member work is the cost; 512: ~30 KB ones, where the bytes are). Then
+for BENCH_DOWNLOAD_ROUNDS rounds, each tree in turn: a gateway of that tree is started alone
+on the kept DATA_DIR, downloads once to warm up, then three times `curl -s -o /dev/null`, each
+between two plain reads of the zip's files (`open().read()` in this process: the figure issue
+17 holds the download to, ≥ 0.9× its speed). The gateway's CPU seconds over each download are
+read from /proc. Baseline: BENCH_DOWNLOAD_BASELINE (default 0573631, main before the
+download's fifth pass), unpacked with `git archive` as `bench.scale` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.scale import ROOT, _baseline_tree
+
+__all__ = ["run"]
+
+IMAGES = int(os.environ.get("BENCH_DOWNLOAD_IMAGES", "20000"))
+SIDE = int(os.environ.get("BENCH_IMAGE_SIDE", "32"))
+BASELINE = os.environ.get("BENCH_DOWNLOAD_BASELINE", "0573631")
+ROUNDS = int(os.environ.get("BENCH_DOWNLOAD_ROUNDS", "2"))
+DOWNLOADS = 3
+"""Timed downloads per gateway start."""
+
+
+def _cpu_s(pid: int) -> float:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    f = text[text.rfind(")") + 2:].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _make_job(keep: Path) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_KEEP_DIR": str(keep),
+           "BENCH_IMAGE_SIDE": str(SIDE)}
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "stack_run.py"), str(IMAGES)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    if r.returncode != 0:
+        raise RuntimeError(f"stack_run.py: {r.stderr[-2000:]}")
+    job: dict[str, object] = json.loads(r.stdout.strip().splitlines()[-1])
+    if job.get("state") != "completed":
+        raise RuntimeError(f"the job did not complete: {job}")
+    return str(job["job_id"])
+
+
+def _files(data: Path, job_id: str) -> list[str]:
+    """The zip's members as files: cut-outs, sheets (not the metrics files) and the report."""
+    found = [p for area in ("matting_output", "final_results")
+             for p in (data / area / job_id).rglob("*")
+             if p.is_file() and not p.name.endswith(".json")]
+    found += [p for p in (data / "reports" / job_id).iterdir() if p.is_file()]
+    return [str(p) for p in found]
+
+
+def _read(files: list[str]) -> float:
+    t0 = time.perf_counter()
+    for name in files:
+        with open(name, "rb") as f:
+            f.read()
+    return time.perf_counter() - t0
+
+
+def _curl(port: int, job_id: str) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}",
+                          f"http://127.0.0.1:{port}/download/{job_id}"],
+                         capture_output=True, text=True, check=True).stdout
+    return time.perf_counter() - t0, int(out)
+
+
+def _rounds(tree: Path, data: Path, job_id: str, files: list[str]) -> list[dict[str, float]]:
+    """One gateway of `tree` alone on `data`: a warm-up download, then DOWNLOADS timed ones."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(tree), "DATA_DIR": str(data),
+           "GATEWAY_PORT": str(port), "GATEWAY_HOST": "127.0.0.1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=tree, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"the gateway of {tree} did not start") from None
+                time.sleep(0.1)
+        _curl(port, job_id)
+        out = []
+        for _ in range(DOWNLOADS):
+            before = _read(files)
+            cpu0 = _cpu_s(proc.pid)
+            took, size = _curl(port, job_id)
+            cpu = _cpu_s(proc.pid) - cpu0
+            after = _read(files)
+            out.append({"curl_s": took, "gateway_cpu_s": cpu, "read_s": (before + after) / 2,
+                        "bytes": size})
+        return out
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _median(xs: list[dict[str, float]], key: str) -> float:
+    return float(statistics.median(x[key] for x in xs))
+
+
+def run() -> str:
+    import bench.scale as scale
+
+    if shutil.which("curl") is None:
+        return "## The download from a gateway alone\n\nnot measured: no `curl` here\n"
+    scale.BASELINE = BASELINE
+    got: dict[str, list[dict[str, float]]] = {"base": [], "new": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = _baseline_tree(Path(tmp) / "base")
+        keep = Path(tmp) / "keep"
+        keep.mkdir()
+        job_id = _make_job(keep)
+        data = keep / "data"
+        files = _files(data, job_id)
+        for _ in range(ROUNDS):
+            got["base"] += _rounds(base, data, job_id, files)
+            got["new"] += _rounds(ROOT, data, job_id, files)
+    sizes = {int(x["bytes"]) for xs in got.values() for x in xs}
+    rows = []
+    for label, key in (("curl download, request to last byte", "curl_s"),
+                       ("gateway CPU over it", "gateway_cpu_s"),
+                       ("plain read of the same files", "read_s")):
+        b, n = _median(got["base"], key), _median(got["new"], key)
+        rows.append(f"| {label} | {b:.3f} s | {n:.3f} s |")
+    ratios = {k: sorted(x["read_s"] / x["curl_s"] for x in v) for k, v in got.items()}
+    spread = {k: f"{v[0]:.2f}–{v[-1]:.2f}" for k, v in ratios.items()}
+    rows.append(f"| download ÷ read (median; spread) | ×{statistics.median(ratios['base']):.2f} "
+                f"({spread['base']}) | **×{statistics.median(ratios['new']):.2f}** "
+                f"({spread['new']}) |")
+    return "\n".join([
+        "## The download from a gateway alone (`python -m bench download_alone`, issue 17)",
+        "",
+        f"One finished job of {IMAGES} {SIDE}×{SIDE} images (`identity`, made by this "
+        f"checkout's stack; {len(files)} members, zip of {max(sizes)} bytes from both trees: "
+        f"{'the same' if len(sizes) == 1 else 'NOT the same'} length), served by a gateway "
+        f"alone; {ROUNDS} rounds, each tree's gateway started in turn, {DOWNLOADS} "
+        "`curl -s -o /dev/null` downloads each between two plain reads of the files; "
+        "medians. Target: the download at ≥ 0.9× the speed of the read.",
+        "",
+        f"| figure | {BASELINE} | this checkout |",
+        "|---|---:|---:|",
+        *rows,
+        "",
+    ])
