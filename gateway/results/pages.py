@@ -54,12 +54,10 @@ def output_pages_here(db: Database, job_id: str, size: int = OUTPUT_PAGE_ROWS
     while True:
         page = db.snapshot_here(functools.partial(repo.output_page_sync, job_id=job_id,
                                                   after=after, limit=size))
-        if not page:
+        if page:
+            yield page
+        if (after := _after(page, size)) is None:
             return
-        yield page
-        if len(page) < size:
-            return
-        after = (page[-1].path, page[-1].id)
 
 
 async def unsized_pages(db: Database, job_id: str, size: int = OUTPUT_PAGE_ROWS
@@ -75,9 +73,13 @@ async def _pages(db: Database, read: Callable[..., list[_Row]], job_id: str, siz
     while True:
         page = await db.snapshot(functools.partial(read, job_id=job_id, after=after,
                                                    limit=size))
-        if not page:
+        if page:
+            yield page
+        if (after := _after(page, size)) is None:
             return
-        yield page
-        if len(page) < size:
-            return
-        after = (page[-1].path, page[-1].id)
+
+
+def _after(page: list[_Row], size: int) -> tuple[str, int] | None:
+    """The key the page after `page` starts after (keyset paging: path, then id); None when
+    `page` was the last (short or empty)."""
+    return None if len(page) < size else (page[-1].path, page[-1].id)
