@@ -10,7 +10,8 @@ full round trip to the store.
 Which outputs exist: locally one listing per folder (`os.scandir`, the last FINDER_FOLDERS
 kept), on S3 one listing per job area (`matting_output/<job>/`, `final_results/<job>/`) per
 download or report, kept in a dict, instead of a `stat` or a HEAD request per file
-(`JobFinder`).
+(`JobFinder`). A finished job's zip sized from its rows' records needs no listing: it opens
+each member in its folder, each folder opened once (`OpenFolders`).
 """
 
 from __future__ import annotations
