@@ -41,6 +41,7 @@ __all__ = [
     "ObjectPrefetch",
     "OpenFolders",
     "member_size",
+    "open_plain",
 ]
 
 PREFETCH_OBJECTS = 32
@@ -144,6 +145,31 @@ _ABSENT: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXI
 symlink (ELOOP, from O_NOFOLLOW) is no file of the job's, as `JobFinder` does not list it."""
 
 
+def open_plain(path: str | os.PathLike[str], dir_fd: int | None = None
+               ) -> tuple[int, os.stat_result] | None:
+    """`path` (in the folder `dir_fd` when given) opened without following a symlink or
+    waiting on a FIFO, and the opened file's own `fstat` (so it cannot be swapped between
+    the check and the read); None, nothing left open, when it is no plain file: absent, a
+    symlink, a folder, a FIFO, a name no file can have."""
+    try:
+        fd = os.open(path, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in _ABSENT:
+            return None
+        raise
+    except ValueError:  # a NUL in the name: no file has it
+        return None
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return fd, st
+
+
 class OpenFolders:
     """A local zip's folders, each opened once (a directory descriptor), and its members
     opened relative to them (blocking: use it in the zip's thread; `close` when done).
@@ -168,23 +194,7 @@ class OpenFolders:
             dir_fd = self._folder(folder)
         if dir_fd == _OUTSIDE:
             return None
-        try:
-            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in _ABSENT:
-                return None
-            raise
-        except ValueError:  # a NUL in the name: no file has it
-            return None
-        try:
-            st = os.fstat(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            return None
-        return fd, st
+        return open_plain(name, dir_fd)
 
     def _folder(self, folder: str) -> int:
         """`folder` resolved under DATA_DIR and opened; _OUTSIDE when it cannot be."""

@@ -21,7 +21,6 @@ import asyncio
 import functools
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from gateway.results.members import (
     ObjectPrefetch,
     OpenFolders,
     member_size,
+    open_plain,
 )
 from gateway.results.output_sizes import candidates_of, task_candidates
 from gateway.results.pages import (
@@ -86,9 +86,6 @@ class JobZip:
     """The fetching-ahead of an S3 zip's objects, stopped once the zip is sent or dropped."""
 
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-"""A member's file is opened without following a symlink: one put in its place after the
-folder was listed (`JobFinder` lists plain files only) fails the download, it is not sent."""
 
 
 class TaskRow(Protocol):
@@ -369,18 +366,12 @@ def _send(writer: ZipWriter, files: Sequence[tuple[Member, str]], prefetch: Obje
 
 
 def _open_plain(member: str | os.PathLike[str], name: str) -> tuple[int, os.stat_result]:
-    """A local member opened without following a symlink, and its `fstat` (the opened file's
-    own, so it cannot be swapped between the check and the read); FileNotFoundError, the fd
-    closed, when it is no longer a plain file."""
-    fd = os.open(member, _OPEN_FLAGS)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise FileNotFoundError(f"{name}: no longer a plain file")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st
+    """`members.open_plain` of a member the zip counts on: FileNotFoundError when it is no
+    longer a plain file (gone, a symlink, a FIFO: never followed, never waited on)."""
+    found = open_plain(member)
+    if found is None:
+        raise FileNotFoundError(f"{name}: no longer a plain file")
+    return found
 
 
 def _blocks(fd: int, size: int) -> Iterator[bytes]:

@@ -183,3 +183,24 @@ async def test_output_pages_walk_every_row_once_in_report_order(tmp_path: Path) 
     assert [(r.path, r.state, r.id) for r in light] == [(t.path, t.state, t.id) for t in whole]
     assert len(light) == 51 and len({r.id for r in light}) == 51
     assert [r.path for r in light] == sorted(r.path for r in light)
+
+
+def test_a_file_swapped_for_a_fifo_while_sent_fails_the_zip_without_waiting(
+        tmp_path: Path) -> None:
+    """The two walks' zip (rows without recorded sizes): a FIFO put in a listed file's place
+    once the zip is under way has no writer; opening it must not block the zip's thread (it
+    would wait forever), and the zip stops short."""
+    st = Storage(tmp_path / "data")
+    paths = ["d/a.png", "d/b.png"]
+    _lay_out(st, "j", paths, "rgba", [])
+    z = build_zip(st, "j", "rgba", [Task(job_id="j", path=p, state="completed")
+                                    for p in paths])
+    target = st.resolve(st.matting_rel("j", "d/b.png"))
+    pieces = zip_chunks(z, size=1)
+    got = next(pieces)  # the folder is listed, the first member on its way
+    target.unlink()
+    os.mkfifo(target)
+    with pytest.raises(FileNotFoundError, match="no longer a plain file"):
+        for piece in pieces:
+            got += piece
+    assert len(got) < (z.size or 0)
