@@ -180,7 +180,10 @@ def _db_lines(db: dict[str, Any]) -> list[str]:
     if not new:
         return []
     bops = {o["op"]: o for o in (base or {}).get("ops", [])}
-    lines = [f"{new['rows']} task rows over 202 jobs (200 finished, 2 running).\n",
+    queued = new.get("queued")
+    big = f", and one of {queued} tasks all queued" if queued else ""
+    lines = [f"{new['rows']} task rows over {203 if queued else 202} jobs (200 finished, 2 "
+             f"running{big}); no ANALYZE, as the gateway runs.\n",
              "| operation | baseline ms | this checkout ms | ratio |", "|---|---:|---:|---:|"]
     for o in new["ops"]:
         b = bops.get(o["op"])

@@ -46,7 +46,7 @@ from shared.responses import (
 )
 from shared.schemas import ModelReload
 from shared.states import FINAL_JOB_STATES, JobState, TaskState
-from shared.timing import STATUS_DETAIL_TTL_S
+from shared.timing import STATUS_DETAIL_SCAN_SHARE, STATUS_DETAIL_TTL_S
 from shared.zoo import all_models, load_zoo
 
 __all__ = ["read_status", "router", "task_view"]
@@ -91,14 +91,20 @@ async def read_status(gw: GatewayState, job_id: str, caller: Caller) -> JobStatu
             gw.detail_refresh[job_id] = t
             t.add_done_callback(lambda _t: gw.detail_refresh.pop(job_id, None))
     else:
+        t0 = time.perf_counter()
         async with gw.db.read() as s:
             stages = await repo.stage_stats(s, job_id)
-        _cache_details(gw, job_id, job.state, stages)
+        _cache_details(gw, job_id, job.state, stages, time.perf_counter() - t0)
     return JobStatus(**summary.model_dump(), stages=JobStages.model_validate(stages))
 
 
-def _cache_details(gw: GatewayState, job_id: str, state: str, stages: dict[str, Any]) -> None:
-    gw.detail_cache[job_id] = (time.time() + STATUS_DETAIL_TTL_S, state, stages)
+def _cache_details(gw: GatewayState, job_id: str, state: str, stages: dict[str, Any],
+                   took: float) -> None:
+    """`stages` kept for STATUS_DETAIL_TTL_S, or for `took` (their scan's seconds) ÷
+    STATUS_DETAIL_SCAN_SHARE when longer: a big job's scan never takes more than that share
+    of the time, however often it is watched."""
+    keep = max(STATUS_DETAIL_TTL_S, took / STATUS_DETAIL_SCAN_SHARE)
+    gw.detail_cache[job_id] = (time.time() + keep, state, stages)
     if len(gw.detail_cache) > DETAIL_CACHE_MAX_JOBS:
         gw.detail_cache.clear()
 
@@ -107,9 +113,10 @@ async def _refresh_details(gw: GatewayState, job_id: str, state: str) -> None:
     """`stage_stats` reads every row of the job (means over its tasks): for a 100 000-image
     job that is a scan no `/status` poll should wait for, so it runs here, off the request."""
     try:
+        t0 = time.perf_counter()
         async with gw.db.read() as s:
             stages = await repo.stage_stats(s, job_id)
-        _cache_details(gw, job_id, state, stages)
+        _cache_details(gw, job_id, state, stages, time.perf_counter() - t0)
     except Exception:
         log.exception("stage details of job %s", job_id)
 

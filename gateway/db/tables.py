@@ -180,8 +180,14 @@ class Task(Base):
     record)."""
 
     __table_args__ = (
-        Index("ix_tasks_cache_key", "cache_key"),
-        Index("ix_tasks_job_state", "job_id", "state"),
+        # the result cache's lookup (`repo.done_outputs_for_keys`): a batch's keys in the
+        # states that may be reused; on the key alone SQLite took a state index instead and
+        # read every matted task of every job for each batch (revision 0005)
+        Index("ix_tasks_cache_key_state", "cache_key", "state"),
+        # the claim (`transitions.claim`): a job's first due tasks of a queue, in id order,
+        # off the index alone; without it SQLite sorted the whole queue for each claim
+        # (revision 0005). Serves (job_id, state) lookups too.
+        Index("ix_tasks_job_queue", "job_id", "state", "id", "next_attempt_at"),
         Index("ix_tasks_claim", "state", "next_attempt_at"),
         Index("ix_tasks_lease", "state", "lease_expires_at"),
         Index("ix_tasks_job_path", "job_id", "path"),
@@ -298,6 +304,7 @@ an existing one, so a database file from an older version gets them here (idempo
 ADDED_INDEXES: dict[str, str] = {
     # the result cache's lookup (`gateway.pipeline.result_cache`) on a column older databases
     # gain through ADDED_COLUMNS: `create_all` makes its index only with a new table
+    # (revision 0005 replaces it with `ix_tasks_cache_key_state`)
     "ix_tasks_cache_key": "tasks (cache_key)",
     # keyset paging of a job's tasks by id (`repo.list_tasks` with `after`): (job_id, rowid)
     "ix_tasks_job": "tasks (job_id)",

@@ -138,11 +138,17 @@ async def claim(s: AsyncSession, stage: Stage, n: int, now: float, lease_s: floa
                 picked = (due.with_for_update(skip_locked=True).cte("picked")
                           .prefix_with("MATERIALIZED"))
                 sub: Any = select(picked.c.id).scalar_subquery()
+                recheck = [T.c.state == queue.value]
             else:
-                sub = due.scalar_subquery()
+                # one statement under BEGIN IMMEDIATE: the rows cannot change between the
+                # subquery and the update, and a re-check of the state would let SQLite
+                # drive the update from a state index, visiting every queued task of the
+                # stage for each claim (issue 17: 7 ms a claim with 50 000 queued, against
+                # 0.8 ms by the ids)
+                sub, recheck = due.scalar_subquery(), []
             stmt = (
                 update(T)
-                .where(T.c.id.in_(sub), T.c.state == queue.value)
+                .where(T.c.id.in_(sub), *recheck)
                 .values(state=dispatched.value, lease_expires_at=now + lease_s,
                         dispatched_by=by, **{col.key: now})
                 .returning(T.c.id, T.c.path, T.c.input, T.c.gt, T.c.matting_output,

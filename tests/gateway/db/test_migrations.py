@@ -13,6 +13,8 @@ from sqlalchemy import Connection, text
 
 from gateway.db.tables import Base, create_engine, include_name, init_db
 
+HEAD = "0005"
+
 
 def _diff(conn: Connection) -> list[Any]:
     mc = MigrationContext.configure(conn, opts={"include_name": include_name,
@@ -37,7 +39,7 @@ async def _head(url: str) -> tuple[list[Any], str]:
 async def test_an_empty_database_migrated_to_head_is_tables_py(database_url: str) -> None:
     diff, version = await _head(database_url)
     assert diff == []
-    assert version == "0004"
+    assert version == HEAD
 
 
 async def test_a_database_from_before_alembic_is_adopted(tmp_path: Path) -> None:
@@ -53,7 +55,7 @@ async def test_a_database_from_before_alembic_is_adopted(tmp_path: Path) -> None
                     " created_at, updated_at, callback_done) VALUES "
                     "('old', 'completed', '', '', 'classical', 'rgba', 0, 1, 1, 1)")
     diff, version = await _head(f"sqlite+aiosqlite:///{path}")
-    assert diff == [] and version == "0004"
+    assert diff == [] and version == HEAD
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT id FROM jobs").fetchall() == [("old",)]
 
@@ -75,7 +77,37 @@ async def test_a_0003_database_gets_the_output_size_columns_its_rows_left_unreco
                     "next_attempt_at, queued_at, updated_at) VALUES "
                     "('old', 'a.png', 'a.png', 'completed', 0, 0, 1, 1)")
     diff, version = await _head(f"sqlite+aiosqlite:///{path}")
-    assert diff == [] and version == "0004"
+    assert diff == [] and version == HEAD
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT path, output_files, output_bytes, output_name_bytes "
                            "FROM tasks").fetchall() == [("a.png", None, None, None)]
+
+
+async def test_a_0004_database_gets_the_planned_indexes_in_place_of_the_old_ones(
+        tmp_path: Path) -> None:
+    """Revision 0005 (issue 17, the claim and the result cache): `ix_tasks_job_queue` and
+    `ix_tasks_cache_key_state` replace `ix_tasks_job_state` and `ix_tasks_cache_key` in a
+    database of 0004, its rows kept."""
+    path = tmp_path / "v4.db"
+    await _head(f"sqlite+aiosqlite:///{path}")
+    with sqlite3.connect(path) as con:  # as revision 0004 left it, with a task
+        con.execute("DROP INDEX ix_tasks_job_queue")
+        con.execute("CREATE INDEX ix_tasks_job_state ON tasks (job_id, state)")
+        con.execute("DROP INDEX ix_tasks_cache_key_state")
+        con.execute("CREATE INDEX ix_tasks_cache_key ON tasks (cache_key)")
+        con.execute("UPDATE alembic_version SET version_num = '0004'")
+        con.execute("INSERT INTO jobs (id, state, filename, upload_path, model, output, total,"
+                    " created_at, updated_at, callback_done) VALUES "
+                    "('old', 'running', '', '', 'classical', 'rgba', 1, 1, 1, 1)")
+        con.execute("INSERT INTO tasks (job_id, path, input, state, retry_count, "
+                    "next_attempt_at, queued_at, updated_at) VALUES "
+                    "('old', 'a.png', 'a.png', 'pending', 0, 0, 1, 1)")
+    diff, version = await _head(f"sqlite+aiosqlite:///{path}")
+    assert diff == [] and version == HEAD
+    with sqlite3.connect(path) as con:
+        names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = "
+                                           "'index' AND tbl_name = 'tasks'")}
+        assert {"ix_tasks_job_queue", "ix_tasks_cache_key_state"} <= names
+        assert not {"ix_tasks_job_state", "ix_tasks_cache_key"} & names
+        assert con.execute("SELECT path, state FROM tasks").fetchall() == [("a.png",
+                                                                            "pending")]
