@@ -6,7 +6,8 @@ side). It seeds ROWS task rows over 200 finished jobs and two running ones, and 
 running job of BENCH_DB_QUEUED tasks (default 100 000) all queued, as a big job is once its
 archive is in; then it times:
 `/status` (a job's counts), `/jobs` (a page of jobs with their counts), a claim of 64 tasks,
-the lease reclaim, the requeue of due retries, and a task page at depth 0 and 90 % (offset,
+the lease reclaim, the requeue of due retries, the result cache's lookup of a batch's 32
+keys, and a task page at depth 0 and 90 % (offset,
 and `after` where the checkout has it). Every SQL statement each operation ran is captured
 and its `EXPLAIN QUERY PLAN` printed. One JSON line out.
 
@@ -58,10 +59,12 @@ def _seed(path: Path, rows: int) -> dict[str, Any]:
                           "failed")[i % 5]
                 lease = now - 5 if st == "dispatched_matting" else None
                 yield (jid, f"d{i // 1000:03d}/img_{i:06d}.png", f"input/{jid}/{i}.png", st,
-                       0, lease, 0.0, now, now, "matting" if st == "failed" else None)
+                       0, lease, 0.0, now, now, "matting" if st == "failed" else None,
+                       f"{jid}-{i}", f"matting_output/{jid}/{i}.png")
         con.executemany("INSERT INTO tasks (job_id, path, input, state, retry_count, "
                         "lease_expires_at, next_attempt_at, queued_at, updated_at, "
-                        "failed_stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", gen())
+                        "failed_stage, cache_key, matting_output) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", gen())
     big = f"job{JOBS + RUNNING:04d}"
     con.execute("INSERT INTO jobs (id, state, filename, upload_path, model, output, total, "
                 "created_at, updated_at, callback_done, callback_attempts, ingest_attempts,"
@@ -127,6 +130,11 @@ async def _main(rows: int) -> dict[str, Any]:
                 await transitions.requeue_due(s, time.time())
                 raise _Rollback
 
+        async def cache_lookup() -> None:  # a batch's 32 keys, a few of them done already
+            async with db.read() as s:
+                await repo.done_outputs_for_keys(
+                    s, [f"{running}-{i}" for i in range(0, 160, 5)])
+
         async def page(offset: int, after: int | None) -> None:
             async with db.read() as s:
                 if after is None:
@@ -142,6 +150,7 @@ async def _main(rows: int) -> dict[str, Any]:
             ("/jobs (50 jobs and their counts)", jobs_page),
             (f"claim 64 tasks (3 running jobs, one of {QUEUED} queued)", claim),
             ("lease reclaim + requeue", reclaim),
+            ("result cache lookup (32 keys)", cache_lookup),
             ("task page, depth 0 (offset)", lambda: page(0, None)),
             (f"task page, depth {deep} (offset)", lambda: page(deep, None)),
         ]

@@ -1,24 +1,29 @@
 """`python -m bench download_alone`: one finished job's zip downloaded by `curl` from a gateway
 alone, this checkout against a baseline commit, side by side, against reading the same files.
 
-The job is made once by this checkout's stack (`bench/stack_run.py`, `identity`, its DATA_DIR
-kept): BENCH_DOWNLOAD_IMAGES images (default 20 000) of BENCH_IMAGE_SIDE px (default 32: ~5 KB
-outputs, where the per-member work is the cost; 512: ~30 KB ones, where the bytes are). Then
-for BENCH_DOWNLOAD_ROUNDS rounds, each tree in turn: a gateway of that tree is started alone
-on the kept DATA_DIR, downloads once to warm up, then three times `curl -s -o /dev/null`, each
-between two plain reads of the zip's files (`open().read()` in this process: the figure issue
-17 holds the download to, ≥ 0.9× its speed). The gateway's CPU seconds over each download are
-read from /proc. Baseline: BENCH_DOWNLOAD_BASELINE (default 0573631, main before the
-download's fifth pass), unpacked with `git archive` as `bench.scale` does.
+The job is made once by the baseline's stack (`bench/stack_run.py`, `identity`, its DATA_DIR
+kept), so its database is at the older schema revision: each tree's gateway then opens its own
+copy of that database (DATABASE_URL), and this checkout's migrates its copy forward without
+taking the baseline's away from it. BENCH_DOWNLOAD_IMAGES images (default 20 000) of
+BENCH_IMAGE_SIDE px (default 32: ~5 KB outputs, where the per-member work is the cost; 512: ~30
+KB ones, where the bytes are). Then for BENCH_DOWNLOAD_ROUNDS rounds, each tree in turn: a
+gateway of that tree is started alone on the kept DATA_DIR, downloads once to warm up, then
+three times `curl -s -o /dev/null`, each between two plain reads of the zip's files
+(`open().read()` in this process: the figure issue 17 holds the download to, ≥ 0.9× its speed).
+The gateway's CPU seconds over each download are read from /proc. Baseline:
+BENCH_DOWNLOAD_BASELINE (default 0573631, main before the download's fifth pass), unpacked with
+`git archive` as `bench.scale` does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -51,11 +56,13 @@ def _free_port() -> int:
         return port
 
 
-def _make_job(keep: Path) -> str:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_KEEP_DIR": str(keep),
+def _make_job(keep: Path, tree: Path) -> str:
+    """The job, made by `tree`'s stack with this checkout's `stack_run.py` (it imports only
+    the tree under test)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "BENCH_KEEP_DIR": str(keep),
            "BENCH_IMAGE_SIDE": str(SIDE)}
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "stack_run.py"), str(IMAGES)],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+                       cwd=tree, env=env, capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
         raise RuntimeError(f"stack_run.py: {r.stderr[-2000:]}")
     job: dict[str, object] = json.loads(r.stdout.strip().splitlines()[-1])
@@ -89,23 +96,29 @@ def _curl(port: int, job_id: str) -> tuple[float, int]:
     return time.perf_counter() - t0, int(out)
 
 
-def _rounds(tree: Path, data: Path, job_id: str) -> list[dict[str, float]]:
-    """One gateway of `tree` alone on `data`: a warm-up download (the first one also writes
-    the job's report files, if the stack had not yet), then DOWNLOADS timed ones."""
+def _rounds(tree: Path, data: Path, db: Path, job_id: str) -> list[dict[str, float]]:
+    """One gateway of `tree` alone on `data` and its own database file `db`: a warm-up
+    download (the first one also writes the job's report files, if the stack had not yet),
+    then DOWNLOADS timed ones."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(tree), "DATA_DIR": str(data),
+           "DATABASE_URL": f"sqlite+aiosqlite:///{db}",
            "GATEWAY_PORT": str(port), "GATEWAY_HOST": "127.0.0.1"}
-    proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=tree, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = db.with_suffix(".log")
+    with log.open("ab") as errors:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=tree, env=env,
+                                stdout=subprocess.DEVNULL, stderr=errors)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a big job's database: its migration at start
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"the gateway of {tree} did not start") from None
+                    tail = log.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"the gateway of {tree} did not start:\n{tail}"
+                                       ) from None
                 time.sleep(0.1)
         _curl(port, job_id)
         files = _files(data, job_id)
@@ -142,11 +155,16 @@ def run() -> str:
         base = _baseline_tree(Path(tmp) / "base")
         keep = Path(tmp) / "keep"
         keep.mkdir()
-        job_id = _make_job(keep)
+        job_id = _make_job(keep, base)
         data = keep / "data"
+        dbs = {name: Path(tmp) / f"{name}.db" for name in got}
+        for db in dbs.values():  # SQLite's own copy: a WAL left behind is in it too
+            with (contextlib.closing(sqlite3.connect(data / "mattepipe.db")) as src,
+                  contextlib.closing(sqlite3.connect(db)) as dst):
+                src.backup(dst)
         for _ in range(ROUNDS):
-            got["base"] += _rounds(base, data, job_id)
-            got["new"] += _rounds(ROOT, data, job_id)
+            got["base"] += _rounds(base, data, dbs["base"], job_id)
+            got["new"] += _rounds(ROOT, data, dbs["new"], job_id)
     sizes = {int(x["bytes"]) for xs in got.values() for x in xs}
     files = max(int(x["files"]) for xs in got.values() for x in xs)
     rows = []
@@ -163,8 +181,9 @@ def run() -> str:
     return "\n".join([
         "## The download from a gateway alone (`python -m bench download_alone`, issue 17)",
         "",
-        f"One finished job of {IMAGES} {SIDE}×{SIDE} images (`identity`, made by this "
-        f"checkout's stack; {files} members, zip of {max(sizes)} bytes from both trees: "
+        f"One finished job of {IMAGES} {SIDE}×{SIDE} images (`identity`, made by the "
+        f"baseline's stack, each gateway on its own copy of its database; {files} members, "
+        f"zip of {max(sizes)} bytes from both trees: "
         f"{'the same' if len(sizes) == 1 else 'NOT the same'} length), served by a gateway "
         f"alone; {ROUNDS} rounds, each tree's gateway started in turn, {DOWNLOADS} "
         "`curl -s -o /dev/null` downloads each between two plain reads of the files; "
