@@ -36,6 +36,16 @@ async def _head(url: str) -> tuple[list[Any], str]:
     return diff, str(version)
 
 
+def _old_task(con: sqlite3.Connection, job_state: str, task_state: str) -> None:
+    """Job `old` with one task `a.png`, as an older revision's rows."""
+    con.execute("INSERT INTO jobs (id, state, filename, upload_path, model, output, total,"
+                " created_at, updated_at, callback_done) VALUES "
+                "('old', ?, '', '', 'classical', 'rgba', 1, 1, 1, 1)", (job_state,))
+    con.execute("INSERT INTO tasks (job_id, path, input, state, retry_count, "
+                "next_attempt_at, queued_at, updated_at) VALUES "
+                "('old', 'a.png', 'a.png', ?, 0, 0, 1, 1)", (task_state,))
+
+
 async def test_an_empty_database_migrated_to_head_is_tables_py(database_url: str) -> None:
     diff, version = await _head(database_url)
     assert diff == []
@@ -70,12 +80,7 @@ async def test_a_0003_database_gets_the_output_size_columns_its_rows_left_unreco
         for column in ("output_files", "output_bytes", "output_name_bytes"):
             con.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
         con.execute("UPDATE alembic_version SET version_num = '0003'")
-        con.execute("INSERT INTO jobs (id, state, filename, upload_path, model, output, total,"
-                    " created_at, updated_at, callback_done) VALUES "
-                    "('old', 'completed', '', '', 'classical', 'rgba', 1, 1, 1, 1)")
-        con.execute("INSERT INTO tasks (job_id, path, input, state, retry_count, "
-                    "next_attempt_at, queued_at, updated_at) VALUES "
-                    "('old', 'a.png', 'a.png', 'completed', 0, 0, 1, 1)")
+        _old_task(con, "completed", "completed")
     diff, version = await _head(f"sqlite+aiosqlite:///{path}")
     assert diff == [] and version == HEAD
     with sqlite3.connect(path) as con:
@@ -96,12 +101,7 @@ async def test_a_0004_database_gets_the_planned_indexes_in_place_of_the_old_ones
         con.execute("DROP INDEX ix_tasks_cache_key_state")
         con.execute("CREATE INDEX ix_tasks_cache_key ON tasks (cache_key)")
         con.execute("UPDATE alembic_version SET version_num = '0004'")
-        con.execute("INSERT INTO jobs (id, state, filename, upload_path, model, output, total,"
-                    " created_at, updated_at, callback_done) VALUES "
-                    "('old', 'running', '', '', 'classical', 'rgba', 1, 1, 1, 1)")
-        con.execute("INSERT INTO tasks (job_id, path, input, state, retry_count, "
-                    "next_attempt_at, queued_at, updated_at) VALUES "
-                    "('old', 'a.png', 'a.png', 'pending', 0, 0, 1, 1)")
+        _old_task(con, "running", "pending")
     diff, version = await _head(f"sqlite+aiosqlite:///{path}")
     assert diff == [] and version == HEAD
     with sqlite3.connect(path) as con:
