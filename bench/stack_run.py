@@ -13,7 +13,8 @@ stacks there.
 
 With `--probe` it also samples the gateway's RSS (the run and the probes), times `/status`
 while the job runs, pages `GET /jobs/{id}/tasks` at depth 0 and near the end, times the
-gallery's first page and the download against reading the same files (the zip's members; the
+gallery's first page and the download against reading the same files (the zip's members,
+after an `os.sync()`, once before the downloads and once after them, `read_s` their mean; the
 time to the first byte, the zip's preparation, is kept apart too): the 100 000-image figures
 of `bench.scale`. The download is timed twice: by httpx in this process (`download_s`, with
 `download_client_cpu_s`, this thread's CPU) and by `curl -s -o /dev/null` (`curl_s`), each
@@ -239,13 +240,10 @@ def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int,
     files = [p for d in job_dirs for p in d.rglob("*")
              if not any(part.startswith(".") for part in p.relative_to(d).parts)
              and p.is_file() and not p.name.endswith("_metrics.json")]
-    t0, read_cpu0 = time.perf_counter(), time.thread_time()
-    read_bytes = 0
-    for p in files:
-        with contextlib.suppress(FileNotFoundError), open(p, "rb") as f:
-            read_bytes += len(f.read())
-    read_s = time.perf_counter() - t0
-    out["read_cpu_s"] = time.thread_time() - read_cpu0  # on a loaded machine: what it cost
+    # the job's files written back first: a read during the writeback of a big job's
+    # outputs took three times as long as one after it (issue 17, 100 000 images)
+    os.sync()
+    read_s, read_bytes, out["read_cpu_s"] = _read_files(files)
     t0 = time.perf_counter()
     got = 0
     params = {} if final else {"partial": "1"}
@@ -264,10 +262,22 @@ def _probe_results(c: httpx.Client, job_id: str, data_dir: Path, n: int,
     if spy is not None:
         out["download_profile"] = _spy_summary(*spy)
     out["download_first_byte_s"] = first_byte or dl_s
-    out.update(read_files=len(files), read_bytes=read_bytes, read_s=read_s,
-               download_bytes=got, download_s=dl_s)
     out.update(_curl_download(str(c.base_url), job_id, params, gateway_pid))
+    again_s, _, again_cpu_s = _read_files(files)  # the downloads between two reads
+    out.update(read_files=len(files), read_bytes=read_bytes, read_s=(read_s + again_s) / 2,
+               read_each_s=[read_s, again_s], read_cpu_s=(out["read_cpu_s"] + again_cpu_s) / 2,
+               download_bytes=got, download_s=dl_s)
     return out
+
+
+def _read_files(files: list[Path]) -> tuple[float, int, float]:
+    """(seconds, bytes, this thread's CPU seconds) of one plain read of `files`."""
+    t0, cpu0 = time.perf_counter(), time.thread_time()
+    got = 0
+    for p in files:
+        with contextlib.suppress(FileNotFoundError), open(p, "rb") as f:
+            got += len(f.read())
+    return time.perf_counter() - t0, got, time.thread_time() - cpu0
 
 
 def _cpu_s(pid: int | None) -> float:
