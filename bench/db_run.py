@@ -4,17 +4,16 @@
 that checkout's `gateway.db`, so `bench.scale` runs it for the baseline commit too, side by
 side). It seeds ROWS task rows over 200 finished jobs and two running ones, and one more
 running job of BENCH_DB_QUEUED tasks (default 100 000) all queued, as a big job is once its
-archive is in; then it times:
-`/status` (a job's counts), `/jobs` (a page of jobs with their counts), a claim of 64 tasks,
-the lease reclaim, the requeue of due retries, the result cache's lookup of a batch's 32
-keys, and a task page at depth 0 and 90 % (offset,
-and `after` where the checkout has it). Every SQL statement each operation ran is captured
-and its `EXPLAIN QUERY PLAN` printed. One JSON line out.
+archive is in. Then it times `/status` (a job's counts), `/jobs` (a page of jobs with their
+counts), a claim of 64 tasks, the lease reclaim, the requeue of due retries, the result
+cache's lookup of a batch's 32 keys, and a task page at depth 0 and 90 % (offset, and `after`
+where the checkout has it). Every SQL statement each operation ran is captured and its
+`EXPLAIN QUERY PLAN` printed. One JSON line out.
 
 No ANALYZE is run: the gateway never runs one, so its SQLite plans from the schema alone, and
-so does this bench (until issue 17's claim index it ran ANALYZE, and its plans were not the
-gateway's: the claim looked cheap here while a real 100 000-image job sorted its whole queue
-for every claim).
+so does this bench. Until revision 0005 the bench ran ANALYZE, and its plans were not the
+gateway's: the claim and the cache lookup looked cheap here while a real 100 000-image job
+read its whole queue for every claim and every matted task for every batch.
 """
 
 from __future__ import annotations
