@@ -91,11 +91,18 @@ async def read_status(gw: GatewayState, job_id: str, caller: Caller) -> JobStatu
             gw.detail_refresh[job_id] = t
             t.add_done_callback(lambda _t: gw.detail_refresh.pop(job_id, None))
     else:
-        t0 = time.perf_counter()
-        async with gw.db.read() as s:
-            stages = await repo.stage_stats(s, job_id)
-        _cache_details(gw, job_id, job.state, stages, time.perf_counter() - t0)
+        stages = await _load_details(gw, job_id, job.state)
     return JobStatus(**summary.model_dump(), stages=JobStages.model_validate(stages))
+
+
+async def _load_details(gw: GatewayState, job_id: str, state: str) -> dict[str, Any]:
+    """`repo.stage_stats` of the job (a scan of its rows), cached by `_cache_details` for as
+    long as its scan took allows."""
+    t0 = time.perf_counter()
+    async with gw.db.read() as s:
+        stages = await repo.stage_stats(s, job_id)
+    _cache_details(gw, job_id, state, stages, time.perf_counter() - t0)
+    return stages
 
 
 def _cache_details(gw: GatewayState, job_id: str, state: str, stages: dict[str, Any],
@@ -113,10 +120,7 @@ async def _refresh_details(gw: GatewayState, job_id: str, state: str) -> None:
     """`stage_stats` reads every row of the job (means over its tasks): for a 100 000-image
     job that is a scan no `/status` poll should wait for, so it runs here, off the request."""
     try:
-        t0 = time.perf_counter()
-        async with gw.db.read() as s:
-            stages = await repo.stage_stats(s, job_id)
-        _cache_details(gw, job_id, state, stages, time.perf_counter() - t0)
+        await _load_details(gw, job_id, state)
     except Exception:
         log.exception("stage details of job %s", job_id)
 

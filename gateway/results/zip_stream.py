@@ -86,8 +86,6 @@ class JobZip:
     """The fetching-ahead of an S3 zip's objects, stopped once the zip is sent or dropped."""
 
 
-
-
 class TaskRow(Protocol):
     """What the zip reads of a task: a `Task`, or a finished job's `repo.OutputRow`."""
 
