@@ -1,7 +1,8 @@
 """Which outputs a task has in its job's zip, and their sizes as recorded when it completed.
 
-A task's zip members are fixed by its path and its job's options (`task_candidates`): one
-cut-out per model (`.alpha.png` beside each with output=both) and one comparison sheet.
+A task's zip members are fixed by its path and its job's options
+(`gateway.results.zip_tasks.task_candidates`): one cut-out per model (`.alpha.png` beside
+each with output=both) and one comparison sheet.
 When a task completes, the gateway measures the ones that exist (`measure`: an `lstat` each,
 in a thread) and records how many there are, their sizes and their names' lengths in the
 task's row (`OutputSizes`, columns `output_files`, `output_bytes`, `output_name_bytes`).
@@ -18,22 +19,16 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from gateway.db.transitions import OUTPUT_SIZES_KEY, Claimed
+from gateway.results.zip_tasks import task_candidates
 from shared.schemas import StageResult
-from shared.storage import (
-    COMPARE_SUFFIX,
-    FINAL_RESULTS,
-    MATTING_OUTPUT,
-    PathOutsideDataDir,
-    Storage,
-    model_output_rel,
-)
+from shared.storage import PathOutsideDataDir, Storage
 
-__all__ = ["OUTPUT_SIZES_KEY", "OutputSizes", "candidates_of", "measure", "note_sizes",
-           "task_candidates"]
+__all__ = ["OUTPUT_SIZES_KEY", "OutputSizes", "measure", "note_sizes"]
+
 
 class OutputSizes(NamedTuple):
     """A task's zip members as recorded: count, bytes, and names' UTF-8 bytes, summed."""
@@ -41,45 +36,6 @@ class OutputSizes(NamedTuple):
     files: int
     bytes: int
     name_bytes: int
-
-
-def task_candidates(job_id: str, output: str, models: Sequence[str], path: str,
-                    suffix: str) -> list[tuple[str, str]]:
-    """(storage key, zip name) of every output the task may have, in zip order: the first
-    model's cut-out under docs/DESIGN.md's name ("Public API"), the others as
-    `<x>.<model>.png` (`shared.storage.model_output_rel`), `<x>.alpha.png` beside each with
-    output=both, then the comparison sheet. `suffix`: the job's cut-out format."""
-    return list(candidates_of(job_id, output, models, suffix)(path))
-
-
-def candidates_of(job_id: str, output: str, models: Sequence[str], suffix: str
-                  ) -> Callable[[str], Sequence[tuple[str, str]]]:
-    """`task_candidates` of one job's options, as a function of the task's path: what does
-    not depend on the path is worked out once (a download asks for every task's)."""
-    cut_rel, cut_name = f"{MATTING_OUTPUT}/{job_id}/", f"{MATTING_OUTPUT}/"
-    sheet_rel, sheet_name = f"{FINAL_RESULTS}/{job_id}/", f"{FINAL_RESULTS}/"
-    stem_path = Storage.stem_path
-    if len(models) <= 1 and output != "both":  # one cut-out, under docs/DESIGN.md's name
-
-        def one_cutout(path: str) -> tuple[tuple[str, str], tuple[str, str]]:
-            stem = stem_path(path)
-            cut, sheet = stem + suffix, stem + COMPARE_SUFFIX
-            return (cut_rel + cut, cut_name + cut), (sheet_rel + sheet, sheet_name + sheet)
-
-        return one_cutout
-    names = list(models) or [""]  # one unnamed model: docs/DESIGN.md's names
-    kinds = (False, True) if output == "both" else (False,)
-
-    def several(path: str) -> list[tuple[str, str]]:
-        stem = stem_path(path)
-        first_rel, first_name = cut_rel + stem + suffix, cut_name + stem + suffix
-        out = [(model_output_rel(first_rel, model, i, alpha),
-                model_output_rel(first_name, model, i, alpha))
-               for i, model in enumerate(names) for alpha in kinds]
-        out.append((sheet_rel + stem + COMPARE_SUFFIX, sheet_name + stem + COMPARE_SUFFIX))
-        return out
-
-    return several
 
 
 def measure(storage: Storage, job_id: str, output: str, models: Sequence[str], path: str,

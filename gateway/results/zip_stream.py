@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from gateway.db import repo
 from gateway.db.database import Database
@@ -38,9 +38,7 @@ from gateway.results.members import (
     ObjectPrefetch,
     OpenFolders,
     member_size,
-    open_plain,
 )
-from gateway.results.output_sizes import candidates_of, task_candidates
 from gateway.results.pages import (
     PAGE_ROWS,
     output_pages,
@@ -51,6 +49,16 @@ from gateway.results.pages import (
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
 from gateway.results.zip_names import OutOfOrder, WindowNames, ZipNames, tag_spread
+from gateway.results.zip_tasks import (
+    READ_BLOCK_BYTES,
+    TaskRow,
+    blocks,
+    candidates_of,
+    open_named,
+    send_named,
+    task_candidates,
+    task_pieces,
+)
 from gateway.results.zipwriter import ZIP64_LIMIT, ZipSizeMismatch, ZipSizer, ZipWriter
 from shared.limits import ZIP_CHUNK_BYTES
 from shared.states import TaskState
@@ -59,13 +67,9 @@ from shared.storage import (
     Storage,
 )
 
-__all__ = ["READ_BLOCK_BYTES", "TIMING_KEYS", "JobZip", "ReportFiles", "Skips", "TaskMembers",
+__all__ = ["TIMING_KEYS", "JobZip", "ReportFiles", "Skips", "TaskMembers",
            "TaskRow", "add_page", "build_zip", "job_zip", "report_files", "report_item",
            "task_members", "zip_chunks"]
-
-READ_BLOCK_BYTES = 1024 * 1024
-"""A member's file is read in blocks of this size while it is sent (a video is never held
-whole)."""
 
 TIMING_KEYS = ("queued_s", "matting_s", "matting_wait_s", "comparison_s", "comparison_wait_s",
                "total_s")
@@ -84,16 +88,6 @@ class JobZip:
     """A temporary report folder to remove once the zip has been sent (partial download)."""
     prefetch: ObjectPrefetch | None = None
     """The fetching-ahead of an S3 zip's objects, stopped once the zip is sent or dropped."""
-
-
-class TaskRow(Protocol):
-    """What the zip reads of a task: a `Task`, or a finished job's `repo.OutputRow`."""
-
-    @property
-    def path(self) -> str: ...
-
-    @property
-    def state(self) -> str: ...
 
 
 ReportFiles = Path | Sequence[tuple[Member, str]]
@@ -350,33 +344,17 @@ def _send(writer: ZipWriter, files: Sequence[tuple[Member, str]], prefetch: Obje
             yield from writer.member(name, member.size, prefetch.chunks(member))
             continue
         piece = None
-        fd, st = _open_plain(member, name)
+        fd, st = open_named(member, name)
         try:
             if st.st_size <= READ_BLOCK_BYTES:
                 piece = writer.whole(name, st.st_size, os.read(fd, st.st_size), st.st_mtime)
             else:
-                yield from writer.member(name, st.st_size, _blocks(fd, st.st_size),
+                yield from writer.member(name, st.st_size, blocks(fd, st.st_size),
                                          st.st_mtime)
         finally:
             os.close(fd)
         if piece is not None:
             yield piece
-
-
-def _open_plain(member: str | os.PathLike[str], name: str) -> tuple[int, os.stat_result]:
-    """`members.open_plain` of a member the zip counts on: FileNotFoundError when it is no
-    longer a plain file (gone, a symlink, a FIFO: never followed, never waited on)."""
-    found = open_plain(member)
-    if found is None:
-        raise FileNotFoundError(f"{name}: no longer a plain file")
-    return found
-
-
-def _blocks(fd: int, size: int) -> Iterator[bytes]:
-    left = size
-    while left > 0 and (block := os.read(fd, min(READ_BLOCK_BYTES, left))):
-        left -= len(block)
-        yield block
 
 
 def build_zip(
@@ -623,49 +601,18 @@ def _recorded_zip(storage: Storage, job_id: str, output: str, models: Sequence[s
 def _stream_recorded(plan: _Plan, pages: Iterable[Sequence[TaskRow]], end: int
                      ) -> Generator[bytes, None, None]:
     """`_stream` of a zip sized from recorded sizes (`_recorded_zip`): each task's files
-    are checked against its row before any of their bytes go out (`_add_opened`,
-    `_send_opened`), no member may pass the announced end of the members (`end`), and the
-    members must meet it before the central directory is written: a file gone, added or
-    resized since the task completed stops the zip with an error, short of its
-    Content-Length, never a zip of other contents under the announced length.
-
-    A task's files are opened in their folders, each folder opened once (`OpenFolders`: one
-    path component looked up per member, no listing), and the opened ones are what is
-    checked, read and sent (issue 17, the download's fifth pass)."""
+    are checked against its row before any of their bytes go out (`zip_tasks.task_pieces`),
+    no member may pass the announced end of the members (`end`), and the members must meet
+    it before the central directory is written: a file gone, added or resized since the
+    task completed stops the zip with an error, short of its Content-Length, never a zip of
+    other contents under the announced length."""
     writer = ZipWriter()
     folders = OpenFolders(plan.storage)
     try:
         candidates = candidates_of(plan.job_id, plan.output, plan.models, plan.suffix)
-        open_member = folders.open
-        out: list[bytes] = []
-        opened: list[_Opened] = []
-        flushed = 0
-        for page in pages:
-            for t in page:
-                if t.state == _REJECTED:  # no outputs: files under its name are another's
-                    continue
-                try:
-                    for key, name in candidates(t.path):
-                        if (found := open_member(key)) is not None:
-                            opened.append((found[0], found[1], name))
-                    if _add_opened(writer, opened, t, end, out):
-                        if writer.offset - flushed >= ZIP_CHUNK_BYTES:
-                            yield b"".join(out)
-                            out.clear()
-                            flushed = writer.offset
-                        continue
-                    if out:  # a big file: what is gathered goes first, then it is streamed
-                        yield b"".join(out)
-                        out.clear()
-                    yield from _send_opened(writer, opened, t, end)
-                    flushed = writer.offset
-                finally:
-                    for fd, _, _ in opened:
-                        os.close(fd)
-                    opened.clear()
-        if out:
-            yield b"".join(out)
-        yield from _send_task(writer, report_files(plan.report), None, end)
+        yield from task_pieces(writer, folders, candidates, itertools.chain.from_iterable(pages),
+                               end)
+        yield from _send_report(writer, plan.report, end)
         if writer.offset != end:
             raise ZipSizeMismatch(f"the zip's members came to {writer.offset} bytes, "
                                   f"{end} announced: a file is gone or changed")
@@ -675,80 +622,13 @@ def _stream_recorded(plan: _Plan, pages: Iterable[Sequence[TaskRow]], end: int
         writer.close()
 
 
-_REJECTED = TaskState.REJECTED.value
-
-_Opened = tuple[int, os.stat_result, str]
-"""A member opened for the zip: its descriptor, its `fstat`, its name in the zip."""
-
-
-def _check_row(t: TaskRow | None, files: int, total: int) -> None:
-    """A task's files as found now against its row's record (count and summed bytes); a row
-    without one, or None for the report files, is checked by the zip's end alone."""
-    want = (getattr(t, "output_files", None), getattr(t, "output_bytes", None))
-    if t is not None and want[0] is not None and want != (files, total):
-        raise ZipSizeMismatch(f"{t.path}: {files} files of {total} bytes, {want[0]} of "
-                              f"{want[1]} when it completed: its outputs changed since")
-
-
-def _add_opened(writer: ZipWriter, opened: Sequence[_Opened], t: TaskRow, end: int,
-                out: list[bytes]) -> bool:
-    """`_send_opened` of a task whose files are all small (up to READ_BLOCK_BYTES, a job's
-    outputs): the task checked against its row, then each file read whole at once and
-    appended to `out` (`ZipWriter.wholes`): no generator and no piece of its own per member,
-    the per-member work of a zip of tiny images (issue 17). False, nothing written, when one
-    file is bigger (`_send_opened` streams it)."""
-    total = 0
-    for _, st, _ in opened:
-        if st.st_size > READ_BLOCK_BYTES:
-            return False
-        total += st.st_size
-    _check_row(t, len(opened), total)
-    if writer.offset + total > end:
-        raise ZipSizeMismatch(f"{t.path}: the zip would pass its announced length")
-    read: list[tuple[str, bytes, float]] = []
-    for fd, st, name in opened:
-        data = os.read(fd, st.st_size)
-        if len(data) != st.st_size:
-            raise ZipSizeMismatch(f"{name}: {len(data)} bytes read, {st.st_size} a moment "
-                                  "before: it changed while the zip was sent")
-        read.append((name, data, st.st_mtime))
-    writer.wholes(read, out)
-    return True
-
-
-def _send_task(writer: ZipWriter, files: Sequence[tuple[Member, str]], t: TaskRow | None,
-               end: int) -> Iterator[bytes]:
-    """`_send_opened` of local files named by path (the report files), each opened without
-    following a symlink."""
-    opened: list[_Opened] = []
-    try:
-        for member, name in files:
-            assert not isinstance(member, ObjectFile)  # a local store's zip
-            fd, st = _open_plain(member, name)
-            opened.append((fd, st, name))
-        yield from _send_opened(writer, opened, t, end)
-    finally:
-        for fd, _, _ in opened:
-            os.close(fd)
-
-
-def _send_opened(writer: ZipWriter, opened: Sequence[_Opened], t: TaskRow | None, end: int
-                 ) -> Iterator[bytes]:
-    """One task's opened files into the zip (the caller closes them), after their count and
-    summed size (their `fstat`s) are checked against the task's recorded ones (`t`; a row
-    without them, or None for the report files: checked by `end` alone)."""
-    _check_row(t, len(opened), sum(st.st_size for _, st, _ in opened))
-    for fd, st, name in opened:
-        size = st.st_size
-        if size <= READ_BLOCK_BYTES:
-            piece = writer.whole(name, size, os.read(fd, size), st.st_mtime)
-            if writer.offset > end:
-                raise ZipSizeMismatch(f"{name}: the zip would pass its announced length")
-            yield piece
-        else:
-            if writer.offset + size > end:
-                raise ZipSizeMismatch(f"{name}: the zip would pass its announced length")
-            yield from writer.member(name, size, _blocks(fd, size), st.st_mtime)
+def _send_report(writer: ZipWriter, report: ReportFiles, end: int) -> Iterator[bytes]:
+    """A local zip's report files, after its tasks' members."""
+    files = []
+    for member, name in report_files(report):
+        assert not isinstance(member, ObjectFile)  # a local store's zip
+        files.append((member, name))
+    yield from send_named(writer, files, end)
 
 
 def _pages_from(rows: AsyncIterator[Sequence[TaskRow]], loop: asyncio.AbstractEventLoop

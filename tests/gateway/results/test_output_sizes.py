@@ -15,8 +15,9 @@ import pytest
 
 from gateway.db.tables import Task
 from gateway.db.transitions import OUTPUT_SIZES_KEY, _output_sizes
-from gateway.results.output_sizes import measure, task_candidates
+from gateway.results.output_sizes import measure
 from gateway.results.zip_stream import build_zip, task_members, zip_chunks
+from gateway.results.zip_tasks import task_candidates
 from gateway.results.zipwriter import ZipSizeMismatch
 from shared.schemas import StageResult
 from shared.storage import Storage
