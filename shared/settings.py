@@ -250,6 +250,14 @@ class Settings(BaseSettings):
     waited for it before its first task (issue 14, point 2). 0: size alone decides."""
     ingest_nice: int = Field(default=10, ge=0, le=19)
     """Niceness of that child process: on a busy box the gateway's answers go first."""
+    zip_processes: int = Field(default=0, ge=0, le=64)
+    """Worker processes that make a big finished job's zip (`gateway.results.zip_processes`):
+    its members' work takes no GIL of the gateway's, and the processes take the parts in
+    turns. 0: one per CPU this gateway may use; 1: none, the zip is made in one thread of the
+    gateway."""
+    zip_process_min_members: int = Field(default=10_000, ge=0)
+    """…for a zip of at least this many members: the processes' start (~0.1 s each) is more
+    than a smaller zip of tiny images costs in the gateway's own thread."""
 
     _key_table: KeyTable = PrivateAttr(default_factory=KeyTable)
 

@@ -11,6 +11,7 @@ from gateway.api.deps import GW, CallerDep, ReadDB, StorageDep, job_or_404
 from gateway.api.docs import BINARY, errors
 from gateway.results.job_report import job_models
 from gateway.results.send_ahead import send_ahead
+from gateway.results.zip_processes import process_count
 from gateway.results.zip_stream import job_zip as make_zip
 from gateway.results.zip_stream import zip_chunks
 from shared.states import FINAL_JOB_STATES, JobState
@@ -52,7 +53,9 @@ async def download(
     if final:
         files = await reports.files(job)  # the report folder's files, or its objects on S3
         job_zip = await make_zip(gw.db, storage, job_id, job.output, models, report=files,
-                                 suffix=job.cutout_suffix)
+                                 suffix=job.cutout_suffix,
+                                 processes=process_count(gw.settings.zip_processes),
+                                 process_min=gw.settings.zip_process_min_members)
     else:  # a running job's files may still be replaced by a retry: its zip is not pre-sized
         async with reports.partial_folder(job_id) as tmp:
             job_zip = await make_zip(gw.db, storage, job_id, job.output, models, report=None,

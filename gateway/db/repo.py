@@ -309,6 +309,9 @@ class OutputRow(NamedTuple):
     """How many zip members the task had when it completed, and their bytes (`Task`):
     the zip checks its files against them as it sends them."""
     output_bytes: int | None = None
+    output_name_bytes: int | None = None
+    """Their names' UTF-8 bytes in the zip, summed: with the two above, the task's exact
+    length in the zip (`gateway.results.zip_processes` cuts the zip into parts by it)."""
 
 
 class OutputTotals(NamedTuple):
@@ -324,12 +327,16 @@ class OutputTotals(NamedTuple):
     name_bytes: int
 
 
+_OUTPUT_COLUMNS = (Task.path, Task.state, Task.id, Task.output_files, Task.output_bytes,
+                   Task.output_name_bytes)
+"""`OutputRow`'s columns, in its order."""
+
+
 def output_page_sync(s: Session, job_id: str, after: tuple[str, int] | None,
                      limit: int) -> list[OutputRow]:
-    """`report_page_sync`'s rows, as three columns in plain tuples: a finished job's zip is
+    """`report_page_sync`'s rows, as `OutputRow`s (plain tuples): a finished job's zip is
     walked twice, and building every column of an ORM row was most of a walk's cost."""
-    q = _in_report_order(select(Task.path, Task.state, Task.id, Task.output_files,
-                                Task.output_bytes), job_id, after, limit)
+    q = _in_report_order(select(*_OUTPUT_COLUMNS), job_id, after, limit)
     return [OutputRow(*r) for r in s.execute(q)]
 
 
@@ -337,7 +344,7 @@ def unsized_page_sync(s: Session, job_id: str, after: tuple[str, int] | None,
                       limit: int) -> list[OutputRow]:
     """`output_page_sync` of the rows that may have outputs but no recorded sizes
     (`OutputTotals.unsized`: a failed task's cut-out, say), for the zip to `stat` them."""
-    q = select(Task.path, Task.state, Task.id, Task.output_files, Task.output_bytes).where(
+    q = select(*_OUTPUT_COLUMNS).where(
         Task.output_files.is_(None), Task.state != TaskState.REJECTED.value)
     return [OutputRow(*r) for r in s.execute(_in_report_order(q, job_id, after, limit))]
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -43,15 +42,14 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from shared.children import EXIT_ORPHANED, child_env, die_with_parent
 from shared.settings import Settings
 from shared.timing import INGEST_CHILD_STOP_WAIT_S, INGEST_CHILD_TICK_S
 
 __all__ = [
     "EXIT_CANCELLED",
-    "EXIT_ORPHANED",
     "MODULE",
     "IngestChildDied",
-    "die_with_parent",
     "ingest_in_child",
     "main",
     "settings_from_payload",
@@ -66,9 +64,6 @@ SERVICE = "gateway-ingest"
 rotate one file)."""
 EXIT_CANCELLED = 3
 """The child stopped on SIGTERM (its ingest cancelled, as an in-process one would be)."""
-EXIT_ORPHANED = 4
-"""The child found its gateway gone before it began."""
-_PR_SET_PDEATHSIG = 1
 _ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -97,14 +92,6 @@ def settings_from_payload(line: bytes) -> Settings:
     return Settings(**json.loads(line))
 
 
-def _child_env() -> dict[str, str]:
-    """The gateway's environment, with this checkout first on the path (`-m` must find it
-    whatever the gateway's working directory)."""
-    path = os.pathsep.join(dict.fromkeys(
-        [str(_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
-    return {**os.environ, "PYTHONPATH": path}
-
-
 async def ingest_in_child(job_id: str, settings: Settings,
                           tick: Callable[[], None] | None = None) -> None:
     """Run job `job_id`'s ingest in a child process and wait for it; `tick()` is called every
@@ -113,7 +100,7 @@ async def ingest_in_child(job_id: str, settings: Settings,
     by finishing raises `IngestChildDied`."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", MODULE, str(os.getpid()), job_id,
-        stdin=asyncio.subprocess.PIPE, env=_child_env(), cwd=_ROOT)
+        stdin=asyncio.subprocess.PIPE, env=child_env(), cwd=_ROOT)
     assert proc.stdin is not None
     try:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -154,17 +141,6 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 
 
 # --- the child ---------------------------------------------------------------------------------
-def die_with_parent(parent: int) -> None:
-    """Linux: have the kernel SIGKILL this process when its parent's thread ends; anywhere:
-    exit now if the parent is already gone (its pid is no longer our parent's)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(
-                _PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(EXIT_ORPHANED)
-
-
 def _read_line(fd: int) -> bytes:
     """One line from the raw descriptor `fd`, byte by byte (nothing read past it, so the
     watcher sees the pipe's end and nothing else)."""

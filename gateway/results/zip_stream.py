@@ -13,6 +13,10 @@ walk (a partial zip is not sized: a retry may still replace its files).
 On S3 (`STORAGE_URL=s3://…`) the members are objects: found by one listing per job area,
 sized from it, and fetched ahead while the zip is sent (`gateway.results.members`); the
 zip is still streamed by the gateway, never built whole anywhere (README, "Object storage").
+
+A big finished job's zip (ZIP_PROCESSES, ZIP_PROCESS_MIN_MEMBERS) is made by worker
+processes taking its parts in turns (`gateway.results.zip_processes`), out of the gateway's
+GIL; the gateway reads the rows and passes the bytes on.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from gateway.db import repo
 from gateway.db.database import Database
@@ -49,6 +54,7 @@ from gateway.results.pages import (
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
 from gateway.results.zip_names import OutOfOrder, WindowNames, ZipNames, tag_spread
+from gateway.results.zip_processes import Job, SizedRow, zip_in_processes
 from gateway.results.zip_tasks import (
     READ_BLOCK_BYTES,
     TaskRow,
@@ -61,11 +67,9 @@ from gateway.results.zip_tasks import (
 )
 from gateway.results.zipwriter import ZIP64_LIMIT, ZipSizeMismatch, ZipSizer, ZipWriter
 from shared.limits import ZIP_CHUNK_BYTES
+from shared.objects import LocalStore
 from shared.states import TaskState
-from shared.storage import (
-    PNG_SUFFIX,
-    Storage,
-)
+from shared.storage import PNG_SUFFIX, Storage
 
 __all__ = ["TIMING_KEYS", "JobZip", "ReportFiles", "Skips", "TaskMembers",
            "TaskRow", "add_page", "build_zip", "job_zip", "report_files", "report_item",
@@ -477,6 +481,8 @@ async def job_zip(
     report: ReportFiles | None,
     partial: Path | None = None,
     suffix: str = PNG_SUFFIX,
+    processes: int = 1,
+    process_min: int = 0,
 ) -> JobZip:
     """The job's zip. Its rows are walked a page at a time, each page's file checks in a
     thread: now, to size a finished job's zip (`report`: its report folder or objects) or to
@@ -484,7 +490,9 @@ async def job_zip(
     sized, its files may still be replaced by a retry); and again as the zip is sent
     (`JobZip.stream` reads its pages from this event loop). Nothing is kept per member.
     A finished job's walks read three columns a row (`output_pages`), a running one's the
-    whole rows its report needs (`task_pages`)."""
+    whole rows its report needs (`task_pages`). A finished job's zip of at least
+    `process_min` members, every one with recorded sizes, is made by `processes` worker
+    processes when that is more than one (`gateway.results.zip_processes`)."""
     if partial is None and report is not None and storage.is_local:
         totals = await db.snapshot(functools.partial(repo.output_totals_sync, job_id=job_id))
         summed = ZipSizer()
@@ -495,9 +503,10 @@ async def job_zip(
                                         suffix, found, summed)
             rows = (output_pages_here(db, job_id) if db.blocking_snapshots
                     else _pages_from(output_pages(db, job_id), asyncio.get_running_loop()))
+            workers = processes if not totals.unsized and summed.count >= process_min else 1
             recorded = await asyncio.to_thread(
                 _recorded_zip, storage, job_id, output, models, report, suffix, summed,
-                summed.count, rows)
+                summed.count, rows, workers)
             if recorded is not None:
                 return recorded
     read: Callable[[Database, str], AsyncIterator[Sequence[TaskRow]]] = (
@@ -578,7 +587,7 @@ def _size_rows(storage: Storage, job_id: str, output: str, models: Sequence[str]
 
 def _recorded_zip(storage: Storage, job_id: str, output: str, models: Sequence[str],
                   report: ReportFiles, suffix: str, sizer: ZipSizer, members: int,
-                  pages: Iterable[Sequence[TaskRow]]) -> JobZip | None:
+                  pages: Iterable[Sequence[TaskRow]], processes: int = 1) -> JobZip | None:
     """A finished job's zip sized before its first byte without a walk of its rows: `sizer`
     holds the recorded sizes' sums (`repo.output_totals_sync`, one aggregate query) and the
     few rows without them (a `stat` each); here the report's three files are added
@@ -592,6 +601,16 @@ def _recorded_zip(storage: Storage, job_id: str, output: str, models: Sequence[s
     members += _size(report_files(report), sizer)
     if sizer.offset >= ZIP64_LIMIT:
         return None
+    if processes > 1 and isinstance(storage.objects, LocalStore):
+        files = []
+        for member, name in report_files(report):
+            assert not isinstance(member, ObjectFile)  # a local store's report files
+            files.append((Path(member), name))
+        rows = itertools.chain.from_iterable(cast(Iterable[Sequence[SizedRow]], pages))
+        stream = zip_in_processes(Job(storage.objects.root, job_id, output, models, suffix),
+                                  rows, files, sizer.count, sizer.central, sizer.offset,
+                                  processes)
+        return JobZip(stream, sizer.size, members)
     plan = _Plan(storage, job_id, output, models, suffix, report,
                  ObjectPrefetch(storage.objects))
     return JobZip(_stream_recorded(plan, pages, sizer.offset), sizer.size, members,

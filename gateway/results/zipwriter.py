@@ -26,8 +26,8 @@ from collections.abc import Iterable, Iterator
 
 from zlib_ng.zlib_ng import crc32
 
-__all__ = ["CENTRAL_IN_MEMORY_BYTES", "ZIP64_LIMIT", "ZipSizeMismatch", "ZipSizer", "ZipWriter",
-           "dos_time"]
+__all__ = ["CENTRAL_IN_MEMORY_BYTES", "CENTRAL_OVERHEAD", "MEMBER_OVERHEAD", "ZIP64_LIMIT",
+           "ZipSizeMismatch", "ZipSizer", "ZipWriter", "dos_time", "end_records"]
 
 CENTRAL_IN_MEMORY_BYTES = 4 * 1024 * 1024
 """Central-directory bytes kept in memory before they spill to a temporary file: a zip of up
@@ -59,6 +59,11 @@ _DESCRIPTOR_PACK = _DESCRIPTOR.pack
 _SMALL_LIMIT = _ZIP64_LIMIT
 """A member starting and ending in the first 4 GiB with a size below it needs no ZIP64
 field (`whole`'s short way)."""
+MEMBER_OVERHEAD = _LOCAL.size + _DESCRIPTOR.size
+"""A member's bytes besides its name and its data (its local header and its descriptor),
+while it needs no ZIP64 field."""
+CENTRAL_OVERHEAD = _CENTRAL.size
+"""A member's central record's bytes besides its name, while it needs no ZIP64 field."""
 _END = struct.Struct("<IHHHHIIH")
 _END64 = struct.Struct("<IQHHIIQQQQ")
 _LOCATOR64 = struct.Struct("<IIQI")
@@ -109,7 +114,7 @@ def _central_length(name: bytes, size: int, offset: int) -> int:
     return _CENTRAL.size + len(name) + len(_central_extra(size, offset))
 
 
-def _end_records(count: int, central_size: int, central_offset: int) -> bytes:
+def end_records(count: int, central_size: int, central_offset: int) -> bytes:
     """The end of central directory record, with the ZIP64 ones before it when needed."""
     zip64 = (count >= _COUNT_LIMIT or central_size >= _ZIP64_LIMIT
              or central_offset >= _ZIP64_LIMIT)
@@ -158,7 +163,7 @@ class ZipSizer:
 
     @property
     def size(self) -> int:
-        return self.offset + self.central + len(_end_records(self.count, self.central,
+        return self.offset + self.central + len(end_records(self.count, self.central,
                                                              self.offset))
 
 
@@ -292,6 +297,15 @@ class ZipWriter:
     def finish(self) -> Iterator[bytes]:
         """The central directory (read back from the spool) and the end records."""
         central_offset = self.offset
+        yield from self.central()
+        end = end_records(self.count, self._central_size, central_offset)
+        self.offset += len(end)
+        yield end
+
+    def central(self) -> Iterator[bytes]:
+        """The central records of the members written so far, read back from the spool, and
+        nothing after them (`finish` adds the end records; a zip's worker process sends its
+        part of the directory this way, `gateway.results.zip_processes`). Closes the spool."""
         try:
             self._spool()
             self._central.seek(0)
@@ -300,9 +314,11 @@ class ZipWriter:
                 yield block
         finally:
             self.close()
-        end = _end_records(self.count, self._central_size, central_offset)
-        self.offset += len(end)
-        yield end
+
+    @property
+    def central_size(self) -> int:
+        """The bytes `central` will yield."""
+        return self._central_size
 
     def _spool(self) -> None:
         """The records held so far into the spool, in one write."""
