@@ -201,9 +201,32 @@ def test_a_completed_task_s_sizes_are_recorded_and_size_the_zip(
     assert len(read_zip(r).namelist()) == 9 + 3
 
 
-def test_a_completed_task_s_file_changed_since_fails_the_download_short_of_its_length(
+IN_PROCESSES = {"zip_processes": 2, "zip_process_min_members": 0}
+"""A gateway that makes every finished job's zip in worker processes
+(`gateway.results.zip_processes`); by default only a zip of ZIP_PROCESS_MIN_MEMBERS does."""
+
+
+def test_a_zip_made_by_processes_has_the_members_and_length_of_one_made_in_a_thread(
         start_gateway: Start, stage_server: StageServer) -> None:
     gw = start_gateway(stage_server.url)
+    finished_job(gw, output="both")
+    one = gw.client.get("/download/j1")
+    gw2 = start_gateway(stage_server.url, **IN_PROCESSES)  # the same DATA_DIR and database
+    r = gw2.client.get("/download/j1")
+    assert r.status_code == 200
+    assert int(r.headers["content-length"]) == len(r.content) == len(one.content)
+
+    def members(zf: zipfile.ZipFile) -> list[tuple[str, int, bytes]]:
+        return sorted((i.filename, i.header_offset, zf.read(i)) for i in zf.infolist())
+
+    assert members(read_zip(r)) == members(read_zip(one))
+    assert len(read_zip(r).namelist()) == 9 + 3
+
+
+@pytest.mark.parametrize("made", [{}, IN_PROCESSES], ids=["in a thread", "in processes"])
+def test_a_completed_task_s_file_changed_since_fails_the_download_short_of_its_length(
+        start_gateway: Start, stage_server: StageServer, made: dict[str, int]) -> None:
+    gw = start_gateway(stage_server.url, **made)
     finished_job(gw)
     cut = gw.storage.resolve(gw.storage.matting_rel("j1", "a/other.jpg"))
     cut.write_bytes(cut.read_bytes() + b"grown")  # a byte count the zip did not announce
@@ -214,9 +237,11 @@ def test_a_completed_task_s_file_changed_since_fails_the_download_short_of_its_l
     read_zip(r)
 
 
+@pytest.mark.parametrize("made", [{}, IN_PROCESSES], ids=["in a thread", "in processes"])
 def test_a_completed_task_s_file_gone_or_a_symlink_fails_the_download(
-        start_gateway: Start, stage_server: StageServer, tmp_path: Path) -> None:
-    gw = start_gateway(stage_server.url)
+        start_gateway: Start, stage_server: StageServer, tmp_path: Path,
+        made: dict[str, int]) -> None:
+    gw = start_gateway(stage_server.url, **made)
     finished_job(gw)
     sheet = gw.storage.resolve(gw.storage.compare_rel("j1", "top.jpg"))
     body = sheet.read_bytes()

@@ -1,0 +1,201 @@
+"""A big finished job's zip made by worker processes (`gateway.results.zip_processes`): the
+same members, byte for byte, at the same offsets as the zip made in one thread, whatever the
+number of processes and parts; the same checks (a file changed since its task completed stops
+the zip short of its length); no process outlives its zip, finished, failed or abandoned."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.db.repo import OutputRow
+from gateway.db.tables import Task
+from gateway.results import zip_processes
+from gateway.results.output_sizes import measure
+from gateway.results.zip_processes import Job, process_count, zip_in_processes
+from gateway.results.zip_stream import build_zip, zip_chunks
+from gateway.results.zip_tasks import task_candidates
+from gateway.results.zipwriter import ZipSizeMismatch, ZipSizer
+from shared.storage import Storage
+
+REPORT = ("report.json", "report.csv", "index.html")
+
+
+def _job(st: Storage, n: int, output: str = "rgba", models: tuple[str, ...] = ()
+         ) -> list[Task]:
+    """n finished tasks whose outputs the workers left, measured as at completion; one
+    rejected, and one failed without outputs (recorded as none)."""
+    tasks = []
+    for i in range(n):
+        path = f"d{i // 50}/img{i:04d}.jpg"
+        t = Task(job_id="j", path=path, state="completed")
+        if i == 7:
+            t.state = "rejected"
+        elif i != 11:  # a task that failed before its cut-out was written
+            for rel, _ in task_candidates("j", output, models, path, ".png"):
+                st.objects.put(rel, b"x" * (i % 9 + 1) * (i % 5 + 1) + rel.encode())
+        if t.state != "rejected":
+            sizes = measure(st, "j", output, models, path, ".png")
+            assert sizes is not None
+            t.output_files, t.output_bytes, t.output_name_bytes = sizes
+        tasks.append(t)
+    return tasks
+
+
+def _report(tmp_path: Path) -> list[tuple[Path, str]]:
+    folder = tmp_path / "report-files"
+    folder.mkdir()
+    for name in REPORT:
+        (folder / name).write_bytes(b"{}" + name.encode())
+    return [(folder / name, name) for name in REPORT]
+
+
+def _in_processes(st: Storage, tasks: list[Task], report: list[tuple[Path, str]],
+                  processes: int, output: str = "rgba", models: tuple[str, ...] = ()
+                  ) -> tuple[Iterator[bytes], int, int]:
+    """The processes' zip of `tasks`, its members' end, and its announced length."""
+    sizer = ZipSizer()
+    for t in tasks:
+        if t.state != "rejected":
+            assert t.output_files is not None and t.output_bytes is not None
+            assert t.output_name_bytes is not None
+            sizer.add_many(t.output_files, t.output_bytes, t.output_name_bytes)
+    for path, name in report:
+        sizer.add(name, path.stat().st_size)
+    rows = [OutputRow(t.path, t.state, i, t.output_files, t.output_bytes, t.output_name_bytes)
+            for i, t in enumerate(tasks)]
+    job = Job(st.root, "j", output, models, ".png")
+    stream = zip_in_processes(job, rows, report, sizer.count, sizer.central, sizer.offset,
+                              processes)
+    return stream, sizer.offset, sizer.size
+
+
+def _in_one_thread(st: Storage, tasks: list[Task], report: list[tuple[Path, str]],
+                   output: str = "rgba", models: tuple[str, ...] = ()) -> bytes:
+    return b"".join(zip_chunks(build_zip(st, "j", output, tasks, report=report[0][0].parent,
+                                         models=models)))
+
+
+def _our_children() -> list[int]:
+    """This process's living zip processes."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"zip_processes" in cmd:
+            found.append(int(pid))
+    return found
+
+
+def _entries(body: bytes) -> list[tuple[str, int, int, int, bytes]]:
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert zf.testzip() is None
+        return sorted((i.filename, i.header_offset, i.CRC, i.file_size, zf.read(i))
+                      for i in zf.infolist())
+
+
+@pytest.mark.parametrize(("processes", "part_bytes", "output", "models"), [
+    (2, 512 * 1024, "rgba", ()),          # the whole job one part
+    (3, 1500, "rgba", ()),                # many parts, three processes in turn
+    (2, 1, "both", ("a", "b")),           # a part per task, four members a task
+])
+def test_the_processes_zip_holds_the_one_thread_zip_s_members_at_its_offsets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int, part_bytes: int,
+        output: str, models: tuple[str, ...]) -> None:
+    monkeypatch.setattr(zip_processes, "PART_BYTES", part_bytes)
+    st = Storage(tmp_path / "data")
+    tasks = _job(st, 160, output, models)
+    report = _report(tmp_path)
+    stream, end, size = _in_processes(st, tasks, report, processes, output, models)
+    body = b"".join(stream)
+    one = _in_one_thread(st, tasks, report, output, models)
+    assert len(body) == size == len(one)
+    assert body[:end] == one[:end]  # the members: the same bytes at the same offsets
+    assert _entries(body) == _entries(one)  # the directory: the same records, in turns
+    assert not _our_children()
+
+
+def test_a_file_changed_since_its_task_completed_stops_the_zip_short(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zip_processes, "PART_BYTES", 2000)
+    st = Storage(tmp_path / "data")
+    tasks = _job(st, 120)
+    sheet = tmp_path / "data" / st.compare_rel("j", tasks[90].path)
+    sheet.write_bytes(sheet.read_bytes() + b"!")
+    stream, _, size = _in_processes(st, tasks, _report(tmp_path), 2)
+    sent = b""
+    with pytest.raises(ZipSizeMismatch, match="img0090"):
+        for piece in stream:
+            sent += piece
+    assert b"img0090" not in sent and len(sent) < size
+    assert not _our_children()
+
+
+def test_a_report_file_gone_stops_the_zip_before_its_directory(tmp_path: Path) -> None:
+    st = Storage(tmp_path / "data")
+    tasks = _job(st, 30)
+    report = _report(tmp_path)
+    stream, end, _ = _in_processes(st, tasks, report, 2)
+    report[1][0].unlink()
+    sent = b""
+    with pytest.raises(FileNotFoundError, match=r"report\.csv"):
+        for piece in stream:
+            sent += piece
+    assert len(sent) < end
+    assert not _our_children()
+
+
+def test_an_abandoned_zip_stops_its_processes(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zip_processes, "PART_BYTES", 1000)
+    st = Storage(tmp_path / "data")
+    stream, _, _ = _in_processes(st, _job(st, 200), _report(tmp_path), 2)
+    next(stream)
+    assert len(_our_children()) == 2
+    stream.close()  # the client went away: the download's generator is closed
+    assert not _our_children()
+
+
+def test_a_process_killed_mid_zip_stops_the_zip_with_its_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zip_processes, "PART_BYTES", 1000)
+    st = Storage(tmp_path / "data")
+    stream, _, size = _in_processes(st, _job(st, 200), _report(tmp_path), 2)
+    sent = next(stream)
+    for pid in _our_children():
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ZipSizeMismatch, match="a zip process stopped"):
+        for piece in stream:
+            sent += piece
+    assert len(sent) < size
+    assert not _our_children()
+
+
+def test_a_process_refuses_what_is_not_a_part(tmp_path: Path) -> None:
+    """The protocol's input is the gateway's own, but a malformed line still ends the
+    process with its reason, never a zip of something else."""
+    import subprocess
+    import sys
+
+    from shared.children import child_env
+    job = Job(tmp_path, "j", "rgba", (), ".png").line()
+    for bad in (b'{"start": 0, "end": 10}\n', b"not json\n",
+                b'{"start": 0, "end": 10, "rows": [["../../etc/passwd", "completed", 1, 5]]}\n'):
+        r = subprocess.run([sys.executable, "-m", zip_processes.MODULE, str(os.getpid())],
+                           input=job + bad, capture_output=True, env=child_env(), timeout=60)
+        assert r.returncode == 1 and r.stdout == b"" and r.stderr.strip()
+
+
+def test_zip_processes_0_is_one_per_usable_cpu() -> None:
+    assert process_count(0) == len(os.sched_getaffinity(0))
+    assert process_count(3) == 3
