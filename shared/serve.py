@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 from typing import Any
 
@@ -25,7 +26,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from shared.settings import Settings, get_settings
 from shared.timing import GRACEFUL_SHUTDOWN_S, KEEP_ALIVE_S
 
-__all__ = ["BODY_TAP", "BodyTap", "HttpProtocol", "serve", "server_config"]
+__all__ = ["BODY_TAP", "SEND_TAP", "BodyTap", "HttpProtocol", "SendTap", "serve",
+           "server_config"]
 
 
 READ_BYTES = 1 << 20
@@ -36,6 +38,11 @@ _reads = threading.local()
 BODY_TAP = "mattepipe.body_tap"
 """The ASGI scope extension (`scope["extensions"][BODY_TAP]`) that carries a request's
 `BodyTap`: present for a body with a Content-Length (not chunked) on `HttpProtocol`."""
+SEND_TAP = "mattepipe.send_tap"
+"""The ASGI scope extension that carries a request's `SendTap` (every request on
+`HttpProtocol`)."""
+TAKE_WAIT_S = 5.0
+"""Longest `SendTap.take` waits for what the transport still holds to be sent."""
 
 
 class HttpProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
@@ -76,6 +83,8 @@ class HttpProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         cycle = self.cycle
         if cycle is None or cycle.scope is not self.scope:
             return  # an upgrade: no request cycle of its own
+        extensions: dict[str, Any] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
+        extensions[SEND_TAP] = SendTap(self, cycle)
         length = -1
         for name, value in self.headers:
             if name == b"transfer-encoding":
@@ -83,7 +92,6 @@ class HttpProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
             if name == b"content-length":
                 length = int(value) if value.isdigit() else -1
         if length > 0:
-            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
             extensions[BODY_TAP] = BodyTap(self, cycle, length)
 
     def on_body(self, body: bytes) -> None:
@@ -172,6 +180,67 @@ class BodyTap:
             cycle.message_event.set()
             # Reading resumes after the answer (`on_response_complete`), as for any request.
         else:
+            cycle.keep_alive = False
+
+
+class SendTap:
+    """The rest of one response's body written to the socket by the app, from a thread of its
+    own, past the event loop: a big zip spliced from its worker processes' pipes
+    (`gateway.results.zip_processes`; BENCHMARKS.md, "The download, sixth pass"). Send side
+    only; the mirror of `BodyTap`.
+
+    `take`, once the response has started with a Content-Length, waits (at most TAKE_WAIT_S)
+    until the transport has sent all it holds, and hands over a duplicate of the socket's
+    descriptor and the body bytes still to send; None when it cannot (no Content-Length, a
+    HEAD, the connection closing, a response not started). Nothing else writes on the
+    connection until the response completes. The caller writes from its thread, waiting on
+    the socket when it is full (the descriptor is non-blocking), then `release(fd, sent)`:
+    the duplicate is closed and what it wrote counts as sent through `send`; the app ends
+    the response with an empty last body message. Short of the bytes (the client gone, an
+    error) the connection closes after the response: the client sees a body short of its
+    Content-Length, as when a streamed body stops.
+
+    A duplicate, not the transport's own descriptor: when the client goes away mid-body the
+    transport closes its descriptor, and that number may go to the next connection accepted;
+    the duplicate still names this socket, so a last write fails (EPIPE) rather than landing
+    in another client's answer."""
+
+    def __init__(self, protocol: HttpProtocol, cycle: Any) -> None:
+        self._protocol = protocol
+        self._cycle = cycle
+        self._taken = False
+
+    def _usable(self) -> bool:
+        p, cycle = self._protocol, self._cycle
+        return not (self._taken or p.cycle is not cycle or not cycle.response_started
+                    or cycle.response_complete or cycle.chunked_encoding is not False
+                    or cycle.disconnected or p.transport.is_closing()
+                    or cycle.scope["method"] == "HEAD")
+
+    async def take(self) -> tuple[int, int] | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TAKE_WAIT_S
+        transport = self._protocol.transport
+        while self._usable() and transport.get_write_buffer_size():
+            if loop.time() > deadline:
+                return None
+            await asyncio.sleep(0.002)
+        if not self._usable():
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        self._taken = True
+        return os.dup(sock.fileno()), int(self._cycle.expected_content_length)
+
+    def release(self, fd: int, sent: int) -> None:
+        if not self._taken:
+            return
+        self._taken = False
+        os.close(fd)
+        cycle = self._cycle
+        cycle.expected_content_length -= min(sent, cycle.expected_content_length)
+        if cycle.expected_content_length:
             cycle.keep_alive = False
 
 

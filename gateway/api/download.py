@@ -1,20 +1,32 @@
-"""`GET /download/{job_id}`: the result zip, streamed with a known length."""
+"""`GET /download/{job_id}`: the result zip, streamed with a known length.
+
+A zip made by worker processes (`gateway.results.zip_processes`) is written straight into
+the socket when the server lends it (`shared.serve.SendTap`): the processes' parts are
+spliced from their pipes by a thread of the download's own, and the event loop only writes
+the status line and headers (BENCHMARKS.md, "The download, sixth pass"). Any other zip, or
+one on a server without the tap, is streamed through the loop a few pieces ahead
+(`gateway.results.send_ahead`).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from gateway.api.deps import GW, CallerDep, ReadDB, StorageDep, job_or_404
 from gateway.api.docs import BINARY, errors
+from gateway.errors import ClientGone
 from gateway.results.job_report import job_models
 from gateway.results.send_ahead import send_ahead
 from gateway.results.zip_processes import process_count
+from gateway.results.zip_stream import JobZip, zip_chunks
 from gateway.results.zip_stream import job_zip as make_zip
-from gateway.results.zip_stream import zip_chunks
+from shared.serve import SEND_TAP, SendTap
 from shared.states import FINAL_JOB_STATES, JobState
+from shared.threads import in_own_thread
 
 __all__ = ["router"]
 
@@ -30,6 +42,7 @@ router = APIRouter(tags=["download"])
     },
 )
 async def download(
+    request: Request,
     job_id: str,
     db: ReadDB,
     storage: StorageDep,
@@ -63,6 +76,41 @@ async def download(
     headers = {"Content-Disposition": f'attachment; filename="{job_id}.zip"'}
     if job_zip.size is not None:
         headers["Content-Length"] = str(job_zip.size)
+    if job_zip.splice is not None and SEND_TAP in request.scope.get("extensions", {}):
+        return SplicedZip(job_zip, headers)
     return StreamingResponse(
         send_ahead(zip_chunks(job_zip)), media_type="application/zip", headers=headers
     )
+
+
+class SplicedZip(StreamingResponse):
+    """A zip made by worker processes, written into the socket by a thread of its own
+    (`JobZip.splice`) once the headers are out; streamed like any other when the server
+    cannot lend the socket after all (`SendTap.take` answers None)."""
+
+    def __init__(self, job_zip: JobZip, headers: dict[str, str]) -> None:
+        super().__init__(send_ahead(zip_chunks(job_zip)), media_type="application/zip",
+                         headers=headers)
+        self.job_zip = job_zip
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tap: SendTap = scope["extensions"][SEND_TAP]
+        splice = self.job_zip.splice
+        assert splice is not None
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        taken = await tap.take()
+        if taken is None:
+            async for piece in self.body_iterator:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        fd, count = taken
+        sent = 0
+        try:
+            sent = await in_own_thread(lambda stop: splice(fd, stop), "zip-splice")
+        except ClientGone:
+            return  # nobody to answer: the connection closes, short of its length
+        finally:
+            tap.release(fd, sent if sent == count else 0)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -27,7 +27,6 @@ socket-to-file loop instead of three, and no event loop or HTTP parser per piece
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
@@ -40,6 +39,7 @@ from typing import Protocol
 from gateway.errors import ClientGone, UploadStalled
 from gateway.intake.pacing import Pace
 from gateway.intake.spool import write_all
+from shared.threads import in_own_thread
 
 __all__ = ["PIPE_BYTES", "STOP_CHECK_S", "SocketBody", "splice_body", "tap_body"]
 
@@ -179,16 +179,6 @@ def _move(sock: int, fd: int, count: int, pace: Pace, check: Callable[[int], Non
     return _copy(sock, fd, count, pace, check, stop)
 
 
-def _settle(done: asyncio.Future[int], result: tuple[BaseException | None, int]) -> None:
-    if done.done():
-        return
-    exc, moved = result
-    if exc is None:
-        done.set_result(moved)
-    else:
-        done.set_exception(exc)
-
-
 async def splice_body(sock: int, fd: int, count: int, pace: Pace,
                       check: Callable[[int], None]) -> int:
     """Move exactly `count` bytes from the socket `sock` to `fd` (at its position) in a thread
@@ -196,7 +186,8 @@ async def splice_body(sock: int, fd: int, count: int, pace: Pace,
     (idle or too slow, by `pace`), what `check` raises, or the file's `OSError`. Cancelled, it
     stops the thread and waits for it (≤ STOP_CHECK_S) before re-raising: after this returns
     or raises, nothing touches `fd`."""
-    return await _in_thread(lambda stop: _move(sock, fd, count, pace, check, stop))
+    return await in_own_thread(lambda stop: _move(sock, fd, count, pace, check, stop),
+                               "upload-body")
 
 
 async def tap_body(sock: int, count: int, pace: Pace, consume: Callable[[bytes], object]) -> int:
@@ -206,38 +197,5 @@ async def tap_body(sock: int, count: int, pace: Pace, consume: Callable[[bytes],
     socket-to-file loop; no event loop or HTTP parser per piece); the count. Raises as
     `splice_body`, and what `consume` raises; after it returns or raises, `consume` is not
     called again."""
-    return await _in_thread(lambda stop: _read(sock, count, pace, stop, consume))
-
-
-async def _in_thread(work: Callable[[threading.Event], int]) -> int:
-    """`work(stop)` in a thread of its own; its result or exception here. Cancelled, it sets
-    `stop`, waits for the thread to end and re-raises the cancellation."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[int] = loop.create_future()
-    stop = threading.Event()
-
-    def run() -> None:
-        result: tuple[BaseException | None, int]
-        try:
-            result = (None, work(stop))
-        except BaseException as exc:  # handed to the loop, raised there
-            result = (exc, 0)
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(_settle, done, result)
-
-    thread = threading.Thread(target=run, name="upload-body", daemon=True)
-    thread.start()
-    cancelled = False
-    while not done.done():
-        try:
-            await asyncio.shield(done)
-        except asyncio.CancelledError:
-            cancelled = True
-            stop.set()
-        except BaseException:
-            break
-    thread.join()  # it has only to return now
-    if cancelled:
-        done.exception()  # seen (a `_Stopped`, most likely): the cancellation is the news
-        raise asyncio.CancelledError
-    return done.result()
+    return await in_own_thread(lambda stop: _read(sock, count, pace, stop, consume),
+                               "upload-body")

@@ -30,17 +30,21 @@ the web framework: it starts in about a tenth of a second.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import select
 import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from gateway.errors import ClientGone
 from gateway.results.members import OpenFolders
 from gateway.results.zip_tasks import RowFiles, candidates_of, send_named, task_pieces
 from gateway.results.zipwriter import (
@@ -54,8 +58,8 @@ from shared.children import ROOT, child_env, die_with_parent
 from shared.states import TaskState
 from shared.storage import Storage
 
-__all__ = ["MODULE", "PARTS_AHEAD", "PART_BYTES", "Job", "SizedRow", "main", "process_count",
-           "zip_in_processes"]
+__all__ = ["MODULE", "PARTS_AHEAD", "PART_BYTES", "STOP_CHECK_S", "Job", "ProcessZip", "SizedRow",
+           "ZipStopped", "main", "process_count"]
 
 MODULE = "gateway.results.zip_processes"
 PART_BYTES = 512 * 1024
@@ -71,6 +75,11 @@ PIPE_BYTES = 1024 * 1024
 """A process's stdout pipe is grown to this (Linux's default `pipe-max-size`)."""
 _F_SETPIPE_SZ = 1031
 _READ_BYTES = 1024 * 1024
+STOP_CHECK_S = 0.25
+"""Longest `ProcessZip.splice_into` waits on a full socket or an empty pipe before it looks
+whether its download was cancelled."""
+_STOP_CHECK_MS = int(STOP_CHECK_S * 1000)
+_CLIENT_ERRORS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT})
 _REJECTED = TaskState.REJECTED.value
 _EXIT_FAILED = 1
 
@@ -201,66 +210,156 @@ def _parts(rows: Iterable[SizedRow]) -> Iterator[tuple[list[RowFiles], int, int]
         yield part, length, central
 
 
-def zip_in_processes(job: Job, rows: Iterable[SizedRow], report: Sequence[tuple[Path, str]],
-                     count: int, central: int, end: int, processes: int
-                     ) -> Generator[bytes, None, None]:
-    """The zip of a finished job's `rows` (every one with recorded sizes, in zip order) and
-    its `report` files, made by `processes` worker processes (blocking: iterate it in a
-    thread). `count`, `central` and `end`: the whole zip's members, central records' bytes
-    and members' end, as sized before the first byte (`ZipSizer`); the zip must meet them."""
-    workers: list[_Process] = []
-    try:
-        workers = [_Process(job) for _ in range(processes)]
-        queue: deque[tuple[_Process, int]] = deque()
-        parts = _parts(rows)
-        offset = 0
-        turn = 0
+class ProcessZip:
+    """A finished job's zip, to be made by worker processes: `pieces` as bytes (a streamed
+    response), or `splice_into` a socket (`shared.serve.SendTap`: the processes' pipes moved
+    into it by the kernel, no byte through Python). The processes start with either, and
+    are stopped when it ends, fails, or is abandoned."""
 
-        def give() -> bool:
-            """The next part to the next process in turn; False when there is none."""
-            nonlocal offset, turn
-            part = next(parts, None)
-            if part is None:
-                return False
-            batch, length, records = part
-            worker = workers[turn % processes]
-            turn += 1
-            worker.send(json.dumps({"start": offset, "end": offset + length,
-                                    "rows": batch}).encode() + b"\n")
-            worker.central += records
-            queue.append((worker, length))
-            offset += length
-            return True
+    def __init__(self, job: Job, rows: Iterable[SizedRow],
+                 report: Sequence[tuple[Path, str]], count: int, central: int, end: int,
+                 processes: int) -> None:
+        """`rows`: the job's rows, every one with recorded sizes, in zip order; `report`:
+        its report files. `count`, `central` and `end`: the whole zip's members, central
+        records' bytes and members' end, as sized before the first byte (`ZipSizer`); the
+        zip must meet them."""
+        self.job, self.rows, self.report = job, rows, report
+        self.count, self.central, self.end = count, central, end
+        self.processes = processes
 
-        while len(queue) < processes * PARTS_AHEAD and give():
-            pass
-        while queue:
-            worker, length = queue.popleft()
-            yield from worker.read(length)
-            give()
-        for worker in workers:
-            worker.end()
-        tail = ZipWriter()
+    def pieces(self) -> Generator[bytes, None, None]:
+        """The zip's bytes (blocking: iterate it in a thread)."""
+        for source in self._sources():
+            if isinstance(source, bytes):
+                yield source
+            else:
+                yield from source[0].read(source[1])
+
+    def splice_into(self, sock: int, stop: threading.Event) -> int:
+        """The zip written to the non-blocking socket `sock` (blocking: a thread of its own),
+        the processes' parts spliced from their pipes; the bytes written. Waits for the
+        client as long as it reads; stops at `stop` (checked every STOP_CHECK_S), raising
+        `ZipStopped`; `ClientGone` when the client went away."""
+        sent = 0
+        nonblocking: set[int] = set()
+        writable = select.poll()
+        writable.register(sock, select.POLLOUT)
+        for source in self._sources():
+            if isinstance(source, bytes):
+                _write_to(sock, source, writable, stop)
+                sent += len(source)
+                continue
+            worker, n = source
+            if worker.out not in nonblocking:
+                os.set_blocking(worker.out, False)
+                nonblocking.add(worker.out)
+            _splice_to(worker, sock, n, writable, stop)
+            sent += n
+        return sent
+
+    def _sources(self) -> Generator[bytes | tuple[_Process, int], None, None]:
+        """The zip in order: (a process, the bytes of its next part or of its central
+        records) to be read from its pipe, or bytes made here (the report files, the end
+        records). Each part is taken whole before the generator goes on."""
+        workers: list[_Process] = []
         try:
-            tail.offset = offset
-            yield from send_named(tail, report, end)
-            if tail.offset != end:
-                raise ZipSizeMismatch(f"the zip's members came to {tail.offset} bytes, "
-                                      f"{end} announced: a file is gone or changed")
-            if sum(w.central for w in workers) + tail.central_size != central:
-                raise ZipSizeMismatch("the zip's central directory would not be the one "
-                                      "announced: a task's record changed")
+            workers = [_Process(self.job) for _ in range(self.processes)]
+            queue: deque[tuple[_Process, int]] = deque()
+            parts = _parts(self.rows)
+            offset = 0
+            turn = 0
+
+            def give() -> bool:
+                """The next part to the next process in turn; False when there is none."""
+                nonlocal offset, turn
+                part = next(parts, None)
+                if part is None:
+                    return False
+                batch, length, records = part
+                worker = workers[turn % len(workers)]
+                turn += 1
+                worker.send(json.dumps({"start": offset, "end": offset + length,
+                                        "rows": batch}).encode() + b"\n")
+                worker.central += records
+                queue.append((worker, length))
+                offset += length
+                return True
+
+            while len(queue) < len(workers) * PARTS_AHEAD and give():
+                pass
+            while queue:
+                yield queue.popleft()
+                give()
             for worker in workers:
-                yield from worker.read(worker.central)
-            yield from tail.central()
+                worker.end()
+            tail = ZipWriter()
+            try:
+                tail.offset = offset
+                yield from send_named(tail, self.report, self.end)
+                if tail.offset != self.end:
+                    raise ZipSizeMismatch(f"the zip's members came to {tail.offset} bytes, "
+                                          f"{self.end} announced: a file is gone or changed")
+                if sum(w.central for w in workers) + tail.central_size != self.central:
+                    raise ZipSizeMismatch("the zip's central directory would not be the one "
+                                          "announced: a task's record changed")
+                for worker in workers:
+                    yield worker, worker.central
+                yield b"".join(tail.central())
+            finally:
+                tail.close()
+            for worker in workers:
+                worker.finish()
+            yield end_records(self.count, self.central, self.end)
         finally:
-            tail.close()
-        for worker in workers:
-            worker.finish()
-        yield end_records(count, central, end)
-    finally:
-        for worker in workers:
-            worker.stop()
+            for worker in workers:
+                worker.stop()
+
+
+class ZipStopped(Exception):
+    """The download was cancelled (the gateway stopping, the request's task cancelled)."""
+
+
+def _splice_to(worker: _Process, sock: int, n: int, writable: select.poll,
+               stop: threading.Event) -> None:
+    """Exactly `n` bytes of `worker`'s output (a non-blocking pipe) into `sock`, in the
+    kernel (`splice`)."""
+    readable = select.poll()
+    readable.register(worker.out, select.POLLIN)
+    while n > 0:
+        if stop.is_set():
+            raise ZipStopped
+        try:
+            moved = os.splice(worker.out, sock, min(n, PIPE_BYTES),
+                              flags=os.SPLICE_F_MOVE | os.SPLICE_F_MORE)
+        except BlockingIOError:
+            if readable.poll(0):  # the pipe holds bytes: the socket is full
+                writable.poll(_STOP_CHECK_MS)
+            else:  # the process is still making them
+                readable.poll(_STOP_CHECK_MS)
+            continue
+        except OSError as exc:
+            if exc.errno in _CLIENT_ERRORS:
+                raise ClientGone() from exc
+            raise
+        if moved == 0:
+            raise ZipSizeMismatch(f"a zip process stopped: {worker.reason()}")
+        n -= moved
+
+
+def _write_to(sock: int, data: bytes, writable: select.poll, stop: threading.Event) -> None:
+    """`data` into the non-blocking socket `sock`."""
+    view = memoryview(data)
+    while view:
+        if stop.is_set():
+            raise ZipStopped
+        try:
+            view = view[os.write(sock, view):]
+        except BlockingIOError:
+            writable.poll(_STOP_CHECK_MS)
+        except OSError as exc:
+            if exc.errno in _CLIENT_ERRORS:
+                raise ClientGone() from exc
+            raise
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -27,6 +27,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +55,7 @@ from gateway.results.pages import (
 from gateway.results.report import REPORT_FILES, ReportItem, ReportWriter
 from gateway.results.video import add_videos
 from gateway.results.zip_names import OutOfOrder, WindowNames, ZipNames, tag_spread
-from gateway.results.zip_processes import Job, SizedRow, zip_in_processes
+from gateway.results.zip_processes import Job, ProcessZip, SizedRow
 from gateway.results.zip_tasks import (
     READ_BLOCK_BYTES,
     TaskRow,
@@ -92,6 +93,9 @@ class JobZip:
     """A temporary report folder to remove once the zip has been sent (partial download)."""
     prefetch: ObjectPrefetch | None = None
     """The fetching-ahead of an S3 zip's objects, stopped once the zip is sent or dropped."""
+    splice: Callable[[int, threading.Event], int] | None = None
+    """A zip made by worker processes: its bytes written straight into a non-blocking socket
+    instead of `stream` (`ProcessZip.splice_into`: blocking, stops at the event)."""
 
 
 ReportFiles = Path | Sequence[tuple[Member, str]]
@@ -607,10 +611,9 @@ def _recorded_zip(storage: Storage, job_id: str, output: str, models: Sequence[s
             assert not isinstance(member, ObjectFile)  # a local store's report files
             files.append((Path(member), name))
         rows = itertools.chain.from_iterable(cast(Iterable[Sequence[SizedRow]], pages))
-        stream = zip_in_processes(Job(storage.objects.root, job_id, output, models, suffix),
-                                  rows, files, sizer.count, sizer.central, sizer.offset,
-                                  processes)
-        return JobZip(stream, sizer.size, members)
+        made = ProcessZip(Job(storage.objects.root, job_id, output, models, suffix), rows,
+                          files, sizer.count, sizer.central, sizer.offset, processes)
+        return JobZip(made.pieces(), sizer.size, members, splice=made.splice_into)
     plan = _Plan(storage, job_id, output, models, suffix, report,
                  ObjectPrefetch(storage.objects))
     return JobZip(_stream_recorded(plan, pages, sizer.offset), sizer.size, members,

@@ -34,12 +34,13 @@ def stage_server(data_dir: Path) -> Iterator[StageServer]:
 
 @pytest.fixture
 def start_gateway(data_dir: Path) -> Iterator[Callable[..., Gateway]]:
-    """`start_gateway(stage_url, **settings)`: the real gateway app under uvicorn, in a thread."""
+    """`start_gateway(stage_url, http=…, **settings)`: the real gateway app under uvicorn, in a
+    thread (`http`: uvicorn's protocol, e.g. the services' own `shared.serve.HttpProtocol`)."""
     stack = contextlib.ExitStack()
 
-    def start(stage_url: str = "http://127.0.0.1:9", **kw: Any) -> Gateway:
+    def start(stage_url: str = "http://127.0.0.1:9", http: Any = "auto", **kw: Any) -> Gateway:
         settings = make_settings(data_dir, stage_url, **kw)
-        srv = stack.enter_context(ThreadServer(create_app(settings, **FAST)))
+        srv = stack.enter_context(ThreadServer(create_app(settings, **FAST), http=http))
         client = stack.enter_context(httpx.Client(base_url=srv.url, timeout=30))
         return Gateway(srv.url, settings, Storage(data_dir), client)
 

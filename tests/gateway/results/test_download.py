@@ -6,14 +6,18 @@ import io
 import json
 import os
 import sqlite3
+import threading
 import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from gateway.results.zip_processes import ProcessZip
+from shared.serve import HttpProtocol
 from tests.support.gateway import Gateway, StageServer, image_tasks, seed
 from tests.support.waiting import wait_for
 
@@ -201,31 +205,49 @@ def test_a_completed_task_s_sizes_are_recorded_and_size_the_zip(
     assert len(read_zip(r).namelist()) == 9 + 3
 
 
-IN_PROCESSES = {"zip_processes": 2, "zip_process_min_members": 0}
+IN_PROCESSES: dict[str, Any] = {"zip_processes": 2, "zip_process_min_members": 0}
 """A gateway that makes every finished job's zip in worker processes
 (`gateway.results.zip_processes`); by default only a zip of ZIP_PROCESS_MIN_MEMBERS does."""
+SPLICED: dict[str, Any] = {**IN_PROCESSES, "http": HttpProtocol}
+"""…on the services' own protocol, which lends the socket: the processes' parts spliced into
+it (`shared.serve.SendTap`)."""
+MADE = pytest.mark.parametrize("made", [{}, IN_PROCESSES, SPLICED],
+                               ids=["in a thread", "in processes", "spliced"])
 
 
 def test_a_zip_made_by_processes_has_the_members_and_length_of_one_made_in_a_thread(
-        start_gateway: Start, stage_server: StageServer) -> None:
+        start_gateway: Start, stage_server: StageServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    spliced: list[int] = []
+    splice_into = ProcessZip.splice_into
+
+    def counted(self: ProcessZip, sock: int, stop: threading.Event) -> int:
+        spliced.append(sock)
+        return splice_into(self, sock, stop)
+
+    monkeypatch.setattr(ProcessZip, "splice_into", counted)
     gw = start_gateway(stage_server.url)
     finished_job(gw, output="both")
     one = gw.client.get("/download/j1")
-    gw2 = start_gateway(stage_server.url, **IN_PROCESSES)  # the same DATA_DIR and database
-    r = gw2.client.get("/download/j1")
-    assert r.status_code == 200
-    assert int(r.headers["content-length"]) == len(r.content) == len(one.content)
 
     def members(zf: zipfile.ZipFile) -> list[tuple[str, int, bytes]]:
         return sorted((i.filename, i.header_offset, zf.read(i)) for i in zf.infolist())
 
-    assert members(read_zip(r)) == members(read_zip(one))
-    assert len(read_zip(r).namelist()) == 9 + 3
+    for made in (IN_PROCESSES, SPLICED):
+        gw2 = start_gateway(stage_server.url, **made)  # the same DATA_DIR and database
+        for _ in range(2):  # the second on the same kept-alive connection
+            r = gw2.client.get("/download/j1")
+            assert r.status_code == 200
+            assert int(r.headers["content-length"]) == len(r.content) == len(one.content)
+            assert members(read_zip(r)) == members(read_zip(one))
+            assert len(read_zip(r).namelist()) == 9 + 3
+        assert gw2.client.get("/status/j1").status_code == 200
+        assert len(spliced) == (2 if made is SPLICED else 0)  # the socket lent, or not
 
 
-@pytest.mark.parametrize("made", [{}, IN_PROCESSES], ids=["in a thread", "in processes"])
+@MADE
 def test_a_completed_task_s_file_changed_since_fails_the_download_short_of_its_length(
-        start_gateway: Start, stage_server: StageServer, made: dict[str, int]) -> None:
+        start_gateway: Start, stage_server: StageServer, made: dict[str, Any]) -> None:
     gw = start_gateway(stage_server.url, **made)
     finished_job(gw)
     cut = gw.storage.resolve(gw.storage.matting_rel("j1", "a/other.jpg"))
@@ -237,10 +259,10 @@ def test_a_completed_task_s_file_changed_since_fails_the_download_short_of_its_l
     read_zip(r)
 
 
-@pytest.mark.parametrize("made", [{}, IN_PROCESSES], ids=["in a thread", "in processes"])
+@MADE
 def test_a_completed_task_s_file_gone_or_a_symlink_fails_the_download(
         start_gateway: Start, stage_server: StageServer, tmp_path: Path,
-        made: dict[str, int]) -> None:
+        made: dict[str, Any]) -> None:
     gw = start_gateway(stage_server.url, **made)
     finished_job(gw)
     sheet = gw.storage.resolve(gw.storage.compare_rel("j1", "top.jpg"))

@@ -8,17 +8,19 @@ from __future__ import annotations
 import io
 import os
 import signal
+import socket
+import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.db.repo import OutputRow
 from gateway.db.tables import Task
+from gateway.errors import ClientGone
 from gateway.results import zip_processes
 from gateway.results.output_sizes import measure
-from gateway.results.zip_processes import Job, process_count, zip_in_processes
+from gateway.results.zip_processes import Job, ProcessZip, ZipStopped, process_count
 from gateway.results.zip_stream import build_zip, zip_chunks
 from gateway.results.zip_tasks import task_candidates
 from gateway.results.zipwriter import ZipSizeMismatch, ZipSizer
@@ -56,10 +58,9 @@ def _report(tmp_path: Path) -> list[tuple[Path, str]]:
     return [(folder / name, name) for name in REPORT]
 
 
-def _in_processes(st: Storage, tasks: list[Task], report: list[tuple[Path, str]],
-                  processes: int, output: str = "rgba", models: tuple[str, ...] = ()
-                  ) -> tuple[Iterator[bytes], int, int]:
-    """The processes' zip of `tasks`, its members' end, and its announced length."""
+def _made(st: Storage, tasks: list[Task], report: list[tuple[Path, str]], processes: int,
+          output: str = "rgba", models: tuple[str, ...] = ()) -> tuple[ProcessZip, int]:
+    """The processes' zip of `tasks` (not started yet), and its announced length."""
     sizer = ZipSizer()
     for t in tasks:
         if t.state != "rejected":
@@ -70,10 +71,9 @@ def _in_processes(st: Storage, tasks: list[Task], report: list[tuple[Path, str]]
         sizer.add(name, path.stat().st_size)
     rows = [OutputRow(t.path, t.state, i, t.output_files, t.output_bytes, t.output_name_bytes)
             for i, t in enumerate(tasks)]
-    job = Job(st.root, "j", output, models, ".png")
-    stream = zip_in_processes(job, rows, report, sizer.count, sizer.central, sizer.offset,
-                              processes)
-    return stream, sizer.offset, sizer.size
+    made = ProcessZip(Job(st.root, "j", output, models, ".png"), rows, report, sizer.count,
+                      sizer.central, sizer.offset, processes)
+    return made, sizer.size
 
 
 def _in_one_thread(st: Storage, tasks: list[Task], report: list[tuple[Path, str]],
@@ -116,8 +116,8 @@ def test_the_processes_zip_holds_the_one_thread_zip_s_members_at_its_offsets(
     st = Storage(tmp_path / "data")
     tasks = _job(st, 160, output, models)
     report = _report(tmp_path)
-    stream, end, size = _in_processes(st, tasks, report, processes, output, models)
-    body = b"".join(stream)
+    made, size = _made(st, tasks, report, processes, output, models)
+    body, end = b"".join(made.pieces()), made.end
     one = _in_one_thread(st, tasks, report, output, models)
     assert len(body) == size == len(one)
     assert body[:end] == one[:end]  # the members: the same bytes at the same offsets
@@ -132,7 +132,8 @@ def test_a_file_changed_since_its_task_completed_stops_the_zip_short(
     tasks = _job(st, 120)
     sheet = tmp_path / "data" / st.compare_rel("j", tasks[90].path)
     sheet.write_bytes(sheet.read_bytes() + b"!")
-    stream, _, size = _in_processes(st, tasks, _report(tmp_path), 2)
+    made, size = _made(st, tasks, _report(tmp_path), 2)
+    stream = made.pieces()
     sent = b""
     with pytest.raises(ZipSizeMismatch, match="img0090"):
         for piece in stream:
@@ -145,7 +146,8 @@ def test_a_report_file_gone_stops_the_zip_before_its_directory(tmp_path: Path) -
     st = Storage(tmp_path / "data")
     tasks = _job(st, 30)
     report = _report(tmp_path)
-    stream, end, _ = _in_processes(st, tasks, report, 2)
+    made, _ = _made(st, tasks, report, 2)
+    stream, end = made.pieces(), made.end
     report[1][0].unlink()
     sent = b""
     with pytest.raises(FileNotFoundError, match=r"report\.csv"):
@@ -159,7 +161,7 @@ def test_an_abandoned_zip_stops_its_processes(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(zip_processes, "PART_BYTES", 1000)
     st = Storage(tmp_path / "data")
-    stream, _, _ = _in_processes(st, _job(st, 200), _report(tmp_path), 2)
+    stream = _made(st, _job(st, 200), _report(tmp_path), 2)[0].pieces()
     next(stream)
     assert len(_our_children()) == 2
     stream.close()  # the client went away: the download's generator is closed
@@ -170,7 +172,8 @@ def test_a_process_killed_mid_zip_stops_the_zip_with_its_reason(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(zip_processes, "PART_BYTES", 1000)
     st = Storage(tmp_path / "data")
-    stream, _, size = _in_processes(st, _job(st, 200), _report(tmp_path), 2)
+    made, size = _made(st, _job(st, 200), _report(tmp_path), 2)
+    stream = made.pieces()
     sent = next(stream)
     for pid in _our_children():
         os.kill(pid, signal.SIGKILL)
@@ -194,6 +197,75 @@ def test_a_process_refuses_what_is_not_a_part(tmp_path: Path) -> None:
         r = subprocess.run([sys.executable, "-m", zip_processes.MODULE, str(os.getpid())],
                            input=job + bad, capture_output=True, env=child_env(), timeout=60)
         assert r.returncode == 1 and r.stdout == b"" and r.stderr.strip()
+
+
+def _spliced(made: ProcessZip, stop: threading.Event | None = None,
+             read_at_most: int | None = None) -> tuple[bytes, int | BaseException]:
+    """`made` spliced into one end of a socket pair by a thread, as a download's; what the
+    other end received (at most `read_at_most` bytes, then it is closed), and what the
+    splice returned or raised."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    outcome: list[int | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(made.splice_into(ours.fileno(), stop or threading.Event()))
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            ours.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    got = bytearray()
+    with theirs:
+        while read_at_most is None or len(got) < read_at_most:
+            piece = theirs.recv(1 << 16)
+            if not piece:
+                break
+            got += piece
+    thread.join(60)
+    assert not thread.is_alive()
+    return bytes(got), outcome[0]
+
+
+def test_the_zip_spliced_into_a_socket_is_the_zip_read_as_pieces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zip_processes, "PART_BYTES", 3000)
+    st = Storage(tmp_path / "data")
+    tasks = _job(st, 200)
+    report = _report(tmp_path)
+    made, size = _made(st, tasks, report, 2)
+    got, sent = _spliced(made)
+    assert sent == len(got) == size
+    assert got == b"".join(_made(st, tasks, report, 2)[0].pieces())
+    assert _entries(got) == _entries(_in_one_thread(st, tasks, report))
+    assert not _our_children()
+
+
+def test_a_spliced_zip_stops_short_at_a_changed_file_a_client_gone_or_a_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zip_processes, "PART_BYTES", 1000)
+    monkeypatch.setattr(zip_processes, "STOP_CHECK_S", 0.05)
+    st = Storage(tmp_path / "data")
+    tasks = _job(st, 200)
+    report = _report(tmp_path)
+    sheet = tmp_path / "data" / st.compare_rel("j", tasks[150].path)
+    body = sheet.read_bytes()
+    sheet.write_bytes(body + b"!")
+    got, outcome = _spliced(_made(st, tasks, report, 2)[0])
+    assert isinstance(outcome, ZipSizeMismatch) and "img0150" in str(outcome)
+    assert b"img0150" not in got
+    sheet.write_bytes(body)
+    made, size = _made(st, tasks, report, 2)
+    got, outcome = _spliced(made, read_at_most=5000)  # the client reads a little, and goes
+    assert isinstance(outcome, ClientGone) and len(got) < size
+    stop = threading.Event()
+    stop.set()  # the download cancelled: the thread stops before its next write
+    got, outcome = _spliced(_made(st, tasks, report, 2)[0], stop)
+    assert isinstance(outcome, ZipStopped) and got == b""
+    assert not _our_children()
 
 
 def test_zip_processes_0_is_one_per_usable_cpu() -> None:
