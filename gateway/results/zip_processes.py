@@ -46,7 +46,7 @@ from typing import Protocol
 
 from gateway.errors import ClientGone
 from gateway.results.members import OpenFolders
-from gateway.results.zip_tasks import RowFiles, candidates_of, send_named, task_pieces
+from gateway.results.zip_tasks import RowFiles, candidates_of, send_named, task_batches
 from gateway.results.zipwriter import (
     CENTRAL_OVERHEAD,
     MEMBER_OVERHEAD,
@@ -55,6 +55,7 @@ from gateway.results.zipwriter import (
     end_records,
 )
 from shared.children import ROOT, child_env, die_with_parent
+from shared.heap import keep_heap
 from shared.states import TaskState
 from shared.storage import Storage
 
@@ -75,6 +76,7 @@ PIPE_BYTES = 1024 * 1024
 """A process's stdout pipe is grown to this (Linux's default `pipe-max-size`)."""
 _F_SETPIPE_SZ = 1031
 _READ_BYTES = 1024 * 1024
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 STOP_CHECK_S = 0.25
 """Longest `ProcessZip.splice_into` waits on a full socket or an empty pipe before it looks
 whether its download was cancelled."""
@@ -368,6 +370,17 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def _write_pieces(fd: int, pieces: list[bytes]) -> None:
+    """`pieces` written as they are, IOV_MAX at a time (`os.writev`: no join, no copy of
+    them in this process)."""
+    for at in range(0, len(pieces), _IOV_MAX):
+        group = pieces[at:at + _IOV_MAX]
+        wrote = os.writev(fd, group)
+        total = sum(map(len, group))
+        if wrote < total:  # cut short (a signal): the rest the plain way
+            _write_all(fd, b"".join(group)[wrote:])
+
+
 def _serve(lines: Iterator[bytes], out: int) -> None:
     """One process's work: the job's line, then each part's files into the zip."""
     job = json.loads(next(lines))
@@ -380,8 +393,8 @@ def _serve(lines: Iterator[bytes], out: int) -> None:
             start, end = int(part["start"]), int(part["end"])
             writer.offset = start  # its members' records carry their offsets in the zip
             rows = [RowFiles(*r) for r in part["rows"]]
-            for piece in task_pieces(writer, folders, candidates, rows, end):
-                _write_all(out, piece)
+            for batch in task_batches(writer, folders, candidates, rows, end):
+                _write_pieces(out, batch)
             if writer.offset != end:
                 raise ZipSizeMismatch(f"a part's members came to {writer.offset - start} "
                                       f"bytes, {end - start} recorded: a file is gone or "
@@ -396,6 +409,7 @@ def _serve(lines: Iterator[bytes], out: int) -> None:
 def main(argv: Sequence[str]) -> int:
     """`python -m gateway.results.zip_processes PARENT_PID`."""
     die_with_parent(int(argv[0]))
+    keep_heap()  # each part's pieces reuse the last one's pages
     try:
         _serve(iter(sys.stdin.buffer), sys.stdout.fileno())
     except BrokenPipeError:  # the gateway stopped reading: the download is gone

@@ -25,7 +25,7 @@ from shared.storage import COMPARE_SUFFIX, FINAL_RESULTS, MATTING_OUTPUT, Storag
 
 __all__ = ["READ_BLOCK_BYTES", "Candidates", "Opened", "RowFiles", "TaskRow", "add_opened",
            "blocks", "candidates_of", "check_row", "open_named", "send_named", "send_opened",
-           "task_candidates", "task_pieces"]
+           "task_batches", "task_candidates", "task_pieces"]
 
 READ_BLOCK_BYTES = 1024 * 1024
 """A member's file is read in blocks of this size while it is sent (a video is never held
@@ -194,6 +194,15 @@ def task_pieces(writer: ZipWriter, folders: OpenFolders, candidates: Candidates,
     up per member, no listing) and checked against its row before any of their bytes go out
     (`add_opened`, `send_opened`); no member may pass `end`, the announced end of these
     members. A rejected task has no outputs: files under its name are another's."""
+    for batch in task_batches(writer, folders, candidates, rows, end):
+        yield b"".join(batch)
+
+
+def task_batches(writer: ZipWriter, folders: OpenFolders, candidates: Candidates,
+                 rows: Iterable[TaskRow], end: int) -> Iterator[list[bytes]]:
+    """`task_pieces` as the pieces of each ~ZIP_CHUNK_BYTES (headers, data, descriptors),
+    unjoined: for a writer that hands them to the kernel as they are (`os.writev`). Each
+    list is the caller's until it asks for the next."""
     open_member = folders.open
     out: list[bytes] = []
     opened: list[Opened] = []
@@ -207,18 +216,19 @@ def task_pieces(writer: ZipWriter, folders: OpenFolders, candidates: Candidates,
                     opened.append((found[0], found[1], name))
             if add_opened(writer, opened, t, end, out):
                 if writer.offset - flushed >= ZIP_CHUNK_BYTES:
-                    yield b"".join(out)
-                    out.clear()
+                    yield out
+                    out = []
                     flushed = writer.offset
                 continue
             if out:  # a big file: what is gathered goes first, then it is streamed
-                yield b"".join(out)
-                out.clear()
-            yield from send_opened(writer, opened, t, end)
+                yield out
+                out = []
+            for piece in send_opened(writer, opened, t, end):
+                yield [piece]
             flushed = writer.offset
         finally:
             for fd, _, _ in opened:
                 os.close(fd)
             opened.clear()
     if out:
-        yield b"".join(out)
+        yield out
