@@ -255,9 +255,11 @@ class Settings(BaseSettings):
     its members' work takes no GIL of the gateway's, and the processes take the parts in
     turns. 0: one per CPU this gateway may use; 1: none, the zip is made in one thread of the
     gateway."""
-    zip_process_min_members: int = Field(default=10_000, ge=0)
-    """…for a zip of at least this many members: the processes' start (~0.1 s each) is more
-    than a smaller zip of tiny images costs in the gateway's own thread."""
+    zip_process_min_members: int = Field(default=100_000, ge=0)
+    """…for a zip of at least this many members. On a 2-core machine the processes (their
+    start, their pipes, a CPU shared with the client) lost to the gateway's own thread on a
+    40 000-member zip and won on a 200 000-member one (BENCHMARKS.md, "The download, sixth
+    pass")."""
 
     _key_table: KeyTable = PrivateAttr(default_factory=KeyTable)
 
