@@ -80,7 +80,6 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 STOP_CHECK_S = 0.25
 """Longest `ProcessZip.splice_into` waits on a full socket or an empty pipe before it looks
 whether its download was cancelled."""
-_STOP_CHECK_MS = int(STOP_CHECK_S * 1000)
 _CLIENT_ERRORS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT})
 _REJECTED = TaskState.REJECTED.value
 _EXIT_FAILED = 1
@@ -134,6 +133,8 @@ class _Process:
         self.out = self.proc.stdout.fileno()
         with contextlib.suppress(OSError):  # a smaller pipe: the parts overlap less
             fcntl.fcntl(self.out, _F_SETPIPE_SZ, PIPE_BYTES)
+        with contextlib.suppress(OSError):  # rows: room to spare past PART_ROW_BYTES
+            fcntl.fcntl(self.stdin.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
         self.central = 0
         self.send(job.line())
 
@@ -317,6 +318,10 @@ class ProcessZip:
                 worker.stop()
 
 
+def _stop_check_ms() -> int:
+    return int(STOP_CHECK_S * 1000)
+
+
 class ZipStopped(Exception):
     """The download was cancelled (the gateway stopping, the request's task cancelled)."""
 
@@ -335,9 +340,9 @@ def _splice_to(worker: _Process, sock: int, n: int, writable: select.poll,
                               flags=os.SPLICE_F_MOVE | os.SPLICE_F_MORE)
         except BlockingIOError:
             if readable.poll(0):  # the pipe holds bytes: the socket is full
-                writable.poll(_STOP_CHECK_MS)
+                writable.poll(_stop_check_ms())
             else:  # the process is still making them
-                readable.poll(_STOP_CHECK_MS)
+                readable.poll(_stop_check_ms())
             continue
         except OSError as exc:
             if exc.errno in _CLIENT_ERRORS:
@@ -357,7 +362,7 @@ def _write_to(sock: int, data: bytes, writable: select.poll, stop: threading.Eve
         try:
             view = view[os.write(sock, view):]
         except BlockingIOError:
-            writable.poll(_STOP_CHECK_MS)
+            writable.poll(_stop_check_ms())
         except OSError as exc:
             if exc.errno in _CLIENT_ERRORS:
                 raise ClientGone() from exc
