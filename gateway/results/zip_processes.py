@@ -139,8 +139,12 @@ class _Process:
         self.send(job.line())
 
     def send(self, line: bytes) -> None:
-        self.stdin.write(line)
-        self.stdin.flush()
+        """A line to its stdin; ZipSizeMismatch, with its reason, when it has died."""
+        try:
+            self.stdin.write(line)
+            self.stdin.flush()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ZipSizeMismatch(f"a zip process stopped: {self.reason()}") from exc
 
     def read(self, n: int) -> Iterator[bytes]:
         """Exactly `n` bytes of its output, as they come; ZipSizeMismatch, with the process's
