@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import threading
 import time
 import zipfile
@@ -22,6 +21,7 @@ import httpx
 import pytest
 
 from tests.support.images import make_zip, noise_set, png_set
+from tests.support.processes import living_children
 from tests.support.stack import Stack, db_check, running_stack
 from tests.support.waiting import wait_for
 
@@ -254,18 +254,8 @@ def test_gateway_killed_mid_job_and_mid_upload(fstack: Stack) -> None:
 
 
 def _ingest_children(parent: int) -> list[int]:
-    """`gateway.intake.ingest_process` children of `parent`, alive (not zombies), from /proc."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == parent and state != "Z" and b"gateway.intake.ingest_process" in cmd:
-            found.append(int(pid))
-    return found
+    """`gateway.intake.ingest_process` children of `parent`, alive (not zombies)."""
+    return living_children(parent, "gateway.intake.ingest_process")
 
 
 def _alive(pid: int) -> bool:

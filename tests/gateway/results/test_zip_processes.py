@@ -25,6 +25,7 @@ from gateway.results.zip_stream import build_zip, zip_chunks
 from gateway.results.zip_tasks import task_candidates
 from gateway.results.zipwriter import ZipSizeMismatch, ZipSizer
 from shared.storage import Storage
+from tests.support.processes import living_children
 
 REPORT = ("report.json", "report.csv", "index.html")
 
@@ -84,17 +85,7 @@ def _in_one_thread(st: Storage, tasks: list[Task], report: list[tuple[Path, str]
 
 def _our_children() -> list[int]:
     """This process's living zip processes."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"zip_processes" in cmd:
-            found.append(int(pid))
-    return found
+    return living_children(os.getpid(), zip_processes.MODULE)
 
 
 def _entries(body: bytes) -> list[tuple[str, int, int, int, bytes]]:
