@@ -16,7 +16,8 @@ zip is still streamed by the gateway, never built whole anywhere (README, "Objec
 
 A big finished job's zip (ZIP_PROCESSES, ZIP_PROCESS_MIN_MEMBERS) is made by worker
 processes taking its parts in turns (`gateway.results.zip_processes`), out of the gateway's
-GIL; the gateway reads the rows and passes the bytes on.
+GIL; the gateway reads the rows, hands out the parts and passes the bytes on (spliced into
+the socket where the server lends it).
 """
 
 from __future__ import annotations
@@ -493,7 +494,7 @@ async def job_zip(
     write a running one's report into `partial` (an empty temporary folder; the zip is not
     sized, its files may still be replaced by a retry); and again as the zip is sent
     (`JobZip.stream` reads its pages from this event loop). Nothing is kept per member.
-    A finished job's walks read three columns a row (`output_pages`), a running one's the
+    A finished job's walks read a few columns a row (`output_pages`), a running one's the
     whole rows its report needs (`task_pages`). A finished job's zip of at least
     `process_min` members, every one with recorded sizes, is made by `processes` worker
     processes when that is more than one (`gateway.results.zip_processes`)."""
