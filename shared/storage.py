@@ -16,7 +16,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -47,6 +47,7 @@ __all__ = [
     "model_output_rel",
     "realpath",
     "resolve_under",
+    "write_all",
 ]
 
 INPUT = "input"
@@ -478,6 +479,25 @@ every later write takes the named temporary file."""
 _NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
 """open(O_TMPFILE)'s answers where the file system (EOPNOTSUPP) or kernel (EISDIR, EINVAL: no
 O_TMPFILE at all) cannot make an unnamed file."""
+
+
+_IOV_MAX = 1024
+"""Pieces one `os.writev` takes (Linux's IOV_MAX)."""
+
+
+def write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> int:
+    """Write `chunks` in order at `fd`'s position; a short write resumes where it stopped.
+    The bytes written (all of them, or an OSError)."""
+    total = 0
+    views = [memoryview(c) for c in chunks]
+    while views:
+        n = os.writev(fd, views[:_IOV_MAX])
+        total += n
+        while views and n >= views[0].nbytes:
+            n -= views.pop(0).nbytes
+        if n:
+            views[0] = views[0][n:]
+    return total
 
 
 def _write_all(fd: int, data: bytes) -> None:

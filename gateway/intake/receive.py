@@ -35,9 +35,10 @@ from gateway.errors import (
 )
 from gateway.intake.pacing import Pace
 from gateway.intake.splice import SocketBody, splice_body, tap_body
-from gateway.intake.spool import WRITE_BYTES, Spool, write_all
+from gateway.intake.spool import WRITE_BYTES, Spool
 from shared.errors import MattepipeError
 from shared.formats import IMAGE_TYPES, VIDEO_TYPES
+from shared.storage import write_all
 
 __all__ = ["Received", "check_free_space", "receive_upload", "upload_extension"]
 

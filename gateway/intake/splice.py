@@ -38,7 +38,7 @@ from typing import Protocol
 
 from gateway.errors import ClientGone, UploadStalled
 from gateway.intake.pacing import Pace
-from gateway.intake.spool import write_all
+from shared.storage import write_all
 from shared.threads import in_own_thread
 
 __all__ = ["PIPE_BYTES", "STOP_CHECK_S", "SocketBody", "splice_body", "tap_body"]

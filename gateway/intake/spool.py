@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import queue
 import threading
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["WRITE_BYTES", "WRITE_QUEUE_BATCHES", "Spool", "write_all"]
+from shared.storage import write_all
+
+__all__ = ["WRITE_BYTES", "WRITE_QUEUE_BATCHES", "Spool"]
 
 WRITE_BYTES = 1 << 20
 """Body bytes gathered before one batch is handed to the writer thread (and the most held per
@@ -50,7 +51,6 @@ one, as before the thread, so an upload holds at most two batches (this one and 
 gathering) whatever the body's size (docs/guarantees.md, "upload buffers"). Writing a batch
 into the page cache is one kernel copy, while receiving it is that and the parser's work, so
 the loop should seldom wait; a second queued batch (not measured) would hold a third MiB."""
-_IOV_MAX = 1024
 """Buffers per `os.writev` call: Linux's IOV_MAX; a longer list is written in turns."""
 _STOP = None
 """The writer thread's last queue item: it ends after the batches before it."""
@@ -58,21 +58,6 @@ _STOP = None
 
 class _Digest(Protocol):
     def update(self, data: bytes | memoryview, /) -> None: ...
-
-
-def write_all(fd: int, chunks: list[bytes | memoryview]) -> int:
-    """Write `chunks` in order at `fd`'s position; a short write resumes where it stopped.
-    The bytes written (all of them, or an OSError)."""
-    total = 0
-    views = [memoryview(c) for c in chunks]
-    while views:
-        n = os.writev(fd, views[:_IOV_MAX])
-        total += n
-        while views and n >= views[0].nbytes:
-            n -= views.pop(0).nbytes
-        if n:
-            views[0] = views[0][n:]
-    return total
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -57,7 +57,7 @@ from gateway.results.zipwriter import (
 from shared.children import ROOT, child_env, die_with_parent
 from shared.heap import keep_heap
 from shared.states import TaskState
-from shared.storage import Storage
+from shared.storage import Storage, write_all
 
 __all__ = ["MODULE", "PARTS_AHEAD", "PART_BYTES", "STOP_CHECK_S", "Job", "ProcessZip", "SizedRow",
            "ZipStopped", "main", "process_count"]
@@ -76,7 +76,6 @@ PIPE_BYTES = 1024 * 1024
 """A process's stdout pipe is grown to this (Linux's default `pipe-max-size`)."""
 _F_SETPIPE_SZ = 1031
 _READ_BYTES = 1024 * 1024
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 STOP_CHECK_S = 0.25
 """Longest `ProcessZip.splice_into` waits on a full socket or an empty pipe before it looks
 whether its download was cancelled."""
@@ -373,23 +372,6 @@ def _write_to(sock: int, data: bytes, writable: select.poll, stop: threading.Eve
             raise
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _write_pieces(fd: int, pieces: list[bytes]) -> None:
-    """`pieces` written as they are, IOV_MAX at a time (`os.writev`: no join, no copy of
-    them in this process)."""
-    for at in range(0, len(pieces), _IOV_MAX):
-        group = pieces[at:at + _IOV_MAX]
-        wrote = os.writev(fd, group)
-        total = sum(map(len, group))
-        if wrote < total:  # cut short (a signal): the rest the plain way
-            _write_all(fd, b"".join(group)[wrote:])
-
-
 def _serve(lines: Iterator[bytes], out: int) -> None:
     """One process's work: the job's line, then each part's files into the zip."""
     job = json.loads(next(lines))
@@ -403,13 +385,13 @@ def _serve(lines: Iterator[bytes], out: int) -> None:
             writer.offset = start  # its members' records carry their offsets in the zip
             rows = [RowFiles(*r) for r in part["rows"]]
             for batch in task_batches(writer, folders, candidates, rows, end):
-                _write_pieces(out, batch)
+                write_all(out, batch)  # as they are: no join, no copy here
             if writer.offset != end:
                 raise ZipSizeMismatch(f"a part's members came to {writer.offset - start} "
                                       f"bytes, {end - start} recorded: a file is gone or "
                                       "changed")
         for block in writer.central():
-            _write_all(out, block)
+            write_all(out, [block])
     finally:
         folders.close()
         writer.close()

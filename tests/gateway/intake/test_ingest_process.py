@@ -25,6 +25,7 @@ from gateway.intake.ingest_process import MODULE, settings_from_payload, setting
 from shared.settings import Settings
 from tests.support.gateway import Gateway, StageServer, gateway_process
 from tests.support.images import zip_of_images
+from tests.support.processes import living_children
 from tests.support.waiting import wait_for
 
 Start = Callable[..., Gateway]
@@ -34,17 +35,7 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Li
 
 def _children(parent: int) -> list[int]:
     """The ingest children of `parent` alive now (zombies left out), from /proc."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == parent and state != "Z" and MODULE.encode() in cmd:
-            found.append(int(pid))
-    return found
+    return living_children(parent, MODULE)
 
 
 def _gone(pid: int) -> bool:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.intake.spool import WRITE_QUEUE_BATCHES, Spool, write_all
+from gateway.intake.spool import WRITE_QUEUE_BATCHES, Spool
+from shared.storage import write_all
 
 
 def test_write_all_takes_more_buffers_than_one_writev(tmp_path: Path) -> None:
