@@ -500,12 +500,6 @@ def write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> int:
     return total
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _write_new(target: Path, data: bytes) -> bool:
     """`data` as `target` when no file has that name yet, through an unnamed file (O_TMPFILE)
     that is given its name (linkat) only once written: a reader never sees half a file (rule
@@ -533,7 +527,7 @@ def _write_new(target: Path, data: bytes) -> bool:
             _tmpfile_works = False
         return False  # anything else: the named path meets it and says so
     try:
-        _write_all(fd, data)
+        write_all(fd, [data])
         os.link(f"/proc/self/fd/{fd}", os.path.abspath(target), dst_dir_fd=fd,
                 follow_symlinks=True)
     except FileExistsError:
@@ -557,7 +551,7 @@ def atomic_write_bytes(target: Path, data: bytes) -> None:
     fd, tmp = _open_temp(target)
     try:
         try:
-            _write_all(fd, data)
+            write_all(fd, [data])
         finally:
             os.close(fd)
         os.replace(tmp, target)

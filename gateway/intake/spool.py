@@ -51,7 +51,6 @@ one, as before the thread, so an upload holds at most two batches (this one and 
 gathering) whatever the body's size (docs/guarantees.md, "upload buffers"). Writing a batch
 into the page cache is one kernel copy, while receiving it is that and the parser's work, so
 the loop should seldom wait; a second queued batch (not measured) would hold a third MiB."""
-"""Buffers per `os.writev` call: Linux's IOV_MAX; a longer list is written in turns."""
 _STOP = None
 """The writer thread's last queue item: it ends after the batches before it."""
 

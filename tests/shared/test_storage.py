@@ -132,14 +132,15 @@ def test_a_new_file_is_written_unnamed_and_linked_whole(
         pytest.skip("no O_TMPFILE on this file system")
     target = tmp_path / "sub" / "out.png"
     seen: list[tuple[bool, list[str]]] = []
-    real = storage._write_all
+    real = storage.write_all
 
-    def write_and_look(fd: int, data: bytes) -> None:
-        real(fd, data[:3])
+    def write_and_look(fd: int, chunks: list[bytes]) -> int:
+        data = b"".join(chunks)
+        n = real(fd, [data[:3]])
         seen.append((target.exists(), sorted(p.name for p in target.parent.iterdir())))
-        real(fd, data[3:])
+        return n + real(fd, [data[3:]])
 
-    monkeypatch.setattr(storage, "_write_all", write_and_look)
+    monkeypatch.setattr(storage, "write_all", write_and_look)
     atomic_write_bytes(target, b"0123456789")  # the folder did not exist either
     assert seen == [(False, [])]
     assert target.read_bytes() == b"0123456789"
