@@ -38,7 +38,9 @@ import time
 import zlib
 from pathlib import Path
 
+from bench.proctree import cpu_s
 from bench.scale import ROOT, _baseline_tree
+from gateway.results.zip_processes import process_count
 
 __all__ = ["run"]
 
@@ -50,25 +52,10 @@ DOWNLOADS = 3
 """Timed downloads per gateway start."""
 
 
-def _cpu_s(pid: int) -> tuple[float, float]:
-    """The process's own CPU seconds and those of its children it has reaped."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    f = text[text.rfind(")") + 2:].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return (int(f[11]) + int(f[12])) / tick, (int(f[13]) + int(f[14])) / tick
-
-
 def _busy() -> tuple[int, int]:
     """The machine's (idle, total) jiffies so far, every CPU together (/proc/stat)."""
     cpu = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     return cpu[3] + cpu[4], sum(cpu)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _free_port() -> int:
@@ -166,9 +153,9 @@ def _rounds(tree: Path, data: Path, db: Path, job_id: str) -> list[dict[str, flo
         out = []
         for _ in range(DOWNLOADS):
             before = _read(files)
-            (own0, kids0), idle0 = _cpu_s(proc.pid), _busy()
+            (own0, kids0), idle0 = cpu_s(proc.pid), _busy()
             took, size, curl_cpu = _curl(port, job_id)
-            (own1, kids1), idle1 = _cpu_s(proc.pid), _busy()
+            (own1, kids1), idle1 = cpu_s(proc.pid), _busy()
             after = _read(files)
             floor = _floor(files)
             idle = (idle1[0] - idle0[0]) / max(idle1[1] - idle0[1], 1)
@@ -222,11 +209,12 @@ def run() -> str:
                         "CRC-32)", "floor_s")):
         b, n = _median(got["base"], key), _median(got["new"], key)
         rows.append(f"| {label} | {b:.3f} s | {n:.3f} s |")
+    cores = process_count(0)
     b, n = _median(got["base"], "idle"), _median(got["new"], "idle")
-    rows.append(f"| the machine idle during the download ({_cores()} cores) | {b:.0%} | "
+    rows.append(f"| the machine idle during the download ({cores} cores) | {b:.0%} | "
                 f"{n:.0%} |")
     best = {k: statistics.median(x["read_s"] / (x["gateway_cpu_s"] + x["processes_cpu_s"]
-                                                + x["curl_cpu_s"]) * _cores() for x in v)
+                                                + x["curl_cpu_s"]) * cores for x in v)
             for k, v in got.items()}
     rows.append(f"| best ratio these CPU costs allow here: read ÷ (gateway + processes + curl "
                 f"CPU ÷ cores) | ×{best['base']:.2f} | ×{best['new']:.2f} |")

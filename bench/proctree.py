@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.stack_run import service_label
 
-__all__ = ["TreePeak", "tree_cpu_s", "tree_rss_kib"]
+__all__ = ["TreePeak", "cpu_s", "tree_cpu_s", "tree_rss_kib"]
 
 SAMPLE_S = 0.05
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -59,18 +59,25 @@ def tree_rss_kib(root: int) -> int:
     return sum(_rss_kib(pid) for pid in _tree(root))
 
 
+def cpu_s(pid: int) -> tuple[float, float]:
+    """User + system CPU seconds `pid` has used so far: its own, and its children's that it
+    waited for (utime + stime, cutime + cstime); OSError when it is gone."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    f = text[text.rfind(")") + 2 :].split()
+    return (int(f[11]) + int(f[12])) / _TICKS, (int(f[13]) + int(f[14])) / _TICKS
+
+
 def tree_cpu_s(root: int) -> float:
     """User + system CPU seconds the live tree's processes have used so far (their own, and
     their children's that they waited for)."""
-    total = 0
+    total = 0.0
     for pid in _tree(root):
         try:
-            text = Path(f"/proc/{pid}/stat").read_text()
+            own, reaped = cpu_s(pid)
         except OSError:
             continue
-        fields = text[text.rfind(")") + 2 :].split()
-        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return total / _TICKS
+        total += own + reaped
+    return total
 
 
 class TreePeak:

@@ -1,4 +1,5 @@
-"""bench/download_alone.py's budget: whose CPU it counts, and the least work of a zip."""
+"""bench/download_alone.py's budget: whose CPU it counts (`bench.proctree.cpu_s`), and the
+least work of a zip."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from bench.download_alone import _busy, _cpu_s, _floor
+from bench.download_alone import _busy, _floor
+from bench.proctree import cpu_s
 
 
 def test_a_reaped_child_counts_in_the_children_column_not_in_the_parent() -> None:
     """The zip processes' CPU is read from the gateway's cutime/cstime: a child that burns
     CPU and is waited for shows up there, and not in the parent's own column."""
-    own0, kids0 = _cpu_s(os.getpid())
+    own0, kids0 = cpu_s(os.getpid())
     subprocess.run([sys.executable, "-c",
                     "import time\nt = time.process_time()\n"
                     "while time.process_time() - t < 0.3: pass"], check=True)
-    own1, kids1 = _cpu_s(os.getpid())
+    own1, kids1 = cpu_s(os.getpid())
     assert kids1 - kids0 >= 0.2
     assert own1 - own0 < 0.2
 
