@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httptools
@@ -24,10 +26,11 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.settings import Settings, get_settings
+from shared.threads import CLIENT_ERRORS, STOP_CHECK_S, in_own_thread
 from shared.timing import GRACEFUL_SHUTDOWN_S, KEEP_ALIVE_S
 
-__all__ = ["BODY_TAP", "SEND_TAP", "BodyTap", "HttpProtocol", "SendTap", "serve",
-           "server_config"]
+__all__ = ["BODY_TAP", "PATHSEND", "SEND_TAP", "BodyTap", "HttpProtocol", "SendTap",
+           "send_file", "serve", "server_config"]
 
 
 READ_BYTES = 1 << 20
@@ -43,6 +46,14 @@ SEND_TAP = "mattepipe.send_tap"
 `HttpProtocol`)."""
 TAKE_WAIT_S = 5.0
 """Longest `SendTap.take` waits for what the transport still holds to be sent."""
+PATHSEND = "http.response.pathsend"
+"""The ASGI "path send" extension (asgiref's spec): the app names a file and the server sends
+it whole as the body. Starlette's `FileResponse` uses it for a whole-file answer (a range is
+still sent by the app); on `HttpProtocol` it is `os.sendfile` from a thread (`send_file`)."""
+SENDFILE_BYTES = 1 << 30
+"""Most bytes one `os.sendfile` call is asked for (Linux moves at most ~2 GiB a call)."""
+PATH_PIECE_BYTES = 1 << 20
+"""Piece size of a path sent through the event loop when the socket cannot be lent."""
 
 
 class HttpProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
@@ -84,7 +95,11 @@ class HttpProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         if cycle is None or cycle.scope is not self.scope:
             return  # an upgrade: no request cycle of its own
         extensions: dict[str, Any] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
-        extensions[SEND_TAP] = SendTap(self, cycle)
+        tap = extensions[SEND_TAP] = SendTap(self, cycle)
+        extensions[PATHSEND] = {}
+        # The cycle's task has not run yet: it looks `send` up on the instance when it does.
+        sending: Any = cycle
+        sending.send = _with_pathsend(sending.send, tap)
         length = -1
         for name, value in self.headers:
             if name == b"transfer-encoding":
@@ -242,6 +257,69 @@ class SendTap:
         cycle.expected_content_length -= min(sent, cycle.expected_content_length)
         if cycle.expected_content_length:
             cycle.keep_alive = False
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _with_pathsend(send: Send, tap: SendTap) -> Send:
+    """uvicorn's `send` for one request, taught PATHSEND."""
+
+    async def send_or_path(message: dict[str, Any]) -> None:
+        if message["type"] == PATHSEND:
+            await _send_path(send, tap, str(message["path"]))
+        else:
+            await send(message)
+
+    return send_or_path
+
+
+async def _send_path(send: Send, tap: SendTap, path: str) -> None:
+    """The whole file at `path` as the rest of a started response's body (its Content-Length
+    is the file's size): `os.sendfile` into the lent socket from a thread of its own, or read
+    a piece at a time and sent through the loop when the socket cannot be lent. Short of the
+    bytes (the client gone) the response is left incomplete: the connection closes."""
+    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        taken = await tap.take()
+        if taken is None:
+            while piece := await asyncio.to_thread(os.read, fd, PATH_PIECE_BYTES):
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        else:
+            sock, count = taken
+            sent = 0
+            try:
+                sent = await in_own_thread(lambda stop: send_file(sock, fd, count, stop),
+                                           "sendfile")
+            finally:
+                tap.release(sock, sent if sent == count else 0)
+            if sent < count:
+                return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        os.close(fd)
+
+
+def send_file(sock: int, fd: int, count: int, stop: threading.Event) -> int:
+    """The first `count` bytes of the file `fd` into the non-blocking socket `sock`, by the
+    kernel (`os.sendfile`), waiting on the socket when it is full; the bytes sent. Fewer when
+    the client goes, the file is shorter, or `stop` is set."""
+    writable = select.poll()
+    writable.register(sock, select.POLLOUT)
+    sent = 0
+    while sent < count and not stop.is_set():
+        try:
+            n = os.sendfile(sock, fd, sent, min(count - sent, SENDFILE_BYTES))
+        except BlockingIOError:
+            writable.poll(int(STOP_CHECK_S * 1000))
+            continue
+        except OSError as exc:
+            if exc.errno in CLIENT_ERRORS:
+                break
+            raise
+        if n == 0:
+            break
+        sent += n
+    return sent
 
 
 def server_config(app: ASGIApp, host: str, port: int, settings: Settings) -> uvicorn.Config:

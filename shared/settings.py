@@ -260,6 +260,15 @@ class Settings(BaseSettings):
     start, their pipes, a CPU shared with the client) lost to the gateway's own thread on a
     40 000-member zip and won on a 200 000-member one (BENCHMARKS.md, "The download, sixth
     pass")."""
+    zip_store: bool = True
+    """Write a finished job's zip once, into its report folder, after its report
+    (`gateway.results.stored_zip`): every download of it is then the file itself, sent by the
+    kernel, with HTTP ranges (a cut download resumes). It costs a second copy of the job's
+    outputs on disk; local storage only (on S3 every download is made as it is sent)."""
+    zip_store_keep_free: float = Field(default=0.1, ge=0.0, le=1.0)
+    """…and only when at least this share of the disk stays free once it is written: a stored
+    zip never fills the disk that uploads and outputs need (a download of that job is then
+    made as it is sent, as on S3)."""
 
     _key_table: KeyTable = PrivateAttr(default_factory=KeyTable)
 

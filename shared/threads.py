@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["in_own_thread"]
+__all__ = ["CLIENT_ERRORS", "STOP_CHECK_S", "in_own_thread"]
+
+STOP_CHECK_S = 0.25
+"""Longest such a thread waits on its socket (full, or with nothing to read) before it looks
+whether it was told to stop."""
+CLIENT_ERRORS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT})
+"""A socket's errors that mean the client has gone."""
 
 _T = TypeVar("_T")
 

@@ -1,5 +1,9 @@
 """`GET /download/{job_id}`: the result zip, streamed with a known length.
 
+A finished job's stored zip (`gateway.results.stored_zip`, ZIP_STORE) is sent as the file it
+is: Starlette's `FileResponse`, with ranges, and the whole file sent by the kernel where the
+server offers the path-send extension (`shared.serve.PATHSEND`). Until it is stored, and for a
+job without one, the zip is made as it is sent:
 A zip made by worker processes (`gateway.results.zip_processes`) is written straight into
 the socket when the server lends it (`shared.serve.SendTap`): the processes' parts are
 spliced from their pipes by a thread of the download's own, and the event loop only writes
@@ -10,10 +14,11 @@ one on a server without the tap, is streamed through the loop a few pieces ahead
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.deps import GW, CallerDep, ReadDB, StorageDep, job_or_404
@@ -21,7 +26,7 @@ from gateway.api.docs import BINARY, errors
 from gateway.errors import ClientGone
 from gateway.results.job_report import job_models
 from gateway.results.send_ahead import send_ahead
-from gateway.results.zip_processes import process_count
+from gateway.results.stored_zip import finished_zip
 from gateway.results.zip_stream import JobZip, zip_chunks
 from gateway.results.zip_stream import job_zip as make_zip
 from shared.serve import SEND_TAP, SendTap
@@ -38,7 +43,9 @@ router = APIRouter(tags=["download"])
     response_class=StreamingResponse,
     responses={
         200: {"description": "the result zip", "content": {"application/zip": {"schema": BINARY}}},
-        **errors(404, 409, 410),
+        206: {"description": "a range of a finished job's stored zip (`Range: bytes=…`)",
+              "content": {"application/zip": {"schema": BINARY}}},
+        **errors(404, 409, 410, 416),
     },
 )
 async def download(
@@ -49,12 +56,14 @@ async def download(
     caller: CallerDep,
     gw: GW,
     partial: Annotated[bool, Query(description="what is done so far, before the end")] = False,
-) -> StreamingResponse:
+) -> Response:
     """The job's zip: `matting_output/…png`, `final_results/…_compare.jpg`, `report.json`,
     `report.csv`, `index.html`. Before the job ends only with `?partial=1`.
 
     The report files of a finished job are those written once when it ended (README, "The
-    report"); a partial download's are written during this request's walk of the rows."""
+    report"); a partial download's are written during this request's walk of the rows. Once
+    a finished job's zip is stored (README, "The stored zip") it answers `Range` requests
+    (`Accept-Ranges: bytes`): a cut download resumes where it stopped."""
     job = await job_or_404(db, job_id, caller)
     state = JobState(job.state)
     if state == JobState.CANCELLED:
@@ -62,16 +71,17 @@ async def download(
     final = state in FINAL_JOB_STATES
     if not final and not partial:
         raise HTTPException(409, detail="job is still running; use ?partial=1")
-    reports, models = gw.scheduler.reports, job_models(job)
+    reports, zips = gw.scheduler.reports, gw.scheduler.zips
+    stored = None if not final or zips is None else await asyncio.to_thread(zips.ready, job_id)
+    if stored is not None:
+        return FileResponse(stored, media_type="application/zip", filename=f"{job_id}.zip")
     if final:
         files = await reports.files(job)  # the report folder's files, or its objects on S3
-        job_zip = await make_zip(gw.db, storage, job_id, job.output, models, report=files,
-                                 suffix=job.cutout_suffix,
-                                 processes=process_count(gw.settings.zip_processes),
-                                 process_min=gw.settings.zip_process_min_members)
+        job_zip = await finished_zip(gw.db, storage, job, files, gw.settings)
     else:  # a running job's files may still be replaced by a retry: its zip is not pre-sized
         async with reports.partial_folder(job_id) as tmp:
-            job_zip = await make_zip(gw.db, storage, job_id, job.output, models, report=None,
+            job_zip = await make_zip(gw.db, storage, job_id, job.output, job_models(job),
+                                     report=None,
                                      partial=tmp, suffix=job.cutout_suffix)
     headers = {"Content-Disposition": f'attachment; filename="{job_id}.zip"'}
     if job_zip.size is not None:

@@ -39,7 +39,7 @@ from typing import Protocol
 from gateway.errors import ClientGone, UploadStalled
 from gateway.intake.pacing import Pace
 from shared.storage import write_all
-from shared.threads import in_own_thread
+from shared.threads import CLIENT_ERRORS, STOP_CHECK_S, in_own_thread
 
 __all__ = ["PIPE_BYTES", "STOP_CHECK_S", "SocketBody", "splice_body", "tap_body"]
 
@@ -47,12 +47,8 @@ PIPE_BYTES = 1 << 20
 """The pipe between socket and file, and the most one `splice` moves: 1 MiB (Linux's default
 `pipe-max-size`), as a read of the usual path (`shared.serve.READ_BYTES`); a pipe that cannot
 grow (an unprivileged process past `pipe-user-pages-soft`) keeps its 64 KiB and still works."""
-STOP_CHECK_S = 0.25
-"""Longest the thread waits on a quiet socket before it looks whether its upload was cancelled
-(the gateway stopping, the request's task cancelled)."""
 _F_SETPIPE_SZ = 1031
 """fcntl's F_SETPIPE_SZ (Linux; Python's `fcntl` has it only from 3.10 on some platforms)."""
-_CLIENT_ERRORS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT})
 
 
 class SocketBody(Protocol):
@@ -96,7 +92,7 @@ def _splice(sock: int, fd: int, count: int, pace: Pace, check: Callable[[int], N
                 poller.poll(int(min(wait, STOP_CHECK_S) * 1000) + 1)
                 continue
             except OSError as exc:
-                if exc.errno in _CLIENT_ERRORS:
+                if exc.errno in CLIENT_ERRORS:
                     raise ClientGone() from exc
                 raise
             if n == 0:
@@ -144,7 +140,7 @@ def _read(sock: int, count: int, pace: Pace, stop: threading.Event,
             poller.poll(int(min(wait, STOP_CHECK_S) * 1000) + 1)
             continue
         except OSError as exc:
-            if exc.errno in _CLIENT_ERRORS:
+            if exc.errno in CLIENT_ERRORS:
                 raise ClientGone() from exc
             raise
         if not data:

@@ -41,6 +41,7 @@ from gateway.pipeline.stage_calls import (
 )
 from gateway.results.job_report import Reports
 from gateway.results.output_sizes import note_sizes
+from gateway.results.stored_zip import StoredZips
 from gateway.results.summary import job_summary
 from shared.formats import OutputMode
 from shared.log_context import bind
@@ -97,7 +98,7 @@ def _ended_jobs(batch: list[_Answer], kinds: list[Recorded]) -> set[str]:
 
 def _log_failure(task: asyncio.Task[int]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error("report pass failed", exc_info=task.exception())
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
 
 
 class Scheduler:
@@ -121,6 +122,11 @@ class Scheduler:
         self.reports = reports or Reports(db, storage)
         """Finished jobs' report files: the maintenance pass writes those that are missing."""
         self._report_pass: asyncio.Task[int] | None = None
+        self.zips = (StoredZips(db, storage, settings)
+                     if settings.zip_store and storage.is_local else None)
+        """Finished jobs' stored zips (ZIP_STORE): a pass of their own writes those missing,
+        beside the report pass, so that a big zip being written never holds back a report."""
+        self._zip_pass: asyncio.Task[int] | None = None
         self.on_maintenance: Callable[[], Awaitable[None]] | None = None
         """Run at each maintenance pass (the gateway's takeover of dead gateways' ingests)."""
         self.metrics = metrics or GatewayMetrics()
@@ -170,8 +176,7 @@ class Scheduler:
         """Stop dispatching; answers already in are recorded, requests still in flight are
         abandoned (their tasks stay leased and are released by the next start-up)."""
         tasks: list[asyncio.Task[Any]] = [*self._loops, *self._callbacks.values()]
-        if self._report_pass is not None:
-            tasks.append(self._report_pass)
+        tasks += [t for t in (self._report_pass, self._zip_pass) if t is not None]
         tasks += [t for s in transitions.STAGES for t in self.inflight[s]]
         for t in tasks:
             t.cancel()
@@ -550,13 +555,18 @@ class Scheduler:
 
     def _start_report_pass(self) -> None:
         """Write missing report files in the background (one pass at a time): a big job's
-        report takes a while, and closing jobs, requeues and webhooks must not wait for it."""
+        report takes a while, and closing jobs, requeues and webhooks must not wait for it.
+        Then the missing stored zips, in a pass of their own (ZIP_STORE)."""
         if Chore.REPORTS not in self.db.chores.held:  # (asked for by `maintain_once`)
             return
         if self._report_pass is None or self._report_pass.done():
             self._report_pass = asyncio.create_task(self.reports.write_missing(),
                                                     name="report-pass")
             self._report_pass.add_done_callback(_log_failure)
+        if self.zips is not None and (self._zip_pass is None or self._zip_pass.done()):
+            self._zip_pass = asyncio.create_task(self.zips.store_missing(self.reports),
+                                                 name="zip-pass")
+            self._zip_pass.add_done_callback(_log_failure)
 
     async def _fire_callbacks(self) -> None:
         async with self.db.read() as s:

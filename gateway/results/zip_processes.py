@@ -30,7 +30,6 @@ the web framework: it starts in about a tenth of a second.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -58,6 +57,7 @@ from shared.children import ROOT, child_env, die_with_parent
 from shared.heap import keep_heap
 from shared.states import TaskState
 from shared.storage import Storage, write_all
+from shared.threads import CLIENT_ERRORS, STOP_CHECK_S
 
 __all__ = ["MODULE", "PARTS_AHEAD", "PART_BYTES", "STOP_CHECK_S", "Job", "ProcessZip", "SizedRow",
            "ZipStopped", "main", "process_count"]
@@ -76,10 +76,6 @@ PIPE_BYTES = 1024 * 1024
 """A process's stdout pipe is grown to this (Linux's default `pipe-max-size`)."""
 _F_SETPIPE_SZ = 1031
 _READ_BYTES = 1024 * 1024
-STOP_CHECK_S = 0.25
-"""Longest `ProcessZip.splice_into` waits on a full socket or an empty pipe before it looks
-whether its download was cancelled."""
-_CLIENT_ERRORS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT})
 _REJECTED = TaskState.REJECTED.value
 _EXIT_FAILED = 1
 
@@ -348,7 +344,7 @@ def _splice_to(worker: _Process, sock: int, n: int, writable: select.poll,
                 readable.poll(_stop_check_ms())
             continue
         except OSError as exc:
-            if exc.errno in _CLIENT_ERRORS:
+            if exc.errno in CLIENT_ERRORS:
                 raise ClientGone() from exc
             raise
         if moved == 0:
@@ -367,7 +363,7 @@ def _write_to(sock: int, data: bytes, writable: select.poll, stop: threading.Eve
         except BlockingIOError:
             writable.poll(_stop_check_ms())
         except OSError as exc:
-            if exc.errno in _CLIENT_ERRORS:
+            if exc.errno in CLIENT_ERRORS:
                 raise ClientGone() from exc
             raise
 

@@ -692,7 +692,7 @@ def _timings(t: Task) -> dict[str, float | None]:
     }
 
 
-def zip_chunks(job_zip: JobZip, size: int = ZIP_CHUNK_BYTES) -> Iterator[bytes]:
+def zip_chunks(job_zip: JobZip, size: int = ZIP_CHUNK_BYTES) -> Generator[bytes, None, None]:
     """The zip's bytes in pieces of about `size` (a blocking iterator that reads files:
     iterate it in a thread; the download runs it in one of its own, a few pieces ahead of
     the socket: `gateway.results.send_ahead`); a partial download's temporary report folder

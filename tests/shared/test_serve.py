@@ -19,12 +19,12 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shared.serve import READ_BYTES, HttpProtocol, server_config
+from shared.serve import READ_BYTES, HttpProtocol, SendTap, server_config
 from shared.settings import Settings
 from shared.timing import KEEP_ALIVE_S
 from tests.support.waiting import wait_for
@@ -259,3 +259,73 @@ def test_a_client_gone_before_its_body_is_read_is_a_disconnect(tmp_path: Path) -
             s.sendall(os.urandom(1_500_000))
         wait_for(lambda: outcome, 30, "the app's read")
     assert outcome == ["disconnect"]
+
+
+# --- a file sent by the kernel: the ASGI path-send extension (`shared.serve.PATHSEND`)
+def file_app(path: Path) -> Starlette:
+    async def whole(_request: Request) -> FileResponse:
+        return FileResponse(path, media_type="application/octet-stream")
+
+    return Starlette(routes=[Route("/file", whole), Route("/", hello)])
+
+
+@pytest.fixture
+def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The bytes of every `os.sendfile` call (the real one)."""
+    calls: list[int] = []
+    real = os.sendfile
+
+    def counted(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        n = real(out_fd, in_fd, offset, count)
+        calls.append(n)
+        return n
+
+    monkeypatch.setattr(os, "sendfile", counted)
+    return calls
+
+
+def test_a_file_response_is_sent_by_sendfile_and_the_connection_goes_on(
+        tmp_path: Path, sendfile_calls: list[int]) -> None:
+    body = os.urandom(6 << 20)  # more than the socket holds: sendfile waits on it, full
+    (tmp_path / "f.bin").write_bytes(body)
+    with running(Settings(data_dir=tmp_path), file_app(tmp_path / "f.bin")) as url, \
+            httpx.Client(base_url=url, timeout=30) as c:
+        for _ in range(2):  # the second on the same kept-alive connection
+            r = c.get("/file")
+            assert r.status_code == 200 and r.content == body
+            assert int(r.headers["content-length"]) == len(body)
+        assert c.get("/").text == "hello"
+        r = c.get("/file", headers={"Range": "bytes=100-199"})  # a range: sent by the app
+        assert r.status_code == 206 and r.content == body[100:200]
+    assert sum(sendfile_calls) == 2 * len(body)
+
+
+def test_a_client_gone_mid_file_leaves_the_server_serving(
+        tmp_path: Path, sendfile_calls: list[int]) -> None:
+    body = os.urandom(16 << 20)
+    (tmp_path / "f.bin").write_bytes(body)
+    with running(Settings(data_dir=tmp_path), file_app(tmp_path / "f.bin")) as url:
+        s = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+        s.sendall(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()  # a reset, most of the file unsent
+        r = httpx.get(f"{url}/file", timeout=30)
+        assert r.status_code == 200 and r.content == body
+    assert sum(sendfile_calls) < 2 * len(body)
+
+
+def test_a_socket_that_cannot_be_lent_gets_the_file_through_the_loop(
+        tmp_path: Path, sendfile_calls: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    async def not_lent(_self: SendTap) -> None:
+        return None
+
+    monkeypatch.setattr(SendTap, "take", not_lent)
+    body = os.urandom(3 << 20)
+    (tmp_path / "f.bin").write_bytes(body)
+    with running(Settings(data_dir=tmp_path), file_app(tmp_path / "f.bin")) as url, \
+            httpx.Client(base_url=url, timeout=30) as c:
+        for _ in range(2):
+            r = c.get("/file")
+            assert r.status_code == 200 and r.content == body
+    assert sendfile_calls == []

@@ -186,6 +186,9 @@ def make_settings(data_dir: Path, stage_url: str = "http://127.0.0.1:9", **kw: A
         # the suites' filler images are identical (`zip_of_images`): with the content-hash
         # cache on they would test the cache, not what they are about; its tests turn it on
         "result_cache": False,
+        # a finished job's zip stored in the background would be what their downloads get:
+        # these suites test the zip made as it is sent; the stored zip's tests turn it on
+        "zip_store": False,
     }
     base.update(kw)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]
