@@ -40,6 +40,7 @@ from pathlib import Path
 
 from bench.proctree import cpu_s
 from bench.scale import ROOT, _baseline_tree
+from gateway.results.stored_zip import STORED_ZIP
 from gateway.results.zip_processes import process_count
 
 __all__ = ["run"]
@@ -50,6 +51,11 @@ BASELINE = os.environ.get("BENCH_DOWNLOAD_BASELINE", "0573631")
 ROUNDS = int(os.environ.get("BENCH_DOWNLOAD_ROUNDS", "2"))
 DOWNLOADS = 3
 """Timed downloads per gateway start."""
+STORE_WAIT_S = 1800.0
+"""Longest the stored column waits for its gateway to store the zip."""
+COLUMNS = {"base": {}, "sent": {"ZIP_STORE": "false"}, "stored": {"ZIP_STORE": "true"}}
+"""The baseline; this checkout with the zip made as it is sent; this checkout with the zip
+stored once (ZIP_STORE, the default) and sent as a file."""
 
 
 def _busy() -> tuple[int, int]:
@@ -85,7 +91,8 @@ def _files(data: Path, job_id: str) -> list[str]:
     found = [p for area in ("matting_output", "final_results")
              for p in (data / area / job_id).rglob("*")
              if p.is_file() and not p.name.endswith(".json")]
-    found += [p for p in (data / "reports" / job_id).iterdir() if p.is_file()]
+    found += [p for p in (data / "reports" / job_id).iterdir()
+              if p.is_file() and p.name != STORED_ZIP and not p.name.startswith(".")]
     return [str(p) for p in found]
 
 
@@ -124,14 +131,19 @@ def _curl(port: int, job_id: str) -> tuple[float, int, float]:
     return took, int(out), cpu
 
 
-def _rounds(tree: Path, data: Path, db: Path, job_id: str) -> list[dict[str, float]]:
-    """One gateway of `tree` alone on `data` and its own database file `db`: a warm-up
-    download (the first one also writes the job's report files, if the stack had not yet),
-    then DOWNLOADS timed ones."""
+def _rounds(tree: Path, data: Path, db: Path, job_id: str,
+            extra: dict[str, str]) -> list[dict[str, float]]:
+    """One gateway of `tree` alone on `data` and its own database file `db`, with `extra`
+    in its environment: a warm-up download (the first one also writes the job's report
+    files, if the stack had not yet), then DOWNLOADS timed ones. With ZIP_STORE on, the
+    stored zip is removed before the gateway starts, and the time and CPU (the gateway's
+    and its zip processes') from its start to the zip stored again are in each row."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(tree), "DATA_DIR": str(data),
            "DATABASE_URL": f"sqlite+aiosqlite:///{db}",
-           "GATEWAY_PORT": str(port), "GATEWAY_HOST": "127.0.0.1"}
+           "GATEWAY_PORT": str(port), "GATEWAY_HOST": "127.0.0.1", **extra}
+    stored = data / "reports" / job_id / STORED_ZIP
+    stored.unlink(missing_ok=True)
     log = db.with_suffix(".log")
     with log.open("ab") as errors:
         proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=tree, env=env,
@@ -148,6 +160,16 @@ def _rounds(tree: Path, data: Path, db: Path, job_id: str) -> list[dict[str, flo
                     raise RuntimeError(f"the gateway of {tree} did not start:\n{tail}"
                                        ) from None
                 time.sleep(0.1)
+        store = {}
+        if extra.get("ZIP_STORE") == "true":
+            (own0, kids0), t0 = cpu_s(proc.pid), time.monotonic()
+            while not stored.is_file():
+                if time.monotonic() - t0 > STORE_WAIT_S or proc.poll() is not None:
+                    raise RuntimeError(f"the gateway of {tree} stored no zip")
+                time.sleep(0.05)
+            (own1, kids1) = cpu_s(proc.pid)
+            store = {"store_s": time.monotonic() - t0,
+                     "store_cpu_s": own1 - own0 + kids1 - kids0}
         _curl(port, job_id)
         files = _files(data, job_id)
         out = []
@@ -162,7 +184,7 @@ def _rounds(tree: Path, data: Path, db: Path, job_id: str) -> list[dict[str, flo
             out.append({"curl_s": took, "gateway_cpu_s": own1 - own0,
                         "processes_cpu_s": kids1 - kids0, "curl_cpu_s": curl_cpu,
                         "idle": idle, "read_s": (before + after) / 2, "floor_s": floor,
-                        "bytes": size, "files": len(files)})
+                        "bytes": size, "files": len(files), **store})
         return out
     finally:
         proc.send_signal(signal.SIGINT)
@@ -182,7 +204,7 @@ def run() -> str:
     if shutil.which("curl") is None:
         return "## The download from a gateway alone\n\nnot measured: no `curl` here\n"
     scale.BASELINE = BASELINE
-    got: dict[str, list[dict[str, float]]] = {"base": [], "new": []}
+    got: dict[str, list[dict[str, float]]] = {name: [] for name in COLUMNS}
     with tempfile.TemporaryDirectory() as tmp:
         base = _baseline_tree(Path(tmp) / "base")
         keep = Path(tmp) / "keep"
@@ -195,10 +217,16 @@ def run() -> str:
                   contextlib.closing(sqlite3.connect(db)) as dst):
                 src.backup(dst)
         for _ in range(ROUNDS):
-            got["base"] += _rounds(base, data, dbs["base"], job_id)
-            got["new"] += _rounds(ROOT, data, dbs["new"], job_id)
+            for name, extra in COLUMNS.items():
+                got[name] += _rounds(base if name == "base" else ROOT, data, dbs[name],
+                                     job_id, extra)
     sizes = {int(x["bytes"]) for xs in got.values() for x in xs}
     files = max(int(x["files"]) for xs in got.values() for x in xs)
+    names = list(COLUMNS)
+
+    def row(label: str, values: dict[str, str]) -> str:
+        return "| " + " | ".join([label, *(values[n] for n in names)]) + " |"
+
     rows = []
     for label, key in (("curl download, request to last byte", "curl_s"),
                        ("gateway CPU over it", "gateway_cpu_s"),
@@ -207,38 +235,44 @@ def run() -> str:
                        ("plain read of the same files", "read_s"),
                        ("a zip's least work on them, one thread (open, fstat, read, close, "
                         "CRC-32)", "floor_s")):
-        b, n = _median(got["base"], key), _median(got["new"], key)
-        rows.append(f"| {label} | {b:.3f} s | {n:.3f} s |")
+        rows.append(row(label, {n: f"{_median(got[n], key):.3f} s" for n in names}))
     cores = process_count(0)
-    b, n = _median(got["base"], "idle"), _median(got["new"], "idle")
-    rows.append(f"| the machine idle during the download ({cores} cores) | {b:.0%} | "
-                f"{n:.0%} |")
+    rows.append(row(f"the machine idle during the download ({cores} cores)",
+                    {n: f"{_median(got[n], 'idle'):.0%}" for n in names}))
     best = {k: statistics.median(x["read_s"] / (x["gateway_cpu_s"] + x["processes_cpu_s"]
                                                 + x["curl_cpu_s"]) * cores for x in v)
             for k, v in got.items()}
-    rows.append(f"| best ratio these CPU costs allow here: read ÷ (gateway + processes + curl "
-                f"CPU ÷ cores) | ×{best['base']:.2f} | ×{best['new']:.2f} |")
+    rows.append(row("best ratio these CPU costs allow here: read ÷ (gateway + processes + "
+                    "curl CPU ÷ cores)", {n: f"×{best[n]:.2f}" for n in names}))
     ratios = {k: sorted(x["read_s"] / x["curl_s"] for x in v) for k, v in got.items()}
-    spread = {k: f"{v[0]:.2f}–{v[-1]:.2f}" for k, v in ratios.items()}
-    rows.append(f"| download ÷ read (median; spread) | ×{statistics.median(ratios['base']):.2f} "
-                f"({spread['base']}) | **×{statistics.median(ratios['new']):.2f}** "
-                f"({spread['new']}) |")
+    rows.append(row("download ÷ read (median; spread)",
+                    {n: f"**×{statistics.median(v):.2f}** ({v[0]:.2f}–{v[-1]:.2f})"
+                     for n, v in ratios.items()}))
+    stores = got["stored"]
+    store_s, store_cpu = _median(stores, "store_s"), _median(stores, "store_cpu_s")
+    rows.append(row("the zip stored once, from the gateway's start: wall (CPU, gateway + "
+                    "processes)", {"base": "–", "sent": "–",
+                                   "stored": f"{store_s:.2f} s ({store_cpu:.2f} s)"}))
     return "\n".join([
         "## The download from a gateway alone (`python -m bench download_alone`, issue 17)",
         "",
         f"One finished job of {IMAGES} {SIDE}×{SIDE} images (`identity`, made by the "
         f"baseline's stack, each gateway on its own copy of its database; {files} members, "
-        f"zip of {max(sizes)} bytes from both trees: "
+        f"zip of {max(sizes)} bytes from every column: "
         f"{'the same' if len(sizes) == 1 else 'NOT the same'} length), served by a gateway "
-        f"alone; {ROUNDS} rounds, each tree's gateway started in turn, {DOWNLOADS} "
+        f"alone; {ROUNDS} rounds, each column's gateway started in turn, {DOWNLOADS} "
         "`curl -s -o /dev/null` downloads each between two plain reads of the files; "
-        "medians. Target: the download at ≥ 0.9× the speed of the read. The budget: no "
-        "download takes less than its CPU (the gateway's, its zip processes', curl's) spread "
-        "over the cores, so the read ÷ that bounds the ratio however well they overlap; the "
-        "least work row is what any zip of these files does per file, in one thread.",
+        "medians. Columns: the baseline; this checkout with the zip made as it is sent "
+        "(`ZIP_STORE=false`: a download before the zip is stored, or on S3); this checkout "
+        "with the zip stored once after the job's report (`ZIP_STORE`, the default), "
+        "removed before each of its gateway's starts so that every round stores it again. "
+        "Target: the download at ≥ 0.9× the speed of the read. The budget: no download takes "
+        "less than its CPU (the gateway's, its zip processes', curl's) spread over the "
+        "cores, so the read ÷ that bounds the ratio however well they overlap; the least "
+        "work row is what any zip of these files does per file, in one thread.",
         "",
-        f"| figure | {BASELINE} | this checkout |",
-        "|---|---:|---:|",
+        f"| figure | {BASELINE} | this checkout, made as sent | this checkout, stored |",
+        "|---|---:|---:|---:|",
         *rows,
         "",
     ])

@@ -10,7 +10,8 @@ near its end resumes there (README, "The stored zip").
 
 The file is the very bytes the download would have streamed (the same `finished_zip`), made
 by the same code, into a temporary name beside it, renamed only once its length is the
-zip's announced length. Until then, and for a job whose zip is not stored (ZIP_STORE off,
+zip's announced length (a temporary one left by a crash is removed by the next write).
+Until then, and for a job whose zip is not stored (ZIP_STORE off,
 storage on S3, or too little room: ZIP_STORE_KEEP_FREE), downloads are made as they are
 sent, as before. Deleting the job removes the report folder and with it the zip, or a
 temporary one being written (whose writing then fails and is dropped).
@@ -95,6 +96,8 @@ class StoredZips:
             log.info("job %s: zip not stored (%s)", job.id,
                      "size not known in advance" if size is None else f"no room for {size} B")
             return False
+        for left in path.parent.glob(f".{STORED_ZIP}.*.tmp"):  # a crashed writer's
+            left.unlink(missing_ok=True)
         tmp = path.with_name(f".{STORED_ZIP}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:

@@ -29,14 +29,23 @@ from shared.responses import (
     TaskPage,
 )
 from shared.states import FINAL_JOB_STATES
-from shared.timing import EVENTS_HEARTBEAT_S
+from shared.timing import (
+    EVENTS_HEARTBEAT_S,
+    UPLOAD_RETRIES,
+    UPLOAD_RETRY_BASE_S,
+    UPLOAD_RETRY_MAX_S,
+)
 
-__all__ = ["CHUNK", "GatewayClient", "GatewayError", "ProgressCb", "content_type_for"]
+__all__ = ["CHUNK", "DOWNLOAD_RETRIES", "GatewayClient", "GatewayError", "ProgressCb",
+           "content_type_for"]
 
 CHUNK = 1024 * 1024
 ProgressCb = Callable[[int, int | None], None]
 """Called with (done, total); total is None when unknown (a chunked download)."""
 
+DOWNLOAD_RETRIES = UPLOAD_RETRIES
+"""Times a cut download of a stored zip is resumed before it is an error (waits as an
+upload's: UPLOAD_RETRY_BASE_S doubling, at most UPLOAD_RETRY_MAX_S)."""
 EVENTS_READ_TIMEOUT_S = 4 * EVENTS_HEARTBEAT_S
 """A live progress stream that sends nothing, not even its heartbeat, for this long is dead."""
 
@@ -62,6 +71,12 @@ def _parse(model: type[M], resp: httpx.Response) -> M:
     except ValueError as exc:  # not JSON, or a pydantic ValidationError
         raise GatewayError(resp.status_code, f"unexpected answer from {resp.request.url.path} "
                            f"(not a {model.__name__}): {exc}") from exc
+
+
+def _resumes_at(resp: httpx.Response, offset: int) -> bool:
+    """A 206's `Content-Range` starts at `offset` (what was already written)."""
+    got: str = resp.headers.get("Content-Range", "")
+    return got.startswith(f"bytes {offset}-")
 
 
 def content_type_for(path: Path) -> str:
@@ -257,28 +272,55 @@ class GatewayClient:
                 return None
 
     def download(self, job_id: str, dest: Path | str, progress_cb: ProgressCb | None = None,
-                 partial: bool = False) -> Path:
-        """Stream the result zip to `dest` (a temporary name first, so `dest` is never half)."""
+                 partial: bool = False, retries: int = DOWNLOAD_RETRIES) -> Path:
+        """Stream the result zip to `dest` (a temporary name first, so `dest` is never half).
+
+        A finished job's stored zip answers ranges (`Accept-Ranges: bytes`, an `ETag`): a
+        download cut on the way is resumed where it stopped, up to `retries` times, with
+        `If-Range` so that it never joins the pieces of two different files (a 200 instead
+        of the 206 starts the file again). A zip made as it is sent cannot be resumed: a cut
+        is an error, as before."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
         params = {"partial": "1"} if partial else {}
+        done, total, etag, failures = 0, None, None, 0
         try:
-            with self._http.stream("GET", f"/download/{job_id}", params=params,
-                                   timeout=httpx.Timeout(None, connect=10.0)) as resp:
-                self._check(resp)
-                length = resp.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                done = 0
-                with tmp.open("wb") as f:
-                    for block in resp.iter_bytes(CHUNK):
-                        f.write(block)
-                        done += len(block)
-                        if progress_cb:
-                            progress_cb(done, total)
+            with tmp.open("wb") as f:
+                while True:
+                    headers: dict[str, str] = {}
+                    if done and etag:
+                        headers = {"Range": f"bytes={done}-", "If-Range": etag}
+                    try:
+                        with self._http.stream("GET", f"/download/{job_id}", params=params,
+                                               headers=headers,
+                                               timeout=httpx.Timeout(None, connect=10.0)) as resp:
+                            self._check(resp)
+                            if resp.status_code == 206 and not _resumes_at(resp, done):
+                                raise GatewayError(206, "the gateway answered another range: "
+                                                   + resp.headers.get("Content-Range", ""))
+                            if resp.status_code != 206:  # the whole file, from its start
+                                f.seek(0)
+                                f.truncate()
+                                done = 0
+                                length = resp.headers.get("Content-Length")
+                                total = int(length) if length and length.isdigit() else None
+                                ranges = resp.headers.get("Accept-Ranges") == "bytes"
+                                etag = resp.headers.get("ETag") if ranges else None
+                            for block in resp.iter_bytes(CHUNK):
+                                f.write(block)
+                                done += len(block)
+                                if progress_cb:
+                                    progress_cb(done, total)
+                        break
+                    except httpx.TransportError as exc:
+                        failures += 1
+                        if etag is None or failures > retries:
+                            raise GatewayError(0, f"download of {job_id} broke off: {exc}"
+                                               ) from exc
+                        time.sleep(min(UPLOAD_RETRY_MAX_S,
+                                       UPLOAD_RETRY_BASE_S * 2 ** (failures - 1)))
             tmp.replace(dest)
-        except httpx.TransportError as exc:
-            raise GatewayError(0, f"download of {job_id} broke off: {exc}") from exc
         finally:
             tmp.unlink(missing_ok=True)
         return dest

@@ -45,3 +45,18 @@ def test_the_least_work_reads_every_file_and_follows_no_symlink(tmp_path: Path) 
         _floor([*files, str(tmp_path / "link.png")])
     with pytest.raises(FileNotFoundError):
         _floor([str(tmp_path / "gone.png")])
+
+
+def test_the_read_takes_the_zip_s_member_files_not_the_stored_zip(tmp_path: Path) -> None:
+    """The read the download is held to is of the files the zip holds: the stored zip beside
+    the report (and a temporary one being written) are not among them."""
+    from bench.download_alone import _files
+    from gateway.results.stored_zip import STORED_ZIP
+
+    for rel in ("matting_output/j/a.png", "final_results/j/a_compare.jpg",
+                "final_results/j/a.json", "reports/j/report.json", f"reports/j/{STORED_ZIP}",
+                f"reports/j/.{STORED_ZIP}.1.tmp"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    assert sorted(Path(f).relative_to(tmp_path).as_posix() for f in _files(tmp_path, "j")) == [
+        "final_results/j/a_compare.jpg", "matting_output/j/a.png", "reports/j/report.json"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -115,3 +116,60 @@ class ProcessServer:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class CuttingProxy:
+    """A TCP proxy on loopback in front of `upstream` (host, port) that cuts the connection
+    (both sides) once it has passed `after` bytes of the answer, for each of the first
+    `cuts` connections; later ones pass whole. `cut` counts the connections it cut."""
+
+    def __init__(self, upstream: tuple[str, int], after: int, cuts: int) -> None:
+        self.upstream, self.after, self.cuts, self.cut = upstream, after, cuts, 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                cutting = self.cut < self.cuts
+                self.cut += cutting
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, server, None),
+                             daemon=True).start()
+            threading.Thread(target=self._pump,
+                             args=(server, client, self.after if cutting else None),
+                             daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        passed = 0
+        try:
+            while data := src.recv(65536):
+                if limit is not None and passed + len(data) >= limit:
+                    dst.sendall(data[: limit - passed])
+                    break
+                dst.sendall(data)
+                passed += len(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> CuttingProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gateway.results.stored_zip import STORED_ZIP, has_room
+from mattepipe.client.gateway import GatewayClient, GatewayError
 from shared.serve import HttpProtocol
 from tests.gateway.results.test_download import (
     IN_PROCESSES,
@@ -20,6 +21,7 @@ from tests.gateway.results.test_download import (
     read_zip,
 )
 from tests.support.gateway import Gateway, StageServer, seed
+from tests.support.servers import CuttingProxy
 from tests.support.waiting import wait_for
 
 Start = Callable[..., Gateway]
@@ -51,6 +53,8 @@ def test_the_stored_zip_is_the_zip_a_download_streams_and_is_sent_whole(
     finished_job(streaming, output="both")
     streamed = streaming.client.get("/download/j1")
     assert "accept-ranges" not in streamed.headers
+    left = streaming.storage.job_reports("j1") / f".{STORED_ZIP}.999999.tmp"
+    left.write_bytes(b"the start of a zip whose writer crashed")
     gw = start_gateway(stage_server.url, **STORED, **made)  # the same DATA_DIR and database
     path = stored_zip(gw)
     assert not [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
@@ -158,12 +162,7 @@ def test_a_download_in_flight_keeps_its_file_when_the_job_is_deleted(
     """The open file is sent whole even if the job goes meanwhile (a zip of 24 MiB, more
     than the sockets hold: most of it is sent after the delete); the next download is 410."""
     gw = start_gateway(**STORED)
-    rows = []
-    for i in range(3):
-        path = f"big{i}.png"
-        gw.storage.objects.put(gw.storage.matting_rel("j5", path), os.urandom(8 << 20))
-        rows.append({"job_id": "j5", "path": path, "state": "completed"})
-    seed(gw.settings, [{"id": "j5", "state": "completed", "total": 3, "output": "rgba"}], rows)
+    big_job(gw, "j5")
     whole = stored_zip(gw, "j5").read_bytes()
     got = bytearray()
     with gw.client.stream("GET", "/download/j5") as r:
@@ -174,3 +173,44 @@ def test_a_download_in_flight_keeps_its_file_when_the_job_is_deleted(
             got += chunk
     assert len(got) == len(whole) and bytes(got) == whole
     assert gw.client.get("/download/j5").status_code == 410
+
+
+def big_job(gw: Gateway, job_id: str, files: int = 3, size: int = 8 << 20) -> None:
+    """A finished job of `files` cut-outs of `size` random bytes (rows without recorded
+    sizes: each file is sized by `stat`)."""
+    rows = []
+    for i in range(files):
+        path = f"big{i}.png"
+        gw.storage.objects.put(gw.storage.matting_rel(job_id, path), os.urandom(size))
+        rows.append({"job_id": job_id, "path": path, "state": "completed"})
+    seed(gw.settings, [{"id": job_id, "state": "completed", "total": files, "output": "rgba"}],
+         rows)
+
+
+def test_the_client_resumes_a_cut_download_of_a_stored_zip(
+        start_gateway: Start, tmp_path: Path) -> None:
+    """Through a proxy that cuts the first two connections 5 MiB into the answer: the
+    client's download resumes twice with a range and its file is the stored zip, byte for
+    byte; progress never goes back."""
+    gw = start_gateway(**STORED)
+    big_job(gw, "j6")
+    whole = stored_zip(gw, "j6").read_bytes()
+    seen: list[int] = []
+    with CuttingProxy(("127.0.0.1", int(gw.url.rsplit(":", 1)[1])), 5 << 20, 2) as proxy, \
+            GatewayClient(proxy.url) as client:
+        client.download("j6", tmp_path / "out.zip", lambda done, _total: seen.append(done))
+        assert proxy.cut == 2
+    assert (tmp_path / "out.zip").read_bytes() == whole
+    assert seen == sorted(seen) and seen[-1] == len(whole)
+    assert not list(tmp_path.glob(".*.part"))  # the temporary name is gone
+
+
+def test_a_cut_download_of_a_zip_made_as_sent_is_an_error(start_gateway: Start,
+                                                          tmp_path: Path) -> None:
+    """No stored zip, no range: the cut is the client's error, and no file is left."""
+    gw = start_gateway(zip_store=False)
+    big_job(gw, "j7")
+    with CuttingProxy(("127.0.0.1", int(gw.url.rsplit(":", 1)[1])), 5 << 20, 1) as proxy, \
+            GatewayClient(proxy.url) as client, pytest.raises(GatewayError, match="broke off"):
+        client.download("j7", tmp_path / "out" / "j7.zip")
+    assert list((tmp_path / "out").iterdir()) == []
