@@ -104,7 +104,7 @@ class StoredZips:
             written = await in_own_thread(lambda stop: _write(made, fd, stop), "zip-store")
             if written != size:
                 raise ZipSizeMismatch(f"stored zip of job {job.id}: {written} of {size} B")
-            os.fsync(fd)
+            await asyncio.to_thread(os.fsync, fd)  # on disk before its name says it is whole
             os.rename(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -115,7 +115,6 @@ class StoredZips:
         log.info("job %s: zip of %d B stored in %.1f s", job.id, size,
                  time.monotonic() - started)
         return True
-
 
     async def store_missing(self, reports: Reports) -> int:
         """Store the zip of every finished job that lacks one, one job after the other, its
