@@ -15,11 +15,12 @@ one on a server without the tap, is streamed through the loop a few pieces ahead
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.api.deps import GW, CallerDep, ReadDB, StorageDep, job_or_404
 from gateway.api.docs import BINARY, errors
@@ -74,7 +75,7 @@ async def download(
     reports, zips = gw.scheduler.reports, gw.scheduler.zips
     stored = None if not final or zips is None else await asyncio.to_thread(zips.ready, job_id)
     if stored is not None:
-        return FileResponse(stored, media_type="application/zip", filename=f"{job_id}.zip")
+        return StoredZip(stored, media_type="application/zip", filename=f"{job_id}.zip")
     if final:
         files = await reports.files(job)  # the report folder's files, or its objects on S3
         job_zip = await finished_zip(gw.db, storage, job, files, gw.settings)
@@ -91,6 +92,41 @@ async def download(
     return StreamingResponse(
         send_ahead(zip_chunks(job_zip)), media_type="application/zip", headers=headers
     )
+
+
+class StoredZip(FileResponse):
+    """A finished job's stored zip: Starlette's `FileResponse` (ranges, `If-Range`, the whole
+    file by path-send), whose answers to a bad `Range` (400, 416: plain text there) are the
+    API's JSON `{"detail": …}` here, as every other error."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        held: list[Message] = []
+
+        async def json_errors(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (400, 416):
+                held.append(message)  # sent with its body, once that is known
+                return
+            if not held:
+                await send(message)
+                return
+            if message["type"] != "http.response.body" or message.get("more_body", False):
+                return
+            start = held[0]
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in start["headers"]}
+            if start["status"] == 416:
+                size = headers.get("content-range", "").rpartition("/")[2]
+                detail = f"range not satisfiable: the zip has {size} bytes"
+            else:
+                detail = f"bad Range header: {bytes(message.get('body', b'')).decode()}"
+            body = json.dumps({"detail": detail}).encode()
+            kept = [(k, v) for k, v in start["headers"]
+                    if k.lower() not in (b"content-type", b"content-length")]
+            await send({**start, "headers": [*kept, (b"content-type", b"application/json"),
+                                             (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+        await super().__call__(scope, receive, json_errors)
 
 
 class SplicedZip(StreamingResponse):
