@@ -60,3 +60,12 @@ def test_the_read_takes_the_zip_s_member_files_not_the_stored_zip(tmp_path: Path
         (tmp_path / rel).write_bytes(b"x")
     assert sorted(Path(f).relative_to(tmp_path).as_posix() for f in _files(tmp_path, "j")) == [
         "final_results/j/a_compare.jpg", "matting_output/j/a.png", "reports/j/report.json"]
+
+
+def test_the_stack_run_script_names_the_stored_zip_as_the_gateway_does() -> None:
+    """`bench/stack_run.py` imports nothing of the tree it measures: its copy of the name
+    must be the gateway's."""
+    from bench.stack_run import STORED_ZIP as written_out
+    from gateway.results.stored_zip import STORED_ZIP
+
+    assert written_out == STORED_ZIP
