@@ -25,7 +25,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from gateway.db import repo
@@ -39,7 +39,8 @@ from gateway.results.zip_stream import TIMING_KEYS, add_page
 from shared.states import JobState
 from shared.storage import REPORTS, Storage
 
-__all__ = ["PARTIAL_AT_ONCE", "REPORTED_STATES", "RETRY_FAILED_S", "Reports", "job_models"]
+__all__ = ["PARTIAL_AT_ONCE", "REPORTED_STATES", "RETRY_FAILED_S", "MissingPass", "Reports",
+           "job_models"]
 
 log = logging.getLogger("gateway.results.job_report")
 
@@ -51,6 +52,45 @@ costs disk and a thread, not memory)."""
 RETRY_FAILED_S = 60.0
 """After a failed report write (disk full, say), the maintenance pass tries that job again
 only this much later."""
+
+
+class MissingPass:
+    """A background pass over the finished jobs (REPORTED_STATES) that makes what each one
+    lacks (its report files, its stored zip), one job after the other: the jobs seen with it
+    are not looked at again, and one whose making failed waits RETRY_FAILED_S."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.done: set[str] = set()
+        """Jobs seen with what the pass makes (so a pass stats each job once)."""
+        self._later: dict[str, float] = {}
+        """Jobs whose making failed, and when to try again."""
+
+    async def run(self, present: Callable[[str], object],
+                  make: Callable[[Job], Awaitable[bool]]) -> int:
+        """`make(job)` for each finished job where `present(job_id)` (blocking: run in a
+        thread) is falsy; the number made. `make` answers False for a failure (it says
+        why itself): that job is tried again RETRY_FAILED_S later."""
+        async with self.db.read() as s:
+            ids = [i for st in REPORTED_STATES for i in await repo.jobs_in_state(s, st)]
+        now = time.monotonic()
+        todo = [i for i in ids if i not in self.done and self._later.get(i, 0) <= now]
+        made = 0
+        for job_id in todo:
+            if await asyncio.to_thread(present, job_id):
+                self.done.add(job_id)
+                continue
+            async with self.db.read() as s:
+                job = await repo.get_job(s, job_id)
+            if job is None or JobState(job.state) not in REPORTED_STATES:
+                continue
+            if await make(job):
+                self.done.add(job_id)
+                made += 1
+            else:
+                self._later[job_id] = time.monotonic() + RETRY_FAILED_S
+        self.done.intersection_update(ids)  # forget jobs that were deleted
+        return made
 
 
 def job_models(job: Job) -> list[str]:
@@ -73,9 +113,9 @@ class Reports:
     def __init__(self, db: Database, storage: Storage) -> None:
         self.db, self.storage = db, storage
         self._writing: dict[str, asyncio.Task[None]] = {}
-        self._done: set[str] = set()
-        """Jobs seen with a complete report folder (so a pass stats each job once)."""
-        self._failed_until: dict[str, float] = {}
+        self._missing = MissingPass(db)
+        """Jobs seen with a complete report folder (so a pass stats each job once), and those
+        whose writing failed."""
         self._partial = asyncio.Semaphore(PARTIAL_AT_ONCE)
 
     def folder(self, job_id: str) -> Path:
@@ -127,7 +167,7 @@ class Reports:
         task = self._writing.get(job.id)
         if task is None:
             if await asyncio.to_thread(self._complete, job.id):
-                self._done.add(job.id)
+                self._missing.done.add(job.id)
                 return folder
             task = asyncio.create_task(self._write_final(job, folder), name=f"report-{job.id}")
             self._writing[job.id] = task
@@ -145,7 +185,7 @@ class Reports:
             await self.write(job, folder)
         else:
             await self._write_objects(job)
-        self._done.add(job.id)
+        self._missing.done.add(job.id)
         log.info("report of job %s written in %.1f s", job.id, time.monotonic() - started)
 
     async def _write_objects(self, job: Job) -> None:
@@ -165,27 +205,16 @@ class Reports:
     async def write_missing(self) -> int:
         """Write the report of every finished job that lacks one, one job after the other;
         the number written. (The maintenance pass runs it in the background.)"""
-        async with self.db.read() as s:
-            ids = [i for st in REPORTED_STATES for i in await repo.jobs_in_state(s, st)]
-        now = time.monotonic()
-        todo = [i for i in ids if i not in self._done and self._failed_until.get(i, 0) <= now]
-        written = 0
-        for job_id in todo:
-            if await asyncio.to_thread(self._complete, job_id):
-                self._done.add(job_id)
-                continue
-            async with self.db.read() as s:
-                job = await repo.get_job(s, job_id)
-            if job is None or JobState(job.state) not in REPORTED_STATES:
-                continue
+
+        async def write(job: Job) -> bool:
             try:
                 await self.final(job)
-                written += 1
             except Exception:
-                log.exception("writing the report of job %s failed; trying again later", job_id)
-                self._failed_until[job_id] = time.monotonic() + RETRY_FAILED_S
-        self._done.intersection_update(ids)  # forget jobs that were deleted
-        return written
+                log.exception("writing the report of job %s failed; trying again later", job.id)
+                return False
+            return True
+
+        return await self._missing.run(self._complete, write)
 
     @contextlib.asynccontextmanager
     async def partial_folder(self, job_id: str) -> AsyncIterator[Path]:

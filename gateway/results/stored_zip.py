@@ -23,19 +23,18 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
 
-from gateway.db import repo
 from gateway.db.database import Database
 from gateway.db.tables import Job
-from gateway.results.job_report import REPORTED_STATES, RETRY_FAILED_S, Reports, job_models
+from gateway.results.job_report import MissingPass, Reports, job_models
 from gateway.results.zip_processes import process_count
 from gateway.results.zip_stream import JobZip, ReportFiles, job_zip, zip_chunks
 from gateway.results.zipwriter import ZipSizeMismatch
 from shared.settings import Settings
-from shared.states import JobState
 from shared.storage import Storage, write_all
 from shared.threads import in_own_thread
 
@@ -60,8 +59,8 @@ async def finished_zip(db: Database, storage: Storage, job: Job, report: ReportF
 def has_room(folder: Path, size: int, keep_free: float) -> bool:
     """Whether `size` more bytes in `folder`'s file system still leave `keep_free` of it
     free (blocking)."""
-    st = os.statvfs(folder)
-    return st.f_bavail * st.f_frsize - size >= keep_free * st.f_blocks * st.f_frsize
+    disk = shutil.disk_usage(folder)  # as every other free-space check here
+    return disk.free - size >= keep_free * disk.total
 
 
 class StoredZips:
@@ -69,10 +68,8 @@ class StoredZips:
 
     def __init__(self, db: Database, storage: Storage, settings: Settings) -> None:
         self.db, self.storage, self.settings = db, storage, settings
-        self._done: set[str] = set()
-        """Jobs seen with their zip stored (so a pass stats each job once)."""
-        self._later: dict[str, float] = {}
-        """Jobs whose zip could not be stored, and when to try again."""
+        self._missing = MissingPass(db)
+        """Jobs seen with their zip stored, and those whose zip could not be."""
 
     def path(self, job_id: str) -> Path:
         return self.storage.job_reports(job_id) / STORED_ZIP
@@ -119,35 +116,18 @@ class StoredZips:
     async def store_missing(self, reports: Reports) -> int:
         """Store the zip of every finished job that lacks one, one job after the other, its
         report first (`reports`); the number stored. (The scheduler's maintenance runs it in
-        the background, after the report pass.) A job whose zip could not be stored (no
+        the background, beside the report pass.) A job whose zip could not be stored (no
         room, a file gone) is tried again RETRY_FAILED_S later."""
-        async with self.db.read() as s:
-            ids = [i for st in REPORTED_STATES for i in await repo.jobs_in_state(s, st)]
-        now = time.monotonic()
-        stored = 0
-        for job_id in ids:
-            if job_id in self._done or self._later.get(job_id, 0) > now:
-                continue
-            if await asyncio.to_thread(self.ready, job_id):
-                self._done.add(job_id)
-                continue
-            async with self.db.read() as s:
-                job = await repo.get_job(s, job_id)
-            if job is None or JobState(job.state) not in REPORTED_STATES:
-                continue
+
+        async def store(job: Job) -> bool:
             try:
-                done = await self.store(job, await reports.files(job))
+                return await self.store(job, await reports.files(job))
             except Exception as exc:
                 log.warning("storing the zip of job %s failed (%s); trying again later",
-                            job_id, exc)
-                done = False
-            if done:
-                self._done.add(job_id)
-                stored += 1
-            else:
-                self._later[job_id] = time.monotonic() + RETRY_FAILED_S
-        self._done.intersection_update(ids)  # forget jobs that were deleted
-        return stored
+                            job.id, exc)
+                return False
+
+        return await self._missing.run(self.ready, store)
 
 
 def _write(made: JobZip, fd: int, stop: threading.Event) -> int:
