@@ -27,6 +27,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from shared.serve import READ_BYTES, HttpProtocol, SendTap, server_config
 from shared.settings import Settings
 from shared.timing import KEEP_ALIVE_S
+from tests.support.servers import count_sendfile
 from tests.support.waiting import wait_for
 
 
@@ -272,16 +273,7 @@ def file_app(path: Path) -> Starlette:
 @pytest.fixture
 def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The bytes of every `os.sendfile` call (the real one)."""
-    calls: list[int] = []
-    real = os.sendfile
-
-    def counted(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
-        n = real(out_fd, in_fd, offset, count)
-        calls.append(n)
-        return n
-
-    monkeypatch.setattr(os, "sendfile", counted)
-    return calls
+    return count_sendfile(monkeypatch)
 
 
 def test_a_file_response_is_sent_by_sendfile_and_the_connection_goes_on(

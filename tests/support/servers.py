@@ -173,3 +173,18 @@ class CuttingProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def count_sendfile(monkeypatch: Any) -> list[int]:
+    """The bytes of every `os.sendfile` call from now on (each still the real call), for a
+    test to see that a body went by the kernel; `monkeypatch` is pytest's."""
+    calls: list[int] = []
+    real = os.sendfile
+
+    def counted(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        n = real(out_fd, in_fd, offset, count)
+        calls.append(n)
+        return n
+
+    monkeypatch.setattr(os, "sendfile", counted)
+    return calls

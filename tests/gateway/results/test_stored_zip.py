@@ -21,7 +21,7 @@ from tests.gateway.results.test_download import (
     read_zip,
 )
 from tests.support.gateway import Gateway, StageServer, seed
-from tests.support.servers import CuttingProxy
+from tests.support.servers import CuttingProxy, count_sendfile
 from tests.support.waiting import wait_for
 
 Start = Callable[..., Gateway]
@@ -40,15 +40,7 @@ def stored_zip(gw: Gateway, job_id: str = "j1") -> Path:
 def test_the_stored_zip_is_the_zip_a_download_streams_and_is_sent_whole(
         start_gateway: Start, stage_server: StageServer, made: dict[str, Any],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    sent: list[int] = []
-    sendfile = os.sendfile
-
-    def counted(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
-        n = sendfile(out_fd, in_fd, offset, count)
-        sent.append(n)
-        return n
-
-    monkeypatch.setattr(os, "sendfile", counted)
+    sent = count_sendfile(monkeypatch)
     streaming = start_gateway(stage_server.url, **made)  # ZIP_STORE off: made as it is sent
     finished_job(streaming, output="both")
     streamed = streaming.client.get("/download/j1")
