@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -81,9 +82,10 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def _studio_images(folder: Path, n: int, w: int = 640, h: int = 480) -> list[Path]:
+def _studio_images(folder: Path, n: int, w: int = 640, h: int = 480,
+                   seed: int = 0) -> list[Path]:
     """Objects on plain/gradient backdrops: the images bulk users have most."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
     out = []
     for i in range(n):
@@ -196,7 +198,199 @@ torch.jit.script(UNet(int(sys.argv[2])).eval()).save(sys.argv[1])
 '''
 
 
+GPU_STAGE_CONFIGS = ((1, 0.3), (2, 0.15), (3, 0.15), (3, 0.05), (4, 0.1))
+"""(matting workers, GPU_MEMORY_FRACTION) of the matting-stage table: the question "how many
+workers keep one card busy, in how much of its memory"."""
+N_GPU_STACK_IMAGES = int(os.environ.get("BENCH_GPU_STACK_IMAGES", "2000"))
+GPU_STACK_WORKERS = (3, 0.15)
+"""The whole stack's matting workers and their share, from the stage table's best region."""
+
+
+class GpuUse(threading.Thread):
+    """The card's utilisation (NVML: the share of the last sample period a kernel ran), every
+    0.1 s while running; `mean` and `busy` (share of samples over 0 %) once stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[int] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        import pynvml
+
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError:
+            return  # no NVIDIA driver here: no samples
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            while not self.halt.wait(0.1):
+                self.samples.append(int(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu))
+        finally:
+            pynvml.nvmlShutdown()
+
+    def stop(self) -> tuple[float, float]:
+        self.halt.set()
+        self.join()
+        n = max(len(self.samples), 1)
+        return sum(self.samples) / n, sum(1 for u in self.samples if u > 0) / n
+
+
+BARE_RATE = """
+import sys, time, torch
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+kind = torch.float16 if dev == "cuda" else torch.float32
+m = torch.jit.load(sys.argv[1], map_location=dev).eval().to(kind)
+b, side = int(sys.argv[2]), int(sys.argv[3])
+x = torch.rand(b, 3, side, side, device=dev, dtype=kind)
+with torch.inference_mode():
+    for _ in range(5):
+        m(x)
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    sync()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 5.0:
+        m(x)
+        n += 1
+    sync()
+    print(n * b / (time.perf_counter() - t0))
+"""
+"""The model alone: fp16 batches already on the card, back to back (what the workers' engine
+runs, `TorchEngine` in fp16), no decode, copy or encode — the limit for the pipeline."""
+
+
+def _bare_rate(model: Path, env: dict[str, str], batch: int = 16) -> float:
+    res = subprocess.run([sys.executable, "-c", BARE_RATE, str(model), str(batch), "512"],
+                         env=env, capture_output=True, text=True, check=True)
+    return float(res.stdout.split()[-1])
+
+
+def _wait_ports(ports: list[int], timeout: float = 300.0) -> None:
+    deadline = time.time() + timeout
+    for p in ports:
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{p}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"port {p} never became healthy")
+            time.sleep(0.5)
+
+
+def _stage_rate(env: dict[str, str], data: Path, paths: list[Path], workers: int,
+                fraction: float) -> tuple[float, float, float]:
+    """The matting stage alone: `workers` workers at `fraction` behind the balancer, fed 48
+    requests at a time: (images/s, mean batch size, mean GPU utilisation %)."""
+    api_port = _free_port()
+    worker_ports = [_free_port() for _ in range(workers)]
+    token = secrets.token_urlsafe(32)  # the internal plane's token for this run
+    wenv = {**env, "GPU_MEMORY_FRACTION": str(fraction), "MATTING_WORKERS": str(workers),
+            "COMPARISON_WORKERS": "0", "MATTING_API_URL": f"http://127.0.0.1:{api_port}",
+            "INTERNAL_TOKEN": token, "INTERNAL_HOST": "127.0.0.1"}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "matting_worker", "--port", str(p),
+                          "--worker-id", f"gpu-worker-{i + 1}"], cwd=ROOT, env=wenv,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for i, p in enumerate(worker_ports)
+    ]
+    urls = ",".join(f"http://127.0.0.1:{p}" for p in worker_ports)
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "matting_api", "--port", str(api_port), "--worker-urls", urls],
+        cwd=ROOT, env=wenv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        _wait_ports([*worker_ports, api_port])
+        deadline = time.time() + 300  # the balancer's health says when every engine is loaded
+        while httpx.get(f"http://127.0.0.1:{api_port}/health").json()["healthy_workers"] < workers:
+            if time.time() > deadline:
+                raise RuntimeError(f"{workers} matting workers never became healthy")
+            time.sleep(0.2)
+        rels = [p.relative_to(data).as_posix() for p in paths]
+
+        def one(i_rel: tuple[int, str]) -> int:
+            i, rel = i_rel
+            body = {"task_id": i, "job_id": "bench", "input": rel,
+                    "output": f"matting_output/bench/{i}.png", "params": {}}
+            r = client.post(f"http://127.0.0.1:{api_port}/matting", json=body)
+            r.raise_for_status()
+            return int(r.json()["timings"]["batch_size"])
+
+        with httpx.Client(timeout=300, limits=httpx.Limits(max_connections=64),
+                          headers={"Authorization": f"Bearer {token}"}) as client:
+            one((0, rels[0]))  # warm-up: first CUDA call of each process
+            with ThreadPoolExecutor(48) as pool:
+                list(pool.map(one, enumerate(rels[:48])))
+            use = GpuUse()
+            use.start()
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(48) as pool:
+                sizes = list(pool.map(one, enumerate(rels)))
+            rate = len(rels) / (time.perf_counter() - t0)
+            util, _ = use.stop()
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+    return rate, mean(sizes), util
+
+
+def _stack_rate(base: Path, models: Path, n: int) -> dict[str, float]:
+    """The whole stack (`mattepipe.stack`: gateway, both balancers, the matting workers on the
+    card, comparison workers on the cores) on one uploaded zip of `n` studio shots: images/s
+    from the upload to the job's end, and the card's utilisation over that time."""
+    from mattepipe.stack import health_urls, start_stack, stop_stack, wait_healthy
+    from shared.settings import Settings
+
+    images = base / "stack_images"
+    paths = _studio_images(images, n)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in paths:
+            zf.write(p, p.relative_to(images).as_posix())
+    workers, fraction = GPU_STACK_WORKERS
+    comparison = max(1, (os.cpu_count() or 2) // 4)
+    ports = {k: _free_port() for k in ("gw", "ma", "ca", "mw")}  # workers count up from mw
+    settings = Settings(
+        data_dir=base / "stack_data", models_dir=models, default_model="bench_unet",
+        max_batch_size=16, max_batch_delay_ms=5, gpu_memory_fraction=fraction,
+        matting_workers=workers, comparison_workers=comparison,
+        gateway_port=ports["gw"], matting_api_port=ports["ma"], comparison_api_port=ports["ca"],
+        matting_worker_port=ports["mw"], comparison_worker_port=ports["mw"] + 50,
+        matting_api_url=f"http://127.0.0.1:{ports['ma']}",
+        comparison_api_url=f"http://127.0.0.1:{ports['ca']}",
+        max_jobs_per_hour=0, max_jobs_per_day=0, result_cache=False,
+    )
+    proc = start_stack(settings, quiet=True)
+    try:
+        wait_healthy(health_urls(settings), timeout=300)
+        with httpx.Client(base_url=f"http://127.0.0.1:{settings.gateway_port}",
+                          timeout=600) as c:
+            warm = _studio_images(base / "warm_images", 48, seed=1)  # not the timed images:
+            run_job(c, _zip_of(warm, base / "warm_images"))  # each worker's first batches
+            use = GpuUse()
+            use.start()
+            elapsed, _, st = run_job(c, buf.getvalue())
+            util, busy = use.stop()
+    finally:
+        stop_stack(proc)
+    return {"rate": st["completed"] / elapsed, "completed": st["completed"], "n": n,
+            "util": util, "busy": busy, "workers": workers, "fraction": fraction,
+            "comparison": comparison, "seconds": elapsed}
+
+
+def _zip_of(paths: list[Path], root: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in paths:
+            zf.write(p, p.relative_to(root).as_posix())
+    return buf.getvalue()
+
+
 def _gpu_section() -> str:
+    import torch
+
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         data = base / "data"
@@ -209,77 +403,47 @@ def _gpu_section() -> str:
                "MAX_BATCH_SIZE": "16", "MAX_BATCH_DELAY_MS": "5"}
         builder = base / "build_unet.py"  # TorchScript needs the source in a file
         builder.write_text(BENCH_UNET)
-        subprocess.run([sys.executable, str(builder), str(models / "bench_unet.pt"), str(UNET_C)],
+        model = models / "bench_unet.pt"
+        subprocess.run([sys.executable, str(builder), str(model), str(UNET_C)],
                        check=True, env=env)
         (models / "bench_unet.json").write_text(
             '{"size_policy": "fixed", "input_size": [512, 512], "max_batch_size": 16}'
         )
+        limit = _bare_rate(model, env)
         bare = _oneshot(images, "bench_unet", models, env)
-
-        api_port = _free_port()
-        worker_ports = [_free_port() for _ in range(3)]
-        token = secrets.token_urlsafe(32)  # the internal plane's token for this run
-        wenv = {**env, "GPU_MEMORY_FRACTION": "0.15", "MATTING_WORKERS": "3",
-                "COMPARISON_WORKERS": "0", "MATTING_API_URL": f"http://127.0.0.1:{api_port}",
-                "INTERNAL_TOKEN": token, "INTERNAL_HOST": "127.0.0.1"}
-        procs = [
-            subprocess.Popen([sys.executable, "-m", "matting_worker", "--port", str(p),
-                              "--worker-id", f"gpu-worker-{i + 1}"], cwd=ROOT, env=wenv,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for i, p in enumerate(worker_ports)
-        ]
-        urls = ",".join(f"http://127.0.0.1:{p}" for p in worker_ports)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "matting_api", "--port", str(api_port), "--worker-urls", urls],
-            cwd=ROOT, env=wenv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        try:
-            deadline = time.time() + 300
-            for p in [*worker_ports, api_port]:
-                while True:
-                    try:
-                        if httpx.get(f"http://127.0.0.1:{p}/health", timeout=2).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.time() > deadline:
-                        raise RuntimeError(f"port {p} never became healthy")
-                    time.sleep(0.5)
-            rels = [p.relative_to(data).as_posix() for p in paths]
-
-            def one(i_rel: tuple[int, str]) -> int:
-                i, rel = i_rel
-                body = {"task_id": i, "job_id": "bench", "input": rel,
-                        "output": f"matting_output/bench/{i}.png", "params": {}}
-                r = client.post(f"http://127.0.0.1:{api_port}/matting", json=body)
-                r.raise_for_status()
-                return int(r.json()["timings"]["batch_size"])
-
-            with httpx.Client(timeout=300, limits=httpx.Limits(max_connections=64),
-                              headers={"Authorization": f"Bearer {token}"}) as client:
-                one((0, rels[0]))  # warm-up: first CUDA call of each process
-                with ThreadPoolExecutor(48) as pool:
-                    list(pool.map(one, enumerate(rels[:48])))
-                t0 = time.perf_counter()
-                with ThreadPoolExecutor(48) as pool:
-                    sizes = list(pool.map(one, enumerate(rels)))
-                shared_rate = len(rels) / (time.perf_counter() - t0)
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(30)
-    import torch
+        stage = {cfg: _stage_rate(env, data, paths, *cfg) for cfg in GPU_STAGE_CONFIGS}
+        stack = _stack_rate(base, models, N_GPU_STACK_IMAGES)
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU stand-in"
+    best = max(stage, key=lambda cfg: stage[cfg][0])
+    rows = "".join(
+        f"| {w} × {f:.2f} | {r:.1f} | {r / bare:.2f} | {r / limit:.2f} | {b:.1f} | {u:.0f} % |\n"
+        for (w, f), (r, b, u) in stage.items()
+    )
     return (
-        f"### Three workers sharing one GPU against one bare process ({gpu})\n\n"
-        f"{N_GPU_IMAGES} images 640×480, a {UNET_C}-channel U-Net (TorchScript, 512² input), "
-        "decode + inference + PNG encode in both runs.\n\n"
-        "| run | images/s | ratio |\n|---|---|---|\n"
-        f"| one bare process (`matte_folder`) | {bare:.1f} | 1.00 |\n"
-        f"| 3 workers at GPU_MEMORY_FRACTION 0.15 behind the balancer | {shared_rate:.1f} "
-        f"| {shared_rate / bare:.2f} |\n\n"
-        f"Mean batch size in the workers: {mean(sizes):.2f}.\n"
+        f"### One GPU: the pipeline against the model's own rate ({gpu}, "
+        f"{os.cpu_count()} CPU cores)\n\n"
+        f"A {UNET_C}-channel U-Net (TorchScript, fp16, 512² input, batches of up to 16) on "
+        "640×480 studio shots (JPEG). **The limit** is the model alone: fp16 batches of 16 "
+        "already on the card, back to back. **One bare process** is `matte_folder` (decode, "
+        "inference, PNG encode, one image after another). **The matting stage** is N workers "
+        "at GPU_MEMORY_FRACTION f behind the matting balancer, fed 48 requests at a time "
+        f"({N_GPU_IMAGES} images). **The whole pipeline** is `mattepipe.stack` on one "
+        f"uploaded zip of {stack['n']} images: upload, ingest, matting, comparison sheets and "
+        "metrics, the task database, to the job's end. GPU use is NVML's utilisation sampled "
+        "every 0.1 s over the timed part.\n\n"
+        f"The model's limit on this card: **{limit:.0f} images/s**; one bare process "
+        f"{bare:.1f} images/s.\n\n"
+        "| matting workers × GPU_MEMORY_FRACTION | images/s | ÷ bare process | ÷ limit "
+        "| mean batch | GPU use |\n|---|---:|---:|---:|---:|---:|\n"
+        f"{rows}\n"
+        f"The whole pipeline ({stack['workers']} matting workers × {stack['fraction']:.2f}, "
+        f"{stack['comparison']} comparison workers): **{stack['rate']:.1f} images/s** "
+        f"({stack['completed']:.0f} of {stack['n']} in {stack['seconds']:.1f} s), "
+        f"**{stack['rate'] / limit:.2f} of the model's limit**, "
+        f"{stack['rate'] / stage[best][0]:.2f} of the best matting-stage row "
+        f"({best[0]} × {best[1]:.2f}); GPU use {stack['util']:.0f} % on average, busy in "
+        f"{100 * stack['busy']:.0f} % of the samples.\n"
     )
 
 

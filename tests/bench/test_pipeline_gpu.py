@@ -1,0 +1,47 @@
+"""The GPU part of `bench.pipeline`, on whatever device is here (a CPU stand-in without CUDA):
+the matting-stage run behind the balancer and the model's own rate answer with figures that
+hold together, and the utilisation sampler stops cleanly with or without NVIDIA's driver."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import pipeline
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_gpu_use_sampler_stops_with_or_without_a_driver() -> None:
+    use = pipeline.GpuUse()
+    use.start()
+    util, busy = use.stop()
+    assert not use.is_alive()
+    assert 0.0 <= util <= 100.0
+    assert 0.0 <= busy <= 1.0
+
+
+def test_stage_rate_and_model_limit_on_a_tiny_unet(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    paths = pipeline._studio_images(data / "input" / "bench", 6, w=96, h=64)
+    models = tmp_path / "models"
+    models.mkdir()
+    env = {**pipeline._env(), "DATA_DIR": str(data), "MODELS_DIR": str(models),
+           "DEFAULT_MODEL": "bench_unet", "MAX_BATCH_SIZE": "4", "MAX_BATCH_DELAY_MS": "5"}
+    builder = tmp_path / "build_unet.py"
+    builder.write_text(pipeline.BENCH_UNET)
+    model = models / "bench_unet.pt"
+    subprocess.run([sys.executable, str(builder), str(model), "2"], check=True, env=env)
+    (models / "bench_unet.json").write_text(
+        '{"size_policy": "fixed", "input_size": [64, 64], "max_batch_size": 4}')
+
+    rate, batch, util = pipeline._stage_rate(env, data, paths, 1, 0.3)
+    assert rate > 0
+    assert 1.0 <= batch <= 4.0  # the balancer's requests were batched within the model's cap
+    assert 0.0 <= util <= 100.0
+    outputs = sorted((data / "matting_output" / "bench").glob("*.png"))
+    assert len(outputs) == len(paths)  # every image came back as a cut-out
+    assert pipeline._bare_rate(model, env, batch=2) > 0
