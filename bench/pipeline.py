@@ -280,9 +280,10 @@ def _wait_ports(ports: list[int], timeout: float = 300.0) -> None:
 
 
 def _stage_rate(env: dict[str, str], data: Path, paths: list[Path], workers: int,
-                fraction: float) -> tuple[float, float, float]:
+                fraction: float, root: Path = ROOT) -> tuple[float, float, float]:
     """The matting stage alone: `workers` workers at `fraction` behind the balancer, fed 48
-    requests at a time: (images/s, mean batch size, mean GPU utilisation %)."""
+    requests at a time: (images/s, mean batch size, mean GPU utilisation %). `root`: the
+    checkout whose services run (a baseline's, side by side; `env` then points there too)."""
     api_port = _free_port()
     worker_ports = [_free_port() for _ in range(workers)]
     token = secrets.token_urlsafe(32)  # the internal plane's token for this run
@@ -291,14 +292,14 @@ def _stage_rate(env: dict[str, str], data: Path, paths: list[Path], workers: int
             "INTERNAL_TOKEN": token, "INTERNAL_HOST": "127.0.0.1"}
     procs = [
         subprocess.Popen([sys.executable, "-m", "matting_worker", "--port", str(p),
-                          "--worker-id", f"gpu-worker-{i + 1}"], cwd=ROOT, env=wenv,
+                          "--worker-id", f"gpu-worker-{i + 1}"], cwd=root, env=wenv,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for i, p in enumerate(worker_ports)
     ]
     urls = ",".join(f"http://127.0.0.1:{p}" for p in worker_ports)
     procs.append(subprocess.Popen(
         [sys.executable, "-m", "matting_api", "--port", str(api_port), "--worker-urls", urls],
-        cwd=ROOT, env=wenv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        cwd=root, env=wenv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         _wait_ports([*worker_ports, api_port])
         deadline = time.time() + 300  # the balancer's health says when every engine is loaded
@@ -447,10 +448,72 @@ def _gpu_section() -> str:
     )
 
 
+STEP_BATCH = 16
+STEP_ROUNDS = 9
+
+
+def _steps_section() -> str:
+    """The steps around a learned model for one batch (`LearnedEngine._each`: resize to 512²
+    and normalise 16 640×480 images, grow 16 mattes back): one after another, as a CPU
+    runtime does them, against on the worker's threads, as on a GPU (`step_threads`);
+    alternated, medians. A tiny U-Net: only the steps are timed, not the model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from matting_worker.engines.learned import LearnedEngine
+    from matting_worker.engines.registry import create_engine
+    from shared.imaging import decode_rgb
+
+    threads = max(2, os.cpu_count() or 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        models = base / "models"
+        models.mkdir()
+        builder = base / "build_unet.py"
+        builder.write_text(BENCH_UNET)
+        subprocess.run([sys.executable, str(builder), str(models / "bench_unet.pt"), "2"],
+                       check=True, env=_env())
+        (models / "bench_unet.json").write_text(
+            '{"size_policy": "fixed", "input_size": [512, 512], "max_batch_size": 16}')
+        engine = create_engine("bench_unet", models)
+        assert isinstance(engine, LearnedEngine)
+        engine.load()
+        images = [decode_rgb(p) for p in _studio_images(base / "images", STEP_BATCH)]
+    raw = [np.random.default_rng(i).random((512, 512), dtype=np.float32)
+           for i in range(STEP_BATCH)]
+
+    def batch() -> None:
+        engine._each(engine.preprocess, [(im, (512, 512)) for im in images])
+        engine._each(engine.postprocess, [(r, 480, 640) for r in raw])
+
+    pool = ThreadPoolExecutor(threads)
+    times: dict[str, list[float]] = {"one": [], "pool": []}
+    for _ in range(STEP_ROUNDS):
+        for key, steps in (("one", None), ("pool", pool)):
+            engine._steps = steps
+            t0 = time.perf_counter()
+            batch()
+            times[key].append(time.perf_counter() - t0)
+    engine._steps = None
+    pool.shutdown()
+    one, many = (sorted(times[k])[STEP_ROUNDS // 2] * 1000 for k in ("one", "pool"))
+    return (
+        f"### The steps around a learned model: one thread against {threads} "
+        f"(this machine: {os.cpu_count()} cores)\n\n"
+        f"A batch of {STEP_BATCH} 640×480 images resized to 512² and normalised, and "
+        f"{STEP_BATCH} 512² mattes grown back (`LearnedEngine._each`), median of "
+        f"{STEP_ROUNDS} alternated rounds. On a GPU the worker does them on its threads "
+        "(`step_threads`); one after another, the card waited for them.\n\n"
+        "| steps | ms per batch | ratio |\n|---|---:|---:|\n"
+        f"| one after another (before; CPU runtimes still) | {one:.1f} | 1.00 |\n"
+        f"| on {threads} threads (a GPU worker's) | {many:.1f} | {one / many:.2f} |\n"
+    )
+
+
 def run() -> str:
     parts = ["## Pipeline throughput\n"]
     if os.environ.get("BENCH_SKIP_CPU") != "1":
         parts.append(_cpu_section())
+    parts.append(_steps_section())
     try:
         import torch
 

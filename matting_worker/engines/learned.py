@@ -20,9 +20,11 @@ import numpy.typing as npt
 from PIL import Image
 
 from matting_worker.engines.base import Engine, EngineError, Matte, RGBImage
+from matting_worker.engines.device import cpu_threads
 from matting_worker.engines.presets import Preset
 
-__all__ = ["FloatArray", "LearnedEngine", "run_with_backoff", "to_class_maps", "to_maps"]
+__all__ = ["FloatArray", "LearnedEngine", "run_with_backoff", "step_threads", "to_class_maps",
+           "to_maps"]
 
 FloatArray = npt.NDArray[np.float32]
 _T = TypeVar("_T")
@@ -32,6 +34,25 @@ FIXED_BATCH_IMAGES = 4
 encode with inference, few enough that the 1080p images decoded ahead stay small: with 16,
 `mattepipe matte` on U²-Net-p peaked at 858 MB against rembg's 693; with 4, at 459 MiB
 against rembg's 671 (BENCHMARKS.md "mattepipe vs rembg")."""
+
+
+def step_threads(device: str, parallel_parts: int, cores: int) -> int:
+    """Threads for the steps around the model (`LearnedEngine._each`: resize, normalise, grow
+    the matte back), for a runtime on `device` that runs `parallel_parts` parts at once, in a
+    worker whose share of the cores is `cores`.
+
+    - Several parts at once (OpenVINO's streams): one thread per part.
+    - On a GPU: the worker's cores. Done one image after another, a batch of 16 640×480 images
+      took ~0.1 s of steps on one core, about three times the card's inference of it, so one
+      worker matted about what one bare process does (41 against 55 images/s, the card 13 %
+      busy on an H200: BENCHMARKS.md "GPU: the workers and the whole pipeline on one card").
+    - Otherwise one: a CPU runtime's inference takes every thread of the worker anyway.
+    """
+    if parallel_parts > 1:
+        return parallel_parts
+    if device == "cuda":
+        return max(1, cores)
+    return 1
 
 
 def run_with_backoff(
@@ -119,8 +140,8 @@ class LearnedEngine(Engine):
         self._loaded = False
         self._lock = threading.Lock()
         self._steps: ThreadPoolExecutor | None = None
-        """Threads for the resize and normalisation around the model (`_each`), one per
-        part the runtime runs at once; None while that is one."""
+        """Threads for the resize and normalisation around the model (`_each`), as many as
+        `step_threads` says; None while that is one."""
 
     # --- runtime hooks -----------------------------------------------------------------------
     @abstractmethod
@@ -152,8 +173,9 @@ class LearnedEngine(Engine):
                     # A batch-1 graph gains nothing from big batches; fewer images decoded
                     # ahead keep the worker's memory below rembg's (BENCHMARKS.md).
                     self.max_batch_size = min(self.max_batch_size, FIXED_BATCH_IMAGES)
-                if self.parallel_parts > 1 and self._steps is None:
-                    self._steps = ThreadPoolExecutor(self.parallel_parts,
+                threads = step_threads(self.device, self.parallel_parts, cpu_threads())
+                if threads > 1 and self._steps is None:
+                    self._steps = ThreadPoolExecutor(threads,
                                                      thread_name_prefix=f"{self.name}-steps")
                 self._loaded = True
 
@@ -214,10 +236,11 @@ class LearnedEngine(Engine):
     # --- steps ----------------------------------------------------------------------------
     def _each(self, step: Callable[..., _T], calls: Sequence[tuple[Any, ...]]) -> list[_T]:
         """`step(*args)` for every args of `calls`, in order. Where the runtime runs several
-        parts at once (OpenVINO's streams: the cores this engine may use), side by side on that
-        many threads: the resizes and the normalisation release the GIL, and one after the
-        other they left every core but one idle between two inferences (issue 14, point 2). Each
-        image's answer is the same either way: the steps share nothing."""
+        parts at once (OpenVINO's streams: the cores this engine may use), or runs on a GPU,
+        side by side on `step_threads` threads: the resizes and the normalisation release the
+        GIL, and one after the other they left every core but one idle between two inferences
+        (issue 14, point 2), and the card waiting. Each image's answer is the same either way:
+        the steps share nothing."""
         if self._steps is None or len(calls) < 2:
             return [step(*args) for args in calls]
         return list(self._steps.map(lambda args: step(*args), calls))

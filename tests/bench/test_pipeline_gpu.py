@@ -45,3 +45,11 @@ def test_stage_rate_and_model_limit_on_a_tiny_unet(tmp_path: Path) -> None:
     outputs = sorted((data / "matting_output" / "bench").glob("*.png"))
     assert len(outputs) == len(paths)  # every image came back as a cut-out
     assert pipeline._bare_rate(model, env, batch=2) > 0
+
+
+def test_steps_section_times_both_ways() -> None:
+    text = pipeline._steps_section()
+    rows = [line for line in text.splitlines() if line.startswith(("| one", "| on "))]
+    assert len(rows) == 2
+    ms = [float(row.split("|")[2]) for row in rows]
+    assert all(m > 0 for m in ms)

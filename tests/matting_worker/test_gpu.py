@@ -129,3 +129,37 @@ def test_an_evicted_engine_gives_its_gpu_memory_back(tmp_path: Path) -> None:
     assert torch.cuda.memory_allocated() - base <= one + 16 * 1024**2  # a's memory went
     # and torch's cache gave a's blocks back to the driver (not kept for reuse)
     assert torch.cuda.memory_reserved() - reserved <= one + 64 * 1024**2
+
+
+def test_the_steps_around_the_model_use_the_workers_cores(
+    tmp_path: Path, set_fraction: Callable[[float], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the card, a batch's resizes and normalisations run on `cpu_threads()` step threads
+    (one after the other they kept the card waiting); the answers are those of one thread."""
+    import threading
+
+    set_fraction(0.05)
+    monkeypatch.setattr(device, "_threads_override", 3)
+    engine = _engine(tmp_path, "tiny")
+    engine.load()
+    assert engine.device == "cuda"
+    assert engine._steps is not None and engine._steps._max_workers == 3
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (60 + 7 * i, 80, 3), dtype=np.uint8) for i in range(6)]
+    seen: set[str] = set()
+    real = engine.preprocess
+
+    def recording(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        seen.add(threading.current_thread().name)
+        return real(image, hw)
+
+    monkeypatch.setattr(engine, "preprocess", recording)
+    together = engine.predict(images)
+    assert seen and all(name.startswith("tiny-steps") for name in seen)
+    steps, engine._steps = engine._steps, None
+    try:
+        alone = engine.predict(images)
+    finally:
+        engine._steps = steps
+    for a, m in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a.alpha, m.alpha)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from matting_worker.engines.base import EngineError
-from matting_worker.engines.learned import LearnedEngine, run_with_backoff
+from matting_worker.engines.learned import LearnedEngine, run_with_backoff, step_threads
 from matting_worker.engines.registry import create_engine
 from matting_worker.engines.torch_model import TorchEngine, is_torch_oom
 from tests.matting_worker.tiny_models import (
@@ -152,5 +152,30 @@ def test_thread_count_follows_settings(tmp_path: Path, monkeypatch: pytest.Monke
     try:
         _torch_engine(tmp_path, "tiny").load()
         assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("device", "parts", "cores", "expected"), [
+    ("cpu", 1, 8, 1),  # a CPU runtime's inference takes the worker's threads itself
+    ("cpu", 3, 8, 3),  # OpenVINO's streams: one step thread per part
+    ("cuda", 1, 8, 8),  # on a GPU the steps take the worker's cores, the card waits less
+    ("cuda", 1, 0, 1),
+])
+def test_step_threads(device: str, parts: int, cores: int, expected: int) -> None:
+    assert step_threads(device, parts, cores) == expected
+
+
+def test_a_cpu_torch_engine_does_its_steps_in_turn(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from matting_worker.engines import device
+
+    monkeypatch.setattr(device, "_threads_override", 4)
+    save_script(TinyNet(), tmp_path / "tiny.pt")
+    engine = _torch_engine(tmp_path, "tiny")
+    before = torch.get_num_threads()
+    try:
+        engine.load()
+        assert engine.device == "cpu" and engine._steps is None
     finally:
         torch.set_num_threads(before)
