@@ -126,6 +126,7 @@ def _cpu_section() -> str:
         base = Path(tmp)
         images = base / "images"
         paths = _studio_images(images, N_CPU_IMAGES)
+        body = _zip_of(paths, images)
         env = _env()
         bare = _oneshot(images, "classical", base / "models", env)
 
@@ -138,16 +139,12 @@ def _cpu_section() -> str:
             matting_api_url=f"http://127.0.0.1:{ports['ma']}",
             comparison_api_url=f"http://127.0.0.1:{ports['ca']}",
         )
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as zf:
-            for p in paths:
-                zf.write(p, p.relative_to(images).as_posix())
         proc = start_stack(settings, quiet=True)
         try:
             wait_healthy(health_urls(settings), timeout=300)
             url = f"http://127.0.0.1:{settings.gateway_port}"
             with httpx.Client(base_url=url, timeout=120) as c:
-                elapsed, job_id, st = run_job(c, buf.getvalue())
+                elapsed, job_id, st = run_job(c, body)
                 tasks = c.get(f"/jobs/{job_id}/tasks", params={"limit": 1000}).json()
         finally:
             stop_stack(proc)
@@ -345,11 +342,7 @@ def _stack_rate(base: Path, models: Path, n: int) -> dict[str, float]:
     from shared.settings import Settings
 
     images = base / "stack_images"
-    paths = _studio_images(images, n)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for p in paths:
-            zf.write(p, p.relative_to(images).as_posix())
+    body = _zip_of(_studio_images(images, n), images)
     workers, fraction = GPU_STACK_WORKERS
     comparison = max(1, (os.cpu_count() or 2) // 4)
     ports = {k: _free_port() for k in ("gw", "ma", "ca", "mw")}  # workers count up from mw
@@ -372,7 +365,7 @@ def _stack_rate(base: Path, models: Path, n: int) -> dict[str, float]:
             run_job(c, _zip_of(warm, base / "warm_images"))  # each worker's first batches
             use = GpuUse()
             use.start()
-            elapsed, _, st = run_job(c, buf.getvalue())
+            elapsed, _, st = run_job(c, body)
             util, busy = use.stop()
     finally:
         stop_stack(proc)
@@ -457,8 +450,6 @@ def _steps_section() -> str:
     and normalise 16 640×480 images, grow 16 mattes back): one after another, as a CPU
     runtime does them, against on the worker's threads, as on a GPU (`step_threads`);
     alternated, medians. A tiny U-Net: only the steps are timed, not the model."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from matting_worker.engines.learned import LearnedEngine
     from matting_worker.engines.registry import create_engine
     from shared.imaging import decode_rgb
@@ -505,7 +496,7 @@ def _steps_section() -> str:
         "(`step_threads`); one after another, the card waited for them.\n\n"
         "| steps | ms per batch | ratio |\n|---|---:|---:|\n"
         f"| one after another (before; CPU runtimes still) | {one:.1f} | 1.00 |\n"
-        f"| on {threads} threads (a GPU worker's) | {many:.1f} | {one / many:.2f} |\n"
+        f"| on {threads} threads (as a GPU worker) | {many:.1f} | {one / many:.2f} |\n"
     )
 
 

@@ -43,8 +43,8 @@ def step_threads(device: str, parallel_parts: int, cores: int) -> int:
 
     - Several parts at once (OpenVINO's streams): one thread per part.
     - On a GPU: the worker's cores. Done one image after another, a batch of 16 640×480 images
-      took ~0.1 s of steps on one core, about three times the card's inference of it, so one
-      worker matted about what one bare process does (41 against 55 images/s, the card 13 %
+      took ≈ 0.08 s of steps on one core, about twice the card's inference of it, and one
+      worker matted little more than one bare process (55 images/s against 41, the card 13 %
       busy on an H200: BENCHMARKS.md "GPU: the workers and the whole pipeline on one card").
     - Otherwise one: a CPU runtime's inference takes every thread of the worker anyway.
     """
