@@ -32,6 +32,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench import stack_run
+
 ROOT = Path(__file__).resolve().parent.parent
 N_CPU_IMAGES = int(os.environ.get("BENCH_PIPELINE_IMAGES", "24"))
 N_GPU_IMAGES = int(os.environ.get("BENCH_GPU_IMAGES", "480"))
@@ -201,6 +203,10 @@ workers keep one card busy, in how much of its memory"."""
 N_GPU_STACK_IMAGES = int(os.environ.get("BENCH_GPU_STACK_IMAGES", "2000"))
 GPU_STACK_WORKERS = (3, 0.15)
 """The whole stack's matting workers and their share, from the stage table's best region."""
+GPU_PROFILE_S = float(os.environ.get("BENCH_GPU_PROFILE_S", "8"))
+"""py-spy on each service of the whole stack for this long (0: none; skipped without py-spy)."""
+GPU_PROFILE_DELAY_S = 5.0
+"""Into the timed job before the profiles start: past the upload and the ingest."""
 
 
 class GpuUse(threading.Thread):
@@ -334,7 +340,7 @@ def _stage_rate(env: dict[str, str], data: Path, paths: list[Path], workers: int
     return rate, mean(sizes), util
 
 
-def _stack_rate(base: Path, models: Path, n: int) -> dict[str, float]:
+def _stack_rate(base: Path, models: Path, n: int) -> dict[str, Any]:
     """The whole stack (`mattepipe.stack`: gateway, both balancers, the matting workers on the
     card, comparison workers on the cores) on one uploaded zip of `n` studio shots: images/s
     from the upload to the job's end, and the card's utilisation over that time."""
@@ -363,15 +369,29 @@ def _stack_rate(base: Path, models: Path, n: int) -> dict[str, float]:
                           timeout=600) as c:
             warm = _studio_images(base / "warm_images", 48, seed=1)  # not the timed images:
             run_job(c, _zip_of(warm, base / "warm_images"))  # each worker's first batches
+            services = {"gateway": settings.gateway_port,
+                        "matting_api": settings.matting_api_port,
+                        "matting_worker_1": settings.matting_worker_port,
+                        "comparison_api": settings.comparison_api_port,
+                        "comparison_worker_1": settings.comparison_worker_port}
+            spies: dict[str, Any] = {}
+            later = threading.Timer(GPU_PROFILE_DELAY_S, lambda: spies.update(
+                stack_run._start_profiles(services, GPU_PROFILE_S, base)))
             use = GpuUse()
             use.start()
+            if GPU_PROFILE_S > 0:
+                later.start()
             elapsed, _, st = run_job(c, body)
             util, busy = use.stop()
+            later.cancel()
+            if later.is_alive():
+                later.join()
+            profile = stack_run._profile_summary(spies, top=5)
     finally:
         stop_stack(proc)
     return {"rate": st["completed"] / elapsed, "completed": st["completed"], "n": n,
             "util": util, "busy": busy, "workers": workers, "fraction": fraction,
-            "comparison": comparison, "seconds": elapsed}
+            "comparison": comparison, "seconds": elapsed, "profile": profile}
 
 
 def _zip_of(paths: list[Path], root: Path) -> bytes:
@@ -438,6 +458,23 @@ def _gpu_section() -> str:
         f"{stack['rate'] / stage[best][0]:.2f} of the best matting-stage row "
         f"({best[0]} × {best[1]:.2f}); GPU use {stack['util']:.0f} % on average, busy in "
         f"{100 * stack['busy']:.0f} % of the samples.\n"
+        f"{_profile_text(stack['profile'])}"
+    )
+
+
+def _profile_text(profile: dict[str, Any]) -> str:
+    """The whole stack's py-spy summary: per service, its own-time leaders."""
+    if not profile:
+        return ""
+    rows = "".join(
+        f"| {name} | {p['samples']} | "
+        + "; ".join(f"{fn} {share:.0f} %" for fn, share in p["top"]) + " |\n"
+        for name, p in profile.items())
+    return (
+        f"\nWhere the whole pipeline's processes spent their time (py-spy, {GPU_PROFILE_S:.0f} s "
+        f"from {GPU_PROFILE_DELAY_S:.0f} s into the job, 50 Hz, every thread py-spy saw busy; "
+        "each function's share of its process's samples, own time):\n\n"
+        "| service | samples | top functions |\n|---|---:|---|\n" + rows
     )
 
 

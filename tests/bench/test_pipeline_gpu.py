@@ -53,3 +53,26 @@ def test_steps_section_times_both_ways() -> None:
     assert len(rows) == 2
     ms = [float(row.split("|")[2]) for row in rows]
     assert all(m > 0 for m in ms)
+
+
+def test_whole_stack_rate_with_its_profile(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole stack on a tiny U-Net: every image of the job completes, and each service
+    was profiled while it ran (py-spy is a dev dependency)."""
+    monkeypatch.setattr(pipeline, "GPU_PROFILE_DELAY_S", 0.0)
+    monkeypatch.setattr(pipeline, "GPU_PROFILE_S", 2.0)
+    models = tmp_path / "models"
+    models.mkdir()
+    builder = tmp_path / "build_unet.py"
+    builder.write_text(pipeline.BENCH_UNET)
+    subprocess.run([sys.executable, str(builder), str(models / "bench_unet.pt"), "2"],
+                   check=True, env=pipeline._env())
+    (models / "bench_unet.json").write_text(
+        '{"size_policy": "fixed", "input_size": [64, 64], "max_batch_size": 16}')
+
+    stack = pipeline._stack_rate(tmp_path, models, 40)
+    assert stack["completed"] == 40 and stack["rate"] > 0
+    assert 0.0 <= stack["busy"] <= 1.0
+    assert stack["profile"]["gateway"]["samples"] > 0
+    text = pipeline._profile_text(stack["profile"])
+    assert "| gateway |" in text and "| matting_worker_1 |" in text
