@@ -25,7 +25,7 @@ import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from statistics import mean
+from statistics import mean, median
 from typing import Any
 
 import httpx
@@ -197,6 +197,22 @@ torch.jit.script(UNet(int(sys.argv[2])).eval()).save(sys.argv[1])
 '''
 
 
+def build_unet(models: Path, channels: int, side: int, max_batch: int,
+               env: dict[str, str]) -> Path:
+    """`models`/bench_unet.pt: the bench's U-Net (`BENCH_UNET`) with `channels` channels as
+    TorchScript, and its `.json` (fixed `side`² input, batches of up to `max_batch`)."""
+    models.mkdir(parents=True, exist_ok=True)
+    builder = models.parent / "build_unet.py"  # TorchScript needs the source in a file
+    builder.write_text(BENCH_UNET)
+    model = models / "bench_unet.pt"
+    subprocess.run([sys.executable, str(builder), str(model), str(channels)], check=True,
+                   env=env)
+    (models / "bench_unet.json").write_text(
+        f'{{"size_policy": "fixed", "input_size": [{side}, {side}], '
+        f'"max_batch_size": {max_batch}}}')
+    return model
+
+
 GPU_STAGE_CONFIGS = ((1, 0.3), (2, 0.15), (3, 0.15), (3, 0.05), (4, 0.1))
 """(matting workers, GPU_MEMORY_FRACTION) of the matting-stage table: the question "how many
 workers keep one card busy, in how much of its memory"."""
@@ -268,25 +284,13 @@ def _bare_rate(model: Path, env: dict[str, str], batch: int = 16) -> float:
     return float(res.stdout.split()[-1])
 
 
-def _wait_ports(ports: list[int], timeout: float = 300.0) -> None:
-    deadline = time.time() + timeout
-    for p in ports:
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{p}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"port {p} never became healthy")
-            time.sleep(0.5)
-
-
 def _stage_rate(env: dict[str, str], data: Path, paths: list[Path], workers: int,
                 fraction: float, root: Path = ROOT) -> tuple[float, float, float]:
     """The matting stage alone: `workers` workers at `fraction` behind the balancer, fed 48
     requests at a time: (images/s, mean batch size, mean GPU utilisation %). `root`: the
     checkout whose services run (a baseline's, side by side; `env` then points there too)."""
+    from mattepipe.stack import wait_healthy
+
     api_port = _free_port()
     worker_ports = [_free_port() for _ in range(workers)]
     token = secrets.token_urlsafe(32)  # the internal plane's token for this run
@@ -304,7 +308,8 @@ def _stage_rate(env: dict[str, str], data: Path, paths: list[Path], workers: int
         [sys.executable, "-m", "matting_api", "--port", str(api_port), "--worker-urls", urls],
         cwd=root, env=wenv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
-        _wait_ports([*worker_ports, api_port])
+        wait_healthy([f"http://127.0.0.1:{p}/health" for p in [*worker_ports, api_port]],
+                     timeout=300)
         deadline = time.time() + 300  # the balancer's health says when every engine is loaded
         while httpx.get(f"http://127.0.0.1:{api_port}/health").json()["healthy_workers"] < workers:
             if time.time() > deadline:
@@ -411,18 +416,10 @@ def _gpu_section() -> str:
         images = data / "input" / "bench"
         paths = _studio_images(images, N_GPU_IMAGES)
         models = base / "models"
-        models.mkdir()
         env = {**_env(), "DATA_DIR": str(data),
                "MODELS_DIR": str(models), "DEFAULT_MODEL": "bench_unet",
                "MAX_BATCH_SIZE": "16", "MAX_BATCH_DELAY_MS": "5"}
-        builder = base / "build_unet.py"  # TorchScript needs the source in a file
-        builder.write_text(BENCH_UNET)
-        model = models / "bench_unet.pt"
-        subprocess.run([sys.executable, str(builder), str(model), str(UNET_C)],
-                       check=True, env=env)
-        (models / "bench_unet.json").write_text(
-            '{"size_policy": "fixed", "input_size": [512, 512], "max_batch_size": 16}'
-        )
+        model = build_unet(models, UNET_C, 512, 16, env)
         limit = _bare_rate(model, env)
         bare = _oneshot(images, "bench_unet", models, env)
         stage = {cfg: _stage_rate(env, data, paths, *cfg) for cfg in GPU_STAGE_CONFIGS}
@@ -495,13 +492,7 @@ def _steps_section() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         models = base / "models"
-        models.mkdir()
-        builder = base / "build_unet.py"
-        builder.write_text(BENCH_UNET)
-        subprocess.run([sys.executable, str(builder), str(models / "bench_unet.pt"), "2"],
-                       check=True, env=_env())
-        (models / "bench_unet.json").write_text(
-            '{"size_policy": "fixed", "input_size": [512, 512], "max_batch_size": 16}')
+        build_unet(models, 2, 512, STEP_BATCH, _env())
         engine = create_engine("bench_unet", models)
         assert isinstance(engine, LearnedEngine)
         engine.load()
@@ -523,7 +514,7 @@ def _steps_section() -> str:
             times[key].append(time.perf_counter() - t0)
     engine._steps = None
     pool.shutdown()
-    one, many = (sorted(times[k])[STEP_ROUNDS // 2] * 1000 for k in ("one", "pool"))
+    one, many = (median(times[k]) * 1000 for k in ("one", "pool"))
     return (
         f"### The steps around a learned model: one thread against {threads} "
         f"(this machine: {os.cpu_count()} cores)\n\n"

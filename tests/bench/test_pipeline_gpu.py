@@ -4,8 +4,6 @@ hold together, and the utilisation sampler stops cleanly with or without NVIDIA'
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,15 +26,9 @@ def test_stage_rate_and_model_limit_on_a_tiny_unet(tmp_path: Path) -> None:
     data = tmp_path / "data"
     paths = pipeline._studio_images(data / "input" / "bench", 6, w=96, h=64)
     models = tmp_path / "models"
-    models.mkdir()
     env = {**pipeline._env(), "DATA_DIR": str(data), "MODELS_DIR": str(models),
            "DEFAULT_MODEL": "bench_unet", "MAX_BATCH_SIZE": "4", "MAX_BATCH_DELAY_MS": "5"}
-    builder = tmp_path / "build_unet.py"
-    builder.write_text(pipeline.BENCH_UNET)
-    model = models / "bench_unet.pt"
-    subprocess.run([sys.executable, str(builder), str(model), "2"], check=True, env=env)
-    (models / "bench_unet.json").write_text(
-        '{"size_policy": "fixed", "input_size": [64, 64], "max_batch_size": 4}')
+    model = pipeline.build_unet(models, 2, 64, 4, env)
 
     rate, batch, util = pipeline._stage_rate(env, data, paths, 1, 0.3)
     assert rate > 0
@@ -62,13 +54,7 @@ def test_whole_stack_rate_with_its_profile(tmp_path: Path,
     monkeypatch.setattr(pipeline, "GPU_PROFILE_DELAY_S", 0.0)
     monkeypatch.setattr(pipeline, "GPU_PROFILE_S", 2.0)
     models = tmp_path / "models"
-    models.mkdir()
-    builder = tmp_path / "build_unet.py"
-    builder.write_text(pipeline.BENCH_UNET)
-    subprocess.run([sys.executable, str(builder), str(models / "bench_unet.pt"), "2"],
-                   check=True, env=pipeline._env())
-    (models / "bench_unet.json").write_text(
-        '{"size_policy": "fixed", "input_size": [64, 64], "max_batch_size": 16}')
+    pipeline.build_unet(models, 2, 64, 16, pipeline._env())
 
     stack = pipeline._stack_rate(tmp_path, models, 40)
     assert stack["completed"] == 40 and stack["rate"] > 0
