@@ -14,6 +14,7 @@ from matting_worker.engines.device import openvino_precision, set_cpu_threads
 from matting_worker.engines.onnx_model import OnnxEngine
 from matting_worker.engines.registry import create_engine
 from shared.settings import Settings, get_settings
+from tests.matting_worker.step_threads import predict_noting_threads
 from tests.matting_worker.zoo_models import FAMILIES, build_zoo_model, scene
 
 U2NETP = next(f for f in FAMILIES if f.rembg == "u2netp")
@@ -220,8 +221,6 @@ def test_steps_around_the_model_run_side_by_side(models: Path, monkeypatch: pyte
     """With two streams, a batch's resizes and normalisations run on the engine's two step
     threads (one after the other they left a core idle between inferences); the answers are
     those of one thread, in order, and unloading ends the threads (a reload makes them anew)."""
-    import threading
-
     pytest.importorskip("openvino")
     _set(monkeypatch, ONNX_CPU_RUNTIME="openvino", CPU_PRECISION="f32", WORKER_THREADS="1",
          OPENVINO_CACHE_DIR=str(tmp_path / "cache"))
@@ -232,15 +231,7 @@ def test_steps_around_the_model_run_side_by_side(models: Path, monkeypatch: pyte
     _set(monkeypatch, WORKER_THREADS="2")
     engine = _loaded(models)
     assert engine._steps is not None
-    seen: set[str] = set()
-    real = engine.preprocess
-
-    def recording(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-        seen.add(threading.current_thread().name)
-        return real(image, hw)
-
-    monkeypatch.setattr(engine, "preprocess", recording)
-    together = engine.predict(images)
+    together, seen = predict_noting_threads(engine, images, monkeypatch)
     assert seen and all(name.startswith("u2netp-steps") for name in seen)
     for a, m in zip(alone, together, strict=True):
         assert m.alpha.shape == a.shape

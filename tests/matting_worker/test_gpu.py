@@ -14,6 +14,7 @@ from matting_worker.engines import device
 from matting_worker.engines.registry import create_engine
 from matting_worker.engines.torch_model import TorchEngine
 from shared.settings import get_settings
+from tests.matting_worker.step_threads import predict_noting_threads
 from tests.matting_worker.tiny_models import TinyNet, save_script
 
 pytestmark = [
@@ -136,8 +137,6 @@ def test_the_steps_around_the_model_use_the_workers_cores(
 ) -> None:
     """On the card, a batch's resizes and normalisations run on `cpu_threads()` step threads
     (one after the other they kept the card waiting); the answers are those of one thread."""
-    import threading
-
     set_fraction(0.05)
     monkeypatch.setattr(device, "_threads_override", 3)
     engine = _engine(tmp_path, "tiny")
@@ -146,15 +145,7 @@ def test_the_steps_around_the_model_use_the_workers_cores(
     assert engine._steps is not None and engine._steps._max_workers == 3
     rng = np.random.default_rng(5)
     images = [rng.integers(0, 256, (60 + 7 * i, 80, 3), dtype=np.uint8) for i in range(6)]
-    seen: set[str] = set()
-    real = engine.preprocess
-
-    def recording(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-        seen.add(threading.current_thread().name)
-        return real(image, hw)
-
-    monkeypatch.setattr(engine, "preprocess", recording)
-    together = engine.predict(images)
+    together, seen = predict_noting_threads(engine, images, monkeypatch)
     assert seen and all(name.startswith("tiny-steps") for name in seen)
     steps, engine._steps = engine._steps, None
     try:
