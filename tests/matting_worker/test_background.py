@@ -41,3 +41,22 @@ def test_a_blurred_photo_behind_the_object_is_still_no_studio_backdrop() -> None
     it = third_set.item(11, 22)
     assert it.kind == "photo_backdrop"
     assert not fit_border_model(it.image).holds
+
+
+def test_no_cubic_is_fitted_for_a_backdrop_that_does_not_hold() -> None:
+    """A busy photo's border fails the quadratic's judgement; the cubic the studio path would
+    matte against is then not fitted at all (issue 16 point 4: it was half the border work of
+    a cluttered photo), and the model returned is the judge's own."""
+    it = third_set.item(11, 22)
+    model = fit_border_model(it.image)
+    judge = fit_border_model(it.image, degree=HOLDS_DEGREE)
+    assert not model.holds
+    assert np.array_equal(model.surface, judge.surface)
+    assert (model.sigma, model.inlier_fraction) == (judge.sigma, judge.inlier_fraction)
+
+
+def test_a_studio_backdrop_still_gets_its_cubic() -> None:
+    image = _spotlit_sweep()
+    model = fit_border_model(image)
+    judge = fit_border_model(image, degree=HOLDS_DEGREE)
+    assert model.holds and not np.array_equal(model.surface, judge.surface)
