@@ -24,7 +24,7 @@ class Recording(ClassicalEngine):
 
     def predict(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Matte]:
         out = super().predict(images)
-        self.calls += [(im.shape, path) for im, path in zip(images, self.last_paths)]
+        self.calls += [(im.shape, path) for im, path in zip(images, self.last_paths, strict=True)]
         return out
 
 
