@@ -17,7 +17,6 @@ import numpy.typing as npt
 
 from matting_worker.engines.background import fit_border_model
 from matting_worker.engines.base import Engine, EngineError, Matte, RGBImage
-from matting_worker.engines.blas import one_blas_thread
 from matting_worker.engines.cluttered import cluttered_cut
 from matting_worker.engines.confidence import Signals, cluttered_signals, score, studio_signals
 from matting_worker.engines.guided import guided_upsample
@@ -29,6 +28,7 @@ from matting_worker.engines.refine import (
 )
 from matting_worker.engines.shadow import fit_shadow, shaded_model
 from matting_worker.engines.studio import studio_alpha
+from matting_worker.engines.threads import one_thread
 
 __all__ = ["SOLVE_RTOL", "SOLVE_SIDE", "WORK_SIDE", "ClassicalEngine"]
 
@@ -67,8 +67,8 @@ class ClassicalEngine(Engine):
     def predict(self, images: Sequence[RGBImage]) -> list[Matte]:
         self.last_paths = []
         self.last_signals = []
-        # Its linear algebra is small: BLAS helper threads only spin (`engines.blas`).
-        with one_blas_thread():
+        # Its BLAS and OpenCV calls are small: helper threads only spin (`engines.threads`).
+        with one_thread():
             return [self._one(im) for im in images]
 
     def _one(self, image: RGBImage) -> Matte:
