@@ -47,6 +47,21 @@ GROW_MARGIN = 2.0
 pixel must be to join a faint object."""
 EDGE_SUPPORT = 2.0
 """How much stronger than the border's gradient a faint piece's outline must be."""
+THROUGH_MIN_B = 1.5
+"""Least spread (RMS, 8-bit, after a 9×9 average) of the backdrop behind a part for its
+colour to be tested against it (`_backdrop_through`): a flatter backdrop shows nothing."""
+THROUGH_LEVELS = (0.2, 0.8)
+"""The slope of a part's colour on its backdrop's (1 − alpha) must lie within these: a
+slope near 0 is an opaque part, near 1 the backdrop itself."""
+THROUGH_FIT = 0.5
+"""Least share of the part's colour variation the backdrop's must explain."""
+THROUGH_CHANNELS = 0.2
+"""Most any one channel's own slope may differ from the shared one (a see-through part
+lets every channel of the backdrop through by the same share; shading does not)."""
+THROUGH_FRAMED = 0.9
+"""Least share of the ring around a part that must be the object's own interior: only a
+part framed by the object is tested (at the outline smooth shading of an opaque object can
+follow a graded backdrop by chance; inside, it is the frame's shading, not the backdrop's)."""
 
 
 @dataclass
@@ -209,6 +224,58 @@ def _see_through(
     return glass | rim, lvl
 
 
+def _backdrop_through(img: F32, surface: F32, coarse: B8, alpha: F32, flat: B8,
+                      band: int) -> list[tuple[B8, float]]:
+    """Parts called opaque through which the backdrop shows: (the part, its alpha).
+
+    A see-through panel of its own tint T shows I = l·T + (1 − l)·B: its colour follows the
+    backdrop's B behind it with slope 1 − l in every channel, whatever T is. The studio
+    backdrop is never perfectly even (a sweep's gradient, a spot's falloff), so over a
+    sizeable flat part that slope can be measured: it gives the level where the colour
+    ratio against the object's solid colour (`_see_through`) cannot, because the tint is
+    not the object's colour. Measured on 9×9 averages (noise and JPEG blocks average out);
+    kept only when the fit explains the part's colour, every channel agrees and the part is
+    framed by the object (`THROUGH_*`). Issue 16, point 1: the independent set's glass kind."""
+    h, w = coarse.shape
+    inner = cv2.erode(coarse.astype(np.uint8), disk(band)) > 0
+    cand = cv2.morphologyEx((inner & flat & (alpha >= 0.95)).astype(np.uint8), cv2.MORPH_OPEN,
+                            disk(2))
+    n, parts, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
+    min_area = max(4 * band * band, (h * w) // 250)
+    img_avg = np.asarray(cv2.blur(img, (9, 9)), np.float32)
+    bg_avg = np.asarray(cv2.blur(surface, (9, 9)), np.float32)
+    grid = (np.arange(h)[:, None] % 3 == 0) & (np.arange(w)[None, :] % 3 == 0)
+    out: list[tuple[B8, float]] = []
+    for j in range(1, n):
+        if stats[j, cv2.CC_STAT_AREA] < min_area:
+            continue
+        part = parts == j
+        ring = (cv2.dilate(part.astype(np.uint8), disk(2 * band)) > 0) & ~part
+        framed = int(np.count_nonzero(ring & inner)) / max(int(np.count_nonzero(ring)), 1)
+        if framed < THROUGH_FRAMED:
+            continue
+        # Whole 9×9 windows inside the part, every third pixel (neighbours repeat each other).
+        core = (cv2.erode(part.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0) & grid
+        if np.count_nonzero(core) < 30:
+            continue
+        b = bg_avg[core].astype(np.float64)
+        c = img_avg[core].astype(np.float64)
+        b -= b.mean(axis=0)
+        c -= c.mean(axis=0)
+        var_b = float((b * b).sum())
+        if var_b / len(b) < THROUGH_MIN_B**2:
+            continue
+        slope = float((b * c).sum()) / var_b
+        fit = 1.0 - float(((c - slope * b) ** 2).sum()) / max(float((c * c).sum()), 1e-9)
+        spread = [abs(float((b[:, k] * c[:, k]).sum() / (b[:, k] ** 2).sum()) - slope)
+                  for k in range(3) if float((b[:, k] ** 2).mean()) >= (THROUGH_MIN_B / 2) ** 2]
+        lo, hi = THROUGH_LEVELS
+        if (lo <= slope <= hi and fit >= THROUGH_FIT and spread
+                and max(spread) <= THROUGH_CHANNELS):
+            out.append((part, 1.0 - slope))
+    return out
+
+
 def flat_areas(img: F32, sigma: float) -> B8:
     """Truly uniform pixels (a see-through part, a plain panel): the spread of the colour over
     5×5 pixels is within what the backdrop's noise (`sigma`, 8-bit units) explains. Plain
@@ -346,6 +413,11 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     glass, ratio_g = _see_through(img, diff, dist, smooth, coarse, flat, textured, t_hi, sigma,
                                   model.surface, band)
     alpha[glass] = ratio_g[glass]
+    for part, part_alpha in _backdrop_through(img, model.surface, coarse, alpha, flat, band):
+        alpha[part] = part_alpha
+        # Its own tint: what is left of its colour once the backdrop's share is taken out.
+        fg[part] = np.clip((img[part] - (1.0 - part_alpha) * model.surface[part]) / part_alpha,
+                           0, 255)
     area = max(int(np.count_nonzero(coarse)), 1)
     # Contrast as the averaged test sees it: a faint object found there is as clear as it is.
     contrast = float(np.median(d_avg[coarse])) / t_avg if coarse.any() else 0.0
