@@ -60,3 +60,26 @@ def test_a_studio_backdrop_still_gets_its_cubic() -> None:
     model = fit_border_model(image)
     judge = fit_border_model(image, degree=HOLDS_DEGREE)
     assert model.holds and not np.array_equal(model.surface, judge.surface)
+
+
+def test_an_object_touching_the_frame_does_not_cost_the_backdrop_its_model() -> None:
+    """A mug standing on the bottom edge of a green-to-violet sweep: its dark green fills half
+    of the bottom strip, the plain fit's least-squares start bends towards it and the
+    backdrop was judged no studio one (σ 41). The trimmed fit explains three sides and most
+    of the fourth, so the backdrop holds (the cut-out went from MSE 0.52 to 0.0000)."""
+    it = third_set.item(18, 21)
+    assert it.kind == "touching"
+    model = fit_border_model(it.image)
+    assert model.holds and model.sigma < 9.0
+    gt = it.gt > 0
+    backdrop = it.image.astype(np.float32)[~gt]
+    assert float(np.median(np.linalg.norm(backdrop - model.surface[~gt], axis=1))) < 6.0
+
+
+def test_a_busy_photo_stays_no_studio_backdrop_even_trimmed() -> None:
+    """A capsule in front of a photograph: the trimmed fit finds a smooth half of the border
+    (σ 5.5) but leaves two sides unexplained, so the photo keeps the cluttered path (on the
+    studio path it was cut at 0.36 instead of 0.014)."""
+    it = third_set.item(21, 55)
+    assert it.kind == "cluttered"
+    assert not fit_border_model(it.image).holds
