@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BorderModel", "fit_border_model"]
+__all__ = ["BorderModel", "fit_border_model", "strip_mask"]
 
 F32 = npt.NDArray[np.float32]
 _FIT_SIDE = 256
@@ -57,11 +57,23 @@ def _design(xs: F32, ys: F32, degree: int) -> F32:
     return np.stack(cols, axis=-1).astype(np.float32)
 
 
-def _strip_mask(h: int, w: int) -> npt.NDArray[np.bool_]:
-    s = max(2, round(0.03 * min(h, w)))
+def _strip_width(h: int, w: int) -> int:
+    """Width in pixels of the border strip the backdrop is learnt from: 3 % of the short side."""
+    return max(2, round(0.03 * min(h, w)))
+
+
+def strip_mask(h: int, w: int) -> npt.NDArray[np.bool_]:
+    """The border strip (`_strip_width` wide on every side) as an H×W mask."""
+    s = _strip_width(h, w)
     m = np.zeros((h, w), bool)
     m[:s], m[-s:], m[:, :s], m[:, -s:] = True, True, True, True
     return m
+
+
+def _explained(res: npt.NDArray[np.float32], sigma: float) -> npt.NDArray[np.bool_]:
+    """Residuals the surface explains: within 3σ of the noise, and never under 6 levels."""
+    out: npt.NDArray[np.bool_] = res < max(3.0 * sigma, 6.0)
+    return out
 
 
 def _fit_surface(small: F32, strip: npt.NDArray[np.bool_], xs: F32, ys: F32, degree: int,
@@ -81,7 +93,7 @@ def _fit_surface(small: F32, strip: npt.NDArray[np.bool_], xs: F32, ys: F32, deg
             new_keep = res <= np.quantile(res, TRIM_SHARE)
         else:
             sigma = float(1.4826 * np.median(res[keep])) + 0.5
-            new_keep = res < max(3.0 * sigma, 6.0)
+            new_keep = _explained(res, sigma)
         if new_keep.sum() < max(16, a.shape[1] * 4) or np.array_equal(new_keep, keep):
             break
         keep = new_keep
@@ -97,10 +109,10 @@ def _border_fit(image: npt.NDArray[np.uint8], surface: F32) -> tuple[float, floa
     """(robust noise level, inlier share) of the surface on the full-resolution border strip,
     where the matte is made."""
     h, w = image.shape[:2]
-    full_strip = _strip_mask(h, w)
+    full_strip = strip_mask(h, w)
     res = np.linalg.norm(image[full_strip].astype(np.float32) - surface[full_strip], axis=1)
     sigma = float(1.4826 * np.median(res)) + 0.5
-    good = res < max(3.0 * sigma, 6.0)
+    good = _explained(res, sigma)
     inliers = float(np.mean(good))
     if good.any():
         sigma = float(1.4826 * np.median(res[good])) + 0.5
@@ -110,13 +122,13 @@ def _border_fit(image: npt.NDArray[np.uint8], surface: F32) -> tuple[float, floa
 def _side_inliers(image: npt.NDArray[np.uint8], model: BorderModel) -> list[float]:
     """The share of each side's strip (top, bottom, left, right) the model explains."""
     h, w = image.shape[:2]
-    s = max(2, round(0.03 * min(h, w)))
+    s = _strip_width(h, w)
     out: list[float] = []
     for rows, cols in ((slice(0, s), slice(None)), (slice(h - s, h), slice(None)),
                        (slice(None), slice(0, s)), (slice(None), slice(w - s, w))):
         res = np.linalg.norm(image[rows, cols].astype(np.float32) - model.surface[rows, cols],
                              axis=2)
-        out.append(float(np.mean(res < max(3.0 * model.sigma, 6.0))))
+        out.append(float(np.mean(_explained(res, model.sigma))))
     return out
 
 
@@ -132,7 +144,7 @@ def fit_border_model(image: npt.NDArray[np.uint8], degree: int = SURFACE_DEGREE)
     scale = min(1.0, _FIT_SIDE / max(h, w))
     sw, sh = max(4, round(w * scale)), max(4, round(h * scale))
     small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
-    strip = _strip_mask(sh, sw)
+    strip = strip_mask(sh, sw)
     yy, xx = np.mgrid[0:sh, 0:sw].astype(np.float32)
     xs, ys = xx / max(sw - 1, 1) * 2 - 1, yy / max(sh - 1, 1) * 2 - 1
 

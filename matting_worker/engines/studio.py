@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from matting_worker.engines.background import BorderModel
+from matting_worker.engines.background import BorderModel, strip_mask
 
 __all__ = ["StudioResult", "disk", "flat_areas", "studio_alpha", "touching"]
 
@@ -242,18 +242,22 @@ def _backdrop_through(img: F32, surface: F32, coarse: B8, alpha: F32, flat: B8,
                             disk(2))
     n, parts, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
     min_area = max(4 * band * band, (h * w) // 250)
-    img_avg = np.asarray(cv2.blur(img, (9, 9)), np.float32)
-    bg_avg = np.asarray(cv2.blur(surface, (9, 9)), np.float32)
-    grid = (np.arange(h)[:, None] % 3 == 0) & (np.arange(w)[None, :] % 3 == 0)
-    out: list[tuple[B8, float]] = []
+    framed_parts: list[B8] = []
     for j in range(1, n):
         if stats[j, cv2.CC_STAT_AREA] < min_area:
             continue
         part = parts == j
         ring = (cv2.dilate(part.astype(np.uint8), disk(2 * band)) > 0) & ~part
         framed = int(np.count_nonzero(ring & inner)) / max(int(np.count_nonzero(ring)), 1)
-        if framed < THROUGH_FRAMED:
-            continue
+        if framed >= THROUGH_FRAMED:
+            framed_parts.append(part)
+    if not framed_parts:  # most objects: one part, the whole of it, bordered by backdrop
+        return []
+    img_avg = np.asarray(cv2.blur(img, (9, 9)), np.float32)
+    bg_avg = np.asarray(cv2.blur(surface, (9, 9)), np.float32)
+    grid = (np.arange(h)[:, None] % 3 == 0) & (np.arange(w)[None, :] % 3 == 0)
+    out: list[tuple[B8, float]] = []
+    for part in framed_parts:
         # Whole 9×9 windows inside the part, every third pixel (neighbours repeat each other).
         core = (cv2.erode(part.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0) & grid
         if np.count_nonzero(core) < 30:
@@ -297,9 +301,7 @@ def _denoised_clear(img: F32, surface: F32, t_hi: float, clear: B8
     h, w = surface.shape[:2]
     avg = np.asarray(cv2.GaussianBlur(img, (0, 0), DENOISE_SIGMA), np.float32)
     d = np.linalg.norm(avg - surface, axis=2)
-    s = max(2, round(0.03 * min(h, w)))
-    strip = np.zeros((h, w), bool)
-    strip[:s], strip[-s:], strip[:, :s], strip[:, -s:] = True, True, True, True
+    strip = strip_mask(h, w)
     hp = np.abs(d - np.asarray(cv2.GaussianBlur(d, (0, 0), 4 * DENOISE_SIGMA), np.float32))
     spread = float(np.percentile(hp[strip], 95)) + 0.25
     thr = min(t_hi, max(LOW_CONTRAST_K * spread, LOW_CONTRAST_FLOOR))
