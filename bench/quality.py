@@ -335,7 +335,8 @@ def speed_ratio(engine: ClassicalEngine, photos: Sequence[npt.NDArray[np.uint8]]
 
     kinds = {"cluttered": [sized(im) for im in photos],
              "studio": [sized(third_set.item(THIRD_SEED, i).image) for i in (0, 1, 8)]}
-    order = [(kind, i) for i in range(3) for kind in kinds if i < len(kinds[kind])]
+    most = max(len(ims) for ims in kinds.values())
+    order = [(kind, i) for i in range(most) for kind in kinds if i < len(kinds[kind])]
     wall: dict[tuple[str, int], list[float]] = {key: [] for key in order}
     cpu: dict[tuple[str, int], list[float]] = {key: [] for key in order}
     for _ in range(rounds):
