@@ -83,3 +83,43 @@ def test_a_busy_photo_stays_no_studio_backdrop_even_trimmed() -> None:
     it = third_set.item(21, 55)
     assert it.kind == "cluttered"
     assert not fit_border_model(it.image).holds
+
+
+def _backdrop_error(it: third_set.ThirdItem) -> float:
+    """Median distance (8-bit units) between the fitted backdrop and the image where the
+    truth has no object."""
+    model = fit_border_model(it.image)
+    assert model.holds
+    bg = it.gt <= 0
+    return float(np.median(np.linalg.norm(it.image.astype(np.float32)[bg] - model.surface[bg],
+                                          axis=1)))
+
+
+def test_an_object_covering_more_than_half_of_its_side_keeps_the_backdrop() -> None:
+    """A superellipse covering 53 % of the right side of a strongly graded sweep: the trimmed
+    quadratic holds but the trimmed cubic bulged into the covered side (backdrop error
+    median 32 levels) and the fourth side was under half explained; the shot went to the
+    cluttered path at MSE 0.12. The quadratic explains far more of the whole image and is
+    kept."""
+    it = third_set.item(16, 5)
+    assert it.kind == "touching"
+    assert _backdrop_error(it) < 4.0
+
+
+def test_a_plain_fit_that_holds_but_bulges_is_replaced() -> None:
+    """The plain fit of this touching shot holds (σ 6.4) and explains the strip, yet its cubic
+    bulges inside the frame (backdrop error median 13.5 levels; the cut-out was MSE 0.44).
+    With one side unexplained the trimmed fit is tried too, and it explains more of the
+    image."""
+    it = third_set.item(17, 5)
+    assert it.kind == "touching"
+    assert _backdrop_error(it) < 5.0
+
+
+def test_a_strongly_graded_sweep_is_judged_by_a_close_cubic() -> None:
+    """A mug touching the frame on a sweep graded beyond the quadratic (trimmed σ 10.8 > 9):
+    the cubic follows it within 2.6 levels, so the backdrop holds (it was cut on the
+    cluttered path at MSE 0.19)."""
+    it = third_set.item(17, 21)
+    assert it.kind == "touching"
+    assert _backdrop_error(it) < 6.0
