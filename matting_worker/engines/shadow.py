@@ -47,6 +47,10 @@ SHADE_PIXEL_FLOOR = 8.0
 """... or within this distance (8-bit RGB), for JPEG."""
 SOFTNESS_BANDS = 2.0
 """Least distance (edge bands) over which a shadow's darkening builds up to its depth."""
+SHADE_MIN_DEPTH = 0.08
+"""A shadow darkens the backdrop by at least this share at its deepest (95th percentile):
+shallower, a smooth darker patch is a faint object of the backdrop's hue (white on white
+darkens it by 3–7 %; the independent set's contact shadows by 14–33 %)."""
 OBJECT_LEFT = 0.5
 """What must remain of the cut without the shadow (its core, as a share of the shadow's
 area inside the cut); less, and the 'shadow' is a faint object of the backdrop's hue."""
@@ -97,11 +101,12 @@ def fit_shadow(image: npt.NDArray[np.uint8], model: BorderModel, coarse: B8, ban
     keep[0] = False
     # A shadow is soft: its darkening builds up over a distance (peak over steepest slope)
     # of several edge bands; a faint object reaches its small contrast within its outline.
+    # And it is a real shade (`SHADE_MIN_DEPTH`), not a few levels.
     for i in np.flatnonzero(keep):
         part = labels == i
         deep = float(np.percentile(1.0 - factor[part], 95))
         steep = float(np.percentile(slope[part], 90))
-        keep[i] = deep >= SOFTNESS_BANDS * band * max(steep, 1e-4)
+        keep[i] = deep >= max(SOFTNESS_BANDS * band * max(steep, 1e-4), SHADE_MIN_DEPTH)
     mask: B8 = keep[labels]
     inside = int(np.count_nonzero(mask & coarse))
     h, w = coarse.shape

@@ -319,6 +319,9 @@ def _denoised_clear(img: F32, surface: F32, t_hi: float, clear: B8
     noise = float(np.percentile(mag[strip], 90)) + 1e-3
     k = np.ones((3, 3), np.uint8)
     rim = (np.asarray(cv2.dilate(cand, k)) - np.asarray(cv2.erode(cand, k))) > 0
+    # Only the piece's own outline: where it was cut away from the clearly found object
+    # (`near_clear`) it runs through the object's inside, which has no edge to support it.
+    rim &= ~(cv2.dilate(near_clear.astype(np.uint8), k) > 0)
     sums = np.bincount(labels[rim].ravel(), weights=mag[rim], minlength=n)
     counts = np.bincount(labels[rim].ravel(), minlength=n)
     # Edge support per piece: mean gradient on its own edge pixels (the rim's outer ring is

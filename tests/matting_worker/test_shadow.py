@@ -111,3 +111,31 @@ def test_faint_object_is_completed_where_light_brings_it_near_the_backdrop(
     assert it.kind == "low_contrast"
     matte = engines[0].predict([it.image])[0].alpha
     assert float(np.mean((matte - it.gt / 255.0) ** 2)) < 0.003
+
+
+def test_a_faint_object_partly_found_is_not_a_shadow() -> None:
+    """White on white, lit from above: the first cut holds the object's upper part, and its
+    lower part is a smooth patch 5 % darker than the backdrop, joined to the open backdrop
+    where it fades out. Soft and backdrop-coloured, it passed for a contact shadow, which
+    then took the object with it (MSE 0.28); a shadow darkens by 8 % at least
+    (`SHADE_MIN_DEPTH`; the independent set's shadows 14–33 %)."""
+    it = third_set.item(23, 2)
+    assert it.kind == "low_contrast"
+    model = fit_border_model(it.image)
+    band = default_band(*it.gt.shape)
+    coarse = studio_alpha(it.image, model, band).coarse
+    assert float(np.mean(coarse[it.gt > 250])) > 0.5  # the cut holds most of the object
+    assert fit_shadow(it.image, model, coarse, band) is None
+
+
+@pytest.mark.parametrize(("seed", "index", "before"), [(20, 26, 0.0115), (21, 18, 0.0186)])
+def test_a_faint_piece_beside_the_found_object_keeps_its_edge_support(
+        engines: tuple[ClassicalEngine, ClassicalEngine], seed: int, index: int,
+        before: float) -> None:
+    """A faint object's pieces are judged by the edge along their outline; where a piece was
+    cut away from the clearly found part, its 'outline' runs through the object's inside,
+    flat, and halved the support of pieces that are object (`studio._denoised_clear`)."""
+    it = third_set.item(seed, index)
+    assert it.kind == "low_contrast"
+    matte = engines[0].predict([it.image])[0].alpha
+    assert float(np.mean((matte - it.gt / 255.0) ** 2)) < before / 2
