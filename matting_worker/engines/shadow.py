@@ -88,7 +88,11 @@ def fit_shadow(image: npt.NDArray[np.uint8], model: BorderModel, coarse: B8, ban
     )
     # A shadow is a broad patch; what survives only in threads is texture.
     shade_like = cv2.morphologyEx(shade_like.astype(np.uint8), cv2.MORPH_OPEN, disk(2)) > 0
-    # Reached from the open backdrop: components that touch the cut's outside and enter it.
+    # Reached from the open backdrop: components that enter the cut and reach its outline (the
+    # cut's edge pixels count: where the faint test carried the cut out to the shadow's last
+    # few levels, nothing shade-like is left outside it, and three shadows of the independent
+    # set were kept as object, MSE 0.03–0.07). A faint object's outline is a jump in the
+    # darkening, which the slope test keeps out of `shade_like`.
     n, labels = cv2.connectedComponents(shade_like.astype(np.uint8), connectivity=4)
     if n <= 1:
         return None
@@ -96,7 +100,7 @@ def fit_shadow(image: npt.NDArray[np.uint8], model: BorderModel, coarse: B8, ban
     enters = np.zeros(n, bool)
     enters[np.unique(labels[coarse & shade_like])] = True
     touches = np.zeros(n, bool)
-    touches[np.unique(labels[outside & ~coarse & shade_like])] = True
+    touches[np.unique(labels[outside & shade_like])] = True
     keep = enters & touches
     keep[0] = False
     # A shadow is soft: its darkening builds up over a distance (peak over steepest slope)

@@ -139,3 +139,20 @@ def test_a_faint_piece_beside_the_found_object_keeps_its_edge_support(
     assert it.kind == "low_contrast"
     matte = engines[0].predict([it.image])[0].alpha
     assert float(np.mean((matte - it.gt / 255.0) ** 2)) < before / 2
+
+
+@pytest.mark.parametrize(("seed", "index"), [(16, 36), (21, 36)])
+def test_a_shadow_wholly_inside_the_first_cut_is_still_found(
+        engines: tuple[ClassicalEngine, ClassicalEngine], seed: int, index: int) -> None:
+    """The faint test carried the first cut out to the shadow's last few levels, so nothing
+    shade-like was left outside it and the shadow, reached from the backdrop only through the
+    cut's own edge, was kept as object (MSE 0.038 and 0.029). The cut's edge pixels count."""
+    it = third_set.item(seed, index)
+    assert it.kind == "shadow"
+    model = fit_border_model(it.image)
+    band = default_band(*it.gt.shape)
+    coarse = studio_alpha(it.image, model, band).coarse
+    shadow = fit_shadow(it.image, model, coarse, band)
+    assert shadow is not None and int(np.count_nonzero(shadow.mask & (it.gt == 0))) > 10000
+    matte = engines[0].predict([it.image])[0].alpha
+    assert float(np.mean((matte - it.gt / 255.0) ** 2)) < 0.003
