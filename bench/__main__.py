@@ -18,9 +18,9 @@ from bench.document import merge_sections
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SECTIONS = [
-    "quality", "pipeline", "upload_memory", "upload_speed", "status_load", "report_memory",
-    "scale", "cache", "db_postgres", "vs_rembg", "png_encode", "objects", "zip_download",
-    "download_alone",
+    "quality", "studio_sweep", "pipeline", "upload_memory", "upload_speed", "status_load",
+    "report_memory", "scale", "cache", "db_postgres", "vs_rembg", "png_encode", "objects",
+    "zip_download", "download_alone",
 ]
 SMALL_SCALE = {"BENCH_SCALE_IMAGES": "5000", "BENCH_DB_ROWS": "100000"}
 """`make bench` (every section) runs the scale section small; `python -m bench scale` runs
