@@ -32,7 +32,7 @@ import pytest
 
 from shared.settings import Settings
 from shared.storage import Storage
-from tests.support.servers import free_port
+from tests.support.servers import free_ports
 from tests.support.waiting import wait_for
 
 __all__ = ["S3Server", "s3_server", "s3_settings", "s3_storage", "start_seaweed", "weed_binary"]
@@ -86,7 +86,7 @@ class S3Server:
 
 
 START_ATTEMPTS = 3
-"""Fresh ports per attempt: one taken between `free_port` and `weed`'s bind (another suite's
+"""Fresh ports per attempt: one taken between `free_ports` and `weed`'s bind (another suite's
 server on this machine) makes it exit at once."""
 
 
@@ -117,10 +117,10 @@ def _start(weed: str, folder: Path) -> S3Server:
         "name": "mattepipe-test",
         "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    ports = {name: free_port() for name in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-        "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance",
-        "admin.port", "admin.port.grpc", "debug.port", "s3.debug.port")}
+    names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+             "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance",
+             "admin.port", "admin.port.grpc", "debug.port", "s3.debug.port")
+    ports = dict(zip(names, free_ports(*(1 for _ in names)), strict=True))
     args = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.config={config}", f"-bucket={BUCKET}", "-webdav=false", "-admin.ui=false",
             "-master.telemetry=false", "-master.volumeSizeLimitMB=64",

@@ -35,6 +35,36 @@ def free_port() -> int:
         return port
 
 
+def free_ports(*runs: int) -> list[int]:
+    """The first ports of runs of consecutive ports (`runs`: the length of each), every port
+    free right now and no two runs sharing one: each socket is held until all are found
+    (separate `free_port` calls can hand out the same port twice; a stack once got one port
+    for two workers, and the comparison API sent its batches to the matting worker)."""
+    held: list[socket.socket] = []
+    firsts: list[int] = []
+    try:
+        for length in runs:
+            while True:
+                run = [socket.socket()]
+                run[0].bind(("127.0.0.1", 0))
+                first: int = run[0].getsockname()[1]
+                try:
+                    for offset in range(1, length):
+                        run.append(socket.socket())
+                        run[-1].bind(("127.0.0.1", first + offset))
+                except (OSError, OverflowError):
+                    for sock in run:
+                        sock.close()
+                    continue
+                held += run
+                firsts.append(first)
+                break
+        return firsts
+    finally:
+        for sock in held:
+            sock.close()
+
+
 class ThreadServer:
     """uvicorn in a daemon thread (no signal handlers), lifespan included, on a socket bound
     before it starts (to `port`, or to a free one). `http`: uvicorn's protocol (the services'

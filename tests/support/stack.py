@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from mattepipe.stack import (
 )
 from shared.settings import Settings
 from shared.states import ACTIVE_TASK_STATES, FINAL_JOB_STATES
-from tests.support.servers import free_port
+from tests.support.servers import free_port, free_ports
 from tests.support.waiting import wait_for
 
 
@@ -102,34 +101,29 @@ class Stack:
 
 
 def stack_settings(data: Path, **overrides: Any) -> Settings:
-    """Settings for a stack on free ports with its data in `data`."""
-    ports = {name: free_port() for name in ("gateway", "matting_api", "comparison_api")}
+    """Settings for a stack on free ports with its data in `data`: the three servers' and
+    both runs of workers' (they count up from their first port), none shared."""
+    n_matting = int(overrides.get("matting_workers", 2))
+    n_comparison = int(overrides.get("comparison_workers", 1))
+    gateway, matting_api, comparison_api, matting_worker, comparison_worker = free_ports(
+        1, 1, 1, n_matting, n_comparison)
     fields: dict[str, Any] = {
         "data_dir": data,
-        "gateway_port": ports["gateway"],
-        "matting_api_port": ports["matting_api"],
-        "comparison_api_port": ports["comparison_api"],
-        "matting_api_url": f"http://127.0.0.1:{ports['matting_api']}",
-        "comparison_api_url": f"http://127.0.0.1:{ports['comparison_api']}",
-        "matting_worker_port": free_port(),
-        "comparison_worker_port": free_port(),
-        "matting_workers": 2,
-        "comparison_workers": 1,
+        "gateway_port": gateway,
+        "matting_api_port": matting_api,
+        "comparison_api_port": comparison_api,
+        "matting_api_url": f"http://127.0.0.1:{matting_api}",
+        "comparison_api_url": f"http://127.0.0.1:{comparison_api}",
+        "matting_worker_port": matting_worker,
+        "comparison_worker_port": comparison_worker,
+        "matting_workers": n_matting,
+        "comparison_workers": n_comparison,
         "models_dir": data / "models",
         # the suites' filler images are identical (`zip_of_images`): with the content-hash
         # cache on they would test the cache, not what they are about; its tests turn it on
         "result_cache": False,
     }
     fields.update(overrides)
-    workers = {"matting": (fields["matting_worker_port"], fields["matting_workers"]),
-               "comparison": (fields["comparison_worker_port"], fields["comparison_workers"])}
-    for first, n in workers.values():  # the workers count up from their first port
-        for port in range(first, first + n):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    return stack_settings(data, **overrides)
     return Settings(**fields)
 
 
