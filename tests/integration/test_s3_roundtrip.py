@@ -23,7 +23,7 @@ from shared.settings import Settings
 from shared.states import FINAL_JOB_STATES
 from tests.support.images import make_zip, photo_bytes
 from tests.support.seaweed import S3Server
-from tests.support.servers import ProcessServer, free_port
+from tests.support.servers import ProcessServer, free_ports
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,8 @@ def s3_stack(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory,
              ) -> Iterator[tuple[str, dict[str, Path], str]]:
     """(gateway URL, each process's own DATA_DIR, STORAGE_URL)."""
     url = s3_server.storage_url(f"stack-{uuid.uuid4().hex[:10]}")
-    ports = {n: free_port() for n in ("gw", "mapi", "capi", "mw", "cw")}
+    names = ("gw", "mapi", "capi", "mw", "cw")
+    ports = dict(zip(names, free_ports(*(1 for _ in names)), strict=True))
     dirs = {n: tmp_path_factory.mktemp(f"own-{n}") for n in ports}
     common = {**s3_server.env, "STORAGE_URL": url, "DEFAULT_MODEL": "classical",
               "MATTING_API_URL": f"http://127.0.0.1:{ports['mapi']}",

@@ -16,7 +16,7 @@ from shared.balancer.entry import create_api_app
 from shared.settings import Settings
 from shared.stages import Stage
 from tests.support.fuzz import fuzz_service
-from tests.support.servers import INTERNAL_HEADERS, INTERNAL_TOKEN, ThreadServer, free_port
+from tests.support.servers import INTERNAL_HEADERS, INTERNAL_TOKEN, ThreadServer, free_ports
 from tests.support.waiting import wait_for
 
 SENT = {
@@ -29,7 +29,7 @@ SENT = {
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
     data_dir = tmp_path_factory.mktemp("internal-fuzz")
-    api_port, worker_port = free_port(), free_port()
+    api_port, worker_port = free_ports(1, 1)
     s = Settings(_env_file=None, data_dir=data_dir, internal_token=INTERNAL_TOKEN,  # type: ignore[call-arg]
                  default_model="identity", matting_api_url=f"http://127.0.0.1:{api_port}",
                  host="127.0.0.1", internal_host="127.0.0.1")

@@ -28,7 +28,7 @@ from mattepipe.stack import (
 )
 from shared.settings import Settings
 from shared.states import ACTIVE_TASK_STATES, FINAL_JOB_STATES
-from tests.support.servers import free_port, free_ports
+from tests.support.servers import free_ports
 from tests.support.waiting import wait_for
 
 
@@ -141,8 +141,12 @@ def gateway_programs(settings: Settings, gateways: int) -> list[Program]:
             continue
         out.append(Program(p.name, p.argv, {**p.env, "GATEWAY_ID": "gateway-1"}, p.port,
                            p.priority, autorestart=False))
-        for n in range(2, gateways + 1):
-            port = free_port()
+        # more gateways: ports none of the stack's programs has (they are not bound yet)
+        taken = {q.port for q in programs}
+        extra: list[int] = []
+        while len(extra) < gateways - 1:
+            extra = [q for q in free_ports(*(1 for _ in range(gateways - 1))) if q not in taken]
+        for n, port in enumerate(extra, start=2):
             out.append(Program(f"gateway-{n}", (*p.argv, "--port", str(port)),
                                {**p.env, "GATEWAY_ID": f"gateway-{n}"}, port, p.priority,
                                autorestart=False))
