@@ -34,7 +34,7 @@ from shared.imaging import decode_alpha, decode_rgb
 
 __all__ = ["ClassicalMethod", "ItemResult", "Speed", "best_decile_share", "confidence_figures",
            "default_quality_dir", "evaluate", "naive_alpha", "photo_report", "photo_seeds_from_env",
-           "photo_set", "run", "speed_ratio"]
+           "photo_set", "run", "seeds_from_env", "speed_ratio", "third_results"]
 
 REPO = Path(__file__).resolve().parent.parent
 STUDIO_TARGET_MSE = 0.003
@@ -363,27 +363,40 @@ overall mean MSE ≤ 0.3 of the baseline's, on the team's set and on a held-out 
 """
 
 
+def seeds_from_env(name: str, default: Sequence[int]) -> tuple[int, ...]:
+    """The seeds in environment variable `name` (comma-separated; empty: none), else
+    `default`."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return tuple(default)
+    return tuple(int(x) for x in raw.replace(" ", "").split(",") if x)
+
+
 def photo_seeds_from_env() -> tuple[int, ...]:
     """BENCH_PHOTO_SEEDS (comma-separated; empty: none), else `PHOTO_SEEDS`."""
-    raw = os.environ.get("BENCH_PHOTO_SEEDS")
-    if raw is None:
-        return PHOTO_SEEDS
-    return tuple(int(x) for x in raw.replace(" ", "").split(",") if x)
+    return seeds_from_env("BENCH_PHOTO_SEEDS", PHOTO_SEEDS)
+
+
+def third_results(seeds: Sequence[int], methods: dict[str, Method], count: int,
+                  kinds: Sequence[str] | None = None) -> list[ItemResult]:
+    """Third-set images 0 … count − 1 of each seed (only `kinds`, if given), through
+    `evaluate`; names carry the seed (image i of every seed has the same name)."""
+    out: list[ItemResult] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            got = evaluate(third_set.generate(Path(tmp) / str(seed), seed, count, kinds),
+                           methods)
+            for r in got:
+                r.name = f"s{seed}/{r.name}"
+            out += got
+    return out
 
 
 def photo_set(seeds: Sequence[int], methods: dict[str, Method],
               count: int = PHOTO_COUNT) -> list[ItemResult]:
     """The photo-like kinds (`third_set.PHOTO_KINDS`) of third-set images 0 … count − 1 of
-    each seed, through `evaluate`; names carry the seed."""
-    out: list[ItemResult] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in seeds:
-            got = evaluate(third_set.generate(Path(tmp) / str(seed), seed, count,
-                                              third_set.PHOTO_KINDS), methods)
-            for r in got:
-                r.name = f"s{seed}/{r.name}"
-            out += got
-    return out
+    each seed (`third_results`)."""
+    return third_results(seeds, methods, count, third_set.PHOTO_KINDS)
 
 
 def photo_report(results: list[ItemResult], seeds: Sequence[int]) -> str:
@@ -444,14 +457,7 @@ def run(quality_dir: Path | None = None, seeds: Sequence[int] = HELDOUT_SEEDS,
                         "pebble, cloud, stripe and brick backdrops; a third of the objects "
                         "printed with photo texture"))
     if third_count > 0:
-        third: list[ItemResult] = []
-        with tempfile.TemporaryDirectory() as tmp:
-            for seed in third_seeds:
-                got = evaluate(third_set.generate(Path(tmp) / str(seed), seed, third_count),
-                               methods)
-                for r in got:  # image i of every seed has the same name
-                    r.name = f"s{seed}/{r.name}"
-                third += got
+        third = third_results(third_seeds, methods, third_count)
         seeds3 = ", ".join(str(s) for s in third_seeds)
         parts.append(third_report(third, f"`python -m bench.third_set DIR SEED`, seeds {seeds3}, "
                                          f"{third_count} images each, 8 kinds"))

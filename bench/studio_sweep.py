@@ -13,14 +13,12 @@ them, `BENCH_SWEEP_COUNT` the images per seed).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from bench import third_set
-from bench.quality import ClassicalMethod, ItemResult, evaluate
+from bench.quality import ClassicalMethod, ItemResult, seeds_from_env, third_results
 from matting_worker.engines.classical import ClassicalEngine
 
 __all__ = ["STUDIO_TARGET", "SWEEP_COUNT", "SWEEP_SEEDS", "run", "sweep", "sweep_report"]
@@ -35,13 +33,6 @@ WORST = 10
 """Cut-outs listed by name, worst first."""
 
 
-def _env_ints(name: str, default: Sequence[int]) -> tuple[int, ...]:
-    raw = os.environ.get(name)
-    if raw is None:
-        return tuple(default)
-    return tuple(int(x) for x in raw.replace(" ", "").split(",") if x)
-
-
 def sweep(seeds: Sequence[int], count: int = SWEEP_COUNT,
           engine: ClassicalEngine | None = None) -> list[ItemResult]:
     """The classical engine on the studio kinds of images 0 … count − 1 of every seed; each
@@ -49,16 +40,8 @@ def sweep(seeds: Sequence[int], count: int = SWEEP_COUNT,
     if engine is None:
         engine = ClassicalEngine()
         engine.load()
-    method = ClassicalMethod(engine)
-    out: list[ItemResult] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in seeds:
-            got = evaluate(third_set.generate(Path(tmp) / str(seed), seed, count,
-                                              third_set.STUDIO_KINDS), {"classical": method})
-            for r in got:
-                r.name = f"s{seed}/{r.name}"
-            out += got
-    return out
+    return third_results(seeds, {"classical": ClassicalMethod(engine)}, count,
+                         third_set.STUDIO_KINDS)
 
 
 def _mean(rs: Sequence[ItemResult]) -> float:
@@ -103,6 +86,6 @@ def sweep_report(results: Sequence[ItemResult], seeds: Sequence[int]) -> str:
 
 def run() -> str:
     """The section for BENCHMARKS.md (`python -m bench studio_sweep`)."""
-    seeds = _env_ints("BENCH_SWEEP_SEEDS", SWEEP_SEEDS)
+    seeds = seeds_from_env("BENCH_SWEEP_SEEDS", SWEEP_SEEDS)
     count = int(os.environ.get("BENCH_SWEEP_COUNT", str(SWEEP_COUNT)))
     return sweep_report(sweep(seeds, count), seeds)
