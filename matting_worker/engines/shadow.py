@@ -96,7 +96,10 @@ def fit_shadow(image: npt.NDArray[np.uint8], model: BorderModel, coarse: B8, ban
     n, labels = cv2.connectedComponents(shade_like.astype(np.uint8), connectivity=4)
     if n <= 1:
         return None
-    outside = cv2.dilate((~coarse).astype(np.uint8), disk(1)) > 0
+    # The open backdrop: outside the cut, or inside it but unshaded and the backdrop's colour
+    # (where the averaged faint test carried the cut out past a shadow's last levels).
+    unshaded = (factor >= 1.0 - SHADE_MIN_DARKENING) & (chroma < SHADE_CHROMA_FLOOR)
+    outside = cv2.dilate((~coarse | unshaded).astype(np.uint8), disk(2)) > 0
     enters = np.zeros(n, bool)
     enters[np.unique(labels[coarse & shade_like])] = True
     touches = np.zeros(n, bool)

@@ -37,6 +37,12 @@ PLATEAU_MARGIN = 1.5
 on a sweep only just crosses it)."""
 LOW_CONTRAST_FLOOR = 6.0
 """Smallest averaged distance (8-bit RGB) taken as object, whatever the noise."""
+FAINT_FLOOR = 4.0
+"""A second, lower level the faint pieces are also looked for at: white on white is often
+5–9 levels off the backdrop after averaging, where the backdrop's misfit stays under 3 —
+its pieces then miss `PLATEAU_MARGIN` over the first level. Each level judges its own
+pieces (a piece clean at one level can join misfit at the other), and a piece that passes
+at either is object."""
 FAINT_OBJECT = 2.0
 """An object whose median averaged distance from the backdrop is under this many times the
 sure-object threshold is faint, and completed by `_grow_faint`."""
@@ -297,7 +303,9 @@ def _denoised_clear(img: F32, surface: F32, t_hi: float, clear: B8
 
     The border's residual mixes noise with a smooth misfit of the surface (a spotlight's
     falloff is not a quadratic); only the noise part (residual minus its own wide blur) sets
-    the threshold, and the misfit, which has no edge, is rejected by the edge test."""
+    the threshold, and the misfit, which has no edge, is rejected by the edge test. Pieces
+    are looked for at that threshold and at a lower one (`FAINT_FLOOR`); the threshold
+    returned is the first, which the engine's contrast and confidence are measured in."""
     h, w = surface.shape[:2]
     avg = np.asarray(cv2.GaussianBlur(img, (0, 0), DENOISE_SIGMA), np.float32)
     d = np.linalg.norm(avg - surface, axis=2)
@@ -305,18 +313,31 @@ def _denoised_clear(img: F32, surface: F32, t_hi: float, clear: B8
     hp = np.abs(d - np.asarray(cv2.GaussianBlur(d, (0, 0), 4 * DENOISE_SIGMA), np.float32))
     spread = float(np.percentile(hp[strip], 95)) + 0.25
     thr = min(t_hi, max(LOW_CONTRAST_K * spread, LOW_CONTRAST_FLOOR))
-    above = d > thr
+    low = min(thr, max(LOW_CONTRAST_K * spread, FAINT_FLOOR))
     # Near the clearly found object, the averaging smears its edge outwards and would join
     # it to any banding nearby: judge faint pieces away from it, then give them their rim back.
     reach = 2 * round(3 * DENOISE_SIGMA) + 1
     near_clear = cv2.dilate(clear.astype(np.uint8), np.ones((reach, reach), np.uint8)) > 0
-    cand = (above & ~near_clear).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
-    if n <= 1:
-        return np.zeros((h, w), bool), d, thr
     gy, gx = np.gradient(avg.mean(axis=2))
     mag = np.hypot(gx, gy).astype(np.float32)
     noise = float(np.percentile(mag[strip], 90)) + 1e-3
+    faint = np.zeros((h, w), np.uint8)
+    for level in sorted({low, thr}):
+        faint |= _faint_pieces(d > level, near_clear, mag, noise, d, level)
+    grown = cv2.dilate(faint, np.ones((reach, reach), np.uint8)) > 0
+    out: B8 = (faint > 0) | (grown & (d > low) & near_clear)
+    return out, d, thr
+
+
+def _faint_pieces(above: B8, near_clear: B8, mag: F32, noise: float, d: F32, level: float
+                  ) -> npt.NDArray[np.uint8]:
+    """The pieces of `above` (away from the clearly found object) whose own outline is a
+    real edge and whose median distance clears `level` by `PLATEAU_MARGIN`."""
+    h, w = above.shape
+    cand = (above & ~near_clear).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
+    if n <= 1:
+        return np.zeros((h, w), np.uint8)
     k = np.ones((3, 3), np.uint8)
     rim = (np.asarray(cv2.dilate(cand, k)) - np.asarray(cv2.erode(cand, k))) > 0
     # Only the piece's own outline: where it was cut away from the clearly found object
@@ -331,11 +352,9 @@ def _denoised_clear(img: F32, surface: F32, t_hi: float, clear: B8
     keep = (support >= EDGE_SUPPORT * noise) & big
     keep[0] = False
     for i in np.flatnonzero(keep):  # few survive the two cheap tests; only they get a median
-        keep[i] = float(np.median(d[labels == i])) >= PLATEAU_MARGIN * thr
-    faint = keep[labels].astype(np.uint8)
-    grown = cv2.dilate(faint, np.ones((reach, reach), np.uint8)) > 0
-    out: B8 = (faint > 0) | (grown & above & near_clear)
-    return out, d, thr
+        keep[i] = float(np.median(d[labels == i])) >= PLATEAU_MARGIN * level
+    out: npt.NDArray[np.uint8] = keep[labels].astype(np.uint8)
+    return out
 
 
 def _grow_faint(img: F32, surface: F32, coarse: B8, band: int, t_avg: float) -> B8:
