@@ -4,7 +4,8 @@ A contact shadow is the backdrop in shade: the same colour direction as the back
 darker, and soft — its darkening changes slowly across the image. An object is neither: its
 colour differs from the backdrop's, or (a grey object on a grey sweep) it has an outline where
 the darkening jumps. So the shadow is the part of the first cut that is shade-like, changes
-slowly, and is reached from the open backdrop without crossing an edge. Its darkening (a
+slowly, and is reached from the open backdrop without crossing an edge, fading out where it
+meets it (a faint object meets it at its outline). Its darkening (a
 factor per pixel, carried under the object's nearby edge by normalised convolution) multiplies
 the border model's surface, and the studio path runs again on that shaded backdrop: the shadow
 then is background, and the object's edge over it is matted against the right colour.
@@ -47,6 +48,10 @@ SHADE_PIXEL_FLOOR = 8.0
 """... or within this distance (8-bit RGB), for JPEG."""
 SOFTNESS_BANDS = 2.0
 """Least distance (edge bands) over which a shadow's darkening builds up to its depth."""
+FADE_BANDS = 3.0
+"""Least distance (edge bands) over which a shadow fades out where it meets the open
+backdrop (its darkening over the steepest slope there): a faint object meets it at its
+outline, a step of a few pixels, even where the rest of it is smooth."""
 SHADE_MIN_DEPTH = 0.08
 """A shadow darkens the backdrop by at least this share at its deepest (95th percentile):
 shallower, a smooth darker patch is a faint object of the backdrop's hue (white on white
@@ -113,7 +118,9 @@ def fit_shadow(image: npt.NDArray[np.uint8], model: BorderModel, coarse: B8, ban
         part = labels == i
         deep = float(np.percentile(1.0 - factor[part], 95))
         steep = float(np.percentile(slope[part], 90))
-        keep[i] = deep >= max(SOFTNESS_BANDS * band * max(steep, 1e-4), SHADE_MIN_DEPTH)
+        fade = float(np.percentile(slope[part & outside], 90))
+        keep[i] = deep >= max(SOFTNESS_BANDS * band * max(steep, 1e-4),
+                              FADE_BANDS * band * fade, SHADE_MIN_DEPTH)
     mask: B8 = keep[labels]
     inside = int(np.count_nonzero(mask & coarse))
     h, w = coarse.shape
