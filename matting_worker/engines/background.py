@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BorderModel", "fit_border_model", "strip_mask"]
+__all__ = ["BorderModel", "fit_border_model", "refit_backdrop", "strip_mask"]
 
 F32 = npt.NDArray[np.float32]
 _FIT_SIDE = 256
@@ -49,6 +49,15 @@ HOLDS_SIGMA = 9.0
 """The border spread (8-bit units) under which the quadratic judges a backdrop a studio one."""
 HOLDS_INLIERS = 0.55
 """... and the share of the border strip it must explain."""
+REFIT_AVERAGE = 2.0
+"""Gaussian averaging (pixels) of the image `refit_backdrop` reads: noise down, misfit kept."""
+REFIT_DEGREE = 5
+"""Degree of the whole-image surface: a spotlight's falloff that the border's cubic, fitted
+on the strip alone, leaves 6–10 levels off inside the frame."""
+REFIT_SCALES = (12.0, 8.0, 5.0, 3.5, 3.5)
+"""Residual scales (8-bit RGB, averaged) of the refit's reweighted rounds: wide first, so the
+surface reaches a misfit of ten levels, then narrow, so whatever of the object the cut
+missed drops out of the fit."""
 
 
 @dataclass
@@ -228,3 +237,44 @@ def fit_border_model(image: npt.NDArray[np.uint8], degree: int = SURFACE_DEGREE)
                           or (quadratic.holds and _sides_hold(image, quadratic))):
         return _better(image, trimmed, [quadratic])
     return plain
+
+
+def refit_backdrop(image: npt.NDArray[np.uint8], model: BorderModel,
+                   away: npt.NDArray[np.bool_], misfit_above: float) -> BorderModel | None:
+    """The backdrop refitted over the whole image, or None where the model already fits it.
+
+    `away` is what the first cut left as backdrop, at a distance from it. Where the averaged
+    image strays from the model's surface there by more than `misfit_above` (99th
+    percentile, 8-bit RGB), the border's surface does not follow the backdrop inside the
+    frame; a correction of degree `REFIT_DEGREE` is then fitted to the residual on `away`,
+    by reweighted least squares (Tukey's weights at the shrinking `REFIT_SCALES`)."""
+    if not away.any():
+        return None
+    h, w = image.shape[:2]
+    avg = np.asarray(cv2.GaussianBlur(image.astype(np.float32), (0, 0), REFIT_AVERAGE),
+                     np.float32)
+    res_full = avg - model.surface
+    if float(np.percentile(np.linalg.norm(res_full[away], axis=1), 99)) <= misfit_above:
+        return None
+    scale = min(1.0, _FIT_SIDE / max(h, w))
+    sw, sh = max(4, round(w * scale)), max(4, round(h * scale))
+    res = np.asarray(cv2.resize(res_full, (sw, sh), interpolation=cv2.INTER_AREA),
+                     np.float32).reshape(-1, 3)
+    ok = (cv2.resize(away.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) > 0
+          ).ravel()
+    yy, xx = np.mgrid[0:sh, 0:sw].astype(np.float32)
+    a = _design(xx / max(sw - 1, 1) * 2 - 1, yy / max(sh - 1, 1) * 2 - 1,
+                REFIT_DEGREE).reshape(sh * sw, -1)
+    fit = np.zeros_like(res)
+    for c in REFIT_SCALES:
+        e = np.linalg.norm(res - fit, axis=1)
+        weight = np.where(ok & (e < c), (1.0 - (e / c) ** 2) ** 2, 0.0).astype(np.float32)
+        if np.count_nonzero(weight) < 8 * a.shape[1]:
+            return None
+        root = np.sqrt(weight)[:, None]
+        coef = np.linalg.lstsq(a * root, res * root, rcond=None)[0].astype(np.float32)
+        fit = a @ coef
+    corr = np.asarray(cv2.resize(fit.reshape(sh, sw, 3), (w, h), interpolation=cv2.INTER_LINEAR),
+                      np.float32)
+    return BorderModel((model.surface + corr).astype(np.float32), model.sigma,
+                       model.inlier_fraction, model.holds)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from matting_worker.engines.background import fit_border_model
+from matting_worker.engines.background import fit_border_model, refit_backdrop
 from matting_worker.engines.base import Engine, EngineError, Matte, RGBImage
 from matting_worker.engines.cluttered import cluttered_cut
 from matting_worker.engines.confidence import Signals, cluttered_signals, score, studio_signals
@@ -27,10 +27,10 @@ from matting_worker.engines.refine import (
     trimap_from_coarse,
 )
 from matting_worker.engines.shadow import fit_shadow, shaded_model
-from matting_worker.engines.studio import studio_alpha
+from matting_worker.engines.studio import LOW_CONTRAST_FLOOR, studio_alpha
 from matting_worker.engines.threads import one_thread
 
-__all__ = ["SOLVE_RTOL", "SOLVE_SIDE", "WORK_SIDE", "ClassicalEngine"]
+__all__ = ["REFIT_CLEARANCE", "SOLVE_RTOL", "SOLVE_SIDE", "WORK_SIDE", "ClassicalEngine"]
 
 WORK_SIDE = 1024
 """Longest side the engine reasons at; larger images are matted there and guided back up."""
@@ -43,6 +43,9 @@ pass: the solve 0.05 → 0.01 CPU s a photo, and the error *fell* on every set (
 0.11084 → 0.11000): the guided filter's colour-line windows, wider in full-size pixels, fit
 a textured backdrop's edge better than the finer solve did; only hard edges that were already
 right (MSE ≤ 0.0001) moved up by a few 1e-5."""
+REFIT_CLEARANCE = 2
+"""How far (edge bands) from the first cut the backdrop's misfit is read before a refit
+(`background.refit_backdrop`): the cut's soft edge and a shadow's last levels stay out."""
 SOLVE_RTOL = 1e-5
 """Where the cluttered path's closed-form solve stops (relative residual; pymatting's default
 1e-7, `refine.DEFAULT_RTOL`). Issue 16's third speed pass: on the bundled photos the alphas
@@ -110,6 +113,15 @@ class ClassicalEngine(Engine):
             shadow = None if self.keep_shadows else fit_shadow(image, model, res.coarse, band)
             if shadow is not None:
                 model = shaded_model(model, shadow)
+                res = studio_alpha(image, model, band)
+            # Beyond the cut the averaged image should lie on the surface; where it strays as
+            # far as the faint test's sure level, the border's cubic does not follow the
+            # backdrop inside the frame (a spotlight), and faint objects drown in its misfit.
+            reach = 2 * REFIT_CLEARANCE * band + 1
+            away = cv2.dilate(res.coarse.astype(np.uint8), np.ones((reach, reach), np.uint8)) == 0
+            refit = refit_backdrop(image, model, away, LOW_CONTRAST_FLOOR)
+            if refit is not None:
+                model = refit
                 res = studio_alpha(image, model, band)
             alpha = np.clip(res.alpha, 0.0, 1.0).astype(np.float32)
             return alpha, self._scored(studio_signals(image, model, res, alpha))

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from matting_worker.engines.background import BorderModel, strip_mask
 
-__all__ = ["StudioResult", "disk", "flat_areas", "studio_alpha", "touching"]
+__all__ = ["LOW_CONTRAST_FLOOR", "StudioResult", "disk", "flat_areas", "studio_alpha", "touching"]
 
 F32 = npt.NDArray[np.float32]
 RAMP_DEPTH = 3.0

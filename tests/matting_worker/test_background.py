@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from bench import third_set
-from matting_worker.engines.background import HOLDS_DEGREE, SURFACE_DEGREE, fit_border_model
+from matting_worker.engines.background import (
+    HOLDS_DEGREE,
+    SURFACE_DEGREE,
+    fit_border_model,
+    refit_backdrop,
+)
 
 
 def _spotlit_sweep(h: int = 360, w: int = 480) -> np.ndarray:
@@ -123,3 +129,46 @@ def test_a_strongly_graded_sweep_is_judged_by_a_close_cubic() -> None:
     it = third_set.item(17, 21)
     assert it.kind == "touching"
     assert _backdrop_error(it) < 6.0
+
+
+def _spot_in_frame(h: int = 360, w: int = 480) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, clean backdrop, object mask): a grey sweep lit by a spot aimed inside the frame
+    (inverse-square falloff, 20 levels at its peak), which no cubic through the border
+    follows; a box 5 levels darker than the backdrop stands in it."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    lz = 0.5 * h
+    spot = 20.0 * lz**2 / ((xx - 0.55 * w) ** 2 + (yy - 0.4 * h) ** 2 + lz**2)
+    back = (np.float32(150) + 20 * yy / h + spot)[..., None] * np.ones(3, np.float32)
+    obj = np.zeros((h, w), bool)
+    obj[120:220, 280:380] = True
+    img = back - 5.0 * obj[..., None] + np.random.default_rng(3).normal(0, 1.5, (h, w, 3))
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), back, obj
+
+
+def test_a_spot_inside_the_frame_is_refitted_from_the_whole_backdrop() -> None:
+    """The border's cubic leaves a spot inside the frame as a misfit larger than a faint
+    object's contrast; refitted over what the cut left as backdrop, the surface follows it,
+    and under the object (which the fit never saw) it stays the backdrop's, not the object's."""
+    image, back, obj = _spot_in_frame()
+    model = fit_border_model(image)
+    assert model.holds
+    away = cv2.dilate(obj.astype(np.uint8), np.ones((29, 29), np.uint8)) == 0
+    before = np.linalg.norm(model.surface - back, axis=2)
+    assert float(np.percentile(before[away], 99)) > 10  # the object's 8.7 drown in it
+    refit = refit_backdrop(image, model, away, 6.0)
+    assert refit is not None
+    after = np.linalg.norm(refit.surface - back, axis=2)
+    assert float(np.percentile(after[away], 99)) < 3.0
+    assert float(np.percentile(after[obj], 99)) < 3.0  # a third of the object's contrast
+    assert (refit.sigma, refit.holds) == (model.sigma, model.holds)
+
+
+def test_a_backdrop_the_border_model_follows_is_not_refitted() -> None:
+    h, w = 240, 320
+    yy = np.mgrid[0:h, 0:w][0].astype(np.float32)
+    back = (np.float32(120) + 60 * yy / h)[..., None] * np.ones(3, np.float32)
+    noise = np.random.default_rng(4).normal(0, 2.0, (h, w, 3))
+    image = np.clip(np.rint(back + noise), 0, 255).astype(np.uint8)
+    model = fit_border_model(image)
+    assert refit_backdrop(image, model, np.ones(image.shape[:2], bool), 6.0) is None
+    assert refit_backdrop(image, model, np.zeros(image.shape[:2], bool), 0.0) is None
