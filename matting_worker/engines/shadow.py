@@ -5,10 +5,10 @@ darker, and soft — its darkening changes slowly across the image. An object is
 colour differs from the backdrop's, or (a grey object on a grey sweep) it has an outline where
 the darkening jumps. So the shadow is the part of the first cut that is shade-like, changes
 slowly, and is reached from the open backdrop without crossing an edge, fading out where it
-meets it (a faint object meets it at its outline). Its darkening (a
-factor per pixel, carried under the object's nearby edge by normalised convolution) multiplies
-the border model's surface, and the studio path runs again on that shaded backdrop: the shadow
-then is background, and the object's edge over it is matted against the right colour.
+meets it (a faint object meets it at its outline). Its darkening (a factor per pixel, carried
+under the object's nearby edge by normalised convolution) multiplies the border model's
+surface, and the studio path runs again on that shaded backdrop: the shadow then is
+background, and the object's edge over it is matted against the right colour.
 
 A cut that would be shadow almost entirely is a faint object the same hue as its backdrop, not
 a shadow; it is left alone (`OBJECT_LEFT`).
