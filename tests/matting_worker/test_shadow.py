@@ -40,6 +40,14 @@ def _shot(alpha: F32, obj: tuple[float, float, float], back: tuple[float, float,
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def _cut_error(engine: ClassicalEngine, seed: int, index: int, kind: str) -> float:
+    """MSE of `engine`'s cut-out of the independent set's image `index` of `seed` (a `kind`)."""
+    it = third_set.item(seed, index)
+    assert it.kind == kind
+    matte = engine.predict([it.image])[0].alpha
+    return float(np.mean((matte - it.gt / 255.0) ** 2))
+
+
 @pytest.fixture(scope="module")
 def engines() -> tuple[ClassicalEngine, ClassicalEngine]:
     plain = ClassicalEngine()
@@ -107,10 +115,7 @@ def test_faint_object_is_completed_where_light_brings_it_near_the_backdrop(
         engines: tuple[ClassicalEngine, ClassicalEngine]) -> None:
     """Beige on a cream sweep, lit from one side: half of it barely clears the noise (it was
     cut in half, MSE 0.076)."""
-    it = third_set.item(12, 2)
-    assert it.kind == "low_contrast"
-    matte = engines[0].predict([it.image])[0].alpha
-    assert float(np.mean((matte - it.gt / 255.0) ** 2)) < 0.003
+    assert _cut_error(engines[0], 12, 2, "low_contrast") < 0.003
 
 
 def test_a_faint_object_partly_found_is_not_a_shadow() -> None:
@@ -135,18 +140,18 @@ def test_a_faint_piece_beside_the_found_object_keeps_its_edge_support(
     """A faint object's pieces are judged by the edge along their outline; where a piece was
     cut away from the clearly found part, its 'outline' runs through the object's inside,
     flat, and halved the support of pieces that are object (`studio._denoised_clear`)."""
-    it = third_set.item(seed, index)
-    assert it.kind == "low_contrast"
-    matte = engines[0].predict([it.image])[0].alpha
-    assert float(np.mean((matte - it.gt / 255.0) ** 2)) < before / 2
+    assert _cut_error(engines[0], seed, index, "low_contrast") < before / 2
 
 
-@pytest.mark.parametrize(("seed", "index"), [(16, 36), (21, 36)])
+@pytest.mark.parametrize(("seed", "index"), [(16, 36), (21, 36), (17, 28), (14, 12)])
 def test_a_shadow_wholly_inside_the_first_cut_is_still_found(
         engines: tuple[ClassicalEngine, ClassicalEngine], seed: int, index: int) -> None:
     """The faint test carried the first cut out to the shadow's last few levels, so nothing
     shade-like was left outside it and the shadow, reached from the backdrop only through the
-    cut's own edge, was kept as object (MSE 0.038 and 0.029). The cut's edge pixels count."""
+    cut's own edge, was kept as object (MSE 0.038 and 0.029): the cut's edge pixels count.
+    At the faint test's lower level the cut takes a shadow's whole fade, out to where it is
+    2 % darker than the backdrop (MSE 0.072 and 0.053): the cut's own pixels that are the
+    backdrop, unshaded, count as open backdrop too (`shadow.fit_shadow`)."""
     it = third_set.item(seed, index)
     assert it.kind == "shadow"
     model = fit_border_model(it.image)
@@ -154,8 +159,7 @@ def test_a_shadow_wholly_inside_the_first_cut_is_still_found(
     coarse = studio_alpha(it.image, model, band).coarse
     shadow = fit_shadow(it.image, model, coarse, band)
     assert shadow is not None and int(np.count_nonzero(shadow.mask & (it.gt == 0))) > 10000
-    matte = engines[0].predict([it.image])[0].alpha
-    assert float(np.mean((matte - it.gt / 255.0) ** 2)) < 0.003
+    assert _cut_error(engines[0], seed, index, "shadow") < 0.003
 
 
 @pytest.mark.parametrize(("seed", "index", "before"), [(22, 18, 0.109), (21, 2, 0.037)])
@@ -165,28 +169,7 @@ def test_a_faint_object_is_also_looked_for_at_the_lower_level(
     """White on white, 5–9 levels off the backdrop after averaging, where the backdrop's own
     misfit stays under 3: at the one level of 6 its pieces' medians missed the plateau
     margin (9) and most of the object was cut away (`studio.FAINT_FLOOR`)."""
-    it = third_set.item(seed, index)
-    assert it.kind == "low_contrast"
-    matte = engines[0].predict([it.image])[0].alpha
-    assert float(np.mean((matte - it.gt / 255.0) ** 2)) < before / 5
-
-
-@pytest.mark.parametrize(("seed", "index"), [(17, 28), (14, 12)])
-def test_a_shadow_whose_fade_the_faint_test_took_is_still_reached_from_the_backdrop(
-        engines: tuple[ClassicalEngine, ClassicalEngine], seed: int, index: int) -> None:
-    """At the lower faint level the first cut takes a shadow's whole fade, out to where it is
-    2 % darker than the backdrop, and no shade-like pixel is left next to the open backdrop:
-    the shadow was kept as object (MSE 0.072 and 0.053). The cut's own pixels that are the
-    backdrop unshaded count as open backdrop (`shadow.fit_shadow`)."""
-    it = third_set.item(seed, index)
-    assert it.kind == "shadow"
-    model = fit_border_model(it.image)
-    band = default_band(*it.gt.shape)
-    coarse = studio_alpha(it.image, model, band).coarse
-    shadow = fit_shadow(it.image, model, coarse, band)
-    assert shadow is not None and int(np.count_nonzero(shadow.mask & (it.gt == 0))) > 10000
-    matte = engines[0].predict([it.image])[0].alpha
-    assert float(np.mean((matte - it.gt / 255.0) ** 2)) < 0.003
+    assert _cut_error(engines[0], seed, index, "low_contrast") < before / 5
 
 
 def test_a_faint_object_meeting_the_backdrop_at_its_outline_is_no_shadow(
@@ -203,5 +186,4 @@ def test_a_faint_object_meeting_the_backdrop_at_its_outline_is_no_shadow(
     coarse = studio_alpha(it.image, model, band).coarse
     shadow = fit_shadow(it.image, model, coarse, band)
     assert shadow is None or int(np.count_nonzero(shadow.mask & (it.gt > 128))) < 1000
-    matte = engines[0].predict([it.image])[0].alpha
-    assert float(np.mean((matte - it.gt / 255.0) ** 2)) < 0.03
+    assert _cut_error(engines[0], 30, 18, "low_contrast") < 0.03
