@@ -12,6 +12,7 @@ before Alembic is brought to the first revision by `adopt_legacy` and stamped.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, ClassVar
 
@@ -236,6 +237,7 @@ def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
     engine = create_async_engine(url, pool_pre_ping=False)
     if url.startswith("sqlite"):
         _sqlite_pragmas(engine.sync_engine, read_only)
+        _keep_cancelled_connections(engine.sync_engine)
     return engine
 
 
@@ -270,6 +272,25 @@ def _sqlite_pragmas(engine: Engine, read_only: bool) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def _keep_cancelled_connections(engine: Engine) -> None:
+    """An aiosqlite connection whose statement was cancelled is rolled back, not closed.
+
+    SQLAlchemy takes a task's cancellation in the middle of a statement for a lost connection
+    and closes it. An aiosqlite statement is never half-sent (it runs whole in the
+    connection's own thread), but a SELECT cancelled between its execute and its fetch is
+    left stepping, and SQLite closes a connection with a live statement only when that
+    statement is freed: until the garbage collector got round to the cancelled task's
+    frames, the closed connection kept its `BEGIN IMMEDIATE` and every other write of every
+    process waited SQLITE_BUSY_TIMEOUT_MS for it, then failed (a `DELETE /jobs/{id}` during
+    the job's ingest, which it cancels, hung 30 s). Kept, the connection is rolled back as
+    after any other error, which ends the transaction and the statement with it."""
+
+    @event.listens_for(engine, "handle_error")
+    def _cancelled(ctx: Any) -> None:
+        if isinstance(ctx.original_exception, asyncio.CancelledError):
+            ctx.is_disconnect = False
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
