@@ -213,6 +213,7 @@ async def cancel_job(job_id: str, gw: GW, caller: CallerDep) -> JobSummary:
         await repo.set_job(
             s, job_id, state=JobState.CANCELLED.value, finished_at=now, updated_at=now
         )
+    gw.db.note_jobs_ended([job_id])  # its live progress streams send `end` now
     await asyncio.to_thread(gw.storage.remove_job, job_id)
     gw.detail_cache.pop(job_id, None)
     async with gw.db.read() as s:

@@ -131,12 +131,13 @@ class Database:
         self._committed()
 
     def job_end_signal(self, job_id: str) -> asyncio.Event:
-        """An event set when the scheduler closes `job_id` (`note_jobs_ended`), shared by
-        every holder, kept only while one holds it. A live progress stream takes it before
-        its first read and rate-limits its reads (EVENTS_MIN_INTERVAL_S) with a wait that
-        this cuts short, so a job's `end` leaves as the job is closed, not up to an interval
-        later (issue 14: a client on the stream waited that long after its job). Per job:
-        only that job's streams read early, once each."""
+        """An event set when the scheduler closes `job_id` or `DELETE /jobs/{id}` cancels it
+        (`note_jobs_ended`), shared by every holder, kept only while one holds it. A live
+        progress stream takes it before its first read and rate-limits its reads
+        (EVENTS_MIN_INTERVAL_S) with a wait that this cuts short, so a job's `end` leaves as
+        the job is closed, not up to an interval later (issue 14: a client on the stream
+        waited that long after its job). Per job: only that job's streams read early, once
+        each."""
         ev = self._job_ends.get(job_id)
         if ev is None:
             ev = self._job_ends[job_id] = asyncio.Event()

@@ -105,15 +105,23 @@ def test_a_finished_job_answers_end_at_once(start_gateway: Start,
     assert json.loads(got[0].data)["state"] == "completed"
 
 
-def test_a_cancelled_job_ends_its_stream(start_gateway: Start) -> None:
+def test_a_cancelled_job_ends_its_stream_at_once(start_gateway: Start,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cancel tells the job's streams (`Database.note_jobs_ended`), as the scheduler's
+    close does: `end` leaves at once, not after the (two-minute) read interval. The cancel
+    comes during the job's ingest, which it cancels mid-write (`test_cancelled_writes`)."""
+    interval = 120.0
+    monkeypatch.setattr(events_api, "EVENTS_MIN_INTERVAL_S", interval)
     gw = start_gateway()  # no stage answers: the job stays running
     job_id = started(gw, ["a.jpg", "b.jpg"])
     with stream(gw, job_id) as r:
         assert r.status_code == 200
         lines = parse_events(r.iter_lines())
         assert next(e for e in lines if e.name).name == "status"
+        t0 = time.monotonic()
         assert gw.client.delete(f"/jobs/{job_id}").status_code == 200
         rest = [e for e in lines if e.name]
+    assert time.monotonic() - t0 < interval / 2
     assert [e.name for e in rest][-1] == "end"
     assert json.loads(rest[-1].data)["state"] == "cancelled"
 
