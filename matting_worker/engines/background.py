@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BorderModel", "fit_border_model", "refit_backdrop", "strip_mask"]
+__all__ = ["BorderModel", "fit_border_model", "misfit_share", "refit_backdrop", "strip_mask"]
 
 F32 = npt.NDArray[np.float32]
 _FIT_SIDE = 256
@@ -239,6 +239,22 @@ def fit_border_model(image: npt.NDArray[np.uint8], degree: int = SURFACE_DEGREE)
     return plain
 
 
+def _residual(image: npt.NDArray[np.uint8], model: BorderModel) -> F32:
+    """The averaged image (σ `REFIT_AVERAGE`) less the model's surface, per channel."""
+    avg = np.asarray(cv2.GaussianBlur(image.astype(np.float32), (0, 0), REFIT_AVERAGE),
+                     np.float32)
+    return avg - model.surface
+
+
+def misfit_share(image: npt.NDArray[np.uint8], model: BorderModel,
+                 away: npt.NDArray[np.bool_], misfit_above: float) -> float:
+    """Share of the frame on `away` where the averaged image strays from the model's surface
+    by more than `misfit_above` (8-bit RGB): the backdrop `refit_backdrop` would have
+    followed."""
+    far: npt.NDArray[np.bool_] = np.linalg.norm(_residual(image, model), axis=2) > misfit_above
+    return float(np.count_nonzero(far & away)) / max(far.size, 1)
+
+
 def refit_backdrop(image: npt.NDArray[np.uint8], model: BorderModel,
                    away: npt.NDArray[np.bool_], misfit_above: float) -> BorderModel | None:
     """The backdrop refitted over the whole image, or None where the model already fits it.
@@ -251,9 +267,7 @@ def refit_backdrop(image: npt.NDArray[np.uint8], model: BorderModel,
     if not away.any():
         return None
     h, w = image.shape[:2]
-    avg = np.asarray(cv2.GaussianBlur(image.astype(np.float32), (0, 0), REFIT_AVERAGE),
-                     np.float32)
-    res_full = avg - model.surface
+    res_full = _residual(image, model)
     if float(np.percentile(np.linalg.norm(res_full[away], axis=1), 99)) <= misfit_above:
         return None
     scale = min(1.0, _FIT_SIDE / max(h, w))

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from matting_worker.engines.background import fit_border_model, refit_backdrop
+from matting_worker.engines.background import fit_border_model, misfit_share, refit_backdrop
 from matting_worker.engines.base import Engine, EngineError, Matte, RGBImage
 from matting_worker.engines.cluttered import cluttered_cut
 from matting_worker.engines.confidence import Signals, cluttered_signals, score, studio_signals
@@ -30,7 +30,9 @@ from matting_worker.engines.shadow import fit_shadow, shaded_model
 from matting_worker.engines.studio import LOW_CONTRAST_FLOOR, studio_alpha
 from matting_worker.engines.threads import one_thread
 
-__all__ = ["REFIT_CLEARANCE", "SOLVE_RTOL", "SOLVE_SIDE", "WORK_SIDE", "ClassicalEngine"]
+__all__ = [
+    "REFIT_CLEARANCE", "REFIT_KEEPS", "SOLVE_RTOL", "SOLVE_SIDE", "WORK_SIDE", "ClassicalEngine",
+]
 
 WORK_SIDE = 1024
 """Longest side the engine reasons at; larger images are matted there and guided back up."""
@@ -46,6 +48,12 @@ right (MSE ≤ 0.0001) moved up by a few 1e-5."""
 REFIT_CLEARANCE = 2
 """How far (edge bands) from the first cut the backdrop's misfit is read before a refit
 (`background.refit_backdrop`): the cut's soft edge and a shadow's last levels stay out."""
+REFIT_KEEPS = 0.5
+"""The cut after a refit must keep at least this share of the first cut's pixels, else the
+refit is dropped. A faint object found only in part leaves its rest in the misfit that the
+refit reads, and the refitted surface then takes the whole object in (a grey shape on a grey
+sweep: a third of it found, then none). The misfit beyond the cut that set the refit off
+(`background.misfit_share`) is then the confidence's `unexplained` share."""
 SOLVE_RTOL = 1e-5
 """Where the cluttered path's closed-form solve stops (relative residual; pymatting's default
 1e-7, `refine.DEFAULT_RTOL`). Issue 16's third speed pass: on the bundled photos the alphas
@@ -120,11 +128,16 @@ class ClassicalEngine(Engine):
             reach = 2 * REFIT_CLEARANCE * band + 1
             away = cv2.dilate(res.coarse.astype(np.uint8), np.ones((reach, reach), np.uint8)) == 0
             refit = refit_backdrop(image, model, away, LOW_CONTRAST_FLOOR)
+            unexplained = 0.0
             if refit is not None:
-                model = refit
-                res = studio_alpha(image, model, band)
+                again = studio_alpha(image, refit, band)
+                kept = int(np.count_nonzero(again.coarse & res.coarse))
+                if kept >= REFIT_KEEPS * int(np.count_nonzero(res.coarse)):
+                    model, res = refit, again
+                else:  # the misfit the refit would have followed stays a doubt on this cut
+                    unexplained = misfit_share(image, model, away, LOW_CONTRAST_FLOOR)
             alpha = np.clip(res.alpha, 0.0, 1.0).astype(np.float32)
-            return alpha, self._scored(studio_signals(image, model, res, alpha))
+            return alpha, self._scored(studio_signals(image, model, res, alpha, unexplained))
         self.last_paths.append("cluttered")
         cut = cluttered_cut(image)
         alpha = solve_trimap(image, trimap_from_coarse(cut.mask, band), max_side=SOLVE_SIDE,

@@ -12,7 +12,10 @@ the true error and the share of all error in the least confident tenth).
   imply where the cut-out says opaque (a see-through part taken for solid). The score is
   1 / (1 + expected MSE / `TARGET_MSE`). On the cluttered path a sixth, `disagreement`: how
   little the cuts it tried agree with the one it kept (issue 16's fourth pass), not charged
-  where the centre-seeded rival won its contest (fifth pass, `cut_disagreement`). The signals
+  where the centre-seeded rival won its contest (fifth pass, `cut_disagreement`). On the
+  studio path a seventh, `unexplained`: the share of the frame where the backdrop strays from
+  its surface beyond the first cut and a refit that would follow it was dropped because it
+  took the object in (`classical.REFIT_KEEPS`): object left out of the cut, likely. The signals
   were chosen on one group of bench sets and checked on others
   (`bench/classical_issue16.md`); each is one that a reviewer can see in the cut-out.
 - Learned engines get a score from their output alone (`output_confidence`): the share of
@@ -21,7 +24,7 @@ the true error and the share of all error in the least confident tenth).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -34,6 +37,7 @@ from matting_worker.engines.studio import StudioResult, flat_areas
 __all__ = [
     "PATH_SPLIT",
     "TARGET_MSE",
+    "UNEXPLAINED_K",
     "Signals",
     "blend_error",
     "cluttered_confidence",
@@ -107,6 +111,9 @@ pin down, whose errors on the photo-like kinds are 0.1–0.5. Chosen among 0.005
 powers 1–3 on the design sets (`bench/classical_issue16.md`, fourth pass): it lifts the
 photo-like sets' rank correlation (design seed 21: 0.68 → 0.75) and costs the team's set
 0.01."""
+UNEXPLAINED_K = SPECK_K
+"""Expected MSE per unit of `unexplained` share (studio path): like a speck, that area is an
+object part the cut may have left out, half of it wrong on average."""
 DISAGREE_POWER = 3
 """`disagreement` counts by its cube: cuts that overlap by half or more (IoU ≥ 0.5, cost
 ≤ 0.005) are the rule on right cut-outs too (a soft edge, a thin part, the coarse centre-seeded
@@ -225,16 +232,20 @@ class Signals:
     """`blend_error` (studio path only: it needs the backdrop under the object; 0 elsewhere)."""
     disagreement: float = 0.0
     """`cut_disagreement` (cluttered path only: the studio path tries one cut; 0 there)."""
+    unexplained: float = 0.0
+    """Share of the frame whose backdrop misfit a dropped refit would have taken (studio
+    path, `classical.REFIT_KEEPS`; 0 where no refit was dropped)."""
 
     def expected_mse(self) -> float:
         """The cut-out's likely MSE, as a sum of the errors each signal stands for: claimed
         area whose colours the backdrop shares, partial pixels (each partly wrong, more so
         without a known backdrop), specks, opaque pixels whose colour is a blend (studio),
-        cuts that disagree with the one kept (cluttered), and the cluttered path's own floor."""
+        cuts that disagree with the one kept (cluttered), backdrop misfit left unexplained
+        (studio), and the cluttered path's own floor."""
         claim_k = CLAIM_K_CLUTTERED if self.cluttered else CLAIM_K_STUDIO
         partial_k = PARTIAL_K_CLUTTERED if self.cluttered else PARTIAL_K_STUDIO
         err = claim_k * self.cover * self.overlap + partial_k * self.partial
-        err += SPECK_K * self.specks + BLEND_K * self.blend
+        err += SPECK_K * self.specks + BLEND_K * self.blend + UNEXPLAINED_K * self.unexplained
         err += DISAGREE_K * float(np.clip(self.disagreement, 0.0, 1.0)) ** DISAGREE_POWER
         return err + (CLUTTERED_FLOOR if self.cluttered else 0.0)
 
@@ -276,11 +287,14 @@ def cut_disagreement(cut: ClutteredCut) -> float:
 
 
 def studio_signals(image: npt.NDArray[np.uint8], model: BorderModel, res: StudioResult,
-                   alpha: F32) -> Signals:
-    """The studio path's `Signals`: the four image-and-matte ones and `blend_error` against
-    the backdrop the border model predicts and the object colours the path estimated."""
-    return signals(image, alpha, cluttered=False,
-                   blend=blend_error(image, alpha, model.surface, res.foreground, model.sigma))
+                   alpha: F32, unexplained: float = 0.0) -> Signals:
+    """The studio path's `Signals`: the four image-and-matte ones, `blend_error` against
+    the backdrop the border model predicts and the object colours the path estimated, and
+    the engine's `unexplained` share (a refit it dropped)."""
+    return replace(
+        signals(image, alpha, cluttered=False,
+                blend=blend_error(image, alpha, model.surface, res.foreground, model.sigma)),
+        unexplained=unexplained)
 
 
 def cluttered_signals(image: npt.NDArray[np.uint8], cut: ClutteredCut, alpha: F32) -> Signals:

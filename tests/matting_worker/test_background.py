@@ -10,6 +10,7 @@ from matting_worker.engines.background import (
     HOLDS_DEGREE,
     SURFACE_DEGREE,
     fit_border_model,
+    misfit_share,
     refit_backdrop,
 )
 
@@ -161,6 +162,9 @@ def test_a_spot_inside_the_frame_is_refitted_from_the_whole_backdrop() -> None:
     assert float(np.percentile(after[away], 99)) < 3.0
     assert float(np.percentile(after[obj], 99)) < 3.0  # a third of the object's contrast
     assert (refit.sigma, refit.holds) == (model.sigma, model.holds)
+    # the share of the frame that strayed is what the refit followed, and nothing strays after
+    assert misfit_share(image, model, away, 6.0) > 0.05
+    assert misfit_share(image, refit, away, 6.0) < 0.001
 
 
 def test_a_backdrop_the_border_model_follows_is_not_refitted() -> None:
@@ -171,4 +175,5 @@ def test_a_backdrop_the_border_model_follows_is_not_refitted() -> None:
     image = np.clip(np.rint(back + noise), 0, 255).astype(np.uint8)
     model = fit_border_model(image)
     assert refit_backdrop(image, model, np.ones(image.shape[:2], bool), 6.0) is None
+    assert misfit_share(image, model, np.ones(image.shape[:2], bool), 6.0) == 0.0
     assert refit_backdrop(image, model, np.zeros(image.shape[:2], bool), 0.0) is None

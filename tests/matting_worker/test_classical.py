@@ -338,3 +338,22 @@ def test_a_faint_object_under_a_spot_is_cut_on_the_refitted_backdrop(
     matte = engine.predict([it.image])[0]
     assert matte.route == "studio"
     assert float(np.mean((matte.alpha - gt) ** 2)) < limit < before
+
+
+def test_a_refit_that_takes_the_found_object_into_the_backdrop_is_dropped(
+        engine: ClassicalEngine) -> None:
+    """Grey on grey, a third of the object found: the rest of it is misfit beyond the first
+    cut, so the refit reads it as backdrop and its surface takes the whole object in (the cut
+    after it is empty, MSE 0.118). A refit whose cut keeps under `REFIT_KEEPS` of the first
+    one is dropped, and the part found stays (MSE 0.071). The misfit it would have followed
+    (3 % of the frame) is the confidence's `unexplained` share: the cut-out stays flagged
+    (0.14, where the partial cut alone scores 0.53)."""
+    it = third_set.item(37, 2)
+    assert it.kind == "low_contrast"
+    gt = it.gt.astype(np.float32) / 255.0
+    matte = engine.predict([it.image])[0]
+    assert matte.route == "studio"
+    assert float(np.mean(matte.alpha[gt > 0.5] > 0.5)) > 0.25  # was none of it
+    assert float(np.mean((matte.alpha - gt) ** 2)) < 0.09
+    assert engine.last_signals[-1].unexplained > 0.01
+    assert matte.confidence is not None and matte.confidence < 0.25

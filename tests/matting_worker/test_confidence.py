@@ -199,6 +199,7 @@ def _sig(**kw: float | bool) -> Signals:
         ("specks", [0.0, 0.001, 0.01, 0.1]),
         ("blend", [0.0, 0.0005, 0.002, 0.01, 0.1]),
         ("disagreement", [0.0, 0.2, 0.4, 0.7, 1.0]),
+        ("unexplained", [0.0, 0.001, 0.01, 0.05, 0.3]),
     ],
 )
 @pytest.mark.parametrize("cluttered", [False, True])
