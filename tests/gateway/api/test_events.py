@@ -109,7 +109,7 @@ def test_a_cancelled_job_ends_its_stream_at_once(start_gateway: Start,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The cancel tells the job's streams (`Database.note_jobs_ended`), as the scheduler's
     close does: `end` leaves at once, not after the (two-minute) read interval. The cancel
-    comes during the job's ingest, which it cancels mid-write (`test_cancelled_writes`)."""
+    comes during the job's ingest, which it may cancel mid-write (`test_cancelled_writes`)."""
     interval = 120.0
     monkeypatch.setattr(events_api, "EVENTS_MIN_INTERVAL_S", interval)
     gw = start_gateway()  # no stage answers: the job stays running
