@@ -24,7 +24,7 @@ the true error and the share of all error in the least confident tenth).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -251,13 +251,14 @@ class Signals:
 
 
 def signals(image: npt.NDArray[np.uint8], alpha: F32, *, cluttered: bool,
-            blend: float = 0.0, disagreement: float = 0.0) -> Signals:
-    """The `Signals` of a cut-out (H×W×3 uint8 image, H×W alpha in [0, 1]); `blend` is the
-    studio path's `blend_error` and `disagreement` the cluttered path's `cut_disagreement`,
-    which need what only that path knows."""
+            blend: float = 0.0, disagreement: float = 0.0, unexplained: float = 0.0) -> Signals:
+    """The `Signals` of a cut-out (H×W×3 uint8 image, H×W alpha in [0, 1]); `blend` and
+    `unexplained` are the studio path's (`blend_error`, a dropped refit's misfit) and
+    `disagreement` the cluttered path's `cut_disagreement`, which need what only that path
+    knows."""
     return Signals(cover=float(np.mean(alpha)), overlap=colour_overlap(image, alpha),
                    partial=partial_share(alpha), specks=speck_share(alpha), cluttered=cluttered,
-                   blend=blend, disagreement=disagreement)
+                   blend=blend, disagreement=disagreement, unexplained=unexplained)
 
 
 def cut_disagreement(cut: ClutteredCut) -> float:
@@ -291,10 +292,9 @@ def studio_signals(image: npt.NDArray[np.uint8], model: BorderModel, res: Studio
     """The studio path's `Signals`: the four image-and-matte ones, `blend_error` against
     the backdrop the border model predicts and the object colours the path estimated, and
     the engine's `unexplained` share (a refit it dropped)."""
-    return replace(
-        signals(image, alpha, cluttered=False,
-                blend=blend_error(image, alpha, model.surface, res.foreground, model.sigma)),
-        unexplained=unexplained)
+    return signals(image, alpha, cluttered=False,
+                   blend=blend_error(image, alpha, model.surface, res.foreground, model.sigma),
+                   unexplained=unexplained)
 
 
 def cluttered_signals(image: npt.NDArray[np.uint8], cut: ClutteredCut, alpha: F32) -> Signals:
