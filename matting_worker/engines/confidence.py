@@ -15,7 +15,10 @@ the true error and the share of all error in the least confident tenth).
   where the centre-seeded rival won its contest (fifth pass, `cut_disagreement`). On the
   studio path a seventh, `unexplained`: the share of the frame where the backdrop strays from
   its surface beyond the first cut and a refit that would follow it was dropped because it
-  took the object in (`classical.REFIT_KEEPS`): object left out of the cut, likely. The signals
+  took the object in (`classical.REFIT_KEEPS`): object left out of the cut, likely. On the
+  studio path an eighth, `unconfirmed`: the error parts left solid would carry if they were
+  the see-through parts their colour says (an even blend of backdrop and the object's colour
+  beside them) where nothing behind them could confirm it (`studio._see_through`). The signals
   were chosen on one group of bench sets and checked on others
   (`bench/classical_issue16.md`); each is one that a reviewer can see in the cut-out.
 - Learned engines get a score from their output alone (`output_confidence`): the share of
@@ -37,6 +40,7 @@ from matting_worker.engines.studio import StudioResult, flat_areas
 __all__ = [
     "PATH_SPLIT",
     "TARGET_MSE",
+    "UNCONFIRMED_K",
     "UNEXPLAINED_K",
     "Signals",
     "blend_error",
@@ -114,6 +118,12 @@ photo-like sets' rank correlation (design seed 21: 0.68 → 0.75) and costs the 
 UNEXPLAINED_K = SPECK_K
 """Expected MSE per unit of `unexplained` share (studio path): like a speck, that area is an
 object part the cut may have left out, half of it wrong on average."""
+UNCONFIRMED_K = 0.5
+"""Expected MSE per unit of `unconfirmed` (studio path): the term is the MSE the parts would
+carry were they glass; glass or an opaque part of that very colour, even odds, so half of it.
+On the held-out generator's glass discs on a plain backdrop (levels 0.36–0.53, cut as solid,
+MSE 0.004–0.011) it is what was missing; an opaque print's even stretch reads at 0.75–0.78,
+and (1 − l)² keeps its doubt small."""
 DISAGREE_POWER = 3
 """`disagreement` counts by its cube: cuts that overlap by half or more (IoU ≥ 0.5, cost
 ≤ 0.005) are the rule on right cut-outs too (a soft edge, a thin part, the coarse centre-seeded
@@ -235,30 +245,36 @@ class Signals:
     unexplained: float = 0.0
     """Share of the frame whose backdrop misfit a dropped refit would have taken (studio
     path, `classical.REFIT_KEEPS`; 0 where no refit was dropped)."""
+    unconfirmed: float = 0.0
+    """`studio.StudioResult.unconfirmed`: the error see-through parts left solid would carry
+    were they glass (studio path; 0 elsewhere)."""
 
     def expected_mse(self) -> float:
         """The cut-out's likely MSE, as a sum of the errors each signal stands for: claimed
         area whose colours the backdrop shares, partial pixels (each partly wrong, more so
         without a known backdrop), specks, opaque pixels whose colour is a blend (studio),
         cuts that disagree with the one kept (cluttered), backdrop misfit left unexplained
-        (studio), and the cluttered path's own floor."""
+        and unconfirmed see-through parts (studio), and the cluttered path's own floor."""
         claim_k = CLAIM_K_CLUTTERED if self.cluttered else CLAIM_K_STUDIO
         partial_k = PARTIAL_K_CLUTTERED if self.cluttered else PARTIAL_K_STUDIO
         err = claim_k * self.cover * self.overlap + partial_k * self.partial
         err += SPECK_K * self.specks + BLEND_K * self.blend + UNEXPLAINED_K * self.unexplained
+        err += UNCONFIRMED_K * self.unconfirmed
         err += DISAGREE_K * float(np.clip(self.disagreement, 0.0, 1.0)) ** DISAGREE_POWER
         return err + (CLUTTERED_FLOOR if self.cluttered else 0.0)
 
 
 def signals(image: npt.NDArray[np.uint8], alpha: F32, *, cluttered: bool,
-            blend: float = 0.0, disagreement: float = 0.0, unexplained: float = 0.0) -> Signals:
-    """The `Signals` of a cut-out (H×W×3 uint8 image, H×W alpha in [0, 1]); `blend` and
-    `unexplained` are the studio path's (`blend_error`, a dropped refit's misfit) and
-    `disagreement` the cluttered path's `cut_disagreement`, which need what only that path
-    knows."""
+            blend: float = 0.0, disagreement: float = 0.0, unexplained: float = 0.0,
+            unconfirmed: float = 0.0) -> Signals:
+    """The `Signals` of a cut-out (H×W×3 uint8 image, H×W alpha in [0, 1]); `blend`,
+    `unexplained` and `unconfirmed` are the studio path's (`blend_error`, a dropped refit's
+    misfit, see-through parts left solid) and `disagreement` the cluttered path's
+    `cut_disagreement`, which need what only that path knows."""
     return Signals(cover=float(np.mean(alpha)), overlap=colour_overlap(image, alpha),
                    partial=partial_share(alpha), specks=speck_share(alpha), cluttered=cluttered,
-                   blend=blend, disagreement=disagreement, unexplained=unexplained)
+                   blend=blend, disagreement=disagreement, unexplained=unexplained,
+                   unconfirmed=unconfirmed)
 
 
 def cut_disagreement(cut: ClutteredCut) -> float:
@@ -291,10 +307,10 @@ def studio_signals(image: npt.NDArray[np.uint8], model: BorderModel, res: Studio
                    alpha: F32, unexplained: float = 0.0) -> Signals:
     """The studio path's `Signals`: the four image-and-matte ones, `blend_error` against
     the backdrop the border model predicts and the object colours the path estimated, and
-    the engine's `unexplained` share (a refit it dropped)."""
+    the engine's `unexplained` share (a refit it dropped) and the path's `unconfirmed` doubt."""
     return signals(image, alpha, cluttered=False,
                    blend=blend_error(image, alpha, model.surface, res.foreground, model.sigma),
-                   unexplained=unexplained)
+                   unexplained=unexplained, unconfirmed=res.unconfirmed)
 
 
 def cluttered_signals(image: npt.NDArray[np.uint8], cut: ClutteredCut, alpha: F32) -> Signals:

@@ -88,6 +88,10 @@ class StudioResult:
     of the averaged noise threshold (≤ 1: the object is barely told from its backdrop)."""
     faint_share: float = 0.0
     """Share of the object found only by the averaged low-contrast test."""
+    unconfirmed: float = 0.0
+    """The error see-through parts left solid would carry if they were glass: Σ over the
+    parts that read as one even blend at level l against their neighbour's colour, but whose
+    backdrop could not confirm it (`_see_through`), of their share of the frame × (1 − l)²."""
 
 
 def disk(r: int) -> npt.NDArray[np.uint8]:
@@ -195,8 +199,9 @@ def _ratio(diff: F32, dist: F32, fg: F32, bg: F32, sigma: float) -> F32:
 def _see_through(
     img: F32, diff: F32, dist: F32, smooth: F32, coarse: B8, flat: B8, textured: B8,
     t_hi: float, sigma: float, bg: F32, band: int,
-) -> tuple[B8, F32]:
-    """Semi-transparent parts: flat areas whose colour is an even blend of backdrop and object.
+) -> tuple[B8, F32, float]:
+    """Semi-transparent parts: flat areas whose colour is an even blend of backdrop and object,
+    their level, and the doubt on the parts left solid (`StudioResult.unconfirmed`).
 
     Against a part's strongest contrast, such an area sits on the line from B to F, at a
     constant fraction across the whole area; shading and texture do not keep that constant.
@@ -207,7 +212,8 @@ def _see_through(
     a part is read again against its neighbour's one colour (`_one_colour_level`), and that
     level is kept only where the backdrop's variation behind the part comes through it by
     the matching share (`_through_slope`, `THROUGH_AGREE`): on a plain backdrop nothing
-    confirms it, and a uniform stretch of an opaque print reads as one level too.
+    confirms it, and a uniform stretch of an opaque print reads as one level too. Such a part
+    stays solid, and what it would cost were it glass is returned as a doubt.
     """
     h, w = coarse.shape
     n, labels = cv2.connectedComponents(coarse.astype(np.uint8), connectivity=8)
@@ -229,6 +235,7 @@ def _see_through(
     keep = np.zeros(m, bool)
     level = np.zeros(m, np.float32)
     averaged: _Averaged | None = None
+    unconfirmed = 0.0
     for j in range(1, m):
         if stats[j, cv2.CC_STAT_AREA] >= min_area:
             part = parts == j
@@ -240,6 +247,7 @@ def _see_through(
                 averaged = averaged or _Averaged.of(img, bg)
                 slope = _through_slope(averaged, part)
                 if slope is None or abs(slope - (1.0 - med)) > THROUGH_AGREE:
+                    unconfirmed += float(stats[j, cv2.CC_STAT_AREA]) / (h * w) * (1.0 - med) ** 2
                     continue
             keep[j] = True
             level[j] = med
@@ -248,7 +256,7 @@ def _see_through(
     lvl = np.asarray(cv2.dilate(level[parts], disk(3)), np.float32)
     rim = (cv2.dilate(glass.astype(np.uint8), disk(3)) > 0) & coarse & ~solid & ~glass
     lvl[rim] = np.minimum(lvl[rim], ratio[rim])
-    return glass | rim, lvl
+    return glass | rim, lvl, unconfirmed
 
 
 def _level(vals: F32) -> tuple[float, float]:
@@ -499,8 +507,8 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     alpha[near] = ratio[near]
     alpha[near & (dist < t_lo) & ~coarse] = 0.0
     alpha[(interior | solid) & ~(ramp & (ratio < 0.98))] = 1.0
-    glass, ratio_g = _see_through(img, diff, dist, smooth, coarse, flat, textured, t_hi, sigma,
-                                  model.surface, band)
+    glass, ratio_g, unconfirmed = _see_through(img, diff, dist, smooth, coarse, flat, textured,
+                                               t_hi, sigma, model.surface, band)
     alpha[glass] = ratio_g[glass]
     for part, part_alpha in _backdrop_through(img, model.surface, coarse, alpha, flat, band):
         alpha[part] = part_alpha
@@ -512,4 +520,4 @@ def studio_alpha(image: npt.NDArray[np.uint8], model: BorderModel, band: int) ->
     contrast = float(np.median(d_avg[coarse])) / t_avg if coarse.any() else 0.0
     faint = float(np.count_nonzero(strong & ~clear)) / area
     return StudioResult(alpha=alpha, coarse=coarse, foreground=fg, contrast=contrast,
-                        faint_share=faint)
+                        faint_share=faint, unconfirmed=unconfirmed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,7 @@ from matting_worker.engines import refine as refine_mod
 from matting_worker.engines.base import EngineError
 from matting_worker.engines.classical import SOLVE_RTOL, SOLVE_SIDE, ClassicalEngine
 from matting_worker.engines.cluttered import border_distance_mask
+from matting_worker.engines.confidence import score
 from matting_worker.engines.refine import DEFAULT_RTOL, refine, solve_trimap, trimap_from_coarse
 from shared.imaging import decode_alpha, decode_rgb
 
@@ -390,3 +392,32 @@ def test_an_even_stretch_of_a_print_at_the_outline_stays_solid(
     gt = it.gt.astype(np.float32) / 255.0
     matte = engine.predict([it.image])[0]
     assert float(np.mean((matte.alpha - gt) ** 2)) < limit < unchecked
+
+
+def test_a_glass_disc_nothing_confirms_stays_solid_and_is_doubted(
+        engine: ClassicalEngine) -> None:
+    """The same disc on a plain backdrop (held-out 1, image 29): one level against its
+    neighbour's colour (0.36), but nothing behind it varies to confirm it, so it stays solid
+    (MSE 0.0105). What it would cost were it glass — its share of the frame × (1 − level)² —
+    is the confidence's `unconfirmed` doubt, close to what it does cost (truth from the
+    ground truth's disc), and the score falls with it."""
+    it = item(1, 29)
+    assert it.glass and it.background == "plain"
+    gt = it.gt.astype(np.float32) / 255.0
+    matte = engine.predict([it.image])[0]
+    disc = _interior(gt) & (gt > 0.2) & (gt < 0.8)
+    assert float(np.median(matte.alpha[disc])) > 0.9  # left solid: nothing confirms it
+    sig = engine.last_signals[-1]
+    cost = float(np.mean(disc)) * (1.0 - float(np.median(gt[disc]))) ** 2
+    assert 0.5 * cost < sig.unconfirmed < 2.0 * cost
+    assert matte.confidence is not None
+    assert matte.confidence < score(replace(sig, unconfirmed=0.0)) - 0.05
+
+
+def test_an_even_print_at_the_outline_costs_little_doubt(engine: ClassicalEngine) -> None:
+    """Third 41, image 0 (right, MSE 0.0001): its sky stretch reads at 0.75, so the doubt it
+    leaves, (1 − 0.75)² of its share, keeps the cut-out confident."""
+    it = third_set.item(41, 0)
+    matte = engine.predict([it.image])[0]
+    assert 0.0 < engine.last_signals[-1].unconfirmed < 0.001
+    assert matte.confidence is not None and matte.confidence > 0.8

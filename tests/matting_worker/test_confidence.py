@@ -200,6 +200,7 @@ def _sig(**kw: float | bool) -> Signals:
         ("blend", [0.0, 0.0005, 0.002, 0.01, 0.1]),
         ("disagreement", [0.0, 0.2, 0.4, 0.7, 1.0]),
         ("unexplained", [0.0, 0.001, 0.01, 0.05, 0.3]),
+        ("unconfirmed", [0.0, 0.0005, 0.003, 0.02, 0.2]),
     ],
 )
 @pytest.mark.parametrize("cluttered", [False, True])
