@@ -208,12 +208,12 @@ def _see_through(
 
     The object colour F spread from the solid parts drifts across a wide part (away from the
     solid it is an average over a wider reach), so a blend of one colour can show a varying
-    fraction. Such
-    a part is read again against its neighbour's one colour (`_one_colour_level`), and that
-    level is kept only where the backdrop's variation behind the part comes through it by
-    the matching share (`_through_slope`, `THROUGH_AGREE`): on a plain backdrop nothing
-    confirms it, and a uniform stretch of an opaque print reads as one level too. Such a part
-    stays solid, and what it would cost were it glass is returned as a doubt.
+    fraction. Such a part is read again against its neighbour's one colour
+    (`_one_colour_level`), and that level is kept only where the backdrop's variation behind
+    the part comes through it by the matching share (`_through_slope`, `THROUGH_AGREE`): on a
+    plain backdrop nothing confirms it, and a uniform stretch of an opaque print reads as one
+    level too. Such a part stays solid, and what it would cost were it glass is returned as a
+    doubt.
     """
     h, w = coarse.shape
     n, labels = cv2.connectedComponents(coarse.astype(np.uint8), connectivity=8)

@@ -396,11 +396,11 @@ def test_an_even_stretch_of_a_print_at_the_outline_stays_solid(
 
 def test_a_glass_disc_nothing_confirms_stays_solid_and_is_doubted(
         engine: ClassicalEngine) -> None:
-    """The same disc on a plain backdrop (held-out 1, image 29): one level against its
-    neighbour's colour (0.36), but nothing behind it varies to confirm it, so it stays solid
-    (MSE 0.0105). What it would cost were it glass — its share of the frame × (1 − level)² —
-    is the confidence's `unconfirmed` doubt, close to what it does cost (truth from the
-    ground truth's disc), and the score falls with it."""
+    """The held-out generator's glass disc on a plain backdrop (held-out 1, image 29): one
+    level against its neighbour's colour (0.36), but nothing behind it varies to confirm it,
+    so it stays solid (MSE 0.0105). What it would cost were it glass — its share of the frame
+    × (1 − level)² — is the confidence's `unconfirmed` doubt, close to what it does cost
+    (from the ground truth's disc), and the score falls with it."""
     it = item(1, 29)
     assert it.glass and it.background == "plain"
     gt = it.gt.astype(np.float32) / 255.0
