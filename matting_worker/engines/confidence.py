@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from matting_worker.engines.background import BorderModel
 from matting_worker.engines.cluttered import ClutteredCut
-from matting_worker.engines.studio import StudioResult, flat_areas
+from matting_worker.engines.studio import StudioResult, blend_position, flat_areas
 
 __all__ = [
     "PATH_SPLIT",
@@ -202,7 +202,7 @@ def blend_error(image: npt.NDArray[np.uint8], alpha: F32, surface: F32, foregrou
     """The error a studio cut-out's own colours imply where it says opaque: the mean over the
     frame of (α − r)² on the pixels it calls opaque (α > `OPAQUE`) that are flat
     (`studio.flat_areas`) and whose object colour F stands clear of the backdrop's B
-    (|F − B| > `BLEND_CONTRAST`), r = (I − B)·(F − B) / |F − B|² being where the pixel's colour
+    (|F − B| > `BLEND_CONTRAST`), r (`studio.blend_position`) being where the pixel's colour
     I sits between backdrop (0) and object (1).
 
     A see-through part the glass detector missed (a frosted rim, a tinted panel) is flat and
@@ -219,7 +219,7 @@ def blend_error(image: npt.NDArray[np.uint8], alpha: F32, surface: F32, foregrou
     use = opaque & (n2 > BLEND_CONTRAST**2) & flat_areas(img, sigma)
     if not use.any():
         return 0.0
-    r = np.clip(((img - surface) * fd).sum(axis=2)[use] / n2[use], 0.0, 1.0)
+    r = np.clip(blend_position(img[use], surface[use], foreground[use]), 0.0, 1.0)
     return float(((alpha[use] - r) ** 2).sum()) / alpha.size
 
 

@@ -16,7 +16,10 @@ import numpy.typing as npt
 
 from matting_worker.engines.background import BorderModel, strip_mask
 
-__all__ = ["LOW_CONTRAST_FLOOR", "StudioResult", "disk", "flat_areas", "studio_alpha", "touching"]
+__all__ = [
+    "LOW_CONTRAST_FLOOR", "StudioResult", "blend_position", "disk", "flat_areas", "studio_alpha",
+    "touching",
+]
 
 F32 = npt.NDArray[np.float32]
 RAMP_DEPTH = 3.0
@@ -272,9 +275,18 @@ def _one_colour_level(img: F32, bg: F32, part: B8, solid: B8, band: int
     ring = (cv2.dilate(part.astype(np.uint8), disk(2 * band)) > 0) & solid & ~part
     if not ring.any():
         return 1.0, float("inf")
-    fd = np.median(img[ring], axis=0)[None, :] - bg[part]
-    vals = ((img[part] - bg[part]) * fd).sum(axis=1) / np.maximum((fd * fd).sum(axis=1), 1.0)
-    return _level(vals.astype(np.float32))
+    return _level(blend_position(img[part], bg[part], np.median(img[ring], axis=0)))
+
+
+def blend_position(colour: F32, backdrop: F32, obj: F32) -> F32:
+    """Where each pixel's colour I sits on the line from its backdrop's B (0) to the object's
+    colour F (1): (I − B)·(F − B) / |F − B|² (last axis the colour channels, F broadcast
+    against B; |F − B|² taken as at least 1). A see-through part of level l over B sits at l
+    (`_one_colour_level`; `confidence.blend_error` reads the opaque pixels so)."""
+    fd = obj.astype(np.float32) - backdrop
+    out: F32 = (((colour - backdrop) * fd).sum(axis=-1)
+                / np.maximum((fd * fd).sum(axis=-1), 1.0)).astype(np.float32)
+    return out
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from matting_worker.engines.classical import SOLVE_RTOL, SOLVE_SIDE, ClassicalEn
 from matting_worker.engines.cluttered import border_distance_mask
 from matting_worker.engines.confidence import score
 from matting_worker.engines.refine import DEFAULT_RTOL, refine, solve_trimap, trimap_from_coarse
+from matting_worker.engines.studio import blend_position
 from shared.imaging import decode_alpha, decode_rgb
 
 F32 = npt.NDArray[np.float32]
@@ -115,6 +116,24 @@ def test_semi_transparent_part_gets_partial_alpha(engine: ClassicalEngine) -> No
     inner = cv2.erode(part.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
     assert abs(float(np.median(got[inner])) - 0.45) < 0.1
     assert _mse(got, alpha) < 0.3 * _mse(border_distance_mask(image), alpha)
+
+
+def test_blend_position_reads_a_blend_on_the_line_from_backdrop_to_object() -> None:
+    """Each pixel's own backdrop, one object colour: a blend of level l reads l, the backdrop
+    0, the object 1, a colour off the line its projection; an object colour equal to the
+    backdrop divides by no less than 1."""
+    backdrop = np.array([[200, 200, 200], [100, 150, 200], [200, 200, 200]], np.float32)
+    obj = np.array([40, 60, 80], np.float32)
+    levels = np.array([0.3, 0.7, 0.0], np.float32)
+    colour = levels[:, None] * obj + (1 - levels[:, None]) * backdrop
+    assert blend_position(colour, backdrop, obj) == pytest.approx(levels, abs=1e-5)
+    assert blend_position(obj[None, :], backdrop[:1], obj)[0] == pytest.approx(1.0)
+    off = backdrop[0] + 0.5 * (obj - backdrop[0]) + np.array([50, -50, 0], np.float32)
+    fd = obj - backdrop[0]
+    want = float(np.dot(off - backdrop[0], fd) / np.dot(fd, fd))
+    assert blend_position(off[None, :], backdrop[:1], obj)[0] == pytest.approx(want, rel=1e-5)
+    same = blend_position(np.array([[210, 200, 200]], np.float32), backdrop[:1], backdrop[0])
+    assert same[0] == 0.0
 
 
 def test_cluttered_background_takes_the_fallback(engine: ClassicalEngine) -> None:
