@@ -40,6 +40,12 @@ common; what bent the surface into them was the cubic, which `BETTER_BY` now cat
 BETTER_BY = 0.15
 """Where an object touches the frame, another fit replaces the first choice only if it
 explains this much more of the whole image (`_image_share`)."""
+CLOSER_BY = 0.75
+"""Where the plain fit holds but leaves one side partly unexplained, the trimmed fit is
+preferred if its typical residual over the whole image (`_typical_residual`) is at most this
+share of the plain fit's: a faint object touching the frame can pull the plain fit onto
+itself, which then explains the object as backdrop (and so explains *more* of the image) while
+following the real backdrop only loosely everywhere else."""
 GRADED_SIGMA = 16.0
 """A trimmed quadratic up to this spread still lets the cubic judge a backdrop: a strong
 spotlight falloff on a sweep the quadratic cannot follow ..."""
@@ -165,6 +171,14 @@ def _image_share(image: npt.NDArray[np.uint8], model: BorderModel, sigma: float)
     return float(np.mean(_explained(res, sigma)))
 
 
+def _typical_residual(image: npt.NDArray[np.uint8], model: BorderModel) -> float:
+    """The median distance (8-bit RGB) of the image from the model's surface, over every
+    fourth pixel of every fourth row: the backdrop's fit inside the frame wherever the backdrop
+    is most of it."""
+    sub = image[::4, ::4].astype(np.float32)
+    return float(np.median(np.linalg.norm(sub - model.surface[::4, ::4], axis=2)))
+
+
 def _better(image: npt.NDArray[np.uint8], first: BorderModel,
             others: list[BorderModel]) -> BorderModel:
     """`first`, unless another fit explains `BETTER_BY` more of the whole image. The border
@@ -190,7 +204,10 @@ def fit_border_model(image: npt.NDArray[np.uint8], degree: int = SURFACE_DEGREE)
     and part of the fourth (`SIDE_CLEAR`, `SIDE_TOUCHED`: a busy photo's best-fitting half is
     no backdrop), and of the fits that hold the one explaining clearly more of the whole
     image is kept (`_better`). On the independent set such shots had been cut at MSE
-    0.04–0.65."""
+    0.04–0.65. Where the plain fit holds, the trimmed one goes first in that contest if it
+    follows the image clearly closer (`CLOSER_BY`): a faint object on the frame can pull the
+    plain fit onto itself, and a fit that explains the object as backdrop explains more of
+    the image, not less."""
     h, w = image.shape[:2]
     scale = min(1.0, _FIT_SIDE / max(h, w))
     sw, sh = max(4, round(w * scale)), max(4, round(h * scale))
@@ -229,6 +246,9 @@ def fit_border_model(image: npt.NDArray[np.uint8], degree: int = SURFACE_DEGREE)
         if min(_side_inliers(image, plain)) >= SIDE_CLEAR:
             return plain
         _, trimmed = fit(trimmed=True)
+        closer = _typical_residual(image, trimmed) < CLOSER_BY * _typical_residual(image, plain)
+        if trimmed.holds and closer and _sides_hold(image, trimmed):
+            return _better(image, trimmed, [plain])
         return _better(image, plain, [trimmed])
     quadratic, trimmed = fit(trimmed=True)
     # The sides are judged on either fit, but a quadratic that does not hold explains them
