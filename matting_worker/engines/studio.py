@@ -281,8 +281,8 @@ def _one_colour_level(img: F32, bg: F32, part: B8, solid: B8, band: int
 def blend_position(colour: F32, backdrop: F32, obj: F32) -> F32:
     """Where each pixel's colour I sits on the line from its backdrop's B (0) to the object's
     colour F (1): (I − B)·(F − B) / |F − B|² (last axis the colour channels, F broadcast
-    against B; |F − B|² taken as at least 1). A see-through part of level l over B sits at l
-    (`_one_colour_level`; `confidence.blend_error` reads the opaque pixels so)."""
+    against B; |F − B|² taken as at least 1). A see-through part of level l over B sits at l:
+    `_one_colour_level` reads a part's level so, `confidence.blend_error` an opaque pixel's."""
     fd = obj.astype(np.float32) - backdrop
     out: F32 = (((colour - backdrop) * fd).sum(axis=-1)
                 / np.maximum((fd * fd).sum(axis=-1), 1.0)).astype(np.float32)
