@@ -67,6 +67,12 @@ THROUGH_FIT = 0.5
 THROUGH_CHANNELS = 0.2
 """Most any one channel's own slope may differ from the shared one (a see-through part
 lets every channel of the backdrop through by the same share; shading does not)."""
+THROUGH_CHANNEL_SHARE = 0.25
+"""... compared only on the channels that carry at least this share of the backdrop's
+variation behind the part: on a channel that hardly varies there, its own slope is a ratio of
+small numbers (a glass panel of the third set: blue 1 level RMS behind it, a twentieth of the
+variation, slope 0.93 against the shared 0.73; the channels were all compared down to 0.75
+levels RMS before, and such panels were cut as solid)."""
 THROUGH_FRAMED = 0.9
 """Least share of the ring around a part that must be the object's own interior: only a
 part framed by the object is tested (at the outline smooth shading of an opaque object can
@@ -310,8 +316,9 @@ def _through_slope(avg: _Averaged, part: B8) -> float | None:
     """The share of the backdrop's variation behind a part that shows in its colour (the
     slope 1 − l of a see-through part of level l), or None where it cannot be read: too
     small a part, too flat a backdrop behind it (`THROUGH_MIN_B`), a fit that does not
-    explain the part's colour (`THROUGH_FIT`), channels that disagree (`THROUGH_CHANNELS`),
-    a slope outside `THROUGH_LEVELS`."""
+    explain the part's colour (`THROUGH_FIT`), channels that disagree (`THROUGH_CHANNELS`,
+    among those carrying `THROUGH_CHANNEL_SHARE` of the variation), a slope outside
+    `THROUGH_LEVELS`."""
     # Whole 9×9 windows inside the part, every third pixel.
     core = (cv2.erode(part.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0) & avg.grid
     if np.count_nonzero(core) < 30:
@@ -326,7 +333,7 @@ def _through_slope(avg: _Averaged, part: B8) -> float | None:
     slope = float((b * c).sum()) / var_b
     fit = 1.0 - float(((c - slope * b) ** 2).sum()) / max(float((c * c).sum()), 1e-9)
     spread = [abs(float((b[:, k] * c[:, k]).sum() / (b[:, k] ** 2).sum()) - slope)
-              for k in range(3) if float((b[:, k] ** 2).mean()) >= (THROUGH_MIN_B / 2) ** 2]
+              for k in range(3) if float((b[:, k] ** 2).sum()) >= THROUGH_CHANNEL_SHARE * var_b]
     lo, hi = THROUGH_LEVELS
     if (lo <= slope <= hi and fit >= THROUGH_FIT and spread
             and max(spread) <= THROUGH_CHANNELS):
