@@ -335,8 +335,8 @@ def _through_slope(avg: _Averaged, part: B8) -> float | None:
     spread = [abs(float((b[:, k] * c[:, k]).sum() / (b[:, k] ** 2).sum()) - slope)
               for k in range(3) if float((b[:, k] ** 2).sum()) >= THROUGH_CHANNEL_SHARE * var_b]
     lo, hi = THROUGH_LEVELS
-    if (lo <= slope <= hi and fit >= THROUGH_FIT and spread
-            and max(spread) <= THROUGH_CHANNELS):
+    # Some channel always carries a third of the variation or more: `spread` is never empty.
+    if lo <= slope <= hi and fit >= THROUGH_FIT and max(spread) <= THROUGH_CHANNELS:
         return slope
     return None
 
