@@ -246,8 +246,9 @@ def fit_border_model(image: npt.NDArray[np.uint8], degree: int = SURFACE_DEGREE)
         if min(_side_inliers(image, plain)) >= SIDE_CLEAR:
             return plain
         _, trimmed = fit(trimmed=True)
-        closer = _typical_residual(image, trimmed) < CLOSER_BY * _typical_residual(image, plain)
-        if trimmed.holds and closer and _sides_hold(image, trimmed):
+        closer = trimmed.holds and (
+            _typical_residual(image, trimmed) < CLOSER_BY * _typical_residual(image, plain))
+        if closer and _sides_hold(image, trimmed):
             return _better(image, trimmed, [plain])
         return _better(image, plain, [trimmed])
     quadratic, trimmed = fit(trimmed=True)
